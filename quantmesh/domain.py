@@ -1,0 +1,103 @@
+"""Value types shared by the grid, the exchanges, storage and the trader.
+
+Prices and amounts are ``Decimal``; timestamps are epoch seconds as ``float``.
+Symbols are in unified form, ``BASE/QUOTE`` (``ETH/USDT``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
+from typing import Literal
+
+Side = Literal["buy", "sell"]
+OrderStatus = Literal["open", "filled", "canceled", "rejected", "expired"]
+CLOSED_STATUSES: frozenset[str] = frozenset({"filled", "canceled", "rejected", "expired"})
+
+
+def compact_symbol(symbol: str) -> str:
+    """``ETH/USDT`` -> ``ETHUSDT``: the form used in lock keys and metric labels."""
+    return symbol.replace("/", "")
+
+
+def floor_to(value: Decimal, step: Decimal) -> Decimal:
+    """Round ``value`` down to a multiple of ``step``."""
+    return (value / step).to_integral_value(rounding=ROUND_FLOOR) * step
+
+
+def ceil_to(value: Decimal, step: Decimal) -> Decimal:
+    """Round ``value`` up to a multiple of ``step``."""
+    return (value / step).to_integral_value(rounding=ROUND_CEILING) * step
+
+
+@dataclass(frozen=True, slots=True)
+class MarketRules:
+    """What the exchange accepts for one symbol."""
+
+    symbol: str
+    base: str
+    quote: str
+    tick_size: Decimal
+    lot_size: Decimal
+    min_amount: Decimal
+    min_notional: Decimal
+
+
+@dataclass(frozen=True, slots=True)
+class Tick:
+    symbol: str
+    price: Decimal
+    ts: float
+
+
+@dataclass(frozen=True, slots=True)
+class OrderRequest:
+    """A limit order to place; ``client_order_id`` makes the request idempotent."""
+
+    symbol: str
+    side: Side
+    price: Decimal
+    amount: Decimal
+    client_order_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class Order:
+    symbol: str
+    side: Side
+    price: Decimal
+    amount: Decimal
+    client_order_id: str
+    exchange_order_id: str
+    status: OrderStatus
+    filled: Decimal
+    created_at: float
+    updated_at: float
+
+    @property
+    def is_open(self) -> bool:
+        return self.status == "open"
+
+
+@dataclass(frozen=True, slots=True)
+class Fill:
+    """One execution (the seed's "trade"); unique per (symbol, trade_id)."""
+
+    trade_id: str
+    symbol: str
+    side: Side
+    price: Decimal
+    amount: Decimal
+    fee: Decimal
+    fee_currency: str
+    client_order_id: str
+    exchange_order_id: str
+    ts: float
+
+
+@dataclass(frozen=True, slots=True)
+class OrderUpdate:
+    """The state of an order after a change, with the fills that caused it."""
+
+    order: Order
+    fills: tuple[Fill, ...] = ()

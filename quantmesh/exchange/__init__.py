@@ -1,0 +1,1 @@
+"""Exchanges: the protocol, the in-process simulated exchange and its parts."""

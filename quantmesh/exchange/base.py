@@ -1,0 +1,58 @@
+"""The ``Exchange`` protocol every exchange implementation follows."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Protocol
+
+from quantmesh.domain import MarketRules, Order, OrderRequest, OrderUpdate, Tick
+
+
+class Exchange(Protocol):
+    """A spot exchange, as the trader sees it.
+
+    Errors are ``quantmesh.errors.ExchangeError`` subclasses: ``MarketNotFound``,
+    ``DuplicateOrder`` (an open order has the same client order id), ``InsufficientFunds``,
+    ``InvalidOrder``, ``OrderNotFound``, ``Disconnected``, ``RateLimited``.
+    """
+
+    @property
+    def name(self) -> str:
+        """Exchange id used in lock keys and database rows (``simulated``, ``binance``)."""
+        ...
+
+    async def start(self) -> None:
+        """Connect and start background work (price feeds, streams)."""
+        ...
+
+    async def close(self) -> None:
+        """Stop background work and release connections; idempotent."""
+        ...
+
+    async def market(self, symbol: str) -> MarketRules:
+        """The trading rules of ``symbol``; raises ``MarketNotFound``."""
+        ...
+
+    def watch_ticks(self, symbol: str) -> AsyncIterator[Tick]:
+        """Price updates for ``symbol``, newest first available, until closed."""
+        ...
+
+    def watch_orders(self, symbol: str) -> AsyncIterator[OrderUpdate]:
+        """Updates (fills, cancels) of orders on ``symbol``."""
+        ...
+
+    async def create_order(self, request: OrderRequest) -> Order:
+        """Place a limit order."""
+        ...
+
+    async def cancel_order(self, symbol: str, client_order_id: str) -> Order:
+        """Cancel an open order; returns its final state (it may have filled meanwhile)."""
+        ...
+
+    async def fetch_order(self, symbol: str, client_order_id: str) -> Order:
+        """The current state of an order; raises ``OrderNotFound``."""
+        ...
+
+    async def fetch_open_orders(self, symbol: str) -> list[Order]:
+        """Every open order on ``symbol``, ours or not."""
+        ...

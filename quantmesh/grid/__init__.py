@@ -1,0 +1,1 @@
+"""Pure grid strategy code: no I/O, no ``await``."""

@@ -1,0 +1,89 @@
+"""Grid specification and per-level state (pure data)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Literal
+
+Spacing = Literal["arithmetic", "geometric"]
+
+
+@dataclass(frozen=True, slots=True)
+class GridSpec:
+    """The shape of one symbol's grid, from settings plus the persisted anchor.
+
+    ``interval`` is the absolute price step for arithmetic spacing and the ratio between
+    neighbouring levels minus one (``0.005`` = 0.5 %) for geometric spacing.
+    ``order_quantity`` is in quote currency per level; ``max_position`` caps the quote value
+    (at level prices) of inventory plus open buys.
+    """
+
+    symbol: str
+    anchor: Decimal
+    interval: Decimal
+    order_quantity: Decimal
+    buy_window: int
+    sell_window: int
+    spacing: Spacing = "arithmetic"
+    min_order_value: Decimal = Decimal(0)
+    lower_price: Decimal | None = None
+    upper_price: Decimal | None = None
+    max_position: Decimal | None = None
+    cancel_hysteresis: int = 2
+
+
+@dataclass(frozen=True, slots=True)
+class LevelState:
+    """One price level.
+
+    ``holding`` is the base amount bought on this level and not yet sold; ``cost`` the
+    quote paid for it including fees; ``cycle`` counts completed buys.
+    """
+
+    index: int
+    holding: Decimal = Decimal(0)
+    cost: Decimal = Decimal(0)
+    cycle: int = 0
+
+
+@dataclass(slots=True)
+class GridState:
+    """Everything persisted about one symbol's grid.
+
+    ``levels`` only holds levels that differ from the default ``LevelState(index)``.
+    ``fence`` is the fencing token of the last writer (0 without distributed locks).
+    """
+
+    symbol: str
+    anchor: Decimal
+    levels: dict[int, LevelState] = field(default_factory=dict)
+    fence: int = 0
+
+    def level(self, index: int) -> LevelState:
+        found = self.levels.get(index)
+        return found if found is not None else LevelState(index)
+
+    def set_level(self, level: LevelState) -> None:
+        if level.holding == 0 and level.cost == 0 and level.cycle == 0:
+            self.levels.pop(level.index, None)
+        else:
+            self.levels[level.index] = level
+
+
+@dataclass(frozen=True, slots=True)
+class RoundTrip:
+    """A completed buy-then-sell on one level; unique per (symbol, level, cycle).
+
+    ``buy_cost`` is the quote paid including buy fees; ``sell_proceeds`` the quote received
+    net of sell fees; ``pnl = sell_proceeds - buy_cost``.
+    """
+
+    symbol: str
+    level: int
+    cycle: int
+    amount: Decimal
+    buy_cost: Decimal
+    sell_proceeds: Decimal
+    pnl: Decimal
+    closed_at: float

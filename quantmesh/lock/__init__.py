@@ -1,0 +1,1 @@
+"""Locks: the ``DistributedLock`` protocol and its backends."""

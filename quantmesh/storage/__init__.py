@@ -1,0 +1,1 @@
+"""Storage: the repository protocol and its SQLAlchemy implementation."""

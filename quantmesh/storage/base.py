@@ -1,0 +1,92 @@
+"""The ``Repository`` protocol: every order, fill, round trip and grid change goes here.
+
+A repository is scoped to one exchange (``exchange`` column); ``summaries`` reads all.
+Writes are idempotent (keyed on the records' unique keys) so a write buffer can replay
+them safely. Connectivity failures raise ``StorageUnavailable``; other failures
+``StorageError``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Protocol
+
+from quantmesh.domain import Fill, Order, Side
+from quantmesh.grid.state import GridState, LevelState, RoundTrip
+
+
+@dataclass(frozen=True, slots=True)
+class TradeFilter:
+    symbol: str | None = None
+    side: Side | None = None
+    since: float | None = None
+    until: float | None = None
+    limit: int = 1000
+    offset: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class SymbolSummary:
+    exchange: str
+    symbol: str
+    last_price: Decimal | None
+    last_price_at: float | None
+    inventory: Decimal
+    open_orders: int
+    realized_pnl: Decimal
+    round_trips: int
+
+
+class Repository(Protocol):
+    async def start(self) -> None:
+        """Connect and make sure the schema exists."""
+        ...
+
+    async def close(self) -> None: ...
+
+    # orders (the seed's SaveOrder), unique per (exchange, client_order_id)
+    async def save_order(self, order: Order) -> None: ...
+
+    async def save_orders(self, orders: Sequence[Order]) -> None: ...
+
+    async def get_order(self, client_order_id: str) -> Order | None: ...
+
+    async def get_open_orders(self, symbol: str) -> list[Order]: ...
+
+    # fills (the seed's SaveTrade / GetTrades), unique per (exchange, symbol, trade_id)
+    async def save_fill(self, fill: Fill) -> None: ...
+
+    async def save_fills(self, fills: Sequence[Fill]) -> None: ...
+
+    async def get_trades(self, flt: TradeFilter) -> list[Fill]: ...
+
+    # round trips, unique per (exchange, symbol, level, cycle)
+    async def save_round_trip(self, trip: RoundTrip) -> None: ...
+
+    async def get_round_trips(self, symbol: str) -> list[RoundTrip]: ...
+
+    # grid state
+    async def init_grid(self, symbol: str, anchor: Decimal) -> GridState:
+        """Create the grid with ``anchor`` unless one exists; return the stored grid.
+
+        The first anchor ever stored wins, so every restart and every instance trades the
+        same levels.
+        """
+        ...
+
+    async def load_grid(self, symbol: str) -> GridState | None: ...
+
+    async def save_levels(self, symbol: str, levels: Sequence[LevelState], fence: int) -> bool:
+        """Upsert ``levels`` if ``fence`` is not older than the stored fence.
+
+        Returns ``False`` (and writes nothing) when a newer fence is stored.
+        """
+        ...
+
+    async def save_last_price(self, symbol: str, price: Decimal, ts: float) -> None: ...
+
+    async def summaries(self) -> list[SymbolSummary]:
+        """Per (exchange, symbol): last price, inventory, open orders, realized PnL."""
+        ...
