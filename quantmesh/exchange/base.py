@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Protocol
 
-from quantmesh.domain import MarketRules, Order, OrderRequest, OrderUpdate, Tick
+from quantmesh.domain import Fill, MarketRules, Order, OrderRequest, OrderUpdate, Tick
 
 
 class Exchange(Protocol):
@@ -51,6 +51,10 @@ class Exchange(Protocol):
 
     async def fetch_order(self, symbol: str, client_order_id: str) -> Order:
         """The current state of an order; raises ``OrderNotFound``."""
+        ...
+
+    async def fetch_order_fills(self, symbol: str, client_order_id: str) -> list[Fill]:
+        """Every fill of the order (for reconciliation after a restart)."""
         ...
 
     async def fetch_open_orders(self, symbol: str) -> list[Order]:

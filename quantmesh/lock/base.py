@@ -46,7 +46,9 @@ class DistributedLock(Protocol):
 
 
 @asynccontextmanager
-async def hold(locker: DistributedLock, key: str, ttl: float, timeout: float) -> AsyncIterator[Lease]:
+async def hold(
+    locker: DistributedLock, key: str, ttl: float, timeout: float
+) -> AsyncIterator[Lease]:
     """``async with hold(locker, key, ttl, timeout) as lease``: waits, then always releases."""
     lease = await locker.lock(key, ttl, timeout)
     try:

@@ -21,6 +21,7 @@ from quantmesh.grid.state import GridState, LevelState, RoundTrip
 class TradeFilter:
     symbol: str | None = None
     side: Side | None = None
+    client_order_id: str | None = None
     since: float | None = None
     until: float | None = None
     limit: int = 1000
@@ -83,6 +84,25 @@ class Repository(Protocol):
 
         Returns ``False`` (and writes nothing) when a newer fence is stored.
         """
+        ...
+
+    async def record_execution(
+        self,
+        order: Order,
+        fills: Sequence[Fill],
+        levels: Sequence[LevelState],
+        round_trips: Sequence[RoundTrip],
+        fence: int,
+    ) -> bool:
+        """Store an order update and its effect on the grid in one transaction.
+
+        Fills already stored are ignored; the levels are written only if ``fence`` is not
+        older than the stored one. Returns ``False`` (nothing written) on a stale fence.
+        """
+        ...
+
+    async def known_trade_ids(self, symbol: str, trade_ids: Sequence[str]) -> set[str]:
+        """Which of ``trade_ids`` are stored already."""
         ...
 
     async def save_last_price(self, symbol: str, price: Decimal, ts: float) -> None: ...

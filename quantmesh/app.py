@@ -1,0 +1,173 @@
+"""The service: builds the components from settings, runs the traders, shuts down in order.
+
+Shutdown on the first SIGTERM/SIGINT: stop placing, let in-flight exchange calls and
+writes finish within ``trading.shutdown_grace``, optionally cancel open orders
+(``trading.cancel_on_exit``), then close exchange, lock and repository. A second signal
+cancels whatever is still running.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import structlog
+
+from quantmesh.errors import AuthenticationFailed, QuantMeshError
+from quantmesh.exchange.base import Exchange
+from quantmesh.lock.base import DistributedLock
+from quantmesh.observability.metrics import Metrics
+from quantmesh.storage.base import Repository
+from quantmesh.trading.trader import Trader
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(slots=True)
+class RunResult:
+    """What the service reports to the CLI when it ends."""
+
+    failed: dict[str, str] = field(default_factory=dict)
+    fatal: str | None = None
+    symbols: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return self.fatal is None and len(self.failed) < max(self.symbols, 1)
+
+
+class Service:
+    def __init__(
+        self,
+        traders: Sequence[Trader],
+        *,
+        exchange: Exchange,
+        repository: Repository,
+        locker: DistributedLock,
+        metrics: Metrics,
+        shutdown_grace: float = 5.0,
+        cancel_on_exit: bool = False,
+    ) -> None:
+        self.traders = list(traders)
+        self.exchange = exchange
+        self.repository = repository
+        self.locker = locker
+        self.metrics = metrics
+        self.shutdown_grace = shutdown_grace
+        self.cancel_on_exit = cancel_on_exit
+        self.result = RunResult(symbols=len(self.traders))
+        self._all_failed = asyncio.Event()
+        self._fatal = asyncio.Event()
+
+    async def run(self, stop: asyncio.Event) -> RunResult:
+        """Run until ``stop`` is set, every symbol failed, or a fatal error occurred."""
+        await self.repository.start()
+        try:
+            await self.exchange.start()
+            try:
+                await self._run_traders(stop)
+            finally:
+                await self.exchange.close()
+        finally:
+            await self.locker.close()
+            await self.repository.close()
+        return self.result
+
+    async def _run_traders(self, stop: asyncio.Event) -> None:
+        async with asyncio.TaskGroup() as tg:
+            tasks = [
+                tg.create_task(self._guard(t), name=f"trader:{t.symbol}") for t in self.traders
+            ]
+            waiters = [
+                asyncio.ensure_future(stop.wait()),
+                asyncio.ensure_future(self._all_failed.wait()),
+                asyncio.ensure_future(self._fatal.wait()),
+            ]
+            try:
+                await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for waiter in waiters:
+                    waiter.cancel()
+            log.info("shutdown_started")
+            await self._drain()
+            for task in tasks:
+                task.cancel()
+
+    async def _drain(self) -> None:
+        """Stop placing, wait for in-flight work, optionally cancel our open orders."""
+        for trader in self.traders:
+            trader.stop_placing()
+        try:
+            async with asyncio.timeout(self.shutdown_grace):
+                for trader in self.traders:
+                    await trader.quiesce()
+                if self.cancel_on_exit:
+                    for trader in self.traders:
+                        cancelled = await trader.cancel_open_orders()
+                        log.info("open_orders_cancelled", symbol=trader.symbol, count=cancelled)
+        except TimeoutError:
+            log.warning("shutdown_grace_exceeded", grace=self.shutdown_grace)
+
+    async def _guard(self, trader: Trader) -> None:
+        """Run one trader; its failure is reported and does not take the others down."""
+        self.metrics.trader_up.labels(trader.symbol).set(1)
+        try:
+            await trader.run()
+        except Exception as exc:
+            error = _leaf(exc)
+            if isinstance(error, AuthenticationFailed):
+                self.result.fatal = f"the exchange refused the credentials: {error}"
+                log.error("authentication_failed", error=str(error))
+                self._fatal.set()
+            elif isinstance(error, QuantMeshError):
+                self._failed(trader, str(error))
+            else:
+                log.error("trader_crashed", symbol=trader.symbol, exc_info=error)
+                self._failed(trader, f"{type(error).__name__}: {error}")
+        finally:
+            self.metrics.trader_up.labels(trader.symbol).set(0)
+
+    def _failed(self, trader: Trader, reason: str) -> None:
+        self.result.failed[trader.symbol] = reason
+        log.error("symbol_failed", symbol=trader.symbol, reason=reason)
+        if len(self.result.failed) == len(self.traders):
+            self._all_failed.set()
+
+
+def _leaf(exc: BaseException) -> BaseException:
+    """The first real error inside (possibly nested) exception groups."""
+    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+        exc = exc.exceptions[0]
+    return exc
+
+
+async def serve(service: Service) -> RunResult:
+    """Run ``service`` with signal handling: first signal graceful, second forced."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    main = asyncio.current_task()
+    signals = 0
+
+    def on_signal(signum: int) -> None:
+        nonlocal signals
+        signals += 1
+        if signals == 1:
+            log.info("signal_received", signal=signal.Signals(signum).name)
+            stop.set()
+        elif main is not None:
+            log.warning("forced_exit", signal=signal.Signals(signum).name)
+            main.cancel()
+
+    installed = []
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(signum, on_signal, signum)
+            installed.append(signum)
+    try:
+        return await service.run(stop)
+    finally:
+        for signum in installed:
+            loop.remove_signal_handler(signum)

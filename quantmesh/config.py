@@ -1,0 +1,111 @@
+"""YAML -> validated, frozen settings.
+
+``load_settings(path)`` reads the file, expands ``${VAR}`` / ``${VAR:-default}`` in string
+values, validates everything and raises ``ConfigError`` with one line per problem, each
+starting with the YAML path. Prices and amounts are ``Decimal`` (YAML floats go through
+``str()``, so ``0.1`` stays ``Decimal("0.1")``); durations are seconds as ``float``.
+Secrets are ``SecretStr``: read them with ``.get_secret_value()``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from quantmesh.config_errors import validation_problems
+from quantmesh.config_render import render_settings
+from quantmesh.config_schema import (
+    QUOTE_CURRENCIES,
+    DatabaseSettings,
+    DistributedLockSettings,
+    ExchangeSettings,
+    FeedSettings,
+    HttpSettings,
+    InstanceSettings,
+    LockTTLSettings,
+    LoggingSettings,
+    RedisSettings,
+    Settings,
+    SimulatedExchangeSettings,
+    SimulatedMarketSettings,
+    SymbolSettings,
+    TradingSettings,
+    normalise_symbol,
+)
+from quantmesh.config_source import interpolate, parse_yaml
+from quantmesh.errors import ConfigError
+
+__all__ = [
+    "QUOTE_CURRENCIES",
+    "ConfigError",
+    "DatabaseSettings",
+    "DistributedLockSettings",
+    "ExchangeSettings",
+    "FeedSettings",
+    "HttpSettings",
+    "InstanceSettings",
+    "LockTTLSettings",
+    "LoggingSettings",
+    "RedisSettings",
+    "Settings",
+    "SimulatedExchangeSettings",
+    "SimulatedMarketSettings",
+    "SymbolSettings",
+    "TradingSettings",
+    "load_settings",
+    "normalise_symbol",
+    "parse_settings",
+    "render_effective",
+]
+
+
+def _apply_env_defaults(data: dict[str, Any], env: Mapping[str, str]) -> None:
+    """``instance.id`` defaults to $INSTANCE_ID when the file does not set it."""
+    instance = data.get("instance") or {}
+    if isinstance(instance, dict) and "id" not in instance and env.get("INSTANCE_ID"):
+        data["instance"] = {**instance, "id": env["INSTANCE_ID"]}
+
+
+def parse_settings(
+    text: str, env: Mapping[str, str] | None = None, source: str = "<string>"
+) -> Settings:
+    """Validate YAML text into Settings; raises ConfigError with every problem found."""
+    environ: Mapping[str, str] = os.environ if env is None else env
+    data, problems = parse_yaml(text, source)
+    if problems:
+        raise ConfigError(problems)
+    if data is None:
+        raise ConfigError([f"{source}: the configuration is empty (trading.symbols is required)"])
+    if not isinstance(data, dict):
+        kind = "a list" if isinstance(data, list) else f"a single value ({data!r:.40})"
+        raise ConfigError([f"{source}: the top level must be a mapping of sections, not {kind}"])
+    data, problems = interpolate(data, environ)
+    if problems:
+        raise ConfigError(problems)
+    _apply_env_defaults(data, environ)
+    try:
+        return Settings.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(validation_problems(exc, Settings)) from None
+
+
+def load_settings(path: str | Path, env: Mapping[str, str] | None = None) -> Settings:
+    """Read and validate a YAML config file; raises ConfigError."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError([f"{path}: config file not found"]) from None
+    except UnicodeDecodeError:
+        raise ConfigError([f"{path}: not UTF-8 text"]) from None
+    except OSError as exc:
+        raise ConfigError([f"{path}: cannot read config file: {exc.strerror or exc}"]) from None
+    return parse_settings(text, env, source=str(path))
+
+
+def render_effective(settings: Settings) -> str:
+    """The effective settings as YAML, with every secret masked."""
+    return render_settings(settings)

@@ -1,0 +1,418 @@
+"""The settings schema: frozen pydantic models, one per YAML section.
+
+Loading, interpolation and error formatting live in ``quantmesh.config``; this module is
+only the shape of the settings and the checks on values.
+"""
+
+from __future__ import annotations
+
+import re
+import typing
+from decimal import Decimal
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SecretStr,
+    field_validator,
+    model_validator,
+)
+from pydantic.fields import FieldInfo
+
+from quantmesh.config_errors import FieldProblems, suggest
+
+# Quote currencies recognised at the end of a compact symbol (ETHUSDT); longest first.
+QUOTE_CURRENCIES: tuple[str, ...] = tuple(
+    sorted(
+        {
+            "USDT", "USDC", "FDUSD", "BUSD", "TUSD", "USDP", "DAI", "BTC", "ETH", "BNB",
+            "EUR", "USD", "TRY", "BRL", "JPY", "GBP", "AUD", "CAD", "CHF", "RUB", "UAH",
+            "IDR", "ZAR", "PLN", "ARS", "MXN", "KRW",
+        },
+        key=lambda quote: (-len(quote), quote),
+    )
+)  # fmt: skip
+_CURRENCY = re.compile(r"[A-Z0-9]+")
+_INSTANCE_ID = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
+
+
+def normalise_symbol(symbol: str) -> str:
+    """``ETHUSDT`` or ``eth/usdt`` -> ``ETH/USDT``; raises ValueError when it cannot split."""
+    text = symbol.strip().upper()
+    if "/" in text:
+        base, _, quote = text.partition("/")
+        if _CURRENCY.fullmatch(base) and _CURRENCY.fullmatch(quote):
+            return f"{base}/{quote}"
+        raise ValueError(f"invalid symbol {symbol!r}: write it as BASE/QUOTE, e.g. ETH/USDT")
+    if _CURRENCY.fullmatch(text):
+        for quote in QUOTE_CURRENCIES:
+            if text.endswith(quote) and len(text) > len(quote):
+                return f"{text[: -len(quote)]}/{quote}"
+    raise ValueError(
+        f"cannot split {symbol!r} into base and quote currency: write it as BASE/QUOTE"
+    )
+
+
+def _not_bool(value: Any) -> Any:
+    """Before-validator for numbers: YAML true/false is not 1/0 here.
+
+    ValueError, not TypeError: pydantic turns only ValueError into a validation error.
+    """
+    if isinstance(value, bool):
+        raise ValueError("must be a number, not true/false")  # noqa: TRY004 - see docstring
+    return value
+
+
+def _number(value: Any) -> Any:
+    """Before-validator for Decimal fields: floats via str(), so 0.1 stays Decimal('0.1')."""
+    value = _not_bool(value)
+    return Decimal(str(value)) if isinstance(value, float) else value
+
+
+Dec = Annotated[Decimal, BeforeValidator(_number), Field(allow_inf_nan=False)]
+PositiveDecimal = Annotated[Dec, Field(gt=0)]
+NonNegativeDecimal = Annotated[Dec, Field(ge=0)]
+Float = Annotated[float, BeforeValidator(_not_bool), Field(allow_inf_nan=False)]
+PositiveFloat = Annotated[Float, Field(gt=0)]
+NonNegativeFloat = Annotated[Float, Field(ge=0)]
+Seconds = PositiveFloat  # durations are seconds as float
+NonNegativeSeconds = NonNegativeFloat
+Count = Annotated[int, BeforeValidator(_not_bool), Field(ge=1)]
+NonNegativeInt = Annotated[int, BeforeValidator(_not_bool), Field(ge=0)]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _empty_means_defaults(cls, data: Any) -> Any:
+        """A section or mapping left empty in YAML (``redis:`` + comments) takes defaults."""
+        if not isinstance(data, dict):
+            return data
+        return {
+            key: value
+            for key, value in data.items()
+            if value is not None or not _is_mapping_field(cls.model_fields.get(str(key)))
+        }
+
+
+def _is_mapping_field(field: FieldInfo | None) -> bool:
+    annotation = field.annotation if field is not None else None
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return True
+    return typing.get_origin(annotation) is dict
+
+
+class InstanceSettings(_Section):
+    id: str = "quantmesh-1"
+    role: Literal["master", "standby"] = "master"
+    index: NonNegativeInt = 0
+    total: Count = 1
+
+    @field_validator("id")
+    @classmethod
+    def _check_id(cls, value: str) -> str:
+        if not _INSTANCE_ID.fullmatch(value):
+            raise ValueError("must be 1-64 characters from A-Z a-z 0-9 _ . -")
+        return value
+
+    @model_validator(mode="after")
+    def _check_index(self) -> InstanceSettings:
+        if self.index >= self.total:
+            raise FieldProblems([(("index",), f"must be less than instance.total ({self.total})")])
+        return self
+
+
+class FeedSettings(_Section):
+    type: Literal["random_walk", "csv"] = "random_walk"
+    interval: Seconds = 0.2
+    volatility: NonNegativeFloat = 0.0005  # stdev of the relative step per tick
+    seed: int | None = None
+    path: Path | None = None
+    speed: PositiveFloat = 1.0
+
+    @model_validator(mode="after")
+    def _check_path(self) -> FeedSettings:
+        if self.type == "csv" and self.path is None:
+            raise FieldProblems([(("path",), "required for a csv feed")])
+        if self.type != "csv" and self.path is not None:
+            raise FieldProblems([(("path",), "only used by a csv feed (type: csv)")])
+        return self
+
+
+class SimulatedMarketSettings(_Section):
+    price: PositiveDecimal
+    tick_size: PositiveDecimal = Decimal("0.01")
+    lot_size: PositiveDecimal = Decimal("0.00001")
+    min_notional: NonNegativeDecimal = Decimal(5)
+    feed: FeedSettings = FeedSettings()
+
+
+def _normalise_market_keys(value: Any) -> Any:
+    if not isinstance(value, dict):
+        return value
+    out: dict[str, Any] = {}
+    problems: list[tuple[tuple[str | int, ...], str]] = []
+    for key, market in value.items():
+        try:
+            symbol = normalise_symbol(str(key))
+        except ValueError as exc:
+            problems.append(((str(key),), str(exc)))
+            continue
+        if symbol in out:
+            problems.append(((str(key),), f"{symbol} is defined twice"))
+        out[symbol] = market
+    if problems:
+        raise FieldProblems(problems)
+    return out
+
+
+class SimulatedExchangeSettings(_Section):
+    state_path: Path = Path("./data/sim-exchange.db")
+    fee_rate: Annotated[NonNegativeDecimal, Field(lt=Decimal("0.1"))] = Decimal("0.001")
+    balances: dict[str, NonNegativeDecimal] = Field(
+        default_factory=lambda: {"USDT": Decimal(100000)}
+    )
+    markets: Annotated[
+        dict[str, SimulatedMarketSettings], BeforeValidator(_normalise_market_keys)
+    ] = Field(default_factory=dict)
+
+    @field_validator("balances", mode="before")
+    @classmethod
+    def _upper_currencies(cls, value: Any) -> Any:
+        if isinstance(value, dict):
+            return {str(key).strip().upper(): amount for key, amount in value.items()}
+        return value
+
+
+class ExchangeSettings(_Section):
+    name: str = "simulated"
+    api_key: SecretStr = SecretStr("")
+    secret: SecretStr = SecretStr("")
+    password: SecretStr = SecretStr("")
+    sandbox: bool = False
+    # Free-form, passed to ccxt; may hold credentials, so kept out of repr().
+    options: dict[str, Any] = Field(default_factory=dict, repr=False)
+    urls: dict[str, Any] = Field(default_factory=dict, repr=False)
+    simulated: SimulatedExchangeSettings = SimulatedExchangeSettings()
+
+    @field_validator("name")
+    @classmethod
+    def _known_exchange(cls, value: str) -> str:
+        if value == "simulated":
+            return value
+        import ccxt  # slow to import: only when a real exchange is configured
+
+        known: list[str] = list(ccxt.exchanges)
+        if value not in known:
+            raise ValueError(
+                f"unknown exchange {value!r}{suggest(value, [*known, 'simulated'])};"
+                " use 'simulated' or a ccxt exchange id"
+            )
+        return value
+
+
+class SymbolSettings(_Section):
+    symbol: str
+    spacing: Literal["arithmetic", "geometric"] = "arithmetic"
+    price_interval: PositiveDecimal | None = None
+    grid_ratio: Annotated[PositiveDecimal, Field(lt=1)] | None = None
+    order_quantity: PositiveDecimal = Decimal(30)
+    buy_window_size: Count = 10
+    sell_window_size: Count = 10
+    min_order_value: NonNegativeDecimal = Decimal(10)
+    anchor_price: PositiveDecimal | None = None
+    lower_price: PositiveDecimal | None = None
+    upper_price: PositiveDecimal | None = None
+    max_position: PositiveDecimal | None = None
+    cancel_hysteresis: NonNegativeInt = 2
+
+    @field_validator("symbol")
+    @classmethod
+    def _normalise(cls, value: str) -> str:
+        return normalise_symbol(value)
+
+    @model_validator(mode="after")
+    def _check_grid(self) -> SymbolSettings:
+        problems: list[tuple[tuple[str | int, ...], str]] = []
+        if self.spacing == "arithmetic":
+            if self.price_interval is None:
+                problems.append((("price_interval",), "required for arithmetic spacing"))
+            if self.grid_ratio is not None:
+                problems.append((("grid_ratio",), "only used with spacing: geometric"))
+        else:
+            if self.grid_ratio is None:
+                problems.append(
+                    (("grid_ratio",), "required for geometric spacing (e.g. 0.005 for 0.5 %)")
+                )
+            if self.price_interval is not None:
+                problems.append((("price_interval",), "only used with spacing: arithmetic"))
+        low, high = self.lower_price, self.upper_price
+        if low is not None and high is not None and low >= high:
+            problems.append((("lower_price",), f"must be less than upper_price ({high})"))
+        if self.order_quantity < self.min_order_value:
+            problems.append(
+                (("order_quantity",), f"must be at least min_order_value ({self.min_order_value})")
+            )
+        if self.max_position is not None and self.max_position < self.order_quantity:
+            problems.append(
+                (("max_position",), f"must be at least order_quantity ({self.order_quantity})")
+            )
+        if problems:
+            raise FieldProblems(problems)
+        return self
+
+    @property
+    def interval(self) -> Decimal:
+        """The grid step: ``price_interval`` (arithmetic) or ``grid_ratio`` (geometric)."""
+        step = self.price_interval if self.spacing == "arithmetic" else self.grid_ratio
+        assert step is not None  # guaranteed by _check_grid
+        return step
+
+
+class TradingSettings(_Section):
+    cancel_on_exit: bool = False
+    shutdown_grace: Seconds = 5.0
+    symbols: tuple[SymbolSettings, ...]
+
+    @field_validator("symbols")
+    @classmethod
+    def _not_empty(cls, value: tuple[SymbolSettings, ...]) -> tuple[SymbolSettings, ...]:
+        # Not Field(min_length=1): that also fires, confusingly, when every item is invalid.
+        if not value:
+            raise ValueError("must not be empty: list at least one symbol")
+        return value
+
+    @model_validator(mode="after")
+    def _unique_symbols(self) -> TradingSettings:
+        first: dict[str, int] = {}
+        problems: list[tuple[tuple[str | int, ...], str]] = []
+        for index, symbol in enumerate(self.symbols):
+            if symbol.symbol in first:
+                where = f"trading.symbols[{first[symbol.symbol]}]"
+                problems.append(
+                    (("symbols", index, "symbol"), f"duplicate of {where} ({symbol.symbol})")
+                )
+            else:
+                first[symbol.symbol] = index
+        if problems:
+            raise FieldProblems(problems)
+        return self
+
+
+_DSN_SCHEMES = {"sqlite": ("sqlite",), "postgres": ("postgres",), "mysql": ("mysql", "mariadb")}
+
+
+class DatabaseSettings(_Section):
+    type: Literal["sqlite", "postgres", "mysql"] = "sqlite"
+    dsn: SecretStr = SecretStr("./data/quantmesh.db")
+    max_open_conns: Count = 10
+    max_idle_conns: NonNegativeInt = 5
+    conn_max_lifetime: NonNegativeSeconds = 1800.0
+    buffer_enabled: bool = True
+    buffer_size: Count = 10000
+    retry_interval: Seconds = 10.0
+    journal_path: Path = Path("./data/journal.jsonl")
+    auto_migrate: bool = True
+
+    @model_validator(mode="after")
+    def _check(self) -> DatabaseSettings:
+        problems: list[tuple[tuple[str | int, ...], str]] = []
+        dsn = self.dsn.get_secret_value()
+        if not dsn.strip():
+            problems.append((("dsn",), "must not be empty"))
+        elif self.type != "sqlite" and "dsn" not in self.model_fields_set:
+            problems.append((("dsn",), f"required for database type {self.type}"))
+        scheme = dsn.split("://", 1)[0].lower() if "://" in dsn else None
+        if scheme is not None and not scheme.startswith(_DSN_SCHEMES[self.type]):
+            problems.append(
+                (("dsn",), f"URL scheme {scheme!r} does not match database.type {self.type!r}")
+            )
+        if self.max_idle_conns > self.max_open_conns:
+            problems.append(
+                (("max_idle_conns",), f"must be at most max_open_conns ({self.max_open_conns})")
+            )
+        if problems:
+            raise FieldProblems(problems)
+        return self
+
+
+class LockTTLSettings(_Section):
+    place: Seconds = 5.0
+    cancel: Seconds = 3.0
+    reconcile: Seconds = 30.0
+
+
+class DistributedLockSettings(_Section):
+    enabled: bool = False
+    type: Literal["redis"] = "redis"
+    fallback_mode: Literal["halt", "single_instance"] = "halt"
+    health_check_interval: Seconds = 10.0
+    key_prefix: str = "quantmesh:lock:"
+    granularity: Literal["symbol", "level", "exact"] = "level"
+    ttl: LockTTLSettings = LockTTLSettings()
+
+
+class RedisSettings(_Section):
+    url: SecretStr | None = None
+    addr: str = "localhost:6379"
+    password: SecretStr = SecretStr("")
+    username: str | None = None
+    db: NonNegativeInt = 0
+    pool_size: Count = 10
+
+    @field_validator("url")
+    @classmethod
+    def _check_url(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            scheme = value.get_secret_value().partition("://")[0].lower()
+            if scheme not in ("redis", "rediss", "unix"):
+                raise ValueError("must be a redis://, rediss:// or unix:// URL")
+        return value
+
+    @field_validator("addr")
+    @classmethod
+    def _check_addr(cls, value: str) -> str:
+        host, sep, port = value.strip().rpartition(":")
+        ipv6 = host.startswith("[") and host.endswith("]") and len(host) > 2
+        plain_host = bool(host) and not any(c in host for c in "[]:/ ")
+        if not sep or not (ipv6 or plain_host) or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(f"must be host:port, e.g. localhost:6379 (got {value!r})")
+        return value.strip()
+
+
+class LoggingSettings(_Section):
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    format: Literal["auto", "console", "json"] = "auto"
+
+    @field_validator("level", mode="before")
+    @classmethod
+    def _lower(cls, value: Any) -> Any:
+        return value.lower() if isinstance(value, str) else value
+
+
+class HttpSettings(_Section):
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: Annotated[NonNegativeInt, Field(le=65535)] = 9100
+
+
+class Settings(_Section):
+    instance: InstanceSettings = InstanceSettings()
+    exchange: ExchangeSettings = ExchangeSettings()
+    trading: TradingSettings
+    database: DatabaseSettings = DatabaseSettings()
+    distributed_lock: DistributedLockSettings = DistributedLockSettings()
+    redis: RedisSettings = RedisSettings()
+    logging: LoggingSettings = LoggingSettings()
+    http: HttpSettings = HttpSettings()
+
+    @property
+    def symbols(self) -> list[SymbolSettings]:
+        """The configured symbols, ``.symbol`` in ``BASE/QUOTE`` form."""
+        return list(self.trading.symbols)

@@ -1,0 +1,294 @@
+"""Everything that depends on the database dialect or driver.
+
+``create_engine_for`` builds the async engine for the configured database, ``upsert``
+writes the dialect's INSERT ... ON CONFLICT, ``map_db_error`` classifies driver errors.
+
+SQLite gets WAL, ``busy_timeout=5000``, ``synchronous=NORMAL`` and foreign keys on every
+connection, and its data directory is created and checked up front. PostgreSQL and
+MySQL/MariaDB take SQLAlchemy URLs for now; the seed's Go-style DSNs come later in
+``to_sqlalchemy_url``. No error message here ever includes a password.
+"""
+
+from __future__ import annotations
+
+import re
+import tempfile
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any, Final, Literal
+
+import structlog
+from sqlalchemy import URL, Table, event, make_url
+from sqlalchemy.dialects import mysql, postgresql, sqlite
+from sqlalchemy.exc import (
+    ArgumentError,
+    DBAPIError,
+    DisconnectionError,
+    InterfaceError,
+    OperationalError,
+    StatementError,
+)
+from sqlalchemy.exc import TimeoutError as PoolTimeout
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.sql.dml import Insert
+
+from quantmesh.errors import StartupError, StorageError, StorageUnavailable
+
+DbType = Literal["sqlite", "postgres", "mysql"]
+
+log = structlog.get_logger(__name__)
+
+SQLITE_DRIVER = "sqlite+aiosqlite"
+POSTGRES_DRIVER = "postgresql+asyncpg"
+MYSQL_DRIVER = "mysql+aiomysql"
+
+# scheme written by the user -> the async driver we use for it
+_DRIVERS: dict[DbType, dict[str, str]] = {
+    "sqlite": {"sqlite": SQLITE_DRIVER, SQLITE_DRIVER: SQLITE_DRIVER},
+    "postgres": {
+        "postgres": POSTGRES_DRIVER,
+        "postgresql": POSTGRES_DRIVER,
+        POSTGRES_DRIVER: POSTGRES_DRIVER,
+    },
+    "mysql": {
+        "mysql": MYSQL_DRIVER,
+        "mariadb": MYSQL_DRIVER,
+        MYSQL_DRIVER: MYSQL_DRIVER,
+        "mariadb+aiomysql": MYSQL_DRIVER,
+    },
+}
+
+_CANONICAL: dict[DbType, str] = {
+    "sqlite": SQLITE_DRIVER,
+    "postgres": POSTGRES_DRIVER,
+    "mysql": MYSQL_DRIVER,
+}
+
+SQLITE_PRAGMAS = (
+    "PRAGMA journal_mode=WAL",
+    "PRAGMA busy_timeout=5000",
+    "PRAGMA synchronous=NORMAL",
+    "PRAGMA foreign_keys=ON",
+)
+
+
+def to_sqlalchemy_url(db_type: DbType, dsn: str) -> str:
+    """Turn the configured ``database.dsn`` into an async SQLAlchemy URL.
+
+    Handles a plain SQLite file path and SQLAlchemy URLs (a plain ``postgresql://`` or
+    ``mysql://`` gets the async driver). Go-style DSNs (``host=... dbname=...``,
+    ``user:pass@tcp(host)/db``) raise ``StartupError`` until they are supported.
+    """
+    return _parse(db_type, dsn).render_as_string(hide_password=False)
+
+
+def create_engine_for(
+    db_type: DbType,
+    url: str,
+    *,
+    pool_size: int = 5,
+    max_overflow: int = 10,
+    pool_recycle: float = 3600.0,
+    echo: bool = False,
+) -> AsyncEngine:
+    """Create (without connecting) the engine for ``db_type`` at ``url``.
+
+    ``url`` is anything ``to_sqlalchemy_url`` accepts. For SQLite the parent directory of
+    the database file is created and must be writable, else ``StartupError`` names it.
+    """
+    parsed = _parse(db_type, url)
+    kwargs: dict[str, Any] = {
+        "pool_size": pool_size,
+        "max_overflow": max_overflow,
+        "pool_recycle": pool_recycle,
+        "echo": echo,
+    }
+    if db_type == "sqlite":
+        _prepare_sqlite_file(Path(parsed.database or ""))
+    else:
+        kwargs["pool_pre_ping"] = True  # a restarted server leaves dead pooled connections
+    try:
+        engine = create_async_engine(parsed, **kwargs)
+    except (ArgumentError, ImportError, TypeError, ValueError) as exc:
+        shown = parsed.render_as_string(hide_password=True)
+        raise StartupError(f"cannot create a {db_type} engine for {shown}: {exc}") from None
+    if db_type == "sqlite":
+        event.listen(engine.sync_engine, "connect", _sqlite_on_connect)
+    log.debug("db_engine_created", db_type=db_type, url=parsed.render_as_string())
+    return engine
+
+
+def _parse(db_type: DbType, dsn: str) -> URL:
+    drivers = _DRIVERS.get(db_type)
+    if drivers is None:
+        raise StartupError(f"unknown database type {db_type!r}")
+    text = dsn.strip()
+    if not text:
+        raise StartupError(f"the {db_type} database DSN is empty")
+    if "://" not in text:
+        if db_type == "sqlite":
+            return _sqlite_url(text)
+        raise StartupError(
+            f"{db_type} DSNs of this form are not supported yet; use a SQLAlchemy URL "
+            f"such as {_CANONICAL[db_type]}://user:password@host/dbname"
+        )
+    try:
+        url = make_url(text)
+    except ArgumentError:
+        # the parser's message repeats the DSN, password included
+        raise StartupError(f"cannot parse the {db_type} database URL") from None
+    driver = drivers.get(url.drivername)
+    if driver is None:
+        raise StartupError(
+            f"database type {db_type} cannot use a {url.drivername!r} URL; "
+            f"expected {' or '.join(sorted(set(drivers)))}"
+        )
+    url = url.set(drivername=driver)
+    if db_type == "sqlite":
+        return _sqlite_url(url.database or "", url.query)
+    return url
+
+
+def _sqlite_url(path: str, query: Any = None) -> URL:
+    if path in ("", ":memory:") or path.startswith("file::memory:"):
+        raise StartupError("an in-memory SQLite database loses every trade; give a file path")
+    resolved = Path(path).expanduser()
+    return URL.create(SQLITE_DRIVER, database=str(resolved), query=query or {})
+
+
+def _prepare_sqlite_file(path: Path) -> None:
+    """Create the data directory; fail with the path when it is unusable."""
+    directory = path.parent
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StartupError(
+            f"cannot create the data directory {directory}: {exc.strerror or exc}"
+        ) from exc
+    if path.is_dir():
+        raise StartupError(f"the SQLite database path {path} is a directory")
+    try:  # WAL needs to create -wal and -shm files next to the database
+        with tempfile.TemporaryFile(dir=directory, prefix=".quantmesh-probe-"):
+            pass
+        if path.exists():
+            with path.open("r+b"):
+                pass
+    except OSError as exc:
+        raise StartupError(
+            f"the data directory {directory} is not writable ({path}): {exc.strerror or exc}"
+        ) from exc
+
+
+def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    try:
+        for pragma in SQLITE_PRAGMAS:
+            cursor.execute(pragma)
+    finally:
+        cursor.close()
+
+
+# --- driver errors ----------------------------------------------------------------------
+
+_CONNECTIVITY_MARKERS: Final = (
+    "connect",
+    "unable to open",
+    "database is locked",
+    "busy",
+    "gone away",
+    "lost",
+    "timeout",
+    "timed out",
+    "disk i/o",
+    "disk is full",
+    "closed",
+    "broken pipe",
+    "reset by peer",
+    "refused",
+    "unreachable",
+    "starting up",
+    "shutting down",
+    "terminat",
+    "deadlock",
+)
+# pymysql client errors: cannot connect (2002, 2003, 2005), server gone (2006), lost (2013,
+# 2055)
+_MYSQL_CONNECTION_CODES: Final = frozenset({2002, 2003, 2005, 2006, 2013, 2055})
+_CREDENTIALS_IN_URL: Final = re.compile(r"(\w[\w+.-]*://)[^\s/@]*@")
+_PASSWORD_PAIR: Final = re.compile(r"(password\s*[=:]\s*)\S+", re.IGNORECASE)
+
+
+def map_db_error(exc: BaseException, operation: str) -> StorageError:
+    """Translate a driver/SQLAlchemy error into ``StorageUnavailable`` or ``StorageError``.
+
+    Connectivity problems (the database cannot be reached, or cannot be written right now)
+    become ``StorageUnavailable`` so callers can buffer and retry. The message names the
+    operation and the driver error, never the DSN or a password.
+    """
+    if isinstance(exc, StorageError):
+        return exc
+    cause = exc.orig if isinstance(exc, StatementError) and exc.orig is not None else exc
+    detail = f"{type(cause).__name__}: {_redact(str(cause))}"
+    if _is_connectivity(exc):
+        return StorageUnavailable(f"{operation}: database unavailable: {detail}")
+    return StorageError(f"{operation} failed: {detail}")
+
+
+def _is_connectivity(exc: BaseException) -> bool:
+    # OSError covers ConnectionRefusedError and TimeoutError (= asyncio.TimeoutError)
+    if isinstance(exc, OSError | PoolTimeout | DisconnectionError):
+        return True
+    if not isinstance(exc, DBAPIError):
+        return False
+    if exc.connection_invalidated:
+        return True
+    if not isinstance(exc, OperationalError | InterfaceError):
+        return False
+    if any(isinstance(link, OSError) for link in _chain(exc.orig)):
+        return True
+    args = getattr(exc.orig, "args", ())
+    if args and isinstance(args[0], int) and args[0] in _MYSQL_CONNECTION_CODES:
+        return True
+    text = str(exc.orig).lower()
+    return any(marker in text for marker in _CONNECTIVITY_MARKERS)
+
+
+def _chain(exc: BaseException | None) -> Iterator[BaseException]:
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        yield exc
+        exc = exc.__cause__ or exc.__context__
+
+
+def _redact(text: str) -> str:
+    first_line = text.strip().splitlines()[0] if text.strip() else ""
+    first_line = _CREDENTIALS_IN_URL.sub(r"\1***@", first_line)
+    return _PASSWORD_PAIR.sub(r"\1***", first_line)[:300]
+
+
+# --- dialect-aware statements -----------------------------------------------------------
+
+
+def upsert(
+    dialect: str, table: Table, keys: Sequence[str], update_columns: Sequence[str] = ()
+) -> Insert:
+    """An INSERT that, on a conflict on the unique ``keys``, updates ``update_columns``
+    from the new row - or does nothing when ``update_columns`` is empty.
+
+    Execute it with a list of row dicts (one executemany per batch).
+    """
+    if dialect in ("sqlite", "postgresql"):
+        ins = sqlite.insert(table) if dialect == "sqlite" else postgresql.insert(table)
+        if not update_columns:
+            return ins.on_conflict_do_nothing(index_elements=list(keys))
+        return ins.on_conflict_do_update(
+            index_elements=list(keys), set_={c: ins.excluded[c] for c in update_columns}
+        )
+    if dialect in ("mysql", "mariadb"):
+        my = mysql.insert(table)
+        if not update_columns:
+            # a no-op assignment; INSERT IGNORE would also hide truncation and bad data
+            return my.on_duplicate_key_update({keys[0]: table.c[keys[0]]})
+        return my.on_duplicate_key_update({c: my.inserted[c] for c in update_columns})
+    raise StorageError(f"no upsert for the {dialect} dialect")

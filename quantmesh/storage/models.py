@@ -1,0 +1,215 @@
+"""The database schema: SQLAlchemy 2 declarative models, portable across SQLite,
+PostgreSQL and MySQL/MariaDB.
+
+Prices and amounts use ``ExactDecimal``: ``NUMERIC(36, 18)`` where the database has an
+exact decimal type, and the exact decimal text on SQLite (whose ``NUMERIC`` is a float).
+Because of SQLite, never compare, order or aggregate ``ExactDecimal`` columns in SQL;
+do it in Python (the repository does).
+
+Every table carries ``exchange`` so several exchanges and instances can share one
+database; the unique constraints are the keys idempotent writes are matched on.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal, InvalidOperation, localcontext
+from typing import Any, Final, cast
+
+from sqlalchemy import (
+    BigInteger,
+    Double,
+    ForeignKeyConstraint,
+    Index,
+    Integer,
+    MetaData,
+    Numeric,
+    String,
+    Table,
+    UniqueConstraint,
+)
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import TypeDecorator, TypeEngine
+
+PRECISION: Final = 36
+SCALE: Final = 18
+_QUANTUM: Final = Decimal(1).scaleb(-SCALE)
+_LIMIT: Final = Decimal(10) ** (PRECISION - SCALE)
+
+# String lengths: MySQL needs one for every indexed VARCHAR; these fit utf8mb4 keys.
+EXCHANGE_LEN: Final = 32
+SYMBOL_LEN: Final = 64
+ID_LEN: Final = 64
+SIDE_LEN: Final = 4
+STATUS_LEN: Final = 16
+CURRENCY_LEN: Final = 16
+_DECIMAL_TEXT_LEN: Final = PRECISION + 4  # digits, sign, point, spare
+
+# A 64-bit surrogate key; SQLite only auto-increments an "INTEGER PRIMARY KEY".
+_ID_TYPE: Final = BigInteger().with_variant(Integer(), "sqlite")
+
+
+def check_decimal(value: Decimal) -> Decimal:
+    """Return ``value`` if ``NUMERIC(36, 18)`` holds it exactly.
+
+    Raises ``ValueError`` when it does not, ``TypeError`` for anything but a ``Decimal``.
+    """
+    if not isinstance(value, Decimal):
+        raise TypeError(f"expected a Decimal, got {type(value).__name__}")
+    if not value.is_finite():
+        raise ValueError(f"cannot store non-finite decimal {value}")
+    with localcontext() as ctx:
+        ctx.prec = PRECISION + SCALE + 8
+        try:
+            quantized = value.quantize(_QUANTUM)
+        except InvalidOperation:
+            raise ValueError(f"decimal {value} does not fit NUMERIC(36, 18)") from None
+        if quantized != value:
+            raise ValueError(f"decimal {value} has more than {SCALE} decimal places")
+        if abs(quantized) >= _LIMIT:
+            raise ValueError(f"decimal {value} does not fit NUMERIC(36, 18)")
+    return value
+
+
+class ExactDecimal(TypeDecorator[Decimal]):
+    """``Decimal`` stored exactly: ``NUMERIC(36, 18)``, or its text on SQLite.
+
+    Values that ``NUMERIC(36, 18)`` cannot hold exactly are refused on every backend
+    (rather than rounded silently by PostgreSQL/MySQL), so all backends behave alike.
+    """
+
+    impl = Numeric(PRECISION, SCALE, asdecimal=True)
+    cache_ok = True
+
+    def load_dialect_impl(self, dialect: Dialect) -> TypeEngine[Any]:
+        if dialect.name == "sqlite":
+            return dialect.type_descriptor(String(_DECIMAL_TEXT_LEN))
+        return dialect.type_descriptor(Numeric(PRECISION, SCALE, asdecimal=True))
+
+    def process_bind_param(self, value: Decimal | None, dialect: Dialect) -> Any:
+        if value is None:
+            return None
+        check_decimal(value)
+        if dialect.name == "sqlite":
+            return format(value, "f")
+        return value
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> Decimal | None:
+        if value is None or isinstance(value, Decimal):
+            return value
+        if isinstance(value, str | int):
+            return Decimal(value)
+        if isinstance(value, float):  # a row written by another tool as REAL
+            return Decimal(repr(value))
+        raise ValueError(f"cannot read a decimal from {type(value).__name__}")
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(
+        naming_convention={
+            "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+            "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+            "fk": "fk_%(table_name)s_%(column_0_N_name)s_%(referred_table_name)s",
+            "pk": "pk_%(table_name)s",
+        }
+    )
+
+
+class OrderRow(Base):
+    __tablename__ = "orders"
+    __table_args__ = (
+        UniqueConstraint("exchange", "client_order_id"),
+        Index(None, "exchange", "symbol", "status"),
+    )
+
+    id: Mapped[int] = mapped_column(_ID_TYPE, primary_key=True, autoincrement=True)
+    exchange: Mapped[str] = mapped_column(String(EXCHANGE_LEN))
+    client_order_id: Mapped[str] = mapped_column(String(ID_LEN))
+    symbol: Mapped[str] = mapped_column(String(SYMBOL_LEN))
+    side: Mapped[str] = mapped_column(String(SIDE_LEN))
+    price: Mapped[Decimal] = mapped_column(ExactDecimal())
+    amount: Mapped[Decimal] = mapped_column(ExactDecimal())
+    filled: Mapped[Decimal] = mapped_column(ExactDecimal())
+    status: Mapped[str] = mapped_column(String(STATUS_LEN))
+    exchange_order_id: Mapped[str] = mapped_column(String(ID_LEN))
+    created_at: Mapped[float] = mapped_column(Double())
+    updated_at: Mapped[float] = mapped_column(Double())
+
+
+class TradeRow(Base):
+    """One fill (the seed's "trade")."""
+
+    __tablename__ = "trades"
+    __table_args__ = (
+        UniqueConstraint("exchange", "symbol", "trade_id"),
+        Index(None, "exchange", "symbol", "ts"),
+    )
+
+    id: Mapped[int] = mapped_column(_ID_TYPE, primary_key=True, autoincrement=True)
+    exchange: Mapped[str] = mapped_column(String(EXCHANGE_LEN))
+    symbol: Mapped[str] = mapped_column(String(SYMBOL_LEN))
+    trade_id: Mapped[str] = mapped_column(String(ID_LEN))
+    side: Mapped[str] = mapped_column(String(SIDE_LEN))
+    price: Mapped[Decimal] = mapped_column(ExactDecimal())
+    amount: Mapped[Decimal] = mapped_column(ExactDecimal())
+    fee: Mapped[Decimal] = mapped_column(ExactDecimal())
+    fee_currency: Mapped[str] = mapped_column(String(CURRENCY_LEN))
+    client_order_id: Mapped[str] = mapped_column(String(ID_LEN))
+    exchange_order_id: Mapped[str] = mapped_column(String(ID_LEN))
+    ts: Mapped[float] = mapped_column(Double())
+
+
+class RoundTripRow(Base):
+    __tablename__ = "round_trips"
+    __table_args__ = (UniqueConstraint("exchange", "symbol", "level", "cycle"),)
+
+    id: Mapped[int] = mapped_column(_ID_TYPE, primary_key=True, autoincrement=True)
+    exchange: Mapped[str] = mapped_column(String(EXCHANGE_LEN))
+    symbol: Mapped[str] = mapped_column(String(SYMBOL_LEN))
+    level: Mapped[int] = mapped_column(Integer())
+    cycle: Mapped[int] = mapped_column(BigInteger())
+    amount: Mapped[Decimal] = mapped_column(ExactDecimal())
+    buy_cost: Mapped[Decimal] = mapped_column(ExactDecimal())
+    sell_proceeds: Mapped[Decimal] = mapped_column(ExactDecimal())
+    pnl: Mapped[Decimal] = mapped_column(ExactDecimal())
+    closed_at: Mapped[float] = mapped_column(Double())
+
+
+class GridRow(Base):
+    __tablename__ = "grids"
+    __table_args__ = (UniqueConstraint("exchange", "symbol"),)
+
+    id: Mapped[int] = mapped_column(_ID_TYPE, primary_key=True, autoincrement=True)
+    exchange: Mapped[str] = mapped_column(String(EXCHANGE_LEN))
+    symbol: Mapped[str] = mapped_column(String(SYMBOL_LEN))
+    anchor: Mapped[Decimal] = mapped_column(ExactDecimal())
+    fence: Mapped[int] = mapped_column(BigInteger())
+    last_price: Mapped[Decimal | None] = mapped_column(ExactDecimal(), nullable=True)
+    last_price_at: Mapped[float | None] = mapped_column(Double(), nullable=True)
+    updated_at: Mapped[float] = mapped_column(Double())
+
+
+class GridLevelRow(Base):
+    __tablename__ = "grid_levels"
+    __table_args__ = (
+        UniqueConstraint("exchange", "symbol", "level_index"),
+        ForeignKeyConstraint(
+            ["exchange", "symbol"], ["grids.exchange", "grids.symbol"], ondelete="CASCADE"
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(_ID_TYPE, primary_key=True, autoincrement=True)
+    exchange: Mapped[str] = mapped_column(String(EXCHANGE_LEN))
+    symbol: Mapped[str] = mapped_column(String(SYMBOL_LEN))
+    level_index: Mapped[int] = mapped_column(Integer())
+    holding: Mapped[Decimal] = mapped_column(ExactDecimal())
+    cost: Mapped[Decimal] = mapped_column(ExactDecimal())
+    cycle: Mapped[int] = mapped_column(BigInteger())
+
+
+metadata: Final = Base.metadata
+orders: Final = cast(Table, OrderRow.__table__)
+trades: Final = cast(Table, TradeRow.__table__)
+round_trips: Final = cast(Table, RoundTripRow.__table__)
+grids: Final = cast(Table, GridRow.__table__)
+grid_levels: Final = cast(Table, GridLevelRow.__table__)

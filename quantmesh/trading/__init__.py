@@ -1,0 +1,1 @@
+"""The per-symbol trader and its helpers."""

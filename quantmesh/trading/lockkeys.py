@@ -1,0 +1,34 @@
+"""Lock keys for order placement: per symbol, per level index, or per exact price.
+
+The level key uses the level *index*, never a price in dollars, so two coins with very
+different prices never share a key. The metric label is always the per-symbol key, which
+keeps label cardinality bounded.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Literal
+
+from quantmesh.domain import compact_symbol
+
+Granularity = Literal["symbol", "level", "exact"]
+
+
+@dataclass(frozen=True, slots=True)
+class LockKeys:
+    exchange: str
+    granularity: Granularity = "level"
+
+    def label(self, symbol: str) -> str:
+        """``order:binance:ETHUSDT``: the ``key`` label of the lock metrics."""
+        return f"order:{self.exchange}:{compact_symbol(symbol)}"
+
+    def order_key(self, symbol: str, level: int, price: Decimal) -> str:
+        base = self.label(symbol)
+        if self.granularity == "symbol":
+            return base
+        if self.granularity == "level":
+            return f"{base}:{level}"
+        return f"{base}:{price.normalize():f}"

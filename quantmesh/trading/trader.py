@@ -1,0 +1,470 @@
+"""The per-symbol trader: prices in, planner, lock, exchange, repository out.
+
+One trader owns one symbol's grid. Everything that changes the grid - planning and
+placing on a price, applying an order update - runs under one mutex, so a fill for an
+order is applied only after its placement has been recorded, and shutdown can wait for
+in-flight exchange calls by taking the mutex.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, replace
+from decimal import Decimal
+
+import structlog
+
+from quantmesh.domain import (
+    Fill,
+    MarketRules,
+    Order,
+    OrderRequest,
+    OrderUpdate,
+    Side,
+    Tick,
+    floor_to,
+)
+from quantmesh.errors import (
+    DuplicateOrder,
+    ExchangeError,
+    LockError,
+    LockLost,
+    OrderNotFound,
+    OrderRejected,
+    RateLimited,
+    StorageError,
+)
+from quantmesh.exchange.base import Exchange
+from quantmesh.grid.ledger import sell_progress
+from quantmesh.grid.planner import CancelOrder, PlaceOrder, plan
+from quantmesh.grid.state import GridSpec, Spacing
+from quantmesh.lock.base import DistributedLock, Lease
+from quantmesh.observability.metrics import Metrics
+from quantmesh.storage.base import Repository, TradeFilter
+from quantmesh.trading.book import Effect, OrderBook
+from quantmesh.trading.ids import client_order_id, grid_tag
+from quantmesh.trading.lockkeys import LockKeys
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class TraderSettings:
+    """One symbol's grid settings plus the trader's own timings (seconds)."""
+
+    symbol: str
+    interval: Decimal
+    order_quantity: Decimal
+    buy_window: int
+    sell_window: int
+    spacing: Spacing = "arithmetic"
+    min_order_value: Decimal = Decimal(0)
+    anchor_price: Decimal | None = None
+    lower_price: Decimal | None = None
+    upper_price: Decimal | None = None
+    max_position: Decimal | None = None
+    cancel_hysteresis: int = 2
+    place_ttl: float = 5.0
+    cancel_ttl: float = 3.0
+    reject_cooldown: float = 30.0
+    price_save_interval: float = 5.0
+
+    def spec(self, anchor: Decimal) -> GridSpec:
+        return GridSpec(
+            symbol=self.symbol,
+            anchor=anchor,
+            interval=self.interval,
+            order_quantity=self.order_quantity,
+            buy_window=self.buy_window,
+            sell_window=self.sell_window,
+            spacing=self.spacing,
+            min_order_value=self.min_order_value,
+            lower_price=self.lower_price,
+            upper_price=self.upper_price,
+            max_position=self.max_position,
+            cancel_hysteresis=self.cancel_hysteresis,
+        )
+
+
+class Trader:
+    def __init__(
+        self,
+        settings: TraderSettings,
+        *,
+        exchange: Exchange,
+        repository: Repository,
+        locker: DistributedLock,
+        lock_keys: LockKeys,
+        metrics: Metrics,
+        fence: Callable[[], int] = lambda: 0,
+        clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.settings = settings
+        self.symbol = settings.symbol
+        self._exchange = exchange
+        self._repo = repository
+        self._locker = locker
+        self._keys = lock_keys
+        self._metrics = metrics
+        self._fence = fence
+        self._clock = clock
+        self._wall = wall_clock
+        self._mutex = asyncio.Lock()
+        self._placing = True
+        self._cooldown: dict[tuple[int, Side], float] = {}
+        self._paused_until = 0.0
+        self._last_price_saved = -1e18
+        self.last_tick: Tick | None = None
+        # Set by start():
+        self.rules: MarketRules | None = None
+        self.book: OrderBook | None = None
+
+    # lifecycle -------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Trade until cancelled. Raises on a failure that stops this symbol."""
+        with structlog.contextvars.bound_contextvars(symbol=self.symbol):
+            # Subscribe before reconciling, so no update falls between the two.
+            updates = self._exchange.watch_orders(self.symbol)
+            ticks = self._exchange.watch_ticks(self.symbol)
+            await self._start(ticks)
+            async with asyncio.TaskGroup() as tg:
+                tg.create_task(self._order_loop(updates))
+                await self._tick_loop(ticks)
+
+    async def _start(self, ticks: AsyncIterator[Tick]) -> None:
+        self.rules = await self._exchange.market(self.symbol)
+        state = await self._repo.load_grid(self.symbol)
+        if state is None:
+            anchor = self.settings.anchor_price
+            if anchor is None:
+                first = await anext(ticks)
+                self._on_tick_seen(first)
+                anchor = floor_to(first.price, self.rules.tick_size)
+            state = await self._repo.init_grid(self.symbol, anchor)
+            log.info("grid_created", anchor=str(state.anchor))
+        else:
+            log.info("grid_resumed", anchor=str(state.anchor), levels=len(state.levels))
+        spec = self.settings.spec(state.anchor)
+        tag = grid_tag(self.symbol, spec.anchor, spec.interval, spec.spacing)
+        self.book = OrderBook(spec, self.rules, state, tag)
+        async with self._mutex:
+            await self._restore_progress()
+            await self._reconcile()
+
+    def stop_placing(self) -> None:
+        """No new orders from now on; in-flight calls finish."""
+        self._placing = False
+
+    async def quiesce(self) -> None:
+        """Wait until no exchange call or write is in flight, then keep it that way.
+
+        Takes the mutex and never gives it back: call only on the way out.
+        """
+        self.stop_placing()
+        await self._mutex.acquire()
+
+    async def cancel_open_orders(self) -> int:
+        """Cancel every open order of this grid (``cancel_on_exit``); call after quiesce."""
+        if self.book is None:
+            return 0
+        cancelled = 0
+        for tracked in list(self.book.open_orders()):
+            try:
+                order = await self._exchange.cancel_order(self.symbol, tracked.client_order_id)
+            except ExchangeError as exc:
+                log.warning(
+                    "cancel_on_exit_failed", client_order_id=tracked.client_order_id, error=str(exc)
+                )
+                continue
+            await self._record(OrderUpdate(order))
+            self._metrics.orders_cancelled.labels(self.symbol, "shutdown").inc()
+            cancelled += 1
+        return cancelled
+
+    # loops -----------------------------------------------------------------------------
+
+    async def _tick_loop(self, ticks: AsyncIterator[Tick]) -> None:
+        async for tick in ticks:
+            self._on_tick_seen(tick)
+            if not self._placing:
+                continue
+            async with self._mutex:
+                if self._placing:
+                    await self._step(tick.price)
+            now = self._clock()
+            if now - self._last_price_saved >= self.settings.price_save_interval:
+                self._last_price_saved = now
+                await self._save_price(tick)
+
+    async def _order_loop(self, updates: AsyncIterator[OrderUpdate]) -> None:
+        async for update in updates:
+            async with self._mutex:
+                await self._record(update)
+
+    def _on_tick_seen(self, tick: Tick) -> None:
+        self.last_tick = tick
+        self._metrics.last_price.labels(self.symbol).set(float(tick.price))
+        self._metrics.last_price_ts.labels(self.symbol).set(tick.ts)
+
+    async def _save_price(self, tick: Tick) -> None:
+        try:
+            await self._repo.save_last_price(self.symbol, tick.price, tick.ts)
+        except StorageError as exc:  # the price is informational; trading goes on
+            log.warning("last_price_not_saved", error=str(exc))
+
+    # one step: plan, cancel, place ----------------------------------------------------------
+
+    async def _step(self, price: Decimal) -> None:
+        assert self.book is not None and self.rules is not None
+        now = self._clock()
+        if now < self._paused_until:
+            return
+        await self._resolve_unknown()
+        result = plan(self.book.spec, self.rules, self.book.state, price, self.book.open_orders())
+        for skipped in result.skipped:
+            self._metrics.orders_rejected.labels(self.symbol, skipped.reason).inc()
+        for cancel in result.cancels:
+            await self._cancel(cancel)
+        for place in result.places:
+            if not self._placing or self._clock() < self._paused_until:
+                break
+            if self._cooldown.get((place.level, place.side), 0.0) > self._clock():
+                continue
+            await self._place(place)
+
+    async def _acquire(self, key: str, ttl: float) -> Lease | None:
+        """Try the level lock; never waits. ``None`` when held elsewhere or unavailable."""
+        label = self._keys.label(self.symbol)
+        try:
+            lease = await self._locker.try_lock(key, ttl)
+        except LockError as exc:
+            # Fail closed: no lease, no order.
+            self._metrics.lock_acquire.labels(label, "unavailable").inc()
+            log.warning("lock_unavailable", key=key, error=str(exc))
+            return None
+        if lease is None:
+            self._metrics.lock_acquire.labels(label, "conflict").inc()
+            self._metrics.lock_conflict.labels(label).inc()
+            log.debug("level_locked_elsewhere", key=key)
+            return None
+        self._metrics.lock_acquire.labels(label, "success").inc()
+        return lease
+
+    async def _release(self, lease: Lease, started: float) -> None:
+        try:
+            released = await self._locker.unlock(lease)
+        except LockError as exc:
+            released = False
+            log.warning("lock_release_failed", key=lease.key, error=str(exc))
+        if not released:
+            log.warning("lock_expired_while_held", key=lease.key)
+        self._metrics.lock_hold.labels(self._keys.label(self.symbol)).observe(
+            self._clock() - started
+        )
+
+    async def _place(self, place: PlaceOrder) -> None:
+        assert self.book is not None
+        cycle = self.book.state.level(place.level).cycle
+        cid = client_order_id(self.book.tag, place.level, place.side, cycle)
+        key = self._keys.order_key(self.symbol, place.level, place.price)
+        started = self._clock()
+        lease = await self._acquire(key, self.settings.place_ttl)
+        if lease is None:
+            return
+        try:
+            if self._clock() >= lease.deadline:
+                log.warning("lease_expired_before_send", key=key)
+                return
+            request = OrderRequest(self.symbol, place.side, place.price, place.amount, cid)
+            order = await self._send_create(request, place)
+            if order is not None:
+                await self._record(OrderUpdate(order))
+        finally:
+            await self._release(lease, started)
+
+    async def _send_create(self, request: OrderRequest, place: PlaceOrder) -> Order | None:
+        assert self.book is not None
+        try:
+            order = await self._exchange.create_order(request)
+        except DuplicateOrder:
+            # Already placed (by us before a restart, or by another instance): adopt it.
+            order = await self._exchange.fetch_order(self.symbol, request.client_order_id)
+            log.info("order_adopted", client_order_id=request.client_order_id)
+            return order
+        except RateLimited as exc:
+            self._paused_until = self._clock() + (exc.retry_after or 1.0)
+            self._metrics.exchange_errors.labels(self.symbol, "rate_limited").inc()
+            log.warning("rate_limited", retry_after=exc.retry_after)
+            return None
+        except OrderRejected as exc:
+            self._cooldown[(place.level, place.side)] = (
+                self._clock() + self.settings.reject_cooldown
+            )
+            self._metrics.orders_rejected.labels(self.symbol, exc.reason).inc()
+            log.warning(
+                "order_rejected",
+                client_order_id=request.client_order_id,
+                reason=exc.reason,
+                error=str(exc),
+            )
+            return None
+        except ExchangeError as exc:
+            # Outcome unknown: the order may exist. Never place again blindly; the id is
+            # tracked as unknown until a lookup says what happened.
+            self.book.track_unknown(request, place.level)
+            self._metrics.exchange_errors.labels(self.symbol, type(exc).__name__).inc()
+            log.warning(
+                "order_outcome_unknown", client_order_id=request.client_order_id, error=str(exc)
+            )
+            return None
+        self._metrics.orders_placed.labels(self.symbol, request.side).inc()
+        log.info(
+            "order_placed",
+            side=request.side,
+            level=place.level,
+            price=str(request.price),
+            amount=str(request.amount),
+            client_order_id=request.client_order_id,
+        )
+        return order
+
+    async def _cancel(self, cancel: CancelOrder) -> None:
+        assert self.book is not None
+        tracked = self.book.get(cancel.client_order_id)
+        price = tracked.price if tracked is not None else Decimal(0)
+        key = self._keys.order_key(self.symbol, cancel.level, price)
+        started = self._clock()
+        lease = await self._acquire(key, self.settings.cancel_ttl)
+        if lease is None:
+            return
+        try:
+            order = await self._exchange.cancel_order(self.symbol, cancel.client_order_id)
+        except OrderNotFound:
+            order = None
+            log.warning("cancel_unknown_order", client_order_id=cancel.client_order_id)
+        except ExchangeError as exc:
+            self._metrics.exchange_errors.labels(self.symbol, type(exc).__name__).inc()
+            log.warning("cancel_failed", client_order_id=cancel.client_order_id, error=str(exc))
+            return
+        finally:
+            await self._release(lease, started)
+        if order is None:
+            self.book.forget(cancel.client_order_id)
+            return
+        self._metrics.orders_cancelled.labels(self.symbol, cancel.reason).inc()
+        log.info("order_cancelled", client_order_id=cancel.client_order_id, reason=cancel.reason)
+        await self._record(OrderUpdate(order))
+
+    # order updates ---------------------------------------------------------------------------
+
+    async def _record(self, update: OrderUpdate) -> None:
+        """Apply an order update to the grid and store it; the mutex is held."""
+        assert self.book is not None
+        fills = update.fills
+        if fills:
+            known = await self._repo.known_trade_ids(self.symbol, [f.trade_id for f in fills])
+            fills = tuple(f for f in fills if f.trade_id not in known)
+        effect = self.book.effect(OrderUpdate(update.order, fills), self._wall())
+        if effect is None:
+            return  # a foreign order, another grid's, or a stale update
+        stored = await self._repo.record_execution(
+            update.order, effect.fills, effect.levels, effect.round_trips, self._fence()
+        )
+        if not stored:
+            self.stop_placing()
+            log.error("grid_write_refused", client_order_id=update.order.client_order_id)
+            raise LockLost(f"grid:{self.symbol}")
+        self.book.commit(effect)
+        self._report(effect)
+
+    def _report(self, effect: Effect) -> None:
+        assert self.book is not None
+        for fill in effect.fills:
+            self._metrics.fills.labels(self.symbol, fill.side).inc()
+            log.info(
+                "order_filled",
+                side=fill.side,
+                price=str(fill.price),
+                amount=str(fill.amount),
+                fee=str(fill.fee),
+                client_order_id=fill.client_order_id,
+            )
+        for trip in effect.round_trips:
+            self._metrics.round_trips.labels(self.symbol).inc()
+            log.info(
+                "round_trip",
+                level=trip.level,
+                cycle=trip.cycle,
+                amount=str(trip.amount),
+                pnl=str(trip.pnl),
+            )
+        self._metrics.realized_pnl.labels(self.symbol).set(float(self.book.realized_pnl))
+        self._metrics.inventory.labels(self.symbol).set(float(self.book.inventory()))
+        self._metrics.open_orders.labels(self.symbol).set(len(self.book.open_orders()))
+
+    # reconciliation ----------------------------------------------------------------------------
+
+    async def _reconcile(self) -> None:
+        """Adopt our open orders from the exchange and settle those closed while we were away."""
+        assert self.book is not None
+        on_exchange = {
+            o.client_order_id: o
+            for o in await self._exchange.fetch_open_orders(self.symbol)
+            if self.book.is_ours(o.client_order_id)
+        }
+        recorded = {o.client_order_id: o for o in await self._repo.get_open_orders(self.symbol)}
+        for cid, order in on_exchange.items():
+            fills: tuple[Fill, ...] = ()
+            if cid not in recorded or order.filled > recorded[cid].filled:
+                fills = tuple(await self._exchange.fetch_order_fills(self.symbol, cid))
+            await self._record(OrderUpdate(order, fills))
+        for cid in recorded.keys() - on_exchange.keys():
+            await self._settle(cid, recorded[cid])
+        log.info(
+            "reconciled",
+            adopted=len(on_exchange),
+            settled=len(recorded.keys() - on_exchange.keys()),
+        )
+
+    async def _restore_progress(self) -> None:
+        """Rebuild partial-sale progress of held levels from the stored sell fills."""
+        assert self.book is not None
+        for level in self.book.holding_levels():
+            cid = client_order_id(self.book.tag, level.index, "sell", level.cycle)
+            fills = await self._repo.get_trades(
+                TradeFilter(symbol=self.symbol, client_order_id=cid)
+            )
+            if fills:
+                self.book.set_progress(level.index, sell_progress(fills, self.book.rules))
+
+    async def _settle(self, cid: str, recorded: Order) -> None:
+        """Find out what happened to an order we thought open and record it."""
+        try:
+            order = await self._exchange.fetch_order(self.symbol, cid)
+        except OrderNotFound:
+            log.warning("order_missing_on_exchange", client_order_id=cid)
+            order = replace(recorded, status="canceled", updated_at=self._wall())
+        fills = (
+            tuple(await self._exchange.fetch_order_fills(self.symbol, cid)) if order.filled else ()
+        )
+        await self._record(OrderUpdate(order, fills))
+
+    async def _resolve_unknown(self) -> None:
+        """Look up orders whose placement outcome was unknown."""
+        assert self.book is not None
+        for cid in self.book.unknown_ids():
+            try:
+                order = await self._exchange.fetch_order(self.symbol, cid)
+            except OrderNotFound:
+                self.book.forget(cid)
+                log.info("order_not_placed", client_order_id=cid)
+                continue
+            except ExchangeError as exc:
+                log.warning("order_lookup_failed", client_order_id=cid, error=str(exc))
+                return
+            log.info("order_found_after_error", client_order_id=cid, status=order.status)
+            await self._record(OrderUpdate(order))

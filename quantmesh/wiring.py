@@ -1,0 +1,209 @@
+"""Builds every component from settings, in one place, and hands them to the service."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from pathlib import Path
+
+import structlog
+
+from quantmesh.app import RunResult, Service, serve
+from quantmesh.config import Settings, SymbolSettings
+from quantmesh.domain import MarketRules
+from quantmesh.errors import StartupError
+from quantmesh.exchange.base import Exchange
+from quantmesh.exchange.feeds import FeedFactory, csv_replay, random_walk
+from quantmesh.exchange.simulated import SimMarket, SimulatedExchange
+from quantmesh.lock.base import DistributedLock
+from quantmesh.lock.nop import NopLock
+from quantmesh.observability.logging import configure_logging
+from quantmesh.observability.metrics import Metrics
+from quantmesh.secrets import dsn_passwords
+from quantmesh.storage.engine import create_engine_for, to_sqlalchemy_url
+from quantmesh.storage.repository import SqlRepository
+from quantmesh.trading.lockkeys import LockKeys
+from quantmesh.trading.trader import Trader, TraderSettings
+
+log = structlog.get_logger(__name__)
+
+
+def secret_values(settings: Settings) -> list[str]:
+    """Every secret in the settings, for the log redactor."""
+    values = [
+        settings.exchange.api_key.get_secret_value(),
+        settings.exchange.secret.get_secret_value(),
+        settings.exchange.password.get_secret_value(),
+        settings.redis.password.get_secret_value(),
+        *dsn_passwords(settings.database.dsn.get_secret_value()),
+    ]
+    if settings.redis.url is not None:
+        values.extend(dsn_passwords(settings.redis.url.get_secret_value()))
+    return [v for v in values if v]
+
+
+def build_exchange(settings: Settings) -> Exchange:
+    if settings.exchange.name != "simulated":
+        raise StartupError(
+            f"exchange.name: {settings.exchange.name!r} needs the ccxt exchange adapter, "
+            "which this version does not ship yet; use 'simulated'"
+        )
+    sim = settings.exchange.simulated
+    markets: dict[str, SimMarket] = {}
+    for symbol, market in sim.markets.items():
+        base, quote = symbol.split("/")
+        rules = MarketRules(
+            symbol=symbol,
+            base=base,
+            quote=quote,
+            tick_size=market.tick_size,
+            lot_size=market.lot_size,
+            min_amount=market.lot_size,
+            min_notional=market.min_notional,
+        )
+        feed: FeedFactory
+        if market.feed.type == "csv":
+            assert market.feed.path is not None  # validated by the settings
+            feed = csv_replay(market.feed.path, market.feed.speed)
+        else:
+            feed = random_walk(market.feed.volatility, market.feed.interval, market.feed.seed)
+        markets[symbol] = SimMarket(rules, market.price, feed)
+    return SimulatedExchange(markets, dict(sim.balances), sim.fee_rate, sim.state_path)
+
+
+def build_lock(settings: Settings) -> DistributedLock:
+    if settings.distributed_lock.enabled:
+        raise StartupError(
+            "distributed_lock.enabled: the Redis lock is not available in this version; "
+            "run a single instance with distributed_lock.enabled: false"
+        )
+    return NopLock()
+
+
+def build_repository(settings: Settings, exchange: str) -> SqlRepository:
+    db = settings.database
+    url = to_sqlalchemy_url(db.type, db.dsn.get_secret_value())
+    engine = create_engine_for(
+        db.type,
+        url,
+        pool_size=db.max_idle_conns or 1,
+        max_overflow=max(db.max_open_conns - db.max_idle_conns, 0),
+        pool_recycle=db.conn_max_lifetime,
+    )
+    return SqlRepository(engine, exchange)
+
+
+def trader_settings(symbol: SymbolSettings, settings: Settings) -> TraderSettings:
+    ttl = settings.distributed_lock.ttl
+    return TraderSettings(
+        symbol=symbol.symbol,
+        interval=symbol.interval,
+        order_quantity=symbol.order_quantity,
+        buy_window=symbol.buy_window_size,
+        sell_window=symbol.sell_window_size,
+        spacing=symbol.spacing,
+        min_order_value=symbol.min_order_value,
+        anchor_price=symbol.anchor_price,
+        lower_price=symbol.lower_price,
+        upper_price=symbol.upper_price,
+        max_position=symbol.max_position,
+        cancel_hysteresis=symbol.cancel_hysteresis,
+        place_ttl=ttl.place,
+        cancel_ttl=ttl.cancel,
+    )
+
+
+def build_service(settings: Settings, metrics: Metrics | None = None) -> Service:
+    metrics = metrics if metrics is not None else Metrics()
+    exchange = build_exchange(settings)
+    locker = build_lock(settings)
+    repository = build_repository(settings, exchange.name)
+    keys = LockKeys(exchange.name, settings.distributed_lock.granularity)
+    traders = [
+        Trader(
+            trader_settings(symbol, settings),
+            exchange=exchange,
+            repository=repository,
+            locker=locker,
+            lock_keys=keys,
+            metrics=metrics,
+        )
+        for symbol in settings.symbols
+    ]
+    return Service(
+        traders,
+        exchange=exchange,
+        repository=repository,
+        locker=locker,
+        metrics=metrics,
+        shutdown_grace=settings.trading.shutdown_grace,
+        cancel_on_exit=settings.trading.cancel_on_exit,
+    )
+
+
+async def run_daemon(settings: Settings) -> RunResult:
+    """Configure logging, build the service and run it until a signal arrives."""
+    configure_logging(settings.logging.level, settings.logging.format, secret_values(settings))
+    structlog.contextvars.bind_contextvars(instance=settings.instance.id)
+    service = build_service(settings)
+    log.info(
+        "starting",
+        exchange=settings.exchange.name,
+        symbols=[s.symbol for s in settings.symbols],
+        database=settings.database.type,
+    )
+    result = await serve(service)
+    log.info("stopped", failed=sorted(result.failed))
+    return result
+
+
+def check_database_exists(settings: Settings) -> None:
+    """``quantmesh status`` must not create an empty SQLite database as a side effect."""
+    db = settings.database
+    if db.type == "sqlite":
+        url = to_sqlalchemy_url(db.type, db.dsn.get_secret_value())
+        path = Path(url.removeprefix("sqlite+aiosqlite:///"))
+        if not path.exists():
+            raise StartupError(f"no database at {path} yet: run `quantmesh run` first")
+
+
+async def read_status(settings: Settings) -> list[list[str]]:
+    """The ``quantmesh status`` table: a header row, then one row per grid."""
+    repository = build_repository(settings, settings.exchange.name)
+    await repository.start()
+    try:
+        summaries = await repository.summaries()
+    finally:
+        await repository.close()
+    rows = [
+        [
+            "EXCHANGE",
+            "SYMBOL",
+            "LAST PRICE",
+            "INVENTORY",
+            "OPEN ORDERS",
+            "ROUND TRIPS",
+            "REALIZED PNL",
+        ]
+    ]
+    for s in summaries:
+        rows.append(
+            [
+                s.exchange,
+                s.symbol,
+                _fmt(s.last_price),
+                _fmt(s.inventory),
+                str(s.open_orders),
+                str(s.round_trips),
+                _fmt(s.realized_pnl),
+            ]
+        )
+    return rows
+
+
+def _fmt(value: Decimal | None) -> str:
+    if value is None:
+        return "-"
+    return f"{value.normalize():f}"
+
+
+__all__ = ["build_service", "check_database_exists", "read_status", "run_daemon"]

@@ -1,0 +1,301 @@
+"""Engine creation, URL handling, dialect upserts and driver error mapping."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import sqlite3
+import threading
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import text
+from sqlalchemy.dialects.mysql.base import MySQLDialect
+from sqlalchemy.dialects.sqlite.base import SQLiteDialect
+from sqlalchemy.engine import Dialect
+from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError
+from sqlalchemy.ext.asyncio import AsyncEngine
+from structlog.testing import capture_logs
+
+from quantmesh.errors import StartupError, StorageError, StorageUnavailable
+from quantmesh.storage import models
+from quantmesh.storage.engine import (
+    DbType,
+    create_engine_for,
+    map_db_error,
+    to_sqlalchemy_url,
+    upsert,
+)
+from quantmesh.storage.repository import SqlRepository
+
+from .support import postgres_dialect
+
+PASSWORD = "s3cr3t-pw"
+
+
+@pytest.fixture
+async def sqlite_engine(tmp_path: Path) -> AsyncIterator[AsyncEngine]:
+    engine = create_engine_for("sqlite", str(tmp_path / "a" / "b" / "q.db"))
+    yield engine
+    await engine.dispose()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return port
+
+
+# --- urls ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("db_type", "dsn", "expected"),
+    [
+        ("sqlite", "/var/lib/q/quantmesh.db", "sqlite+aiosqlite:////var/lib/q/quantmesh.db"),
+        ("sqlite", "sqlite:////data/q.db", "sqlite+aiosqlite:////data/q.db"),
+        ("sqlite", "sqlite+aiosqlite:////data/q.db", "sqlite+aiosqlite:////data/q.db"),
+        ("sqlite", "data/q.db", "sqlite+aiosqlite:///data/q.db"),
+        (
+            "postgres",
+            "postgresql+asyncpg://u:p@db:5432/quantmesh",
+            "postgresql+asyncpg://u:p@db:5432/quantmesh",
+        ),
+        ("postgres", "postgresql://u:p@db/quantmesh", "postgresql+asyncpg://u:p@db/quantmesh"),
+        ("postgres", "postgres://u@db/quantmesh", "postgresql+asyncpg://u@db/quantmesh"),
+        ("mysql", "mysql+aiomysql://u:p@db/quantmesh", "mysql+aiomysql://u:p@db/quantmesh"),
+        ("mysql", "mariadb://u:p@db/quantmesh", "mysql+aiomysql://u:p@db/quantmesh"),
+    ],
+)
+def test_to_sqlalchemy_url(db_type: DbType, dsn: str, expected: str) -> None:
+    assert to_sqlalchemy_url(db_type, dsn) == expected
+
+
+def test_sqlite_home_paths_are_expanded() -> None:
+    url = to_sqlalchemy_url("sqlite", "~/q.db")
+    assert url == "sqlite+aiosqlite:///" + str(Path.home() / "q.db")
+
+
+@pytest.mark.parametrize(
+    ("db_type", "dsn", "reason"),
+    [
+        ("postgres", f"host=db user=q password={PASSWORD} dbname=q", "not supported yet"),
+        ("mysql", f"q:{PASSWORD}@tcp(db:3306)/q?charset=utf8mb4", "not supported yet"),
+        ("postgres", f"postgresql+psycopg2://q:{PASSWORD}@db/q", "cannot use"),
+        ("mysql", f"postgresql+asyncpg://q:{PASSWORD}@db/q", "cannot use"),
+        ("sqlite", ":memory:", "in-memory"),
+        ("sqlite", "sqlite+aiosqlite://", "in-memory"),
+        ("sqlite", "  ", "empty"),
+    ],
+)
+def test_unsupported_dsns_raise_startup_error_without_secrets(
+    db_type: DbType, dsn: str, reason: str
+) -> None:
+    with pytest.raises(StartupError, match=reason) as info:
+        create_engine_for(db_type, dsn)
+    assert PASSWORD not in str(info.value)
+
+
+# --- sqlite files -------------------------------------------------------------------------
+
+
+async def test_sqlite_connections_get_wal_busy_timeout_synchronous_and_foreign_keys(
+    sqlite_engine: AsyncEngine,
+) -> None:
+    async with sqlite_engine.connect() as conn:
+        pragmas = {
+            name: (await conn.execute(text(f"PRAGMA {name}"))).scalar()
+            for name in ("journal_mode", "busy_timeout", "synchronous", "foreign_keys")
+        }
+    assert pragmas == {
+        "journal_mode": "wal",
+        "busy_timeout": 5000,
+        "synchronous": 1,
+        "foreign_keys": 1,
+    }
+
+
+async def test_the_data_directory_is_created(tmp_path: Path) -> None:
+    engine = create_engine_for("sqlite", f"sqlite:///{tmp_path}/x/y/q.db")
+    try:
+        assert (tmp_path / "x" / "y").is_dir()
+    finally:
+        await engine.dispose()
+
+
+def test_an_uncreatable_data_directory_is_a_startup_error_naming_it(tmp_path: Path) -> None:
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("")
+    with pytest.raises(StartupError, match=str(blocker / "sub")):
+        create_engine_for("sqlite", str(blocker / "sub" / "q.db"))
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes to read-only directories")
+def test_an_unwritable_data_directory_is_a_startup_error_naming_it(tmp_path: Path) -> None:
+    data = tmp_path / "ro"
+    data.mkdir(mode=0o500)
+    try:
+        with pytest.raises(StartupError, match=f"{data}.*not writable"):
+            create_engine_for("sqlite", str(data / "q.db"))
+    finally:
+        data.chmod(0o700)
+
+
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux /proc")
+def test_an_existing_directory_nobody_can_write_is_a_startup_error() -> None:
+    # /proc refuses new files even to root, unlike a chmod-ed directory
+    with pytest.raises(StartupError, match="data directory /proc is not writable"):
+        create_engine_for("sqlite", "/proc/quantmesh.db")
+
+
+def test_a_directory_as_database_is_a_startup_error(tmp_path: Path) -> None:
+    with pytest.raises(StartupError, match="is a directory"):
+        create_engine_for("sqlite", str(tmp_path))
+
+
+async def aiosqlite_threads_finished() -> None:
+    """aiosqlite stops the worker thread of a failed connect without waiting for it; the
+    thread must finish before the test's event loop closes."""
+    for thread in threading.enumerate():
+        if thread.name.endswith("(_connection_worker_thread)"):
+            await asyncio.to_thread(thread.join, 5)
+            assert not thread.is_alive()
+
+
+async def test_sqlite_vanished_directory_is_storage_unavailable(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    repo = SqlRepository(create_engine_for("sqlite", str(data / "q.db")), "binance")
+    data.rmdir()
+    try:
+        with pytest.raises(StorageUnavailable, match="start"):
+            await repo.start()
+    finally:
+        await repo.close()
+        await aiosqlite_threads_finished()
+
+
+# --- unreachable servers ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("db_type", "scheme"), [("postgres", "postgresql+asyncpg"), ("mysql", "mysql+aiomysql")]
+)
+async def test_an_unreachable_server_is_storage_unavailable_without_the_password(
+    db_type: DbType, scheme: str
+) -> None:
+    url = f"{scheme}://quantmesh:{PASSWORD}@127.0.0.1:{free_port()}/quantmesh"
+    with capture_logs() as logs:
+        repo = SqlRepository(create_engine_for(db_type, url), "binance")
+        try:
+            async with asyncio.timeout(20):
+                with pytest.raises(StorageUnavailable) as info:
+                    await repo.start()
+        finally:
+            await repo.close()
+    assert PASSWORD not in str(info.value)
+    assert PASSWORD not in repr(logs)
+
+
+# --- error mapping ------------------------------------------------------------------------
+
+
+def operational(message: str) -> OperationalError:
+    return OperationalError("SELECT 1", {}, sqlite3.OperationalError(message))
+
+
+@pytest.mark.parametrize(
+    "exc",
+    [
+        operational("database is locked"),
+        operational("unable to open database file"),
+        operational("disk I/O error"),
+        InterfaceError("SELECT 1", {}, Exception("connection is closed")),
+        OperationalError("SELECT 1", {}, Exception((2013, "Lost connection to MySQL server"))),
+        ConnectionRefusedError(111, "Connection refused"),
+        TimeoutError(),
+    ],
+    ids=lambda exc: type(exc).__name__,
+)
+def test_connectivity_errors_map_to_storage_unavailable(exc: BaseException) -> None:
+    mapped = map_db_error(exc, "save_fills")
+    assert isinstance(mapped, StorageUnavailable)
+    assert str(mapped).startswith("save_fills: ")
+
+
+def test_mysql_client_error_codes_map_to_storage_unavailable() -> None:
+    class PyMySQLOperationalError(Exception):
+        pass
+
+    exc = OperationalError("SELECT 1", {}, PyMySQLOperationalError(2003, "Can't reach"))
+    assert isinstance(map_db_error(exc, "op"), StorageUnavailable)
+
+
+@pytest.mark.parametrize(
+    "exc",
+    [
+        operational("no such table: orders"),
+        IntegrityError("INSERT", {}, sqlite3.IntegrityError("UNIQUE constraint failed")),
+    ],
+    ids=["no_such_table", "integrity"],
+)
+def test_other_database_errors_map_to_storage_error(exc: BaseException) -> None:
+    mapped = map_db_error(exc, "save_orders")
+    assert type(mapped) is StorageError
+    assert "save_orders failed" in str(mapped)
+
+
+def test_error_messages_never_carry_credentials() -> None:
+    exc = OperationalError(
+        "SELECT 1",
+        {},
+        Exception(f"could not connect to postgresql://q:{PASSWORD}@db/q (password={PASSWORD})"),
+    )
+    mapped = map_db_error(exc, "start")
+    assert isinstance(mapped, StorageUnavailable)
+    assert PASSWORD not in str(mapped)
+    assert "SELECT 1" not in str(mapped)
+
+
+# --- upserts ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("dialect", "name", "nothing", "update"),
+    [
+        (
+            SQLiteDialect(),
+            "sqlite",
+            "ON CONFLICT (exchange, symbol, trade_id) DO NOTHING",
+            "DO UPDATE SET holding = excluded.holding",
+        ),
+        (
+            postgres_dialect(),
+            "postgresql",
+            "ON CONFLICT (exchange, symbol, trade_id) DO NOTHING",
+            "DO UPDATE SET holding = excluded.holding",
+        ),
+        (
+            MySQLDialect(),
+            "mysql",
+            "ON DUPLICATE KEY UPDATE exchange = trades.exchange",
+            "ON DUPLICATE KEY UPDATE holding = VALUES(holding)",
+        ),
+    ],
+)
+def test_upsert_is_written_for_each_dialect(
+    dialect: Dialect, name: str, nothing: str, update: str
+) -> None:
+    ignore = upsert(name, models.trades, ("exchange", "symbol", "trade_id"))
+    assert nothing in str(ignore.compile(dialect=dialect))
+    merge = upsert(
+        name, models.grid_levels, ("exchange", "symbol", "level_index"), ("holding", "cost")
+    )
+    assert update in str(merge.compile(dialect=dialect))
+
+
+def test_upsert_for_an_unknown_dialect_is_an_error() -> None:
+    with pytest.raises(StorageError, match="oracle"):
+        upsert("oracle", models.trades, ("exchange",))
