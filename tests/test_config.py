@@ -845,7 +845,7 @@ def test_render_effective_round_trips() -> None:
     out = render_effective(s)
     assert parse_settings(out, env={}) == s
     assert "price_interval: 5\n" in out
-    assert "volatility: 0.0005\n" in out
+    assert "volatility: 0.001\n" in out
 
 
 def test_render_effective_shows_every_section() -> None:
