@@ -118,6 +118,7 @@ class Trader:
         self._paused_until = 0.0
         self._last_price_saved = -1e18
         self.last_tick: Tick | None = None
+        self.ready = asyncio.Event()  # set once the grid is loaded and reconciled
         # Set by start():
         self.rules: MarketRules | None = None
         self.book: OrderBook | None = None
@@ -154,6 +155,7 @@ class Trader:
         async with self._mutex:
             await self._restore_progress()
             await self._reconcile()
+        self.ready.set()
 
     def stop_placing(self) -> None:
         """No new orders from now on; in-flight calls finish."""

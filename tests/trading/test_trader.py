@@ -1,0 +1,244 @@
+"""The trader against the real simulated exchange and a real SQLite repository."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import replace
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+from quantmesh.domain import OrderRequest
+from quantmesh.exchange.simulated import SimulatedExchange
+from quantmesh.storage.base import TradeFilter
+from quantmesh.storage.repository import SqlRepository
+from quantmesh.trading.ids import client_order_id
+
+from .support import (
+    SETTINGS,
+    SYMBOL,
+    BrokenLock,
+    ExpiredLock,
+    LossyExchange,
+    RefusingLock,
+    make_exchange,
+    make_repository,
+    running_trader,
+    settle,
+    until,
+)
+
+
+@pytest.fixture
+async def exchange(tmp_path: Path) -> AsyncIterator[SimulatedExchange]:
+    ex = make_exchange(tmp_path)
+    await ex.start()
+    yield ex
+    await ex.close()
+
+
+@pytest.fixture
+async def repository(tmp_path: Path) -> AsyncIterator[SqlRepository]:
+    repo = make_repository(tmp_path)
+    await repo.start()
+    yield repo
+    await repo.close()
+
+
+async def test_places_the_buy_window_below_the_price_with_deterministic_ids(
+    exchange: SimulatedExchange, repository: SqlRepository
+) -> None:
+    async with running_trader(exchange, repository) as run:
+        exchange.set_price(SYMBOL, Decimal(2001))
+        await until(lambda: len(run.tracked_ids()) == 3)
+        tag = run.trader.book.tag  # type: ignore[union-attr]
+        assert run.open_ids() == {client_order_id(tag, i, "buy", 0) for i in (0, -1, -2)}
+        prices = sorted(o.price for o in exchange.engine.open_orders(SYMBOL))
+        assert prices == [Decimal(1980), Decimal(1990), Decimal(2000)]
+        stored = await repository.get_open_orders(SYMBOL)
+        assert {o.client_order_id for o in stored} == run.open_ids()
+        assert run.metric("quantmesh_orders_placed_total", symbol=SYMBOL, side="buy") == 3
+        # More ticks at the same price place nothing new.
+        for _ in range(5):
+            exchange.set_price(SYMBOL, Decimal(2001))
+        await settle()
+        assert len(exchange.engine.all_orders()) == 3
+
+
+async def test_a_fill_becomes_a_sell_one_level_up_and_a_round_trip_with_pnl(
+    exchange: SimulatedExchange, repository: SqlRepository
+) -> None:
+    async with running_trader(exchange, repository) as run:
+        exchange.set_price(SYMBOL, Decimal(2001))
+        await until(lambda: len(run.tracked_ids()) == 3)
+        exchange.set_price(SYMBOL, Decimal(1999))  # fills the buy at 2000
+        await until(lambda: any(o.side == "sell" for o in exchange.engine.open_orders(SYMBOL)))
+        [sell] = [o for o in exchange.engine.open_orders(SYMBOL) if o.side == "sell"]
+        assert sell.price == Decimal(2010)
+        assert sell.amount == Decimal("0.0150")  # 30 USDT / 2000, floored to the lot
+        exchange.set_price(SYMBOL, Decimal(2011))  # fills the sell
+        await until(lambda: run.metric("quantmesh_round_trips_total", symbol=SYMBOL) == 1)
+
+    [trip] = await repository.get_round_trips(SYMBOL)
+    buy_cost = Decimal(2000) * Decimal("0.015") * (1 + Decimal("0.001"))
+    proceeds = Decimal(2010) * Decimal("0.015") * (1 - Decimal("0.001"))
+    assert (trip.level, trip.cycle, trip.amount) == (0, 1, Decimal("0.015"))
+    assert trip.buy_cost == buy_cost
+    assert trip.sell_proceeds == proceeds
+    assert trip.pnl == proceeds - buy_cost
+    trades = await repository.get_trades(TradeFilter(symbol=SYMBOL))
+    assert [t.side for t in trades] == ["buy", "sell"]
+    grid = await repository.load_grid(SYMBOL)
+    assert grid is not None
+    assert grid.level(0).holding == 0 and grid.level(0).cycle == 1
+
+
+async def test_a_restart_resumes_the_grid_and_adopts_open_orders(
+    exchange: SimulatedExchange, repository: SqlRepository
+) -> None:
+    async with running_trader(exchange, repository) as first:
+        exchange.set_price(SYMBOL, Decimal(2001))
+        await until(lambda: len(first.tracked_ids()) == 3)
+        anchor = first.trader.book.state.anchor  # type: ignore[union-attr]
+    placed = len(exchange.engine.all_orders())
+
+    changed = replace(SETTINGS, anchor_price=Decimal(1234))  # the stored anchor wins
+    async with running_trader(exchange, repository, settings=changed) as second:
+        assert second.trader.book.state.anchor == anchor  # type: ignore[union-attr]
+        assert {o.client_order_id for o in second.trader.book.open_orders()} == first.open_ids()  # type: ignore[union-attr]
+        exchange.set_price(SYMBOL, Decimal(2001))
+        await settle()
+    assert len(exchange.engine.all_orders()) == placed
+
+
+async def test_fills_that_happen_while_stopped_are_settled_on_restart(
+    exchange: SimulatedExchange, repository: SqlRepository
+) -> None:
+    async with running_trader(exchange, repository) as run:
+        exchange.set_price(SYMBOL, Decimal(2001))
+        await until(lambda: len(run.tracked_ids()) == 3)
+    exchange.set_price(SYMBOL, Decimal(1985))  # fills 2000 and 1990 while nobody listens
+
+    async with running_trader(exchange, repository) as run:
+        await settle()
+        levels = run.trader.book.state  # type: ignore[union-attr]
+        assert levels.level(0).holding == Decimal("0.015")
+        assert levels.level(-1).holding == Decimal("0.0150")
+        assert levels.level(0).cycle == 1 and levels.level(-1).cycle == 1
+    trades = await repository.get_trades(TradeFilter(symbol=SYMBOL))
+    assert len(trades) == 2
+    # A third start does not count the same fills again.
+    async with running_trader(exchange, repository) as run:
+        await settle()
+        assert run.trader.book.state.level(0).holding == Decimal("0.015")  # type: ignore[union-attr]
+    assert len(await repository.get_trades(TradeFilter(symbol=SYMBOL))) == 2
+
+
+async def test_a_level_held_by_another_instance_is_skipped(
+    exchange: SimulatedExchange, repository: SqlRepository
+) -> None:
+    locker = RefusingLock()
+    async with running_trader(exchange, repository, locker=locker) as run:
+        exchange.set_price(SYMBOL, Decimal(2001))
+        await until(lambda: locker.calls >= 3)
+        await settle()
+        label = "order:simulated:ETHUSDT"
+        assert run.metric("quantmesh_lock_conflict_total", key=label) >= 3
+        assert run.metric("quantmesh_lock_acquire_total", key=label, status="conflict") >= 3
+    assert exchange.engine.all_orders() == []
+
+
+async def test_an_unreachable_lock_backend_places_nothing(
+    exchange: SimulatedExchange, repository: SqlRepository
+) -> None:
+    locker = BrokenLock()
+    async with running_trader(exchange, repository, locker=locker) as run:
+        exchange.set_price(SYMBOL, Decimal(2001))
+        await until(lambda: locker.calls >= 3)
+        await settle()
+        label = "order:simulated:ETHUSDT"
+        assert run.metric("quantmesh_lock_acquire_total", key=label, status="unavailable") >= 3
+    assert exchange.engine.all_orders() == []
+
+
+async def test_a_lease_past_its_deadline_sends_nothing_and_is_released(
+    exchange: SimulatedExchange, repository: SqlRepository
+) -> None:
+    locker = ExpiredLock()
+    async with running_trader(exchange, repository, locker=locker):
+        exchange.set_price(SYMBOL, Decimal(2001))
+        await until(lambda: len(locker.released) >= 3)
+    assert exchange.engine.all_orders() == []
+    assert locker.released[:3] == [f"order:simulated:ETHUSDT:{i}" for i in (0, -1, -2)]
+
+
+async def test_an_unknown_outcome_is_looked_up_not_placed_again(
+    exchange: SimulatedExchange, repository: SqlRepository
+) -> None:
+    lossy = LossyExchange(exchange, failures=3)
+    async with running_trader(lossy, repository) as run:
+        exchange.set_price(SYMBOL, Decimal(2001))
+        await until(lambda: lossy.create_calls >= 3)
+        for _ in range(5):
+            exchange.set_price(SYMBOL, Decimal(2001))
+            await settle()
+        # The three orders exist once each and the trader knows them as open.
+        assert len(exchange.engine.all_orders()) == 3
+        await until(lambda: len(run.trader.book.unknown_ids()) == 0)  # type: ignore[union-attr]
+        assert {o.client_order_id for o in run.trader.book.open_orders()} == run.open_ids()  # type: ignore[union-attr]
+    assert lossy.create_calls == 3
+
+
+async def test_an_order_already_on_the_exchange_is_adopted_not_duplicated(
+    exchange: SimulatedExchange, repository: SqlRepository
+) -> None:
+    async with running_trader(exchange, repository) as run:
+        tag = run.trader.book.tag  # type: ignore[union-attr]
+        # Another instance placed level -1's buy between our reconcile and our first tick.
+        cid = client_order_id(tag, -1, "buy", 0)
+        await exchange.create_order(
+            OrderRequest(SYMBOL, "buy", Decimal(1990), Decimal("0.0150"), cid)
+        )
+        exchange.set_price(SYMBOL, Decimal(2001))
+        await until(lambda: len(run.tracked_ids()) == 3)
+        await settle()
+        assert cid in {o.client_order_id for o in run.trader.book.open_orders()}  # type: ignore[union-attr]
+    assert len(exchange.engine.all_orders()) == 3
+
+
+async def test_a_rejected_order_is_counted_and_not_retried_on_every_tick(
+    tmp_path: Path, repository: SqlRepository
+) -> None:
+    poor = make_exchange(tmp_path, balances={"USDT": Decimal(35)})  # enough for one buy
+    await poor.start()
+    try:
+        async with running_trader(poor, repository) as run:
+            for _ in range(10):
+                poor.set_price(SYMBOL, Decimal(2001))
+                await settle()
+            rejected = run.metric(
+                "quantmesh_orders_rejected_total", symbol=SYMBOL, reason="insufficient_funds"
+            )
+            assert rejected == 2  # levels -1 and -2, once each despite ten ticks
+            assert len(run.open_ids()) == 1
+    finally:
+        await poor.close()
+
+
+async def test_orders_far_below_the_window_are_cancelled_with_hysteresis(
+    exchange: SimulatedExchange, repository: SqlRepository
+) -> None:
+    async with running_trader(exchange, repository) as run:
+        exchange.set_price(SYMBOL, Decimal(2001))
+        await until(lambda: len(run.tracked_ids()) == 3)
+        exchange.set_price(SYMBOL, Decimal(2011))  # one level up: inside the band
+        await until(lambda: len(run.open_ids()) == 4)
+        await settle()
+        assert len(run.open_ids()) == 4
+        exchange.set_price(SYMBOL, Decimal(2031))  # three levels up: 1980 leaves the band
+        await until(
+            lambda: client_order_id(run.trader.book.tag, -2, "buy", 0) not in run.open_ids()
+        )  # type: ignore[union-attr]
+        reason = {"symbol": SYMBOL, "reason": "outside_window"}
+        assert run.metric("quantmesh_orders_cancelled_total", **reason) >= 1
