@@ -7,9 +7,10 @@ nothing and some place a buy or two). Numbers are microseconds per call in this 
 
 from __future__ import annotations
 
+import math
 import random
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from decimal import Decimal
 
 from quantmesh.domain import MarketRules
@@ -18,8 +19,11 @@ from quantmesh.grid.state import GridSpec, GridState, LevelState
 
 __all__ = ["measure_planner"]
 
+_Args = tuple[GridSpec, MarketRules, GridState, list[OpenOrder]]
+_Call = Callable[[GridSpec, MarketRules, GridState, Decimal, Iterable[OpenOrder]], object]
 
-def _scenario() -> tuple[GridSpec, MarketRules, GridState, list[OpenOrder]]:
+
+def _scenario() -> _Args:
     spec = GridSpec(
         symbol="ETH/USDT",
         anchor=Decimal(2000),
@@ -61,24 +65,29 @@ def _noop(
     return None
 
 
-def measure_planner(n_ticks: int = 20000) -> dict[str, float]:
-    """Time ``plan`` and an empty call over the same ``n_ticks`` prices, in microseconds."""
-    spec, rules, state, orders = _scenario()
+def _time_calls(call: _Call, args: _Args, prices: list[Decimal]) -> float:
+    spec, rules, state, orders = args
+    start = time.perf_counter()
+    for price in prices:
+        call(spec, rules, state, price, orders)
+    return time.perf_counter() - start
+
+
+def measure_planner(n_ticks: int = 20000, rounds: int = 3) -> dict[str, float]:
+    """Time ``plan`` and an empty call over the same ``n_ticks`` prices, in microseconds.
+
+    Rounds of the two alternate and the fastest round of each is kept.
+    """
+    if n_ticks < 1 or rounds < 1:
+        raise ValueError("n_ticks and rounds must be at least 1")
+    args = _scenario()
     rng = random.Random(7)
     prices = [Decimal(rng.randrange(199000, 201500)) / 100 for _ in range(n_ticks)]
-    for price in prices[:200]:  # warm up
-        plan(spec, rules, state, price, orders)
-
-    start = time.perf_counter()
-    for price in prices:
-        plan(spec, rules, state, price, orders)
-    planner = time.perf_counter() - start
-
-    start = time.perf_counter()
-    for price in prices:
-        _noop(spec, rules, state, price, orders)
-    baseline = time.perf_counter() - start
-
+    _time_calls(plan, args, prices[:200])  # warm up
+    planner = baseline = math.inf
+    for _ in range(rounds):
+        planner = min(planner, _time_calls(plan, args, prices))
+        baseline = min(baseline, _time_calls(_noop, args, prices))
     return {
         "planner_us_per_tick": planner / n_ticks * 1e6,
         "baseline_us_per_call": baseline / n_ticks * 1e6,

@@ -1,0 +1,118 @@
+"""The service: traders in a task group, failure isolation, orderly shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+from dataclasses import replace
+from decimal import Decimal
+from pathlib import Path
+
+from quantmesh.app import Service, serve
+from quantmesh.lock.nop import NopLock
+from quantmesh.observability.metrics import Metrics
+from quantmesh.trading.lockkeys import LockKeys
+from quantmesh.trading.trader import Trader
+
+from .trading.support import SETTINGS, SYMBOL, make_exchange, make_repository, until
+
+
+def _service(tmp_path: Path, symbols: list[str], *, cancel_on_exit: bool = False) -> Service:
+    exchange = make_exchange(tmp_path)
+    repository = make_repository(tmp_path)
+    locker = NopLock()
+    metrics = Metrics()
+    traders = [
+        Trader(
+            replace(SETTINGS, symbol=symbol),
+            exchange=exchange,
+            repository=repository,
+            locker=locker,
+            lock_keys=LockKeys("simulated"),
+            metrics=metrics,
+        )
+        for symbol in symbols
+    ]
+    return Service(
+        traders,
+        exchange=exchange,
+        repository=repository,
+        locker=locker,
+        metrics=metrics,
+        shutdown_grace=2.0,
+        cancel_on_exit=cancel_on_exit,
+    )
+
+
+async def _trade_until_orders(service: Service, stop: asyncio.Event) -> asyncio.Task[object]:
+    task: asyncio.Task[object] = asyncio.create_task(service.run(stop))
+    good = next(t for t in service.traders if t.symbol == SYMBOL)
+    await until(lambda: good.ready.is_set())
+    exchange = service.exchange
+    exchange.set_price(SYMBOL, Decimal(2001))  # type: ignore[attr-defined]
+    await until(lambda: good.book is not None and len(good.book.open_orders()) == 3)
+    return task
+
+
+async def test_one_failing_symbol_does_not_stop_the_others(tmp_path: Path) -> None:
+    service = _service(tmp_path, [SYMBOL, "NOPE/USDT"])
+    stop = asyncio.Event()
+    task = await _trade_until_orders(service, stop)
+    await until(lambda: "NOPE/USDT" in service.result.failed)
+    assert "does not exist" in service.result.failed["NOPE/USDT"]
+    assert service.metrics.registry.get_sample_value(
+        "quantmesh_trader_up", {"symbol": "NOPE/USDT"}
+    ) == 0
+    assert not task.done()
+    stop.set()
+    result = await asyncio.wait_for(task, 5)
+    assert result.ok and set(result.failed) == {"NOPE/USDT"}  # type: ignore[attr-defined]
+
+
+async def test_the_service_ends_when_every_symbol_failed(tmp_path: Path) -> None:
+    service = _service(tmp_path, ["NOPE/USDT", "NADA/USDT"])
+    result = await asyncio.wait_for(service.run(asyncio.Event()), 5)
+    assert not result.ok
+    assert set(result.failed) == {"NOPE/USDT", "NADA/USDT"}
+
+
+async def test_shutdown_leaves_orders_open_by_default(tmp_path: Path) -> None:
+    service = _service(tmp_path, [SYMBOL])
+    stop = asyncio.Event()
+    task = await _trade_until_orders(service, stop)
+    stop.set()
+    await asyncio.wait_for(task, 5)
+    exchange = make_exchange(tmp_path)  # the persisted book of the simulated exchange
+    await exchange.start()
+    try:
+        assert len(exchange.engine.open_orders(SYMBOL)) == 3
+    finally:
+        await exchange.close()
+
+
+async def test_cancel_on_exit_cancels_and_records_every_open_order(tmp_path: Path) -> None:
+    service = _service(tmp_path, [SYMBOL], cancel_on_exit=True)
+    stop = asyncio.Event()
+    task = await _trade_until_orders(service, stop)
+    stop.set()
+    await asyncio.wait_for(task, 5)
+    exchange = make_exchange(tmp_path)
+    await exchange.start()
+    repository = make_repository(tmp_path)
+    await repository.start()
+    try:
+        assert exchange.engine.open_orders(SYMBOL) == []
+        assert await repository.get_open_orders(SYMBOL) == []
+    finally:
+        await exchange.close()
+        await repository.close()
+
+
+async def test_first_signal_stops_gracefully(tmp_path: Path) -> None:
+    service = _service(tmp_path, [SYMBOL])
+    task = asyncio.create_task(serve(service))
+    await until(lambda: service.traders[0].ready.is_set())
+    os.kill(os.getpid(), signal.SIGTERM)
+    result = await asyncio.wait_for(task, 5)
+    assert result.ok and result.failed == {}
