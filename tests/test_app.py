@@ -61,9 +61,10 @@ async def test_one_failing_symbol_does_not_stop_the_others(tmp_path: Path) -> No
     task = await _trade_until_orders(service, stop)
     await until(lambda: "NOPE/USDT" in service.result.failed)
     assert "does not exist" in service.result.failed["NOPE/USDT"]
-    assert service.metrics.registry.get_sample_value(
-        "quantmesh_trader_up", {"symbol": "NOPE/USDT"}
-    ) == 0
+    assert (
+        service.metrics.registry.get_sample_value("quantmesh_trader_up", {"symbol": "NOPE/USDT"})
+        == 0
+    )
     assert not task.done()
     stop.set()
     result = await asyncio.wait_for(task, 5)

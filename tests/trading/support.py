@@ -7,13 +7,13 @@ import math
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager, suppress
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 from quantmesh.domain import MarketRules, Order, OrderRequest
-from quantmesh.errors import Disconnected, LockUnavailable
+from quantmesh.errors import Disconnected, LockUnavailable, RateLimited
 from quantmesh.exchange.simulated import SimMarket, SimulatedExchange
 from quantmesh.lock.base import Lease
 from quantmesh.lock.nop import NopLock
@@ -191,8 +191,13 @@ class LossyExchange:
         return order
 
 
-def ordered(orders: list[Order]) -> list[Order]:
-    return sorted(orders, key=lambda o: (o.side, o.price))
+class RateLimitedExchange(LossyExchange):
+    """Answers every order with a rate-limit error asking to wait ``retry_after`` seconds."""
 
+    def __init__(self, inner: SimulatedExchange, retry_after: float) -> None:
+        super().__init__(inner, failures=0)
+        self.retry_after = retry_after
 
-__all__ = ["replace"]
+    async def create_order(self, request: OrderRequest) -> Order:
+        self.create_calls += 1
+        raise RateLimited("too many requests", retry_after=self.retry_after)

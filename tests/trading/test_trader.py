@@ -21,6 +21,7 @@ from .support import (
     BrokenLock,
     ExpiredLock,
     LossyExchange,
+    RateLimitedExchange,
     RefusingLock,
     make_exchange,
     make_repository,
@@ -242,3 +243,18 @@ async def test_orders_far_below_the_window_are_cancelled_with_hysteresis(
         )  # type: ignore[union-attr]
         reason = {"symbol": SYMBOL, "reason": "outside_window"}
         assert run.metric("quantmesh_orders_cancelled_total", **reason) >= 1
+
+
+async def test_a_rate_limit_pauses_the_symbol_for_the_time_asked(
+    exchange: SimulatedExchange, repository: SqlRepository
+) -> None:
+    limited = RateLimitedExchange(exchange, retry_after=60.0)
+    async with running_trader(limited, repository) as run:
+        for _ in range(5):
+            exchange.set_price(SYMBOL, Decimal(2001))
+            await settle()
+        assert limited.create_calls == 1
+        assert (
+            run.metric("quantmesh_exchange_errors_total", symbol=SYMBOL, error="rate_limited") == 1
+        )
+    assert exchange.engine.all_orders() == []
