@@ -44,7 +44,14 @@ class Metrics:
         )
         self.orders_rejected = Counter(
             "quantmesh_orders_rejected_total",
-            "Orders refused by the exchange or skipped before sending, by reason",
+            "Orders refused by the exchange, by reason",
+            ["symbol", "reason"],
+            registry=r,
+        )
+        self.orders_skipped = Counter(
+            "quantmesh_orders_skipped_total",
+            "Orders the grid wanted but did not send (below minimums, position cap, bounds), "
+            "counted per evaluation",
             ["symbol", "reason"],
             registry=r,
         )

@@ -69,6 +69,7 @@ class TraderSettings:
     place_ttl: float = 5.0
     cancel_ttl: float = 3.0
     reject_cooldown: float = 30.0
+    lookup_interval: float = 1.0  # between lookups of orders whose placement outcome is unknown
     price_save_interval: float = 5.0
 
     def spec(self, anchor: Decimal) -> GridSpec:
@@ -116,6 +117,7 @@ class Trader:
         self._placing = True
         self._cooldown: dict[tuple[int, Side], float] = {}
         self._paused_until = 0.0
+        self._next_lookup = 0.0
         self._last_price_saved = -1e18
         self.last_tick: Tick | None = None
         self.ready = asyncio.Event()  # set once the grid is loaded and reconciled
@@ -225,10 +227,12 @@ class Trader:
         now = self._clock()
         if now < self._paused_until:
             return
-        await self._resolve_unknown()
+        if self.book.unknown_ids() and now >= self._next_lookup:
+            self._next_lookup = now + self.settings.lookup_interval
+            await self._resolve_unknown()
         result = plan(self.book.spec, self.rules, self.book.state, price, self.book.open_orders())
         for skipped in result.skipped:
-            self._metrics.orders_rejected.labels(self.symbol, skipped.reason).inc()
+            self._metrics.orders_skipped.labels(self.symbol, skipped.reason).inc()
         for cancel in result.cancels:
             await self._cancel(cancel)
         for place in result.places:

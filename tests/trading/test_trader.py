@@ -258,3 +258,16 @@ async def test_a_rate_limit_pauses_the_symbol_for_the_time_asked(
             run.metric("quantmesh_exchange_errors_total", symbol=SYMBOL, error="rate_limited") == 1
         )
     assert exchange.engine.all_orders() == []
+
+
+async def test_buys_beyond_the_position_cap_are_skipped_and_counted(
+    exchange: SimulatedExchange, repository: SqlRepository
+) -> None:
+    capped = replace(SETTINGS, max_position=Decimal(65))  # room for two 30 USDT buys
+    async with running_trader(exchange, repository, settings=capped) as run:
+        exchange.set_price(SYMBOL, Decimal(2001))
+        await until(lambda: len(run.tracked_ids()) == 2)
+        await settle()
+        skipped = run.metric("quantmesh_orders_skipped_total", symbol=SYMBOL, reason="position_cap")
+        assert skipped >= 1
+    assert len(exchange.engine.all_orders()) == 2
