@@ -106,8 +106,9 @@ class Service:
                     await trader.quiesce()
                 if self.cancel_on_exit:
                     for trader in self.traders:
-                        cancelled = await trader.cancel_open_orders()
-                        log.info("open_orders_cancelled", symbol=trader.symbol, count=cancelled)
+                        left = await trader.cancel_open_orders()
+                        if left:
+                            log.warning("open_orders_left", symbol=trader.symbol, count=left)
         except TimeoutError:
             log.warning("shutdown_grace_exceeded", grace=self.shutdown_grace)
 

@@ -172,22 +172,18 @@ class Trader:
         await self._mutex.acquire()
 
     async def cancel_open_orders(self) -> int:
-        """Cancel every open order of this grid (``cancel_on_exit``); call after quiesce."""
+        """Cancel every open order of this grid (``cancel_on_exit``); call after quiesce.
+
+        Each cancellation takes its level lock, as during trading. Returns how many orders
+        are still open afterwards.
+        """
         if self.book is None:
             return 0
-        cancelled = 0
-        for tracked in list(self.book.open_orders()):
-            try:
-                order = await self._exchange.cancel_order(self.symbol, tracked.client_order_id)
-            except ExchangeError as exc:
-                log.warning(
-                    "cancel_on_exit_failed", client_order_id=tracked.client_order_id, error=str(exc)
-                )
-                continue
-            await self._record(OrderUpdate(order))
-            self._metrics.orders_cancelled.labels(self.symbol, "shutdown").inc()
-            cancelled += 1
-        return cancelled
+        for tracked in self.book.open_orders():
+            await self._cancel(
+                CancelOrder(tracked.client_order_id, tracked.level, tracked.side, "shutdown")
+            )
+        return len(self.book.open_orders())
 
     # loops -----------------------------------------------------------------------------
 
