@@ -169,6 +169,11 @@ async def serve(service: Service) -> RunResult:
             installed.append(signum)
     try:
         return await service.run(stop)
+    except asyncio.CancelledError:
+        if signals < 2 or main is None:
+            raise
+        main.uncancel()
+        return RunResult(fatal="stopped by a second signal before shutdown finished")
     finally:
         for signum in installed:
             loop.remove_signal_handler(signum)

@@ -74,9 +74,10 @@ def _check_config(path: Path) -> int:
 
 def _run(path: Path) -> int:
     from quantmesh.config import load_settings
+
+    settings = load_settings(path)  # before the heavy imports: a bad file fails fast
     from quantmesh.wiring import run_daemon
 
-    settings = load_settings(path)
     result = asyncio.run(run_daemon(settings))
     if result.fatal is not None:
         _print_error(result.fatal)
@@ -89,9 +90,10 @@ def _run(path: Path) -> int:
 
 def _status(path: Path) -> int:
     from quantmesh.config import load_settings
-    from quantmesh.wiring import check_database_exists, read_status
 
     settings = load_settings(path)
+    from quantmesh.wiring import check_database_exists, read_status
+
     check_database_exists(settings)
     rows = asyncio.run(read_status(settings))
     print(format_status(rows), end="")

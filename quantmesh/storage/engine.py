@@ -159,6 +159,11 @@ def _sqlite_url(path: str, query: Any = None) -> URL:
 def _prepare_sqlite_file(path: Path) -> None:
     """Create the data directory; fail with the path when it is unusable."""
     directory = path.parent
+    blocker = next((p for p in (directory, *directory.parents) if p.is_file()), None)
+    if blocker is not None:
+        raise StartupError(
+            f"cannot create the data directory {directory}: {blocker} is a file, not a directory"
+        )
     try:
         directory.mkdir(parents=True, exist_ok=True)
     except OSError as exc:

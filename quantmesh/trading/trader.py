@@ -327,7 +327,7 @@ class Trader:
         log.info(
             "order_placed",
             side=request.side,
-            level=place.level,
+            grid_level=place.level,
             price=str(request.price),
             amount=str(request.amount),
             client_order_id=request.client_order_id,
@@ -399,7 +399,7 @@ class Trader:
             self._metrics.round_trips.labels(self.symbol).inc()
             log.info(
                 "round_trip",
-                level=trip.level,
+                grid_level=trip.level,
                 cycle=trip.cycle,
                 amount=str(trip.amount),
                 pnl=str(trip.pnl),

@@ -1,0 +1,635 @@
+"""End-to-end tests of the ``quantmesh`` command: real subprocesses, real files.
+
+The expensive parts are shared: one module-scoped pair of daemon runs (the newcomer path:
+first run, ``status``, second run on the same files) backs most daemon assertions, and
+every broken config goes through ``check-config`` and ``run`` in one parallel batch.
+"""
+
+from __future__ import annotations
+
+import signal
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+import quantmesh
+
+from .cli_support import (
+    CONFIG_NAME,
+    DELETE,
+    SYMBOL,
+    Daemon,
+    Result,
+    changed,
+    fast_config,
+    listing,
+    plain_lines,
+    read_only,
+    run_cli,
+    sim_orders,
+    to_yaml,
+    write_config,
+)
+
+# Realistic-looking credentials; the simulated exchange ignores them, the logs must too.
+API_KEY = "vmPUZE6mv9SD5VNHk4HlWFsOr6aKE2zvsw0MuIgwCIPy6utIco14y7Ju91duEh8A"
+API_SECRET = "NhqPtmdSJYdKjVHjA7PZj4Mge3R5YNiP1e3UZjInClVN65XAbvqqM6A7H5fATj0j"
+
+
+def _assert_no_traceback(text: str) -> None:
+    assert "Traceback" not in text, text
+
+
+# ---------------------------------------------------------------- version and check-config
+
+
+def test_version_prints_the_version(tmp_path: Path) -> None:
+    result = run_cli(["--version"], tmp_path, timeout=10)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == f"quantmesh {quantmesh.__version__}"
+
+
+def test_check_config_prints_the_effective_settings(tmp_path: Path) -> None:
+    path = write_config(tmp_path, fast_config())
+    result = run_cli(["check-config", CONFIG_NAME], tmp_path, timeout=10)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ""
+    shown = yaml.safe_load(result.stdout)
+    symbol = shown["trading"]["symbols"][0]
+    assert symbol["symbol"] == SYMBOL
+    assert Decimal(str(symbol["price_interval"])) == 5
+    assert (symbol["buy_window_size"], symbol["sell_window_size"]) == (3, 3)
+    assert shown["exchange"]["simulated"]["markets"][SYMBOL]["feed"]["seed"] == 7
+    assert shown["database"]["dsn"] == "./data/quantmesh.db"
+    assert listing(tmp_path) == [path.name]  # validating writes nothing
+
+
+def test_check_config_masks_every_secret(tmp_path: Path) -> None:
+    dsn_password = "hunter2secret"
+    config = changed(
+        fast_config(),
+        {
+            "exchange.api_key": "${QM_TEST_API_KEY}",
+            "exchange.secret": API_SECRET,
+            "database.type": "postgres",
+            "database.dsn": f"postgresql://u:{dsn_password}@h/db",
+        },
+    )
+    write_config(tmp_path, config)
+    result = run_cli(["check-config", CONFIG_NAME], tmp_path, {"QM_TEST_API_KEY": API_KEY}, 10)
+    assert result.returncode == 0, result.stderr
+    output = result.stdout + result.stderr
+    for secret in (API_KEY, API_SECRET, dsn_password):
+        assert secret not in output
+    shown = yaml.safe_load(result.stdout)
+    assert shown["exchange"]["api_key"] == "***"
+    assert shown["exchange"]["secret"] == "***"
+    assert shown["database"]["dsn"] == "postgresql://u:***@h/db"
+
+
+# ---------------------------------------------------------------- broken configs
+
+
+@dataclass(frozen=True)
+class Broken:
+    """A bad config and the start of each line its problems must produce, in any order."""
+
+    id: str
+    config: str | bytes
+    expected: tuple[str, ...]
+
+
+GOOD = fast_config()
+
+
+def _bad(case_id: str, changes: dict[str, Any], *expected: str) -> Broken:
+    return Broken(case_id, to_yaml(changed(GOOD, changes)), expected)
+
+
+SYM = "trading.symbols[0]"
+BROKEN = [
+    Broken(
+        "yaml-syntax",
+        "trading:\n  symbols: [ {symbol: ETHUSDT\n",
+        (f"{CONFIG_NAME}: line 3, column 1: invalid YAML",),
+    ),
+    Broken(
+        "yaml-tab-indent",
+        "trading:\n\tsymbols: []\n",
+        (f"{CONFIG_NAME}: line 2, column 1: invalid YAML",),
+    ),
+    Broken(
+        "yaml-duplicate-key",
+        to_yaml(GOOD) + "trading:\n  shutdown_grace: 1\n",
+        ("trading: duplicate key (line ",),
+    ),
+    Broken("empty-file", "# nothing here\n", (f"{CONFIG_NAME}: the configuration is empty",)),
+    Broken(
+        "top-level-list",
+        "- symbol: ETHUSDT\n",
+        (f"{CONFIG_NAME}: the top level must be a mapping",),
+    ),
+    Broken("not-utf8", b"trading:\n  symbols: [\xff\xfe]\n", (f"{CONFIG_NAME}: not UTF-8",)),
+    _bad(
+        "price-interval-zero",
+        {"trading.symbols.0.price_interval": 0},
+        f"{SYM}.price_interval: must be greater than 0",
+    ),
+    _bad(
+        "price-interval-negative",
+        {"trading.symbols.0.price_interval": -5},
+        f"{SYM}.price_interval: must be greater than 0",
+    ),
+    _bad(
+        "price-interval-text",
+        {"trading.symbols.0.price_interval": "five"},
+        f"{SYM}.price_interval: must be a number",
+    ),
+    _bad(
+        "order-quantity-bool",
+        {"trading.symbols.0.order_quantity": True},
+        f"{SYM}.order_quantity: must be a number",
+    ),
+    _bad(
+        "buy-window-zero",
+        {"trading.symbols.0.buy_window_size": 0},
+        f"{SYM}.buy_window_size: must be at least 1",
+    ),
+    _bad(
+        "sell-window-fraction",
+        {"trading.symbols.0.sell_window_size": 2.5},
+        f"{SYM}.sell_window_size: must be a whole number",
+    ),
+    _bad(
+        "two-problems-two-lines",
+        {"trading.symbols.0.price_interval": 0, "trading.symbols.0.buy_window_size": 0},
+        f"{SYM}.price_interval: must be greater than 0",
+        f"{SYM}.buy_window_size: must be at least 1",
+    ),
+    _bad(
+        "unknown-database-type",
+        {"database.type": "oracle"},
+        "database.type: must be one of sqlite, postgres, mysql",
+    ),
+    _bad(
+        "unknown-exchange",
+        {"exchange.name": "binanse"},
+        "exchange.name: unknown exchange 'binanse' (did you mean 'binance'?)",
+    ),
+    _bad(
+        "missing-env-var",
+        {"exchange.api_key": "${QM_TEST_UNSET_VARIABLE}"},
+        "exchange.api_key: environment variable QM_TEST_UNSET_VARIABLE is not set",
+    ),
+    _bad(
+        "malformed-env-reference",
+        {"exchange.api_key": "${not closed"},
+        "exchange.api_key: malformed variable reference",
+    ),
+    _bad(
+        "duplicate-symbol",
+        {"trading.symbols.1": {"symbol": "ETH/USDT", "price_interval": 5}},
+        "trading.symbols[1].symbol: duplicate of trading.symbols[0]",
+    ),
+    _bad(
+        "unknown-key",
+        {"trading.symbols.0.price_intervall": 5},
+        f"{SYM}.price_intervall: unknown key (did you mean 'price_interval'?)",
+    ),
+    _bad(
+        "unknown-section",
+        {"tradng": {"symbols": []}, "trading": DELETE},
+        "tradng: unknown key (did you mean 'trading'?)",
+        "trading: required",
+    ),
+    _bad("empty-symbols", {"trading.symbols": []}, "trading.symbols: must not be empty"),
+    _bad(
+        "symbols-not-a-list",
+        {"trading.symbols": {"symbol": "ETHUSDT"}},
+        "trading.symbols: must be a list",
+    ),
+    _bad(
+        "lower-above-upper",
+        {"trading.symbols.0.lower_price": 2100, "trading.symbols.0.upper_price": 2000},
+        f"{SYM}.lower_price: must be less than upper_price (2000)",
+    ),
+    _bad(
+        "lower-equals-upper",
+        {"trading.symbols.0.lower_price": 2000, "trading.symbols.0.upper_price": 2000},
+        f"{SYM}.lower_price: must be less than upper_price (2000)",
+    ),
+    _bad(
+        "unsplittable-symbol",
+        {"trading.symbols.0.symbol": "ETH-USDT"},
+        f"{SYM}.symbol: cannot split 'ETH-USDT'",
+    ),
+    _bad(
+        "feed-interval-zero",
+        {"exchange.simulated.markets.ETHUSDT.feed.interval": 0},
+        "exchange.simulated.markets['ETH/USDT'].feed.interval: must be greater than 0",
+    ),
+    _bad(
+        "dsn-scheme-mismatch",
+        {"database.dsn": "postgresql://u:pw@h/db"},
+        "database.dsn: URL scheme 'postgresql' does not match database.type 'sqlite'",
+    ),
+    _bad(
+        "log-level-unknown",
+        {"logging": {"level": "verbose"}},
+        "logging.level: must be one of debug, info, warning, error",
+    ),
+]
+COMMANDS = ["check-config", "run"]
+
+
+def _argv(command: str) -> list[str]:
+    return (
+        ["check-config", CONFIG_NAME] if command == "check-config" else [command, "-c", CONFIG_NAME]
+    )
+
+
+@dataclass(frozen=True)
+class BrokenOutcome:
+    result: Result
+    files: list[str]  # what the command left in its (otherwise empty) directory
+
+
+@pytest.fixture(scope="module")
+def broken_outcomes(tmp_path_factory: pytest.TempPathFactory) -> dict[str, BrokenOutcome]:
+    """Every broken config through every command, run in parallel (they are independent)."""
+    jobs = []
+    for case in BROKEN:
+        for command in COMMANDS:
+            # mktemp is not thread-safe: every directory is made here, before the pool.
+            directory = tmp_path_factory.mktemp(f"broken-{command}-{case.id}")
+            write_config(directory, case.config)
+            jobs.append((f"{command}:{case.id}", command, directory))
+
+    def one(job: tuple[str, str, Path]) -> tuple[str, BrokenOutcome]:
+        key, command, directory = job
+        result = run_cli(_argv(command), directory, timeout=20)
+        return key, BrokenOutcome(result, listing(directory))
+
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        return dict(pool.map(one, jobs))
+
+
+# The first of these tests pays for the whole parallel batch (~15 s on 2 idle cores).
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("command", COMMANDS)
+@pytest.mark.parametrize("case", BROKEN, ids=[case.id for case in BROKEN])
+def test_broken_config_is_refused_with_one_line_per_problem(
+    case: Broken, command: str, broken_outcomes: dict[str, BrokenOutcome]
+) -> None:
+    outcome = broken_outcomes[f"{command}:{case.id}"]
+    result = outcome.result
+    assert result.returncode == 2, result.stderr
+    _assert_no_traceback(result.stderr)
+    assert result.stdout == ""
+    lines = result.stderr_lines
+    assert len(lines) == len(case.expected), lines
+    unmatched = list(lines)
+    for start in case.expected:
+        match = next((line for line in unmatched if line.startswith(start)), None)
+        assert match is not None, f"no line starts with {start!r}: {lines}"
+        unmatched.remove(match)
+    # Nothing written: no data directory, no database, no exchange state, no journal.
+    assert outcome.files == [CONFIG_NAME]
+
+
+def test_there_are_at_least_twenty_broken_configs() -> None:
+    assert len(BROKEN) >= 20
+    assert len({case.id for case in BROKEN}) == len(BROKEN)
+
+
+@pytest.mark.parametrize("command", ["check-config", "run", "status"])
+def test_missing_config_file(tmp_path: Path, command: str) -> None:
+    argv = (
+        ["check-config", "nowhere.yaml"]
+        if command == "check-config"
+        else [command, "-c", "nowhere.yaml"]
+    )
+    result = run_cli(argv, tmp_path, timeout=10)
+    assert result.returncode == 2
+    assert result.stderr_lines == ["nowhere.yaml: config file not found"]
+    assert listing(tmp_path) == []
+
+
+# ---------------------------------------------------------------- startup failures
+
+
+def test_unwritable_data_directory_fails_with_one_line(tmp_path: Path) -> None:
+    blocker = tmp_path / "blocker"
+    blocker.write_text("a regular file where the data directory should be\n")
+    config = changed(fast_config(), {"database.dsn": str(blocker / "db.sqlite")})
+    write_config(tmp_path, config)
+    result = run_cli(["run", "-c", CONFIG_NAME], tmp_path, timeout=15)
+    assert result.returncode == 1, result.stderr
+    _assert_no_traceback(result.stderr)
+    lines = plain_lines(result.stderr)
+    assert len(lines) == 1, result.stderr
+    assert str(blocker) in lines[0]
+    assert blocker.read_text().startswith("a regular file")
+
+
+def test_status_before_any_run(tmp_path: Path) -> None:
+    write_config(tmp_path, fast_config())
+    result = run_cli(["status", "-c", CONFIG_NAME], tmp_path, timeout=10)
+    assert result.returncode == 1
+    assert result.stdout == ""
+    lines = result.stderr_lines
+    assert len(lines) == 1, lines
+    assert "quantmesh run" in lines[0]
+    assert listing(tmp_path) == [CONFIG_NAME]  # no database file created
+
+
+# ---------------------------------------------------------------- the newcomer path
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """One daemon run, stopped by a signal: how it ended and how long the exit took."""
+
+    daemon: Daemon
+    exit_code: int | None
+    exit_seconds: float
+
+
+@dataclass(frozen=True)
+class AfterRun:
+    """The files after the first run: open client order ids (database and exchange), counts."""
+
+    db_open: set[str]
+    exchange_open: set[str]
+    counts: dict[str, int]
+
+
+@dataclass(frozen=True)
+class Newcomer:
+    sim_state: Path
+    run1: RunRecord
+    after_run1: AfterRun
+    status: Result
+    run2: RunRecord
+
+
+def _after_run(db: Path, sim_state: Path) -> AfterRun:
+    if not db.exists():
+        return AfterRun(set(), set(), {})
+    with read_only(db) as conn:
+        rows = conn.execute("SELECT client_order_id FROM orders WHERE status = 'open'")
+        db_open = {cid for (cid,) in rows}
+        counts = {
+            table: conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+            for table in ("orders", "trades", "round_trips")
+        }
+    conn.close()
+    exchange_open = {o["client_order_id"] for o in sim_orders(sim_state) if o["status"] == "open"}
+    return AfterRun(db_open, exchange_open, counts)
+
+
+@pytest.fixture(scope="module")
+def newcomer(tmp_path_factory: pytest.TempPathFactory) -> Newcomer:
+    """First run until a round trip, SIGINT; ``status``; second run on the same files, SIGTERM.
+
+    Nothing is asserted here: the tests below check what happened, each its own part.
+    The exchange secret also sits in the simulated exchange's state path, which the daemon
+    logs at start: a secret reaching a log line by accident must come out masked.
+    """
+    root = tmp_path_factory.mktemp("newcomer")
+    sim_state = root / "data" / f"acct-{API_SECRET}" / "sim.db"
+    config = changed(
+        fast_config(),
+        {
+            "exchange.api_key": "${QM_TEST_API_KEY}",
+            "exchange.secret": API_SECRET,
+            "exchange.simulated.state_path": str(sim_state.relative_to(root)),
+        },
+    )
+    path = write_config(root, config)
+    env = {"QM_TEST_API_KEY": API_KEY}
+    with Daemon(path, root, env) as first:
+        first.wait_for("order_placed", 10)
+        first.wait_for("round_trip", 30)
+        run1 = RunRecord(first, *first.stop(signal.SIGINT, 5))
+    after_run1 = _after_run(root / "data" / "quantmesh.db", sim_state)
+    status = run_cli(["status", "-c", CONFIG_NAME], root, env, timeout=10)
+    with Daemon(path, root, env) as second:
+        second.wait_for("reconciled", 10)
+        second.wait_for("order_placed", 15, count=3)
+        run2 = RunRecord(second, *second.stop(signal.SIGTERM, 5))
+    return Newcomer(sim_state, run1, after_run1, status, run2)
+
+
+def test_first_order_is_placed_within_ten_seconds(newcomer: Newcomer) -> None:
+    placed = newcomer.run1.daemon.events("order_placed")
+    assert placed, newcomer.run1.daemon.stderr[-3000:]
+    assert placed[0]["_at"] <= 10
+    assert placed[0]["symbol"] == SYMBOL
+    assert placed[0]["client_order_id"].startswith("qm.")
+
+
+def test_fills_and_round_trips_with_pnl_happen(newcomer: Newcomer) -> None:
+    daemon = newcomer.run1.daemon
+    fills = daemon.events("order_filled")
+    trips = daemon.events("round_trip")
+    assert fills, daemon.stderr[-3000:]
+    assert trips, daemon.stderr[-3000:]
+    names = [e["event"] for e in daemon.events()]
+    assert names.index("order_filled") < names.index("round_trip")  # a trip needs a fill
+    for trip in trips:
+        assert trip["symbol"] == SYMBOL
+        # A grid sells one level above the buy: with a 5 USDT step the trip earns money.
+        assert Decimal(trip["pnl"]) > 0, trip
+
+
+def test_sigint_stops_the_daemon_cleanly(newcomer: Newcomer) -> None:
+    run1 = newcomer.run1
+    assert run1.exit_code == 0, run1.daemon.stderr[-3000:]
+    assert run1.exit_seconds <= 5
+    assert [e["signal"] for e in run1.daemon.events("signal_received")] == ["SIGINT"]
+    assert run1.daemon.events("stopped")
+    assert run1.daemon.plain_lines() == []  # only log events, no error line, no traceback
+    assert run1.daemon.events("symbol_failed") == []
+    assert run1.daemon.stdout == ""
+
+
+def test_database_records_orders_trades_and_round_trips(newcomer: Newcomer) -> None:
+    counts = newcomer.after_run1.counts
+    daemon = newcomer.run1.daemon
+    assert counts["orders"] > 0
+    assert counts["trades"] > 0
+    assert counts["round_trips"] > 0
+    # Every fill and round trip the log reported was stored, and nothing more.
+    assert counts["trades"] == len(daemon.events("order_filled"))
+    assert counts["round_trips"] == len(daemon.events("round_trip"))
+
+
+def test_open_orders_in_database_match_the_exchange_after_stop(newcomer: Newcomer) -> None:
+    assert newcomer.after_run1.db_open, "the first run left no open order to resume"
+    assert newcomer.after_run1.db_open == newcomer.after_run1.exchange_open
+
+
+def test_status_prints_a_table(newcomer: Newcomer) -> None:
+    result = newcomer.status
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ""
+    header, *rows = result.stdout.splitlines()
+    assert header.split() == [
+        "EXCHANGE", "SYMBOL", "LAST", "PRICE", "INVENTORY", "OPEN", "ORDERS",
+        "ROUND", "TRIPS", "REALIZED", "PNL",
+    ]  # fmt: skip
+    assert len(rows) == 1, result.stdout
+    exchange, symbol, _price, _inventory, open_orders, round_trips, pnl = rows[0].split()
+    assert (exchange, symbol) == ("simulated", SYMBOL)
+    assert int(open_orders) == len(newcomer.after_run1.db_open)
+    assert int(round_trips) == newcomer.after_run1.counts["round_trips"]
+    expected_pnl = sum(Decimal(e["pnl"]) for e in newcomer.run1.daemon.events("round_trip"))
+    assert Decimal(pnl) == expected_pnl
+
+
+def test_second_run_resumes_the_same_grid(newcomer: Newcomer) -> None:
+    created = newcomer.run1.daemon.events("grid_created")
+    resumed = newcomer.run2.daemon.events("grid_resumed")
+    assert len(created) == 1
+    assert len(resumed) == 1, newcomer.run2.daemon.stderr[-3000:]
+    assert resumed[0]["anchor"] == created[0]["anchor"]
+    assert newcomer.run2.daemon.events("grid_created") == []
+
+
+def test_second_run_adopts_the_open_orders(newcomer: Newcomer) -> None:
+    reconciled = newcomer.run2.daemon.events("reconciled")
+    assert len(reconciled) == 1, newcomer.run2.daemon.stderr[-3000:]
+    assert reconciled[0]["adopted"] > 0
+    assert reconciled[0]["adopted"] == len(newcomer.after_run1.db_open)
+
+
+def test_second_run_places_no_duplicate_order(newcomer: Newcomer) -> None:
+    """No order is placed while an order with its client order id is still open."""
+    daemon = newcomer.run2.daemon
+    placed = daemon.events("order_placed")
+    assert placed, "the second run placed nothing: the check below would be empty"
+    still_open = set(newcomer.after_run1.db_open)
+    for event in daemon.events():
+        cid = event.get("client_order_id")
+        if event["event"] == "order_placed":
+            assert cid not in still_open, f"{cid} placed again while open: {event}"
+        elif event["event"] == "order_cancelled":
+            still_open.discard(cid)
+
+
+def test_exchange_never_held_two_open_orders_at_one_grid_price(newcomer: Newcomer) -> None:
+    """The design's duplicate: same symbol, side and price open at the same time."""
+    orders = sim_orders(newcomer.sim_state)
+    assert len(orders) >= len(newcomer.run2.daemon.events("order_placed"))
+    spans: dict[tuple[str, str, Decimal], list[tuple[float, float, str]]] = {}
+    for o in orders:
+        end = float("inf") if o["status"] == "open" else float(o["updated_at"])
+        key = (o["symbol"], o["side"], Decimal(o["price"]))
+        spans.setdefault(key, []).append((float(o["created_at"]), end, o["client_order_id"]))
+    for key, intervals in spans.items():
+        intervals.sort()
+        latest_end, latest_cid = float("-inf"), ""
+        for start, end, cid in intervals:
+            assert start >= latest_end, f"{key}: {latest_cid} and {cid} were open at once"
+            if end > latest_end:
+                latest_end, latest_cid = end, cid
+
+
+def test_sigterm_stops_the_daemon_cleanly(newcomer: Newcomer) -> None:
+    run2 = newcomer.run2
+    assert run2.exit_code == 0, run2.daemon.stderr[-3000:]
+    assert run2.exit_seconds <= 5
+    assert [e["signal"] for e in run2.daemon.events("signal_received")] == ["SIGTERM"]
+    assert run2.daemon.plain_lines() == []
+
+
+def test_order_events_carry_their_grid_level(newcomer: Newcomer) -> None:
+    """order_placed / round_trip name their grid level; ``level`` stays the log level."""
+    daemon = newcomer.run1.daemon
+    events = daemon.events("order_placed") + daemon.events("round_trip")
+    assert events
+    for event in events:
+        assert isinstance(event["grid_level"], int), event
+        assert event["level"] == "info", event
+
+
+def test_secrets_never_reach_the_logs(newcomer: Newcomer) -> None:
+    for run in (newcomer.run1, newcomer.run2):
+        output = run.daemon.stderr + run.daemon.stdout
+        assert API_KEY not in output
+        assert API_SECRET not in output
+        started = run.daemon.events("sim_exchange_started")
+        assert len(started) == 1
+        assert "acct-***" in started[0]["state_path"]
+    status = newcomer.status.stdout + newcomer.status.stderr
+    assert API_KEY not in status
+    assert API_SECRET not in status
+
+
+# ---------------------------------------------------------------- failing symbols
+
+
+def test_a_symbol_without_market_fails_alone(tmp_path: Path) -> None:
+    config = changed(
+        fast_config(),
+        {"trading.symbols.1": {"symbol": "SOLUSDT", "price_interval": 1, "order_quantity": 30}},
+    )
+    path = write_config(tmp_path, config)
+    with Daemon(path, tmp_path) as daemon:
+        failed = daemon.wait_for("symbol_failed", 10)
+        placed = daemon.wait_for("order_placed", 10, where=lambda e: e.get("symbol") == SYMBOL)
+        code, seconds = daemon.stop(signal.SIGTERM, 5)
+    assert len(failed) == 1, daemon.stderr[-3000:]
+    assert failed[0]["symbol"] == "SOL/USDT"
+    assert "SOL/USDT" in failed[0]["reason"]
+    assert placed, daemon.stderr[-3000:]
+    assert not any(e.get("symbol") == "SOL/USDT" for e in daemon.events("order_placed"))
+    assert code == 0, daemon.stderr[-3000:]  # one symbol still traded: a clean stop
+    assert seconds <= 5
+    _assert_no_traceback(daemon.stderr)
+
+
+def test_every_symbol_failing_ends_the_daemon(tmp_path: Path) -> None:
+    config = changed(
+        fast_config(),
+        {
+            "trading.symbols": [
+                {"symbol": "SOLUSDT", "price_interval": 1},
+                {"symbol": "XRPUSDT", "price_interval": 0.01},
+            ]
+        },
+    )
+    path = write_config(tmp_path, config)
+    with Daemon(path, tmp_path) as daemon:
+        code = daemon.wait(15)
+    assert code == 1, daemon.stderr[-3000:]
+    _assert_no_traceback(daemon.stderr)
+    lines = daemon.plain_lines()
+    assert len(lines) == 1, daemon.stderr
+    assert "every symbol failed: " in lines[0]
+    assert "SOL/USDT" in lines[0]
+    assert "XRP/USDT" in lines[0]
+    assert {e["symbol"] for e in daemon.events("symbol_failed")} == {"SOL/USDT", "XRP/USDT"}
+
+
+# ---------------------------------------------------------------- forced exit
+
+
+def test_second_signal_forces_the_exit(tmp_path: Path) -> None:
+    """SIGINT and SIGTERM back to back (distinct signals never merge): the second forces."""
+    path = write_config(tmp_path, fast_config())
+    with Daemon(path, tmp_path) as daemon:
+        assert daemon.wait_for("order_placed", 10), daemon.stderr[-3000:]
+        daemon.send(signal.SIGINT)
+        daemon.send(signal.SIGTERM)
+        code = daemon.wait(5)
+    assert code is not None, "still running 5 s after two signals"
+    assert daemon.events("forced_exit"), daemon.stderr[-3000:]
+    assert code > 0  # a failure exit code, not a death by signal
+    _assert_no_traceback(daemon.stderr)
