@@ -6,36 +6,42 @@ without feeds (prices come from ``set_price``), wrapped in ``TimingExchange``; `
 symbol; the real ``Service`` running them. The simulated exchange keeps no state file: it
 stands in for a remote exchange, whose own bookkeeping is not the daemon's cost.
 
-Every symbol's price follows a seeded random walk (``levels_per_tick`` is the standard
-deviation of one step, in grid levels), so orders are placed, filled and replaced. Two
-drivers:
+After a warm-up tick (the traders place their first buy windows), the ``phases`` run one
+after the other on the same service, each a measured window of ``seconds``. Every symbol's
+price follows a seeded random walk (``levels_per_tick`` is the standard deviation of one
+step, in grid levels; prices start between two levels), so orders are placed, filled and
+replaced. A phase drives the prices one of two ways:
 
 - paced: ``rate`` ticks per second per symbol, spread evenly over time; a trader that falls
   behind loses its oldest ticks (the exchange's tick queue is bounded), as it would live;
 - saturated (``rate=None``): every symbol gets its next tick as soon as its trader takes
   the previous one, which gives the pipeline's throughput.
 
-After a warm-up tick (the traders place their first buy windows), one measured window of
-``seconds``: ticks taken by the traders per second, tick-to-order latency (first order of a
-tick, and every order), CPU time / wall time, peak RSS.
+Figures per phase: ticks taken per second, tick-to-order latency (first order of a tick,
+and every order), CPU time / wall time (all threads), peak RSS of the process so far.
+``harness=True`` runs the same exchange, prices and drivers with empty consumers instead of
+the service: the baseline (tick delivery, the bench's own CPU and memory).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-import random
-import statistics
 import tempfile
 import time
-from dataclasses import dataclass
+from collections import Counter
+from collections.abc import MutableMapping
+from dataclasses import dataclass, replace
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import structlog
 
 from bench.probe import Probe, TimingExchange
-from quantmesh.app import RunResult, Service
+from bench.stats import RandomWalk, peak_rss_mb, percentile
+from quantmesh.app import Service
 from quantmesh.domain import MarketRules
 from quantmesh.exchange.simulated import SimMarket, SimulatedExchange
 from quantmesh.lock.nop import NopLock
@@ -45,67 +51,44 @@ from quantmesh.storage.repository import SqlRepository
 from quantmesh.trading.lockkeys import LockKeys
 from quantmesh.trading.trader import Trader, TraderSettings
 
-__all__ = ["PipelineRun", "measure_pipeline", "peak_rss_mb"]
+__all__ = ["Phase", "PipelineRun", "harness_of", "measure_pipeline"]
 
-_START_CENTS = 10_000  # every market starts at 100.00
+_ANCHOR_CENTS = 10_000  # every grid is anchored at 100.00
 _LEVEL_CENTS = 100  # grid interval 1.00
-_LOW_CENTS, _HIGH_CENTS = 5_000, 15_000  # the walk stays within 50..150
-_READY_TIMEOUT = 120.0
+_START_CENTS = _ANCHOR_CENTS + _LEVEL_CENTS // 2  # prices start between two levels
+_IDLE_TIMEOUT = 120.0
+_TICK_QUEUE = 16  # ticks the exchange queues per subscriber before dropping the oldest
 
 
 @dataclass(frozen=True, slots=True)
-class PipelineRun:
-    """One pipeline scenario."""
+class Phase:
+    """One measured window of a pipeline run."""
 
-    symbols: int
+    title: str
     seconds: float
     rate: float | None = 10.0  # ticks/s per symbol; None: as fast as the traders take them
-    levels_per_tick: float = 0.5
-    window: int = 5  # buy and sell window of every grid (the default config's)
-    seed: int = 1
+    levels_per_tick: float = 0.3
 
     def __post_init__(self) -> None:
-        if self.symbols < 1 or self.seconds <= 0 or self.window < 1:
-            raise ValueError("symbols, seconds and window must be positive")
+        if self.seconds <= 0 or self.levels_per_tick < 0:
+            raise ValueError("seconds must be positive and levels_per_tick not negative")
         if self.rate is not None and self.rate <= 0:
             raise ValueError("rate must be positive (or None for as fast as possible)")
 
 
-def peak_rss_mb() -> float:
-    """Peak resident set size of this process, in MB.
+@dataclass(frozen=True, slots=True)
+class PipelineRun:
+    """One service (or harness) and the phases measured on it."""
 
-    Linux's ``VmHWM`` first: ``ru_maxrss`` survives ``exec``, so a child process started
-    by a large parent would report the parent's peak.
-    """
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    import resource
+    symbols: int
+    phases: tuple[Phase, ...]
+    window: int = 5  # buy and sell window of every grid (the default config's)
+    seed: int = 1
+    harness: bool = False  # empty consumers instead of traders: the baseline
 
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-class _Walk:
-    """Seeded per-symbol random walks of the price, on the tick grid."""
-
-    def __init__(self, symbols: int, levels_per_tick: float, seed: int) -> None:
-        self._rngs = [random.Random(seed * 1_000_003 + i) for i in range(symbols)]
-        self._cents = [_START_CENTS] * symbols
-        self._sigma = levels_per_tick * _LEVEL_CENTS
-
-    def next(self, i: int) -> Decimal:
-        cents = self._cents[i] + round(self._rngs[i].gauss(0.0, self._sigma))
-        if not _LOW_CENTS <= cents <= _HIGH_CENTS:  # reflect at the bounds
-            cents = self._cents[i] - (cents - self._cents[i])
-        self._cents[i] = cents
-        return Decimal(cents).scaleb(-2)
-
-
-def _symbol(i: int) -> str:
-    return f"C{i:03d}/USDT"
+    def __post_init__(self) -> None:
+        if self.symbols < 1 or self.window < 1 or not self.phases:
+            raise ValueError("symbols, window and phases must not be empty or zero")
 
 
 def _rules(symbol: str) -> MarketRules:
@@ -129,14 +112,16 @@ def _settings(symbol: str, window: int) -> TraderSettings:
         buy_window=window,
         sell_window=window,
         min_order_value=Decimal(10),
-        anchor_price=Decimal(_START_CENTS).scaleb(-2),
+        anchor_price=Decimal(_ANCHOR_CENTS).scaleb(-2),
     )
 
 
-class _Pipeline:
-    def __init__(self, run: PipelineRun, workdir: Path) -> None:
+class _Bench:
+    """The exchange, the probe, the price walks and the drivers of one scenario."""
+
+    def __init__(self, run: PipelineRun) -> None:
         self.run = run
-        self.symbols = [_symbol(i) for i in range(run.symbols)]
+        self.symbols = [f"C{i:03d}/USDT" for i in range(run.symbols)]
         markets = {
             s: SimMarket(_rules(s), Decimal(_START_CENTS).scaleb(-2), feed=None)
             for s in self.symbols
@@ -147,57 +132,28 @@ class _Pipeline:
             Decimal("0.001"),
             state_path=None,
             clock=time.perf_counter,  # tick.ts is the set_price instant (see bench.probe)
+            tick_queue_size=_TICK_QUEUE,
         )
-        self.probe = Probe(self.symbols)
-        exchange = TimingExchange(self.sim, self.probe)
-        # The pool as wiring.build_repository sizes it with the default database settings.
-        engine = create_engine_for(
-            "sqlite", str(workdir / "bench.db"), pool_size=5, max_overflow=5, pool_recycle=1800
-        )
-        repository = SqlRepository(engine, exchange.name)
-        locker = NopLock()
-        metrics = Metrics()
-        keys = LockKeys(exchange.name, "level")
-        traders = [
-            Trader(
-                _settings(s, run.window),
-                exchange=exchange,
-                repository=repository,
-                locker=locker,
-                lock_keys=keys,
-                metrics=metrics,
-            )
-            for s in self.symbols
-        ]
-        self.service = Service(
-            traders,
-            exchange=exchange,
-            repository=repository,
-            locker=locker,
-            metrics=metrics,
-            shutdown_grace=30.0,
-        )
-        self.walk = _Walk(run.symbols, run.levels_per_tick, run.seed)
+        self.probe = Probe(self.symbols, _TICK_QUEUE)
+        self.exchange = TimingExchange(self.sim, self.probe)
+        self.walk = RandomWalk(run.symbols, _START_CENTS, _LEVEL_CENTS, run.seed)
 
     def push(self, i: int) -> None:
-        self.probe.pushed[i] += 1
-        self.sim.set_price(self.symbols[i], self.walk.next(i))
+        self.probe.before_push(i)
+        self.sim.set_price(self.symbols[i], Decimal(self.walk.next(i)).scaleb(-2))
 
-    async def until(self, service: asyncio.Task[RunResult]) -> None:
-        """Wait until every trader is idle; fail if the service ends or it takes too long."""
-        deadline = time.monotonic() + _READY_TIMEOUT
+    async def until_idle(self, running: asyncio.Task[Any]) -> None:
+        """Wait until every consumer is idle; fail if ``running`` ends or it takes too long."""
+        deadline = time.monotonic() + _IDLE_TIMEOUT
         while not self.probe.all_idle():
-            if service.done():
-                result = service.result()
-                raise RuntimeError(f"service ended early: {result.fatal or result.failed}")
+            if running.done():
+                raise RuntimeError(f"the pipeline ended early: {running.result()!r}")
             if time.monotonic() > deadline:
-                raise RuntimeError("traders did not become idle in time")
+                raise RuntimeError("the traders did not become idle in time")
             self.probe.changed.clear()
-            try:
+            with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(0.05):
                     await self.probe.changed.wait()
-            except TimeoutError:
-                pass
 
     async def drive_paced(self, rate: float, seconds: float) -> float:
         """Push ``rate`` ticks/s per symbol for ``seconds``; returns the wall time taken."""
@@ -235,88 +191,189 @@ class _Pipeline:
         return time.perf_counter() - start
 
 
-def _percentile(samples: list[float], q: float) -> float:
-    if not samples:
-        return float("nan")
-    if len(samples) == 1:
-        return samples[0]
-    return statistics.quantiles(samples, n=1000, method="inclusive")[round(q * 1000) - 1]
+def _service(bench: _Bench, workdir: Path) -> Service:
+    """The components, as ``wiring.build_service`` puts them together."""
+    exchange = bench.exchange
+    # The pool as wiring.build_repository sizes it with the default database settings.
+    engine = create_engine_for(
+        "sqlite", str(workdir / "bench.db"), pool_size=5, max_overflow=5, pool_recycle=1800
+    )
+    repository = SqlRepository(engine, exchange.name)
+    locker = NopLock()
+    metrics = Metrics()
+    keys = LockKeys(exchange.name, "level")
+    traders = [
+        Trader(
+            _settings(s, bench.run.window),
+            exchange=exchange,
+            repository=repository,
+            locker=locker,
+            lock_keys=keys,
+            metrics=metrics,
+        )
+        for s in bench.symbols
+    ]
+    return Service(
+        traders,
+        exchange=exchange,
+        repository=repository,
+        locker=locker,
+        metrics=metrics,
+        shutdown_grace=30.0,
+    )
 
 
-async def _measure(run: PipelineRun, workdir: Path) -> dict[str, float]:
-    pipe = _Pipeline(run, workdir)
-    probe = pipe.probe
-    stop = asyncio.Event()
-    service = asyncio.create_task(pipe.service.run(stop))
+async def _harness(bench: _Bench, stop: asyncio.Event) -> None:
+    """Empty consumers: take every tick (and order update) and do nothing with it."""
+
+    async def drain(it: Any) -> None:
+        async for _ in it:
+            pass
+
+    await bench.exchange.start()
     try:
-        await pipe.until(service)  # every trader reconciled and waits for its first tick
+        async with asyncio.TaskGroup() as tg:
+            tasks = [tg.create_task(drain(bench.exchange.watch_ticks(s))) for s in bench.symbols]
+            await stop.wait()
+            for task in tasks:
+                task.cancel()
+    finally:
+        await bench.exchange.close()
+
+
+async def _measure(run: PipelineRun, workdir: Path, tally: _LogTally) -> list[dict[str, float]]:
+    bench = _Bench(run)
+    stop = asyncio.Event()
+    service = None if run.harness else _service(bench, workdir)
+    running: asyncio.Task[Any] = asyncio.create_task(
+        _harness(bench, stop) if service is None else service.run(stop)
+    )
+    results = []
+    try:
+        await bench.until_idle(running)  # every trader reconciled, waiting for a tick
+        started = time.perf_counter()
+        bench.walk.levels_per_tick = run.phases[0].levels_per_tick
         for i in range(run.symbols):
-            pipe.push(i)  # warm-up: the first buy windows are placed
-        await pipe.until(service)
-        fills_before = len(pipe.sim.engine.fills())
-        consumed_before = probe.total_consumed()
-        pushed_before = probe.total_pushed()
-        probe.reset()
-        cpu_before = time.process_time()
-        if run.rate is None:
-            wall = await pipe.drive_saturated(run.seconds)
-        else:
-            wall = await pipe.drive_paced(run.rate, run.seconds)
-        cpu = time.process_time() - cpu_before
-        probe.measuring = False
-        consumed = probe.total_consumed() - consumed_before
-        pushed = probe.total_pushed() - pushed_before
-        fills = len(pipe.sim.engine.fills()) - fills_before
+            bench.push(i)  # warm-up: the first buy windows are placed
+        await bench.until_idle(running)
+        warmup = {
+            "warmup_s": time.perf_counter() - started,
+            "warmup_orders": float(len(bench.sim.engine.all_orders())),
+        }
+        for phase in run.phases:
+            await bench.until_idle(running)  # what the previous phase left queued
+            figures = await _measure_phase(bench, phase, tally)
+            results.append({**figures, **warmup})
     finally:
         stop.set()
-        result = await service
-    if result.failed or result.fatal:
-        raise RuntimeError(f"pipeline bench: traders failed: {result.fatal or result.failed}")
-    target = 0.0 if run.rate is None else run.rate * run.symbols
+        await running
+    if service is not None and (service.result.failed or service.result.fatal):
+        failed = service.result.fatal or service.result.failed
+        raise RuntimeError(f"pipeline bench: traders failed: {failed}")
+    return results
+
+
+async def _measure_phase(bench: _Bench, phase: Phase, tally: _LogTally) -> dict[str, float]:
+    probe = bench.probe
+    bench.walk.levels_per_tick = phase.levels_per_tick
+    fills_before = len(bench.sim.engine.fills())
+    consumed_before = probe.total_consumed()
+    pushed_before = probe.total_pushed()
+    logs_before = tally.counts.copy()
+    probe.reset()
+    cpu_before = time.process_time()
+    if phase.rate is None:
+        wall = await bench.drive_saturated(phase.seconds)
+    else:
+        wall = await bench.drive_paced(phase.rate, phase.seconds)
+    cpu = time.process_time() - cpu_before
+    probe.measuring = False
+    consumed = probe.total_consumed() - consumed_before
+    pushed = probe.total_pushed() - pushed_before
+    fills = len(bench.sim.engine.fills()) - fills_before
+    target = 0.0 if phase.rate is None else phase.rate * bench.run.symbols
     ticks_per_s = consumed / wall
-    # Sustained: the traders took (nearly) every tick of the schedule in time.
-    sustained = run.rate is not None and ticks_per_s >= 0.97 * target and consumed >= 0.97 * pushed
-    return {
-        "symbols": float(run.symbols),
+    # Sustained: the consumers took (nearly) every tick of the schedule, in time.
+    sustained = phase.rate is not None and ticks_per_s >= 0.97 * target
+    figures = {
+        "symbols": float(bench.run.symbols),
         "seconds": wall,
         "target_ticks_per_s": target,
-        "pushed_ticks_per_s": pushed / wall,
+        "pushed_ticks": float(pushed),
         "ticks_per_s": ticks_per_s,
-        "dropped_ticks": float(max(pushed - consumed, 0)),
+        "dropped_ticks": float(probe.dropped),
         "sustained": 1.0 if sustained else 0.0,
         "orders": float(probe.orders),
+        "orders_per_s": probe.orders / wall,
         "cancels": float(probe.cancels),
         "fills": float(fills),
-        "orders_per_s": probe.orders / wall,
-        "latency_p50_ms": _percentile(probe.first_latencies, 0.50) * 1e3,
-        "latency_p99_ms": _percentile(probe.first_latencies, 0.99) * 1e3,
-        "latency_max_ms": max(probe.first_latencies, default=float("nan")) * 1e3,
-        "latency_all_p99_ms": _percentile(probe.all_latencies, 0.99) * 1e3,
+        "rejects": float(probe.rejects),
+        "duplicates": float(probe.duplicates),
+        "refilled": float(probe.refilled),
+        "take_p50_ms": percentile(probe.take, 0.50) * 1e3,
+        "take_p99_ms": percentile(probe.take, 0.99) * 1e3,
+        "latency_p50_ms": percentile(probe.first, 0.50) * 1e3,
+        "latency_p99_ms": percentile(probe.first, 0.99) * 1e3,
+        "latency_max_ms": max(probe.first, default=float("nan")) * 1e3,
+        "handle_p50_ms": percentile(probe.handle, 0.50) * 1e3,
+        "handle_p99_ms": percentile(probe.handle, 0.99) * 1e3,
+        "latency_all_p99_ms": percentile(probe.every, 0.99) * 1e3,
         "cpu_share": cpu / wall,
         "rss_mb": peak_rss_mb(),
     }
+    for event, count in sorted((tally.counts - logs_before).items()):
+        figures[f"log:{event}"] = float(count)
+    return figures
 
 
-def _quiet_logs() -> dict[str, object]:
-    """Drop structlog events below warning (the trader logs every order); returns the
-    previous configuration."""
+class _LogTally:
+    """A structlog processor that counts events by name and drops them (or lets them by)."""
+
+    def __init__(self, show: bool) -> None:
+        self.counts: Counter[str] = Counter()
+        self._show = show
+
+    def __call__(
+        self, logger: object, method: str, event_dict: MutableMapping[str, Any]
+    ) -> MutableMapping[str, Any]:
+        self.counts[str(event_dict.get("event"))] += 1
+        if not self._show:
+            raise structlog.DropEvent
+        return event_dict
+
+
+def measure_pipeline(
+    run: PipelineRun, workdir: Path | None = None, *, show_logs: bool = False
+) -> list[dict[str, float]]:
+    """Run one service in a fresh event loop; the figures of each phase, in order.
+
+    The SQLite file goes to ``workdir`` (by default a new temporary directory, removed
+    afterwards). Log events below warning are dropped (the trader logs every order);
+    warnings and errors are counted into ``log:<event>`` entries, and printed too with
+    ``show_logs``. NaN latencies mean no order was placed in the window.
+    """
     previous = structlog.get_config()
-    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
-    return previous
-
-
-def measure_pipeline(run: PipelineRun, workdir: Path | None = None) -> dict[str, float]:
-    """Run one scenario in a fresh event loop; the SQLite file goes to ``workdir`` (a new
-    temporary directory by default, removed afterwards)."""
-    previous = _quiet_logs()
+    tally = _LogTally(show_logs)
+    structlog.configure(
+        processors=[tally, *previous["processors"]],
+        wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING),
+        cache_logger_on_first_use=False,
+    )
     try:
         if workdir is not None:
-            return asyncio.run(_measure(run, workdir))
+            return asyncio.run(_measure(run, workdir, tally))
         with tempfile.TemporaryDirectory(prefix="quantmesh-bench-") as tmp:
-            return asyncio.run(_measure(run, Path(tmp)))
+            return asyncio.run(_measure(run, Path(tmp), tally))
     finally:
         structlog.configure(**previous)
 
 
+def harness_of(run: PipelineRun, seconds: float) -> PipelineRun:
+    """The baseline of ``run``: same exchange, drivers and prices, empty consumers, each
+    phase ``seconds`` long."""
+    phases = tuple(replace(p, seconds=seconds) for p in run.phases)
+    return replace(run, phases=phases, harness=True)
+
+
 if __name__ == "__main__":
-    print(measure_pipeline(PipelineRun(symbols=1, seconds=3)))
+    print(measure_pipeline(PipelineRun(1, (Phase("1 symbol", 3.0),))))

@@ -51,6 +51,7 @@ class OrderBook:
         self.tag = tag
         self.realized_pnl = Decimal(0)
         self._open: dict[str, OpenOrder] = {}
+        self._open_xid: dict[str, str] = {}  # client order id -> exchange id of the open order
         self._unknown: dict[str, OpenOrder] = {}
         self._progress: dict[int, SellProgress] = {}
         self._closed: dict[str, str] = {}  # client order id -> exchange id it closed with
@@ -83,15 +84,20 @@ class OrderBook:
 
     # changes ---------------------------------------------------------------------------------
 
-    def track_unknown(self, request: OrderRequest, level: int) -> None:
-        """A placement whose outcome is unknown: block the level until a lookup settles it."""
+    def track_unknown(self, request: OrderRequest) -> None:
+        """An order whose state is unknown: block its level until a lookup settles it."""
+        key = parse_client_order_id(request.client_order_id)
+        if key is None:
+            return
+        self.forget(request.client_order_id)
         self._unknown[request.client_order_id] = OpenOrder(
-            request.client_order_id, level, request.side, request.price, request.amount
+            request.client_order_id, key.level, request.side, request.price, request.amount
         )
 
     def forget(self, client_order_id: str) -> None:
         self._unknown.pop(client_order_id, None)
         self._open.pop(client_order_id, None)
+        self._open_xid.pop(client_order_id, None)
 
     def set_progress(self, level: int, progress: SellProgress) -> None:
         """Sell progress rebuilt from stored fills after a restart."""
@@ -106,6 +112,10 @@ class OrderBook:
         cid = order.client_order_id
         if order.is_open and self._closed.get(cid) == order.exchange_order_id:
             return None  # a late "open" for an order we already saw closed
+        tracked = self._open_xid.get(cid)
+        # News of an earlier order with the id of the one we track: its fills count, its
+        # status does not replace the tracked order's.
+        earlier = tracked is not None and tracked != order.exchange_order_id
         level = self.state.level(key.level)
         progress = self._progress.get(key.level) if key.side == "sell" else None
         fills = tuple(f for f in update.fills if f.trade_id not in self._seen)
@@ -126,7 +136,11 @@ class OrderBook:
                 )
         trips: tuple[RoundTrip, ...] = ()
         open_order = None
-        if order.is_open:
+        if earlier:
+            if not fills:
+                return None  # nothing new: a late status of a replaced order
+            open_order = self._open[cid]
+        elif order.is_open:
             open_order = OpenOrder(cid, key.level, key.side, order.price, order.amount)
         elif key.cycle == level.cycle:
             if key.side == "buy":
@@ -136,7 +150,8 @@ class OrderBook:
                 level, progress = outcome.level, outcome.progress
                 if outcome.round_trip is not None:
                     trips = (outcome.round_trip,)
-        return Effect(cid, order.exchange_order_id, open_order, level, progress, fills, trips)
+        xid = tracked if earlier and tracked is not None else order.exchange_order_id
+        return Effect(cid, xid, open_order, level, progress, fills, trips)
 
     def commit(self, effect: Effect) -> None:
         """Apply an effect that has been stored."""
@@ -144,8 +159,10 @@ class OrderBook:
         self._unknown.pop(cid, None)
         if effect.open_order is not None:
             self._open[cid] = effect.open_order
+            self._open_xid[cid] = effect.exchange_order_id
         else:
             self._open.pop(cid, None)
+            self._open_xid.pop(cid, None)
             self._closed[cid] = effect.exchange_order_id
             if len(self._closed) > _SEEN_FILLS:
                 del self._closed[next(iter(self._closed))]

@@ -284,7 +284,7 @@ class Trader:
             request = OrderRequest(self.symbol, place.side, place.price, place.amount, cid)
             order = await self._send_create(request, place)
             if order is not None:
-                await self._record(OrderUpdate(order))
+                await self._absorb(order)
         finally:
             await self._release(lease, started)
 
@@ -294,9 +294,9 @@ class Trader:
             order = await self._exchange.create_order(request)
         except DuplicateOrder:
             # Already placed (by us before a restart, or by another instance): adopt it.
-            order = await self._exchange.fetch_order(self.symbol, request.client_order_id)
-            log.info("order_adopted", client_order_id=request.client_order_id)
-            return order
+            log.info("order_already_open", client_order_id=request.client_order_id)
+            self.book.track_unknown(request)
+            return await self._lookup(request.client_order_id)
         except RateLimited as exc:
             self._paused_until = self._clock() + (exc.retry_after or 1.0)
             self._metrics.exchange_errors.labels(self.symbol, "rate_limited").inc()
@@ -317,7 +317,7 @@ class Trader:
         except ExchangeError as exc:
             # Outcome unknown: the order may exist. Never place again blindly; the id is
             # tracked as unknown until a lookup says what happened.
-            self.book.track_unknown(request, place.level)
+            self.book.track_unknown(request)
             self._metrics.exchange_errors.labels(self.symbol, type(exc).__name__).inc()
             log.warning(
                 "order_outcome_unknown", client_order_id=request.client_order_id, error=str(exc)
@@ -359,9 +359,51 @@ class Trader:
             return
         self._metrics.orders_cancelled.labels(self.symbol, cancel.reason).inc()
         log.info("order_cancelled", client_order_id=cancel.client_order_id, reason=cancel.reason)
-        await self._record(OrderUpdate(order))
+        await self._absorb(order)
 
     # order updates ---------------------------------------------------------------------------
+
+    async def _absorb(self, order: Order) -> None:
+        """Record an order state returned by a call, with its fills.
+
+        A call's answer carries no fills, and the stream may deliver them only later: an
+        order that filled (at once, or before a cancel) is recorded together with its fills,
+        so the level never looks free while its fills are still on their way. If the fills
+        cannot be fetched, the order stays "unknown" and its level blocked until a lookup
+        succeeds.
+        """
+        assert self.book is not None
+        fills: tuple[Fill, ...] = ()
+        if order.filled > 0:
+            try:
+                fills = tuple(
+                    await self._exchange.fetch_order_fills(self.symbol, order.client_order_id)
+                )
+            except ExchangeError as exc:
+                self._metrics.exchange_errors.labels(self.symbol, type(exc).__name__).inc()
+                log.warning(
+                    "fills_lookup_failed", client_order_id=order.client_order_id, error=str(exc)
+                )
+                self.book.track_unknown(
+                    OrderRequest(
+                        order.symbol, order.side, order.price, order.amount, order.client_order_id
+                    )
+                )
+                return
+        await self._record(OrderUpdate(order, fills))
+
+    async def _lookup(self, cid: str) -> Order | None:
+        """The exchange's state of an order we track as unknown; ``None`` if not settled."""
+        assert self.book is not None
+        try:
+            return await self._exchange.fetch_order(self.symbol, cid)
+        except OrderNotFound:
+            self.book.forget(cid)
+            log.info("order_not_placed", client_order_id=cid)
+        except ExchangeError as exc:
+            self._metrics.exchange_errors.labels(self.symbol, type(exc).__name__).inc()
+            log.warning("order_lookup_failed", client_order_id=cid, error=str(exc))
+        return None
 
     async def _record(self, update: OrderUpdate) -> None:
         """Apply an order update to the grid and store it; the mutex is held."""
@@ -419,11 +461,8 @@ class Trader:
             if self.book.is_ours(o.client_order_id)
         }
         recorded = {o.client_order_id: o for o in await self._repo.get_open_orders(self.symbol)}
-        for cid, order in on_exchange.items():
-            fills: tuple[Fill, ...] = ()
-            if cid not in recorded or order.filled > recorded[cid].filled:
-                fills = tuple(await self._exchange.fetch_order_fills(self.symbol, cid))
-            await self._record(OrderUpdate(order, fills))
+        for order in on_exchange.values():
+            await self._absorb(order)
         for cid in recorded.keys() - on_exchange.keys():
             await self._settle(cid, recorded[cid])
         log.info(
@@ -450,23 +489,13 @@ class Trader:
         except OrderNotFound:
             log.warning("order_missing_on_exchange", client_order_id=cid)
             order = replace(recorded, status="canceled", updated_at=self._wall())
-        fills = (
-            tuple(await self._exchange.fetch_order_fills(self.symbol, cid)) if order.filled else ()
-        )
-        await self._record(OrderUpdate(order, fills))
+        await self._absorb(order)
 
     async def _resolve_unknown(self) -> None:
         """Look up orders whose placement outcome was unknown."""
         assert self.book is not None
         for cid in self.book.unknown_ids():
-            try:
-                order = await self._exchange.fetch_order(self.symbol, cid)
-            except OrderNotFound:
-                self.book.forget(cid)
-                log.info("order_not_placed", client_order_id=cid)
-                continue
-            except ExchangeError as exc:
-                log.warning("order_lookup_failed", client_order_id=cid, error=str(exc))
-                return
-            log.info("order_found_after_error", client_order_id=cid, status=order.status)
-            await self._record(OrderUpdate(order))
+            order = await self._lookup(cid)
+            if order is not None:
+                log.info("order_found_after_error", client_order_id=cid, status=order.status)
+                await self._absorb(order)

