@@ -1,10 +1,13 @@
 """Everything that depends on the database dialect or driver.
 
-``create_engine_for`` builds the async engine for the configured database, ``upsert``
-writes the dialect's INSERT ... ON CONFLICT, ``map_db_error`` classifies driver errors.
+``create_engine_for`` builds the engine for the configured database, ``upsert`` writes the
+dialect's INSERT ... ON CONFLICT, ``map_db_error`` classifies driver errors.
 
-SQLite gets WAL, ``busy_timeout=5000``, ``synchronous=NORMAL`` and foreign keys on every
-connection, and its data directory is created and checked up front. PostgreSQL and
+SQLite gets a synchronous engine on the stdlib ``sqlite3`` driver (the repository runs it
+on a thread of its own, see ``runner``); its connections get WAL, ``busy_timeout=5000``,
+``synchronous=NORMAL`` and foreign keys, and never BEGIN by themselves (the runner starts
+each write transaction with ``BEGIN IMMEDIATE``). Its data directory is created and
+checked up front. The servers get async engines. PostgreSQL and
 MySQL/MariaDB take SQLAlchemy URLs for now; the seed's Go-style DSNs come later in
 ``to_sqlalchemy_url``. No error message here ever includes a password.
 """
@@ -18,7 +21,7 @@ from pathlib import Path
 from typing import Any, Final, Literal
 
 import structlog
-from sqlalchemy import URL, Table, event, make_url
+from sqlalchemy import URL, Engine, Table, create_engine, event, make_url
 from sqlalchemy.dialects import mysql, postgresql, sqlite
 from sqlalchemy.exc import (
     ArgumentError,
@@ -38,13 +41,18 @@ DbType = Literal["sqlite", "postgres", "mysql"]
 
 log = structlog.get_logger(__name__)
 
-SQLITE_DRIVER = "sqlite+aiosqlite"
+SQLITE_DRIVER = "sqlite+aiosqlite"  # the name configured URLs are written with
+SQLITE_SYNC_DRIVER = "sqlite+pysqlite"  # the driver the engine uses
 POSTGRES_DRIVER = "postgresql+asyncpg"
 MYSQL_DRIVER = "mysql+aiomysql"
 
 # scheme written by the user -> the async driver we use for it
 _DRIVERS: dict[DbType, dict[str, str]] = {
-    "sqlite": {"sqlite": SQLITE_DRIVER, SQLITE_DRIVER: SQLITE_DRIVER},
+    "sqlite": {
+        "sqlite": SQLITE_DRIVER,
+        SQLITE_DRIVER: SQLITE_DRIVER,
+        SQLITE_SYNC_DRIVER: SQLITE_DRIVER,
+    },
     "postgres": {
         "postgres": POSTGRES_DRIVER,
         "postgresql": POSTGRES_DRIVER,
@@ -90,11 +98,12 @@ def create_engine_for(
     max_overflow: int = 10,
     pool_recycle: float = 3600.0,
     echo: bool = False,
-) -> AsyncEngine:
+) -> Engine | AsyncEngine:
     """Create (without connecting) the engine for ``db_type`` at ``url``.
 
-    ``url`` is anything ``to_sqlalchemy_url`` accepts. For SQLite the parent directory of
-    the database file is created and must be writable, else ``StartupError`` names it.
+    ``url`` is anything ``to_sqlalchemy_url`` accepts. SQLite gets a synchronous
+    ``Engine``, the servers an ``AsyncEngine``. For SQLite the parent directory of the
+    database file is created and must be writable, else ``StartupError`` names it.
     """
     parsed = _parse(db_type, url)
     kwargs: dict[str, Any] = {
@@ -107,14 +116,17 @@ def create_engine_for(
         _prepare_sqlite_file(Path(parsed.database or ""))
     else:
         kwargs["pool_pre_ping"] = True  # a restarted server leaves dead pooled connections
+    engine: Engine | AsyncEngine
     try:
-        engine = create_async_engine(parsed, **kwargs)
+        if db_type == "sqlite":
+            engine = create_engine(parsed.set(drivername=SQLITE_SYNC_DRIVER), **kwargs)
+            event.listen(engine, "connect", _sqlite_on_connect)
+        else:
+            engine = create_async_engine(parsed, **kwargs)
     except (ArgumentError, ImportError, TypeError, ValueError) as exc:
         shown = parsed.render_as_string(hide_password=True)
         raise StartupError(f"cannot create a {db_type} engine for {shown}: {exc}") from None
-    if db_type == "sqlite":
-        event.listen(engine.sync_engine, "connect", _sqlite_on_connect)
-    log.debug("db_engine_created", db_type=db_type, url=parsed.render_as_string())
+    log.debug("db_engine_created", db_type=db_type, url=engine.url.render_as_string())
     return engine
 
 
@@ -185,6 +197,8 @@ def _prepare_sqlite_file(path: Path) -> None:
 
 
 def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:
+    # no implicit BEGIN before DML: transactions start where the runner says
+    dbapi_connection.isolation_level = None
     cursor = dbapi_connection.cursor()
     try:
         for pragma in SQLITE_PRAGMAS:

@@ -2,39 +2,43 @@
 
 One code path for SQLite, PostgreSQL and MySQL/MariaDB: portable column types
 (``models``), dialect-aware upserts (``engine.upsert``), writes keyed on unique constraints
-so replaying them is harmless. SQLite has a single writer, so writes through one
-repository are serialised by an ``asyncio.Lock`` there. ``ExactDecimal`` columns are never
-compared or summed in SQL on SQLite (they are text there); that happens in Python.
+so replaying them is harmless. ``ExactDecimal`` columns are never compared or summed in
+SQL on SQLite (they are text there); that happens in Python.
+
+Each operation's database work is one synchronous function of a ``Connection``, handed
+to a ``runner`` as one transaction: on SQLite that is one hop to the repository's
+database thread, which also serialises its writers. Statements are built once, so
+SQLAlchemy's compiled cache is hit without rebuilding them per call. A caller cancelled
+while its write runs stops waiting, but the write may still commit (see ``runner``).
 """
 
 from __future__ import annotations
 
-import asyncio
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
-from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
+from collections.abc import Callable, Sequence
 from dataclasses import fields, replace
 from decimal import Context, Decimal
 from typing import TYPE_CHECKING, Any, Final, TypeVar, get_args
 
 import structlog
-from sqlalchemy import Column, Table, bindparam, func, select, update
+from sqlalchemy import Column, Connection, Engine, Table, bindparam, func, select, update
 from sqlalchemy.engine import Row
-from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from quantmesh.domain import CLOSED_STATUSES, Fill, Order, OrderStatus, Side
 from quantmesh.errors import StorageError
 from quantmesh.grid.state import GridState, LevelState, RoundTrip
 from quantmesh.storage import models as m
 from quantmesh.storage.base import SymbolSummary, TradeFilter
-from quantmesh.storage.engine import map_db_error, upsert
+from quantmesh.storage.engine import upsert
+from quantmesh.storage.runner import Runner, runner_for
 
 if TYPE_CHECKING:
     from _typeshed import DataclassInstance
 
 log = structlog.get_logger(__name__)
 _T = TypeVar("_T", bound="DataclassInstance")
+_R = TypeVar("_R")
 
 _IN_CHUNK: Final = 500  # ids per IN (...) list; stays under every backend's bind limit
 _SIDES: Final = frozenset(get_args(Side))
@@ -50,22 +54,72 @@ _LEVEL_KEY: Final = ("exchange", "symbol", "level_index")
 _LEVEL_VALUES: Final = ("holding", "cost", "cycle")
 
 
-def _typed(name: str, column: Column[Any]) -> Any:
-    return bindparam(name, type_=column.type)
+def _typed(name: str, column: Column[Any], *, expanding: bool = False) -> Any:
+    return bindparam(name, type_=column.type, expanding=expanding)
 
 
+def _scoped(table: Table) -> tuple[Any, Any]:
+    """``exchange = :k_exchange AND symbol = :k_symbol`` for ``table``."""
+    return (
+        table.c.exchange == _typed("k_exchange", table.c.exchange),
+        table.c.symbol == _typed("k_symbol", table.c.symbol),
+    )
+
+
+# Statements of the hot paths, built once (parameters: k_* keys, v_* new values).
+_o, _t, _g, _lv, _rt = m.orders, m.trades, m.grids, m.grid_levels, m.round_trips
+
+_ORDERS_BY_ID: Final = select(_o).where(
+    _o.c.exchange == _typed("k_exchange", _o.c.exchange),
+    _o.c.client_order_id.in_(_typed("k_ids", _o.c.client_order_id, expanding=True)),
+)
+_ORDERS_BY_ID_FOR_UPDATE: Final = _ORDERS_BY_ID.with_for_update()
 _ORDER_UPDATE: Final = (
-    update(m.orders)
+    update(_o)
     .where(
-        m.orders.c.exchange == _typed("k_exchange", m.orders.c.exchange),
-        m.orders.c.client_order_id == _typed("k_client_order_id", m.orders.c.client_order_id),
+        _o.c.exchange == _typed("k_exchange", _o.c.exchange),
+        _o.c.client_order_id == _typed("k_client_order_id", _o.c.client_order_id),
     )
     .values(
-        status=_typed("v_status", m.orders.c.status),
-        filled=_typed("v_filled", m.orders.c.filled),
-        exchange_order_id=_typed("v_exchange_order_id", m.orders.c.exchange_order_id),
-        updated_at=_typed("v_updated_at", m.orders.c.updated_at),
+        status=_typed("v_status", _o.c.status),
+        filled=_typed("v_filled", _o.c.filled),
+        exchange_order_id=_typed("v_exchange_order_id", _o.c.exchange_order_id),
+        updated_at=_typed("v_updated_at", _o.c.updated_at),
     )
+)
+_OPEN_ORDERS: Final = (
+    select(_o).where(*_scoped(_o), _o.c.status == "open").order_by(_o.c.created_at, _o.c.id)
+)
+_TRADE_IDS: Final = select(_t.c.trade_id).where(
+    *_scoped(_t), _t.c.trade_id.in_(_typed("k_ids", _t.c.trade_id, expanding=True))
+)
+_ROUND_TRIPS: Final = select(_rt).where(*_scoped(_rt)).order_by(_rt.c.closed_at, _rt.c.id)
+_GRID_HEAD: Final = select(_g.c.anchor, _g.c.fence).where(*_scoped(_g))
+_GRID_FENCE: Final = select(_g.c.fence).where(*_scoped(_g))
+_GRID_LEVELS: Final = (
+    select(_lv.c.level_index, _lv.c.holding, _lv.c.cost, _lv.c.cycle)
+    .where(*_scoped(_lv))
+    .order_by(_lv.c.level_index)
+)
+# compare-and-set: store the fence unless a newer one is stored
+_FENCE_CLAIM: Final = (
+    update(_g)
+    .where(*_scoped(_g), _g.c.fence <= _typed("k_fence", _g.c.fence))
+    .values(fence=_typed("v_fence", _g.c.fence), updated_at=_typed("v_updated_at", _g.c.updated_at))
+)
+_LAST_PRICE: Final = (
+    update(_g)
+    .where(*_scoped(_g))
+    .values(
+        last_price=_typed("v_last_price", _g.c.last_price),
+        last_price_at=_typed("v_last_price_at", _g.c.last_price_at),
+    )
+)
+_GRID_HEADS: Final = select(_g.c.exchange, _g.c.symbol, _g.c.last_price, _g.c.last_price_at)
+_OPEN_COUNTS: Final = (
+    select(_o.c.exchange, _o.c.symbol, func.count())
+    .where(_o.c.status == "open")
+    .group_by(_o.c.exchange, _o.c.symbol)
 )
 
 
@@ -128,22 +182,38 @@ def _from_row(cls: type[_T], row: Row[Any]) -> _T:
     return cls(**values)
 
 
+def _chunks(ids: Sequence[str]) -> list[list[str]]:
+    return [list(ids[start : start + _IN_CHUNK]) for start in range(0, len(ids), _IN_CHUNK)]
+
+
 class SqlRepository:
     """The repository for one exchange; ``summaries`` reads every exchange.
 
-    It owns ``engine``: ``close`` disposes of it.
+    It owns ``engine`` (from ``create_engine_for``): ``close`` disposes of it, after the
+    work already handed to it is done.
     """
 
     def __init__(
-        self, engine: AsyncEngine, exchange: str, clock: Callable[[], float] = time.time
+        self,
+        engine: Engine | AsyncEngine,
+        exchange: str,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         if not exchange or len(exchange) > m.EXCHANGE_LEN:
             raise ValueError(f"exchange name must be 1 to {m.EXCHANGE_LEN} characters")
         self._engine = engine
+        self._runner: Runner = runner_for(engine)
         self._exchange = exchange
         self._clock = clock
-        self._dialect = engine.dialect.name
-        self._write_lock = asyncio.Lock() if self._dialect == "sqlite" else None
+        self._dialect = dialect = engine.dialect.name
+        # With the write lock held from the start (SQLite), an order found missing is still
+        # missing when inserted; otherwise another instance may have inserted it meanwhile.
+        self._inserts_are_exclusive = self._runner.exclusive_writes
+        self._insert_orders = upsert(dialect, m.orders, _ORDER_KEY)
+        self._insert_trades = upsert(dialect, m.trades, _TRADE_KEY)
+        self._insert_round_trips = upsert(dialect, m.round_trips, _ROUND_TRIP_KEY)
+        self._insert_grid = upsert(dialect, m.grids, _GRID_KEY)
+        self._upsert_levels = upsert(dialect, m.grid_levels, _LEVEL_KEY, _LEVEL_VALUES)
 
     @property
     def exchange(self) -> str:
@@ -151,40 +221,28 @@ class SqlRepository:
 
     # plumbing
 
-    @asynccontextmanager
-    async def _guard(self, operation: str) -> AsyncIterator[None]:
-        try:
-            yield
-        except (SQLAlchemyError, OSError) as exc:
-            raise map_db_error(exc, operation) from exc
+    async def _write(self, operation: str, fn: Callable[[Connection], _R]) -> _R:
+        """``fn`` in one transaction, committed when it returns."""
+        return await self._runner.run(operation, fn, write=True)
 
-    def _serialised(self) -> AbstractAsyncContextManager[Any]:
-        return self._write_lock if self._write_lock is not None else nullcontext()
-
-    @asynccontextmanager
-    async def _read(self, operation: str) -> AsyncIterator[AsyncConnection]:
-        async with self._guard(operation), self._engine.connect() as conn:
-            yield conn
-
-    @asynccontextmanager
-    async def _write(self, operation: str) -> AsyncIterator[AsyncConnection]:
-        """One transaction, committed when the block succeeds."""
-        async with self._guard(operation), self._serialised(), self._engine.begin() as conn:
-            yield conn
+    async def _read(self, operation: str, fn: Callable[[Connection], _R]) -> _R:
+        return await self._runner.run(operation, fn, write=False)
 
     def _row(self, table: Table, obj: Any, **extra: Any) -> dict[str, Any]:
         values = {f.name: getattr(obj, f.name) for f in fields(obj)}
         return _checked(table, {"exchange": self._exchange, **values, **extra})
 
+    def _keys(self, symbol: str) -> dict[str, Any]:
+        return {"k_exchange": self._exchange, "k_symbol": symbol}
+
     # lifecycle
 
     async def start(self) -> None:
-        async with self._write("start") as conn:
-            await conn.run_sync(m.metadata.create_all)
+        await self._write("start", m.metadata.create_all)
         log.info("storage_started", exchange=self._exchange, dialect=self._dialect)
 
     async def close(self) -> None:
-        await self._engine.dispose()
+        await self._runner.close()
 
     # orders
 
@@ -195,20 +253,25 @@ class SqlRepository:
         """Insert new orders, merge updates into stored ones (see ``merge_order``)."""
         if orders:
             rows = [self._row(m.orders, order) for order in orders]
-            async with self._write("save_orders") as conn:
-                await self._save_orders(conn, orders, rows)
+            await self._write("save_orders", lambda conn: self._save_orders(conn, orders, rows))
 
-    async def _save_orders(
-        self, conn: AsyncConnection, orders: Sequence[Order], rows: list[dict[str, Any]]
+    def _save_orders(
+        self, conn: Connection, orders: Sequence[Order], rows: list[dict[str, Any]]
     ) -> None:
+        """Read the stored orders (locked), insert the missing, update the changed."""
         batches: dict[str, list[Order]] = {}
         firsts: dict[str, dict[str, Any]] = {}
         for order, row in zip(orders, rows, strict=True):
             batches.setdefault(order.client_order_id, []).append(order)
             firsts.setdefault(order.client_order_id, row)
-        # insert first, so every order has a row to lock before merging into it
-        await conn.execute(upsert(self._dialect, m.orders, _ORDER_KEY), list(firsts.values()))
-        stored = await self._orders_by_id(conn, list(batches), for_update=True)
+        stored = self._orders_by_id(conn, list(batches), for_update=True)
+        missing = [cid for cid in batches if cid not in stored]
+        if missing:
+            conn.execute(self._insert_orders, [firsts[cid] for cid in missing])
+            if self._inserts_are_exclusive:  # stored as the batch's first update
+                stored.update((cid, batches[cid][0]) for cid in missing)
+            else:  # another instance may have stored some first: merge into those
+                stored.update(self._orders_by_id(conn, missing, for_update=True))
         changes = []
         for client_order_id, batch in batches.items():
             before = stored.get(client_order_id)
@@ -231,37 +294,28 @@ class SqlRepository:
                     }
                 )
         if changes:
-            await conn.execute(_ORDER_UPDATE, changes)
+            conn.execute(_ORDER_UPDATE, changes)
 
     async def get_order(self, client_order_id: str) -> Order | None:
-        async with self._read("get_order") as conn:
-            found = await self._orders_by_id(conn, [client_order_id], for_update=False)
-        return found.get(client_order_id)
+        def read(conn: Connection) -> Order | None:
+            found = self._orders_by_id(conn, [client_order_id], for_update=False)
+            return found.get(client_order_id)
+
+        return await self._read("get_order", read)
 
     async def get_open_orders(self, symbol: str) -> list[Order]:
-        t = m.orders
-        stmt = (
-            select(t)
-            .where(t.c.exchange == self._exchange, t.c.symbol == symbol, t.c.status == "open")
-            .order_by(t.c.created_at, t.c.id)
-        )
-        async with self._read("get_open_orders") as conn:
-            rows = (await conn.execute(stmt)).all()
-        return [_from_row(Order, row) for row in rows]
+        def read(conn: Connection) -> list[Order]:
+            return [_from_row(Order, row) for row in conn.execute(_OPEN_ORDERS, self._keys(symbol))]
 
-    async def _orders_by_id(
-        self, conn: AsyncConnection, ids: list[str], *, for_update: bool
+        return await self._read("get_open_orders", read)
+
+    def _orders_by_id(
+        self, conn: Connection, ids: Sequence[str], *, for_update: bool
     ) -> dict[str, Order]:
-        t = m.orders
+        stmt = _ORDERS_BY_ID_FOR_UPDATE if for_update else _ORDERS_BY_ID
         found: dict[str, Order] = {}
-        for start in range(0, len(ids), _IN_CHUNK):
-            stmt = select(t).where(
-                t.c.exchange == self._exchange,
-                t.c.client_order_id.in_(ids[start : start + _IN_CHUNK]),
-            )
-            if for_update:
-                stmt = stmt.with_for_update()
-            for row in await conn.execute(stmt):
+        for chunk in _chunks(ids):
+            for row in conn.execute(stmt, {"k_exchange": self._exchange, "k_ids": chunk}):
                 found[row.client_order_id] = _from_row(Order, row)
         return found
 
@@ -274,8 +328,7 @@ class SqlRepository:
         """Insert fills not stored yet; a fill seen before is left as it is."""
         rows = self._fill_rows(fills)
         if rows:
-            async with self._write("save_fills") as conn:
-                await conn.execute(upsert(self._dialect, m.trades, _TRADE_KEY), rows)
+            await self._write("save_fills", lambda conn: conn.execute(self._insert_trades, rows))
 
     def _fill_rows(self, fills: Sequence[Fill]) -> list[dict[str, Any]]:
         unique: dict[tuple[str, str], Fill] = {}
@@ -284,18 +337,17 @@ class SqlRepository:
         return [self._row(m.trades, fill) for fill in unique.values()]
 
     async def known_trade_ids(self, symbol: str, trade_ids: Sequence[str]) -> set[str]:
-        t = m.trades
         ids = list(dict.fromkeys(trade_ids))
-        known: set[str] = set()
-        async with self._read("known_trade_ids") as conn:
-            for start in range(0, len(ids), _IN_CHUNK):
-                stmt = select(t.c.trade_id).where(
-                    t.c.exchange == self._exchange,
-                    t.c.symbol == symbol,
-                    t.c.trade_id.in_(ids[start : start + _IN_CHUNK]),
-                )
-                known.update(await conn.scalars(stmt))
-        return known
+        if not ids:
+            return set()
+
+        def read(conn: Connection) -> set[str]:
+            known: set[str] = set()
+            for chunk in _chunks(ids):
+                known.update(conn.scalars(_TRADE_IDS, {**self._keys(symbol), "k_ids": chunk}))
+            return known
+
+        return await self._read("known_trade_ids", read)
 
     async def get_trades(self, flt: TradeFilter) -> list[Fill]:
         """Fills of this exchange matching ``flt``, oldest first (by ts, then insertion).
@@ -317,9 +369,9 @@ class SqlRepository:
         if flt.until is not None:
             stmt = stmt.where(t.c.ts < flt.until)
         stmt = stmt.order_by(t.c.ts, t.c.id).limit(flt.limit).offset(flt.offset)
-        async with self._read("get_trades") as conn:
-            rows = (await conn.execute(stmt)).all()
-        return [_from_row(Fill, row) for row in rows]
+        return await self._read(
+            "get_trades", lambda conn: [_from_row(Fill, row) for row in conn.execute(stmt)]
+        )
 
     # round trips
 
@@ -330,8 +382,9 @@ class SqlRepository:
         """Insert round trips not stored yet (keyed on symbol, level, cycle)."""
         rows = self._round_trip_rows(trips)
         if rows:
-            async with self._write("save_round_trips") as conn:
-                await conn.execute(upsert(self._dialect, m.round_trips, _ROUND_TRIP_KEY), rows)
+            await self._write(
+                "save_round_trips", lambda conn: conn.execute(self._insert_round_trips, rows)
+            )
 
     def _round_trip_rows(self, trips: Sequence[RoundTrip]) -> list[dict[str, Any]]:
         unique: dict[tuple[str, int, int], RoundTrip] = {}
@@ -340,15 +393,11 @@ class SqlRepository:
         return [self._row(m.round_trips, trip) for trip in unique.values()]
 
     async def get_round_trips(self, symbol: str) -> list[RoundTrip]:
-        t = m.round_trips
-        stmt = (
-            select(t)
-            .where(t.c.exchange == self._exchange, t.c.symbol == symbol)
-            .order_by(t.c.closed_at, t.c.id)
-        )
-        async with self._read("get_round_trips") as conn:
-            rows = (await conn.execute(stmt)).all()
-        return [_from_row(RoundTrip, row) for row in rows]
+        def read(conn: Connection) -> list[RoundTrip]:
+            rows = conn.execute(_ROUND_TRIPS, self._keys(symbol))
+            return [_from_row(RoundTrip, row) for row in rows]
+
+        return await self._read("get_round_trips", read)
 
     # grid state
 
@@ -365,9 +414,12 @@ class SqlRepository:
                 "updated_at": self._clock(),
             },
         )
-        async with self._write("init_grid") as conn:
-            await conn.execute(upsert(self._dialect, m.grids, _GRID_KEY), [row])
-            grid = await self._load_grid(conn, symbol)
+
+        def write(conn: Connection) -> GridState | None:
+            conn.execute(self._insert_grid, [row])
+            return self._load_grid(conn, symbol)
+
+        grid = await self._write("init_grid", write)
         if grid is None:
             raise StorageError(f"grid {symbol} on {self._exchange} vanished after creating it")
         if grid.anchor != anchor:
@@ -375,27 +427,15 @@ class SqlRepository:
         return grid
 
     async def load_grid(self, symbol: str) -> GridState | None:
-        async with self._read("load_grid") as conn:
-            return await self._load_grid(conn, symbol)
+        return await self._read("load_grid", lambda conn: self._load_grid(conn, symbol))
 
-    async def _load_grid(self, conn: AsyncConnection, symbol: str) -> GridState | None:
-        g, lv = m.grids, m.grid_levels
-        head = (
-            await conn.execute(
-                select(g.c.anchor, g.c.fence).where(
-                    g.c.exchange == self._exchange, g.c.symbol == symbol
-                )
-            )
-        ).one_or_none()
+    def _load_grid(self, conn: Connection, symbol: str) -> GridState | None:
+        keys = self._keys(symbol)
+        head = conn.execute(_GRID_HEAD, keys).one_or_none()
         if head is None:
             return None
         state = GridState(symbol=symbol, anchor=head.anchor, fence=head.fence)
-        levels = await conn.execute(
-            select(lv.c.level_index, lv.c.holding, lv.c.cost, lv.c.cycle)
-            .where(lv.c.exchange == self._exchange, lv.c.symbol == symbol)
-            .order_by(lv.c.level_index)
-        )
-        for row in levels:
+        for row in conn.execute(_GRID_LEVELS, keys):
             # set_level leaves default levels out, as GridState requires
             state.set_level(LevelState(row.level_index, row.holding, row.cost, row.cycle))
         return state
@@ -403,11 +443,16 @@ class SqlRepository:
     async def save_levels(self, symbol: str, levels: Sequence[LevelState], fence: int) -> bool:
         """Compare-and-set the grid's fence, then upsert ``levels``, in one transaction."""
         rows = self._level_rows(symbol, levels)
-        async with self._write("save_levels") as conn:
-            if not await self._claim_fence(conn, symbol, fence):
+        now = self._clock()
+
+        def write(conn: Connection) -> bool:
+            if not self._claim_fence(conn, symbol, fence, now):
                 return False
-            await self._upsert_levels(conn, rows)
-        return True
+            if rows:
+                conn.execute(self._upsert_levels, rows)
+            return True
+
+        return await self._write("save_levels", write)
 
     async def record_execution(
         self,
@@ -421,21 +466,26 @@ class SqlRepository:
 
         Returns ``False`` and writes nothing when a newer fence is stored.
         """
+        orders = [order]
         order_rows = [self._row(m.orders, order)]
         fill_rows = self._fill_rows(fills)
         trip_rows = self._round_trip_rows(round_trips)
         level_rows = self._level_rows(order.symbol, levels)
-        async with self._write("record_execution") as conn:
-            if not await self._claim_fence(conn, order.symbol, fence):
+        now = self._clock()
+
+        def write(conn: Connection) -> bool:
+            if not self._claim_fence(conn, order.symbol, fence, now):
                 return False
-            await self._save_orders(conn, [order], order_rows)
+            self._save_orders(conn, orders, order_rows)
             if fill_rows:
-                await conn.execute(upsert(self._dialect, m.trades, _TRADE_KEY), fill_rows)
+                conn.execute(self._insert_trades, fill_rows)
             if trip_rows:
-                stmt = upsert(self._dialect, m.round_trips, _ROUND_TRIP_KEY)
-                await conn.execute(stmt, trip_rows)
-            await self._upsert_levels(conn, level_rows)
-        return True
+                conn.execute(self._insert_round_trips, trip_rows)
+            if level_rows:
+                conn.execute(self._upsert_levels, level_rows)
+            return True
+
+        return await self._write("record_execution", write)
 
     def _level_rows(self, symbol: str, levels: Sequence[LevelState]) -> list[dict[str, Any]]:
         unique = {level.index: level for level in levels}  # the last state of a level wins
@@ -454,53 +504,39 @@ class SqlRepository:
             for level in unique.values()
         ]
 
-    async def _claim_fence(self, conn: AsyncConnection, symbol: str, fence: int) -> bool:
+    def _claim_fence(self, conn: Connection, symbol: str, fence: int, now: float) -> bool:
         """Store ``fence`` unless a newer one is stored; ``False`` when it is."""
-        g = m.grids
-        where = (g.c.exchange == self._exchange, g.c.symbol == symbol)
-        claim = (
-            update(g)
-            .where(*where, g.c.fence <= fence)
-            .values(fence=fence, updated_at=self._clock())
-        )
+        keys = self._keys(symbol)
+        claim = {**keys, "k_fence": fence, "v_fence": fence, "v_updated_at": now}
         # MySQL reports matched rather than changed rows: SQLAlchemy sets FOUND_ROWS
-        if (await conn.execute(claim)).rowcount > 0:
+        if conn.execute(_FENCE_CLAIM, claim).rowcount > 0:
             return True
-        stored = await conn.scalar(select(g.c.fence).where(*where))
+        stored = conn.scalar(_GRID_FENCE, keys)
         if stored is None:
             raise StorageError(f"grid {symbol} on {self._exchange} is not initialised")
         log.warning("grid_write_fenced", symbol=symbol, fence=fence, stored_fence=stored)
         return False
 
-    async def _upsert_levels(self, conn: AsyncConnection, rows: list[dict[str, Any]]) -> None:
-        if rows:
-            stmt = upsert(self._dialect, m.grid_levels, _LEVEL_KEY, _LEVEL_VALUES)
-            await conn.execute(stmt, rows)
-
     async def save_last_price(self, symbol: str, price: Decimal, ts: float) -> None:
-        g = m.grids
-        values = _checked(g, {"last_price": price, "last_price_at": ts})
-        stmt = update(g).where(g.c.exchange == self._exchange, g.c.symbol == symbol).values(values)
-        async with self._write("save_last_price") as conn:
-            updated = (await conn.execute(stmt)).rowcount
-        if updated == 0:
+        _checked(m.grids, {"last_price": price, "last_price_at": ts})
+        params = {**self._keys(symbol), "v_last_price": price, "v_last_price_at": ts}
+
+        def write(conn: Connection) -> int:
+            return conn.execute(_LAST_PRICE, params).rowcount
+
+        if await self._write("save_last_price", write) == 0:
             log.warning("last_price_for_unknown_grid", symbol=symbol)
 
     # status
 
     async def summaries(self) -> list[SymbolSummary]:
-        g, o = m.grids, m.orders
-        heads_stmt = select(g.c.exchange, g.c.symbol, g.c.last_price, g.c.last_price_at)
-        open_stmt = (
-            select(o.c.exchange, o.c.symbol, func.count())
-            .where(o.c.status == "open")
-            .group_by(o.c.exchange, o.c.symbol)
-        )
-        async with self._read("summaries") as conn:
-            heads = (await conn.execute(heads_stmt.order_by(g.c.exchange, g.c.symbol))).all()
-            inventory = await self._sums(conn, m.grid_levels.c.holding)
-            pnl = await self._sums(conn, m.round_trips.c.pnl)
-            open_orders = {(r[0], r[1]): int(r[2]) for r in await conn.execute(open_stmt)}
+        return await self._read("summaries", self._summaries)
+
+    def _summaries(self, conn: Connection) -> list[SymbolSummary]:
+        heads = conn.execute(_GRID_HEADS.order_by(_g.c.exchange, _g.c.symbol)).all()
+        inventory = self._sums(conn, m.grid_levels.c.holding)
+        pnl = self._sums(conn, m.round_trips.c.pnl)
+        open_orders = {(r[0], r[1]): int(r[2]) for r in conn.execute(_OPEN_COUNTS)}
         summaries = []
         for head in heads:
             key = (head.exchange, head.symbol)
@@ -519,19 +555,19 @@ class SqlRepository:
             )
         return summaries
 
-    async def _sums(
-        self, conn: AsyncConnection, column: Column[Any]
+    def _sums(
+        self, conn: Connection, column: Column[Any]
     ) -> dict[tuple[str, str], tuple[Decimal, int]]:
         """Exact per-(exchange, symbol) sum and row count of a decimal column."""
         table = column.table
         keys = (table.c.exchange, table.c.symbol)
         totals: dict[tuple[str, str], tuple[Decimal, int]] = {}
         if self._dialect == "sqlite":  # decimals are text there: add them up here
-            for exchange, symbol, value in await conn.execute(select(*keys, column)):
+            for exchange, symbol, value in conn.execute(select(*keys, column)):
                 total, count = totals.get((exchange, symbol), (Decimal(0), 0))
                 totals[(exchange, symbol)] = (_EXACT.add(total, value), count + 1)
             return totals
         stmt = select(*keys, func.sum(column), func.count()).group_by(*keys)
-        for exchange, symbol, total, count in await conn.execute(stmt):
+        for exchange, symbol, total, count in conn.execute(stmt):
             totals[(exchange, symbol)] = (Decimal(total), int(count))
         return totals

@@ -34,6 +34,7 @@ from quantmesh.errors import (
     OrderNotFound,
     OrderRejected,
     RateLimited,
+    StartupError,
     StorageError,
 )
 from quantmesh.exchange.base import Exchange
@@ -152,6 +153,7 @@ class Trader:
         else:
             log.info("grid_resumed", anchor=str(state.anchor), levels=len(state.levels))
         spec = self.settings.spec(state.anchor)
+        _check_spacing(spec, self.rules)
         tag = grid_tag(self.symbol, spec.anchor, spec.interval, spec.spacing)
         self.book = OrderBook(spec, self.rules, state, tag)
         async with self._mutex:
@@ -499,3 +501,13 @@ class Trader:
             if order is not None:
                 log.info("order_found_after_error", client_order_id=cid, status=order.status)
                 await self._absorb(order)
+
+
+def _check_spacing(spec: GridSpec, rules: MarketRules) -> None:
+    """Levels closer than the market's tick would collapse onto one price: refuse them."""
+    step = spec.interval if spec.spacing == "arithmetic" else spec.anchor * spec.interval
+    if step < rules.tick_size:
+        raise StartupError(
+            f"{spec.symbol}: the grid step {step.normalize():f} is finer than the market's "
+            f"price tick {rules.tick_size.normalize():f}; use a step of at least one tick"
+        )

@@ -7,6 +7,7 @@ from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import Connection, Engine, event
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from quantmesh.grid.state import LevelState
 from quantmesh.storage.base import TradeFilter
@@ -51,7 +52,8 @@ async def test_concurrent_writes_from_many_tasks_and_two_engines(make_repo: Repo
     one, two = await make_repo("binance"), await make_repo("okx")
     for repo in (one, two):
         await repo.init_grid(SYMBOL, Decimal(100))
-    writers = WriterCount(one._engine.sync_engine)
+    engine = one._engine
+    writers = WriterCount(engine.sync_engine if isinstance(engine, AsyncEngine) else engine)
 
     async with asyncio.timeout(40), asyncio.TaskGroup() as tasks:
         for n in range(TASKS):

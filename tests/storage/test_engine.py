@@ -7,16 +7,15 @@ import os
 import socket
 import sqlite3
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import Engine, text
 from sqlalchemy.dialects.mysql.base import MySQLDialect
 from sqlalchemy.dialects.sqlite.base import SQLiteDialect
 from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError
-from sqlalchemy.ext.asyncio import AsyncEngine
 from structlog.testing import capture_logs
 
 from quantmesh.errors import StartupError, StorageError, StorageUnavailable
@@ -36,10 +35,11 @@ PASSWORD = "s3cr3t-pw"
 
 
 @pytest.fixture
-async def sqlite_engine(tmp_path: Path) -> AsyncIterator[AsyncEngine]:
+def sqlite_engine(tmp_path: Path) -> Iterator[Engine]:
     engine = create_engine_for("sqlite", str(tmp_path / "a" / "b" / "q.db"))
+    assert isinstance(engine, Engine)  # SQLite runs synchronously, on the repository's thread
     yield engine
-    await engine.dispose()
+    engine.dispose()
 
 
 def free_port() -> int:
@@ -102,12 +102,12 @@ def test_unsupported_dsns_raise_startup_error_without_secrets(
 # --- sqlite files -------------------------------------------------------------------------
 
 
-async def test_sqlite_connections_get_wal_busy_timeout_synchronous_and_foreign_keys(
-    sqlite_engine: AsyncEngine,
+def test_sqlite_connections_get_wal_busy_timeout_synchronous_and_foreign_keys(
+    sqlite_engine: Engine,
 ) -> None:
-    async with sqlite_engine.connect() as conn:
+    with sqlite_engine.connect() as conn:
         pragmas = {
-            name: (await conn.execute(text(f"PRAGMA {name}"))).scalar()
+            name: conn.execute(text(f"PRAGMA {name}")).scalar()
             for name in ("journal_mode", "busy_timeout", "synchronous", "foreign_keys")
         }
     assert pragmas == {
@@ -118,12 +118,13 @@ async def test_sqlite_connections_get_wal_busy_timeout_synchronous_and_foreign_k
     }
 
 
-async def test_the_data_directory_is_created(tmp_path: Path) -> None:
+def test_the_data_directory_is_created(tmp_path: Path) -> None:
     engine = create_engine_for("sqlite", f"sqlite:///{tmp_path}/x/y/q.db")
     try:
         assert (tmp_path / "x" / "y").is_dir()
     finally:
-        await engine.dispose()
+        assert isinstance(engine, Engine)
+        engine.dispose()
 
 
 def test_an_uncreatable_data_directory_is_a_startup_error_naming_it(tmp_path: Path) -> None:

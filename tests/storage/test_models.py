@@ -71,6 +71,6 @@ async def test_sqlite_stores_the_exact_decimal_text(repo: SqlRepository) -> None
     if repo._engine.dialect.name != "sqlite":
         pytest.skip("SQLite storage detail")
     await repo.save_order(order(price=str(Decimal("0.1") + Decimal("0.2")), amount="1E+2"))
-    async with repo._engine.connect() as conn:
-        row = (await conn.execute(text("SELECT price, amount, typeof(price) FROM orders"))).one()
+    query = text("SELECT price, amount, typeof(price) FROM orders")
+    row = await repo._runner.run("read", lambda conn: conn.execute(query).one(), write=False)
     assert tuple(row) == ("0.3", "100", "text")

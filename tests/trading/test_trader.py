@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from quantmesh.domain import OrderRequest
+from quantmesh.errors import StartupError
 from quantmesh.exchange.simulated import SimulatedExchange
 from quantmesh.storage.base import TradeFilter
 from quantmesh.storage.repository import SqlRepository
@@ -302,3 +303,13 @@ async def test_an_order_that_fills_at_once_is_recorded_with_its_fills_and_not_pl
     sells = [o.client_order_id for o in exchange.engine.all_orders() if o.side == "sell"]
     assert len(sells) == len(set(sells)) == 2
     assert len(await repository.get_round_trips(SYMBOL)) == 2
+
+
+async def test_a_grid_finer_than_the_price_tick_is_refused(
+    exchange: SimulatedExchange, repository: SqlRepository
+) -> None:
+    fine = replace(SETTINGS, interval=Decimal("0.005"))  # the tick is 0.01
+    with pytest.raises(StartupError, match=r"finer than the market's price tick 0\.01"):
+        async with running_trader(exchange, repository, settings=fine):
+            pass
+    assert exchange.engine.all_orders() == []
