@@ -11,7 +11,7 @@ from collections import deque
 from dataclasses import dataclass
 from decimal import Decimal
 
-from quantmesh.domain import Fill, MarketRules, OrderRequest, OrderUpdate
+from quantmesh.domain import Fill, MarketRules, Order, OrderRequest, OrderUpdate
 from quantmesh.grid.ledger import (
     SellProgress,
     apply_buy_fill,
@@ -72,6 +72,14 @@ class OrderBook:
 
     def get(self, client_order_id: str) -> OpenOrder | None:
         return self._open.get(client_order_id) or self._unknown.get(client_order_id)
+
+    def tracks(self, order: Order) -> bool:
+        """Whether this book has followed ``order`` as open since it was placed or adopted.
+
+        Every fill of such an order that this process applied is remembered, so its fills
+        need no database check.
+        """
+        return self._open_xid.get(order.client_order_id) == order.exchange_order_id
 
     def unknown_ids(self) -> list[str]:
         return list(self._unknown)

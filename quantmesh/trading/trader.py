@@ -411,7 +411,9 @@ class Trader:
         """Apply an order update to the grid and store it; the mutex is held."""
         assert self.book is not None
         fills = update.fills
-        if fills:
+        if fills and not self.book.tracks(update.order):
+            # Fills of an order this process did not follow from its placement (adopted,
+            # settled after a restart) may have been applied by an earlier process.
             known = await self._repo.known_trade_ids(self.symbol, [f.trade_id for f in fills])
             fills = tuple(f for f in fills if f.trade_id not in known)
         effect = self.book.effect(OrderUpdate(update.order, fills), self._wall())
