@@ -181,10 +181,18 @@ class Trader:
         """
         if self.book is None:
             return 0
-        for tracked in self.book.open_orders():
-            await self._cancel(
-                CancelOrder(tracked.client_order_id, tracked.level, tracked.side, "shutdown")
-            )
+        answers: list[Order] = []
+        try:
+            for tracked in self.book.open_orders():
+                answers.extend(
+                    await self._cancel(
+                        CancelOrder(
+                            tracked.client_order_id, tracked.level, tracked.side, "shutdown"
+                        )
+                    )
+                )
+        finally:
+            await self._record_answers(answers)
         return len(self.book.open_orders())
 
     # loops -----------------------------------------------------------------------------
@@ -231,14 +239,20 @@ class Trader:
         result = plan(self.book.spec, self.rules, self.book.state, price, self.book.open_orders())
         for skipped in result.skipped:
             self._metrics.orders_skipped.labels(self.symbol, skipped.reason).inc()
-        for cancel in result.cancels:
-            await self._cancel(cancel)
-        for place in result.places:
-            if not self._placing or self._clock() < self._paused_until:
-                break
-            if self._cooldown.get((place.level, place.side), 0.0) > self._clock():
-                continue
-            await self._place(place)
+        # Act first, record after: the exchange calls of one plan go out back to back and
+        # their answers are stored together (the plan is not re-run before they are).
+        answers: list[Order] = []
+        try:
+            for cancel in result.cancels:
+                answers.extend(await self._cancel(cancel))
+            for place in result.places:
+                if not self._placing or self._clock() < self._paused_until:
+                    break
+                if self._cooldown.get((place.level, place.side), 0.0) > self._clock():
+                    continue
+                answers.extend(await self._place(place))
+        finally:
+            await self._record_answers(answers)
 
     async def _acquire(self, key: str, ttl: float) -> Lease | None:
         """Try the level lock; never waits. ``None`` when held elsewhere or unavailable."""
@@ -270,7 +284,8 @@ class Trader:
             self._clock() - started
         )
 
-    async def _place(self, place: PlaceOrder) -> None:
+    async def _place(self, place: PlaceOrder) -> list[Order]:
+        """Place one order under its level lock; the exchange's answer, if any."""
         assert self.book is not None
         cycle = self.book.state.level(place.level).cycle
         cid = client_order_id(self.book.tag, place.level, place.side, cycle)
@@ -278,15 +293,14 @@ class Trader:
         started = self._clock()
         lease = await self._acquire(key, self.settings.place_ttl)
         if lease is None:
-            return
+            return []
         try:
             if self._clock() >= lease.deadline:
                 log.warning("lease_expired_before_send", key=key)
-                return
+                return []
             request = OrderRequest(self.symbol, place.side, place.price, place.amount, cid)
             order = await self._send_create(request, place)
-            if order is not None:
-                await self._absorb(order)
+            return [] if order is None else [order]
         finally:
             await self._release(lease, started)
 
@@ -336,7 +350,8 @@ class Trader:
         )
         return order
 
-    async def _cancel(self, cancel: CancelOrder) -> None:
+    async def _cancel(self, cancel: CancelOrder) -> list[Order]:
+        """Cancel one order under its level lock; the exchange's answer, if any."""
         assert self.book is not None
         tracked = self.book.get(cancel.client_order_id)
         price = tracked.price if tracked is not None else Decimal(0)
@@ -344,7 +359,7 @@ class Trader:
         started = self._clock()
         lease = await self._acquire(key, self.settings.cancel_ttl)
         if lease is None:
-            return
+            return []
         try:
             order = await self._exchange.cancel_order(self.symbol, cancel.client_order_id)
         except OrderNotFound:
@@ -353,17 +368,37 @@ class Trader:
         except ExchangeError as exc:
             self._metrics.exchange_errors.labels(self.symbol, type(exc).__name__).inc()
             log.warning("cancel_failed", client_order_id=cancel.client_order_id, error=str(exc))
-            return
+            return []
         finally:
             await self._release(lease, started)
         if order is None:
             self.book.forget(cancel.client_order_id)
-            return
+            return []
         self._metrics.orders_cancelled.labels(self.symbol, cancel.reason).inc()
         log.info("order_cancelled", client_order_id=cancel.client_order_id, reason=cancel.reason)
-        await self._absorb(order)
+        return [order]
 
     # order updates ---------------------------------------------------------------------------
+
+    async def _record_answers(self, orders: list[Order]) -> None:
+        """Store the answers of one step: unfilled orders in one batch, the rest one by one.
+
+        An order without fills changes no level (a placement, or a cancel before any fill),
+        so only its status is stored.
+        """
+        assert self.book is not None
+        now = self._wall()
+        plain = [o for o in orders if o.filled == 0]
+        effects = [(o, self.book.effect(OrderUpdate(o), now)) for o in plain]
+        changed = [(o, e) for o, e in effects if e is not None]
+        if changed:
+            await self._repo.save_orders([o for o, _ in changed])
+            for _, effect in changed:
+                self.book.commit(effect)
+            self._metrics.open_orders.labels(self.symbol).set(len(self.book.open_orders()))
+        for order in orders:
+            if order.filled > 0:
+                await self._absorb(order)
 
     async def _absorb(self, order: Order) -> None:
         """Record an order state returned by a call, with its fills.
