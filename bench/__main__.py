@@ -24,6 +24,7 @@ from pathlib import Path
 from bench.bench_lock import measure_nop_lock
 from bench.bench_pipeline import Phase, PipelineRun, harness_of, measure_pipeline
 from bench.bench_planner import measure_planner
+from bench.bench_storage import measure_storage
 from bench.table import Row, fmt, ratio, render
 
 PLANNER_TARGET_US = 50.0
@@ -84,6 +85,22 @@ def lock_rows(quick: bool) -> tuple[list[Row], dict[str, float]]:
         over < LOCK_TARGET_US,
     )
     return [row], r
+
+
+def storage_rows(quick: bool) -> tuple[list[Row], dict[str, float]]:
+    r = measure_storage(100 if quick else 500, rounds=2 if quick else 3)
+    hop = r["thread_hop_wall_us"]
+    rows = [
+        Row(
+            "SQLite repository" if n == 0 else "",
+            f"{op} us per call (vs thread hop)",
+            fmt(r[f"{op}_wall_us"]),
+            fmt(hop),
+            ratio(r[f"{op}_wall_us"], hop),
+        )
+        for n, op in enumerate(("record_execution", "save_order", "known_trade_ids"))
+    ]
+    return rows, r
 
 
 def pipeline_rows(
@@ -192,6 +209,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     rows += planner
     lock, raw["nop_lock"] = lock_rows(args.quick)
     rows += lock
+    storage, raw["storage"] = storage_rows(args.quick)
+    rows += storage
     context = multiprocessing.get_context("spawn")
     for run in _pipelines(args.quick):
         print(f"running {run.symbols}-symbol pipeline ...", file=sys.stderr, flush=True)

@@ -101,3 +101,12 @@ def test_main_rejects_unknown_arguments() -> None:
         assert exc.code == 2
     else:
         raise AssertionError("main accepted an unknown option")
+
+
+def test_storage_benchmark_reports_every_operation() -> None:
+    from bench.bench_storage import measure_storage
+
+    r = measure_storage(calls=5, rounds=1)
+    for op in ("record_execution", "save_order", "known_trade_ids", "save_last_price"):
+        assert r[f"{op}_wall_us"] > 0 and r[f"{op}_cpu_us"] > 0, op
+    assert r["thread_hop_wall_us"] > 0
