@@ -34,6 +34,18 @@ class GridSpec:
 
 
 @dataclass(frozen=True, slots=True)
+class GridShape:
+    """What the level indices mean: the spacing and the step, stored with the grid.
+
+    A grid whose shape changes while it holds inventory or open orders would price them on
+    other levels, so the trader refuses that.
+    """
+
+    spacing: Spacing
+    interval: Decimal
+
+
+@dataclass(frozen=True, slots=True)
 class LevelState:
     """One price level.
 
@@ -52,13 +64,15 @@ class GridState:
     """Everything persisted about one symbol's grid.
 
     ``levels`` only holds levels that differ from the default ``LevelState(index)``.
-    ``fence`` is the fencing token of the last writer (0 without distributed locks).
+    ``fence`` is the fencing token of the last writer (0 without distributed locks);
+    ``shape`` is ``None`` for a grid stored before shapes were recorded.
     """
 
     symbol: str
     anchor: Decimal
     levels: dict[int, LevelState] = field(default_factory=dict)
     fence: int = 0
+    shape: GridShape | None = None
 
     def level(self, index: int) -> LevelState:
         found = self.levels.get(index)

@@ -14,7 +14,7 @@ from decimal import Decimal
 from typing import Protocol
 
 from quantmesh.domain import Fill, Order, Side
-from quantmesh.grid.state import GridState, LevelState, RoundTrip
+from quantmesh.grid.state import GridShape, GridState, LevelState, RoundTrip
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,12 +69,18 @@ class Repository(Protocol):
     async def get_round_trips(self, symbol: str) -> list[RoundTrip]: ...
 
     # grid state
-    async def init_grid(self, symbol: str, anchor: Decimal) -> GridState:
-        """Create the grid with ``anchor`` unless one exists; return the stored grid.
+    async def init_grid(
+        self, symbol: str, anchor: Decimal, shape: GridShape | None = None
+    ) -> GridState:
+        """Create the grid with ``anchor`` and ``shape`` unless one exists; return the stored grid.
 
         The first anchor ever stored wins, so every restart and every instance trades the
         same levels.
         """
+        ...
+
+    async def set_grid_shape(self, symbol: str, shape: GridShape, fence: int) -> bool:
+        """Store a new shape (spacing and step) unless a newer fence is stored."""
         ...
 
     async def load_grid(self, symbol: str) -> GridState | None: ...

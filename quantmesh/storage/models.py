@@ -183,6 +183,8 @@ class GridRow(Base):
     exchange: Mapped[str] = mapped_column(String(EXCHANGE_LEN))
     symbol: Mapped[str] = mapped_column(String(SYMBOL_LEN))
     anchor: Mapped[Decimal] = mapped_column(ExactDecimal())
+    spacing: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    interval: Mapped[Decimal | None] = mapped_column(ExactDecimal(), nullable=True)
     fence: Mapped[int] = mapped_column(BigInteger())
     last_price: Mapped[Decimal | None] = mapped_column(ExactDecimal(), nullable=True)
     last_price_at: Mapped[float | None] = mapped_column(Double(), nullable=True)

@@ -27,7 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from quantmesh.domain import CLOSED_STATUSES, Fill, Order, OrderStatus, Side
 from quantmesh.errors import StorageError
-from quantmesh.grid.state import GridState, LevelState, RoundTrip
+from quantmesh.grid.state import GridShape, GridState, LevelState, RoundTrip
 from quantmesh.storage import models as m
 from quantmesh.storage.base import SymbolSummary, TradeFilter
 from quantmesh.storage.engine import upsert
@@ -94,8 +94,13 @@ _TRADE_IDS: Final = select(_t.c.trade_id).where(
     *_scoped(_t), _t.c.trade_id.in_(_typed("k_ids", _t.c.trade_id, expanding=True))
 )
 _ROUND_TRIPS: Final = select(_rt).where(*_scoped(_rt)).order_by(_rt.c.closed_at, _rt.c.id)
-_GRID_HEAD: Final = select(_g.c.anchor, _g.c.fence).where(*_scoped(_g))
+_GRID_HEAD: Final = select(_g.c.anchor, _g.c.fence, _g.c.spacing, _g.c.interval).where(*_scoped(_g))
 _GRID_FENCE: Final = select(_g.c.fence).where(*_scoped(_g))
+_GRID_SHAPE: Final = (
+    update(_g)
+    .where(*_scoped(_g))
+    .values(spacing=_typed("v_spacing", _g.c.spacing), interval=_typed("v_interval", _g.c.interval))
+)
 _GRID_LEVELS: Final = (
     select(_lv.c.level_index, _lv.c.holding, _lv.c.cost, _lv.c.cycle)
     .where(*_scoped(_lv))
@@ -401,13 +406,17 @@ class SqlRepository:
 
     # grid state
 
-    async def init_grid(self, symbol: str, anchor: Decimal) -> GridState:
+    async def init_grid(
+        self, symbol: str, anchor: Decimal, shape: GridShape | None = None
+    ) -> GridState:
         row = _checked(
             m.grids,
             {
                 "exchange": self._exchange,
                 "symbol": symbol,
                 "anchor": anchor,
+                "spacing": shape.spacing if shape is not None else None,
+                "interval": shape.interval if shape is not None else None,
                 "fence": 0,
                 "last_price": None,
                 "last_price_at": None,
@@ -434,11 +443,27 @@ class SqlRepository:
         head = conn.execute(_GRID_HEAD, keys).one_or_none()
         if head is None:
             return None
-        state = GridState(symbol=symbol, anchor=head.anchor, fence=head.fence)
+        shape = None
+        if head.spacing is not None and head.interval is not None:
+            shape = GridShape(head.spacing, head.interval)
+        state = GridState(symbol=symbol, anchor=head.anchor, fence=head.fence, shape=shape)
         for row in conn.execute(_GRID_LEVELS, keys):
             # set_level leaves default levels out, as GridState requires
             state.set_level(LevelState(row.level_index, row.holding, row.cost, row.cycle))
         return state
+
+    async def set_grid_shape(self, symbol: str, shape: GridShape, fence: int) -> bool:
+        now = self._clock()
+        _checked(m.grids, {"spacing": shape.spacing, "interval": shape.interval})
+        params = {**self._keys(symbol), "v_spacing": shape.spacing, "v_interval": shape.interval}
+
+        def write(conn: Connection) -> bool:
+            if not self._claim_fence(conn, symbol, fence, now):
+                return False
+            conn.execute(_GRID_SHAPE, params)
+            return True
+
+        return await self._write("set_grid_shape", write)
 
     async def save_levels(self, symbol: str, levels: Sequence[LevelState], fence: int) -> bool:
         """Compare-and-set the grid's fence, then upsert ``levels``, in one transaction."""

@@ -40,7 +40,7 @@ from quantmesh.errors import (
 from quantmesh.exchange.base import Exchange
 from quantmesh.grid.ledger import sell_progress
 from quantmesh.grid.planner import CancelOrder, PlaceOrder, plan
-from quantmesh.grid.state import GridSpec, Spacing
+from quantmesh.grid.state import GridShape, GridSpec, GridState, Spacing
 from quantmesh.lock.base import DistributedLock, Lease
 from quantmesh.observability.metrics import Metrics
 from quantmesh.storage.base import Repository, TradeFilter
@@ -142,16 +142,19 @@ class Trader:
     async def _start(self, ticks: AsyncIterator[Tick]) -> None:
         self.rules = await self._exchange.market(self.symbol)
         state = await self._repo.load_grid(self.symbol)
+        shape = GridShape(self.settings.spacing, self.settings.interval)
         if state is None:
             anchor = self.settings.anchor_price
             if anchor is None:
                 first = await anext(ticks)
                 self._on_tick_seen(first)
                 anchor = floor_to(first.price, self.rules.tick_size)
-            state = await self._repo.init_grid(self.symbol, anchor)
+            state = await self._repo.init_grid(self.symbol, anchor, shape)
             log.info("grid_created", anchor=str(state.anchor))
         else:
             log.info("grid_resumed", anchor=str(state.anchor), levels=len(state.levels))
+        if state.shape != shape:
+            await self._reshape(state, shape)
         spec = self.settings.spec(state.anchor)
         _check_spacing(spec, self.rules)
         tag = grid_tag(self.symbol, spec.anchor, spec.interval, spec.spacing)
@@ -160,6 +163,30 @@ class Trader:
             await self._restore_progress()
             await self._reconcile()
         self.ready.set()
+
+    async def _reshape(self, state: GridState, shape: GridShape) -> None:
+        """Take the configured spacing and step, unless the grid has anything on its levels."""
+        old = state.shape
+        if old is not None:
+            held = sum(1 for level in state.levels.values() if level.holding > 0)
+            orders = len(await self._repo.get_open_orders(self.symbol))
+            if held or orders:
+                raise StartupError(
+                    f"{self.symbol}: the grid was built with {old.spacing} spacing, step "
+                    f"{old.interval.normalize():f}, and the settings now say {shape.spacing}, "
+                    f"step {shape.interval.normalize():f}; it holds inventory on {held} levels "
+                    f"and {orders} open orders that would be priced on other levels. Put the "
+                    "old step back, or change it once the grid holds nothing"
+                )
+        if not await self._repo.set_grid_shape(self.symbol, shape, self._fence()):
+            raise LockLost(f"grid:{self.symbol}")
+        state.shape = shape
+        log.info(
+            "grid_shape_set",
+            spacing=shape.spacing,
+            step=str(shape.interval),
+            previous=None if old is None else str(old.interval),
+        )
 
     def stop_placing(self) -> None:
         """No new orders from now on; in-flight calls finish."""

@@ -8,7 +8,7 @@ from decimal import Decimal
 import pytest
 
 from quantmesh.errors import StorageError
-from quantmesh.grid.state import GridState, LevelState
+from quantmesh.grid.state import GridShape, GridState, LevelState
 from quantmesh.storage.base import Repository, SymbolSummary, TradeFilter
 from quantmesh.storage.repository import SqlRepository
 
@@ -378,3 +378,14 @@ async def test_summaries_across_exchanges(make_repo: RepoFactory, clock: FakeClo
         ),
         SymbolSummary("okx", SYMBOL, None, None, Decimal(0), 1, Decimal(7), 1),
     ]
+
+
+async def test_the_grid_shape_is_stored_and_changed_under_the_fence(make_repo: RepoFactory) -> None:
+    repo = await make_repo("simulated")
+    created = await repo.init_grid(SYMBOL, Decimal(100), GridShape("geometric", Decimal("0.005")))
+    assert created.shape == GridShape("geometric", Decimal("0.005"))
+    assert await repo.save_levels(SYMBOL, [], fence=7)
+    assert not await repo.set_grid_shape(SYMBOL, GridShape("arithmetic", Decimal(1)), fence=6)
+    assert await repo.set_grid_shape(SYMBOL, GridShape("arithmetic", Decimal(1)), fence=7)
+    loaded = await repo.load_grid(SYMBOL)
+    assert loaded is not None and loaded.shape == GridShape("arithmetic", Decimal(1))

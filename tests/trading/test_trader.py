@@ -12,6 +12,7 @@ import pytest
 from quantmesh.domain import OrderRequest
 from quantmesh.errors import StartupError
 from quantmesh.exchange.simulated import SimulatedExchange
+from quantmesh.grid.state import GridShape
 from quantmesh.storage.base import TradeFilter
 from quantmesh.storage.repository import SqlRepository
 from quantmesh.trading.ids import client_order_id
@@ -313,3 +314,34 @@ async def test_a_grid_finer_than_the_price_tick_is_refused(
         async with running_trader(exchange, repository, settings=fine):
             pass
     assert exchange.engine.all_orders() == []
+
+
+async def test_a_new_step_is_refused_while_the_grid_has_open_orders(
+    exchange: SimulatedExchange, repository: SqlRepository
+) -> None:
+    async with running_trader(exchange, repository) as run:
+        exchange.set_price(SYMBOL, Decimal(2001))
+        await until(lambda: len(run.tracked_ids()) == 3)
+    wider = replace(SETTINGS, interval=Decimal(20))
+    with pytest.raises(
+        StartupError, match=r"step 10, and the settings now say arithmetic, step 20"
+    ):
+        async with running_trader(exchange, repository, settings=wider):
+            pass
+    grid = await repository.load_grid(SYMBOL)
+    assert grid is not None and grid.shape == GridShape("arithmetic", Decimal(10))
+
+
+async def test_a_new_step_is_taken_when_the_grid_holds_nothing(
+    exchange: SimulatedExchange, repository: SqlRepository
+) -> None:
+    async with running_trader(exchange, repository):
+        pass  # the grid exists, nothing placed
+    wider = replace(SETTINGS, interval=Decimal(20))
+    async with running_trader(exchange, repository, settings=wider) as run:
+        exchange.set_price(SYMBOL, Decimal(2001))
+        await until(lambda: len(run.tracked_ids()) == 3)
+        prices = sorted(o.price for o in exchange.engine.open_orders(SYMBOL))
+        assert prices == [Decimal(1960), Decimal(1980), Decimal(2000)]
+    grid = await repository.load_grid(SYMBOL)
+    assert grid is not None and grid.shape == GridShape("arithmetic", Decimal(20))
