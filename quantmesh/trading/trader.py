@@ -22,31 +22,27 @@ from quantmesh.domain import (
     Order,
     OrderRequest,
     OrderUpdate,
-    Side,
     Tick,
     floor_to,
 )
 from quantmesh.errors import (
-    DuplicateOrder,
     ExchangeError,
-    LockError,
     LockLost,
     OrderNotFound,
-    OrderRejected,
-    RateLimited,
     StartupError,
     StorageError,
 )
 from quantmesh.exchange.base import Exchange
 from quantmesh.grid.ledger import sell_progress
-from quantmesh.grid.planner import CancelOrder, PlaceOrder, plan
+from quantmesh.grid.planner import CancelOrder, plan
 from quantmesh.grid.state import GridShape, GridSpec, GridState, Spacing
-from quantmesh.lock.base import DistributedLock, Lease
+from quantmesh.lock.base import DistributedLock
 from quantmesh.observability.metrics import Metrics
 from quantmesh.storage.base import Repository, TradeFilter
 from quantmesh.trading.book import Effect, OrderBook
 from quantmesh.trading.ids import client_order_id, grid_tag
 from quantmesh.trading.lockkeys import LockKeys
+from quantmesh.trading.sender import OrderSender
 
 log = structlog.get_logger(__name__)
 
@@ -116,8 +112,17 @@ class Trader:
         self._wall = wall_clock
         self._mutex = asyncio.Lock()
         self._placing = True
-        self._cooldown: dict[tuple[int, Side], float] = {}
-        self._paused_until = 0.0
+        self._sender = OrderSender(
+            settings.symbol,
+            exchange=exchange,
+            locker=locker,
+            lock_keys=lock_keys,
+            metrics=metrics,
+            place_ttl=settings.place_ttl,
+            cancel_ttl=settings.cancel_ttl,
+            reject_cooldown=settings.reject_cooldown,
+            clock=clock,
+        )
         self._next_lookup = 0.0
         self._last_price_saved = -1e18
         self.last_tick: Tick | None = None
@@ -211,13 +216,10 @@ class Trader:
         answers: list[Order] = []
         try:
             for tracked in self.book.open_orders():
-                answers.extend(
-                    await self._cancel(
-                        CancelOrder(
-                            tracked.client_order_id, tracked.level, tracked.side, "shutdown"
-                        )
-                    )
+                cancel = CancelOrder(
+                    tracked.client_order_id, tracked.level, tracked.side, "shutdown"
                 )
+                answers.extend(await self._sender.cancel(self.book, cancel))
         finally:
             await self._record_answers(answers)
         return len(self.book.open_orders())
@@ -258,7 +260,7 @@ class Trader:
     async def _step(self, price: Decimal) -> None:
         assert self.book is not None and self.rules is not None
         now = self._clock()
-        if now < self._paused_until:
+        if self._sender.paused():
             return
         if self.book.unknown_ids() and now >= self._next_lookup:
             self._next_lookup = now + self.settings.lookup_interval
@@ -271,139 +273,13 @@ class Trader:
         answers: list[Order] = []
         try:
             for cancel in result.cancels:
-                answers.extend(await self._cancel(cancel))
+                answers.extend(await self._sender.cancel(self.book, cancel))
             for place in result.places:
-                if not self._placing or self._clock() < self._paused_until:
+                if not self._placing or self._sender.paused():
                     break
-                if self._cooldown.get((place.level, place.side), 0.0) > self._clock():
-                    continue
-                answers.extend(await self._place(place))
+                answers.extend(await self._sender.place(self.book, place))
         finally:
             await self._record_answers(answers)
-
-    async def _acquire(self, key: str, ttl: float) -> Lease | None:
-        """Try the level lock; never waits. ``None`` when held elsewhere or unavailable."""
-        label = self._keys.label(self.symbol)
-        try:
-            lease = await self._locker.try_lock(key, ttl)
-        except LockError as exc:
-            # Fail closed: no lease, no order.
-            self._metrics.lock_acquire.labels(label, "unavailable").inc()
-            log.warning("lock_unavailable", key=key, error=str(exc))
-            return None
-        if lease is None:
-            self._metrics.lock_acquire.labels(label, "conflict").inc()
-            self._metrics.lock_conflict.labels(label).inc()
-            log.debug("level_locked_elsewhere", key=key)
-            return None
-        self._metrics.lock_acquire.labels(label, "success").inc()
-        return lease
-
-    async def _release(self, lease: Lease, started: float) -> None:
-        try:
-            released = await self._locker.unlock(lease)
-        except LockError as exc:
-            released = False
-            log.warning("lock_release_failed", key=lease.key, error=str(exc))
-        if not released:
-            log.warning("lock_expired_while_held", key=lease.key)
-        self._metrics.lock_hold.labels(self._keys.label(self.symbol)).observe(
-            self._clock() - started
-        )
-
-    async def _place(self, place: PlaceOrder) -> list[Order]:
-        """Place one order under its level lock; the exchange's answer, if any."""
-        assert self.book is not None
-        cycle = self.book.state.level(place.level).cycle
-        cid = client_order_id(self.book.tag, place.level, place.side, cycle)
-        key = self._keys.order_key(self.symbol, place.level, place.price)
-        started = self._clock()
-        lease = await self._acquire(key, self.settings.place_ttl)
-        if lease is None:
-            return []
-        try:
-            if self._clock() >= lease.deadline:
-                log.warning("lease_expired_before_send", key=key)
-                return []
-            request = OrderRequest(self.symbol, place.side, place.price, place.amount, cid)
-            order = await self._send_create(request, place)
-            return [] if order is None else [order]
-        finally:
-            await self._release(lease, started)
-
-    async def _send_create(self, request: OrderRequest, place: PlaceOrder) -> Order | None:
-        assert self.book is not None
-        try:
-            order = await self._exchange.create_order(request)
-        except DuplicateOrder:
-            # Already placed (by us before a restart, or by another instance): adopt it.
-            log.info("order_already_open", client_order_id=request.client_order_id)
-            self.book.track_unknown(request)
-            return await self._lookup(request.client_order_id)
-        except RateLimited as exc:
-            self._paused_until = self._clock() + (exc.retry_after or 1.0)
-            self._metrics.exchange_errors.labels(self.symbol, "rate_limited").inc()
-            log.warning("rate_limited", retry_after=exc.retry_after)
-            return None
-        except OrderRejected as exc:
-            self._cooldown[(place.level, place.side)] = (
-                self._clock() + self.settings.reject_cooldown
-            )
-            self._metrics.orders_rejected.labels(self.symbol, exc.reason).inc()
-            log.warning(
-                "order_rejected",
-                client_order_id=request.client_order_id,
-                reason=exc.reason,
-                error=str(exc),
-            )
-            return None
-        except ExchangeError as exc:
-            # Outcome unknown: the order may exist. Never place again blindly; the id is
-            # tracked as unknown until a lookup says what happened.
-            self.book.track_unknown(request)
-            self._metrics.exchange_errors.labels(self.symbol, type(exc).__name__).inc()
-            log.warning(
-                "order_outcome_unknown", client_order_id=request.client_order_id, error=str(exc)
-            )
-            return None
-        self._metrics.orders_placed.labels(self.symbol, request.side).inc()
-        log.info(
-            "order_placed",
-            side=request.side,
-            grid_level=place.level,
-            price=str(request.price),
-            amount=str(request.amount),
-            client_order_id=request.client_order_id,
-        )
-        return order
-
-    async def _cancel(self, cancel: CancelOrder) -> list[Order]:
-        """Cancel one order under its level lock; the exchange's answer, if any."""
-        assert self.book is not None
-        tracked = self.book.get(cancel.client_order_id)
-        price = tracked.price if tracked is not None else Decimal(0)
-        key = self._keys.order_key(self.symbol, cancel.level, price)
-        started = self._clock()
-        lease = await self._acquire(key, self.settings.cancel_ttl)
-        if lease is None:
-            return []
-        try:
-            order = await self._exchange.cancel_order(self.symbol, cancel.client_order_id)
-        except OrderNotFound:
-            order = None
-            log.warning("cancel_unknown_order", client_order_id=cancel.client_order_id)
-        except ExchangeError as exc:
-            self._metrics.exchange_errors.labels(self.symbol, type(exc).__name__).inc()
-            log.warning("cancel_failed", client_order_id=cancel.client_order_id, error=str(exc))
-            return []
-        finally:
-            await self._release(lease, started)
-        if order is None:
-            self.book.forget(cancel.client_order_id)
-            return []
-        self._metrics.orders_cancelled.labels(self.symbol, cancel.reason).inc()
-        log.info("order_cancelled", client_order_id=cancel.client_order_id, reason=cancel.reason)
-        return [order]
 
     # order updates ---------------------------------------------------------------------------
 
@@ -455,19 +331,6 @@ class Trader:
                 )
                 return
         await self._record(OrderUpdate(order, fills))
-
-    async def _lookup(self, cid: str) -> Order | None:
-        """The exchange's state of an order we track as unknown; ``None`` if not settled."""
-        assert self.book is not None
-        try:
-            return await self._exchange.fetch_order(self.symbol, cid)
-        except OrderNotFound:
-            self.book.forget(cid)
-            log.info("order_not_placed", client_order_id=cid)
-        except ExchangeError as exc:
-            self._metrics.exchange_errors.labels(self.symbol, type(exc).__name__).inc()
-            log.warning("order_lookup_failed", client_order_id=cid, error=str(exc))
-        return None
 
     async def _record(self, update: OrderUpdate) -> None:
         """Apply an order update to the grid and store it; the mutex is held."""
@@ -561,7 +424,7 @@ class Trader:
         """Look up orders whose placement outcome was unknown."""
         assert self.book is not None
         for cid in self.book.unknown_ids():
-            order = await self._lookup(cid)
+            order = await self._sender.lookup(self.book, cid)
             if order is not None:
                 log.info("order_found_after_error", client_order_id=cid, status=order.status)
                 await self._absorb(order)

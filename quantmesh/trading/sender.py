@@ -1,0 +1,209 @@
+"""Sending orders: the level lock, the lease deadline, the exchange call, and its errors.
+
+Every placement and cancellation takes its level lock with a try (never a wait) and skips
+the level when the lock is held elsewhere or the lock backend fails - no lease, no order.
+A placement whose outcome is unknown is tracked as such in the book, never sent again
+blindly; a rejected one cools its level down; a rate limit pauses the symbol.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from decimal import Decimal
+
+import structlog
+
+from quantmesh.domain import Order, OrderRequest, Side
+from quantmesh.errors import (
+    DuplicateOrder,
+    ExchangeError,
+    LockError,
+    OrderNotFound,
+    OrderRejected,
+    RateLimited,
+)
+from quantmesh.exchange.base import Exchange
+from quantmesh.grid.planner import CancelOrder, PlaceOrder
+from quantmesh.lock.base import DistributedLock, Lease
+from quantmesh.observability.metrics import Metrics
+from quantmesh.trading.book import OrderBook
+from quantmesh.trading.ids import client_order_id
+from quantmesh.trading.lockkeys import LockKeys
+
+log = structlog.get_logger(__name__)
+
+
+class OrderSender:
+    """Places and cancels one symbol's orders."""
+
+    def __init__(
+        self,
+        symbol: str,
+        *,
+        exchange: Exchange,
+        locker: DistributedLock,
+        lock_keys: LockKeys,
+        metrics: Metrics,
+        place_ttl: float,
+        cancel_ttl: float,
+        reject_cooldown: float,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.symbol = symbol
+        self._exchange = exchange
+        self._locker = locker
+        self._keys = lock_keys
+        self._metrics = metrics
+        self._place_ttl = place_ttl
+        self._cancel_ttl = cancel_ttl
+        self._reject_cooldown = reject_cooldown
+        self._clock = clock
+        self._cooldown: dict[tuple[int, Side], float] = {}
+        self._paused_until = 0.0
+
+    def paused(self) -> bool:
+        """True while the exchange asked us to slow down."""
+        return self._clock() < self._paused_until
+
+    def may_place(self, place: PlaceOrder) -> bool:
+        """False while the symbol is paused or the level cools down after a rejection."""
+        now = self._clock()
+        return (
+            now >= self._paused_until and self._cooldown.get((place.level, place.side), 0.0) <= now
+        )
+
+    async def _acquire(self, key: str, ttl: float) -> Lease | None:
+        """Try the level lock; never waits. ``None`` when held elsewhere or unavailable."""
+        label = self._keys.label(self.symbol)
+        try:
+            lease = await self._locker.try_lock(key, ttl)
+        except LockError as exc:
+            # Fail closed: no lease, no order.
+            self._metrics.lock_acquire.labels(label, "unavailable").inc()
+            log.warning("lock_unavailable", key=key, error=str(exc))
+            return None
+        if lease is None:
+            self._metrics.lock_acquire.labels(label, "conflict").inc()
+            self._metrics.lock_conflict.labels(label).inc()
+            log.debug("level_locked_elsewhere", key=key)
+            return None
+        self._metrics.lock_acquire.labels(label, "success").inc()
+        return lease
+
+    async def _release(self, lease: Lease, started: float) -> None:
+        try:
+            released = await self._locker.unlock(lease)
+        except LockError as exc:
+            released = False
+            log.warning("lock_release_failed", key=lease.key, error=str(exc))
+        if not released:
+            log.warning("lock_expired_while_held", key=lease.key)
+        self._metrics.lock_hold.labels(self._keys.label(self.symbol)).observe(
+            self._clock() - started
+        )
+
+    async def place(self, book: OrderBook, place: PlaceOrder) -> list[Order]:
+        """Place one order under its level lock; the exchange's answer, if any."""
+        if not self.may_place(place):
+            return []
+        cycle = book.state.level(place.level).cycle
+        cid = client_order_id(book.tag, place.level, place.side, cycle)
+        key = self._keys.order_key(self.symbol, place.level, place.price)
+        started = self._clock()
+        lease = await self._acquire(key, self._place_ttl)
+        if lease is None:
+            return []
+        try:
+            if self._clock() >= lease.deadline:
+                log.warning("lease_expired_before_send", key=key)
+                return []
+            request = OrderRequest(self.symbol, place.side, place.price, place.amount, cid)
+            order = await self._send_create(book, request, place)
+            return [] if order is None else [order]
+        finally:
+            await self._release(lease, started)
+
+    async def _send_create(
+        self, book: OrderBook, request: OrderRequest, place: PlaceOrder
+    ) -> Order | None:
+        try:
+            order = await self._exchange.create_order(request)
+        except DuplicateOrder:
+            # Already placed (by us before a restart, or by another instance): adopt it.
+            log.info("order_already_open", client_order_id=request.client_order_id)
+            book.track_unknown(request)
+            return await self.lookup(book, request.client_order_id)
+        except RateLimited as exc:
+            self._paused_until = self._clock() + (exc.retry_after or 1.0)
+            self._metrics.exchange_errors.labels(self.symbol, "rate_limited").inc()
+            log.warning("rate_limited", retry_after=exc.retry_after)
+            return None
+        except OrderRejected as exc:
+            self._cooldown[(place.level, place.side)] = self._clock() + self._reject_cooldown
+            self._metrics.orders_rejected.labels(self.symbol, exc.reason).inc()
+            log.warning(
+                "order_rejected",
+                client_order_id=request.client_order_id,
+                reason=exc.reason,
+                error=str(exc),
+            )
+            return None
+        except ExchangeError as exc:
+            # Outcome unknown: the order may exist. Never place again blindly; the id is
+            # tracked as unknown until a lookup says what happened.
+            book.track_unknown(request)
+            self._metrics.exchange_errors.labels(self.symbol, type(exc).__name__).inc()
+            log.warning(
+                "order_outcome_unknown", client_order_id=request.client_order_id, error=str(exc)
+            )
+            return None
+        self._metrics.orders_placed.labels(self.symbol, request.side).inc()
+        log.info(
+            "order_placed",
+            side=request.side,
+            grid_level=place.level,
+            price=str(request.price),
+            amount=str(request.amount),
+            client_order_id=request.client_order_id,
+        )
+        return order
+
+    async def cancel(self, book: OrderBook, cancel: CancelOrder) -> list[Order]:
+        """Cancel one order under its level lock; the exchange's answer, if any."""
+        tracked = book.get(cancel.client_order_id)
+        price = tracked.price if tracked is not None else Decimal(0)
+        key = self._keys.order_key(self.symbol, cancel.level, price)
+        started = self._clock()
+        lease = await self._acquire(key, self._cancel_ttl)
+        if lease is None:
+            return []
+        try:
+            order = await self._exchange.cancel_order(self.symbol, cancel.client_order_id)
+        except OrderNotFound:
+            order = None
+            log.warning("cancel_unknown_order", client_order_id=cancel.client_order_id)
+        except ExchangeError as exc:
+            self._metrics.exchange_errors.labels(self.symbol, type(exc).__name__).inc()
+            log.warning("cancel_failed", client_order_id=cancel.client_order_id, error=str(exc))
+            return []
+        finally:
+            await self._release(lease, started)
+        if order is None:
+            book.forget(cancel.client_order_id)
+            return []
+        self._metrics.orders_cancelled.labels(self.symbol, cancel.reason).inc()
+        log.info("order_cancelled", client_order_id=cancel.client_order_id, reason=cancel.reason)
+        return [order]
+
+    async def lookup(self, book: OrderBook, cid: str) -> Order | None:
+        """The exchange's state of an order we track as unknown; ``None`` if not settled."""
+        try:
+            return await self._exchange.fetch_order(self.symbol, cid)
+        except OrderNotFound:
+            book.forget(cid)
+            log.info("order_not_placed", client_order_id=cid)
+        except ExchangeError as exc:
+            self._metrics.exchange_errors.labels(self.symbol, type(exc).__name__).inc()
+            log.warning("order_lookup_failed", client_order_id=cid, error=str(exc))
+        return None
