@@ -48,8 +48,8 @@ from quantmesh.lock.nop import NopLock
 from quantmesh.observability.metrics import Metrics
 from quantmesh.storage.engine import create_engine_for
 from quantmesh.storage.repository import SqlRepository
-from quantmesh.trading.lockkeys import LockKeys
-from quantmesh.trading.trader import Trader, TraderSettings
+from quantmesh.trading.trader import TraderSettings
+from quantmesh.wiring import assemble
 
 __all__ = ["Phase", "PipelineRun", "harness_of", "measure_pipeline"]
 
@@ -199,26 +199,12 @@ def _service(bench: _Bench, workdir: Path) -> Service:
         "sqlite", str(workdir / "bench.db"), pool_size=5, max_overflow=5, pool_recycle=1800
     )
     repository = SqlRepository(engine, exchange.name)
-    locker = NopLock()
-    metrics = Metrics()
-    keys = LockKeys(exchange.name, "level")
-    traders = [
-        Trader(
-            _settings(s, bench.run.window),
-            exchange=exchange,
-            repository=repository,
-            locker=locker,
-            lock_keys=keys,
-            metrics=metrics,
-        )
-        for s in bench.symbols
-    ]
-    return Service(
-        traders,
+    return assemble(
+        [_settings(s, bench.run.window) for s in bench.symbols],
         exchange=exchange,
         repository=repository,
-        locker=locker,
-        metrics=metrics,
+        locker=NopLock(),
+        metrics=Metrics(),
         shutdown_grace=30.0,
     )
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from decimal import Decimal
 from pathlib import Path
 
@@ -19,9 +20,10 @@ from quantmesh.lock.nop import NopLock
 from quantmesh.observability.logging import configure_logging
 from quantmesh.observability.metrics import Metrics
 from quantmesh.secrets import dsn_passwords
+from quantmesh.storage.base import Repository
 from quantmesh.storage.engine import create_engine_for, to_sqlalchemy_url
 from quantmesh.storage.repository import SqlRepository
-from quantmesh.trading.lockkeys import LockKeys
+from quantmesh.trading.lockkeys import Granularity, LockKeys
 from quantmesh.trading.trader import Trader, TraderSettings
 
 log = structlog.get_logger(__name__)
@@ -112,22 +114,29 @@ def trader_settings(symbol: SymbolSettings, settings: Settings) -> TraderSetting
     )
 
 
-def build_service(settings: Settings, metrics: Metrics | None = None) -> Service:
-    metrics = metrics if metrics is not None else Metrics()
-    exchange = build_exchange(settings)
-    locker = build_lock(settings)
-    repository = build_repository(settings, exchange.name)
-    keys = LockKeys(exchange.name, settings.distributed_lock.granularity)
+def assemble(
+    symbols: Sequence[TraderSettings],
+    *,
+    exchange: Exchange,
+    repository: Repository,
+    locker: DistributedLock,
+    metrics: Metrics,
+    granularity: Granularity = "level",
+    shutdown_grace: float = 5.0,
+    cancel_on_exit: bool = False,
+) -> Service:
+    """A service trading ``symbols`` with these components, one trader per symbol."""
+    keys = LockKeys(exchange.name, granularity)
     traders = [
         Trader(
-            trader_settings(symbol, settings),
+            symbol,
             exchange=exchange,
             repository=repository,
             locker=locker,
             lock_keys=keys,
             metrics=metrics,
         )
-        for symbol in settings.symbols
+        for symbol in symbols
     ]
     return Service(
         traders,
@@ -135,6 +144,20 @@ def build_service(settings: Settings, metrics: Metrics | None = None) -> Service
         repository=repository,
         locker=locker,
         metrics=metrics,
+        shutdown_grace=shutdown_grace,
+        cancel_on_exit=cancel_on_exit,
+    )
+
+
+def build_service(settings: Settings, metrics: Metrics | None = None) -> Service:
+    exchange = build_exchange(settings)
+    return assemble(
+        [trader_settings(symbol, settings) for symbol in settings.symbols],
+        exchange=exchange,
+        repository=build_repository(settings, exchange.name),
+        locker=build_lock(settings),
+        metrics=metrics if metrics is not None else Metrics(),
+        granularity=settings.distributed_lock.granularity,
         shutdown_grace=settings.trading.shutdown_grace,
         cancel_on_exit=settings.trading.cancel_on_exit,
     )
@@ -206,4 +229,4 @@ def _fmt(value: Decimal | None) -> str:
     return f"{value.normalize():f}"
 
 
-__all__ = ["build_service", "check_database_exists", "read_status", "run_daemon"]
+__all__ = ["assemble", "build_service", "check_database_exists", "read_status", "run_daemon"]

@@ -12,34 +12,18 @@ from pathlib import Path
 from quantmesh.app import Service, serve
 from quantmesh.lock.nop import NopLock
 from quantmesh.observability.metrics import Metrics
-from quantmesh.trading.lockkeys import LockKeys
-from quantmesh.trading.trader import Trader
+from quantmesh.wiring import assemble
 
 from .trading.support import SETTINGS, SYMBOL, make_exchange, make_repository, until
 
 
 def _service(tmp_path: Path, symbols: list[str], *, cancel_on_exit: bool = False) -> Service:
-    exchange = make_exchange(tmp_path)
-    repository = make_repository(tmp_path)
-    locker = NopLock()
-    metrics = Metrics()
-    traders = [
-        Trader(
-            replace(SETTINGS, symbol=symbol),
-            exchange=exchange,
-            repository=repository,
-            locker=locker,
-            lock_keys=LockKeys("simulated"),
-            metrics=metrics,
-        )
-        for symbol in symbols
-    ]
-    return Service(
-        traders,
-        exchange=exchange,
-        repository=repository,
-        locker=locker,
-        metrics=metrics,
+    return assemble(
+        [replace(SETTINGS, symbol=symbol) for symbol in symbols],
+        exchange=make_exchange(tmp_path),
+        repository=make_repository(tmp_path),
+        locker=NopLock(),
+        metrics=Metrics(),
         shutdown_grace=2.0,
         cancel_on_exit=cancel_on_exit,
     )
