@@ -150,12 +150,14 @@ def assemble(
 
 
 def build_service(settings: Settings, metrics: Metrics | None = None) -> Service:
+    # What may refuse the settings comes first; the repository creates the data directory.
+    locker = build_lock(settings)
     exchange = build_exchange(settings)
     return assemble(
         [trader_settings(symbol, settings) for symbol in settings.symbols],
         exchange=exchange,
         repository=build_repository(settings, exchange.name),
-        locker=build_lock(settings),
+        locker=locker,
         metrics=metrics if metrics is not None else Metrics(),
         granularity=settings.distributed_lock.granularity,
         shutdown_grace=settings.trading.shutdown_grace,

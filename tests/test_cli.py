@@ -633,3 +633,51 @@ def test_second_signal_forces_the_exit(tmp_path: Path) -> None:
     assert daemon.events("forced_exit"), daemon.stderr[-3000:]
     assert code > 0  # a failure exit code, not a death by signal
     _assert_no_traceback(daemon.stderr)
+
+
+# ---------------------------------------------------------------- not available yet
+
+
+@pytest.mark.parametrize(
+    ("changes", "named"),
+    [
+        ({"distributed_lock.enabled": True}, "distributed_lock.enabled"),
+        ({"exchange.name": "binance"}, "exchange.name"),
+    ],
+)
+def test_a_setting_this_version_cannot_honour_refuses_to_start(
+    tmp_path: Path, changes: dict[str, object], named: str
+) -> None:
+    write_config(tmp_path, changed(fast_config(), changes))
+    result = run_cli(["run", "-c", CONFIG_NAME], tmp_path, timeout=15)
+    assert result.returncode == 1, result.stderr
+    _assert_no_traceback(result.stderr)
+    lines = plain_lines(result.stderr)
+    assert len(lines) == 1 and named in lines[0], result.stderr
+    assert not (tmp_path / "data").exists()
+
+
+# ---------------------------------------------------------------- kill -9
+
+
+def test_a_killed_daemon_resumes_without_placing_an_open_order_again(tmp_path: Path) -> None:
+    path = write_config(tmp_path, fast_config())
+    with Daemon(path, tmp_path) as first:
+        assert first.wait_for("order_placed", 10, count=3), first.stderr[-3000:]
+        first.kill()
+    open_on_exchange = {
+        o["client_order_id"]
+        for o in sim_orders(tmp_path / "data" / "sim-exchange.db")
+        if o["status"] == "open"
+    }
+    assert open_on_exchange, "nothing open when killed: the check below would be empty"
+    with Daemon(path, tmp_path) as second:
+        [reconciled] = second.wait_for("reconciled", 10)
+        assert second.wait_for("order_placed", 10), second.stderr[-3000:]
+        code, _ = second.stop(signal.SIGINT, 5)
+    assert code == 0, second.stderr[-3000:]
+    # Every order open at the kill is adopted (recorded or not), none is placed again.
+    assert reconciled["adopted"] == len(open_on_exchange)
+    placed_again = {e["client_order_id"] for e in second.events("order_placed")}
+    cancelled = {e["client_order_id"] for e in second.events("order_cancelled")}
+    assert not (placed_again & (open_on_exchange - cancelled)), second.stderr[-3000:]
