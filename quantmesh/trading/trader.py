@@ -127,7 +127,7 @@ class Trader:
         self._last_price_saved = -1e18
         self.last_tick: Tick | None = None
         self.ready = asyncio.Event()  # set once the grid is loaded and reconciled
-        # Set by start():
+        # Set by _start():
         self.rules: MarketRules | None = None
         self.book: OrderBook | None = None
 
@@ -154,14 +154,15 @@ class Trader:
                 first = await anext(ticks)
                 self._on_tick_seen(first)
                 anchor = floor_to(first.price, self.rules.tick_size)
+            _check_spacing(self.settings.spec(anchor), self.rules)
             state = await self._repo.init_grid(self.symbol, anchor, shape)
             log.info("grid_created", anchor=str(state.anchor))
         else:
+            _check_spacing(self.settings.spec(state.anchor), self.rules)
             log.info("grid_resumed", anchor=str(state.anchor), levels=len(state.levels))
         if state.shape != shape:
             await self._reshape(state, shape)
         spec = self.settings.spec(state.anchor)
-        _check_spacing(spec, self.rules)
         tag = grid_tag(self.symbol, spec.anchor, spec.interval, spec.spacing)
         self.book = OrderBook(spec, self.rules, state, tag)
         async with self._mutex:

@@ -314,6 +314,7 @@ async def test_a_grid_finer_than_the_price_tick_is_refused(
         async with running_trader(exchange, repository, settings=fine):
             pass
     assert exchange.engine.all_orders() == []
+    assert await repository.load_grid(SYMBOL) is None  # nothing stored
 
 
 async def test_a_new_step_is_refused_while_the_grid_has_open_orders(
