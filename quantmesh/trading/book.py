@@ -152,7 +152,8 @@ class OrderBook:
             open_order = OpenOrder(cid, key.level, key.side, order.price, order.amount)
         elif key.cycle == level.cycle:
             if key.side == "buy":
-                level = close_buy(level)
+                if order.filled > 0:  # a buy cancelled before any fill completes nothing
+                    level = close_buy(level)
             elif progress is not None:
                 outcome = close_sell(level, progress, self.rules, symbol=self.spec.symbol, ts=now)
                 level, progress = outcome.level, outcome.progress

@@ -290,19 +290,26 @@ class Trader:
         An order without fills changes no level (a placement, or a cancel before any fill),
         so only its status is stored.
         """
-        assert self.book is not None
+        book = self.book
+        assert book is not None
         now = self._wall()
-        plain = [o for o in orders if o.filled == 0]
-        effects = [(o, self.book.effect(OrderUpdate(o), now)) for o in plain]
-        changed = [(o, e) for o, e in effects if e is not None]
-        if changed:
-            await self._repo.save_orders([o for o, _ in changed])
-            for _, effect in changed:
-                self.book.commit(effect)
-            self._metrics.open_orders.labels(self.symbol).set(len(self.book.open_orders()))
+        plain: list[tuple[Order, Effect]] = []
+        rest: list[Order] = []
         for order in orders:
-            if order.filled > 0:
-                await self._absorb(order)
+            effect = book.effect(OrderUpdate(order), now) if order.filled == 0 else None
+            if effect is None:
+                rest.append(order)
+            elif effect.level == book.state.level(effect.level.index) and not effect.round_trips:
+                plain.append((order, effect))
+            else:
+                rest.append(order)
+        if plain:
+            await self._repo.save_orders([order for order, _ in plain])
+            for _, effect in plain:
+                book.commit(effect)
+            self._metrics.open_orders.labels(self.symbol).set(len(book.open_orders()))
+        for order in rest:
+            await self._absorb(order)
 
     async def _absorb(self, order: Order) -> None:
         """Record an order state returned by a call, with its fills.

@@ -5,7 +5,7 @@ from __future__ import annotations
 from decimal import Decimal
 
 from quantmesh.domain import Fill, Order, OrderRequest, OrderStatus, OrderUpdate
-from quantmesh.grid.state import GridState
+from quantmesh.grid.state import GridState, LevelState
 from quantmesh.trading.book import OrderBook
 from quantmesh.trading.ids import client_order_id
 
@@ -95,3 +95,12 @@ def test_an_unknown_outcome_blocks_the_level_until_forgotten() -> None:
     assert book.unknown_ids() == [BUY0]
     book.forget(BUY0)
     assert book.open_orders() == [] and book.unknown_ids() == []
+
+
+def test_a_buy_cancelled_before_any_fill_completes_no_cycle() -> None:
+    book = _book()
+    book.state.set_level(LevelState(0, holding=Decimal("0.00001"), cost=Decimal("0.02")))  # dust
+    _apply(book, OrderUpdate(_order("open")))
+    _apply(book, OrderUpdate(_order("canceled")))
+    assert book.state.level(0).cycle == 0
+    assert book.open_orders() == []
