@@ -16,179 +16,26 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import fields, replace
-from decimal import Context, Decimal
-from typing import TYPE_CHECKING, Any, Final, TypeVar, get_args
+from dataclasses import fields
+from decimal import Decimal
+from typing import Any, TypeVar
 
 import structlog
-from sqlalchemy import Column, Connection, Engine, Table, bindparam, func, select, update
-from sqlalchemy.engine import Row
+from sqlalchemy import Column, Connection, Engine, Table, func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from quantmesh.domain import CLOSED_STATUSES, Fill, Order, OrderStatus, Side
+from quantmesh.domain import Fill, Order
 from quantmesh.errors import StorageError
 from quantmesh.grid.state import GridShape, GridState, LevelState, RoundTrip
 from quantmesh.storage import models as m
+from quantmesh.storage import statements as q
 from quantmesh.storage.base import SymbolSummary, TradeFilter
 from quantmesh.storage.engine import upsert
+from quantmesh.storage.rows import checked, chunks, from_row, merge_order
 from quantmesh.storage.runner import Runner, runner_for
 
-if TYPE_CHECKING:
-    from _typeshed import DataclassInstance
-
 log = structlog.get_logger(__name__)
-_T = TypeVar("_T", bound="DataclassInstance")
 _R = TypeVar("_R")
-
-_IN_CHUNK: Final = 500  # ids per IN (...) list; stays under every backend's bind limit
-_SIDES: Final = frozenset(get_args(Side))
-_STATUSES: Final = frozenset(get_args(OrderStatus))
-# Sums of NUMERIC(36, 18) values need more than the default 28 digits to stay exact.
-_EXACT: Final = Context(prec=m.PRECISION + 20)
-
-_ORDER_KEY: Final = ("exchange", "client_order_id")
-_TRADE_KEY: Final = ("exchange", "symbol", "trade_id")
-_ROUND_TRIP_KEY: Final = ("exchange", "symbol", "level", "cycle")
-_GRID_KEY: Final = ("exchange", "symbol")
-_LEVEL_KEY: Final = ("exchange", "symbol", "level_index")
-_LEVEL_VALUES: Final = ("holding", "cost", "cycle")
-
-
-def _typed(name: str, column: Column[Any], *, expanding: bool = False) -> Any:
-    return bindparam(name, type_=column.type, expanding=expanding)
-
-
-def _scoped(table: Table) -> tuple[Any, Any]:
-    """``exchange = :k_exchange AND symbol = :k_symbol`` for ``table``."""
-    return (
-        table.c.exchange == _typed("k_exchange", table.c.exchange),
-        table.c.symbol == _typed("k_symbol", table.c.symbol),
-    )
-
-
-# Statements of the hot paths, built once (parameters: k_* keys, v_* new values).
-_o, _t, _g, _lv, _rt = m.orders, m.trades, m.grids, m.grid_levels, m.round_trips
-
-_ORDERS_BY_ID: Final = select(_o).where(
-    _o.c.exchange == _typed("k_exchange", _o.c.exchange),
-    _o.c.client_order_id.in_(_typed("k_ids", _o.c.client_order_id, expanding=True)),
-)
-_ORDERS_BY_ID_FOR_UPDATE: Final = _ORDERS_BY_ID.with_for_update()
-_ORDER_UPDATE: Final = (
-    update(_o)
-    .where(
-        _o.c.exchange == _typed("k_exchange", _o.c.exchange),
-        _o.c.client_order_id == _typed("k_client_order_id", _o.c.client_order_id),
-    )
-    .values(
-        status=_typed("v_status", _o.c.status),
-        filled=_typed("v_filled", _o.c.filled),
-        exchange_order_id=_typed("v_exchange_order_id", _o.c.exchange_order_id),
-        updated_at=_typed("v_updated_at", _o.c.updated_at),
-    )
-)
-_OPEN_ORDERS: Final = (
-    select(_o).where(*_scoped(_o), _o.c.status == "open").order_by(_o.c.created_at, _o.c.id)
-)
-_TRADE_IDS: Final = select(_t.c.trade_id).where(
-    *_scoped(_t), _t.c.trade_id.in_(_typed("k_ids", _t.c.trade_id, expanding=True))
-)
-_ROUND_TRIPS: Final = select(_rt).where(*_scoped(_rt)).order_by(_rt.c.closed_at, _rt.c.id)
-_GRID_HEAD: Final = select(_g.c.anchor, _g.c.fence, _g.c.spacing, _g.c.interval).where(*_scoped(_g))
-_GRID_FENCE: Final = select(_g.c.fence).where(*_scoped(_g))
-_GRID_SHAPE: Final = (
-    update(_g)
-    .where(*_scoped(_g))
-    .values(spacing=_typed("v_spacing", _g.c.spacing), interval=_typed("v_interval", _g.c.interval))
-)
-_GRID_LEVELS: Final = (
-    select(_lv.c.level_index, _lv.c.holding, _lv.c.cost, _lv.c.cycle)
-    .where(*_scoped(_lv))
-    .order_by(_lv.c.level_index)
-)
-# compare-and-set: store the fence unless a newer one is stored
-_FENCE_CLAIM: Final = (
-    update(_g)
-    .where(*_scoped(_g), _g.c.fence <= _typed("k_fence", _g.c.fence))
-    .values(fence=_typed("v_fence", _g.c.fence), updated_at=_typed("v_updated_at", _g.c.updated_at))
-)
-_LAST_PRICE: Final = (
-    update(_g)
-    .where(*_scoped(_g))
-    .values(
-        last_price=_typed("v_last_price", _g.c.last_price),
-        last_price_at=_typed("v_last_price_at", _g.c.last_price_at),
-    )
-)
-_GRID_HEADS: Final = select(_g.c.exchange, _g.c.symbol, _g.c.last_price, _g.c.last_price_at)
-_OPEN_COUNTS: Final = (
-    select(_o.c.exchange, _o.c.symbol, func.count())
-    .where(_o.c.status == "open")
-    .group_by(_o.c.exchange, _o.c.symbol)
-)
-
-
-def merge_order(stored: Order, incoming: Order) -> Order:
-    """The stored order after applying ``incoming``, a possibly late or stale update.
-
-    A closed order never goes back to open, ``filled`` never decreases, a known exchange
-    order id is kept when the update has none; symbol, side, price, amount and
-    ``created_at`` are fixed by the first write.
-    """
-    status = incoming.status
-    if stored.status in CLOSED_STATUSES and status == "open":
-        status = stored.status
-    return replace(
-        stored,
-        status=status,
-        filled=max(stored.filled, incoming.filled),
-        exchange_order_id=incoming.exchange_order_id or stored.exchange_order_id,
-        updated_at=max(stored.updated_at, incoming.updated_at),
-    )
-
-
-def _checked(table: Table, row: dict[str, Any]) -> dict[str, Any]:
-    """Refuse values a column cannot hold, alike on every backend (MySQL would truncate)."""
-    for key, value in row.items():
-        if isinstance(value, str):
-            length = getattr(table.c[key].type, "length", None)
-            if length is not None and len(value) > length:
-                raise StorageError(
-                    f"{table.name}.{key} is longer than {length} characters: {value[:80]!r}"
-                )
-        elif isinstance(value, Decimal):
-            try:
-                m.check_decimal(value)
-            except ValueError as exc:
-                raise StorageError(f"{table.name}.{key}: {exc}") from None
-    return row
-
-
-def _side(value: str) -> Side:
-    if value not in _SIDES:
-        raise StorageError(f"stored side {value!r} is not buy or sell")
-    return value  # type: ignore[return-value]  # narrowed by the membership test
-
-
-def _status(value: str) -> OrderStatus:
-    if value not in _STATUSES:
-        raise StorageError(f"stored order status {value!r} is unknown")
-    return value  # type: ignore[return-value]  # narrowed by the membership test
-
-
-def _from_row(cls: type[_T], row: Row[Any]) -> _T:
-    """Build the domain object whose fields are columns of ``row`` (same names)."""
-    mapping = row._mapping
-    values = {f.name: mapping[f.name] for f in fields(cls)}
-    if "side" in values:
-        values["side"] = _side(values["side"])
-    if "status" in values:
-        values["status"] = _status(values["status"])
-    return cls(**values)
-
-
-def _chunks(ids: Sequence[str]) -> list[list[str]]:
-    return [list(ids[start : start + _IN_CHUNK]) for start in range(0, len(ids), _IN_CHUNK)]
 
 
 class SqlRepository:
@@ -214,11 +61,11 @@ class SqlRepository:
         # With the write lock held from the start (SQLite), an order found missing is still
         # missing when inserted; otherwise another instance may have inserted it meanwhile.
         self._inserts_are_exclusive = self._runner.exclusive_writes
-        self._insert_orders = upsert(dialect, m.orders, _ORDER_KEY)
-        self._insert_trades = upsert(dialect, m.trades, _TRADE_KEY)
-        self._insert_round_trips = upsert(dialect, m.round_trips, _ROUND_TRIP_KEY)
-        self._insert_grid = upsert(dialect, m.grids, _GRID_KEY)
-        self._upsert_levels = upsert(dialect, m.grid_levels, _LEVEL_KEY, _LEVEL_VALUES)
+        self._insert_orders = upsert(dialect, m.orders, q.ORDER_KEY)
+        self._insert_trades = upsert(dialect, m.trades, q.TRADE_KEY)
+        self._insert_round_trips = upsert(dialect, m.round_trips, q.ROUND_TRIP_KEY)
+        self._insert_grid = upsert(dialect, m.grids, q.GRID_KEY)
+        self._upsert_levels = upsert(dialect, m.grid_levels, q.LEVEL_KEY, q.LEVEL_VALUES)
 
     @property
     def exchange(self) -> str:
@@ -235,7 +82,7 @@ class SqlRepository:
 
     def _row(self, table: Table, obj: Any, **extra: Any) -> dict[str, Any]:
         values = {f.name: getattr(obj, f.name) for f in fields(obj)}
-        return _checked(table, {"exchange": self._exchange, **values, **extra})
+        return checked(table, {"exchange": self._exchange, **values, **extra})
 
     def _keys(self, symbol: str) -> dict[str, Any]:
         return {"k_exchange": self._exchange, "k_symbol": symbol}
@@ -299,7 +146,7 @@ class SqlRepository:
                     }
                 )
         if changes:
-            conn.execute(_ORDER_UPDATE, changes)
+            conn.execute(q.ORDER_UPDATE, changes)
 
     async def get_order(self, client_order_id: str) -> Order | None:
         def read(conn: Connection) -> Order | None:
@@ -310,18 +157,18 @@ class SqlRepository:
 
     async def get_open_orders(self, symbol: str) -> list[Order]:
         def read(conn: Connection) -> list[Order]:
-            return [_from_row(Order, row) for row in conn.execute(_OPEN_ORDERS, self._keys(symbol))]
+            return [from_row(Order, row) for row in conn.execute(q.OPEN_ORDERS, self._keys(symbol))]
 
         return await self._read("get_open_orders", read)
 
     def _orders_by_id(
         self, conn: Connection, ids: Sequence[str], *, for_update: bool
     ) -> dict[str, Order]:
-        stmt = _ORDERS_BY_ID_FOR_UPDATE if for_update else _ORDERS_BY_ID
+        stmt = q.ORDERS_BY_ID_FOR_UPDATE if for_update else q.ORDERS_BY_ID
         found: dict[str, Order] = {}
-        for chunk in _chunks(ids):
+        for chunk in chunks(ids):
             for row in conn.execute(stmt, {"k_exchange": self._exchange, "k_ids": chunk}):
-                found[row.client_order_id] = _from_row(Order, row)
+                found[row.client_order_id] = from_row(Order, row)
         return found
 
     # fills
@@ -348,8 +195,8 @@ class SqlRepository:
 
         def read(conn: Connection) -> set[str]:
             known: set[str] = set()
-            for chunk in _chunks(ids):
-                known.update(conn.scalars(_TRADE_IDS, {**self._keys(symbol), "k_ids": chunk}))
+            for chunk in chunks(ids):
+                known.update(conn.scalars(q.TRADE_IDS, {**self._keys(symbol), "k_ids": chunk}))
             return known
 
         return await self._read("known_trade_ids", read)
@@ -375,7 +222,7 @@ class SqlRepository:
             stmt = stmt.where(t.c.ts < flt.until)
         stmt = stmt.order_by(t.c.ts, t.c.id).limit(flt.limit).offset(flt.offset)
         return await self._read(
-            "get_trades", lambda conn: [_from_row(Fill, row) for row in conn.execute(stmt)]
+            "get_trades", lambda conn: [from_row(Fill, row) for row in conn.execute(stmt)]
         )
 
     # round trips
@@ -399,8 +246,8 @@ class SqlRepository:
 
     async def get_round_trips(self, symbol: str) -> list[RoundTrip]:
         def read(conn: Connection) -> list[RoundTrip]:
-            rows = conn.execute(_ROUND_TRIPS, self._keys(symbol))
-            return [_from_row(RoundTrip, row) for row in rows]
+            rows = conn.execute(q.ROUND_TRIPS, self._keys(symbol))
+            return [from_row(RoundTrip, row) for row in rows]
 
         return await self._read("get_round_trips", read)
 
@@ -409,7 +256,7 @@ class SqlRepository:
     async def init_grid(
         self, symbol: str, anchor: Decimal, shape: GridShape | None = None
     ) -> GridState:
-        row = _checked(
+        row = checked(
             m.grids,
             {
                 "exchange": self._exchange,
@@ -440,27 +287,27 @@ class SqlRepository:
 
     def _load_grid(self, conn: Connection, symbol: str) -> GridState | None:
         keys = self._keys(symbol)
-        head = conn.execute(_GRID_HEAD, keys).one_or_none()
+        head = conn.execute(q.GRID_HEAD, keys).one_or_none()
         if head is None:
             return None
         shape = None
         if head.spacing is not None and head.interval is not None:
             shape = GridShape(head.spacing, head.interval)
         state = GridState(symbol=symbol, anchor=head.anchor, fence=head.fence, shape=shape)
-        for row in conn.execute(_GRID_LEVELS, keys):
+        for row in conn.execute(q.GRID_LEVELS, keys):
             # set_level leaves default levels out, as GridState requires
             state.set_level(LevelState(row.level_index, row.holding, row.cost, row.cycle))
         return state
 
     async def set_grid_shape(self, symbol: str, shape: GridShape, fence: int) -> bool:
         now = self._clock()
-        _checked(m.grids, {"spacing": shape.spacing, "interval": shape.interval})
+        checked(m.grids, {"spacing": shape.spacing, "interval": shape.interval})
         params = {**self._keys(symbol), "v_spacing": shape.spacing, "v_interval": shape.interval}
 
         def write(conn: Connection) -> bool:
             if not self._claim_fence(conn, symbol, fence, now):
                 return False
-            conn.execute(_GRID_SHAPE, params)
+            conn.execute(q.GRID_SHAPE, params)
             return True
 
         return await self._write("set_grid_shape", write)
@@ -515,7 +362,7 @@ class SqlRepository:
     def _level_rows(self, symbol: str, levels: Sequence[LevelState]) -> list[dict[str, Any]]:
         unique = {level.index: level for level in levels}  # the last state of a level wins
         return [
-            _checked(
+            checked(
                 m.grid_levels,
                 {
                     "exchange": self._exchange,
@@ -534,20 +381,20 @@ class SqlRepository:
         keys = self._keys(symbol)
         claim = {**keys, "k_fence": fence, "v_fence": fence, "v_updated_at": now}
         # MySQL reports matched rather than changed rows: SQLAlchemy sets FOUND_ROWS
-        if conn.execute(_FENCE_CLAIM, claim).rowcount > 0:
+        if conn.execute(q.FENCE_CLAIM, claim).rowcount > 0:
             return True
-        stored = conn.scalar(_GRID_FENCE, keys)
+        stored = conn.scalar(q.GRID_FENCE, keys)
         if stored is None:
             raise StorageError(f"grid {symbol} on {self._exchange} is not initialised")
         log.warning("grid_write_fenced", symbol=symbol, fence=fence, stored_fence=stored)
         return False
 
     async def save_last_price(self, symbol: str, price: Decimal, ts: float) -> None:
-        _checked(m.grids, {"last_price": price, "last_price_at": ts})
+        checked(m.grids, {"last_price": price, "last_price_at": ts})
         params = {**self._keys(symbol), "v_last_price": price, "v_last_price_at": ts}
 
         def write(conn: Connection) -> int:
-            return conn.execute(_LAST_PRICE, params).rowcount
+            return conn.execute(q.LAST_PRICE, params).rowcount
 
         if await self._write("save_last_price", write) == 0:
             log.warning("last_price_for_unknown_grid", symbol=symbol)
@@ -558,10 +405,10 @@ class SqlRepository:
         return await self._read("summaries", self._summaries)
 
     def _summaries(self, conn: Connection) -> list[SymbolSummary]:
-        heads = conn.execute(_GRID_HEADS.order_by(_g.c.exchange, _g.c.symbol)).all()
+        heads = conn.execute(q.GRID_HEADS.order_by(m.grids.c.exchange, m.grids.c.symbol)).all()
         inventory = self._sums(conn, m.grid_levels.c.holding)
         pnl = self._sums(conn, m.round_trips.c.pnl)
-        open_orders = {(r[0], r[1]): int(r[2]) for r in conn.execute(_OPEN_COUNTS)}
+        open_orders = {(r[0], r[1]): int(r[2]) for r in conn.execute(q.OPEN_COUNTS)}
         summaries = []
         for head in heads:
             key = (head.exchange, head.symbol)
@@ -590,7 +437,7 @@ class SqlRepository:
         if self._dialect == "sqlite":  # decimals are text there: add them up here
             for exchange, symbol, value in conn.execute(select(*keys, column)):
                 total, count = totals.get((exchange, symbol), (Decimal(0), 0))
-                totals[(exchange, symbol)] = (_EXACT.add(total, value), count + 1)
+                totals[(exchange, symbol)] = (q.EXACT.add(total, value), count + 1)
             return totals
         stmt = select(*keys, func.sum(column), func.count()).group_by(*keys)
         for exchange, symbol, total, count in conn.execute(stmt):
