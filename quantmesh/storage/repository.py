@@ -132,7 +132,7 @@ class SqlRepository:
             after = before
             for incoming in batch:
                 after = merge_order(after, incoming)
-                if incoming.status == "open" and after.status != "open":
+                if incoming.status == "open" and after is not incoming and after.status != "open":
                     log.debug("stale_order_update_ignored", client_order_id=client_order_id)
             if after != before:
                 changes.append(
@@ -142,6 +142,9 @@ class SqlRepository:
                         "v_status": after.status,
                         "v_filled": after.filled,
                         "v_exchange_order_id": after.exchange_order_id,
+                        "v_price": after.price,
+                        "v_amount": after.amount,
+                        "v_created_at": after.created_at,
                         "v_updated_at": after.updated_at,
                     }
                 )

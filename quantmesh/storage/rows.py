@@ -30,7 +30,17 @@ def merge_order(stored: Order, incoming: Order) -> Order:
     A closed order never goes back to open, ``filled`` never decreases, a known exchange
     order id is kept when the update has none; symbol, side, price, amount and
     ``created_at`` are fixed by the first write.
+
+    A client order id may be used again once its order closed (a buy cancelled before any
+    fill is placed again with the same id): an update with another exchange order id is
+    another order, and the one placed later is the one the row describes.
     """
+    if (
+        incoming.exchange_order_id
+        and stored.exchange_order_id
+        and incoming.exchange_order_id != stored.exchange_order_id
+    ):
+        return incoming if incoming.created_at > stored.created_at else stored
     status = incoming.status
     if stored.status in CLOSED_STATUSES and status == "open":
         status = stored.status

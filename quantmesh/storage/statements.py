@@ -54,6 +54,9 @@ ORDER_UPDATE: Final = (
         status=typed("v_status", _o.c.status),
         filled=typed("v_filled", _o.c.filled),
         exchange_order_id=typed("v_exchange_order_id", _o.c.exchange_order_id),
+        price=typed("v_price", _o.c.price),
+        amount=typed("v_amount", _o.c.amount),
+        created_at=typed("v_created_at", _o.c.created_at),
         updated_at=typed("v_updated_at", _o.c.updated_at),
     )
 )

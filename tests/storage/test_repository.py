@@ -389,3 +389,17 @@ async def test_the_grid_shape_is_stored_and_changed_under_the_fence(make_repo: R
     assert await repo.set_grid_shape(SYMBOL, GridShape("arithmetic", Decimal(1)), fence=7)
     loaded = await repo.load_grid(SYMBOL)
     assert loaded is not None and loaded.shape == GridShape("arithmetic", Decimal(1))
+
+
+async def test_a_client_order_id_placed_again_describes_the_later_order(
+    repo: SqlRepository,
+) -> None:
+    # A buy cancelled before any fill is placed again with the same client order id.
+    await repo.save_order(order("c1", exchange_order_id="x1", status="canceled", created_at=1000.0))
+    again = order("c1", exchange_order_id="x2", amount="0.29", created_at=2000.0)
+    await repo.save_order(again)
+    assert await repo.get_order("c1") == again
+    assert [o.client_order_id for o in await repo.get_open_orders(SYMBOL)] == ["c1"]
+    # A late word about the first order changes nothing.
+    await repo.save_order(order("c1", exchange_order_id="x1", status="canceled", updated_at=2500.0))
+    assert await repo.get_order("c1") == again
