@@ -219,5 +219,8 @@ class TimingExchange:
     async def fetch_order_fills(self, symbol: str, client_order_id: str) -> list[Fill]:
         return await self._inner.fetch_order_fills(symbol, client_order_id)
 
+    async def fetch_orders_since(self, symbol: str, since: float) -> list[Order]:
+        return await self._inner.fetch_orders_since(symbol, since)
+
     async def fetch_open_orders(self, symbol: str) -> list[Order]:
         return await self._inner.fetch_open_orders(symbol)

@@ -57,6 +57,13 @@ class Exchange(Protocol):
         """Every fill of the order (for reconciliation after a restart)."""
         ...
 
+    async def fetch_orders_since(self, symbol: str, since: float) -> list[Order]:
+        """Every order on ``symbol`` placed at or after ``since`` (epoch seconds), any state.
+
+        Reconciliation uses it to find orders placed just before a crash and never recorded.
+        """
+        ...
+
     async def fetch_open_orders(self, symbol: str) -> list[Order]:
         """Every open order on ``symbol``, ours or not."""
         ...

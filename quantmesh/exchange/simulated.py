@@ -259,6 +259,13 @@ class SimulatedExchange:
         self._commit_or_raise()
         return self._engine.order_fills(symbol, client_order_id)
 
+    async def fetch_orders_since(self, symbol: str, since: float) -> list[Order]:
+        await self._before_call()
+        self._engine.rules(symbol)
+        return [
+            o for o in self._engine.all_orders() if o.symbol == symbol and o.created_at >= since
+        ]
+
     async def fetch_open_orders(self, symbol: str) -> list[Order]:
         await self._before_call()
         self._commit_or_raise()

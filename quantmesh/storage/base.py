@@ -56,6 +56,10 @@ class Repository(Protocol):
 
     async def get_open_orders(self, symbol: str) -> list[Order]: ...
 
+    async def last_order_time(self, symbol: str) -> float | None:
+        """When the latest recorded order of ``symbol`` was placed (``created_at``)."""
+        ...
+
     # fills (the seed's SaveTrade / GetTrades), unique per (exchange, symbol, trade_id)
     async def save_fill(self, fill: Fill) -> None: ...
 

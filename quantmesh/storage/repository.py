@@ -158,6 +158,13 @@ class SqlRepository:
 
         return await self._read("get_order", read)
 
+    async def last_order_time(self, symbol: str) -> float | None:
+        def read(conn: Connection) -> float | None:
+            value = conn.scalar(q.LAST_ORDER_TIME, self._keys(symbol))
+            return None if value is None else float(value)
+
+        return await self._read("last_order_time", read)
+
     async def get_open_orders(self, symbol: str) -> list[Order]:
         def read(conn: Connection) -> list[Order]:
             return [from_row(Order, row) for row in conn.execute(q.OPEN_ORDERS, self._keys(symbol))]

@@ -60,6 +60,7 @@ ORDER_UPDATE: Final = (
         updated_at=typed("v_updated_at", _o.c.updated_at),
     )
 )
+LAST_ORDER_TIME: Final = select(func.max(_o.c.created_at)).where(*scoped(_o))
 OPEN_ORDERS: Final = (
     select(_o).where(*scoped(_o), _o.c.status == "open").order_by(_o.c.created_at, _o.c.id)
 )

@@ -46,6 +46,9 @@ from quantmesh.trading.sender import OrderSender
 
 log = structlog.get_logger(__name__)
 
+# How far before the latest recorded order reconciliation looks for unrecorded ones (s).
+_UNRECORDED_MARGIN = 60.0
+
 
 @dataclass(frozen=True, slots=True)
 class TraderSettings:
@@ -398,6 +401,9 @@ class Trader:
             if self.book.is_ours(o.client_order_id)
         }
         recorded = {o.client_order_id: o for o in await self._repo.get_open_orders(self.symbol)}
+        unrecorded = await self._unrecorded_orders(set(recorded))
+        for order in unrecorded:
+            await self._absorb(order)
         for order in on_exchange.values():
             await self._absorb(order)
         for cid in recorded.keys() - on_exchange.keys():
@@ -406,7 +412,29 @@ class Trader:
             "reconciled",
             adopted=len(on_exchange),
             settled=len(recorded.keys() - on_exchange.keys()),
+            unrecorded=len(unrecorded),
         )
+
+    async def _unrecorded_orders(self, recorded_open: set[str]) -> list[Order]:
+        """Our closed orders the database does not know: placed just before a crash.
+
+        An order is recorded right after the exchange accepted it; a crash in between leaves
+        an order only the exchange knows, and it may have filled since. Every order placed
+        since shortly before the latest recorded one is compared with the database.
+        """
+        assert self.book is not None
+        last = await self._repo.last_order_time(self.symbol)
+        since = (last or 0.0) - _UNRECORDED_MARGIN
+        found = []
+        for order in await self._exchange.fetch_orders_since(self.symbol, since):
+            cid = order.client_order_id
+            if order.is_open or cid in recorded_open or not self.book.is_ours(cid):
+                continue
+            stored = await self._repo.get_order(cid)
+            if stored is None or stored.exchange_order_id != order.exchange_order_id:
+                log.warning("unrecorded_order_found", client_order_id=cid, status=order.status)
+                found.append(order)
+        return sorted(found, key=lambda o: o.created_at)
 
     async def _restore_progress(self) -> None:
         """Rebuild partial-sale progress of held levels from the stored sell fills."""

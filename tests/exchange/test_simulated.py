@@ -414,3 +414,19 @@ async def test_fetch_order_fills(make_exchange: Factory) -> None:
     assert await restarted.fetch_order_fills("ETH/USDT", "a") == [fill]
     with pytest.raises(OrderNotFound):
         await restarted.fetch_order_fills("ETH/USDT", "nope")
+
+
+async def test_orders_since_a_time_in_any_state(make_exchange: Factory) -> None:
+    now = [100.0]
+    exchange = make_exchange(clock=lambda: now[0])
+    await exchange.start()
+    await exchange.create_order(buy("1990", cid="early"))
+    now[0] = 300.0
+    await exchange.create_order(buy("1980", cid="filled"))
+    await exchange.create_order(buy("1970", cid="cancelled"))
+    await exchange.cancel_order("ETH/USDT", "cancelled")
+    exchange.set_price("ETH/USDT", D("1975"))
+    since = {
+        o.client_order_id: o.status for o in await exchange.fetch_orders_since("ETH/USDT", 250)
+    }
+    assert since == {"filled": "filled", "cancelled": "canceled"}

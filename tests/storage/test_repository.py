@@ -403,3 +403,11 @@ async def test_a_client_order_id_placed_again_describes_the_later_order(
     # A late word about the first order changes nothing.
     await repo.save_order(order("c1", exchange_order_id="x1", status="canceled", updated_at=2500.0))
     assert await repo.get_order("c1") == again
+
+
+async def test_last_order_time_is_the_latest_placement(make_repo: RepoFactory) -> None:
+    repo, other = await make_repo("simulated"), await make_repo("binance")
+    assert await repo.last_order_time(SYMBOL) is None
+    await repo.save_orders([order("a", created_at=1000.0), order("b", created_at=1500.0)])
+    await other.save_order(order("c", created_at=9000.0))
+    assert await repo.last_order_time(SYMBOL) == 1500.0

@@ -346,3 +346,29 @@ async def test_a_new_step_is_taken_when_the_grid_holds_nothing(
         assert prices == [Decimal(1960), Decimal(1980), Decimal(2000)]
     grid = await repository.load_grid(SYMBOL)
     assert grid is not None and grid.shape == GridShape("arithmetic", Decimal(20))
+
+
+async def test_an_order_placed_but_never_recorded_is_found_on_restart(
+    exchange: SimulatedExchange, repository: SqlRepository
+) -> None:
+    async with running_trader(exchange, repository) as run:
+        exchange.set_price(SYMBOL, Decimal(2001))
+        await until(lambda: len(run.tracked_ids()) == 3)
+        tag = run.trader.book.tag  # type: ignore[union-attr]
+    # The process placed the next buy and died before recording it; the order then filled.
+    lost = client_order_id(tag, -3, "buy", 0)
+    await exchange.create_order(OrderRequest(SYMBOL, "buy", Decimal(1970), Decimal("0.0152"), lost))
+    exchange.set_price(SYMBOL, Decimal(1965))
+    exchange.set_price(SYMBOL, Decimal(1975))  # level -3 is inside the buy window again
+
+    async with running_trader(exchange, repository) as run:
+        book = run.trader.book
+        assert book is not None
+        assert book.state.level(-3).holding == Decimal("0.0152")
+        assert book.state.level(-3).cycle == 1
+        for _ in range(3):
+            exchange.set_price(SYMBOL, Decimal(1975))
+            await settle()
+    assert [o.client_order_id for o in exchange.engine.all_orders()].count(lost) == 1
+    trades = await repository.get_trades(TradeFilter(symbol=SYMBOL, client_order_id=lost))
+    assert len(trades) == 1
