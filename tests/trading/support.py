@@ -100,8 +100,12 @@ async def running_trader(
     *,
     locker: Any = None,
     settings: TraderSettings = SETTINGS,
+    crash: bool = False,
 ) -> AsyncIterator[Running]:
-    """Run a trader until the block ends, then shut it down as the service does."""
+    """Run a trader until the block ends, then shut it down as the service does.
+
+    With ``crash``, the trader is cancelled wherever it is instead (a killed process).
+    """
     metrics = Metrics()
     trader = Trader(
         settings,
@@ -118,7 +122,8 @@ async def running_trader(
             task.result()
         yield Running(exchange, repository, trader, metrics, task)
     finally:
-        await asyncio.wait_for(trader.quiesce(), 5)
+        if not crash:
+            await asyncio.wait_for(trader.quiesce(), 5)
         task.cancel()
         with suppress(asyncio.CancelledError):
             await task
@@ -225,3 +230,22 @@ class GateLock(NopLock):
 
     async def try_lock(self, key: str, ttl: float) -> Lease | None:
         return await super().try_lock(key, ttl) if self.open else None
+
+
+class SlowAnswers(LossyExchange):
+    """The exchange acts at once, but its answers take ``delay`` seconds to arrive."""
+
+    def __init__(self, inner: SimulatedExchange, delay: float) -> None:
+        super().__init__(inner, failures=0)
+        self.delay = delay
+
+    async def create_order(self, request: OrderRequest) -> Order:
+        self.create_calls += 1
+        order = await self._inner.create_order(request)
+        await asyncio.sleep(self.delay)
+        return order
+
+    async def cancel_order(self, symbol: str, client_order_id: str) -> Order:
+        order = await self._inner.cancel_order(symbol, client_order_id)
+        await asyncio.sleep(self.delay)
+        return order

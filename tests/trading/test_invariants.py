@@ -1,7 +1,7 @@
 """Long random price paths with restarts: the books balance to the last unit.
 
 A seeded walk drives the simulated exchange through many fills, cancels and two restarts
-of the trader (one while prices keep moving). Afterwards the database, the trader's book
+of the trader: one while prices keep moving, one after the trader was killed mid-step. Afterwards the database, the trader's book
 and the exchange's own account must agree exactly.
 """
 
@@ -18,7 +18,14 @@ from quantmesh.exchange.simulated import SimulatedExchange
 from quantmesh.storage.base import TradeFilter
 from quantmesh.storage.repository import SqlRepository
 
-from .support import SYMBOL, make_exchange, make_repository, running_trader, settle
+from .support import (
+    SYMBOL,
+    SlowAnswers,
+    make_exchange,
+    make_repository,
+    running_trader,
+    settle,
+)
 
 START_QUOTE = Decimal(100000)
 
@@ -62,8 +69,21 @@ async def test_database_book_and_exchange_agree_after_a_long_walk_with_restarts(
     async with running_trader(exchange, repository):
         await _drive(exchange, path[:60])
     await _drive(exchange, path[60:75])  # prices move while the trader is down
+    slow = SlowAnswers(exchange, delay=0.05)
+    async with running_trader(slow, repository, crash=True):
+        await _drive(exchange, path[75:100])
+        # Killed while an order's answer is on its way: the exchange has the order, the
+        # database has not heard of it.
+        placed, crashed_at = slow.create_calls, len(path)
+        for n in range(100, len(path)):
+            exchange.set_price(SYMBOL, path[n])
+            await settle()
+            if slow.create_calls > placed:
+                crashed_at = n + 1
+                break
+    assert crashed_at < 120, "no order placed to crash on"
     async with running_trader(exchange, repository):
-        await _drive(exchange, path[75:120])
+        await _drive(exchange, path[crashed_at:120])
     async with running_trader(exchange, repository) as run:
         await _drive(exchange, path[120:])
         book = run.trader.book
