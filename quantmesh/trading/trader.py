@@ -428,12 +428,19 @@ class Trader:
         found = []
         for order in await self._exchange.fetch_orders_since(self.symbol, since):
             cid = order.client_order_id
-            if order.is_open or cid in recorded_open or not self.book.is_ours(cid):
+            # Open orders are adopted anyway; a closed one without fills changed nothing.
+            if order.is_open or order.filled == 0 or cid in recorded_open:
+                continue
+            if not self.book.is_ours(cid):
                 continue
             stored = await self._repo.get_order(cid)
-            if stored is None or stored.exchange_order_id != order.exchange_order_id:
-                log.warning("unrecorded_order_found", client_order_id=cid, status=order.status)
-                found.append(order)
+            if stored is not None and (
+                stored.exchange_order_id == order.exchange_order_id
+                or stored.created_at > order.created_at  # an earlier order with a reused id
+            ):
+                continue
+            log.warning("unrecorded_order_found", client_order_id=cid, status=order.status)
+            found.append(order)
         return sorted(found, key=lambda o: o.created_at)
 
     async def _restore_progress(self) -> None:

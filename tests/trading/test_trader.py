@@ -8,6 +8,7 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
+import structlog.testing
 
 from quantmesh.domain import OrderRequest
 from quantmesh.errors import StartupError
@@ -372,3 +373,25 @@ async def test_an_order_placed_but_never_recorded_is_found_on_restart(
     assert [o.client_order_id for o in exchange.engine.all_orders()].count(lost) == 1
     trades = await repository.get_trades(TradeFilter(symbol=SYMBOL, client_order_id=lost))
     assert len(trades) == 1
+
+
+async def test_an_id_placed_again_is_not_mistaken_for_an_unrecorded_order(
+    exchange: SimulatedExchange, repository: SqlRepository
+) -> None:
+    async with running_trader(exchange, repository) as run:
+        exchange.set_price(SYMBOL, Decimal(2001))
+        await until(lambda: len(run.tracked_ids()) == 3)
+        cid = client_order_id(run.trader.book.tag, -2, "buy", 0)  # type: ignore[union-attr]
+        exchange.set_price(SYMBOL, Decimal(2031))  # 1980 leaves the band: cancelled unfilled
+        await until(lambda: cid not in run.open_ids())
+        exchange.set_price(SYMBOL, Decimal(2001))  # and placed again under the same id
+        await until(lambda: cid in run.tracked_ids())
+        exchange.set_price(SYMBOL, Decimal(1979))  # which fills
+        await until(lambda: run.trader.book.state.level(-2).cycle == 1)  # type: ignore[union-attr]
+    assert [o.client_order_id for o in exchange.engine.all_orders()].count(cid) == 2
+    with structlog.testing.capture_logs() as logs:
+        async with running_trader(exchange, repository) as run:
+            assert run.trader.book.state.level(-2).cycle == 1  # type: ignore[union-attr]
+    [reconciled] = [e for e in logs if e["event"] == "reconciled"]
+    assert reconciled["unrecorded"] == 0
+    assert not [e for e in logs if e["event"] == "unrecorded_order_found"]
