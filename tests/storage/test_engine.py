@@ -228,7 +228,7 @@ def test_connectivity_errors_map_to_storage_unavailable(exc: BaseException) -> N
 
 def test_mysql_client_error_codes_map_to_storage_unavailable() -> None:
     class PyMySQLOperationalError(Exception):
-        pass
+        """Stands in for the driver's error class, which carries the client error code."""
 
     exc = OperationalError("SELECT 1", {}, PyMySQLOperationalError(2003, "Can't reach"))
     assert isinstance(map_db_error(exc, "op"), StorageUnavailable)

@@ -8,9 +8,7 @@ and the exchange's own account must agree exactly.
 from __future__ import annotations
 
 import random
-from collections.abc import AsyncIterator
 from decimal import Decimal
-from pathlib import Path
 
 import pytest
 
@@ -21,29 +19,11 @@ from quantmesh.storage.repository import SqlRepository
 from .support import (
     SYMBOL,
     SlowAnswers,
-    make_exchange,
-    make_repository,
     running_trader,
     settle,
 )
 
-START_QUOTE = Decimal(100000)
-
-
-@pytest.fixture
-async def exchange(tmp_path: Path) -> AsyncIterator[SimulatedExchange]:
-    ex = make_exchange(tmp_path, balances={"USDT": START_QUOTE})
-    await ex.start()
-    yield ex
-    await ex.close()
-
-
-@pytest.fixture
-async def repository(tmp_path: Path) -> AsyncIterator[SqlRepository]:
-    repo = make_repository(tmp_path)
-    await repo.start()
-    yield repo
-    await repo.close()
+START_QUOTE = Decimal(100000)  # the balance make_exchange gives
 
 
 def _walk(seed: int, steps: int) -> list[Decimal]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from dataclasses import replace
 from decimal import Decimal
 from pathlib import Path
@@ -29,27 +28,10 @@ from .support import (
     RateLimitedExchange,
     RefusingLock,
     make_exchange,
-    make_repository,
     running_trader,
     settle,
     until,
 )
-
-
-@pytest.fixture
-async def exchange(tmp_path: Path) -> AsyncIterator[SimulatedExchange]:
-    ex = make_exchange(tmp_path)
-    await ex.start()
-    yield ex
-    await ex.close()
-
-
-@pytest.fixture
-async def repository(tmp_path: Path) -> AsyncIterator[SqlRepository]:
-    repo = make_repository(tmp_path)
-    await repo.start()
-    yield repo
-    await repo.close()
 
 
 async def test_places_the_buy_window_below_the_price_with_deterministic_ids(
@@ -313,7 +295,7 @@ async def test_a_grid_finer_than_the_price_tick_is_refused(
     fine = replace(SETTINGS, interval=Decimal("0.005"))  # the tick is 0.01
     with pytest.raises(StartupError, match=r"finer than the market's price tick 0\.01"):
         async with running_trader(exchange, repository, settings=fine):
-            pass
+            pytest.fail("the trader started on a grid finer than the tick")
     assert exchange.engine.all_orders() == []
     assert await repository.load_grid(SYMBOL) is None  # nothing stored
 
@@ -329,7 +311,7 @@ async def test_a_new_step_is_refused_while_the_grid_has_open_orders(
         StartupError, match=r"step 10, and the settings now say arithmetic, step 20"
     ):
         async with running_trader(exchange, repository, settings=wider):
-            pass
+            pytest.fail("the trader started with a new step over open orders")
     grid = await repository.load_grid(SYMBOL)
     assert grid is not None and grid.shape == GridShape("arithmetic", Decimal(10))
 
