@@ -19,6 +19,7 @@ import structlog
 from quantmesh.errors import AuthenticationFailed, QuantMeshError
 from quantmesh.exchange.base import Exchange
 from quantmesh.lock.base import DistributedLock
+from quantmesh.observability.http import HttpServer
 from quantmesh.observability.metrics import Metrics
 from quantmesh.storage.base import Repository
 from quantmesh.trading.trader import Trader
@@ -50,6 +51,7 @@ class Service:
         metrics: Metrics,
         shutdown_grace: float = 5.0,
         cancel_on_exit: bool = False,
+        http: HttpServer | None = None,
     ) -> None:
         self.traders = list(traders)
         self.exchange = exchange
@@ -58,12 +60,27 @@ class Service:
         self.metrics = metrics
         self.shutdown_grace = shutdown_grace
         self.cancel_on_exit = cancel_on_exit
+        self.http = http
         self.result = RunResult(symbols=len(self.traders))
         self._all_failed = asyncio.Event()
         self._fatal = asyncio.Event()
 
     async def run(self, stop: asyncio.Event) -> RunResult:
-        """Run until ``stop`` is set, every symbol failed, or a fatal error occurred."""
+        """Run until ``stop`` is set, every symbol failed, or a fatal error occurred.
+
+        The HTTP endpoints come up first and go down last, so ``/healthz`` answers and
+        ``/readyz`` says why it is not ready while the service starts and stops.
+        """
+        if self.http is not None:
+            await self.http.start()
+        try:
+            await self._run_components(stop)
+        finally:
+            if self.http is not None:
+                await self.http.close()
+        return self.result
+
+    async def _run_components(self, stop: asyncio.Event) -> None:
         await self.repository.start()
         try:
             await self.exchange.start()
@@ -74,7 +91,6 @@ class Service:
         finally:
             await self.locker.close()
             await self.repository.close()
-        return self.result
 
     async def _run_traders(self, stop: asyncio.Event) -> None:
         async with asyncio.TaskGroup() as tg:

@@ -278,6 +278,7 @@ class SymbolSettings(_Section):
 class TradingSettings(_Section):
     cancel_on_exit: bool = False
     shutdown_grace: Seconds = 5.0
+    max_price_age: Seconds = 30.0  # older last price: the symbol pauses and is not ready
     symbols: tuple[SymbolSettings, ...]
 
     @field_validator("symbols")
@@ -400,6 +401,7 @@ class HttpSettings(_Section):
     enabled: bool = True
     host: str = "127.0.0.1"
     port: Annotated[NonNegativeInt, Field(le=65535)] = 9100
+    token: SecretStr = SecretStr("")  # bearer token for /api/*; /metrics and /healthz stay open
 
 
 class Settings(_Section):

@@ -17,8 +17,11 @@ from quantmesh.exchange.feeds import FeedFactory, csv_replay, random_walk
 from quantmesh.exchange.simulated import SimMarket, SimulatedExchange
 from quantmesh.lock.base import DistributedLock
 from quantmesh.lock.nop import NopLock
+from quantmesh.observability.health import Health
+from quantmesh.observability.http import HttpServer
 from quantmesh.observability.logging import configure_logging
 from quantmesh.observability.metrics import Metrics
+from quantmesh.observability.status import prices_check, service_status, traders_check
 from quantmesh.secrets import dsn_passwords
 from quantmesh.storage.base import Repository
 from quantmesh.storage.engine import create_engine_for, to_sqlalchemy_url
@@ -36,6 +39,7 @@ def secret_values(settings: Settings) -> list[str]:
         settings.exchange.secret.get_secret_value(),
         settings.exchange.password.get_secret_value(),
         settings.redis.password.get_secret_value(),
+        settings.http.token.get_secret_value(),
         *dsn_passwords(settings.database.dsn.get_secret_value()),
     ]
     if settings.redis.url is not None:
@@ -153,7 +157,7 @@ def build_service(settings: Settings, metrics: Metrics | None = None) -> Service
     # What may refuse the settings comes first; the repository creates the data directory.
     locker = build_lock(settings)
     exchange = build_exchange(settings)
-    return assemble(
+    service = assemble(
         [trader_settings(symbol, settings) for symbol in settings.symbols],
         exchange=exchange,
         repository=build_repository(settings, exchange.name),
@@ -162,6 +166,35 @@ def build_service(settings: Settings, metrics: Metrics | None = None) -> Service
         granularity=settings.distributed_lock.granularity,
         shutdown_grace=settings.trading.shutdown_grace,
         cancel_on_exit=settings.trading.cancel_on_exit,
+    )
+    if settings.http.enabled:
+        service.http = build_http(settings, service)
+    return service
+
+
+def build_health(settings: Settings, service: Service) -> Health:
+    """The readiness checks of ``/readyz``: one per part that must work to trade."""
+    health = Health()
+    traders = service.traders
+    health.register("traders", lambda: traders_check(traders, service.result.failed))
+    max_age = settings.trading.max_price_age
+    health.register("prices", lambda: prices_check(traders, max_age))
+    return health
+
+
+def build_http(settings: Settings, service: Service) -> HttpServer:
+    instance = {
+        "instance": settings.instance.id,
+        "role": settings.instance.role,
+        "exchange": service.exchange.name,
+    }
+    return HttpServer(
+        settings.http.host,
+        settings.http.port,
+        registry=service.metrics.registry,
+        health=build_health(settings, service),
+        status=lambda: service_status(instance, service.traders, {}),
+        token=settings.http.token.get_secret_value(),
     )
 
 

@@ -201,6 +201,26 @@ class Trader:
         """No new orders from now on; in-flight calls finish."""
         self._placing = False
 
+    # read-only view for status and readiness --------------------------------------------
+
+    @property
+    def trading(self) -> bool:
+        """Grid loaded and reconciled, and still placing orders."""
+        return self.ready.is_set() and self._placing
+
+    @property
+    def inventory(self) -> Decimal:
+        return Decimal(0) if self.book is None else self.book.inventory()
+
+    @property
+    def open_order_count(self) -> int:
+        return 0 if self.book is None else len(self.book.open_orders())
+
+    @property
+    def realized_pnl(self) -> Decimal:
+        """Realized PnL of the round trips completed since this process started."""
+        return Decimal(0) if self.book is None else self.book.realized_pnl
+
     async def quiesce(self) -> None:
         """Wait until no exchange call or write is in flight, then keep it that way.
 

@@ -1,0 +1,94 @@
+"""What ``/api/status`` and the readiness checks read off the running traders."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping, Sequence
+from decimal import Decimal
+from typing import Any, Protocol
+
+from quantmesh.domain import Tick
+from quantmesh.observability.health import Check
+
+
+class TraderView(Protocol):
+    """The read-only face of a trader that status and readiness need."""
+
+    symbol: str
+    last_tick: Tick | None
+
+    @property
+    def trading(self) -> bool: ...
+
+    @property
+    def inventory(self) -> Decimal: ...
+
+    @property
+    def open_order_count(self) -> int: ...
+
+    @property
+    def realized_pnl(self) -> Decimal: ...
+
+
+def price_age(trader: TraderView, now: float) -> float | None:
+    """Seconds since the trader's last price, or ``None`` before the first one."""
+    if trader.last_tick is None:
+        return None
+    return max(now - trader.last_tick.ts, 0.0)
+
+
+def symbol_status(trader: TraderView, now: float) -> dict[str, Any]:
+    tick = trader.last_tick
+    age = price_age(trader, now)
+    return {
+        "trading": trader.trading,
+        "price": None if tick is None else str(tick.price),
+        "price_age_seconds": None if age is None else round(age, 3),
+        "inventory": str(trader.inventory),
+        "open_orders": trader.open_order_count,
+        "realized_pnl": str(trader.realized_pnl),
+    }
+
+
+def service_status(
+    instance: Mapping[str, Any],
+    traders: Sequence[TraderView],
+    sections: Mapping[str, Callable[[], Any]],
+    now: float | None = None,
+) -> dict[str, Any]:
+    """The ``/api/status`` body: the instance, each owned symbol, then each component's
+    section (database buffer, lock backend, ...)."""
+    at = time.time() if now is None else now
+    body: dict[str, Any] = dict(instance)
+    body["symbols"] = {t.symbol: symbol_status(t, at) for t in traders}
+    for name, section in sections.items():
+        body[name] = section()
+    return body
+
+
+def traders_check(traders: Sequence[TraderView], failed: Mapping[str, str]) -> Check:
+    """Ready when every owned symbol is trading: grid loaded, reconciled, not failed."""
+    if not traders:
+        return Check(False, "no symbols to trade")
+    problems = [f"{s} failed ({reason})" for s, reason in sorted(failed.items())]
+    problems += sorted(
+        f"{t.symbol} not trading" for t in traders if not t.trading and t.symbol not in failed
+    )
+    if problems:
+        return Check(False, "; ".join(problems))
+    return Check(True, f"{len(traders)} trading")
+
+
+def prices_check(traders: Sequence[TraderView], max_age: float, now: float | None = None) -> Check:
+    """Ready when every symbol has a price younger than ``max_age`` seconds."""
+    at = time.time() if now is None else now
+    stale = []
+    for trader in traders:
+        age = price_age(trader, at)
+        if age is None:
+            stale.append(f"{trader.symbol} (no price yet)")
+        elif age > max_age:
+            stale.append(f"{trader.symbol} ({age:.0f} s old)")
+    if stale:
+        return Check(False, f"prices older than {max_age:g} s: {', '.join(stale)}")
+    return Check(True, f"all prices younger than {max_age:g} s")

@@ -1,0 +1,197 @@
+"""The HTTP endpoints, served for real on a free loopback port."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+import aiohttp
+import pytest
+
+from quantmesh.domain import Tick
+from quantmesh.errors import StartupError
+from quantmesh.observability.health import Check, Health
+from quantmesh.observability.http import HttpServer
+from quantmesh.observability.metrics import Metrics
+from quantmesh.observability.status import (
+    prices_check,
+    service_status,
+    traders_check,
+)
+
+NOW = 1_800_000_000.0
+
+
+@dataclass
+class FakeTrader:
+    symbol: str
+    last_tick: Tick | None = None
+    trading: bool = True
+    inventory: Decimal = Decimal(0)
+    open_order_count: int = 0
+    realized_pnl: Decimal = Decimal(0)
+
+
+Serve = Callable[..., AsyncIterator[tuple[HttpServer, aiohttp.ClientSession]]]
+
+
+@pytest.fixture
+async def served() -> AsyncIterator[Callable[..., Any]]:
+    servers: list[HttpServer] = []
+    session = aiohttp.ClientSession()
+
+    async def start(
+        health: Health | None = None, status: dict[str, Any] | None = None, token: str = ""
+    ) -> tuple[str, aiohttp.ClientSession, Metrics]:
+        metrics = Metrics()
+        server = HttpServer(
+            "127.0.0.1",
+            0,
+            registry=metrics.registry,
+            health=health or Health(),
+            status=lambda: status or {},
+            token=token,
+        )
+        await server.start()
+        servers.append(server)
+        return f"http://127.0.0.1:{server.port}", session, metrics
+
+    yield start
+    for server in servers:
+        await server.close()
+    await session.close()
+
+
+async def test_metrics_are_prometheus_text_with_what_was_recorded(served: Any) -> None:
+    url, session, metrics = await served()
+    metrics.orders_placed.labels("ETH/USDT", "buy").inc(3)
+    async with session.get(f"{url}/metrics") as r:
+        assert r.status == 200
+        assert r.headers["Content-Type"].startswith("text/plain; version=0.0.4")
+        text = await r.text()
+    assert 'quantmesh_orders_placed_total{side="buy",symbol="ETH/USDT"} 3.0' in text
+
+
+async def test_healthz_answers_while_readiness_fails(served: Any) -> None:
+    health = Health()
+    health.register("lock", lambda: Check(False, "redis unreachable"))
+    url, session, _ = await served(health)
+    async with session.get(f"{url}/healthz") as r:
+        assert r.status == 200
+        assert (await r.json()) == {"status": "alive"}
+    async with session.get(f"{url}/readyz") as r:
+        assert r.status == 503
+        body = await r.json()
+    assert body["ready"] is False
+    assert body["failing"] == ["lock"]
+    assert body["checks"]["lock"] == {"ok": False, "detail": "redis unreachable"}
+
+
+async def test_readyz_is_200_only_when_every_check_passes(served: Any) -> None:
+    state = {"db": True}
+    health = Health()
+    health.register("database", lambda: Check(state["db"], "reachable"))
+    health.register("prices", lambda: Check(True, "fresh"))
+    url, session, _ = await served(health)
+    async with session.get(f"{url}/readyz") as r:
+        assert r.status == 200
+        assert (await r.json())["failing"] == []
+    state["db"] = False
+    async with session.get(f"{url}/readyz") as r:
+        assert r.status == 503
+        assert (await r.json())["failing"] == ["database"]
+
+
+async def test_a_check_that_raises_fails_readiness_instead_of_the_probe(served: Any) -> None:
+    def broken() -> Check:
+        raise RuntimeError("boom")
+
+    health = Health()
+    health.register("broken", broken)
+    url, session, _ = await served(health)
+    async with session.get(f"{url}/readyz") as r:
+        assert r.status == 503
+        body = await r.json()
+    assert body["checks"]["broken"]["detail"] == "check failed: RuntimeError: boom"
+
+
+async def test_api_needs_the_bearer_token_when_one_is_set(served: Any) -> None:
+    url, session, _ = await served(status={"instance": "qm-1"}, token="s3cret-token")
+    async with session.get(f"{url}/api/status") as r:
+        assert r.status == 401
+        assert "s3cret" not in await r.text()
+    bad = {"Authorization": "Bearer wrong"}
+    async with session.get(f"{url}/api/status", headers=bad) as r:
+        assert r.status == 401
+    good = {"Authorization": "Bearer s3cret-token"}
+    async with session.get(f"{url}/api/status", headers=good) as r:
+        assert r.status == 200
+        assert (await r.json()) == {"instance": "qm-1"}
+    for open_path in ("/metrics", "/healthz"):
+        async with session.get(f"{url}{open_path}") as r:
+            assert r.status == 200, open_path
+
+
+async def test_api_is_open_without_a_token(served: Any) -> None:
+    url, session, _ = await served(status={"instance": "qm-1"})
+    async with session.get(f"{url}/api/status") as r:
+        assert r.status == 200
+
+
+async def test_a_taken_port_is_one_clear_startup_error(served: Any) -> None:
+    url, _, _ = await served()
+    port = int(url.rsplit(":", 1)[1])
+    second = HttpServer(
+        "127.0.0.1", port, registry=Metrics().registry, health=Health(), status=dict
+    )
+    with pytest.raises(StartupError, match=rf"http: cannot listen on 127.0.0.1:{port} .*http.port"):
+        await second.start()
+
+
+def test_status_lists_each_symbol_and_component_sections() -> None:
+    eth = FakeTrader(
+        "ETH/USDT",
+        Tick("ETH/USDT", Decimal("3000.5"), NOW - 2),
+        inventory=Decimal("0.02"),
+        open_order_count=11,
+        realized_pnl=Decimal("1.25"),
+    )
+    btc = FakeTrader("BTC/USDT", trading=False)
+    body = service_status(
+        {"instance": "qm-1", "role": "master"},
+        [eth, btc],
+        {"lock": lambda: {"backend": "redis", "healthy": True}},
+        now=NOW,
+    )
+    assert body["instance"] == "qm-1"
+    assert body["symbols"]["ETH/USDT"] == {
+        "trading": True,
+        "price": "3000.5",
+        "price_age_seconds": 2.0,
+        "inventory": "0.02",
+        "open_orders": 11,
+        "realized_pnl": "1.25",
+    }
+    assert body["symbols"]["BTC/USDT"]["price"] is None
+    assert body["lock"] == {"backend": "redis", "healthy": True}
+
+
+def test_traders_check_names_failed_and_idle_symbols() -> None:
+    traders = [FakeTrader("ETH/USDT"), FakeTrader("BTC/USDT", trading=False), FakeTrader("X/Y")]
+    check = traders_check(traders, {"X/Y": "market not found"})
+    assert not check.ok
+    assert check.detail == "X/Y failed (market not found); BTC/USDT not trading"
+    assert traders_check(traders[:1], {}).ok
+    assert not traders_check([], {}).ok
+
+
+def test_prices_check_fails_on_missing_or_old_prices() -> None:
+    fresh = FakeTrader("ETH/USDT", Tick("ETH/USDT", Decimal(1), NOW - 5))
+    old = FakeTrader("BTC/USDT", Tick("BTC/USDT", Decimal(1), NOW - 45))
+    none = FakeTrader("SOL/USDT")
+    assert prices_check([fresh], 30, now=NOW).ok
+    check = prices_check([fresh, old, none], 30, now=NOW)
+    assert not check.ok
+    assert check.detail == "prices older than 30 s: BTC/USDT (45 s old), SOL/USDT (no price yet)"
