@@ -21,14 +21,17 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict
 from pathlib import Path
 
-from bench.bench_lock import measure_nop_lock
+from bench.bench_lock import measure_nop_lock, measure_redis_lock, redis_server_binary
 from bench.bench_pipeline import Phase, PipelineRun, harness_of, measure_pipeline
 from bench.bench_planner import measure_planner
-from bench.bench_storage import measure_storage
+from bench.bench_storage import measure_storage, measure_storage_backends
 from bench.table import Row, fmt, ratio, render
 
 PLANNER_TARGET_US = 50.0
 LOCK_TARGET_US = 1.0
+REDIS_LOCK_VS_REDIS_PY = 1.0  # RedisLock cycles/s at least redis-py's Lock's
+REDIS_LOCK_VS_RAW = 0.85  # ... and at least this share of the raw commands' floor
+REDIS_LOCK_P99_MS = 1.0  # p99 of one try_lock+unlock at concurrency 1, loopback
 LATENCY_P99_TARGET_MS = 2.0
 RSS_TARGET_MB = 200.0
 CALM = 0.02  # levels per tick: a fill every few minutes per symbol
@@ -68,7 +71,7 @@ def planner_rows(quick: bool) -> tuple[list[Row], dict[str, float]]:
     return [row], r
 
 
-def lock_rows(quick: bool) -> tuple[list[Row], dict[str, float]]:
+def lock_rows(quick: bool) -> tuple[list[Row], dict[str, object]]:
     r = measure_nop_lock(50_000 if quick else 200_000, rounds=3 if quick else 5)
     us, base, over = (
         r["lock_us_per_cycle"],
@@ -84,7 +87,53 @@ def lock_rows(quick: bool) -> tuple[list[Row], dict[str, float]]:
         f"< {LOCK_TARGET_US:g} us over",
         over < LOCK_TARGET_US,
     )
-    return [row], r
+    rows = [row]
+    raw: dict[str, object] = {"nop_lock": r}
+    if redis_server_binary() is None:
+        rows.append(Row("RedisLock try_lock+unlock", "skipped: redis-server not installed", "-"))
+        return rows, raw
+    for concurrency in (1, 50):
+        redis = measure_redis_lock(
+            5_000 if quick else 20_000, concurrency=concurrency, rounds=3 if quick else 5
+        )
+        raw[f"redis_lock_c{concurrency}"] = redis
+        rows += redis_lock_rows(redis, concurrency)
+    return rows, raw
+
+
+def redis_lock_rows(r: dict[str, float], concurrency: int) -> list[Row]:
+    ours = r["redis_lock_cycles_per_s"]
+    theirs, floor = r["redis_py_lock_cycles_per_s"], r["raw_cycles_per_s"]
+    p99 = r["redis_lock_p99_ms"]
+    return [
+        Row(
+            f"RedisLock try_lock+unlock, {concurrency} task{'s' if concurrency > 1 else ''}",
+            "cycles/s (vs redis-py Lock)",
+            fmt(ours),
+            fmt(theirs),
+            ratio(ours, theirs),
+            f">= {REDIS_LOCK_VS_REDIS_PY:g}x",
+            ours >= REDIS_LOCK_VS_REDIS_PY * theirs,
+        ),
+        Row(
+            "",
+            "cycles/s (vs raw EVALSHA floor)",
+            fmt(ours),
+            fmt(floor),
+            ratio(ours, floor),
+            f">= {REDIS_LOCK_VS_RAW:g}x",
+            ours >= REDIS_LOCK_VS_RAW * floor,
+        ),
+        Row(
+            "",
+            "p50/p99 ms: RedisLock | redis-py | raw",
+            f"{fmt(r['redis_lock_p50_ms'])}/{fmt(p99)}",
+            f"{fmt(r['redis_py_lock_p50_ms'])}/{fmt(r['redis_py_lock_p99_ms'])} | "
+            f"{fmt(r['raw_p50_ms'])}/{fmt(r['raw_p99_ms'])}",
+            target=f"p99 < {REDIS_LOCK_P99_MS:g} ms" if concurrency == 1 else "",
+            met=p99 < REDIS_LOCK_P99_MS if concurrency == 1 else None,
+        ),
+    ]
 
 
 def storage_rows(quick: bool) -> tuple[list[Row], dict[str, float]]:
@@ -100,6 +149,39 @@ def storage_rows(quick: bool) -> tuple[list[Row], dict[str, float]]:
         )
         for n, op in enumerate(("record_execution", "save_order", "known_trade_ids"))
     ]
+    return rows, r
+
+
+REPO_VS_RAW_MIN = 0.5  # batched saves through the repository vs raw Core executemany
+REPLAY_MAX_S = 1.0  # replaying 10,000 buffered trades (SQLite, PostgreSQL)
+
+
+def storage_backend_rows(quick: bool) -> tuple[list[Row], dict[str, dict[str, float]]]:
+    r = measure_storage_backends(rows=2_000 if quick else 10_000, replay=10_000)
+    rows: list[Row] = []
+    for backend, f in r.items():
+        share = f["repo_rows_per_s"] / f["raw_rows_per_s"]
+        rows.append(
+            Row(
+                f"{backend} batched saves",
+                "rows/s, repository vs raw executemany",
+                fmt(f["repo_rows_per_s"]),
+                fmt(f["raw_rows_per_s"]),
+                ratio(f["repo_rows_per_s"], f["raw_rows_per_s"]),
+                target=f">= {REPO_VS_RAW_MIN:g}x",
+                met=share >= REPO_VS_RAW_MIN,
+            )
+        )
+        timed = backend in ("SQLite", "PostgreSQL")
+        rows.append(
+            Row(
+                "",
+                f"replay {f['replay_trades']:,.0f} buffered trades, s",
+                fmt(f["replay_s"]),
+                target=f"< {REPLAY_MAX_S:g} s" if timed else "",
+                met=f["replay_s"] < REPLAY_MAX_S if timed else None,
+            )
+        )
     return rows, r
 
 
@@ -207,10 +289,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     planner, raw["planner"] = planner_rows(args.quick)
     rows += planner
-    lock, raw["nop_lock"] = lock_rows(args.quick)
+    lock, lock_raw = lock_rows(args.quick)
+    raw.update(lock_raw)
     rows += lock
     storage, raw["storage"] = storage_rows(args.quick)
     rows += storage
+    backends, raw["storage_backends"] = storage_backend_rows(args.quick)
+    rows += backends
     context = multiprocessing.get_context("spawn")
     for run in _pipelines(args.quick):
         print(f"running {run.symbols}-symbol pipeline ...", file=sys.stderr, flush=True)

@@ -33,6 +33,14 @@ def _parser() -> argparse.ArgumentParser:
 
     status = sub.add_parser("status", help="per-symbol state from the database")
     status.add_argument("-c", "--config", type=Path, default=DEFAULT_CONFIG, help="YAML settings")
+
+    from quantmesh.cli_sim import add_arguments as add_sim_arguments
+
+    add_sim_arguments(sub.add_parser("sim-exchange", help="run the exchange simulator (testing)"))
+
+    from quantmesh.cli_db import add_parser as add_db_parser
+
+    add_db_parser(sub, DEFAULT_CONFIG)
     return parser
 
 
@@ -52,6 +60,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _check_config(args.path)
         if args.command == "status":
             return _status(args.config)
+        if args.command == "sim-exchange":
+            from quantmesh.cli_sim import run as run_sim
+
+            return run_sim(args)
+        if args.command == "db":
+            from quantmesh.cli_db import run as run_db
+
+            return run_db(args)
         return _run(args.config)
     except ConfigError as exc:
         for problem in exc.problems:

@@ -200,6 +200,36 @@ class ExchangeSettings(_Section):
     options: dict[str, Any] = Field(default_factory=dict, repr=False)
     urls: dict[str, Any] = Field(default_factory=dict, repr=False)
     simulated: SimulatedExchangeSettings = SimulatedExchangeSettings()
+    # ccxt exchanges only (ignored by 'simulated'):
+    request_timeout: Seconds = 10.0  # one REST call; then its outcome is unknown
+    streams: bool = True  # watch_ticker/watch_orders when the exchange has them
+    price_stale_after: Seconds = 30.0  # no price this long: the symbol is stale
+    price_poll_interval: Seconds = 2.0  # fetch_ticker polling (no stream, or it failed)
+    order_poll_interval: Seconds = 2.0  # order polling when there is no order stream
+    order_resync_interval: Seconds = 30.0  # REST check of open orders despite the stream
+    stream_failures_before_polling: Count = 3
+    stream_retry_after: Seconds = 60.0  # polling this long before trying a stream again
+    reconnect_max_delay: Seconds = 30.0  # cap of the exponential backoff
+    client_order_id_param: str = "clientOrderId"  # ccxt param carrying our order id
+    # as_is, or alphanumeric for exchanges refusing "." and "-" (auto: by exchange id)
+    client_order_id_style: Literal["auto", "as_is", "alphanumeric"] = "auto"
+    verify_credentials: bool = True  # a private call at start: bad keys stop the daemon
+
+    @model_validator(mode="after")
+    def _check_ccxt_timings(self) -> ExchangeSettings:
+        problems: list[tuple[tuple[str | int, ...], str]] = []
+        if self.price_poll_interval >= self.price_stale_after:
+            problems.append(
+                (
+                    ("price_poll_interval",),
+                    f"must be less than price_stale_after ({self.price_stale_after:g})",
+                )
+            )
+        if not self.client_order_id_param.strip():
+            problems.append((("client_order_id_param",), "must not be empty"))
+        if problems:
+            raise FieldProblems(problems)
+        return self
 
     @field_validator("name")
     @classmethod
@@ -320,6 +350,8 @@ class DatabaseSettings(_Section):
     retry_interval: Seconds = 10.0
     journal_path: Path = Path("./data/journal.jsonl")
     auto_migrate: bool = True
+    connect_timeout: Seconds = 10.0  # opening one connection
+    statement_timeout: Seconds = 30.0  # one statement (PostgreSQL) or transaction (MySQL)
 
     @model_validator(mode="after")
     def _check(self) -> DatabaseSettings:
@@ -358,14 +390,43 @@ class DistributedLockSettings(_Section):
     granularity: Literal["symbol", "level", "exact"] = "level"
     ttl: LockTTLSettings = LockTTLSettings()
 
+    @field_validator("key_prefix")
+    @classmethod
+    def _check_prefix(cls, value: str) -> str:
+        # Braces are allowed but make the prefix the Redis Cluster hash tag of every key:
+        # still correct, all in one slot.
+        if not value or any(c.isspace() for c in value):
+            raise ValueError("must be non-empty, without spaces, e.g. quantmesh:lock:")
+        return value
+
+
+def _host_port(value: str) -> str:
+    """``host:port`` or ``[ipv6]:port``, stripped; ValueError otherwise."""
+    host, sep, port = value.strip().rpartition(":")
+    ipv6 = host.startswith("[") and host.endswith("]") and len(host) > 2
+    plain_host = bool(host) and not any(c in host for c in "[]:/ ")
+    if not sep or not (ipv6 or plain_host) or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"must be host:port, e.g. localhost:6379 (got {value!r})")
+    return value.strip()
+
 
 class RedisSettings(_Section):
+    """How to reach Redis: one server (``url`` or ``addr``), Sentinel, or Cluster."""
+
     url: SecretStr | None = None
     addr: str = "localhost:6379"
     password: SecretStr = SecretStr("")
     username: str | None = None
     db: NonNegativeInt = 0
     pool_size: Count = 10
+    mode: Literal["standalone", "sentinel", "cluster"] = "standalone"
+    # sentinel: the Sentinels' addresses; cluster: seed nodes (default: addr).
+    addrs: tuple[str, ...] = ()
+    master_name: str = "mymaster"  # the Sentinel service name
+    sentinel_password: SecretStr = SecretStr("")
+    tls: bool = False  # for addr/addrs; a url says it with rediss://
+    socket_timeout: Seconds = 1.0  # every command's reply must arrive within this
+    connect_timeout: Seconds = 1.0
 
     @field_validator("url")
     @classmethod
@@ -379,12 +440,26 @@ class RedisSettings(_Section):
     @field_validator("addr")
     @classmethod
     def _check_addr(cls, value: str) -> str:
-        host, sep, port = value.strip().rpartition(":")
-        ipv6 = host.startswith("[") and host.endswith("]") and len(host) > 2
-        plain_host = bool(host) and not any(c in host for c in "[]:/ ")
-        if not sep or not (ipv6 or plain_host) or not port.isdigit() or not 0 < int(port) < 65536:
-            raise ValueError(f"must be host:port, e.g. localhost:6379 (got {value!r})")
-        return value.strip()
+        return _host_port(value)
+
+    @field_validator("addrs")
+    @classmethod
+    def _check_addrs(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(_host_port(addr) for addr in value)
+
+    @model_validator(mode="after")
+    def _check_mode(self) -> RedisSettings:
+        problems: list[tuple[tuple[str | int, ...], str]] = []
+        if self.url is not None and self.mode != "standalone":
+            problems.append((("url",), f"only for mode standalone; list the {self.mode} "
+                             "nodes in redis.addrs"))  # fmt: skip
+        if self.mode == "sentinel" and not self.addrs:
+            problems.append((("addrs",), "required for mode sentinel: the Sentinels' host:port"))
+        if self.mode == "cluster" and self.db != 0:
+            problems.append((("db",), "must be 0 for mode cluster (Redis Cluster has one db)"))
+        if problems:
+            raise FieldProblems(problems)
+        return self
 
 
 class LoggingSettings(_Section):

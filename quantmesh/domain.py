@@ -6,7 +6,7 @@ Symbols are in unified form, ``BASE/QUOTE`` (``ETH/USDT``).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 from typing import Literal
 
@@ -73,6 +73,9 @@ class Order:
     filled: Decimal
     created_at: float
     updated_at: float
+    # The level lock's fence under which this order was placed (None: not placed by us,
+    # or placed without a fenced lock). Audit only: not part of the order's identity.
+    lock_fence: int | None = field(default=None, compare=False)
 
     @property
     def is_open(self) -> bool:

@@ -106,3 +106,17 @@ class StorageError(QuantMeshError):
 
 class StorageUnavailable(StorageError):
     """The database cannot be reached."""
+
+
+class LockTimeout(LockError):
+    """``lock(key, ttl, timeout)`` found the key held by another holder until the timeout."""
+
+    def __init__(self, key: str, timeout: float) -> None:
+        self.key = key
+        self.timeout = timeout
+        super().__init__(f"lock {key} still held elsewhere after {timeout:g} s")
+
+
+class StorageRejected(StorageError):
+    """The database refused the data itself (constraint, type, length): retrying the same
+    write will never succeed. The write buffer dead-letters these."""

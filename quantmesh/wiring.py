@@ -7,16 +7,19 @@ from decimal import Decimal
 from pathlib import Path
 
 import structlog
+from sqlalchemy import Engine
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from quantmesh.app import RunResult, Service, serve
 from quantmesh.config import Settings, SymbolSettings
-from quantmesh.domain import MarketRules
 from quantmesh.errors import StartupError
 from quantmesh.exchange.base import Exchange
-from quantmesh.exchange.feeds import FeedFactory, csv_replay, random_walk
-from quantmesh.exchange.simulated import SimMarket, SimulatedExchange
+from quantmesh.exchange.sim_config import build_simulated
 from quantmesh.lock.base import DistributedLock
+from quantmesh.lock.connection import redis_client
+from quantmesh.lock.failover import FailoverLock
 from quantmesh.lock.nop import NopLock
+from quantmesh.lock.redis import RedisLock
 from quantmesh.observability.health import Health
 from quantmesh.observability.http import HttpServer
 from quantmesh.observability.logging import configure_logging
@@ -24,6 +27,7 @@ from quantmesh.observability.metrics import Metrics
 from quantmesh.observability.status import prices_check, service_status, traders_check
 from quantmesh.secrets import dsn_passwords
 from quantmesh.storage.base import Repository
+from quantmesh.storage.buffer import BufferedRepository
 from quantmesh.storage.engine import create_engine_for, to_sqlalchemy_url
 from quantmesh.storage.repository import SqlRepository
 from quantmesh.trading.lockkeys import Granularity, LockKeys
@@ -39,6 +43,7 @@ def secret_values(settings: Settings) -> list[str]:
         settings.exchange.secret.get_secret_value(),
         settings.exchange.password.get_secret_value(),
         settings.redis.password.get_secret_value(),
+        settings.redis.sentinel_password.get_secret_value(),
         settings.http.token.get_secret_value(),
         *dsn_passwords(settings.database.dsn.get_secret_value()),
     ]
@@ -48,54 +53,75 @@ def secret_values(settings: Settings) -> list[str]:
 
 
 def build_exchange(settings: Settings) -> Exchange:
-    if settings.exchange.name != "simulated":
-        raise StartupError(
-            f"exchange.name: {settings.exchange.name!r} needs the ccxt exchange adapter, "
-            "which this version does not ship yet; use 'simulated'"
+    """The simulated exchange, or any ccxt exchange (real, testnet, or the simulator server)."""
+    if settings.exchange.name == "simulated":
+        sim = settings.exchange.simulated
+        return build_simulated(sim, sim.state_path)
+    from quantmesh.exchange.ccxt_client import build_ccxt_exchange  # ccxt imports slowly
+
+    return build_ccxt_exchange(settings.exchange)
+
+
+def build_lock(settings: Settings, metrics: Metrics | None = None) -> DistributedLock:
+    """NopLock for a single instance; else the Redis lock behind its health-checked fallback.
+
+    Nothing connects here: the first lock call or health check does, so a Redis that is
+    down at start-up halts trading (or falls back) exactly as one that fails later.
+    """
+    lock_settings = settings.distributed_lock
+    if not lock_settings.enabled:
+        return NopLock()
+    redis = RedisLock(redis_client(settings.redis), prefix=lock_settings.key_prefix)
+    if lock_settings.fallback_mode == "single_instance":
+        log.warning(
+            "lock_fallback_single_instance_configured",
+            effect="if Redis fails, this instance trades on a local lock; run no other "
+            "instance on these symbols",
         )
-    sim = settings.exchange.simulated
-    markets: dict[str, SimMarket] = {}
-    for symbol, market in sim.markets.items():
-        base, quote = symbol.split("/")
-        rules = MarketRules(
-            symbol=symbol,
-            base=base,
-            quote=quote,
-            tick_size=market.tick_size,
-            lot_size=market.lot_size,
-            min_amount=market.lot_size,
-            min_notional=market.min_notional,
-        )
-        feed: FeedFactory
-        if market.feed.type == "csv":
-            assert market.feed.path is not None  # validated by the settings
-            feed = csv_replay(market.feed.path, market.feed.speed)
-        else:
-            feed = random_walk(market.feed.volatility, market.feed.interval, market.feed.seed)
-        markets[symbol] = SimMarket(rules, market.price, feed)
-    return SimulatedExchange(markets, dict(sim.balances), sim.fee_rate, sim.state_path)
+    return FailoverLock(
+        redis,
+        fallback_mode=lock_settings.fallback_mode,
+        health_check_interval=lock_settings.health_check_interval,
+        metrics=metrics,
+    )
 
 
-def build_lock(settings: Settings) -> DistributedLock:
-    if settings.distributed_lock.enabled:
-        raise StartupError(
-            "distributed_lock.enabled: the Redis lock is not available in this version; "
-            "run a single instance with distributed_lock.enabled: false"
-        )
-    return NopLock()
-
-
-def build_repository(settings: Settings, exchange: str) -> SqlRepository:
+def build_engine(settings: Settings) -> Engine | AsyncEngine:
+    """The configured database's engine: the seed's pool settings, timeouts, pre-ping."""
     db = settings.database
     url = to_sqlalchemy_url(db.type, db.dsn.get_secret_value())
-    engine = create_engine_for(
+    return create_engine_for(
         db.type,
         url,
         pool_size=db.max_idle_conns or 1,
         max_overflow=max(db.max_open_conns - db.max_idle_conns, 0),
         pool_recycle=db.conn_max_lifetime,
+        connect_timeout=db.connect_timeout,
+        statement_timeout=db.statement_timeout,
     )
-    return SqlRepository(engine, exchange)
+
+
+def build_repository(
+    settings: Settings, exchange: str, metrics: Metrics | None = None, *, buffered: bool = True
+) -> Repository:
+    """The repository; behind the write buffer when ``database.buffer_enabled``."""
+    db = settings.database
+    repository = SqlRepository(
+        build_engine(settings),
+        exchange,
+        metrics=metrics.db if metrics is not None else None,
+        auto_migrate=db.auto_migrate,
+        timeout=db.connect_timeout + db.statement_timeout,
+    )
+    if not (buffered and db.buffer_enabled):
+        return repository
+    return BufferedRepository(
+        repository,
+        db.journal_path,
+        buffer_size=db.buffer_size,
+        retry_interval=db.retry_interval,
+        metrics=metrics.db if metrics is not None else None,
+    )
 
 
 def trader_settings(symbol: SymbolSettings, settings: Settings) -> TraderSettings:
@@ -155,14 +181,15 @@ def assemble(
 
 def build_service(settings: Settings, metrics: Metrics | None = None) -> Service:
     # What may refuse the settings comes first; the repository creates the data directory.
-    locker = build_lock(settings)
+    metrics = metrics if metrics is not None else Metrics()
+    locker = build_lock(settings, metrics)
     exchange = build_exchange(settings)
     service = assemble(
         [trader_settings(symbol, settings) for symbol in settings.symbols],
         exchange=exchange,
-        repository=build_repository(settings, exchange.name),
+        repository=build_repository(settings, exchange.name, metrics),
         locker=locker,
-        metrics=metrics if metrics is not None else Metrics(),
+        metrics=metrics,
         granularity=settings.distributed_lock.granularity,
         shutdown_grace=settings.trading.shutdown_grace,
         cancel_on_exit=settings.trading.cancel_on_exit,
@@ -226,7 +253,7 @@ def check_database_exists(settings: Settings) -> None:
 
 async def read_status(settings: Settings) -> list[list[str]]:
     """The ``quantmesh status`` table: a header row, then one row per grid."""
-    repository = build_repository(settings, settings.exchange.name)
+    repository = build_repository(settings, settings.exchange.name, buffered=False)
     await repository.start()
     try:
         summaries = await repository.summaries()

@@ -36,6 +36,18 @@ class Metrics:
             buckets=_LOCK_BUCKETS,
             registry=r,
         )
+        self.lock_backend_up = Gauge(
+            "quantmesh_lock_backend_up",
+            "1 while the distributed lock backend passes its health check, else 0",
+            registry=r,
+        )
+        self.lock_mode = Gauge(
+            "quantmesh_lock_mode",
+            "1 for the lock mode in force: distributed; halted (backend down, no orders); "
+            "single_instance (backend down, local lock only)",
+            ["mode"],
+            registry=r,
+        )
         self.orders_placed = Counter(
             "quantmesh_orders_placed_total",
             "Orders accepted by the exchange",
@@ -96,5 +108,72 @@ class Metrics:
             "quantmesh_trader_up",
             "1 while the symbol's trader runs, 0 after it failed",
             ["symbol"],
+            registry=r,
+        )
+        self.db = DbMetrics(r)
+
+
+# --- database (issue 4) -------------------------------------------------------------------
+
+_DB_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+
+
+class DbMetrics:
+    """The database family: the seed's three names plus the write buffer's state.
+
+    ``operation`` is a repository method name (bounded); ``error`` the kind of failure
+    (``unavailable``, ``error``, ``deadlock``...), never a message.
+    """
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        r = registry
+        self.connections = Gauge(
+            "quantmesh_db_connections",
+            "Pooled database connections by state (open, idle, in_use)",
+            ["state"],
+            registry=r,
+        )
+        self.query_duration = Histogram(
+            "quantmesh_db_query_duration_seconds",
+            "Duration of one repository operation (one transaction), by operation",
+            ["operation"],
+            buckets=_DB_BUCKETS,
+            registry=r,
+        )
+        self.errors = Counter(
+            "quantmesh_db_errors_total",
+            "Failed repository operations by operation and kind of error",
+            ["operation", "error"],
+            registry=r,
+        )
+        self.buffer_depth = Gauge(
+            "quantmesh_db_buffer_depth",
+            "Writes waiting in the write buffer for the database (memory and journal)",
+            registry=r,
+        )
+        self.buffer_memory = Gauge(
+            "quantmesh_db_buffer_memory_records",
+            "Writes of the buffer held in memory (bounded by database.buffer_size)",
+            registry=r,
+        )
+        self.journal_bytes = Gauge(
+            "quantmesh_db_journal_bytes",
+            "Size of the write buffer's journal file",
+            registry=r,
+        )
+        self.buffered = Counter(
+            "quantmesh_db_buffered_total",
+            "Writes that went to the write buffer because the database was unavailable",
+            ["operation"],
+            registry=r,
+        )
+        self.replayed = Counter(
+            "quantmesh_db_replayed_total",
+            "Buffered writes replayed into the database",
+            registry=r,
+        )
+        self.dead_lettered = Counter(
+            "quantmesh_db_dead_lettered_total",
+            "Buffered writes the database refused for good, moved to the dead-letter file",
             registry=r,
         )

@@ -7,9 +7,11 @@ SQLite gets a synchronous engine on the stdlib ``sqlite3`` driver (the repositor
 on a thread of its own, see ``runner``); its connections get WAL, ``busy_timeout=5000``,
 ``synchronous=NORMAL`` and foreign keys, and never BEGIN by themselves (the runner starts
 each write transaction with ``BEGIN IMMEDIATE``). Its data directory is created and
-checked up front. The servers get async engines. PostgreSQL and
-MySQL/MariaDB take SQLAlchemy URLs for now; the seed's Go-style DSNs come later in
-``to_sqlalchemy_url``. No error message here ever includes a password.
+checked up front. The servers get async engines with pre-ping, a connect timeout and a
+statement timeout (PostgreSQL: ``statement_timeout`` on the server and asyncpg's
+``command_timeout``; MySQL/MariaDB: the runner's own timeout around each transaction).
+PostgreSQL and MySQL/MariaDB take SQLAlchemy URLs or the seed's Go-style DSNs (``dsn``).
+No error message here ever includes a password.
 """
 
 from __future__ import annotations
@@ -18,15 +20,17 @@ import re
 import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any, Final, Literal
+from typing import Any, Final
 
 import structlog
 from sqlalchemy import URL, Engine, Table, create_engine, event, make_url
 from sqlalchemy.dialects import mysql, postgresql, sqlite
 from sqlalchemy.exc import (
     ArgumentError,
+    DataError,
     DBAPIError,
     DisconnectionError,
+    IntegrityError,
     InterfaceError,
     OperationalError,
     StatementError,
@@ -35,9 +39,9 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.sql.dml import Insert
 
-from quantmesh.errors import StartupError, StorageError, StorageUnavailable
-
-DbType = Literal["sqlite", "postgres", "mysql"]
+from quantmesh.errors import StartupError, StorageError, StorageRejected, StorageUnavailable
+from quantmesh.storage import dsn
+from quantmesh.storage.dsn import DbType
 
 log = structlog.get_logger(__name__)
 
@@ -83,9 +87,9 @@ SQLITE_PRAGMAS = (
 def to_sqlalchemy_url(db_type: DbType, dsn: str) -> str:
     """Turn the configured ``database.dsn`` into an async SQLAlchemy URL.
 
-    Handles a plain SQLite file path and SQLAlchemy URLs (a plain ``postgresql://`` or
-    ``mysql://`` gets the async driver). Go-style DSNs (``host=... dbname=...``,
-    ``user:pass@tcp(host)/db``) raise ``StartupError`` until they are supported.
+    Handles a plain SQLite file path, SQLAlchemy URLs (a plain ``postgresql://`` or
+    ``mysql://`` gets the async driver) and the seed's Go-style DSNs (``host=...
+    dbname=...`` for PostgreSQL, ``user:pass@tcp(host:3306)/db`` for MySQL).
     """
     return _parse(db_type, dsn).render_as_string(hide_password=False)
 
@@ -98,6 +102,8 @@ def create_engine_for(
     max_overflow: int = 10,
     pool_recycle: float = 3600.0,
     echo: bool = False,
+    connect_timeout: float = 10.0,
+    statement_timeout: float = 30.0,
 ) -> Engine | AsyncEngine:
     """Create (without connecting) the engine for ``db_type`` at ``url``.
 
@@ -116,6 +122,8 @@ def create_engine_for(
         _prepare_sqlite_file(Path(parsed.database or ""))
     else:
         kwargs["pool_pre_ping"] = True  # a restarted server leaves dead pooled connections
+        kwargs["pool_timeout"] = statement_timeout  # waiting for a free pooled connection
+        kwargs["connect_args"] = _connect_args(db_type, parsed, connect_timeout, statement_timeout)
     engine: Engine | AsyncEngine
     try:
         if db_type == "sqlite":
@@ -130,20 +138,33 @@ def create_engine_for(
     return engine
 
 
-def _parse(db_type: DbType, dsn: str) -> URL:
+def _connect_args(
+    db_type: DbType, url: URL, connect_timeout: float, statement_timeout: float
+) -> dict[str, Any]:
+    if db_type == "postgres":
+        args: dict[str, Any] = {"command_timeout": statement_timeout}
+        if "timeout" not in url.query:
+            args["timeout"] = connect_timeout
+        args["server_settings"] = {"statement_timeout": str(int(statement_timeout * 1000))}
+        return args
+    if "connect_timeout" in url.query:
+        return {}
+    return {"connect_timeout": max(int(connect_timeout), 1)}
+
+
+def _parse(db_type: DbType, text_dsn: str) -> URL:
     drivers = _DRIVERS.get(db_type)
     if drivers is None:
         raise StartupError(f"unknown database type {db_type!r}")
-    text = dsn.strip()
+    text = text_dsn.strip()
     if not text:
         raise StartupError(f"the {db_type} database DSN is empty")
     if "://" not in text:
         if db_type == "sqlite":
             return _sqlite_url(text)
-        raise StartupError(
-            f"{db_type} DSNs of this form are not supported yet; use a SQLAlchemy URL "
-            f"such as {_CANONICAL[db_type]}://user:password@host/dbname"
-        )
+        if db_type == "postgres":
+            return dsn.postgres_url(text, POSTGRES_DRIVER)
+        return dsn.mysql_url(text, MYSQL_DRIVER)
     try:
         url = make_url(text)
     except ArgumentError:
@@ -226,6 +247,8 @@ _CONNECTIVITY_MARKERS: Final = (
     "refused",
     "unreachable",
     "starting up",
+    "not yet accepting",
+    "too many connections",
     "shutting down",
     "terminat",
     "deadlock",
@@ -250,7 +273,28 @@ def map_db_error(exc: BaseException, operation: str) -> StorageError:
     detail = f"{type(cause).__name__}: {_redact(str(cause))}"
     if _is_connectivity(exc):
         return StorageUnavailable(f"{operation}: database unavailable: {detail}")
+    if isinstance(exc, IntegrityError | DataError):
+        return StorageRejected(f"{operation} failed: {detail}")
     return StorageError(f"{operation} failed: {detail}")
+
+
+# MySQL: deadlock victim (1213), lock wait timeout (1205); PostgreSQL: serialization
+# failure (40001), deadlock detected (40P01)
+_MYSQL_RETRY_CODES: Final = frozenset({1213, 1205})
+_PG_RETRY_STATES: Final = frozenset({"40001", "40P01"})
+
+
+def is_retryable(exc: BaseException) -> bool:
+    """Whether the server rolled the transaction back as a deadlock or serialisation victim,
+    so running it again is the expected remedy."""
+    if not isinstance(exc, DBAPIError) or exc.connection_invalidated:
+        return False
+    orig = exc.orig
+    args = getattr(orig, "args", ())
+    if args and isinstance(args[0], int) and args[0] in _MYSQL_RETRY_CODES:
+        return True
+    state = getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)
+    return state in _PG_RETRY_STATES
 
 
 def _is_connectivity(exc: BaseException) -> bool:
@@ -260,6 +304,11 @@ def _is_connectivity(exc: BaseException) -> bool:
     if not isinstance(exc, DBAPIError):
         return False
     if exc.connection_invalidated:
+        return True
+    state = getattr(exc.orig, "sqlstate", None)
+    # PostgreSQL: connection exceptions (08), insufficient resources (53), operator
+    # intervention (57: shutting down, starting up), system errors (58)
+    if isinstance(state, str) and state[:2] in ("08", "53", "57", "58"):
         return True
     if not isinstance(exc, OperationalError | InterfaceError):
         return False

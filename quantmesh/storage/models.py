@@ -134,6 +134,8 @@ class OrderRow(Base):
     exchange_order_id: Mapped[str] = mapped_column(String(ID_LEN))
     created_at: Mapped[float] = mapped_column(Double())
     updated_at: Mapped[float] = mapped_column(Double())
+    # Fence of the level lock the order was placed under (issue 3); NULL when none.
+    lock_fence: Mapped[int | None] = mapped_column(BigInteger(), nullable=True)
 
 
 class TradeRow(Base):

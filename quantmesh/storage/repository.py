@@ -25,8 +25,10 @@ from sqlalchemy import Column, Connection, Engine, Table, func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from quantmesh.domain import Fill, Order
-from quantmesh.errors import StorageError
+from quantmesh.errors import StartupError, StorageError
 from quantmesh.grid.state import GridShape, GridState, LevelState, RoundTrip
+from quantmesh.observability.metrics import DbMetrics
+from quantmesh.storage import migrate
 from quantmesh.storage import models as m
 from quantmesh.storage import statements as q
 from quantmesh.storage.base import SymbolSummary, TradeFilter
@@ -50,13 +52,18 @@ class SqlRepository:
         engine: Engine | AsyncEngine,
         exchange: str,
         clock: Callable[[], float] = time.time,
+        metrics: DbMetrics | None = None,
+        *,
+        auto_migrate: bool = True,
+        timeout: float | None = None,
     ) -> None:
         if not exchange or len(exchange) > m.EXCHANGE_LEN:
             raise ValueError(f"exchange name must be 1 to {m.EXCHANGE_LEN} characters")
         self._engine = engine
-        self._runner: Runner = runner_for(engine)
+        self._runner: Runner = runner_for(engine, metrics, timeout)
         self._exchange = exchange
         self._clock = clock
+        self._auto_migrate = auto_migrate
         self._dialect = dialect = engine.dialect.name
         # With the write lock held from the start (SQLite), an order found missing is still
         # missing when inserted; otherwise another instance may have inserted it meanwhile.
@@ -90,7 +97,25 @@ class SqlRepository:
     # lifecycle
 
     async def start(self) -> None:
-        await self._write("start", m.metadata.create_all)
+        """Connect and bring the schema to this version's migration head (``auto_migrate``),
+        or check it is there. Any failure is a ``StartupError`` naming the database."""
+        try:
+            if self._auto_migrate:
+                await self._write("migrate", migrate.upgrade)
+            else:
+                current = await self._read("schema_version", migrate.current_revision)
+                head = migrate.head_revision()
+                if current != head:
+                    raise StartupError(
+                        f"the database schema is at revision {current or 'none'}, this version "
+                        f"needs {head}: run `quantmesh db upgrade` or set database.auto_migrate"
+                    )
+        except StorageError as exc:
+            where = self._engine.url.render_as_string(hide_password=True)
+            raise StartupError(
+                f"cannot use the {self._dialect} database {where}: {exc}; check database.dsn "
+                "and that the server is running"
+            ) from exc
         log.info("storage_started", exchange=self._exchange, dialect=self._dialect)
 
     async def close(self) -> None:
@@ -348,17 +373,38 @@ class SqlRepository:
 
         Returns ``False`` and writes nothing when a newer fence is stored.
         """
-        orders = [order]
-        order_rows = [self._row(m.orders, order)]
+        return await self.record_batch(
+            order.symbol, [order], fills, levels, round_trips, fence, operation="record_execution"
+        )
+
+    async def record_batch(
+        self,
+        symbol: str,
+        orders: Sequence[Order],
+        fills: Sequence[Fill],
+        levels: Sequence[LevelState],
+        round_trips: Sequence[RoundTrip],
+        fence: int | None,
+        *,
+        operation: str = "record_batch",
+    ) -> bool:
+        """Several executions of one symbol in one transaction (the write buffer's replay).
+
+        Order updates apply in sequence, fills and round trips already stored are ignored,
+        the last state of each level wins. With a ``fence``, nothing is written (``False``)
+        when a newer one is stored; ``fence=None`` writes no levels and claims nothing.
+        """
+        order_rows = [self._row(m.orders, order) for order in orders]
         fill_rows = self._fill_rows(fills)
         trip_rows = self._round_trip_rows(round_trips)
-        level_rows = self._level_rows(order.symbol, levels)
+        level_rows = self._level_rows(symbol, levels) if fence is not None else []
         now = self._clock()
 
         def write(conn: Connection) -> bool:
-            if not self._claim_fence(conn, order.symbol, fence, now):
+            if fence is not None and not self._claim_fence(conn, symbol, fence, now):
                 return False
-            self._save_orders(conn, orders, order_rows)
+            if orders:
+                self._save_orders(conn, orders, order_rows)
             if fill_rows:
                 conn.execute(self._insert_trades, fill_rows)
             if trip_rows:
@@ -367,7 +413,7 @@ class SqlRepository:
                 conn.execute(self._upsert_levels, level_rows)
             return True
 
-        return await self._write("record_execution", write)
+        return await self._write(operation, write)
 
     def _level_rows(self, symbol: str, levels: Sequence[LevelState]) -> list[dict[str, Any]]:
         unique = {level.index: level for level in levels}  # the last state of a level wins

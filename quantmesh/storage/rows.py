@@ -11,7 +11,7 @@ from sqlalchemy import Table
 from sqlalchemy.engine import Row
 
 from quantmesh.domain import CLOSED_STATUSES, Order, OrderStatus, Side
-from quantmesh.errors import StorageError
+from quantmesh.errors import StorageError, StorageRejected
 from quantmesh.storage import models as m
 
 if TYPE_CHECKING:
@@ -59,14 +59,14 @@ def checked(table: Table, row: dict[str, Any]) -> dict[str, Any]:
         if isinstance(value, str):
             length = getattr(table.c[key].type, "length", None)
             if length is not None and len(value) > length:
-                raise StorageError(
+                raise StorageRejected(
                     f"{table.name}.{key} is longer than {length} characters: {value[:80]!r}"
                 )
         elif isinstance(value, Decimal):
             try:
                 m.check_decimal(value)
             except ValueError as exc:
-                raise StorageError(f"{table.name}.{key}: {exc}") from None
+                raise StorageRejected(f"{table.name}.{key}: {exc}") from None
     return row
 
 

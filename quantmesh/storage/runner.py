@@ -11,7 +11,15 @@ plain reads, maps driver errors with ``map_db_error`` and returns the function's
   ``BEGIN IMMEDIATE``, so they hold SQLite's write lock from their first statement and may
   read, then write what they read (other processes wait up to ``busy_timeout``).
 - ``AsyncRunner`` (PostgreSQL, MySQL/MariaDB): the async engine; the function runs in
-  ``AsyncConnection.run_sync`` inside ``engine.begin()``.
+  ``AsyncConnection.run_sync`` inside ``engine.begin()``, the whole transaction within an
+  optional timeout (a silent partition otherwise hangs a driver without read timeouts).
+
+Both record ``quantmesh_db_query_duration_seconds{operation}`` and
+``quantmesh_db_errors_total{operation,error}`` per transaction and export the pool's
+connections as ``quantmesh_db_connections{state}`` when given metrics. A transaction the
+server chose as a deadlock victim or failed to serialise is retried a few times
+(``RETRIES``) before the error reaches the caller: MySQL's gap locks make that routine for
+concurrent inserts.
 
 Cancellation: a caller cancelled while its transaction runs stops waiting, but the
 transaction runs to its end in the thread and MAY COMMIT; one cancelled while still queued
@@ -23,22 +31,55 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import functools
+import random
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Final, Protocol, TypeVar
+from typing import Any, Final, Protocol, TypeVar
 
 import structlog
 from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from quantmesh.errors import StorageError
-from quantmesh.storage.engine import map_db_error
+from quantmesh.errors import StorageError, StorageUnavailable
+from quantmesh.observability.metrics import DbMetrics
+from quantmesh.storage.engine import is_retryable, map_db_error
 
 log = structlog.get_logger(__name__)
 _T = TypeVar("_T")
 
 THREAD_NAME_PREFIX: Final = "quantmesh-db"
+RETRIES: Final = 5  # attempts of a transaction that lost a deadlock or serialisation race
+
+
+class _Recorder:
+    """Times operations and counts their errors (no-op without metrics)."""
+
+    def __init__(self, metrics: DbMetrics | None) -> None:
+        self.metrics = metrics
+
+    def done(self, operation: str, started: float) -> None:
+        if self.metrics is not None:
+            self.metrics.query_duration.labels(operation).observe(time.perf_counter() - started)
+
+    def failed(self, operation: str, error: str) -> None:
+        if self.metrics is not None:
+            self.metrics.errors.labels(operation, error).inc()
+
+    def pool(self, open_: Callable[[], float], in_use: Callable[[], float]) -> None:
+        if self.metrics is None:
+            return
+        gauge = self.metrics.connections
+        gauge.labels("open").set_function(open_)
+        gauge.labels("in_use").set_function(in_use)
+        gauge.labels("idle").set_function(lambda: max(open_() - in_use(), 0))
+
+
+def _error_kind(exc: BaseException) -> str:
+    if isinstance(exc, StorageUnavailable):
+        return "unavailable"
+    return "error"
 
 
 class Runner(Protocol):
@@ -63,23 +104,33 @@ class Runner(Protocol):
         ...
 
 
-def runner_for(engine: Engine | AsyncEngine) -> Runner:
-    """The runner for an engine from ``create_engine_for``."""
+def runner_for(
+    engine: Engine | AsyncEngine,
+    metrics: DbMetrics | None = None,
+    timeout: float | None = None,
+) -> Runner:
+    """The runner for an engine from ``create_engine_for``; ``timeout`` bounds each
+    transaction of a server (seconds, connecting included)."""
     if isinstance(engine, AsyncEngine):
-        return AsyncRunner(engine)
-    return ThreadRunner(engine)
+        return AsyncRunner(engine, metrics, timeout)
+    return ThreadRunner(engine, metrics)
 
 
 class ThreadRunner:
     """Every use of ``engine`` on one thread of its own; see the module docstring."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, metrics: DbMetrics | None = None) -> None:
         self._engine = engine
         self._immediate = engine.dialect.name == "sqlite"
         # the thread starts with the first transaction and ends in close()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=THREAD_NAME_PREFIX)
         self._conn: Connection | None = None  # used on the thread only
+        self._busy = 0
         self._closed = False
+        self._recorder = _Recorder(metrics)
+        self._recorder.pool(
+            lambda: 1.0 if self._conn is not None else 0.0, lambda: float(self._busy)
+        )
 
     @property
     def dialect(self) -> str:
@@ -95,18 +146,33 @@ class ThreadRunner:
         loop = asyncio.get_running_loop()
         # the caller's context variables (structlog's bound symbol...) go along
         call = functools.partial(contextvars.copy_context().run, self._transaction, fn, write)
+        started = time.perf_counter()
         try:
-            return await loop.run_in_executor(self._executor, call)
+            result = await loop.run_in_executor(self._executor, call)
         except (SQLAlchemyError, OSError) as exc:
-            raise map_db_error(exc, operation) from exc
+            error = map_db_error(exc, operation)
+            self._recorder.failed(operation, _error_kind(error))
+            raise error from exc
+        self._recorder.done(operation, started)
+        return result
 
     def _transaction(self, fn: Callable[[Connection], _T], write: bool) -> _T:
         """Runs in the thread, on the connection it keeps between transactions."""
+        self._busy = 1
+        try:
+            return self._transaction_on(self._connection(), fn, write)
+        finally:
+            self._busy = 0
+
+    def _connection(self) -> Connection:
         conn = self._conn
         if conn is None or conn.closed or conn.invalidated:
             if conn is not None:
                 conn.close()
             conn = self._conn = self._engine.connect()
+        return conn
+
+    def _transaction_on(self, conn: Connection, fn: Callable[[Connection], _T], write: bool) -> _T:
         try:
             if write and self._immediate:  # the connection does not BEGIN by itself
                 conn.exec_driver_sql("BEGIN IMMEDIATE")
@@ -145,8 +211,17 @@ class ThreadRunner:
 class AsyncRunner:
     """The async engine of a database server; see the module docstring."""
 
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(
+        self, engine: AsyncEngine, metrics: DbMetrics | None = None, timeout: float | None = None
+    ) -> None:
         self._engine = engine
+        self._timeout = timeout
+        self._closed = False
+        self._recorder = _Recorder(metrics)
+        pool: Any = engine.sync_engine.pool
+        self._recorder.pool(
+            lambda: float(pool.checkedin() + pool.checkedout()), lambda: float(pool.checkedout())
+        )
 
     @property
     def dialect(self) -> str:
@@ -157,14 +232,38 @@ class AsyncRunner:
         return False  # row locks (SELECT ... FOR UPDATE) at most
 
     async def run(self, operation: str, fn: Callable[[Connection], _T], *, write: bool) -> _T:
-        try:
-            if write:
-                async with self._engine.begin() as conn:
-                    return await conn.run_sync(fn)
-            async with self._engine.connect() as conn:
+        if self._closed:
+            raise StorageError(f"{operation} failed: the repository is closed")
+        started = time.perf_counter()
+        for attempt in range(1, RETRIES + 1):
+            try:
+                result = await self._once(fn, write)
+            except (SQLAlchemyError, OSError) as exc:
+                if attempt < RETRIES and is_retryable(exc):
+                    self._recorder.failed(operation, "retried")
+                    log.debug("db_transaction_retried", operation=operation, attempt=attempt)
+                    await asyncio.sleep(random.uniform(0.001, 0.01) * attempt)
+                    continue
+                error = map_db_error(exc, operation)
+                self._recorder.failed(operation, _error_kind(error))
+                raise error from exc
+            self._recorder.done(operation, started)
+            return result
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _once(self, fn: Callable[[Connection], _T], write: bool) -> _T:
+        # a silent partition (no RST, no answer) hangs a driver that has no read timeout
+        # of its own (aiomysql): TimeoutError maps to StorageUnavailable
+        async with asyncio.timeout(self._timeout):
+            return await self._transaction(fn, write)
+
+    async def _transaction(self, fn: Callable[[Connection], _T], write: bool) -> _T:
+        if write:
+            async with self._engine.begin() as conn:
                 return await conn.run_sync(fn)
-        except (SQLAlchemyError, OSError) as exc:
-            raise map_db_error(exc, operation) from exc
+        async with self._engine.connect() as conn:
+            return await conn.run_sync(fn)
 
     async def close(self) -> None:
+        self._closed = True
         await self._engine.dispose()

@@ -1,13 +1,15 @@
 """Fixtures for the storage tests: a repository factory per database backend.
 
-Every test that takes ``repo`` or ``make_repo`` runs once per entry of ``BACKENDS``. Only
-SQLite exists today; PostgreSQL and MySQL join once their test servers can be started
-(each backend fixture yields an empty database and cleans up after itself).
+Every test that takes ``repo`` or ``make_repo`` runs once per entry of ``BACKENDS``:
+SQLite in a temporary file, and a PostgreSQL and a MariaDB server started once per test
+session (``tests/servers``), with a fresh empty database per test. Tests that stop or
+kill a server start their own (``own_postgres``, ``own_mariadb``).
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+import itertools
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,10 +17,14 @@ import pytest
 
 from quantmesh.storage.engine import DbType, create_engine_for
 from quantmesh.storage.repository import SqlRepository
+from tests.servers.mariadb import MariaDBServer
+from tests.servers.postgres import PostgresServer
 
 from .support import FakeClock
 
-BACKENDS = ["sqlite"]
+BACKENDS = ["sqlite", "postgres", "mysql"]
+SERVER_BACKENDS = ["postgres", "mysql"]
+_names = itertools.count(1)
 
 
 @dataclass(frozen=True)
@@ -30,11 +36,59 @@ class Backend:
 RepoFactory = Callable[..., Awaitable[SqlRepository]]
 
 
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    with PostgresServer() as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def mariadb_server() -> Iterator[MariaDBServer]:
+    with MariaDBServer() as server:
+        yield server
+
+
+@pytest.fixture
+def own_postgres() -> Iterator[PostgresServer]:
+    """A PostgreSQL server of this test alone, which it may stop or kill."""
+    with PostgresServer() as server:
+        yield server
+
+
+@pytest.fixture
+def own_mariadb() -> Iterator[MariaDBServer]:
+    """A MariaDB server of this test alone, which it may stop or kill."""
+    with MariaDBServer() as server:
+        yield server
+
+
+def fresh_backend(request: pytest.FixtureRequest, name: str, tmp_path: Path) -> Backend:
+    """An empty database of backend ``name`` for this test (dropped after it)."""
+    if name == "sqlite":
+        return Backend("sqlite", str(tmp_path / "data" / "quantmesh.db"))
+    database = f"qm_test_{next(_names)}"
+    server: PostgresServer | MariaDBServer
+    if name == "postgres":
+        server = request.getfixturevalue("postgres_server")
+        db_type: DbType = "postgres"
+    elif name == "mysql":
+        server = request.getfixturevalue("mariadb_server")
+        db_type = "mysql"
+    else:
+        raise AssertionError(f"no test server for {name}")
+    server.create_database(database)
+    request.addfinalizer(lambda: server.drop_database(database))
+    return Backend(db_type, server.url(database))
+
+
 @pytest.fixture(params=BACKENDS)
 def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
-    if request.param == "sqlite":
-        return Backend("sqlite", str(tmp_path / "data" / "quantmesh.db"))
-    raise AssertionError(f"no test server for {request.param}")
+    return fresh_backend(request, request.param, tmp_path)
+
+
+@pytest.fixture(params=SERVER_BACKENDS)
+def server_backend(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
+    return fresh_backend(request, request.param, tmp_path)
 
 
 @pytest.fixture

@@ -15,10 +15,10 @@ from sqlalchemy import Engine, text
 from sqlalchemy.dialects.mysql.base import MySQLDialect
 from sqlalchemy.dialects.sqlite.base import SQLiteDialect
 from sqlalchemy.engine import Dialect
-from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError
+from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, InterfaceError, OperationalError
 from structlog.testing import capture_logs
 
-from quantmesh.errors import StartupError, StorageError, StorageUnavailable
+from quantmesh.errors import StartupError, StorageError, StorageRejected, StorageUnavailable
 from quantmesh.storage import models
 from quantmesh.storage.engine import (
     DbType,
@@ -68,6 +68,32 @@ def free_port() -> int:
         ("postgres", "postgres://u@db/quantmesh", "postgresql+asyncpg://u@db/quantmesh"),
         ("mysql", "mysql+aiomysql://u:p@db/quantmesh", "mysql+aiomysql://u:p@db/quantmesh"),
         ("mysql", "mariadb://u:p@db/quantmesh", "mysql+aiomysql://u:p@db/quantmesh"),
+        # the seed's Go-style DSNs
+        (
+            "postgres",
+            "host=localhost user=quantmesh password=secret dbname=quantmesh",
+            "postgresql+asyncpg://quantmesh:secret@localhost/quantmesh",
+        ),
+        (
+            "postgres",
+            "host=db port=6432 user=q password='a b\\'c' dbname=q sslmode=disable",
+            "postgresql+asyncpg://q:a b%27c@db:6432/q?ssl=disable",
+        ),
+        (
+            "mysql",
+            "quantmesh:secret@tcp(localhost:3306)/quantmesh?charset=utf8mb4",
+            "mysql+aiomysql://quantmesh:secret@localhost:3306/quantmesh?charset=utf8mb4",
+        ),
+        (
+            "mysql",
+            "q:p@w@tcp(db)/q?parseTime=true&loc=Local&timeout=5s",
+            "mysql+aiomysql://q:p%40w@db/q?connect_timeout=5",
+        ),
+        (
+            "mysql",
+            "q@unix(/run/mysqld/mysqld.sock)/q",
+            "mysql+aiomysql://q@localhost/q?unix_socket=%2Frun%2Fmysqld%2Fmysqld.sock",
+        ),
     ],
 )
 def test_to_sqlalchemy_url(db_type: DbType, dsn: str, expected: str) -> None:
@@ -82,8 +108,10 @@ def test_sqlite_home_paths_are_expanded() -> None:
 @pytest.mark.parametrize(
     ("db_type", "dsn", "reason"),
     [
-        ("postgres", f"host=db user=q password={PASSWORD} dbname=q", "not supported yet"),
-        ("mysql", f"q:{PASSWORD}@tcp(db:3306)/q?charset=utf8mb4", "not supported yet"),
+        ("postgres", f"host=db user=q password={PASSWORD} db=q", "key 'db' is not supported"),
+        ("postgres", f"host=db password={PASSWORD} ' dbname=q", "cannot parse"),
+        ("mysql", f"q:{PASSWORD}@tcp(db:3306)", "cannot parse"),
+        ("mysql", f"q:{PASSWORD}@tcp(db:http)/q", "invalid port"),
         ("postgres", f"postgresql+psycopg2://q:{PASSWORD}@db/q", "cannot use"),
         ("mysql", f"postgresql+asyncpg://q:{PASSWORD}@db/q", "cannot use"),
         ("sqlite", ":memory:", "in-memory"),
@@ -171,8 +199,9 @@ async def test_sqlite_vanished_directory_is_storage_unavailable(tmp_path: Path) 
     repo = SqlRepository(create_engine_for("sqlite", str(data / "q.db")), "binance")
     data.rmdir()
     try:
-        with pytest.raises(StorageUnavailable, match="start"):
+        with pytest.raises(StartupError, match="cannot use the sqlite database") as info:
             await repo.start()
+        assert isinstance(info.value.__cause__, StorageUnavailable)
     finally:
         await repo.close()
         await aiosqlite_threads_finished()
@@ -192,10 +221,12 @@ async def test_an_unreachable_server_is_storage_unavailable_without_the_password
         repo = SqlRepository(create_engine_for(db_type, url), "binance")
         try:
             async with asyncio.timeout(20):
-                with pytest.raises(StorageUnavailable) as info:
+                with pytest.raises(StartupError, match=r"check database\.dsn") as info:
                     await repo.start()
         finally:
             await repo.close()
+    assert isinstance(info.value.__cause__, StorageUnavailable)
+    assert "\n" not in str(info.value)
     assert PASSWORD not in str(info.value)
     assert PASSWORD not in repr(logs)
 
@@ -234,18 +265,33 @@ def test_mysql_client_error_codes_map_to_storage_unavailable() -> None:
     assert isinstance(map_db_error(exc, "op"), StorageUnavailable)
 
 
+def test_other_database_errors_map_to_storage_error() -> None:
+    mapped = map_db_error(operational("no such table: orders"), "save_orders")
+    assert type(mapped) is StorageError
+    assert "save_orders failed" in str(mapped)
+
+
 @pytest.mark.parametrize(
     "exc",
     [
-        operational("no such table: orders"),
         IntegrityError("INSERT", {}, sqlite3.IntegrityError("UNIQUE constraint failed")),
+        DataError("INSERT", {}, sqlite3.DataError("value too long")),
     ],
-    ids=["no_such_table", "integrity"],
+    ids=["integrity", "data"],
 )
-def test_other_database_errors_map_to_storage_error(exc: BaseException) -> None:
+def test_errors_of_the_data_itself_map_to_storage_rejected(exc: BaseException) -> None:
+    """The write buffer dead-letters these instead of retrying them forever."""
     mapped = map_db_error(exc, "save_orders")
-    assert type(mapped) is StorageError
+    assert type(mapped) is StorageRejected
     assert "save_orders failed" in str(mapped)
+
+
+def test_postgres_server_states_map_to_storage_unavailable() -> None:
+    class PgError(Exception):
+        sqlstate = "57P03"  # cannot_connect_now: the server is starting up
+
+    exc = DBAPIError("SELECT 1", {}, PgError("the database system is not yet accepting"))
+    assert isinstance(map_db_error(exc, "op"), StorageUnavailable)
 
 
 def test_error_messages_never_carry_credentials() -> None:

@@ -1,0 +1,195 @@
+"""A throwaway PostgreSQL server for tests: initdb in a temporary directory, free port.
+
+PostgreSQL refuses to run as root, so ``initdb`` and ``postgres`` run as the ``postgres``
+system user in a directory that user owns. Durability is switched off (``fsync``,
+``synchronous_commit``, ``full_page_writes``): the tests measure behaviour, not disks.
+Authentication is ``trust`` on loopback; clients connect as ``postgres`` without a
+password. One server serves a whole test session; ``create_database`` gives each test its
+own empty database.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pwd
+import shutil
+import signal
+import subprocess
+import tempfile
+from pathlib import Path
+from typing import Self
+
+from tests.servers.base import ServerProcess, free_port, require_binary, wait_until
+
+PG_BIN_DIRS = ("/usr/lib/postgresql/15/bin", "/usr/lib/postgresql/16/bin", "/usr/local/bin")
+PG_USER = "postgres"
+
+
+def _binary(name: str) -> str:
+    found = shutil.which(name)
+    if found is not None and "postgresql" in found:
+        return found
+    return require_binary(name, *(f"{d}/{name}" for d in PG_BIN_DIRS))
+
+
+class PostgresServer:
+    """``initdb`` once, then ``start``/``stop``/``kill``/``restart`` on the same port."""
+
+    def __init__(self, workdir: Path | None = None, port: int | None = None) -> None:
+        self._initdb = _binary("initdb")
+        self._postgres = _binary("postgres")
+        self._psql = _binary("psql")
+        self._user = _system_user()
+        self._own_dir = workdir is None
+        self.workdir = workdir or Path(tempfile.mkdtemp(prefix="qm-pg-"))
+        self.port = port or free_port()
+        self.datadir = self.workdir / "data"
+        self._init()
+        self.process = ServerProcess(
+            [
+                self._postgres,
+                "-D",
+                str(self.datadir),
+                "-p",
+                str(self.port),
+                "-c",
+                "listen_addresses=127.0.0.1",
+                "-c",
+                f"unix_socket_directories={self.workdir}",
+                "-c",
+                "fsync=off",
+                "-c",
+                "synchronous_commit=off",
+                "-c",
+                "full_page_writes=off",
+                "-c",
+                "max_connections=200",
+                "-c",
+                "shared_buffers=32MB",
+            ],
+            self.workdir,
+            ready=self._wait_ready,
+            user=PG_USER,
+            name="postgres",
+        )
+
+    def _init(self) -> None:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        os.chown(self.workdir, self._user.pw_uid, self._user.pw_gid)
+        self.workdir.chmod(0o755)
+        done = subprocess.run(
+            [self._initdb, "-D", str(self.datadir), "-U", PG_USER, "-A", "trust", "--no-sync"],
+            cwd=self.workdir,
+            user=PG_USER,
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=60,
+        )
+        if done.returncode != 0:
+            raise RuntimeError(f"initdb failed: {done.stdout}\n{done.stderr}")
+
+    def _wait_ready(self, _process: ServerProcess) -> None:
+        def ready() -> bool:
+            if not self.process.running:
+                raise RuntimeError(f"postgres exited:\n{self.process.tail()}")
+            return self._psql_run("SELECT 1", check=False).returncode == 0
+
+        wait_until(ready, 30, f"postgres on port {self.port}", interval=0.1)
+
+    # control ------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self.process.start()
+
+    def stop(self) -> None:
+        """A fast shutdown (SIGINT): SIGTERM would wait for every client to disconnect."""
+        if self.process.running:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGINT)
+            with contextlib.suppress(TimeoutError):
+                wait_until(lambda: not self.process.running, 15, "postgres to stop")
+        self.process.stop()
+
+    def kill(self) -> None:
+        """SIGKILL the postmaster and its children (one process group), like a crash."""
+        self.process.kill()
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+    def close(self) -> None:
+        self.process.kill()
+        if self._own_dir:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # databases ----------------------------------------------------------------------------
+
+    def url(self, database: str = "postgres", *, port: int | None = None) -> str:
+        """A SQLAlchemy URL (async driver) for ``database``, optionally via another port."""
+        return f"postgresql+asyncpg://{PG_USER}@127.0.0.1:{port or self.port}/{database}"
+
+    def create_database(self, name: str) -> str:
+        self._psql_run(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        self._psql_run(f'CREATE DATABASE "{name}" TEMPLATE template0')
+        return name
+
+    def drop_database(self, name: str) -> None:
+        self._psql_run(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)', check=False)
+
+    def query(self, sql: str, database: str = "postgres") -> list[list[str]]:
+        """Rows of ``sql`` as text (psql's unaligned output)."""
+        out = self._psql_run(sql, database=database).stdout
+        return [line.split("|") for line in out.splitlines() if line]
+
+    def _psql_run(
+        self, sql: str, *, database: str = "postgres", check: bool = True
+    ) -> subprocess.CompletedProcess[str]:
+        done = subprocess.run(
+            [
+                self._psql,
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(self.port),
+                "-U",
+                PG_USER,
+                "-d",
+                database,
+                "-X",
+                "-A",
+                "-t",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-c",
+                sql,
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=30,
+            env={**os.environ, "PGCONNECT_TIMEOUT": "2"},
+        )
+        if check and done.returncode != 0:
+            raise RuntimeError(f"psql failed ({sql}): {done.stderr.strip()}")
+        return done
+
+
+def _system_user() -> pwd.struct_passwd:
+    try:
+        return pwd.getpwnam(PG_USER)
+    except KeyError:
+        import pytest
+
+        if os.environ.get("CI"):
+            pytest.fail("no 'postgres' system user; CI must install postgresql", pytrace=False)
+        pytest.skip("no 'postgres' system user to run PostgreSQL as")
