@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import structlog
 from sqlalchemy import Engine
@@ -24,7 +25,12 @@ from quantmesh.observability.health import Health
 from quantmesh.observability.http import HttpServer
 from quantmesh.observability.logging import configure_logging
 from quantmesh.observability.metrics import Metrics
-from quantmesh.observability.status import prices_check, service_status, traders_check
+from quantmesh.observability.status import (
+    buffer_check,
+    prices_check,
+    service_status,
+    traders_check,
+)
 from quantmesh.secrets import dsn_passwords
 from quantmesh.storage.base import Repository
 from quantmesh.storage.buffer import BufferedRepository
@@ -206,10 +212,32 @@ def build_health(settings: Settings, service: Service) -> Health:
     health.register("traders", lambda: traders_check(traders, service.result.failed))
     max_age = settings.trading.max_price_age
     health.register("prices", lambda: prices_check(traders, max_age))
+    repository = service.repository
+    if isinstance(repository, BufferedRepository):
+        buffered = repository
+        capacity = settings.database.buffer_size
+        health.register(
+            "database",
+            lambda: buffer_check(buffered.pending, buffered.memory_records, capacity),
+        )
     return health
 
 
+def component_sections(service: Service) -> dict[str, Callable[[], Any]]:
+    """The ``/api/status`` sections of the components: write buffer, lock backend."""
+    sections: dict[str, Callable[[], Any]] = {}
+    repository = service.repository
+    if isinstance(repository, BufferedRepository):
+        buffered = repository
+        sections["database"] = lambda: {
+            "buffered_writes": buffered.pending,
+            "in_memory": buffered.memory_records,
+        }
+    return sections
+
+
 def build_http(settings: Settings, service: Service) -> HttpServer:
+    sections = component_sections(service)
     instance = {
         "instance": settings.instance.id,
         "role": settings.instance.role,
@@ -220,7 +248,7 @@ def build_http(settings: Settings, service: Service) -> HttpServer:
         settings.http.port,
         registry=service.metrics.registry,
         health=build_health(settings, service),
-        status=lambda: service_status(instance, service.traders, {}),
+        status=lambda: service_status(instance, service.traders, sections),
         token=settings.http.token.get_secret_value(),
     )
 

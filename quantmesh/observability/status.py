@@ -92,3 +92,20 @@ def prices_check(traders: Sequence[TraderView], max_age: float, now: float | Non
     if stale:
         return Check(False, f"prices older than {max_age:g} s: {', '.join(stale)}")
     return Check(True, f"all prices younger than {max_age:g} s")
+
+
+def buffer_check(pending: int, in_memory: int, capacity: int) -> Check:
+    """Ready while writes reach the database, or wait for it within the memory bound.
+
+    Past the bound, writes still land in the journal (nothing is lost), but an instance
+    that far behind should not be taking on work.
+    """
+    if pending == 0:
+        return Check(True, "no writes waiting")
+    if pending <= capacity:
+        return Check(True, f"database unreachable; {pending} writes buffered of {capacity}")
+    return Check(
+        False,
+        f"database unreachable for long: {pending} writes waiting, "
+        f"{pending - in_memory} of them beyond the memory buffer ({capacity})",
+    )

@@ -16,6 +16,7 @@ from quantmesh.observability.health import Check, Health
 from quantmesh.observability.http import HttpServer
 from quantmesh.observability.metrics import Metrics
 from quantmesh.observability.status import (
+    buffer_check,
     prices_check,
     service_status,
     traders_check,
@@ -195,3 +196,13 @@ def test_prices_check_fails_on_missing_or_old_prices() -> None:
     check = prices_check([fresh, old, none], 30, now=NOW)
     assert not check.ok
     assert check.detail == "prices older than 30 s: BTC/USDT (45 s old), SOL/USDT (no price yet)"
+
+
+def test_buffer_check_is_ready_within_the_memory_bound_only() -> None:
+    assert buffer_check(0, 0, 100) == Check(True, "no writes waiting")
+    within = buffer_check(40, 40, 100)
+    assert within.ok
+    assert within.detail == "database unreachable; 40 writes buffered of 100"
+    beyond = buffer_check(130, 100, 100)
+    assert not beyond.ok
+    assert "130 writes waiting, 30 of them beyond the memory buffer (100)" in beyond.detail
