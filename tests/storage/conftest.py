@@ -24,6 +24,8 @@ from .support import FakeClock
 
 BACKENDS = ["sqlite", "postgres", "mysql"]
 SERVER_BACKENDS = ["postgres", "mysql"]
+# For tests of SQLite's own machinery (its database thread, its storage of decimals).
+SQLITE_ONLY = pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
 _names = itertools.count(1)
 
 

@@ -15,6 +15,7 @@ from quantmesh.storage import models
 from quantmesh.storage.models import ExactDecimal, check_decimal
 from quantmesh.storage.repository import SqlRepository
 
+from .conftest import SQLITE_ONLY
 from .support import order, postgres_dialect
 
 
@@ -67,9 +68,8 @@ def test_schema_compiles_for_every_backend(dialect: Dialect) -> None:
     assert "fence BIGINT" in mysql_ddl
 
 
+@SQLITE_ONLY
 async def test_sqlite_stores_the_exact_decimal_text(repo: SqlRepository) -> None:
-    if repo._engine.dialect.name != "sqlite":
-        pytest.skip("SQLite storage detail")
     await repo.save_order(order(price=str(Decimal("0.1") + Decimal("0.2")), amount="1E+2"))
     query = text("SELECT price, amount, typeof(price) FROM orders")
     row = await repo._runner.run("read", lambda conn: conn.execute(query).one(), write=False)

@@ -25,7 +25,7 @@ from quantmesh.storage.engine import create_engine_for
 from quantmesh.storage.repository import SqlRepository
 from quantmesh.storage.runner import THREAD_NAME_PREFIX, AsyncRunner, ThreadRunner
 
-from .conftest import RepoFactory
+from .conftest import SQLITE_ONLY, RepoFactory
 from .support import SYMBOL, fill, order, round_trip
 
 WAIT = 5.0  # seconds any step may take before the test gives up
@@ -35,8 +35,8 @@ _probe: contextvars.ContextVar[str] = contextvars.ContextVar("probe", default="u
 
 def sqlite_engine(repo: SqlRepository) -> Engine:
     engine = repo._engine
-    if not isinstance(engine, Engine) or engine.dialect.name != "sqlite":
-        pytest.skip("about SQLite's database thread")
+    assert isinstance(engine, Engine), "a SQLite-only test ran on another backend"
+    assert engine.dialect.name == "sqlite", "a SQLite-only test ran on another backend"
     return engine
 
 
@@ -144,6 +144,7 @@ async def test_a_failed_transaction_writes_nothing(repo: SqlRepository) -> None:
     assert await repo.load_grid(SYMBOL) is None
 
 
+@SQLITE_ONLY
 async def test_sqlite_write_transactions_hold_the_write_lock_from_their_start(
     repo: SqlRepository,
 ) -> None:
@@ -170,6 +171,7 @@ async def test_sqlite_write_transactions_hold_the_write_lock_from_their_start(
 # --- cancellation ---------------------------------------------------------------------------
 
 
+@SQLITE_ONLY
 async def test_a_write_cancelled_while_it_runs_still_commits_all_of_it(
     repo: SqlRepository,
 ) -> None:
@@ -200,6 +202,7 @@ async def test_a_write_cancelled_while_it_runs_still_commits_all_of_it(
     assert await repo.load_grid(SYMBOL) == GridState(SYMBOL, Decimal(100), {0: level}, 3)
 
 
+@SQLITE_ONLY
 async def test_a_write_cancelled_while_queued_never_runs(
     repo: SqlRepository, blocked: threading.Event
 ) -> None:
@@ -280,6 +283,7 @@ class Statements:
         yield self.sent
 
 
+@SQLITE_ONLY
 async def test_record_execution_of_a_stored_order_costs_five_statements(
     repo: SqlRepository,
 ) -> None:
@@ -304,6 +308,7 @@ async def test_record_execution_of_a_stored_order_costs_five_statements(
     assert sent == ["BEGIN IMMEDIATE", "UPDATE grids", "SELECT orders", "INSERT INTO grid_levels"]
 
 
+@SQLITE_ONLY
 async def test_saving_a_new_order_costs_a_select_and_an_insert(repo: SqlRepository) -> None:
     statements = Statements(sqlite_engine(repo))
     with statements.counting() as sent:
@@ -314,6 +319,7 @@ async def test_saving_a_new_order_costs_a_select_and_an_insert(repo: SqlReposito
     assert sent == ["BEGIN IMMEDIATE", "SELECT orders"]
 
 
+@SQLITE_ONLY
 async def test_known_trade_ids_and_last_price_cost_one_statement(repo: SqlRepository) -> None:
     await repo.init_grid(SYMBOL, Decimal(100))
     statements = Statements(sqlite_engine(repo))
@@ -323,6 +329,7 @@ async def test_known_trade_ids_and_last_price_cost_one_statement(repo: SqlReposi
     assert sent == ["SELECT trades", "BEGIN IMMEDIATE", "UPDATE grids"]
 
 
+@SQLITE_ONLY
 async def test_many_trade_ids_are_read_in_chunks(make_repo: RepoFactory) -> None:
     repo = await make_repo()
     await repo.save_fills([fill(f"t{n}") for n in range(0, 1200, 2)])
