@@ -451,8 +451,8 @@ class RedisSettings(_Section):
     def _check_mode(self) -> RedisSettings:
         problems: list[tuple[tuple[str | int, ...], str]] = []
         if self.url is not None and self.mode != "standalone":
-            problems.append((("url",), f"only for mode standalone; list the {self.mode} "
-                             "nodes in redis.addrs"))  # fmt: skip
+            where = f"only for mode standalone; list the {self.mode} nodes in redis.addrs"
+            problems.append((("url",), where))
         if self.mode == "sentinel" and not self.addrs:
             problems.append((("addrs",), "required for mode sentinel: the Sentinels' host:port"))
         if self.mode == "cluster" and self.db != 0:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from quantmesh.domain import Fill, MarketRules, Order, OrderRequest, OrderUpdate, Tick
 
@@ -66,4 +66,26 @@ class Exchange(Protocol):
 
     async def fetch_open_orders(self, symbol: str) -> list[Order]:
         """Every open order on ``symbol``, ours or not."""
+        ...
+
+
+@runtime_checkable
+class PriceHealth(Protocol):
+    """An exchange whose prices can stop silently (a stalled stream, REST polling failing).
+
+    The trader pauses a symbol, and reports it not ready, while ``price_fresh`` is False;
+    exchanges without this protocol (the in-process simulator) are always fresh.
+    """
+
+    @property
+    def price_stale_after(self) -> float:
+        """Seconds without a price after which a symbol is stale."""
+        ...
+
+    def price_age(self, symbol: str) -> float | None:
+        """Seconds since the last price of ``symbol`` arrived (monotonic); None before one."""
+        ...
+
+    def price_fresh(self, symbol: str) -> bool:
+        """A price of ``symbol`` arrived within ``price_stale_after`` seconds."""
         ...

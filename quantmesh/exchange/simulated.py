@@ -16,13 +16,14 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
-from typing import Generic, Literal, TypeVar
+from typing import Literal, TypeVar
 from weakref import WeakSet
 
 import structlog
 
 from quantmesh.domain import Fill, MarketRules, Order, OrderRequest, OrderUpdate, Tick
 from quantmesh.errors import Disconnected, StartupError
+from quantmesh.exchange.fanout import Subscription
 from quantmesh.exchange.feeds import FeedFactory, PriceFeed, run_feed
 from quantmesh.exchange.matching import MatchingEngine
 from quantmesh.exchange.sim_store import SimStore
@@ -82,8 +83,8 @@ class SimulatedExchange:
         self._state: Literal["new", "running", "closed"] = "new"
         self._tasks: set[asyncio.Task[None]] = set()
         # Weak sets: an iterator its consumer dropped unsubscribes itself.
-        self._tick_subs: dict[str, WeakSet[_Subscription[Tick]]] = {s: WeakSet() for s in markets}
-        self._order_subs: dict[str, WeakSet[_Subscription[OrderUpdate]]] = {
+        self._tick_subs: dict[str, WeakSet[Subscription[Tick]]] = {s: WeakSet() for s in markets}
+        self._order_subs: dict[str, WeakSet[Subscription[OrderUpdate]]] = {
             s: WeakSet() for s in markets
         }
         self._dirty: dict[str, None] = {}  # ids of orders changed since the last save
@@ -93,6 +94,10 @@ class SimulatedExchange:
     @property
     def name(self) -> str:
         return "simulated"
+
+    @property
+    def symbols(self) -> list[str]:
+        return sorted(self._markets)
 
     @property
     def engine(self) -> MatchingEngine:
@@ -211,13 +216,13 @@ class SimulatedExchange:
     def watch_ticks(self, symbol: str) -> AsyncIterator[Tick]:
         """Ticks of ``symbol``; a slow consumer loses the oldest ones, never the latest."""
         self._engine.rules(symbol)
-        subscription = _Subscription[Tick](self._tick_subs[symbol], self._tick_queue_size)
+        subscription = Subscription[Tick](self._tick_subs[symbol], self._tick_queue_size)
         return self._subscribe(subscription)
 
     def watch_orders(self, symbol: str) -> AsyncIterator[OrderUpdate]:
         """Fills and cancellations of orders on ``symbol``; none is ever dropped."""
         self._engine.rules(symbol)
-        subscription = _Subscription[OrderUpdate](self._order_subs[symbol], 0)
+        subscription = Subscription[OrderUpdate](self._order_subs[symbol], 0)
         return self._subscribe(subscription)
 
     async def create_order(self, request: OrderRequest) -> Order:
@@ -337,55 +342,10 @@ class SimulatedExchange:
             log.error("sim_persist_failed", stage="call", error=str(exc))
             raise Disconnected(f"simulated exchange state cannot be saved: {exc}") from exc
 
-    def _subscribe(self, subscription: _Subscription[_T]) -> AsyncIterator[_T]:
+    def _subscribe(self, subscription: Subscription[_T]) -> AsyncIterator[_T]:
         # Registered now, not at the first iteration, so nothing between the two is missed.
         if self._state == "closed":
             subscription.end()
         else:
             subscription.register()
         return subscription
-
-
-class _Subscription(Generic[_T]):
-    """One consumer's queue; a bounded one drops its oldest item when full.
-
-    A plain async iterator rather than an async generator: cancelling a pending
-    ``__anext__`` (a timeout around it) leaves it usable.
-    """
-
-    __slots__ = ("__weakref__", "_ended", "_owner", "_queue")
-
-    def __init__(self, owner: WeakSet[_Subscription[_T]], maxsize: int) -> None:
-        self._owner = owner
-        self._queue: asyncio.Queue[_T | None] = asyncio.Queue(maxsize)  # None: the end
-        self._ended = False
-
-    def register(self) -> None:
-        self._owner.add(self)
-
-    def push(self, item: _T | None) -> None:
-        if self._queue.full():
-            self._queue.get_nowait()
-        self._queue.put_nowait(item)
-
-    def end(self) -> None:
-        """Stop after the items already queued (a full bounded queue loses its oldest)."""
-        if not self._ended:
-            self._ended = True
-            self._owner.discard(self)
-            self.push(None)
-
-    def __aiter__(self) -> _Subscription[_T]:
-        return self
-
-    async def __anext__(self) -> _T:
-        if self._ended and self._queue.empty():
-            raise StopAsyncIteration
-        item = await self._queue.get()
-        if item is None:
-            raise StopAsyncIteration
-        return item
-
-    async def aclose(self) -> None:
-        """Unsubscribe."""
-        self.end()

@@ -1,0 +1,170 @@
+"""``quantmesh sim-exchange``: the Binance-spot-compatible simulator as a command.
+
+A testing tool: it trades nothing real. Markets, balances and the fee come from a YAML
+file shaped like the ``exchange.simulated`` section of the daemon's config, from flags, or
+both (flags win). Faults are flags, and can be changed at run time through
+``POST /_sim/faults``. Runs until SIGTERM or SIGINT.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from quantmesh.config_errors import validation_problems
+from quantmesh.errors import ConfigError
+
+DEFAULT_PORT = 8765
+DEFAULT_MARKET = "ETH/USDT=2000"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    parser.add_argument("--port", type=int, default=DEFAULT_PORT, help="0: any free port")
+    parser.add_argument(
+        "-c", "--config", type=Path, help="YAML: markets, balances, fee_rate, state_path"
+    )
+    parser.add_argument(
+        "--market",
+        action="append",
+        default=[],
+        metavar="SYMBOL=PRICE",
+        help=f"a market and its start price (repeatable; default {DEFAULT_MARKET})",
+    )
+    parser.add_argument(
+        "--balance", action="append", default=[], metavar="ASSET=AMOUNT", help="repeatable"
+    )
+    parser.add_argument("--fee-rate", help="fee per fill, e.g. 0.001")
+    parser.add_argument("--state", type=Path, help="state file (default: in memory)")
+    parser.add_argument("--volatility", type=float, help="random walk step stdev")
+    parser.add_argument("--tick-interval", type=float, help="seconds between prices")
+    parser.add_argument("--seed", type=int, help="seed of the price walks and of the faults")
+    parser.add_argument(
+        "--api-key",
+        default=os.environ.get("QM_SIM_API_KEY", "sim-key"),
+        help="accepted API key (env QM_SIM_API_KEY)",
+    )
+    parser.add_argument(
+        "--api-secret",
+        default=os.environ.get("QM_SIM_API_SECRET", "sim-secret"),
+        help="its secret (env QM_SIM_API_SECRET)",
+    )
+    faults = parser.add_argument_group("faults")
+    faults.add_argument("--latency", type=float, default=0.0, help="seconds per call")
+    faults.add_argument("--error-rate", type=float, default=0.0, help="share of calls -> 503")
+    faults.add_argument("--rate-limit-rate", type=float, default=0.0, help="share of calls -> 429")
+    faults.add_argument("--retry-after", type=float, default=1.0, help="Retry-After of a 429")
+    faults.add_argument(
+        "--accept-timeout-rate",
+        type=float,
+        default=0.0,
+        help="share of new orders accepted whose answer never comes",
+    )
+    faults.add_argument("--hang", type=float, default=30.0, help="how long that answer hangs")
+    faults.add_argument(
+        "--ws-drop-after", type=float, default=0.0, help="close WebSockets after N s"
+    )
+    parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning"])
+
+
+def _pairs(values: list[str], flag: str) -> dict[str, str]:
+    out = {}
+    for value in values:
+        key, sep, number = value.partition("=")
+        if not sep or not key.strip() or not number.strip():
+            raise ConfigError([f"{flag} {value!r}: expected NAME=NUMBER"])
+        out[key.strip()] = number.strip()
+    return out
+
+
+def sim_settings(args: argparse.Namespace) -> Any:
+    """The ``SimulatedExchangeSettings`` of the file and flags; ``ConfigError`` if invalid."""
+    from pydantic import ValidationError
+
+    from quantmesh.config_schema import SimulatedExchangeSettings
+
+    data: dict[str, Any] = {}
+    if args.config is not None:
+        try:
+            loaded = yaml.safe_load(args.config.read_text(encoding="utf-8")) or {}
+        except (OSError, yaml.YAMLError) as exc:
+            raise ConfigError([f"{args.config}: {exc}"]) from exc
+        if not isinstance(loaded, dict):
+            raise ConfigError([f"{args.config}: expected a mapping"])
+        data = loaded
+    markets = dict(data.get("markets") or {})
+    for symbol, price in _pairs(args.market, "--market").items():
+        markets[symbol] = {**(markets.get(symbol) or {}), "price": price}
+    if not markets:
+        symbol, _, price = DEFAULT_MARKET.partition("=")
+        markets[symbol] = {"price": price}
+    for market in markets.values():
+        feed = market.setdefault("feed", {})
+        if args.volatility is not None:
+            feed["volatility"] = args.volatility
+        if args.tick_interval is not None:
+            feed["interval"] = args.tick_interval
+        if args.seed is not None:
+            feed.setdefault("seed", args.seed)
+    data["markets"] = markets
+    if args.balance:
+        data["balances"] = {**(data.get("balances") or {}), **_pairs(args.balance, "--balance")}
+    if args.fee_rate is not None:
+        data["fee_rate"] = args.fee_rate
+    try:
+        return SimulatedExchangeSettings.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(validation_problems(exc, SimulatedExchangeSettings)) from exc
+
+
+async def _serve(args: argparse.Namespace) -> None:
+    from quantmesh.exchange.sim_config import build_simulated
+    from quantmesh.simserver.faults import Faults
+    from quantmesh.simserver.server import SimServer
+
+    settings = sim_settings(args)
+    try:
+        faults = Faults(
+            latency=args.latency,
+            error_rate=args.error_rate,
+            rate_limit_rate=args.rate_limit_rate,
+            retry_after=args.retry_after,
+            accept_timeout_rate=args.accept_timeout_rate,
+            hang=args.hang,
+            ws_drop_after=args.ws_drop_after,
+        )
+    except ValueError as exc:
+        raise ConfigError([str(exc)]) from exc
+    exchange = build_simulated(settings, args.state)
+    server = SimServer(exchange, {args.api_key: args.api_secret}, faults, seed=args.seed)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(signum, stop.set)
+    port = await server.start(args.host, args.port)
+    try:
+        print(f"sim-exchange listening on http://{args.host}:{port}", flush=True)
+        await stop.wait()
+    finally:
+        await server.close()
+
+
+def run(args: argparse.Namespace) -> int:
+    from quantmesh.observability.logging import configure_logging
+
+    configure_logging(args.log_level, "auto", [args.api_secret])
+    try:
+        asyncio.run(_serve(args))
+    except OSError as exc:  # the port is taken, the state file is unusable
+        print(f"quantmesh: error: sim-exchange cannot start: {exc}", file=sys.stderr)
+        return 1
+    return 0

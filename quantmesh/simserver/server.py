@@ -1,0 +1,126 @@
+"""The simulator server: REST, WebSockets and the ``/_sim`` test endpoints on one port.
+
+``/_sim/orders`` lists every order ever accepted (duplicate checks by tests and chaos
+runs), ``/_sim/faults`` reads and changes the faults, ``/_sim/price`` moves a price,
+``/_sim/drop_ws`` closes every WebSocket. These are unauthenticated: the simulator is a
+testing tool and listens on loopback by default.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+import structlog
+from aiohttp import web
+
+from quantmesh.domain import Order
+from quantmesh.exchange.simulated import SimulatedExchange
+from quantmesh.simserver.faults import FaultDice, Faults
+from quantmesh.simserver.rest import RestApi
+from quantmesh.simserver.streams import Streams
+
+log = structlog.get_logger(__name__)
+
+
+def order_record(order: Order) -> dict[str, Any]:
+    return {
+        "symbol": order.symbol,
+        "side": order.side,
+        "price": f"{order.price:f}",
+        "amount": f"{order.amount:f}",
+        "client_order_id": order.client_order_id,
+        "exchange_order_id": order.exchange_order_id,
+        "status": order.status,
+        "filled": f"{order.filled:f}",
+        "created_at": order.created_at,
+        "updated_at": order.updated_at,
+    }
+
+
+class SimServer:
+    """A Binance-spot-compatible HTTP/WebSocket server around a ``SimulatedExchange``."""
+
+    def __init__(
+        self,
+        exchange: SimulatedExchange,
+        api_keys: dict[str, str],
+        faults: Faults = Faults(),  # noqa: B008 - frozen, never mutated
+        seed: int | None = None,
+    ) -> None:
+        self.exchange = exchange
+        self.dice = FaultDice(faults, seed)
+        self.rest = RestApi(exchange, api_keys, self.dice)
+        self.streams = Streams(exchange, api_keys, self.dice)
+        self._runner: web.AppRunner | None = None
+        self.port: int | None = None
+
+    def app(self) -> web.Application:
+        app = web.Application(middlewares=[self.rest.middleware])
+        app.add_routes(self.rest.routes())
+        app.add_routes(self.streams.routes())
+        app.add_routes(
+            [
+                web.get("/_sim/orders", self.orders),
+                web.get("/_sim/faults", self.get_faults),
+                web.post("/_sim/faults", self.set_faults),
+                web.post("/_sim/price", self.set_price),
+                web.post("/_sim/drop_ws", self.drop_ws),
+                web.get("/_sim/stats", self.stats),
+            ]
+        )
+        return app
+
+    async def start(self, host: str = "127.0.0.1", port: int = 0) -> int:
+        """Start the exchange (restoring its state) and listen; returns the bound port."""
+        await self.exchange.start()
+        runner = web.AppRunner(self.app(), handle_signals=False, access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, host, port, shutdown_timeout=1.0)
+        await site.start()
+        self._runner = runner
+        self.port = int(runner.addresses[0][1])
+        log.info("sim_server_listening", host=host, port=self.port)
+        return self.port
+
+    async def close(self) -> None:
+        await self.streams.drop_all()
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+        await self.exchange.close()
+
+    # -- test endpoints ----------------------------------------------------------------
+
+    async def orders(self, request: web.Request) -> web.Response:
+        return web.json_response([order_record(o) for o in self.exchange.engine.all_orders()])
+
+    async def get_faults(self, request: web.Request) -> web.Response:
+        return web.json_response(self.dice.faults.as_dict())
+
+    async def set_faults(self, request: web.Request) -> web.Response:
+        try:
+            changes = await request.json()
+            self.dice.faults = (
+                Faults() if changes.pop("reset", False) else self.dice.faults
+            ).updated(changes)
+        except (ValueError, TypeError, AttributeError) as exc:
+            return web.json_response({"error": str(exc)}, status=400)
+        log.info("sim_faults_set", **self.dice.faults.as_dict())
+        return web.json_response(self.dice.faults.as_dict())
+
+    async def set_price(self, request: web.Request) -> web.Response:
+        try:
+            data = await request.json()
+            self.exchange.set_price(str(data["symbol"]), Decimal(str(data["price"])))
+        except (ValueError, TypeError, KeyError, InvalidOperation) as exc:
+            return web.json_response({"error": repr(exc)}, status=400)
+        return web.json_response({"ok": True})
+
+    async def drop_ws(self, request: web.Request) -> web.Response:
+        return web.json_response({"dropped": await self.streams.drop_all()})
+
+    async def stats(self, request: web.Request) -> web.Response:
+        return web.json_response(
+            {"requests": self.rest.requests, "ws_connections": self.streams.connections}
+        )
