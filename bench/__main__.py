@@ -94,7 +94,7 @@ def lock_rows(quick: bool) -> tuple[list[Row], dict[str, object]]:
         return rows, raw
     for concurrency in (1, 50):
         redis = measure_redis_lock(
-            5_000 if quick else 20_000, concurrency=concurrency, rounds=3 if quick else 5
+            2_000 if quick else 20_000, concurrency=concurrency, rounds=3 if quick else 5
         )
         raw[f"redis_lock_c{concurrency}"] = redis
         rows += redis_lock_rows(redis, concurrency)

@@ -1,13 +1,24 @@
-"""The ``DistributedLock`` protocol (the seed's Lock / TryLock / Unlock / Extend)."""
+"""The ``DistributedLock`` protocol (the seed's Lock / TryLock / Unlock / Extend).
+
+A lock hands out ``Lease`` values; the lease, not the locker, carries the holder's token,
+so two tasks on one thread never share a token by accident. ``wait_lock`` is the one
+waiting loop every backend's ``lock()`` uses.
+"""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+import asyncio
+import random
+import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Protocol
 
-from quantmesh.errors import LockError
+from quantmesh.errors import LockError, LockTimeout
+
+# Backoff of ``lock()`` between tries: full jitter, doubling from the first to the cap.
+_FIRST_BACKOFF = 0.005
+_BACKOFF_CAP = 0.25
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,16 +56,31 @@ class DistributedLock(Protocol):
     async def close(self) -> None: ...
 
 
-@asynccontextmanager
-async def hold(
-    locker: DistributedLock, key: str, ttl: float, timeout: float
-) -> AsyncIterator[Lease]:
-    """``async with hold(locker, key, ttl, timeout) as lease``: waits, then always releases."""
-    lease = await locker.lock(key, ttl, timeout)
-    try:
-        yield lease
-    finally:
-        await locker.unlock(lease)
+async def wait_lock(
+    try_lock: Callable[[str, float], Awaitable[Lease | None]],
+    key: str,
+    ttl: float,
+    timeout: float,
+    *,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+) -> Lease:
+    """Try until granted or ``timeout`` passed (``LockTimeout``), with jittered backoff.
+
+    Full jitter keeps instances that lost the same race from retrying in lockstep.
+    Errors of the backend propagate at once: waiting does not hide an outage.
+    """
+    deadline = clock() + timeout
+    backoff = _FIRST_BACKOFF
+    while True:
+        lease = await try_lock(key, ttl)
+        if lease is not None:
+            return lease
+        left = deadline - clock()
+        if left <= 0:
+            raise LockTimeout(key, timeout)
+        await sleep(min(left, random.uniform(0, backoff)))  # jitter, not crypto
+        backoff = min(backoff * 2, _BACKOFF_CAP)
 
 
-__all__ = ["DistributedLock", "Lease", "LockError", "hold"]
+__all__ = ["DistributedLock", "Lease", "LockError", "wait_lock"]

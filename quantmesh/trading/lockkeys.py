@@ -1,8 +1,11 @@
 """Lock keys for order placement: per symbol, per level index, or per exact price.
 
 The level key uses the level *index*, never a price in dollars, so two coins with very
-different prices never share a key. The metric label is always the per-symbol key, which
-keeps label cardinality bounded.
+different prices never share a key. The per-symbol part is in braces,
+``{order:binance:ETHUSDT}:17``: a Redis Cluster hash tag, so every lock of a symbol and
+the symbol's fence counter live in one slot and the lock script can touch both. The
+metric label is always the per-symbol key without braces, which keeps label cardinality
+bounded.
 """
 
 from __future__ import annotations
@@ -26,7 +29,8 @@ class LockKeys:
         return f"order:{self.exchange}:{compact_symbol(symbol)}"
 
     def order_key(self, symbol: str, level: int, price: Decimal) -> str:
-        base = self.label(symbol)
+        """``{order:binance:ETHUSDT}``, ``...}:17`` or ``...}:2001.5`` by granularity."""
+        base = "{" + self.label(symbol) + "}"
         if self.granularity == "symbol":
             return base
         if self.granularity == "level":

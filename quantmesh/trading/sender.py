@@ -2,6 +2,8 @@
 
 Every placement and cancellation takes its level lock with a try (never a wait) and skips
 the level when the lock is held elsewhere or the lock backend fails - no lease, no order.
+The lease's deadline is checked right before the exchange call, and an order placed
+under a lease carries its fence (``Order.lock_fence``) into the database.
 A placement whose outcome is unknown is tracked as such in the book, never sent again
 blindly; a rejected one cools its level down; a rate limit pauses the symbol.
 """
@@ -10,6 +12,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from decimal import Decimal
 
 import structlog
@@ -19,6 +22,7 @@ from quantmesh.errors import (
     DuplicateOrder,
     ExchangeError,
     LockError,
+    LockUnavailable,
     OrderNotFound,
     OrderRejected,
     RateLimited,
@@ -78,10 +82,14 @@ class OrderSender:
         label = self._keys.label(self.symbol)
         try:
             lease = await self._locker.try_lock(key, ttl)
-        except LockError as exc:
+        except LockUnavailable as exc:
             # Fail closed: no lease, no order.
             self._metrics.lock_acquire.labels(label, "unavailable").inc()
             log.warning("lock_unavailable", key=key, error=str(exc))
+            return None
+        except LockError as exc:
+            self._metrics.lock_acquire.labels(label, "error").inc()
+            log.warning("lock_error", key=key, error=str(exc))
             return None
         if lease is None:
             self._metrics.lock_acquire.labels(label, "conflict").inc()
@@ -92,16 +100,17 @@ class OrderSender:
         return lease
 
     async def _release(self, lease: Lease, started: float) -> None:
-        try:
-            released = await self._locker.unlock(lease)
-        except LockError as exc:
-            released = False
-            log.warning("lock_release_failed", key=lease.key, error=str(exc))
-        if not released:
-            log.warning("lock_expired_while_held", key=lease.key)
+        """Release and record the hold time; a failed release leaves the key to its TTL."""
         self._metrics.lock_hold.labels(self._keys.label(self.symbol)).observe(
             self._clock() - started
         )
+        try:
+            released = await self._locker.unlock(lease)
+        except LockError as exc:
+            log.warning("lock_release_failed", key=lease.key, error=str(exc))
+            return
+        if not released:
+            log.warning("lock_expired_while_held", key=lease.key, fence=lease.fence)
 
     async def place(self, book: OrderBook, place: PlaceOrder) -> list[Order]:
         """Place one order under its level lock; the exchange's answer, if any."""
@@ -110,23 +119,26 @@ class OrderSender:
         cycle = book.state.level(place.level).cycle
         cid = client_order_id(book.tag, place.level, place.side, cycle)
         key = self._keys.order_key(self.symbol, place.level, place.price)
-        started = self._clock()
         lease = await self._acquire(key, self._place_ttl)
         if lease is None:
             return []
+        started = self._clock()
         try:
+            # The lease's deadline is checked right before the exchange call: a pause
+            # (GC, SIGSTOP, a slow lock reply) past it means another holder may act.
             if self._clock() >= lease.deadline:
-                log.warning("lease_expired_before_send", key=key)
+                log.warning("lease_expired_before_send", key=key, fence=lease.fence)
                 return []
             request = OrderRequest(self.symbol, place.side, place.price, place.amount, cid)
-            order = await self._send_create(book, request, place)
+            order = await self._send_create(book, request, place, lease.fence)
             return [] if order is None else [order]
         finally:
             await self._release(lease, started)
 
     async def _send_create(
-        self, book: OrderBook, request: OrderRequest, place: PlaceOrder
+        self, book: OrderBook, request: OrderRequest, place: PlaceOrder, fence: int
     ) -> Order | None:
+        """The exchange's answer; an order created here carries the lock's ``fence``."""
         try:
             order = await self._exchange.create_order(request)
         except DuplicateOrder:
@@ -167,18 +179,21 @@ class OrderSender:
             amount=str(request.amount),
             client_order_id=request.client_order_id,
         )
-        return order
+        return replace(order, lock_fence=fence)
 
     async def cancel(self, book: OrderBook, cancel: CancelOrder) -> list[Order]:
         """Cancel one order under its level lock; the exchange's answer, if any."""
         tracked = book.get(cancel.client_order_id)
         price = tracked.price if tracked is not None else Decimal(0)
         key = self._keys.order_key(self.symbol, cancel.level, price)
-        started = self._clock()
         lease = await self._acquire(key, self._cancel_ttl)
         if lease is None:
             return []
+        started = self._clock()
         try:
+            if self._clock() >= lease.deadline:
+                log.warning("lease_expired_before_send", key=key, fence=lease.fence)
+                return []
             order = await self._exchange.cancel_order(self.symbol, cancel.client_order_id)
         except OrderNotFound:
             order = None

@@ -13,9 +13,10 @@ from pathlib import Path
 from typing import Any
 
 from quantmesh.domain import MarketRules, Order, OrderRequest, OrderUpdate
-from quantmesh.errors import Disconnected, LockUnavailable, RateLimited
+from quantmesh.errors import Disconnected, LockError, LockUnavailable, RateLimited
 from quantmesh.exchange.simulated import SimMarket, SimulatedExchange
 from quantmesh.lock.base import Lease
+from quantmesh.lock.local import LocalLock
 from quantmesh.lock.nop import NopLock
 from quantmesh.observability.metrics import Metrics
 from quantmesh.storage.engine import create_engine_for, to_sqlalchemy_url
@@ -249,3 +250,26 @@ class SlowAnswers(LossyExchange):
         order = await self._inner.cancel_order(symbol, client_order_id)
         await asyncio.sleep(self.delay)
         return order
+
+
+@dataclass
+class FailingLock(RefusingLock):
+    """The lock backend answers with an error that is not a connectivity problem."""
+
+    async def try_lock(self, key: str, ttl: float) -> Lease | None:
+        self.calls += 1
+        raise LockError("ERR unexpected reply")
+
+
+class RecordingLock(LocalLock):
+    """A real in-process lock that remembers every lease it granted."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.granted: list[Lease] = []
+
+    async def try_lock(self, key: str, ttl: float) -> Lease | None:
+        lease = await super().try_lock(key, ttl)
+        if lease is not None:
+            self.granted.append(lease)
+        return lease

@@ -22,10 +22,12 @@ from .support import (
     SYMBOL,
     BrokenLock,
     ExpiredLock,
+    FailingLock,
     GateLock,
     LossyExchange,
     MutableStreamExchange,
     RateLimitedExchange,
+    RecordingLock,
     RefusingLock,
     make_exchange,
     running_trader,
@@ -137,17 +139,37 @@ async def test_a_level_held_by_another_instance_is_skipped(
     assert exchange.engine.all_orders() == []
 
 
-async def test_an_unreachable_lock_backend_places_nothing(
-    exchange: SimulatedExchange, repository: SqlRepository
+@pytest.mark.parametrize(
+    ("locker", "status"),
+    [(BrokenLock(), "unavailable"), (FailingLock(), "error")],
+    ids=["unreachable", "error-reply"],
+)
+async def test_a_failing_lock_backend_places_nothing(
+    exchange: SimulatedExchange, repository: SqlRepository, locker: RefusingLock, status: str
 ) -> None:
-    locker = BrokenLock()
     async with running_trader(exchange, repository, locker=locker) as run:
         exchange.set_price(SYMBOL, Decimal(2001))
         await until(lambda: locker.calls >= 3)
         await settle()
         label = "order:simulated:ETHUSDT"
-        assert run.metric("quantmesh_lock_acquire_total", key=label, status="unavailable") >= 3
+        assert run.metric("quantmesh_lock_acquire_total", key=label, status=status) >= 3
     assert exchange.engine.all_orders() == []
+
+
+async def test_orders_are_stored_with_the_fence_of_their_level_lock(
+    exchange: SimulatedExchange, repository: SqlRepository
+) -> None:
+    locker = RecordingLock()
+    async with running_trader(exchange, repository, locker=locker) as run:
+        exchange.set_price(SYMBOL, Decimal(2001))
+        await until(lambda: len(run.tracked_ids()) == 3)
+        label = "order:simulated:ETHUSDT"
+        assert run.metric("quantmesh_lock_acquire_total", key=label, status="success") == 3
+        assert run.metric("quantmesh_lock_hold_duration_seconds_count", key=label) == 3
+    stored = await repository.get_open_orders(SYMBOL)
+    assert sorted(o.lock_fence or 0 for o in stored) == sorted(g.fence for g in locker.granted)
+    by_key = {g.key: g.fence for g in locker.granted}
+    assert set(by_key) == {f"{{order:simulated:ETHUSDT}}:{i}" for i in (0, -1, -2)}
 
 
 async def test_a_lease_past_its_deadline_sends_nothing_and_is_released(
@@ -158,7 +180,7 @@ async def test_a_lease_past_its_deadline_sends_nothing_and_is_released(
         exchange.set_price(SYMBOL, Decimal(2001))
         await until(lambda: len(locker.released) >= 3)
     assert exchange.engine.all_orders() == []
-    assert locker.released[:3] == [f"order:simulated:ETHUSDT:{i}" for i in (0, -1, -2)]
+    assert locker.released[:3] == [f"{{order:simulated:ETHUSDT}}:{i}" for i in (0, -1, -2)]
 
 
 async def test_an_unknown_outcome_is_looked_up_not_placed_again(

@@ -1,0 +1,32 @@
+"""A lock holder in its own process, for the SIGSTOP test.
+
+``python holder.py PORT KEY TTL``: takes KEY, prints ``fence token``, then waits for a
+line on stdin; after it, tries to release and extend, and prints what it sees.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+
+from redis.asyncio import Redis
+
+from quantmesh.lock.redis import RedisLock
+
+
+async def main(port: int, key: str, ttl: float) -> None:
+    locker = RedisLock(Redis(host="127.0.0.1", port=port, socket_timeout=1.0))
+    lease = await locker.try_lock(key, ttl)
+    assert lease is not None
+    print(lease.fence, lease.token, flush=True)
+    await asyncio.to_thread(sys.stdin.readline)
+    expired = time.monotonic() >= lease.deadline
+    extended = await locker.extend(lease, ttl)
+    released = await locker.unlock(lease)
+    print(f"expired={expired} extended={extended is not None} released={released}", flush=True)
+    await locker.close()
+
+
+if __name__ == "__main__":
+    asyncio.run(main(int(sys.argv[1]), sys.argv[2], float(sys.argv[3])))
