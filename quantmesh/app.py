@@ -19,6 +19,7 @@ import structlog
 from quantmesh.errors import AuthenticationFailed, QuantMeshError
 from quantmesh.exchange.base import Exchange
 from quantmesh.lock.base import DistributedLock
+from quantmesh.lock.failover import FailoverLock
 from quantmesh.observability.http import HttpServer
 from quantmesh.observability.metrics import Metrics
 from quantmesh.storage.base import Repository
@@ -83,6 +84,8 @@ class Service:
     async def _run_components(self, stop: asyncio.Event) -> None:
         await self.repository.start()
         try:
+            if isinstance(self.locker, FailoverLock):
+                await self.locker.start()  # the first health check, then periodic ones
             await self.exchange.start()
             try:
                 await self._run_traders(stop)

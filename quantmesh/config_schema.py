@@ -308,7 +308,7 @@ class SymbolSettings(_Section):
 class TradingSettings(_Section):
     cancel_on_exit: bool = False
     shutdown_grace: Seconds = 5.0
-    max_price_age: Seconds = 30.0  # older last price: the symbol pauses and is not ready
+    reconcile_interval: Seconds = 60.0  # our open orders checked against the exchange
     symbols: tuple[SymbolSettings, ...]
 
     @field_validator("symbols")

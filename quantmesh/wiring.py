@@ -18,7 +18,7 @@ from quantmesh.exchange.base import Exchange
 from quantmesh.exchange.sim_config import build_simulated
 from quantmesh.lock.base import DistributedLock
 from quantmesh.lock.connection import redis_client
-from quantmesh.lock.failover import FailoverLock
+from quantmesh.lock.failover import FailoverLock, lock_check, lock_status
 from quantmesh.lock.nop import NopLock
 from quantmesh.lock.redis import RedisLock
 from quantmesh.observability.health import Health
@@ -147,6 +147,8 @@ def trader_settings(symbol: SymbolSettings, settings: Settings) -> TraderSetting
         cancel_hysteresis=symbol.cancel_hysteresis,
         place_ttl=ttl.place,
         cancel_ttl=ttl.cancel,
+        reconcile_interval=settings.trading.reconcile_interval,
+        reconcile_ttl=ttl.reconcile,
     )
 
 
@@ -210,7 +212,8 @@ def build_health(settings: Settings, service: Service) -> Health:
     health = Health()
     traders = service.traders
     health.register("traders", lambda: traders_check(traders, service.result.failed))
-    max_age = settings.trading.max_price_age
+    health.register("lock", lambda: lock_check(service.locker))
+    max_age = settings.exchange.price_stale_after
     health.register("prices", lambda: prices_check(traders, max_age))
     repository = service.repository
     if isinstance(repository, BufferedRepository):
@@ -225,7 +228,7 @@ def build_health(settings: Settings, service: Service) -> Health:
 
 def component_sections(service: Service) -> dict[str, Callable[[], Any]]:
     """The ``/api/status`` sections of the components: write buffer, lock backend."""
-    sections: dict[str, Callable[[], Any]] = {}
+    sections: dict[str, Callable[[], Any]] = {"lock": lambda: lock_status(service.locker)}
     repository = service.repository
     if isinstance(repository, BufferedRepository):
         buffered = repository

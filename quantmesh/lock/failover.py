@@ -228,6 +228,13 @@ class FailoverLock:
         await self._primary.close()
 
 
+def lock_status(locker: object) -> dict[str, str]:
+    """The ``lock`` section of ``/api/status``."""
+    if not isinstance(locker, FailoverLock):
+        return {"backend": "none", "mode": "single_instance"}
+    return {"backend": "redis", "mode": locker.state, "reason": locker.reason}
+
+
 def lock_check(locker: object) -> Check:
     """The ``lock`` readiness check: fails while halted, saying why.
 

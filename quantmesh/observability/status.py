@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Mapping, Sequence
 from decimal import Decimal
 from typing import Any, Protocol
@@ -21,6 +20,9 @@ class TraderView(Protocol):
     def trading(self) -> bool: ...
 
     @property
+    def price_age(self) -> float | None: ...
+
+    @property
     def inventory(self) -> Decimal: ...
 
     @property
@@ -30,16 +32,9 @@ class TraderView(Protocol):
     def realized_pnl(self) -> Decimal: ...
 
 
-def price_age(trader: TraderView, now: float) -> float | None:
-    """Seconds since the trader's last price, or ``None`` before the first one."""
-    if trader.last_tick is None:
-        return None
-    return max(now - trader.last_tick.ts, 0.0)
-
-
-def symbol_status(trader: TraderView, now: float) -> dict[str, Any]:
+def symbol_status(trader: TraderView) -> dict[str, Any]:
     tick = trader.last_tick
-    age = price_age(trader, now)
+    age = trader.price_age
     return {
         "trading": trader.trading,
         "price": None if tick is None else str(tick.price),
@@ -54,13 +49,11 @@ def service_status(
     instance: Mapping[str, Any],
     traders: Sequence[TraderView],
     sections: Mapping[str, Callable[[], Any]],
-    now: float | None = None,
 ) -> dict[str, Any]:
     """The ``/api/status`` body: the instance, each owned symbol, then each component's
     section (database buffer, lock backend, ...)."""
-    at = time.time() if now is None else now
     body: dict[str, Any] = dict(instance)
-    body["symbols"] = {t.symbol: symbol_status(t, at) for t in traders}
+    body["symbols"] = {t.symbol: symbol_status(t) for t in traders}
     for name, section in sections.items():
         body[name] = section()
     return body
@@ -79,12 +72,11 @@ def traders_check(traders: Sequence[TraderView], failed: Mapping[str, str]) -> C
     return Check(True, f"{len(traders)} trading")
 
 
-def prices_check(traders: Sequence[TraderView], max_age: float, now: float | None = None) -> Check:
+def prices_check(traders: Sequence[TraderView], max_age: float) -> Check:
     """Ready when every symbol has a price younger than ``max_age`` seconds."""
-    at = time.time() if now is None else now
     stale = []
     for trader in traders:
-        age = price_age(trader, at)
+        age = trader.price_age
         if age is None:
             stale.append(f"{trader.symbol} (no price yet)")
         elif age > max_age:

@@ -36,3 +36,7 @@ class LockKeys:
         if self.granularity == "level":
             return f"{base}:{level}"
         return f"{base}:{price.normalize():f}"
+
+    def reconcile_key(self, symbol: str) -> str:
+        """``{order:binance:ETHUSDT}:reconcile``: one reconciler per symbol at a time."""
+        return "{" + self.label(symbol) + "}:reconcile"

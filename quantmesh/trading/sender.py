@@ -19,6 +19,7 @@ import structlog
 
 from quantmesh.domain import Order, OrderRequest, Side
 from quantmesh.errors import (
+    AuthenticationFailed,
     DuplicateOrder,
     ExchangeError,
     LockError,
@@ -143,7 +144,9 @@ class OrderSender:
             order = await self._exchange.create_order(request)
         except DuplicateOrder:
             # Already placed (by us before a restart, or by another instance): adopt it.
-            log.info("order_already_open", client_order_id=request.client_order_id)
+            # Counted, because it means something else placed this grid's order.
+            self._metrics.orders_rejected.labels(self.symbol, "duplicate").inc()
+            log.warning("order_already_open", client_order_id=request.client_order_id)
             book.track_unknown(request)
             return await self.lookup(book, request.client_order_id)
         except RateLimited as exc:
@@ -161,6 +164,8 @@ class OrderSender:
                 error=str(exc),
             )
             return None
+        except AuthenticationFailed:
+            raise  # keys revoked or expired: the daemon stops, nothing more is sent
         except ExchangeError as exc:
             # Outcome unknown: the order may exist. Never place again blindly; the id is
             # tracked as unknown until a lookup says what happened.
@@ -198,6 +203,8 @@ class OrderSender:
         except OrderNotFound:
             order = None
             log.warning("cancel_unknown_order", client_order_id=cancel.client_order_id)
+        except AuthenticationFailed:
+            raise
         except ExchangeError as exc:
             self._metrics.exchange_errors.labels(self.symbol, type(exc).__name__).inc()
             log.warning("cancel_failed", client_order_id=cancel.client_order_id, error=str(exc))
@@ -218,6 +225,8 @@ class OrderSender:
         except OrderNotFound:
             book.forget(cid)
             log.info("order_not_placed", client_order_id=cid)
+        except AuthenticationFailed:
+            raise
         except ExchangeError as exc:
             self._metrics.exchange_errors.labels(self.symbol, type(exc).__name__).inc()
             log.warning("order_lookup_failed", client_order_id=cid, error=str(exc))

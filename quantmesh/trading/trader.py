@@ -26,13 +26,16 @@ from quantmesh.domain import (
     floor_to,
 )
 from quantmesh.errors import (
+    AuthenticationFailed,
     ExchangeError,
+    LockError,
     LockLost,
     OrderNotFound,
     StartupError,
     StorageError,
+    StorageUnavailable,
 )
-from quantmesh.exchange.base import Exchange
+from quantmesh.exchange.base import Exchange, PriceHealth
 from quantmesh.grid.ledger import sell_progress
 from quantmesh.grid.planner import CancelOrder, plan
 from quantmesh.grid.state import GridShape, GridSpec, GridState, Spacing
@@ -71,6 +74,8 @@ class TraderSettings:
     reject_cooldown: float = 30.0
     lookup_interval: float = 1.0  # between lookups of orders whose placement outcome is unknown
     price_save_interval: float = 5.0
+    reconcile_interval: float = 60.0  # between checks of our open orders against the exchange
+    reconcile_ttl: float = 30.0  # the reconcile lock's lease
 
     def spec(self, anchor: Decimal) -> GridSpec:
         return GridSpec(
@@ -128,6 +133,8 @@ class Trader:
         )
         self._next_lookup = 0.0
         self._last_price_saved = -1e18
+        self._price_save_failing = False
+        self._health = exchange if isinstance(exchange, PriceHealth) else None
         self.last_tick: Tick | None = None
         self.ready = asyncio.Event()  # set once the grid is loaded and reconciled
         # Set by _start():
@@ -145,6 +152,7 @@ class Trader:
             await self._start(ticks)
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(self._order_loop(updates))
+                tg.create_task(self._reconcile_loop())
                 await self._tick_loop(ticks)
 
     async def _start(self, ticks: AsyncIterator[Tick]) -> None:
@@ -209,6 +217,21 @@ class Trader:
         return self.ready.is_set() and self._placing
 
     @property
+    def price_fresh(self) -> bool:
+        """Whether the exchange vouches for this symbol's price; a stale symbol places
+        nothing (exchanges that cannot go stale always say yes)."""
+        return self._health is None or self._health.price_fresh(self.symbol)
+
+    @property
+    def price_age(self) -> float | None:
+        """Seconds since this symbol's last price; ``None`` before the first one."""
+        if self._health is not None:
+            return self._health.price_age(self.symbol)
+        if self.last_tick is None:
+            return None
+        return max(self._wall() - self.last_tick.ts, 0.0)
+
+    @property
     def inventory(self) -> Decimal:
         return Decimal(0) if self.book is None else self.book.inventory()
 
@@ -253,7 +276,7 @@ class Trader:
     async def _tick_loop(self, ticks: AsyncIterator[Tick]) -> None:
         async for tick in ticks:
             self._on_tick_seen(tick)
-            if not self._placing:
+            if not self._placing or not self.price_fresh:
                 continue
             async with self._mutex:
                 if self._placing:
@@ -277,7 +300,11 @@ class Trader:
         try:
             await self._repo.save_last_price(self.symbol, tick.price, tick.ts)
         except StorageError as exc:  # the price is informational; trading goes on
-            log.warning("last_price_not_saved", error=str(exc))
+            if not self._price_save_failing:  # once per outage, not every few seconds
+                log.warning("last_price_not_saved", error=str(exc))
+            self._price_save_failing = True
+        else:
+            self._price_save_failing = False
 
     # one step: plan, cancel, place ----------------------------------------------------------
 
@@ -350,16 +377,14 @@ class Trader:
                 fills = tuple(
                     await self._exchange.fetch_order_fills(self.symbol, order.client_order_id)
                 )
+            except AuthenticationFailed:
+                raise
             except ExchangeError as exc:
                 self._metrics.exchange_errors.labels(self.symbol, type(exc).__name__).inc()
                 log.warning(
                     "fills_lookup_failed", client_order_id=order.client_order_id, error=str(exc)
                 )
-                self.book.track_unknown(
-                    OrderRequest(
-                        order.symbol, order.side, order.price, order.amount, order.client_order_id
-                    )
-                )
+                self.book.track_unknown(_request_of(order))
                 return
         await self._record(OrderUpdate(order, fills))
 
@@ -370,7 +395,18 @@ class Trader:
         if fills and not self.book.tracks(update.order):
             # Fills of an order this process did not follow from its placement (adopted,
             # settled after a restart) may have been applied by an earlier process.
-            known = await self._repo.known_trade_ids(self.symbol, [f.trade_id for f in fills])
+            try:
+                known = await self._repo.known_trade_ids(self.symbol, [f.trade_id for f in fills])
+            except StorageUnavailable as exc:
+                # Which fills are new cannot be told now: the order's level stays blocked
+                # and it is looked up again until the database answers.
+                log.warning(
+                    "fills_check_postponed",
+                    client_order_id=update.order.client_order_id,
+                    error=str(exc),
+                )
+                self.book.track_unknown(_request_of(update.order))
+                return
             fills = tuple(f for f in fills if f.trade_id not in known)
         effect = self.book.effect(OrderUpdate(update.order, fills), self._wall())
         if effect is None:
@@ -463,6 +499,71 @@ class Trader:
             found.append(order)
         return sorted(found, key=lambda o: o.created_at)
 
+    async def _reconcile_loop(self) -> None:
+        """Check our open orders against the exchange every ``reconcile_interval``.
+
+        The order stream can miss an event (a dropped connection, an exchange hiccup);
+        this catches it. A failed round is logged and the next one tries again.
+        """
+        while True:
+            await asyncio.sleep(self.settings.reconcile_interval)
+            if not self._placing or self.book is None:
+                continue
+            try:
+                await self._resync()
+            except AuthenticationFailed:
+                raise
+            except (ExchangeError, StorageError, LockError) as exc:
+                self._metrics.exchange_errors.labels(self.symbol, "reconcile").inc()
+                log.warning("reconcile_failed", error=str(exc))
+
+    async def _resync(self) -> None:
+        """Under the symbol's reconcile lock: adopt our open orders the book lacks, and
+        settle those the book holds open that the exchange no longer lists.
+
+        Foreign orders are never touched. Without the lock (another holder reconciles, or
+        the lock backend is down) the round is skipped.
+        """
+        lease = await self._locker.try_lock(
+            self._keys.reconcile_key(self.symbol), self.settings.reconcile_ttl
+        )
+        if lease is None:
+            log.debug("reconcile_skipped", reason="reconcile lock held elsewhere")
+            return
+        try:
+            async with self._mutex:
+                adopted, settled = await self._resync_orders()
+        finally:
+            try:
+                await self._locker.unlock(lease)
+            except LockError as exc:  # the lease's TTL frees it
+                log.warning("lock_release_failed", key=lease.key, error=str(exc))
+        if adopted or settled:
+            log.info("resynced", adopted=adopted, settled=settled)
+
+    async def _resync_orders(self) -> tuple[int, int]:
+        book = self.book
+        assert book is not None
+        on_exchange = {
+            o.client_order_id: o
+            for o in await self._exchange.fetch_open_orders(self.symbol)
+            if book.is_ours(o.client_order_id)
+        }
+        tracked = {o.client_order_id for o in book.open_orders()}
+        unknown = set(book.unknown_ids())
+        adopted = [on_exchange[cid] for cid in on_exchange.keys() - tracked]
+        for order in adopted:
+            await self._absorb(order)
+        gone = sorted(tracked - on_exchange.keys() - unknown)  # unknown: looked up anyway
+        for cid in gone:
+            try:
+                order = await self._exchange.fetch_order(self.symbol, cid)
+            except OrderNotFound:
+                log.warning("order_missing_on_exchange", client_order_id=cid)
+                continue
+            await self._absorb(order)
+        return len(adopted), len(gone)
+
     async def _restore_progress(self) -> None:
         """Rebuild partial-sale progress of held levels from the stored sell fills."""
         assert self.book is not None
@@ -491,6 +592,10 @@ class Trader:
             if order is not None:
                 log.info("order_found_after_error", client_order_id=cid, status=order.status)
                 await self._absorb(order)
+
+
+def _request_of(order: Order) -> OrderRequest:
+    return OrderRequest(order.symbol, order.side, order.price, order.amount, order.client_order_id)
 
 
 def _check_spacing(spec: GridSpec, rules: MarketRules) -> None:

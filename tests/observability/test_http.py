@@ -29,6 +29,7 @@ NOW = 1_800_000_000.0
 class FakeTrader:
     symbol: str
     last_tick: Tick | None = None
+    price_age: float | None = None
     trading: bool = True
     inventory: Decimal = Decimal(0)
     open_order_count: int = 0
@@ -155,6 +156,7 @@ def test_status_lists_each_symbol_and_component_sections() -> None:
     eth = FakeTrader(
         "ETH/USDT",
         Tick("ETH/USDT", Decimal("3000.5"), NOW - 2),
+        price_age=2.0,
         inventory=Decimal("0.02"),
         open_order_count=11,
         realized_pnl=Decimal("1.25"),
@@ -164,7 +166,6 @@ def test_status_lists_each_symbol_and_component_sections() -> None:
         {"instance": "qm-1", "role": "master"},
         [eth, btc],
         {"lock": lambda: {"backend": "redis", "healthy": True}},
-        now=NOW,
     )
     assert body["instance"] == "qm-1"
     assert body["symbols"]["ETH/USDT"] == {
@@ -189,11 +190,11 @@ def test_traders_check_names_failed_and_idle_symbols() -> None:
 
 
 def test_prices_check_fails_on_missing_or_old_prices() -> None:
-    fresh = FakeTrader("ETH/USDT", Tick("ETH/USDT", Decimal(1), NOW - 5))
-    old = FakeTrader("BTC/USDT", Tick("BTC/USDT", Decimal(1), NOW - 45))
+    fresh = FakeTrader("ETH/USDT", Tick("ETH/USDT", Decimal(1), NOW - 5), price_age=5.0)
+    old = FakeTrader("BTC/USDT", Tick("BTC/USDT", Decimal(1), NOW - 45), price_age=45.0)
     none = FakeTrader("SOL/USDT")
-    assert prices_check([fresh], 30, now=NOW).ok
-    check = prices_check([fresh, old, none], 30, now=NOW)
+    assert prices_check([fresh], 30).ok
+    check = prices_check([fresh, old, none], 30)
     assert not check.ok
     assert check.detail == "prices older than 30 s: BTC/USDT (45 s old), SOL/USDT (no price yet)"
 

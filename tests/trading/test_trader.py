@@ -214,6 +214,10 @@ async def test_an_order_already_on_the_exchange_is_adopted_not_duplicated(
         await until(lambda: len(run.tracked_ids()) == 3)
         await settle()
         assert cid in {o.client_order_id for o in run.trader.book.open_orders()}  # type: ignore[union-attr]
+        duplicates = run.metric(
+            "quantmesh_orders_rejected_total", symbol=SYMBOL, reason="duplicate"
+        )
+        assert duplicates == 1  # counted: something else placed this grid's order
     assert len(exchange.engine.all_orders()) == 3
 
 
