@@ -21,6 +21,7 @@ from quantmesh.lock.connection import redis_client
 from quantmesh.lock.failover import FailoverLock, lock_check, lock_status
 from quantmesh.lock.nop import NopLock
 from quantmesh.lock.redis import RedisLock
+from quantmesh.observability.collectors import ServiceCollector
 from quantmesh.observability.health import Health
 from quantmesh.observability.http import HttpServer
 from quantmesh.observability.logging import configure_logging
@@ -202,6 +203,10 @@ def build_service(settings: Settings, metrics: Metrics | None = None) -> Service
         shutdown_grace=settings.trading.shutdown_grace,
         cancel_on_exit=settings.trading.cancel_on_exit,
     )
+    # The ccxt adapter counts its stream reconnects (a lazy import keeps ccxt out of the
+    # default start); the in-process simulator has no streams to lose.
+    reconnects = getattr(exchange, "stream_reconnects", None)
+    service.metrics.registry.register(ServiceCollector(service.traders, reconnects))
     if settings.http.enabled:
         service.http = build_http(settings, service)
     return service

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from prometheus_client import generate_latest
 
+from quantmesh.observability.collectors import ServiceCollector
 from quantmesh.observability.metrics import Metrics
 from tests.servers.base import require_binary
 
@@ -26,7 +27,9 @@ def _run(argv: list[str], cwd: Path | None = None) -> subprocess.CompletedProces
 
 def _exported_names() -> set[str]:
     """Every metric family the daemon exports, by the names a query uses."""
-    text = generate_latest(Metrics().registry).decode()
+    registry = Metrics().registry
+    registry.register(ServiceCollector([]))
+    text = generate_latest(registry).decode()
     names = set()
     for line in text.splitlines():
         if line.startswith("# TYPE "):
@@ -34,6 +37,8 @@ def _exported_names() -> set[str]:
             names.add(name)
             if kind == "histogram":
                 names.update({f"{name}_bucket", f"{name}_sum", f"{name}_count"})
+            if kind == "counter":
+                names.add(name.removesuffix("_total") + "_total")
     return names
 
 

@@ -60,6 +60,7 @@ def test_daemon_serves_metrics_readiness_and_status(tmp_path: Path) -> None:
         status, text = _get(f"{base}/metrics")
         assert status == 200
         assert "quantmesh_orders_placed_total{" in text
+        assert 'quantmesh_price_age_seconds{symbol="ETH/USDT"}' in text
         checked = subprocess.run(
             [promtool, "check", "metrics"],
             check=False,

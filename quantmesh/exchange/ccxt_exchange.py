@@ -97,6 +97,12 @@ class CcxtExchange:
         """The ccxt client, for inspection by tests."""
         return self._client
 
+    def stream_reconnects(self) -> dict[tuple[str, str], int]:
+        """Failed-and-retried streams so far, by (symbol, ``prices`` | ``orders``)."""
+        out = {(symbol, "prices"): loop.reconnects for symbol, loop in self._prices.items()}
+        out.update({(symbol, "orders"): loop.reconnects for symbol, loop in self._orders.items()})
+        return out
+
     # -- lifecycle ----------------------------------------------------------------------
 
     async def start(self) -> None:

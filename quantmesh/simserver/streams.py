@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 from weakref import WeakSet
@@ -20,15 +19,12 @@ from quantmesh.exchange.simulated import SimulatedExchange
 from quantmesh.simserver import binance as wire
 from quantmesh.simserver.binance import ApiError, Json
 from quantmesh.simserver.faults import FaultDice
+from quantmesh.simserver.rest import now_ms
 
 log = structlog.get_logger(__name__)
 
 _CHANNELS = ("ticker", "miniTicker", "bookTicker", "trade")
 _REPEAT_EVERY = 1.0  # seconds
-
-
-def _now_ms() -> int:
-    return int(time.time() * 1000)
 
 
 class Streams:
@@ -179,12 +175,12 @@ class Streams:
         if method == "ping":
             return {}
         if method == "time":
-            return {"serverTime": _now_ms()}
+            return {"serverTime": now_ms()}
         if method == "userDataStream.subscribe.signature":
             secret = self.api_keys.get(str(params.get("apiKey", "")))
             if secret is None:
                 raise wire.INVALID_KEY
-            wire.check_timestamp({k: str(v) for k, v in params.items()}, _now_ms())
+            wire.check_timestamp({k: str(v) for k, v in params.items()}, now_ms())
             wire.check_ws_signature(secret, params)
             subscription = len(pumps)
             for symbol in self.exchange.symbols:
@@ -201,12 +197,12 @@ class Streams:
                     return
                 fills = update.fills or (None,)
                 for fill in fills:
-                    event = wire.execution_report(update.order, fill, _now_ms())
+                    event = wire.execution_report(update.order, fill, now_ms())
                     await ws.send_json({"subscriptionId": subscription, "event": event})
 
 
 def _market_event(channel: str, rules: Any, price: Any) -> Json:
-    ms = _now_ms()
+    ms = now_ms()
     ticker = wire.ticker_event(rules, price, ms)
     if channel == "bookTicker":
         return {"u": ms, **{k: ticker[k] for k in ("s", "b", "B", "a", "A")}}
