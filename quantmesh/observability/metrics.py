@@ -169,7 +169,7 @@ class DbMetrics:
         )
         self.replayed = Counter(
             "quantmesh_db_replayed_total",
-            "Buffered writes replayed into the database",
+            "Buffered writes the replay took off the buffer: stored, or dead-lettered if refused",
             registry=r,
         )
         self.dead_lettered = Counter(

@@ -358,14 +358,8 @@ class BufferedRepository:
             while batch := await self._next_batch():
                 await self._replay(batch)
                 async with self._write_lock:
-                    for _ in batch:
-                        self._memory.popleft()
-                    if not self.pending:
-                        await asyncio.to_thread(self._journal.clear)
-                    self._report()
+                    await self._done(batch)
                 replayed += len(batch)
-                if self._metrics is not None:
-                    self._metrics.replayed.inc(len(batch))
         if replayed:
             log.info(
                 "db_buffer_replayed",
@@ -374,6 +368,23 @@ class BufferedRepository:
                 pending=self.pending,
             )
         return replayed
+
+    async def _done(self, batch: list[Record]) -> None:
+        """Take the replayed ``batch`` off the buffer. Runs under the write lock.
+
+        ``pending`` is what callers (readiness, shutdown, tests) watch for "drained", so it
+        must not read 0 before the rest of the bookkeeping is done: the journal is emptied
+        first (the one await), then the records leave the queue and the metrics move in one
+        step with no await between. A cancellation during the emptying leaves the batch
+        buffered; replaying it again changes nothing.
+        """
+        if self.pending == len(batch):  # the batch is all that is left
+            await asyncio.to_thread(self._journal.clear)
+        for _ in batch:
+            self._memory.popleft()
+        if self._metrics is not None:
+            self._metrics.replayed.inc(len(batch))
+        self._report()
 
     async def _next_batch(self) -> list[Record]:
         """The oldest buffered records, up to ``BATCH_ROWS`` rows (refilled from the

@@ -10,6 +10,9 @@ each write transaction with ``BEGIN IMMEDIATE``). Its data directory is created 
 checked up front. The servers get async engines with pre-ping, a connect timeout and a
 statement timeout (PostgreSQL: ``statement_timeout`` on the server and asyncpg's
 ``command_timeout``; MySQL/MariaDB: the runner's own timeout around each transaction).
+MySQL/MariaDB sessions run at READ COMMITTED, PostgreSQL's default, so both servers lock
+alike: no gap locks, which made concurrent order inserts deadlock each other on InnoDB
+(``check_server`` refuses the one server setting that cannot log writes at that level).
 PostgreSQL and MySQL/MariaDB take SQLAlchemy URLs or the seed's Go-style DSNs (``dsn``).
 No error message here ever includes a password.
 """
@@ -18,12 +21,12 @@ from __future__ import annotations
 
 import re
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Final
 
 import structlog
-from sqlalchemy import URL, Engine, Table, create_engine, event, make_url
+from sqlalchemy import URL, Connection, Engine, Table, create_engine, event, make_url, text
 from sqlalchemy.dialects import mysql, postgresql, sqlite
 from sqlalchemy.exc import (
     ArgumentError,
@@ -124,6 +127,11 @@ def create_engine_for(
         kwargs["pool_pre_ping"] = True  # a restarted server leaves dead pooled connections
         kwargs["pool_timeout"] = statement_timeout  # waiting for a free pooled connection
         kwargs["connect_args"] = _connect_args(db_type, parsed, connect_timeout, statement_timeout)
+    if db_type == "mysql":
+        # PostgreSQL's default level, which the repository is written for. InnoDB's default
+        # REPEATABLE READ gap-locks the empty range a SELECT ... FOR UPDATE of a missing order
+        # scanned; two writers holding the same gap then deadlock on their INSERTs into it.
+        kwargs["isolation_level"] = "READ COMMITTED"
     engine: Engine | AsyncEngine
     try:
         if db_type == "sqlite":
@@ -136,6 +144,36 @@ def create_engine_for(
         raise StartupError(f"cannot create a {db_type} engine for {shown}: {exc}") from None
     log.debug("db_engine_created", db_type=db_type, url=engine.url.render_as_string())
     return engine
+
+
+def check_server(conn: Connection) -> None:
+    """Refuse (``StartupError``) a server whose settings the repository cannot write under.
+
+    MySQL/MariaDB with statement-based binary logging refuses every InnoDB write made at
+    READ COMMITTED (error 1665); found here, that is one clear line at start instead of
+    failed writes later. (ROW and MIXED, the servers' defaults, log these writes.)
+    """
+    if conn.dialect.name != "mysql":
+        return
+    rows = conn.execute(text(_MYSQL_BINLOG_SETTINGS)).all()
+    if logs_statements({str(name): str(value) for name, value in rows}):
+        where = conn.engine.url.render_as_string(hide_password=True)
+        raise StartupError(
+            f"the MySQL/MariaDB server of {where} logs binlog_format=STATEMENT, which cannot "
+            "log InnoDB writes at READ COMMITTED: set binlog_format=ROW (or MIXED) on the server"
+        )
+
+
+def logs_statements(settings: Mapping[str, str]) -> bool:
+    """Whether MySQL/MariaDB ``settings`` (``SHOW VARIABLES`` names and values) say the
+    binary log is on and statement-based."""
+    lowered = {name.lower(): value.upper() for name, value in settings.items()}
+    return lowered.get("log_bin") in ("ON", "1") and lowered.get("binlog_format") == "STATEMENT"
+
+
+_MYSQL_BINLOG_SETTINGS: Final = (
+    "SHOW SESSION VARIABLES WHERE Variable_name IN ('log_bin', 'binlog_format')"
+)
 
 
 def _connect_args(
@@ -264,13 +302,17 @@ def map_db_error(exc: BaseException, operation: str) -> StorageError:
     """Translate a driver/SQLAlchemy error into ``StorageUnavailable`` or ``StorageError``.
 
     Connectivity problems (the database cannot be reached, or cannot be written right now)
-    become ``StorageUnavailable`` so callers can buffer and retry. The message names the
-    operation and the driver error, never the DSN or a password.
+    become ``StorageUnavailable`` so callers can buffer and retry; so does a transaction
+    that lost a lock conflict (``is_retryable``: nothing is wrong with its data, a later
+    attempt succeeds). The message names the operation and the driver error, never the DSN
+    or a password.
     """
     if isinstance(exc, StorageError):
         return exc
     cause = exc.orig if isinstance(exc, StatementError) and exc.orig is not None else exc
     detail = f"{type(cause).__name__}: {_redact(str(cause))}"
+    if is_retryable(exc):
+        return StorageUnavailable(f"{operation}: database busy (lost a lock conflict): {detail}")
     if _is_connectivity(exc):
         return StorageUnavailable(f"{operation}: database unavailable: {detail}")
     if isinstance(exc, IntegrityError | DataError):

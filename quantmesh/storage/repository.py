@@ -32,7 +32,7 @@ from quantmesh.storage import migrate
 from quantmesh.storage import models as m
 from quantmesh.storage import statements as q
 from quantmesh.storage.base import SymbolSummary, TradeFilter
-from quantmesh.storage.engine import upsert
+from quantmesh.storage.engine import check_server, upsert
 from quantmesh.storage.rows import checked, chunks, from_row, merge_order
 from quantmesh.storage.runner import Runner, runner_for
 
@@ -100,6 +100,8 @@ class SqlRepository:
         """Connect and bring the schema to this version's migration head (``auto_migrate``),
         or check it is there. Any failure is a ``StartupError`` naming the database."""
         try:
+            if self._dialect == "mysql":
+                await self._read("check_server", check_server)
             if self._auto_migrate:
                 await self._write("migrate", migrate.upgrade)
             else:

@@ -17,9 +17,13 @@ plain reads, maps driver errors with ``map_db_error`` and returns the function's
 Both record ``quantmesh_db_query_duration_seconds{operation}`` and
 ``quantmesh_db_errors_total{operation,error}`` per transaction and export the pool's
 connections as ``quantmesh_db_connections{state}`` when given metrics. A transaction the
-server chose as a deadlock victim or failed to serialise is retried a few times
-(``RETRIES``) before the error reaches the caller: MySQL's gap locks make that routine for
-concurrent inserts.
+server chose as a deadlock victim, timed out waiting for a row lock or failed to serialise
+is run again, up to ``RETRIES`` attempts, after a jittered exponential backoff
+(``backoff``): immediate retries of the same few transactions tend to collide again when
+the host is busy. Each retry counts as ``error="retried"``; a transaction that lost every
+attempt counts as ``error="deadlock"`` and reaches the caller as ``StorageUnavailable``
+(``map_db_error``), which the write buffer journals and replays: a conflict never loses a
+write, nor is it mistaken for bad data.
 
 Cancellation: a caller cancelled while its transaction runs stops waiting, but the
 transaction runs to its end in the thread and MAY COMMIT; one cancelled while still queued
@@ -50,7 +54,9 @@ log = structlog.get_logger(__name__)
 _T = TypeVar("_T")
 
 THREAD_NAME_PREFIX: Final = "quantmesh-db"
-RETRIES: Final = 5  # attempts of a transaction that lost a deadlock or serialisation race
+RETRIES: Final = 8  # attempts of a transaction that lost a deadlock or serialisation race
+BACKOFF_BASE: Final = 0.005  # s; the ceiling of the first retry's delay, doubled per retry
+BACKOFF_CAP: Final = 0.25  # s; the largest delay ceiling (under 0.6 s of delays in all)
 
 
 class _Recorder:
@@ -80,6 +86,12 @@ def _error_kind(exc: BaseException) -> str:
     if isinstance(exc, StorageUnavailable):
         return "unavailable"
     return "error"
+
+
+def backoff(attempt: int) -> float:
+    """Seconds to wait before attempt ``attempt + 1``: "full jitter", uniform up to a ceiling
+    that doubles per attempt, so the transactions that collided spread apart."""
+    return random.uniform(0, min(BACKOFF_CAP, BACKOFF_BASE * 2 ** (attempt - 1)))
 
 
 class Runner(Protocol):
@@ -239,13 +251,16 @@ class AsyncRunner:
             try:
                 result = await self._once(fn, write)
             except (SQLAlchemyError, OSError) as exc:
-                if attempt < RETRIES and is_retryable(exc):
+                conflict = is_retryable(exc)
+                if conflict and attempt < RETRIES:
                     self._recorder.failed(operation, "retried")
                     log.debug("db_transaction_retried", operation=operation, attempt=attempt)
-                    await asyncio.sleep(random.uniform(0.001, 0.01) * attempt)
+                    await asyncio.sleep(backoff(attempt))
                     continue
                 error = map_db_error(exc, operation)
-                self._recorder.failed(operation, _error_kind(error))
+                self._recorder.failed(operation, "deadlock" if conflict else _error_kind(error))
+                if conflict:
+                    log.warning("db_transaction_conflicts", operation=operation, attempts=attempt)
                 raise error from exc
             self._recorder.done(operation, started)
             return result

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from quantmesh.observability.metrics import DbMetrics
 from quantmesh.storage.engine import DbType, create_engine_for
 from quantmesh.storage.repository import SqlRepository
 from tests.servers.mariadb import MariaDBServer
@@ -104,11 +105,11 @@ async def make_repo(backend: Backend, clock: FakeClock) -> AsyncIterator[RepoFac
     instances); all closed at the end of the test."""
     made: list[SqlRepository] = []
 
-    async def factory(exchange: str = "binance") -> SqlRepository:
+    async def factory(exchange: str = "binance", metrics: DbMetrics | None = None) -> SqlRepository:
         engine = create_engine_for(
             backend.db_type, backend.url, pool_size=5, max_overflow=10, pool_recycle=3600
         )
-        repo = SqlRepository(engine, exchange, clock=clock)
+        repo = SqlRepository(engine, exchange, clock=clock, metrics=metrics)
         made.append(repo)
         await repo.start()
         return repo

@@ -12,6 +12,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from decimal import Decimal
@@ -20,16 +21,19 @@ from typing import Any
 
 import pytest
 from prometheus_client import CollectorRegistry
-from sqlalchemy import make_url
+from sqlalchemy import event, make_url
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.ext.asyncio import create_async_engine
 from structlog.testing import capture_logs
 
 from quantmesh.errors import StorageUnavailable
 from quantmesh.grid.state import LevelState
 from quantmesh.observability.metrics import Metrics
+from quantmesh.storage import runner as runner_module
 from quantmesh.storage.base import TradeFilter
 from quantmesh.storage.buffer import BufferedRepository
 from quantmesh.storage.engine import DbType, create_engine_for
-from quantmesh.storage.journal import dead_letter_path
+from quantmesh.storage.journal import Journal, dead_letter_path
 from quantmesh.storage.records import Record, encode
 from quantmesh.storage.repository import SqlRepository
 from tests.servers.mariadb import MariaDBServer
@@ -387,5 +391,78 @@ async def test_the_database_metrics_are_recorded(proxied: Proxied, tmp_path: Pat
         assert sample(metrics, "quantmesh_db_dead_lettered_total") == 1
         assert sample(metrics, "quantmesh_db_buffer_depth") == 0
         assert sample(metrics, "quantmesh_db_journal_bytes") == 0
+    finally:
+        await repo.close()
+
+
+async def test_the_buffer_reads_empty_only_once_the_replay_is_accounted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``pending`` is what readiness, shutdown and ``drained`` watch: when it reads 0 the
+    replay counter, the depth and the emptied journal must already say so. A slow disk
+    (a busy host) stretches the emptying of the journal, where that gap used to be."""
+    journal = tmp_path / "journal.jsonl"
+    journal.write_bytes(
+        b"".join(encode(Record(n, "fills", fills=(fill(f"t{n}"),))) for n in range(1, 6))
+    )
+    loop = asyncio.get_running_loop()
+    clearing = asyncio.Event()
+    clear = Journal.clear
+
+    def slow_clear(self: Journal) -> None:  # runs in a worker thread
+        loop.call_soon_threadsafe(clearing.set)
+        time.sleep(0.3)
+        clear(self)
+
+    monkeypatch.setattr(Journal, "clear", slow_clear)
+    metrics = Metrics(CollectorRegistry())
+    repo = buffered("sqlite", str(tmp_path / "q.db"), journal, metrics=metrics)
+    starting = asyncio.create_task(repo.start())  # replays the journal
+    try:
+        async with asyncio.timeout(WAIT):
+            await clearing.wait()
+        # the journal is being emptied: the batch must still count as pending
+        assert repo.pending == 5
+        assert sample(metrics, "quantmesh_db_replayed_total") == 0
+        await starting
+        assert repo.pending == 0
+        assert sample(metrics, "quantmesh_db_replayed_total") == 5
+        assert sample(metrics, "quantmesh_db_buffer_depth") == 0
+        assert sample(metrics, "quantmesh_db_journal_bytes") == 0
+    finally:
+        await repo.close()
+    assert await stored_trade_ids("sqlite", str(tmp_path / "q.db")) == [
+        f"t{n}" for n in range(1, 6)
+    ]
+
+
+async def test_a_write_that_loses_every_deadlock_retry_is_buffered_not_lost(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The async engine path (the servers'), driven through aiosqlite: the server keeps
+    choosing the insert as the deadlock victim, the runner gives up, the buffer keeps it."""
+    monkeypatch.setattr(runner_module, "backoff", lambda attempt: 0.0)
+    engine = create_async_engine(f"sqlite+aiosqlite:///{tmp_path / 'q.db'}")
+    losing = True
+
+    def victim(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        if losing and statement.startswith("INSERT INTO trades"):
+            raise OperationalError(statement, {}, Exception(1213, "Deadlock found"))
+
+    event.listen(engine.sync_engine, "before_cursor_execute", victim)
+    metrics = Metrics(CollectorRegistry())
+    inner = SqlRepository(engine, "binance", clock=FakeClock(), metrics=metrics.db)
+    repo = BufferedRepository(inner, tmp_path / "j.jsonl", retry_interval=60, metrics=metrics.db)
+    await repo.start()
+    try:
+        await repo.save_fill(fill("t1"))  # no exception: buffered
+        assert repo.pending == 1
+        assert sample(metrics, "quantmesh_db_buffered_total", {"operation": "save_fills"}) == 1
+        kinds = {"operation": "save_fills", "error": "deadlock"}
+        assert sample(metrics, "quantmesh_db_errors_total", kinds) == 1
+        losing = False
+        assert await repo.flush() == 1
+        assert [f.trade_id for f in await repo.get_trades(TradeFilter())] == ["t1"]
+        assert not repo.dead_letter_path.exists()
     finally:
         await repo.close()

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import Engine, text
+from sqlalchemy import Connection, Engine, text
 from sqlalchemy.dialects.mysql.base import MySQLDialect
 from sqlalchemy.dialects.sqlite.base import SQLiteDialect
 from sqlalchemy.engine import Dialect
@@ -23,12 +23,15 @@ from quantmesh.storage import models
 from quantmesh.storage.engine import (
     DbType,
     create_engine_for,
+    is_retryable,
+    logs_statements,
     map_db_error,
     to_sqlalchemy_url,
     upsert,
 )
 from quantmesh.storage.repository import SqlRepository
 
+from .conftest import Backend
 from .support import postgres_dialect
 
 PASSWORD = "s3cr3t-pw"
@@ -292,6 +295,83 @@ def test_postgres_server_states_map_to_storage_unavailable() -> None:
 
     exc = DBAPIError("SELECT 1", {}, PgError("the database system is not yet accepting"))
     assert isinstance(map_db_error(exc, "op"), StorageUnavailable)
+
+
+class PyMySQLError(Exception):
+    """Stands in for pymysql's errors, which carry the server's error code first."""
+
+
+class PgSerialisationError(Exception):
+    sqlstate = "40001"
+
+
+class PgDeadlockError(Exception):
+    sqlstate = "40P01"
+
+
+@pytest.mark.parametrize(
+    "exc",
+    [
+        OperationalError("INSERT", {}, PyMySQLError(1213, "Deadlock found when trying to get")),
+        OperationalError("INSERT", {}, PyMySQLError(1205, "Lock wait timeout exceeded")),
+        DBAPIError("INSERT", {}, PgDeadlockError("deadlock detected")),
+        DBAPIError("UPDATE", {}, PgSerialisationError("could not serialize access")),
+    ],
+    ids=["mysql-deadlock", "mysql-lock-wait", "pg-deadlock", "pg-serialisation"],
+)
+def test_a_lost_lock_conflict_is_retryable_and_maps_to_storage_unavailable(
+    exc: DBAPIError,
+) -> None:
+    """The runner retries these; one that lost every attempt must be buffered by the write
+    buffer (``StorageUnavailable``), never dead-lettered as bad data or raised to a trader."""
+    assert is_retryable(exc)
+    mapped = map_db_error(exc, "save_orders")
+    assert type(mapped) is StorageUnavailable
+    assert str(mapped).startswith("save_orders: database busy (lost a lock conflict): ")
+
+
+def test_other_errors_are_not_retried() -> None:
+    assert not is_retryable(OperationalError("INSERT", {}, PyMySQLError(1406, "Data too long")))
+    assert not is_retryable(operational("database is locked"))  # SQLite waits by itself
+    assert not is_retryable(TimeoutError())
+
+
+async def test_server_sessions_run_at_read_committed(server_backend: Backend) -> None:
+    """InnoDB's default REPEATABLE READ gap-locks the range a locking read of a missing order
+    scanned: concurrent inserts of new orders then deadlock each other."""
+    repo = SqlRepository(create_engine_for(server_backend.db_type, server_backend.url), "binance")
+    query = "SHOW transaction_isolation"
+    if server_backend.db_type == "mysql":
+        query = "SHOW VARIABLES WHERE Variable_name IN ('tx_isolation', 'transaction_isolation')"
+
+    def level(conn: Connection) -> str:
+        row = conn.execute(text(query)).first()
+        assert row is not None
+        return str(row[-1])
+
+    try:
+        isolation = await repo._runner.run("isolation", level, write=True)
+    finally:
+        await repo.close()
+    assert isolation.upper().replace("-", " ") == "READ COMMITTED"
+
+
+@pytest.mark.parametrize(
+    ("settings", "refused"),
+    [
+        ({"log_bin": "ON", "binlog_format": "STATEMENT"}, True),
+        ({"log_bin": "ON", "binlog_format": "MIXED"}, False),
+        ({"log_bin": "ON", "binlog_format": "ROW"}, False),
+        ({"log_bin": "OFF", "binlog_format": "STATEMENT"}, False),  # no binary log at all
+        ({"binlog_format": "STATEMENT"}, False),
+    ],
+)
+def test_only_statement_based_binary_logging_is_refused(
+    settings: dict[str, str], refused: bool
+) -> None:
+    """MySQL/MariaDB refuse InnoDB writes at READ COMMITTED when they log statements
+    (error 1665); the repository says so at start instead."""
+    assert logs_statements(settings) is refused
 
 
 def test_error_messages_never_carry_credentials() -> None:

@@ -14,16 +14,28 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from prometheus_client import CollectorRegistry
 from sqlalchemy import Connection, Engine, event, insert, text
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from quantmesh.errors import StorageError
+from quantmesh.errors import StorageError, StorageUnavailable
 from quantmesh.grid.state import GridState, LevelState
+from quantmesh.observability.metrics import Metrics
 from quantmesh.storage import models
+from quantmesh.storage import runner as runner_module
 from quantmesh.storage.base import TradeFilter
 from quantmesh.storage.engine import create_engine_for
 from quantmesh.storage.repository import SqlRepository
-from quantmesh.storage.runner import THREAD_NAME_PREFIX, AsyncRunner, ThreadRunner
+from quantmesh.storage.runner import (
+    BACKOFF_BASE,
+    BACKOFF_CAP,
+    RETRIES,
+    THREAD_NAME_PREFIX,
+    AsyncRunner,
+    ThreadRunner,
+    backoff,
+)
 
 from .conftest import SQLITE_ONLY, RepoFactory
 from .support import SYMBOL, fill, order, round_trip
@@ -338,3 +350,97 @@ async def test_many_trade_ids_are_read_in_chunks(make_repo: RepoFactory) -> None
         known = await repo.known_trade_ids(SYMBOL, [f"t{n}" for n in range(1200)])
     assert known == {f"t{n}" for n in range(0, 1200, 2)}
     assert sent == ["SELECT trades"] * 3
+
+
+# --- lost lock conflicts (deadlock victims) on the async engine path --------------------------
+
+
+class PyMySQLError(Exception):
+    """Stands in for pymysql's errors, which carry the server's error code first."""
+
+
+def deadlock() -> OperationalError:
+    return OperationalError(
+        "INSERT INTO orders", {}, PyMySQLError(1213, "Deadlock found when trying to get lock")
+    )
+
+
+class LosesDeadlocks:
+    """A transaction the server picks as the deadlock victim ``times`` times."""
+
+    def __init__(self, times: int) -> None:
+        self.left = times
+        self.runs = 0
+
+    def __call__(self, conn: Connection) -> str:
+        self.runs += 1
+        conn.execute(text("SELECT 1"))
+        if self.left:
+            self.left -= 1
+            raise deadlock()
+        return "committed"
+
+
+@pytest.fixture
+async def async_runner(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[tuple[AsyncRunner, Metrics, list[int]]]:
+    """An ``AsyncRunner`` with metrics whose backoff records the attempts and waits 0 s."""
+    waits: list[int] = []
+
+    def no_wait(attempt: int) -> float:
+        waits.append(attempt)
+        return 0.0
+
+    monkeypatch.setattr(runner_module, "backoff", no_wait)
+    metrics = Metrics(CollectorRegistry())
+    runner = AsyncRunner(
+        create_async_engine(f"sqlite+aiosqlite:///{tmp_path / 'q.db'}"), metrics.db
+    )
+    yield runner, metrics, waits
+    await runner.close()
+
+
+def errors(metrics: Metrics, operation: str, kind: str) -> float:
+    value = metrics.registry.get_sample_value(
+        "quantmesh_db_errors_total", {"operation": operation, "error": kind}
+    )
+    return value or 0.0
+
+
+async def test_a_deadlock_victim_is_run_again_after_a_backoff(
+    async_runner: tuple[AsyncRunner, Metrics, list[int]],
+) -> None:
+    runner, metrics, waits = async_runner
+    transaction = LosesDeadlocks(3)
+    assert await runner.run("save_orders", transaction, write=True) == "committed"
+    assert transaction.runs == 4
+    assert waits == [1, 2, 3]
+    assert errors(metrics, "save_orders", "retried") == 3
+    assert errors(metrics, "save_orders", "deadlock") == 0
+
+
+async def test_a_transaction_losing_every_attempt_is_unavailable_not_an_error(
+    async_runner: tuple[AsyncRunner, Metrics, list[int]],
+) -> None:
+    """``StorageUnavailable`` is what the write buffer journals and replays later."""
+    runner, metrics, waits = async_runner
+    transaction = LosesDeadlocks(RETRIES)
+    with pytest.raises(StorageUnavailable, match=r"save_orders: database busy .*1213"):
+        await runner.run("save_orders", transaction, write=True)
+    assert transaction.runs == RETRIES
+    assert waits == list(range(1, RETRIES))
+    assert errors(metrics, "save_orders", "retried") == RETRIES - 1
+    assert errors(metrics, "save_orders", "deadlock") == 1
+    assert errors(metrics, "save_orders", "unavailable") == 0
+
+
+def test_the_backoff_is_jittered_grows_and_is_bounded() -> None:
+    ceilings = [min(BACKOFF_CAP, BACKOFF_BASE * 2 ** (n - 1)) for n in range(1, RETRIES)]
+    assert ceilings == sorted(ceilings) and ceilings[-1] == BACKOFF_CAP
+    assert ceilings[0] == BACKOFF_BASE
+    assert sum(ceilings) < 1.0  # a doomed write reaches the write buffer within a second
+    for attempt, ceiling in enumerate(ceilings, start=1):
+        delays = [backoff(attempt) for _ in range(200)]
+        assert all(0 <= d <= ceiling for d in delays)
+        assert len(set(delays)) > 100  # jittered: colliding writers spread apart
