@@ -9,20 +9,17 @@ tests measure behaviour, not disks. One server serves a whole test session;
 
 from __future__ import annotations
 
-import shutil
 import subprocess
-import tempfile
 from pathlib import Path
-from typing import Self
 
 import pymysql
 
-from tests.servers.base import ServerProcess, free_port, require_binary, wait_until
+from tests.servers.base import ManagedServer, ServerProcess, require_binary, wait_until
 
 MARIADB_USER = "root"
 
 
-class MariaDBServer:
+class MariaDBServer(ManagedServer):
     """``mariadb-install-db`` once, then ``start``/``stop``/``kill``/``restart``, same port."""
 
     def __init__(self, workdir: Path | None = None, port: int | None = None) -> None:
@@ -30,9 +27,7 @@ class MariaDBServer:
             "mariadb-install-db", "/usr/bin/mariadb-install-db", "/usr/bin/mysql_install_db"
         )
         self._mariadbd = require_binary("mariadbd", "/usr/sbin/mariadbd", "/usr/sbin/mysqld")
-        self._own_dir = workdir is None
-        self.workdir = workdir or Path(tempfile.mkdtemp(prefix="qm-maria-"))
-        self.port = port or free_port()
+        super().__init__(workdir, port, "qm-maria-")
         self.datadir = self.workdir / "data"
         self.socket = self.workdir / "mariadb.sock"
         self._init()
@@ -94,34 +89,6 @@ class MariaDBServer:
             return True
 
         wait_until(ready, 60, f"mariadb on port {self.port}", interval=0.1)
-
-    # control ------------------------------------------------------------------------------
-
-    def start(self) -> None:
-        self.process.start()
-
-    def stop(self) -> None:
-        self.process.stop()
-
-    def kill(self) -> None:
-        """SIGKILL the server, like a crash."""
-        self.process.kill()
-
-    def restart(self) -> None:
-        self.stop()
-        self.start()
-
-    def close(self) -> None:
-        self.process.kill()
-        if self._own_dir:
-            shutil.rmtree(self.workdir, ignore_errors=True)
-
-    def __enter__(self) -> Self:
-        self.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     # databases ----------------------------------------------------------------------------
 

@@ -16,11 +16,9 @@ import pwd
 import shutil
 import signal
 import subprocess
-import tempfile
 from pathlib import Path
-from typing import Self
 
-from tests.servers.base import ServerProcess, free_port, require_binary, wait_until
+from tests.servers.base import ManagedServer, ServerProcess, require_binary, wait_until
 
 PG_BIN_DIRS = ("/usr/lib/postgresql/15/bin", "/usr/lib/postgresql/16/bin", "/usr/local/bin")
 PG_USER = "postgres"
@@ -33,7 +31,7 @@ def _binary(name: str) -> str:
     return require_binary(name, *(f"{d}/{name}" for d in PG_BIN_DIRS))
 
 
-class PostgresServer:
+class PostgresServer(ManagedServer):
     """``initdb`` once, then ``start``/``stop``/``kill``/``restart`` on the same port."""
 
     def __init__(self, workdir: Path | None = None, port: int | None = None) -> None:
@@ -41,9 +39,7 @@ class PostgresServer:
         self._postgres = _binary("postgres")
         self._psql = _binary("psql")
         self._user = _system_user()
-        self._own_dir = workdir is None
-        self.workdir = workdir or Path(tempfile.mkdtemp(prefix="qm-pg-"))
-        self.port = port or free_port()
+        super().__init__(workdir, port, "qm-pg-")
         self.datadir = self.workdir / "data"
         self._init()
         self.process = ServerProcess(
@@ -100,9 +96,6 @@ class PostgresServer:
 
     # control ------------------------------------------------------------------------------
 
-    def start(self) -> None:
-        self.process.start()
-
     def stop(self) -> None:
         """A fast shutdown (SIGINT): SIGTERM would wait for every client to disconnect."""
         if self.process.running:
@@ -111,26 +104,6 @@ class PostgresServer:
             with contextlib.suppress(TimeoutError):
                 wait_until(lambda: not self.process.running, 15, "postgres to stop")
         self.process.stop()
-
-    def kill(self) -> None:
-        """SIGKILL the postmaster and its children (one process group), like a crash."""
-        self.process.kill()
-
-    def restart(self) -> None:
-        self.stop()
-        self.start()
-
-    def close(self) -> None:
-        self.process.kill()
-        if self._own_dir:
-            shutil.rmtree(self.workdir, ignore_errors=True)
-
-    def __enter__(self) -> Self:
-        self.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     # databases ----------------------------------------------------------------------------
 

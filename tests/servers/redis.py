@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Self
 
 from tests.servers.base import (
+    ManagedServer,
     ServerProcess,
     free_port,
     port_open,
@@ -35,7 +36,7 @@ def cli_binary() -> str:
     return require_binary("redis-cli", *CLI_PATHS)
 
 
-class RedisServer:
+class RedisServer(ManagedServer):
     """One ``redis-server``; ``password``/``user`` add ``requirepass`` and an ACL user."""
 
     def __init__(
@@ -48,9 +49,7 @@ class RedisServer:
         extra: tuple[str, ...] = (),
         name: str = "redis",
     ) -> None:
-        self._own_dir = workdir is None
-        self.workdir = workdir or Path(tempfile.mkdtemp(prefix="qm-redis-"))
-        self.port = port or free_port()
+        super().__init__(workdir, port, "qm-redis-")
         self.password = password
         self.cli = cli_binary()
         argv = [
@@ -89,30 +88,6 @@ class RedisServer:
             [*argv, *args], capture_output=True, text=True, timeout=10, check=True
         )
         return done.stdout.strip()
-
-    def start(self) -> None:
-        self.process.start()
-
-    def stop(self) -> None:
-        self.process.stop()
-
-    def kill(self) -> None:
-        self.process.kill()
-
-    def restart(self) -> None:
-        self.process.restart()
-
-    def close(self) -> None:
-        self.process.kill()
-        if self._own_dir:
-            shutil.rmtree(self.workdir, ignore_errors=True)
-
-    def __enter__(self) -> Self:
-        self.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
 
 class _Setup:
