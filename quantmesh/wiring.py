@@ -22,7 +22,7 @@ from quantmesh.lock.failover import FailoverLock, lock_check, lock_status
 from quantmesh.lock.nop import NopLock
 from quantmesh.lock.redis import RedisLock
 from quantmesh.observability.collectors import ServiceCollector
-from quantmesh.observability.health import Health
+from quantmesh.observability.health import Check, Health
 from quantmesh.observability.http import HttpServer
 from quantmesh.observability.logging import configure_logging
 from quantmesh.observability.metrics import Metrics
@@ -193,8 +193,11 @@ def build_service(settings: Settings, metrics: Metrics | None = None) -> Service
     metrics = metrics if metrics is not None else Metrics()
     locker = build_lock(settings, metrics)
     exchange = build_exchange(settings)
+    # A standby trades nothing in this version: without symbol ownership it cannot tell
+    # when a master is gone, and trading beside it would keep two books of one grid.
+    traded = () if settings.instance.role == "standby" else settings.symbols
     service = assemble(
-        [trader_settings(symbol, settings) for symbol in settings.symbols],
+        [trader_settings(symbol, settings) for symbol in traded],
         exchange=exchange,
         repository=build_repository(settings, exchange.name, metrics),
         locker=locker,
@@ -216,7 +219,10 @@ def build_health(settings: Settings, service: Service) -> Health:
     """The readiness checks of ``/readyz``: one per part that must work to trade."""
     health = Health()
     traders = service.traders
-    health.register("traders", lambda: traders_check(traders, service.result.failed))
+    if settings.instance.role == "standby":
+        health.register("traders", lambda: Check(True, "standby: trades nothing, waits"))
+    else:
+        health.register("traders", lambda: traders_check(traders, service.result.failed))
     health.register("lock", lambda: lock_check(service.locker))
     max_age = settings.exchange.price_stale_after
     health.register("prices", lambda: prices_check(traders, max_age))
@@ -269,9 +275,16 @@ async def run_daemon(settings: Settings) -> RunResult:
     log.info(
         "starting",
         exchange=settings.exchange.name,
+        role=settings.instance.role,
         symbols=[s.symbol for s in settings.symbols],
         database=settings.database.type,
     )
+    if settings.instance.role == "standby":
+        log.warning(
+            "standby_waiting",
+            detail="a standby places no orders in this version; take-over of a failed "
+            "master's symbols comes with symbol ownership",
+        )
     result = await serve(service)
     log.info("stopped", failed=sorted(result.failed))
     return result
