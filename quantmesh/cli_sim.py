@@ -28,7 +28,7 @@ DEFAULT_MARKET = "ETH/USDT=2000"
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
-    parser.add_argument("--port", type=int, default=DEFAULT_PORT, help="0: any free port")
+    parser.add_argument("--port", type=_port, default=DEFAULT_PORT, help="0: any free port")
     parser.add_argument(
         "-c", "--config", type=Path, help="YAML: markets, balances, fee_rate, state_path"
     )
@@ -73,6 +73,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--ws-drop-after", type=float, default=0.0, help="close WebSockets after N s"
     )
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning"])
+
+
+def _port(value: str) -> int:
+    """argparse type: a TCP port number, 0 for any free one."""
+    try:
+        port = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a port number") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{port} is not a port number (0-65535)")
+    return port
 
 
 def _pairs(values: list[str], flag: str) -> dict[str, str]:

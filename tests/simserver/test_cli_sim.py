@@ -31,3 +31,11 @@ def test_a_taken_port_exits_1_with_one_line(sim: SimProcess, tmp_path: Path) -> 
     assert result.returncode == 1
     lines = plain_lines(result.stderr)
     assert len(lines) == 1 and "cannot start" in lines[0], result.stderr
+
+
+@pytest.mark.parametrize("port", ["-1", "65536", "abc"])
+def test_a_port_out_of_range_is_a_usage_error_not_a_traceback(tmp_path: Path, port: str) -> None:
+    result = run_cli(["sim-exchange", "--port", port], tmp_path)
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    assert "argument --port:" in result.stderr and "is not a port number" in result.stderr
