@@ -6,6 +6,11 @@ system user in a directory that user owns. Durability is switched off (``fsync``
 Authentication is ``trust`` on loopback; clients connect as ``postgres`` without a
 password. One server serves a whole test session; ``create_database`` gives each test its
 own empty database.
+
+With ``password``, authentication is ``scram-sha-256`` instead (``postgres`` has that
+password; ``create_role`` adds login roles), as a production server would ask: used by
+``deploy/local/ha.py``, which also runs it as a non-root user (then ``postgres`` runs as
+that user, there being no other it could switch to).
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ import shutil
 import signal
 import subprocess
 from pathlib import Path
+from urllib.parse import quote
 
 from tests.servers.base import ManagedServer, ServerProcess, require_binary, wait_until
 
@@ -34,11 +40,15 @@ def _binary(name: str) -> str:
 class PostgresServer(ManagedServer):
     """``initdb`` once, then ``start``/``stop``/``kill``/``restart`` on the same port."""
 
-    def __init__(self, workdir: Path | None = None, port: int | None = None) -> None:
+    def __init__(
+        self, workdir: Path | None = None, port: int | None = None, *, password: str | None = None
+    ) -> None:
         self._initdb = _binary("initdb")
         self._postgres = _binary("postgres")
         self._psql = _binary("psql")
-        self._user = _system_user()
+        # As root, switch to the ``postgres`` user (PostgreSQL refuses root); else run as is.
+        self._user = _system_user() if os.geteuid() == 0 else None
+        self.password = password
         super().__init__(workdir, port, "qm-pg-")
         self.datadir = self.workdir / "data"
         self._init()
@@ -66,23 +76,35 @@ class PostgresServer(ManagedServer):
             ],
             self.workdir,
             ready=self._wait_ready,
-            user=PG_USER,
+            user=PG_USER if self._user is not None else None,
             name="postgres",
         )
 
     def _init(self) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
-        os.chown(self.workdir, self._user.pw_uid, self._user.pw_gid)
+        if self._user is not None:
+            os.chown(self.workdir, self._user.pw_uid, self._user.pw_gid)
         self.workdir.chmod(0o755)
-        done = subprocess.run(
-            [self._initdb, "-D", str(self.datadir), "-U", PG_USER, "-A", "trust", "--no-sync"],
-            cwd=self.workdir,
-            user=PG_USER,
-            capture_output=True,
-            text=True,
-            check=False,
-            timeout=60,
-        )
+        auth = ["-A", "trust"]
+        pwfile = self.workdir / "initdb.pw"
+        if self.password is not None:
+            pwfile.touch(0o600)
+            if self._user is not None:
+                os.chown(pwfile, self._user.pw_uid, self._user.pw_gid)
+            pwfile.write_text(self.password + "\n")
+            auth = ["-A", "scram-sha-256", f"--pwfile={pwfile}"]
+        try:
+            done = subprocess.run(
+                [self._initdb, "-D", str(self.datadir), "-U", PG_USER, *auth, "--no-sync"],
+                cwd=self.workdir,
+                user=PG_USER if self._user is not None else None,
+                capture_output=True,
+                text=True,
+                check=False,
+                timeout=60,
+            )
+        finally:
+            pwfile.unlink(missing_ok=True)
         if done.returncode != 0:
             raise RuntimeError(f"initdb failed: {done.stdout}\n{done.stderr}")
 
@@ -109,12 +131,20 @@ class PostgresServer(ManagedServer):
 
     def url(self, database: str = "postgres", *, port: int | None = None) -> str:
         """A SQLAlchemy URL (async driver) for ``database``, optionally via another port."""
-        return f"postgresql+asyncpg://{PG_USER}@127.0.0.1:{port or self.port}/{database}"
+        auth = PG_USER if self.password is None else f"{PG_USER}:{quote(self.password, safe='')}"
+        return f"postgresql+asyncpg://{auth}@127.0.0.1:{port or self.port}/{database}"
 
-    def create_database(self, name: str) -> str:
+    def create_database(self, name: str, owner: str | None = None) -> str:
         self._psql_run(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        self._psql_run(f'CREATE DATABASE "{name}" TEMPLATE template0')
+        owned = "" if owner is None else f' OWNER "{owner}"'
+        self._psql_run(f'CREATE DATABASE "{name}" TEMPLATE template0{owned}')
         return name
+
+    def create_role(self, name: str, password: str) -> None:
+        """A login role with ``password`` (sent on stdin: never on a command line or in an
+        error message)."""
+        literal = password.replace("'", "''")
+        self._psql_run(f"CREATE ROLE \"{name}\" LOGIN PASSWORD '{literal}'", secret=True)
 
     def drop_database(self, name: str) -> None:
         self._psql_run(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)', check=False)
@@ -125,8 +155,11 @@ class PostgresServer(ManagedServer):
         return [line.split("|") for line in out.splitlines() if line]
 
     def _psql_run(
-        self, sql: str, *, database: str = "postgres", check: bool = True
+        self, sql: str, *, database: str = "postgres", check: bool = True, secret: bool = False
     ) -> subprocess.CompletedProcess[str]:
+        env = {**os.environ, "PGCONNECT_TIMEOUT": "2"}
+        if self.password is not None:
+            env["PGPASSWORD"] = self.password
         done = subprocess.run(
             [
                 self._psql,
@@ -143,17 +176,20 @@ class PostgresServer(ManagedServer):
                 "-t",
                 "-v",
                 "ON_ERROR_STOP=1",
-                "-c",
-                sql,
+                *(() if secret else ("-c", sql)),
             ],
+            input=sql if secret else None,
             capture_output=True,
             text=True,
             check=False,
             timeout=30,
-            env={**os.environ, "PGCONNECT_TIMEOUT": "2"},
+            env=env,
         )
         if check and done.returncode != 0:
-            raise RuntimeError(f"psql failed ({sql}): {done.stderr.strip()}")
+            shown, detail = sql, done.stderr.strip()
+            if secret:  # the error's first line names it; the next ones quote the statement
+                shown, detail = f"{sql.split()[0]} ...", detail.partition("\n")[0]
+            raise RuntimeError(f"psql failed ({shown}): {detail}")
         return done
 
 

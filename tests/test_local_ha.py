@@ -1,0 +1,289 @@
+"""``deploy/local/ha.py`` end to end: the compose HA layout as local processes.
+
+One run of the script (Redis, PostgreSQL, the exchange simulator, two masters and a
+standby, configs generated from ``deploy/compose``): every instance becomes ready, every
+``/metrics`` scrape passes ``promtool check metrics``, each master places orders on its own
+symbols only, the standby places none, the exchange never accepted one client order id
+twice while open, and SIGTERM stops everything with exit code 0 and no process left.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import itertools
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from unittest import mock
+
+import pytest
+import yaml
+
+from tests.cli_support import clean_env, parse_event
+from tests.servers.base import port_open, require_binary, wait_until
+from tests.servers.postgres import PG_BIN_DIRS
+from tests.servers.redis import cli_binary, redis_binary
+from tests.simserver.support import duplicates
+
+ROOT = Path(__file__).resolve().parent.parent
+HA = ROOT / "deploy" / "local" / "ha.py"
+ENV_EXAMPLE = ROOT / "deploy" / "compose" / ".env.example"
+
+pytestmark = pytest.mark.slow
+
+
+@dataclass
+class Run:
+    """The running script: its process, its directory and ``ha.json``."""
+
+    proc: subprocess.Popen[str]
+    workdir: Path
+    out: Path
+    info: dict[str, Any]
+
+    def output(self) -> str:
+        return self.out.read_text(errors="replace")[-4000:]
+
+
+def _get(url: str, token: str | None = None) -> tuple[int, str]:
+    headers = {} if token is None else {"Authorization": f"Bearer {token}"}
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=5) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
+
+
+def _symbol(name: str) -> str:
+    """``ETHUSDT`` (compose config) -> ``ETH/USDT`` (logs, metrics, the simulator)."""
+    return name if "/" in name else f"{name[:-4]}/{name[-4:]}"
+
+
+def _token() -> str:
+    """The token ha.py passes (``clean_env`` drops QUANTMESH_*: the example's value)."""
+    lines = ENV_EXAMPLE.read_text().splitlines()
+    return dict(line.split("=", 1) for line in lines if "=" in line)["QUANTMESH_HTTP_TOKEN"]
+
+
+@pytest.fixture
+def ha() -> Iterator[Run]:
+    for name in ("initdb", "postgres", "psql"):
+        require_binary(name, *(f"{d}/{name}" for d in PG_BIN_DIRS))
+    redis_binary()
+    cli_binary()
+    require_binary("promtool")  # checked before anything starts
+    # Not pytest's tmp_path: as root, PostgreSQL runs as user postgres, which cannot enter
+    # pytest's private base directory (ha.py says so).
+    top = Path(tempfile.mkdtemp(prefix="qm-test-ha-"))
+    top.chmod(0o711)
+    workdir = top / "ha"
+    out = top / "ha.out"
+    with out.open("w") as sink:
+        proc = subprocess.Popen(
+            [sys.executable, str(HA), "--dir", str(workdir), "--duration", "50"],
+            cwd=ROOT,
+            env=clean_env(),
+            stdin=subprocess.DEVNULL,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+    run = Run(proc, workdir, out, {})
+    try:
+        info_path = workdir / "ha.json"
+
+        def started() -> bool:
+            assert proc.poll() is None, f"ha.py exited {proc.returncode}:\n{run.output()}"
+            return info_path.exists()
+
+        wait_until(started, 30, "ha.py to start the fleet", interval=0.1)
+        run.info = json.loads(info_path.read_text())
+        yield run
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(10)
+        shutil.rmtree(top, ignore_errors=True)
+
+
+def _wait_ready(run: Run, name: str, url: str, timeout: float) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while True:
+        assert run.proc.poll() is None, f"ha.py exited:\n{run.output()}"
+        status, body = _get(url)
+        if status == 200 or time.monotonic() > deadline:
+            assert status == 200, f"{name} not ready: {body}\n{run.output()}"
+            result: dict[str, Any] = json.loads(body)
+            return result
+        time.sleep(0.2)
+
+
+def _promtool_check(promtool: str, name: str, text: str) -> None:
+    checked = subprocess.run(
+        [promtool, "check", "metrics"],
+        input=text,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert checked.returncode == 0, f"{name}: {checked.stdout}{checked.stderr}"
+
+
+def _placed_by_symbol(metrics: str) -> dict[str, float]:
+    """Orders placed per symbol, from a scrape's ``quantmesh_orders_placed_total``."""
+    out: dict[str, float] = {}
+    for line in metrics.splitlines():
+        if line.startswith("quantmesh_orders_placed_total{"):
+            labels, _, value = line.rpartition(" ")
+            symbol = labels.split('symbol="', 1)[1].split('"', 1)[0]
+            out[symbol] = out.get(symbol, 0.0) + float(value)
+    return {s: v for s, v in out.items() if v > 0}
+
+
+def _accepted_twice_while_open(orders: list[dict[str, Any]]) -> list[str]:
+    """Client order ids the exchange accepted again before their first order closed."""
+    by_id: dict[str, list[dict[str, Any]]] = {}
+    for order in orders:
+        by_id.setdefault(order["client_order_id"], []).append(order)
+    bad = []
+    for cid, same in by_id.items():
+        same.sort(key=lambda o: o["created_at"])
+        for first, second in itertools.pairwise(same):
+            if first["status"] == "open" or second["created_at"] < first["updated_at"]:
+                bad.append(cid)
+    return bad
+
+
+def _log_events(path: Path) -> list[dict[str, Any]]:
+    lines = path.read_text(errors="replace").splitlines()
+    return [e for e in map(parse_event, lines) if e is not None]
+
+
+def test_the_local_ha_layout_serves_trades_apart_and_stops_cleanly(ha: Run) -> None:
+    promtool = require_binary("promtool")
+    instances = ha.info["instances"]
+    owned = {name: {_symbol(s) for s in i["symbols"]} for name, i in instances.items()}
+    masters = [n for n, i in instances.items() if i["role"] == "master"]
+    standbys = [n for n, i in instances.items() if i["role"] == "standby"]
+    assert len(masters) == 2 and len(standbys) == 1, instances
+    assert not owned[masters[0]] & owned[masters[1]]
+
+    for name, instance in instances.items():
+        ready = _wait_ready(ha, name, instance["readyz"], 30)
+        assert ready["checks"]["lock"]["ok"] and ready["checks"]["database"]["ok"], ready
+    sim = ha.info["exchange_sim"]
+
+    def every_master_symbol_traded() -> bool:
+        symbols = {o["symbol"] for o in json.loads(_get(f"{sim}/_sim/orders")[1])}
+        return owned[masters[0]] | owned[masters[1]] <= symbols
+
+    wait_until(every_master_symbol_traded, 20, "orders on every master's symbols", interval=0.2)
+
+    for name, instance in instances.items():
+        status, text = _get(instance["metrics"])
+        assert status == 200, text
+        _promtool_check(promtool, name, text)
+        placed = _placed_by_symbol(text)
+        if name in standbys:
+            assert placed == {}, f"the standby {name} placed orders: {placed}"
+        else:
+            assert set(placed) == owned[name], f"{name} placed on {placed}"
+        code, body = _get(instance["status"], _token())
+        assert code == 200, body
+        assert json.loads(body)["role"] == instance["role"]
+
+    orders = json.loads(_get(f"{sim}/_sim/orders")[1])
+    assert _accepted_twice_while_open(orders) == []
+    assert duplicates(orders) == []
+
+    ha.proc.send_signal(signal.SIGTERM)
+    assert ha.proc.wait(40) == 0, ha.output()
+    assert "stopped" in ha.output()
+
+    # Every order the exchange holds is in the log of the master owning its symbol and in no
+    # other instance's log.
+    logs = {
+        name: Path(ha.info["processes"][name]["log"]).read_text(errors="replace")
+        for name in instances
+    }
+    for order in orders:
+        cid, symbol = order["client_order_id"], order["symbol"]
+        holders = [name for name, text in logs.items() if f'"{cid}"' in text]
+        owner = [name for name in masters if symbol in owned[name]]
+        assert holders == owner, f"{cid} ({symbol}) in the logs of {holders}, owned by {owner}"
+    for name in instances:
+        events = _log_events(Path(ha.info["processes"][name]["log"]))
+        placed_on = {e["symbol"] for e in events if e["event"] == "order_placed"}
+        assert placed_on <= (owned[name] if name in masters else set()), (name, placed_on)
+        assert events[-1]["event"] == "stopped", (name, events[-1])
+
+    for name, process in ha.info["processes"].items():
+        with pytest.raises(ProcessLookupError):
+            os.killpg(process["pid"], 0)  # the whole process group is gone
+        assert not port_open("127.0.0.1", process["port"]), f"{name} still listens"
+    generated = yaml.safe_load((ha.workdir / masters[0] / "config.yaml").read_text())
+    assert generated["redis"]["addr"] == ha.info["redis"]
+
+
+def _ha_module() -> Any:
+    spec = importlib.util.spec_from_file_location("deploy_local_ha", HA)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_a_compose_config_that_changed_shape_is_refused(tmp_path: Path) -> None:
+    """ha.py rewrites the compose hostnames it knows; a config naming another host, or no
+    longer naming one it replaces, stops it instead of running a different layout."""
+    ha = _ha_module()
+    ports = ha.Ports(1, 2, 3, {"quantmesh-1": 4})
+    source = ROOT / "deploy" / "compose" / "quantmesh-1.yaml"
+    config = ha.local_config(source, ports, 4, tmp_path)
+    assert config["redis"]["addr"] == "127.0.0.1:1"
+    assert "@127.0.0.1:2/quantmesh" in config["database"]["dsn"]
+    assert config["exchange"]["urls"]["api"]["public"] == "http://127.0.0.1:3/api/v3"
+    assert config["http"] == {"host": "127.0.0.1", "port": 4, "token": "${QUANTMESH_HTTP_TOKEN}"}
+    assert config["database"]["journal_path"] == f"{tmp_path}/journal.jsonl"
+
+    changed = tmp_path / "deploy" / "compose"
+    changed.mkdir(parents=True)
+    text = source.read_text()
+    for old, new in (("redis:6379", "valkey:6379"), ("@postgres:5432", "@db:5432")):
+        (changed / "q.yaml").write_text(text.replace(old, new))
+        with mock.patch.object(ha, "ROOT", tmp_path), pytest.raises(ha.HaError) as refused:
+            ha.local_config(changed / "q.yaml", ports, 4, tmp_path)
+        assert "no longer mentions" in str(refused.value)
+    for extra in ("url: http://redis:6380/0", "state: /var/lib/quantmesh"):
+        (changed / "q.yaml").write_text(f"{text}\nextra: {{{extra}}}\n")
+        with mock.patch.object(ha, "ROOT", tmp_path), pytest.raises(ha.HaError) as refused:
+            ha.local_config(changed / "q.yaml", ports, 4, tmp_path)
+        assert "names a compose host or path" in str(refused.value)
+
+
+def test_a_missing_server_binary_names_the_debian_package() -> None:
+    ha = _ha_module()
+    message = "initdb is not installed (looked on PATH and at ['/usr/lib/postgresql/15/bin'])"
+    assert ha._missing_binary(message) == (
+        "initdb is not installed: install it (Debian: apt-get install postgresql)"
+    )
+    assert ha._missing_binary("redis-server is not installed (looked ...); CI must").endswith(
+        "apt-get install redis-server)"
+    )
