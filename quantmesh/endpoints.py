@@ -57,11 +57,13 @@ def component_sections(service: Service) -> dict[str, Callable[[], Any]]:
 
 def build_http(settings: Settings, service: Service) -> HttpServer:
     sections = component_sections(service)
-    instance = {
+    instance: dict[str, Any] = {
         "instance": settings.instance.id,
         "role": settings.instance.role,
         "exchange": service.exchange.name,
     }
+    if settings.instance.role == "standby":
+        instance["standby_for"] = [s.symbol for s in settings.symbols]
     return HttpServer(
         settings.http.host,
         settings.http.port,

@@ -201,6 +201,7 @@ def build_service(settings: Settings, metrics: Metrics | None = None) -> Service
     # The ccxt adapter counts its stream reconnects (a lazy import keeps ccxt out of the
     # default start); the in-process simulator has no streams to lose.
     reconnects = getattr(exchange, "stream_reconnects", None)
+    metrics.instance_info.labels(settings.instance.id, settings.instance.role).set(1)
     service.metrics.registry.register(ServiceCollector(service.traders, reconnects))
     if settings.http.enabled:
         service.http = build_http(settings, service)

@@ -99,7 +99,12 @@ def test_a_standby_trades_nothing_and_says_so(tmp_path: Path) -> None:
         time.sleep(1.0)  # prices move; a trader would have placed its window by now
         status, body = _get(f"{base}/api/status")
         assert status == 200
-        assert json.loads(body)["symbols"] == {}
+        snapshot = json.loads(body)
+        assert snapshot["symbols"] == {}
+        assert snapshot["standby_for"] == ["ETH/USDT"]
+        assert ready["checks"]["prices"]["detail"] == "no symbols traded"
+        metrics = _get(f"{base}/metrics")[1]
+        assert 'quantmesh_instance_info{id="quantmesh-1",role="standby"} 1.0' in metrics
         code, _ = daemon.stop(signal.SIGTERM, 10)
     assert code == 0, daemon.stderr
     assert not daemon.events("order_placed")

@@ -110,6 +110,13 @@ class Metrics:
             ["symbol"],
             registry=r,
         )
+        # "id", not "instance": Prometheus sets "instance" to the scraped target.
+        self.instance_info = Gauge(
+            "quantmesh_instance_info",
+            "Always 1; labelled with this instance's id and role (master or standby)",
+            ["id", "role"],
+            registry=r,
+        )
         self.db = DbMetrics(r)
 
 

@@ -74,6 +74,8 @@ def traders_check(traders: Sequence[TraderView], failed: Mapping[str, str]) -> C
 
 def prices_check(traders: Sequence[TraderView], max_age: float) -> Check:
     """Ready when every symbol has a price younger than ``max_age`` seconds."""
+    if not traders:
+        return Check(True, "no symbols traded")
     stale = []
     for trader in traders:
         age = trader.price_age
