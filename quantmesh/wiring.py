@@ -142,6 +142,8 @@ def trader_settings(symbol: SymbolSettings, settings: Settings) -> TraderSetting
         cancel_ttl=ttl.cancel,
         reconcile_interval=settings.trading.reconcile_interval,
         reconcile_ttl=ttl.reconcile,
+        # A create that timed out may surface late; "not found" is trusted after this.
+        unknown_grace=max(30.0, 3 * settings.exchange.request_timeout),
     )
 
 

@@ -53,6 +53,7 @@ class OrderSender:
         place_ttl: float,
         cancel_ttl: float,
         reject_cooldown: float,
+        unknown_grace: float = 30.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.symbol = symbol
@@ -63,7 +64,11 @@ class OrderSender:
         self._place_ttl = place_ttl
         self._cancel_ttl = cancel_ttl
         self._reject_cooldown = reject_cooldown
+        self._unknown_grace = unknown_grace
         self._clock = clock
+        # When each create with an unknown outcome failed: until the grace has passed, "not
+        # found" may only mean the exchange has not made the order visible yet.
+        self._unknown_since: dict[str, float] = {}
         self._cooldown: dict[tuple[int, Side], float] = {}
         self._paused_until = 0.0
 
@@ -170,6 +175,7 @@ class OrderSender:
             # Outcome unknown: the order may exist. Never place again blindly; the id is
             # tracked as unknown until a lookup says what happened.
             book.track_unknown(request)
+            self._unknown_since[request.client_order_id] = self._clock()
             self._metrics.exchange_errors.labels(self.symbol, type(exc).__name__).inc()
             log.warning(
                 "order_outcome_unknown", client_order_id=request.client_order_id, error=str(exc)
@@ -221,8 +227,15 @@ class OrderSender:
     async def lookup(self, book: OrderBook, cid: str) -> Order | None:
         """The exchange's state of an order we track as unknown; ``None`` if not settled."""
         try:
-            return await self._exchange.fetch_order(self.symbol, cid)
+            order = await self._exchange.fetch_order(self.symbol, cid)
         except OrderNotFound:
+            since = self._unknown_since.get(cid)
+            if since is not None and self._clock() - since < self._unknown_grace:
+                # An exchange can accept a timed-out create and show it only later; freeing
+                # the level now could place the order a second time.
+                log.debug("order_not_found_yet", client_order_id=cid)
+                return None
+            self._unknown_since.pop(cid, None)
             book.forget(cid)
             log.info("order_not_placed", client_order_id=cid)
         except AuthenticationFailed:
@@ -230,4 +243,7 @@ class OrderSender:
         except ExchangeError as exc:
             self._metrics.exchange_errors.labels(self.symbol, type(exc).__name__).inc()
             log.warning("order_lookup_failed", client_order_id=cid, error=str(exc))
+        else:
+            self._unknown_since.pop(cid, None)
+            return order
         return None

@@ -72,6 +72,7 @@ class TraderSettings:
     place_ttl: float = 5.0
     cancel_ttl: float = 3.0
     reject_cooldown: float = 30.0
+    unknown_grace: float = 30.0  # a timed-out create not found is trusted as absent after this
     lookup_interval: float = 1.0  # between lookups of orders whose placement outcome is unknown
     price_save_interval: float = 5.0
     reconcile_interval: float = 60.0  # between checks of our open orders against the exchange
@@ -129,6 +130,7 @@ class Trader:
             place_ttl=settings.place_ttl,
             cancel_ttl=settings.cancel_ttl,
             reject_cooldown=settings.reject_cooldown,
+            unknown_grace=settings.unknown_grace,
             clock=clock,
         )
         self._next_lookup = 0.0

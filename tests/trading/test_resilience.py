@@ -11,13 +11,14 @@ from typing import Any
 import pytest
 
 from quantmesh.domain import Order, OrderRequest
-from quantmesh.errors import AuthenticationFailed, StorageUnavailable
+from quantmesh.errors import AuthenticationFailed, Disconnected, StorageUnavailable
 from quantmesh.exchange.simulated import SimulatedExchange
 from quantmesh.lock.base import Lease
 from quantmesh.lock.nop import NopLock
 from quantmesh.observability.metrics import Metrics
 from quantmesh.storage.base import TradeFilter
 from quantmesh.storage.repository import SqlRepository
+from quantmesh.trading.ids import client_order_id
 from quantmesh.trading.lockkeys import LockKeys
 from quantmesh.trading.trader import Trader
 
@@ -186,3 +187,65 @@ async def test_a_fill_settled_at_start_waits_while_the_database_cannot_say_if_it
         assert holding(second) == Decimal("0.0150")
     trades = await repository.get_trades(TradeFilter(symbol=SYMBOL))
     assert [(t.side, t.price) for t in trades] == [("buy", Decimal(2000))]
+
+
+class LateAccept(LossyExchange):
+    """The first create times out; the exchange shows the order ``delay`` seconds later,
+    or never (``delay`` None)."""
+
+    def __init__(self, inner: SimulatedExchange, delay: float | None) -> None:
+        super().__init__(inner, failures=0)
+        self.delay = delay
+        self.calls: list[str] = []
+        self._late: set[asyncio.Task[Order]] = set()
+
+    async def create_order(self, request: OrderRequest) -> Order:
+        self.calls.append(request.client_order_id)
+        if len(self.calls) > 1:
+            return await self._inner.create_order(request)
+        if self.delay is not None:
+            task = asyncio.create_task(self._accept_later(request, self.delay))
+            self._late.add(task)
+        raise Disconnected("read timed out")
+
+    async def _accept_later(self, request: OrderRequest, delay: float) -> Order:
+        await asyncio.sleep(delay)
+        return await self._inner.create_order(request)
+
+
+async def _tick_until(exchange: SimulatedExchange, done: Any, seconds: float) -> None:
+    deadline = asyncio.get_running_loop().time() + seconds
+    while not done() and asyncio.get_running_loop().time() < deadline:
+        exchange.set_price(SYMBOL, Decimal(2001))
+        await asyncio.sleep(0.02)
+
+
+async def test_a_timed_out_create_the_exchange_shows_late_is_adopted_not_sent_again(
+    exchange: SimulatedExchange, repository: SqlRepository
+) -> None:
+    late = LateAccept(exchange, delay=0.4)
+    settings = replace(SETTINGS, buy_window=1, lookup_interval=0.05, unknown_grace=5.0)
+    async with running_trader(late, repository, settings=settings) as run:
+        first = client_order_id(run.trader.book.tag, 0, "buy", 0)  # type: ignore[union-attr]
+        await _tick_until(
+            exchange, lambda: first in run.open_ids() and first in run.tracked_ids(), 3
+        )
+        await _tick_until(exchange, lambda: False, 0.3)  # more ticks, more lookups
+        assert late.calls == [first]  # sent once; "not found" during the grace freed nothing
+        assert first in run.tracked_ids()
+    assert [o.client_order_id for o in exchange.engine.all_orders()] == [first]
+
+
+async def test_a_timed_out_create_never_seen_frees_its_level_after_the_grace(
+    exchange: SimulatedExchange, repository: SqlRepository
+) -> None:
+    lost = LateAccept(exchange, delay=None)
+    settings = replace(SETTINGS, buy_window=1, lookup_interval=0.05, unknown_grace=0.3)
+    async with running_trader(lost, repository, settings=settings) as run:
+        first = client_order_id(run.trader.book.tag, 0, "buy", 0)  # type: ignore[union-attr]
+        await _tick_until(exchange, lambda: len(lost.calls) >= 1, 2)
+        await _tick_until(exchange, lambda: False, 0.2)
+        assert lost.calls == [first]  # within the grace: blocked
+        await _tick_until(exchange, lambda: len(lost.calls) >= 2, 3)
+        assert lost.calls == [first, first]  # then placed again, with the same id
+        await until(lambda: first in run.open_ids())
