@@ -31,10 +31,10 @@ ENV PATH=/opt/quantmesh/bin:$PATH \
 USER 10001:10001
 WORKDIR /var/lib/quantmesh
 VOLUME ["/var/lib/quantmesh"]
-EXPOSE 9100
+EXPOSE 9321
 # /healthz needs no token and answers while the daemon starts; readiness is /readyz.
 HEALTHCHECK --interval=15s --timeout=5s --start-period=20s --retries=3 \
-    CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:9100/healthz', timeout=4)"]
+    CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:9321/healthz', timeout=4)"]
 STOPSIGNAL SIGTERM
 ENTRYPOINT ["quantmesh"]
 CMD ["run", "--config", "/etc/quantmesh/config.yaml"]

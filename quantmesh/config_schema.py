@@ -475,7 +475,7 @@ class LoggingSettings(_Section):
 class HttpSettings(_Section):
     enabled: bool = True
     host: str = "127.0.0.1"
-    port: Annotated[NonNegativeInt, Field(le=65535)] = 9100
+    port: Annotated[NonNegativeInt, Field(le=65535)] = 9321
     token: SecretStr = SecretStr("")  # bearer token for /api/*; /metrics and /healthz stay open
 
 

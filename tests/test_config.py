@@ -89,7 +89,7 @@ def test_minimal_config_gets_every_default() -> None:
         10,
     )
     assert (s.logging.level, s.logging.format) == ("info", "auto")
-    assert (s.http.enabled, s.http.host, s.http.port) == (True, "127.0.0.1", 9100)
+    assert (s.http.enabled, s.http.host, s.http.port) == (True, "127.0.0.1", 9321)
 
 
 def test_symbols_helper_and_interval() -> None:
