@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -88,13 +89,28 @@ def _check_config(path: Path) -> int:
     return EXIT_OK
 
 
+class _StoppedBeforeStart(Exception):
+    """SIGTERM arrived before the service installed its own signal handling."""
+
+
+def _stop_before_start(signum: int, frame: object) -> None:
+    raise _StoppedBeforeStart
+
+
 def _run(path: Path) -> int:
-    from quantmesh.config import load_settings
+    # Until the service handles signals itself, SIGTERM (systemctl stop, docker stop)
+    # stops the start-up cleanly instead of killing the process: nothing is placed yet.
+    signal.signal(signal.SIGTERM, _stop_before_start)
+    try:
+        from quantmesh.config import load_settings
 
-    settings = load_settings(path)  # before the heavy imports: a bad file fails fast
-    from quantmesh.wiring import run_daemon
+        settings = load_settings(path)  # before the heavy imports: a bad file fails fast
+        from quantmesh.wiring import run_daemon
 
-    result = asyncio.run(run_daemon(settings))
+        result = asyncio.run(run_daemon(settings))
+    except _StoppedBeforeStart:
+        print("quantmesh: stopped while starting, before any order", file=sys.stderr)
+        return EXIT_OK
     if result.fatal is not None:
         _print_error(result.fatal)
         return EXIT_FAILURE

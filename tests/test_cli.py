@@ -8,6 +8,7 @@ every broken config goes through ``check-config`` and ``run`` in one parallel ba
 from __future__ import annotations
 
 import signal
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from decimal import Decimal
@@ -619,6 +620,16 @@ def test_every_symbol_failing_ends_the_daemon(tmp_path: Path) -> None:
 
 
 # ---------------------------------------------------------------- forced exit
+
+
+def test_sigterm_while_starting_is_a_clean_stop(tmp_path: Path) -> None:
+    """systemctl stop right after start: exit 0, no traceback, nothing placed."""
+    path = write_config(tmp_path, fast_config())
+    with Daemon(path, tmp_path) as daemon:
+        time.sleep(0.6)  # imports and start-up, before or just after the service is up
+        code, _ = daemon.stop(signal.SIGTERM, 15)
+    assert code == 0, daemon.stderr[-3000:]
+    _assert_no_traceback(daemon.stderr)
 
 
 def test_second_signal_forces_the_exit(tmp_path: Path) -> None:
