@@ -164,17 +164,27 @@ def _leaf(exc: BaseException) -> BaseException:
     return exc
 
 
+# The same signal again within this many seconds is the same stop request: some
+# supervisors deliver it twice (GNU timeout signals the process and its group).
+REPEAT_WINDOW = 0.5
+
+
 async def serve(service: Service) -> RunResult:
     """Run ``service`` with signal handling: first signal graceful, second forced."""
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     main = asyncio.current_task()
     signals = 0
+    first: tuple[int, float] | None = None
 
     def on_signal(signum: int) -> None:
-        nonlocal signals
+        nonlocal signals, first
+        if first is not None and first[0] == signum and loop.time() - first[1] < REPEAT_WINDOW:
+            log.debug("signal_repeated", signal=signal.Signals(signum).name)
+            return
         signals += 1
         if signals == 1:
+            first = (signum, loop.time())
             log.info("signal_received", signal=signal.Signals(signum).name)
             stop.set()
         elif main is not None:

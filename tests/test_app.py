@@ -9,7 +9,7 @@ from dataclasses import replace
 from decimal import Decimal
 from pathlib import Path
 
-from quantmesh.app import Service, serve
+from quantmesh.app import REPEAT_WINDOW, Service, serve
 from quantmesh.lock.nop import NopLock
 from quantmesh.observability.metrics import Metrics
 from quantmesh.wiring import assemble
@@ -101,3 +101,35 @@ async def test_first_signal_stops_gracefully(tmp_path: Path) -> None:
     os.kill(os.getpid(), signal.SIGTERM)
     result = await asyncio.wait_for(task, 5)
     assert result.ok and result.failed == {}
+
+
+async def test_the_same_signal_twice_at_once_is_one_stop_request(tmp_path: Path) -> None:
+    """Some supervisors deliver SIGTERM twice (GNU timeout: to the process and its group)."""
+    service = _service(tmp_path, [SYMBOL])
+    task = asyncio.create_task(serve(service))
+    await until(lambda: service.traders[0].ready.is_set())
+    os.kill(os.getpid(), signal.SIGTERM)
+    os.kill(os.getpid(), signal.SIGTERM)
+    result = await asyncio.wait_for(task, 5)
+    assert result.fatal is None
+    assert result.ok
+
+
+async def test_the_same_signal_again_later_forces_the_exit(tmp_path: Path) -> None:
+    service = _service(tmp_path, [SYMBOL])
+    gate = asyncio.Event()
+    original = service.traders[0].quiesce
+
+    async def stuck_quiesce() -> None:  # shutdown that does not finish by itself
+        await original()
+        await gate.wait()
+
+    service.traders[0].quiesce = stuck_quiesce  # type: ignore[method-assign]
+    service.shutdown_grace = 30
+    task = asyncio.create_task(serve(service))
+    await until(lambda: service.traders[0].ready.is_set())
+    os.kill(os.getpid(), signal.SIGTERM)
+    await asyncio.sleep(REPEAT_WINDOW + 0.1)
+    os.kill(os.getpid(), signal.SIGTERM)
+    result = await asyncio.wait_for(task, 5)
+    assert result.fatal == "stopped by a second signal before shutdown finished"
