@@ -6,6 +6,7 @@ Symbols are in unified form, ``BASE/QUOTE`` (``ETH/USDT``).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 from typing import Literal
@@ -104,3 +105,17 @@ class OrderUpdate:
 
     order: Order
     fills: tuple[Fill, ...] = ()
+
+
+FILL_TOLERANCE = Decimal("1e-8")  # relative: an exchange may round ``filled`` apart from its trades
+
+
+def fills_cover(order: Order, fills: Sequence[Fill]) -> bool:
+    """Whether ``fills`` account for everything ``order`` says it filled.
+
+    An exchange can report an order filled before its trades endpoint lists the trades;
+    closing a level on such an answer would lose the fill (and free the level to buy
+    again), so callers look the order up again instead.
+    """
+    total = sum((f.amount for f in fills), Decimal(0))
+    return total >= order.filled * (1 - FILL_TOLERANCE)

@@ -275,6 +275,10 @@ class CcxtExchange:
             if order.is_open:
                 raise
             return order
+        if not _complete(raw):
+            # Some exchanges (OKX, Bybit) answer a cancel with the ids only: the order's
+            # final state comes from a lookup.
+            return await self.fetch_order(symbol, client_order_id)
         order = self._to_order(raw, symbol, cid=client_order_id)
         self._remember(order)
         return order
@@ -485,3 +489,8 @@ class CcxtExchange:
         self._tasks.discard(task)
         if not task.cancelled() and task.exception() is not None:
             log.error("exchange_loop_failed", task=task.get_name(), exc_info=task.exception())
+
+
+def _complete(raw: dict[str, Any]) -> bool:
+    """Whether a ccxt order answer carries what an ``Order`` needs."""
+    return all(raw.get(key) is not None for key in ("side", "price", "amount", "status"))

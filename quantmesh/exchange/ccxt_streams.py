@@ -21,7 +21,7 @@ from typing import Any
 import ccxt
 import structlog
 
-from quantmesh.domain import Fill, Order, OrderUpdate, Tick
+from quantmesh.domain import Fill, Order, OrderUpdate, Tick, fills_cover
 from quantmesh.errors import ExchangeError, OrderNotFound
 from quantmesh.exchange.backoff import Backoff
 from quantmesh.exchange.ccxt_convert import to_tick
@@ -289,6 +289,16 @@ class OrderLoop(_Loop):
             except ExchangeError as exc:
                 log.warning(
                     "fills_fetch_failed", client_order_id=order.client_order_id, error=str(exc)
+                )
+                self._known[order.client_order_id] = order
+                return False
+            if not fills_cover(order, fills):
+                # The order's status ran ahead of its trades: publish it once they are
+                # all listed (at the next resync), never a closed order missing fills.
+                log.warning(
+                    "fills_incomplete",
+                    client_order_id=order.client_order_id,
+                    filled=str(order.filled),
                 )
                 self._known[order.client_order_id] = order
                 return False

@@ -8,6 +8,7 @@ database has it, and the next reconciliation applies the update again.
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Iterable
 from dataclasses import dataclass
 from decimal import Decimal
 
@@ -185,6 +186,13 @@ class OrderBook:
             self.realized_pnl += trip.pnl
         for fill in effect.fills:
             self._remember(fill.trade_id)
+
+    def remember_stored(self, trade_ids: Iterable[str]) -> None:
+        """Fills found already stored (applied by an earlier process): never apply them again,
+        even when a later update of the same order repeats them."""
+        for trade_id in trade_ids:
+            if trade_id not in self._seen:
+                self._remember(trade_id)
 
     def _remember(self, trade_id: str) -> None:
         self._seen.add(trade_id)

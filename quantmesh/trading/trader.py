@@ -23,6 +23,7 @@ from quantmesh.domain import (
     OrderRequest,
     OrderUpdate,
     Tick,
+    fills_cover,
     floor_to,
 )
 from quantmesh.errors import (
@@ -388,6 +389,17 @@ class Trader:
                 )
                 self.book.track_unknown(_request_of(order))
                 return
+            if not fills_cover(order, fills):
+                # Filled per the order, but its trades are not all listed yet: record
+                # nothing now (the level stays blocked) and look the order up again.
+                log.warning(
+                    "fills_incomplete",
+                    client_order_id=order.client_order_id,
+                    filled=str(order.filled),
+                    listed=str(sum((f.amount for f in fills), Decimal(0))),
+                )
+                self.book.track_unknown(_request_of(order))
+                return
         await self._record(OrderUpdate(order, fills))
 
     async def _record(self, update: OrderUpdate) -> None:
@@ -409,6 +421,7 @@ class Trader:
                 )
                 self.book.track_unknown(_request_of(update.order))
                 return
+            self.book.remember_stored(known)
             fills = tuple(f for f in fills if f.trade_id not in known)
         effect = self.book.effect(OrderUpdate(update.order, fills), self._wall())
         if effect is None:

@@ -4,13 +4,14 @@ revoked keys, a database that cannot answer a read."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 from dataclasses import replace
 from decimal import Decimal
 from typing import Any
 
 import pytest
 
-from quantmesh.domain import Order, OrderRequest
+from quantmesh.domain import Fill, Order, OrderRequest, OrderUpdate
 from quantmesh.errors import AuthenticationFailed, Disconnected, StorageUnavailable
 from quantmesh.exchange.simulated import SimulatedExchange
 from quantmesh.lock.base import Lease
@@ -18,11 +19,12 @@ from quantmesh.lock.nop import NopLock
 from quantmesh.observability.metrics import Metrics
 from quantmesh.storage.base import TradeFilter
 from quantmesh.storage.repository import SqlRepository
-from quantmesh.trading.ids import client_order_id
+from quantmesh.trading.ids import client_order_id, grid_tag
 from quantmesh.trading.lockkeys import LockKeys
 from quantmesh.trading.trader import Trader
 
 from .support import (
+    RULES,
     SETTINGS,
     SYMBOL,
     LossyExchange,
@@ -249,3 +251,105 @@ async def test_a_timed_out_create_never_seen_frees_its_level_after_the_grace(
         await _tick_until(exchange, lambda: len(lost.calls) >= 2, 3)
         assert lost.calls == [first, first]  # then placed again, with the same id
         await until(lambda: first in run.open_ids())
+
+
+class LaggingTrades(MutableStreamExchange):
+    """The order endpoint says FILLED before the trades endpoint lists the trade (``lag``
+    lookups in a row)."""
+
+    def __init__(self, inner: SimulatedExchange, lag: int) -> None:
+        super().__init__(inner)
+        self.lag = lag
+
+    async def fetch_order_fills(self, symbol: str, client_order_id: str) -> list[Fill]:
+        if self.lag:
+            self.lag -= 1
+            return []
+        return await self._inner.fetch_order_fills(symbol, client_order_id)  # type: ignore[no-any-return]
+
+
+async def test_an_order_filled_before_its_trades_are_listed_keeps_its_level_until_they_are(
+    exchange: SimulatedExchange, repository: SqlRepository
+) -> None:
+    lagging = LaggingTrades(exchange, lag=0)
+    settings = replace(SETTINGS, reconcile_interval=0.1, lookup_interval=0.05)
+    async with running_trader(lagging, repository, settings=settings) as run:
+        exchange.set_price(SYMBOL, Decimal(2001))
+        await until(lambda: len(run.tracked_ids()) == 3)
+        buy = client_order_id(run.trader.book.tag, 0, "buy", 0)  # type: ignore[union-attr]
+        lagging.silent = True  # the stream misses the fill: the reconcile finds it
+        lagging.lag = 3  # and the first lookups list no trades
+        exchange.set_price(SYMBOL, Decimal(1999))  # fills the buy at 2000
+        await _tick_until(exchange, lambda: holding(run) > 0, 5)
+        assert holding(run) == Decimal("0.0150")
+        assert [o.client_order_id for o in exchange.engine.all_orders()].count(buy) == 1
+    trades = await repository.get_trades(TradeFilter(symbol=SYMBOL))
+    assert [(t.side, t.amount) for t in trades] == [("buy", Decimal("0.0150"))]
+
+
+class Scripted:
+    """An exchange whose orders, fills and updates the test sets."""
+
+    name = "simulated"
+
+    def __init__(self) -> None:
+        self.orders: dict[str, Order] = {}
+        self.fills: dict[str, list[Fill]] = {}
+        self.updates: asyncio.Queue[OrderUpdate] = asyncio.Queue()
+
+    async def market(self, symbol: str) -> Any:
+        return RULES
+
+    async def _stream(self, queue: asyncio.Queue[Any]) -> AsyncIterator[Any]:
+        while True:
+            yield await queue.get()
+
+    def watch_ticks(self, symbol: str) -> AsyncIterator[Any]:
+        return self._stream(asyncio.Queue())
+
+    def watch_orders(self, symbol: str) -> AsyncIterator[OrderUpdate]:
+        self.updates = asyncio.Queue()
+        return self._stream(self.updates)
+
+    async def fetch_order(self, symbol: str, cid: str) -> Order:
+        return self.orders[cid]
+
+    async def fetch_order_fills(self, symbol: str, cid: str) -> list[Fill]:
+        return list(self.fills.get(cid, []))
+
+    async def fetch_orders_since(self, symbol: str, since: float) -> list[Order]:
+        return list(self.orders.values())
+
+    async def fetch_open_orders(self, symbol: str) -> list[Order]:
+        return [o for o in self.orders.values() if o.is_open]
+
+
+def _buy_fill(trade_id: str, cid: str, amount: str) -> Fill:
+    return Fill(
+        trade_id, SYMBOL, "buy", Decimal(2000), Decimal(amount), Decimal(0), "USDT", cid, "X1", 1.0
+    )
+
+
+async def test_a_fill_stored_before_a_restart_is_not_applied_again_when_repeated(
+    repository: SqlRepository,
+) -> None:
+    exchange = Scripted()
+    tag = grid_tag(SYMBOL, Decimal(2000), Decimal(10), "arithmetic")
+    cid = client_order_id(tag, 0, "buy", 0)
+    partly = Order(
+        SYMBOL, "buy", Decimal(2000), Decimal("0.0150"), cid, "X1", "open", Decimal("0.0050"), 1, 1
+    )
+    t1 = _buy_fill("T1", cid, "0.0050")
+    exchange.orders[cid], exchange.fills[cid] = partly, [t1]
+    async with running_trader(exchange, repository) as first:  # adopts X1, stores T1
+        assert holding(first) == Decimal("0.0050")
+    async with running_trader(exchange, repository) as second:  # T1 known: not again
+        assert holding(second) == Decimal("0.0050")
+        done = replace(partly, status="filled", filled=Decimal("0.0150"), updated_at=2)
+        t2 = _buy_fill("T2", cid, "0.0100")
+        exchange.orders[cid], exchange.fills[cid] = done, [t1, t2]
+        exchange.updates.put_nowait(OrderUpdate(done, (t1, t2)))  # repeats T1
+        await until(lambda: holding(second) != Decimal("0.0050"))
+        assert holding(second) == Decimal("0.0150")
+    trades = await repository.get_trades(TradeFilter(symbol=SYMBOL))
+    assert sorted(t.trade_id for t in trades) == ["T1", "T2"]
