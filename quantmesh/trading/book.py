@@ -74,6 +74,12 @@ class OrderBook:
     def get(self, client_order_id: str) -> OpenOrder | None:
         return self._open.get(client_order_id) or self._unknown.get(client_order_id)
 
+    def is_earlier(self, order: Order) -> bool:
+        """Whether ``order`` is an earlier, closed order that used the same client id (a buy
+        cancelled unfilled is placed again with its id): not news of the current one."""
+        closed = self._closed.get(order.client_order_id)
+        return bool(order.exchange_order_id) and closed == order.exchange_order_id
+
     def tracks(self, order: Order) -> bool:
         """Whether this book has followed ``order`` as open since it was placed or adopted.
 

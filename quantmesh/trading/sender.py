@@ -181,6 +181,13 @@ class OrderSender:
                 "order_outcome_unknown", client_order_id=request.client_order_id, error=str(exc)
             )
             return None
+        if book.is_earlier(order):
+            # The answer describes the id's earlier, closed order (an adapter's lookup after
+            # an error found it): whether this create landed is still unknown.
+            book.track_unknown(request)
+            self._unknown_since[request.client_order_id] = self._clock()
+            log.warning("order_outcome_unknown", client_order_id=request.client_order_id)
+            return None
         self._metrics.orders_placed.labels(self.symbol, request.side).inc()
         log.info(
             "order_placed",
@@ -228,6 +235,8 @@ class OrderSender:
         """The exchange's state of an order we track as unknown; ``None`` if not settled."""
         try:
             order = await self._exchange.fetch_order(self.symbol, cid)
+            if book.is_earlier(order):  # the id's earlier order: this one is not seen yet
+                raise OrderNotFound(cid)
         except OrderNotFound:
             since = self._unknown_since.get(cid)
             if since is not None and self._clock() - since < self._unknown_grace:

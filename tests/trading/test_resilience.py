@@ -353,3 +353,48 @@ async def test_a_fill_stored_before_a_restart_is_not_applied_again_when_repeated
         assert holding(second) == Decimal("0.0150")
     trades = await repository.get_trades(TradeFilter(symbol=SYMBOL))
     assert sorted(t.trade_id for t in trades) == ["T1", "T2"]
+
+
+class LateSecondCreate(LossyExchange):
+    """The second create of ``watch`` times out, and the exchange shows it ``delay`` s later."""
+
+    def __init__(self, inner: SimulatedExchange, delay: float) -> None:
+        super().__init__(inner, failures=0)
+        self.delay = delay
+        self.watch = ""
+        self.calls = 0
+        self._late: set[asyncio.Task[None]] = set()
+
+    async def create_order(self, request: OrderRequest) -> Order:
+        if request.client_order_id == self.watch:
+            self.calls += 1
+            if self.calls == 2:
+                self._late.add(asyncio.create_task(self._land(request)))
+                raise Disconnected("read timed out")
+        return await self._inner.create_order(request)  # type: ignore[no-any-return]
+
+    async def _land(self, request: OrderRequest) -> None:
+        await asyncio.sleep(self.delay)
+        await self._inner.create_order(request)
+
+
+async def test_the_earlier_order_of_a_reused_id_does_not_settle_a_timed_out_create(
+    exchange: SimulatedExchange, repository: SqlRepository
+) -> None:
+    late = LateSecondCreate(exchange, delay=0.5)
+    settings = replace(SETTINGS, buy_window=1, lookup_interval=0.05, unknown_grace=5.0)
+    async with running_trader(late, repository, settings=settings) as run:
+        cid = client_order_id(run.trader.book.tag, 0, "buy", 0)  # type: ignore[union-attr]
+        late.watch = cid
+        exchange.set_price(SYMBOL, Decimal(2001))  # placed
+        await until(lambda: cid in run.open_ids())
+        exchange.set_price(SYMBOL, Decimal(2021))  # cancelled unfilled, outside the window
+        await until(lambda: cid not in run.open_ids())
+        # back in the window: placed again with the same id, and that create times out;
+        # looking the id up finds the earlier, cancelled order, which settles nothing
+        await _tick_until(exchange, lambda: late.calls >= 2, 3)
+        await _tick_until(exchange, lambda: False, 0.3)
+        assert late.calls == 2
+        await until(lambda: cid in run.open_ids() and cid in run.tracked_ids())
+        await _tick_until(exchange, lambda: False, 0.2)
+        assert late.calls == 2  # the late order was adopted, not sent a third time
