@@ -65,7 +65,7 @@ from quantmesh.grid.state import GridSpec, GridState, LevelState
 
 __all__ = ["CancelOrder", "OpenOrder", "PlaceOrder", "Plan", "SkipReason", "Skipped", "plan"]
 
-SkipReason = Literal["min_notional", "position_cap", "out_of_range"]
+SkipReason = Literal["min_notional", "position_cap", "out_of_range", "below_tick"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -258,6 +258,11 @@ def _plan_buys(
         buy_price = round_buy_price(level, rules)
         if not (_in_bounds(spec, level) and 0 < buy_price < price):
             skipped.append(Skipped(index, "buy", "out_of_range"))
+            continue
+        if round_buy_price(level_price(spec, index + 1), rules) <= buy_price:
+            # Far below a geometric anchor levels come closer than a tick: this one would
+            # share its price with the level above, so it is not traded.
+            skipped.append(Skipped(index, "buy", "below_tick"))
             continue
         amount = amount_for_quote(spec.order_quantity, buy_price, rules)
         if not meets_minimums(buy_price, amount, rules, spec.min_order_value):

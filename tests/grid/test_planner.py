@@ -288,3 +288,17 @@ def test_state_levels_are_not_modified() -> None:
     plan(make_spec(), RULES, state, D("2005"), [])
     assert state.levels == before
     assert state.level(1) == LevelState(1, D("0.015"), D("30"), 1)
+
+
+def test_geometric_levels_closer_than_a_tick_are_not_traded() -> None:
+    # 0.2 % steps from 0.05 with a 0.0001 tick: near 0.04 two levels round to one price
+    spec = make_spec(
+        anchor=D("0.05"), interval=D("0.002"), spacing="geometric", order_quantity=D("30"),
+        buy_window=20, min_order_value=D("0"),
+    )  # fmt: skip
+    rules = make_rules(tick_size=D("0.0001"), lot_size=D("1"), min_amount=D("1"))
+    result = plan(spec, rules, make_state(anchor=D("0.05")), D("0.04"), [])
+    prices = [p.price for p in result.places]
+    assert prices, "nothing placed: the test would prove nothing"
+    assert len(prices) == len(set(prices)), "two levels share a price"
+    assert any(s.reason == "below_tick" for s in result.skipped)
