@@ -16,7 +16,14 @@ from dataclasses import dataclass, field
 
 import structlog
 
-from quantmesh.errors import AuthenticationFailed, QuantMeshError
+from quantmesh.errors import (
+    AuthenticationFailed,
+    Disconnected,
+    LockUnavailable,
+    QuantMeshError,
+    RateLimited,
+    StorageUnavailable,
+)
 from quantmesh.exchange.base import Exchange
 from quantmesh.lock.base import DistributedLock
 from quantmesh.lock.failover import FailoverLock
@@ -26,6 +33,12 @@ from quantmesh.storage.base import Repository
 from quantmesh.trading.trader import Trader
 
 log = structlog.get_logger(__name__)
+
+# Errors that say "not now" rather than "never": a trader that meets one while starting
+# tries again after a backoff.
+TRANSIENT = (Disconnected, RateLimited, StorageUnavailable, LockUnavailable)
+START_RETRY_FIRST = 1.0
+START_RETRY_MAX = 30.0
 
 
 @dataclass(slots=True)
@@ -132,23 +145,44 @@ class Service:
             log.warning("shutdown_grace_exceeded", grace=self.shutdown_grace)
 
     async def _guard(self, trader: Trader) -> None:
-        """Run one trader; its failure is reported and does not take the others down."""
+        """Run one trader; its failure is reported and does not take the others down.
+
+        A transient error while the trader starts (the exchange or the database briefly
+        unreachable) is retried with backoff instead of failing the symbol for good.
+        """
         self.metrics.trader_up.labels(trader.symbol).set(1)
+        delay = START_RETRY_FIRST
         try:
-            await trader.run()
-        except Exception as exc:
-            error = _leaf(exc)
-            if isinstance(error, AuthenticationFailed):
-                self.result.fatal = f"the exchange refused the credentials: {error}"
-                log.error("authentication_failed", error=str(error))
-                self._fatal.set()
-            elif isinstance(error, QuantMeshError):
-                self._failed(trader, str(error))
-            else:
-                log.error("trader_crashed", symbol=trader.symbol, exc_info=error)
-                self._failed(trader, f"{type(error).__name__}: {error}")
+            while True:
+                try:
+                    await trader.run()
+                    return
+                except Exception as exc:  # noqa: BLE001 - reported by _report_failure
+                    error = _leaf(exc)
+                    if trader.ready.is_set() or trader.stopped or not isinstance(error, TRANSIENT):
+                        self._report_failure(trader, error)
+                        return
+                    log.warning(
+                        "symbol_start_retry",
+                        symbol=trader.symbol,
+                        error=str(error),
+                        retry_in=delay,
+                    )
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, START_RETRY_MAX)
         finally:
             self.metrics.trader_up.labels(trader.symbol).set(0)
+
+    def _report_failure(self, trader: Trader, error: BaseException) -> None:
+        if isinstance(error, AuthenticationFailed):
+            self.result.fatal = f"the exchange refused the credentials: {error}"
+            log.error("authentication_failed", error=str(error))
+            self._fatal.set()
+        elif isinstance(error, QuantMeshError):
+            self._failed(trader, str(error))
+        else:
+            log.error("trader_crashed", symbol=trader.symbol, exc_info=error)
+            self._failed(trader, f"{type(error).__name__}: {error}")
 
     def _failed(self, trader: Trader, reason: str) -> None:
         self.result.failed[trader.symbol] = reason

@@ -8,8 +8,13 @@ import signal
 from dataclasses import replace
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
+import pytest
+
+from quantmesh import app
 from quantmesh.app import REPEAT_WINDOW, Service, serve
+from quantmesh.errors import Disconnected
 from quantmesh.lock.nop import NopLock
 from quantmesh.observability.metrics import Metrics
 from quantmesh.wiring import assemble
@@ -133,3 +138,37 @@ async def test_the_same_signal_again_later_forces_the_exit(tmp_path: Path) -> No
     os.kill(os.getpid(), signal.SIGTERM)
     result = await asyncio.wait_for(task, 5)
     assert result.fatal == "stopped by a second signal before shutdown finished"
+
+
+async def test_a_transient_error_while_a_symbol_starts_is_retried_not_fatal(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(app, "START_RETRY_FIRST", 0.05)
+    service = _service(tmp_path, [SYMBOL])
+    exchange = service.exchange
+    failures = {"left": 2}
+    fetch_open_orders = exchange.fetch_open_orders
+
+    async def flaky(symbol: str) -> Any:
+        if failures["left"]:
+            failures["left"] -= 1
+            raise Disconnected("connection reset by peer")
+        return await fetch_open_orders(symbol)
+
+    exchange.fetch_open_orders = flaky  # type: ignore[method-assign]
+    stop = asyncio.Event()
+    task = await _trade_until_orders(service, stop)  # ready, trading: the retries worked
+    assert failures["left"] == 0
+    assert service.result.failed == {}
+    stop.set()
+    result = await asyncio.wait_for(task, 5)
+    assert result.ok  # type: ignore[attr-defined]
+
+
+async def test_a_permanent_error_while_a_symbol_starts_fails_it_at_once(tmp_path: Path) -> None:
+    service = _service(tmp_path, [SYMBOL, "NOPE/USDT"])
+    stop = asyncio.Event()
+    task = await _trade_until_orders(service, stop)
+    assert "NOPE/USDT" in service.result.failed  # market not found: no retry
+    stop.set()
+    await asyncio.wait_for(task, 5)

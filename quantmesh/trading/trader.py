@@ -215,6 +215,11 @@ class Trader:
     # read-only view for status and readiness --------------------------------------------
 
     @property
+    def stopped(self) -> bool:
+        """Told to stop placing (shutdown, or a lost grid)."""
+        return not self._placing
+
+    @property
     def trading(self) -> bool:
         """Grid loaded and reconciled, and still placing orders."""
         return self.ready.is_set() and self._placing
