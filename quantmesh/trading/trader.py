@@ -52,6 +52,8 @@ log = structlog.get_logger(__name__)
 
 # How far before the latest recorded order reconciliation looks for unrecorded ones (s).
 _UNRECORDED_MARGIN = 60.0
+# Reconcile rounds an order must be unknown to the exchange before it counts as cancelled.
+_MISSING_ROUNDS = 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,6 +139,7 @@ class Trader:
         self._next_lookup = 0.0
         self._last_price_saved = -1e18
         self._price_save_failing = False
+        self._missing: dict[str, int] = {}  # open orders the exchange no longer knows
         self._health = exchange if isinstance(exchange, PriceHealth) else None
         self.last_tick: Tick | None = None
         self.ready = asyncio.Event()  # set once the grid is loaded and reconciled
@@ -579,10 +582,26 @@ class Trader:
             try:
                 order = await self._exchange.fetch_order(self.symbol, cid)
             except OrderNotFound:
-                log.warning("order_missing_on_exchange", client_order_id=cid)
+                await self._missing_on_exchange(cid)
                 continue
+            self._missing.pop(cid, None)
             await self._absorb(order)
         return len(adopted), len(gone)
+
+    async def _missing_on_exchange(self, cid: str) -> None:
+        """An order we hold open that the exchange neither lists nor finds (exchanges purge
+        orders cancelled without fills): after ``_MISSING_ROUNDS`` rounds it is settled as
+        cancelled, as at start, so its level does not stay blocked forever."""
+        misses = self._missing.get(cid, 0) + 1
+        self._missing[cid] = misses
+        log.warning("order_missing_on_exchange", client_order_id=cid, rounds=misses)
+        if misses < _MISSING_ROUNDS:
+            return
+        recorded = await self._repo.get_order(cid)
+        if recorded is None:
+            return
+        del self._missing[cid]
+        await self._settle(cid, recorded)
 
     async def _restore_progress(self) -> None:
         """Rebuild partial-sale progress of held levels from the stored sell fills."""

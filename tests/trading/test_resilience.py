@@ -12,7 +12,12 @@ from typing import Any
 import pytest
 
 from quantmesh.domain import Fill, Order, OrderRequest, OrderUpdate
-from quantmesh.errors import AuthenticationFailed, Disconnected, StorageUnavailable
+from quantmesh.errors import (
+    AuthenticationFailed,
+    Disconnected,
+    OrderNotFound,
+    StorageUnavailable,
+)
 from quantmesh.exchange.simulated import SimulatedExchange
 from quantmesh.lock.base import Lease
 from quantmesh.lock.nop import NopLock
@@ -312,6 +317,8 @@ class Scripted:
         return self._stream(self.updates)
 
     async def fetch_order(self, symbol: str, cid: str) -> Order:
+        if cid not in self.orders:
+            raise OrderNotFound(cid)
         return self.orders[cid]
 
     async def fetch_order_fills(self, symbol: str, cid: str) -> list[Fill]:
@@ -398,3 +405,21 @@ async def test_the_earlier_order_of_a_reused_id_does_not_settle_a_timed_out_crea
         await until(lambda: cid in run.open_ids() and cid in run.tracked_ids())
         await _tick_until(exchange, lambda: False, 0.2)
         assert late.calls == 2  # the late order was adopted, not sent a third time
+
+
+async def test_an_open_order_the_exchange_forgot_is_settled_after_some_rounds(
+    repository: SqlRepository,
+) -> None:
+    exchange = Scripted()
+    tag = grid_tag(SYMBOL, Decimal(2000), Decimal(10), "arithmetic")
+    cid = client_order_id(tag, 0, "buy", 0)
+    exchange.orders[cid] = Order(
+        SYMBOL, "buy", Decimal(2000), Decimal("0.0150"), cid, "X1", "open", Decimal(0), 1, 1
+    )
+    settings = replace(SETTINGS, reconcile_interval=0.05)
+    async with running_trader(exchange, repository, settings=settings) as run:
+        assert cid in run.tracked_ids()
+        del exchange.orders[cid]  # purged: neither listed nor found
+        await until(lambda: cid not in run.tracked_ids())
+    stored = await repository.get_order(cid)
+    assert stored is not None and stored.status == "canceled"
