@@ -237,12 +237,23 @@ class OrderLoop(_Loop):
                     self._stream_ok()
                     for raw in raws:
                         if raw.get("symbol") in (None, self.symbol):
-                            await self._emit(self._convert(raw, self.symbol))
+                            await self._emit_raw(raw)
                     continue
                 await self._resync()
                 await self._sleep(s.order_poll_interval)
         finally:
             await self._pending.cancel()
+
+    async def _emit_raw(self, raw: dict[str, Any]) -> None:
+        """Publish one streamed order; one the adapter cannot read is settled by a resync
+        instead of ending the stream for good."""
+        try:
+            order = self._convert(raw, self.symbol)
+        except (ValueError, KeyError, TypeError, ArithmeticError) as exc:
+            log.warning("order_update_unreadable", error=f"{type(exc).__name__}: {exc}")
+            await self._resync()
+            return
+        await self._emit(order)
 
     async def _resync(self) -> None:
         """Compare open orders with those we follow; look up each one that left."""

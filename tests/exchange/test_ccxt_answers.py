@@ -4,12 +4,12 @@ ccxt's own, called for real)."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import ccxt.async_support as ccxt_async
 
 from quantmesh.exchange.ccxt_exchange import CcxtExchange, CcxtSettings
-from quantmesh.exchange.ccxt_streams import StreamSettings
+from quantmesh.exchange.ccxt_streams import OrderLoop, StreamSettings
 
 CID = "qm.0c04fe.B0.0"
 MARKET = {
@@ -77,3 +77,40 @@ async def test_a_cancel_answered_with_ids_only_is_settled_by_a_lookup() -> None:
         await exchange.close()
     assert client.lookups == 1
     assert (order.client_order_id, order.status, order.side) == (CID, "canceled", "buy")
+
+
+async def test_an_unreadable_streamed_order_is_settled_by_a_resync_not_the_end_of_the_stream() -> (
+    None
+):
+    resyncs: list[str] = []
+    published: list[object] = []
+
+    async def fetch_open(symbol: str) -> list[Any]:
+        resyncs.append(symbol)
+        return []
+
+    async def unused(*args: Any) -> Any:
+        raise AssertionError("not called")
+
+    def convert(raw: dict[str, Any], symbol: str) -> Any:
+        raise ValueError("order has no side")
+
+    class Client:
+        has: ClassVar[dict[str, bool]] = {"watchOrders": True}
+
+    loop = OrderLoop(
+        "ETH/USDT",
+        Client(),
+        StreamSettings(),
+        fetch_open=fetch_open,
+        fetch_order=unused,
+        fetch_fills=unused,
+        convert=convert,
+        publish=published.append,
+        clock=lambda: 0.0,
+        sleep=unused,
+        rng=lambda: 0.5,
+    )
+    await loop._emit_raw({"symbol": "ETH/USDT", "id": "1"})
+    assert resyncs == ["ETH/USDT"]
+    assert published == []
