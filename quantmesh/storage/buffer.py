@@ -1,8 +1,11 @@
 """``BufferedRepository``: the ``Repository`` that keeps every write through a database outage.
 
 It wraps a ``SqlRepository``. While nothing is buffered, every call goes straight to the
-database. A write that fails for connectivity (``StorageUnavailable``) is appended to the
-journal (fsynced) and to a bounded in-memory queue before the caller continues; from then
+database. A write that fails for any reason but its data (connectivity, a read-only or
+full server, a timeout: everything but ``StorageRejected``, as in the replay) is appended
+to the journal (fsynced) and to a bounded in-memory queue before the caller continues;
+a journal that cannot take it (disk full, EIO) leaves it in memory only, loudly (see
+``_append``), and a writer cancelled meanwhile still leaves it buffered; from then
 on every write is buffered the same way, in arrival order, until the replayer has drained
 the buffer, so the database sees the writes in the order they were made. When the memory
 queue holds ``buffer_size`` records, new ones go to the journal only and are read back
@@ -16,7 +19,10 @@ records' unique keys, so a batch replayed twice (a crash before the journal was 
 changes nothing. A batch that fails for any reason but its data stays buffered for the
 next round (and is logged); a write the database refuses for its data (constraint, type,
 length: ``StorageRejected``) goes to the dead-letter file with the reason instead of
-blocking the rest.
+blocking the rest. So does, with its facts stored where possible, a record that failed
+with the same non-connectivity error for ``STUCK_ROUNDS`` rounds and ``STUCK_SECONDS``
+(a grid the database no longer has). Dead letters are written in a thread, one fsync per
+batch, before the batch leaves the journal.
 
 What each call does while writes are buffered:
 
@@ -37,10 +43,10 @@ import asyncio
 import contextlib
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Iterator, Sequence
 from decimal import Decimal
 from pathlib import Path
-from typing import Final, TypeVar
+from typing import Any, Final, TypeVar
 
 import structlog
 
@@ -49,7 +55,13 @@ from quantmesh.errors import StorageError, StorageRejected, StorageUnavailable
 from quantmesh.grid.state import GridShape, GridState, LevelState, RoundTrip
 from quantmesh.observability.metrics import DbMetrics
 from quantmesh.storage.base import SymbolSummary, TradeFilter
-from quantmesh.storage.journal import DeadLetters, Journal, dead_letter_path
+from quantmesh.storage.journal import (
+    DeadLetter,
+    DeadLetters,
+    Journal,
+    JournalError,
+    dead_letter_path,
+)
 from quantmesh.storage.records import Record, describe
 from quantmesh.storage.repository import SqlRepository
 
@@ -59,6 +71,10 @@ _R = TypeVar("_R")
 BATCH_ROWS: Final = 2000  # rows per replayed transaction
 _MIN_WAKE_INTERVAL: Final = 1.0  # reads wake the replayer at most this often (s)
 _CLOSE_FLUSH_TIMEOUT: Final = 5.0
+# a record failing replay with the same non-connectivity error this many rounds and this
+# long is set aside (dead-lettered, its facts stored if possible) instead of blocking the rest
+STUCK_ROUNDS: Final = 10
+STUCK_SECONDS: Final = 300.0
 
 
 class BufferedRepository:
@@ -90,6 +106,10 @@ class BufferedRepository:
         self._wake = asyncio.Event()
         self._last_attempt = 0.0
         self._task: asyncio.Task[None] | None = None
+        self._dead_batch: list[DeadLetter] = []  # dead letters of the batch being replayed
+        self._stuck: tuple[int, str] | None = None  # (seq, error) of a group that keeps failing
+        self._stuck_rounds = 0
+        self._stuck_since = 0.0
 
     @property
     def exchange(self) -> str:
@@ -256,18 +276,52 @@ class BufferedRepository:
             if not self.pending:
                 try:
                     return await direct()
+                except StorageRejected:
+                    raise  # the data itself: buffering it would only block the writes after it
                 except StorageUnavailable as exc:
                     log.warning("db_unavailable_buffering", operation=operation, error=str(exc))
+                except StorageError as exc:  # as the replay does: the data is not at fault
+                    log.error("db_write_failed_buffering", operation=operation, error=str(exc))
             self._seq += 1
-            await self._append(record(self._seq))
-            if self._metrics is not None:
-                self._metrics.buffered.labels(operation).inc()
+            await _run_to_end(self._append(operation, record(self._seq)))
             return buffered
 
-    async def _append(self, record: Record) -> None:
+    async def _append(self, operation: str, record: Record) -> None:
         """Journal ``record`` (durably), then queue it in memory unless the queue is full or
-        older records wait in the journal only. Runs under the write lock."""
-        offset = await asyncio.to_thread(self._journal.append, [record])
+        older records wait in the journal only. Runs under the write lock, to the end even
+        when the writer is cancelled (``_run_to_end``): a record in the journal is in the
+        buffer too.
+
+        A journal that cannot take the record (disk full, EIO, permissions; the journal
+        keeps none of it) costs its durability, not the write: it is kept in memory when
+        the queue has room and no older record waits in the journal only, and an error is
+        logged and counted (``quantmesh_db_errors_total{operation="journal_append"}``);
+        the database still gets it, only a crash before the replay would lose it. Failing
+        the write instead would stop the trader on every fill while the orders it already
+        placed go on filling. When memory cannot take it either, ``JournalError`` names
+        the journal and the OS error.
+        """
+        try:
+            offset = await asyncio.to_thread(self._journal.append, [record])
+        except JournalError as exc:
+            if self._metrics is not None:
+                self._metrics.errors.labels("journal_append", "journal").inc()
+            if self._spill_offset is not None or len(self._memory) >= self._buffer_size:
+                log.error("db_write_not_buffered", operation=operation, error=str(exc))
+                raise JournalError(
+                    f"{operation}: the database is unavailable and {exc}; the memory buffer "
+                    f"is full ({self.pending} writes wait)"
+                ) from exc
+            log.error(
+                "db_journal_write_failed",
+                operation=operation,
+                seq=record.seq,
+                kept="memory only: lost if the process dies before the replay",
+                error=str(exc),
+            )
+            self._memory.append(record)
+            self._buffered(operation)
+            return
         if self._spill_offset is None and len(self._memory) < self._buffer_size:
             self._memory.append(record)
         else:
@@ -275,6 +329,11 @@ class BufferedRepository:
                 self._spill_offset = offset
                 log.warning("db_buffer_memory_full", size=self._buffer_size)
             self._spilled += 1
+        self._buffered(operation)
+
+    def _buffered(self, operation: str) -> None:
+        if self._metrics is not None:
+            self._metrics.buffered.labels(operation).inc()
         self._report()
 
     # reads and other calls that need the database -----------------------------------------
@@ -340,6 +399,8 @@ class BufferedRepository:
                 continue
             try:
                 await self.flush()
+            except JournalError as exc:  # the dead-letter file refused: the batch waits
+                log.error("db_replay_postponed", pending=self.pending, error=str(exc))
             except StorageUnavailable as exc:
                 log.info("db_replay_postponed", pending=self.pending, error=str(exc))
             except Exception:  # the replayer must outlive any one bad round
@@ -356,7 +417,9 @@ class BufferedRepository:
             self._last_attempt = time.monotonic()
             started = time.perf_counter()
             while batch := await self._next_batch():
+                self._dead_batch = []
                 await self._replay(batch)
+                await self._write_dead_letters()
                 async with self._write_lock:
                     await self._done(batch)
                 replayed += len(batch)
@@ -409,8 +472,10 @@ class BufferedRepository:
         return batch
 
     async def _replay(self, batch: list[Record]) -> None:
-        """Apply ``batch`` group by group. Only ``StorageRejected`` (the data itself is
-        refused) dead-letters a record; any other failure leaves the batch buffered."""
+        """Apply ``batch`` group by group. ``StorageRejected`` (the data itself is refused)
+        dead-letters a record; any other failure leaves the batch buffered, unless the same
+        records failed with the same error for ``STUCK_ROUNDS`` rounds and ``STUCK_SECONDS``
+        (``_set_aside``)."""
         for group in _groups(batch):
             try:
                 await self._apply(group)
@@ -427,8 +492,70 @@ class BufferedRepository:
             except StorageUnavailable:
                 raise
             except StorageError as exc:  # not the data's fault: try again next round
+                if self._stuck_on(group[0], str(exc)):
+                    await self._set_aside(group, str(exc))
+                    continue
                 log.error("db_replay_failed", records=describe(group), error=str(exc))
                 raise StorageUnavailable(f"replay: {exc}") from exc
+
+    def _stuck_on(self, head: Record, error: str) -> bool:
+        """Count a round in which the group starting at ``head`` failed with ``error`` (a
+        non-connectivity error: those never count); ``True`` once the same failure lasted
+        ``STUCK_ROUNDS`` rounds and ``STUCK_SECONDS``."""
+        now = time.monotonic()
+        if self._stuck != (head.seq, error):
+            self._stuck, self._stuck_rounds, self._stuck_since = (head.seq, error), 0, now
+        self._stuck_rounds += 1
+        return self._stuck_rounds >= STUCK_ROUNDS and now - self._stuck_since >= STUCK_SECONDS
+
+    async def _set_aside(self, group: list[Record], error: str) -> None:
+        """Take records that keep failing for a reason other than their data or the
+        connection (a grid the database does not have: restored from an older backup) off
+        the head of the buffer, so they stop blocking every write after them.
+
+        One by one: a record that now succeeds is stored. Of a grid write the facts (order
+        updates, fills, round trips) are still stored without the grid state when the
+        database takes them, as under a stale fence; what is not stored goes to the
+        dead-letter file with the error, and an error is logged.
+        """
+        log.error(
+            "db_replay_stuck",
+            records=describe(group),
+            rounds=self._stuck_rounds,
+            error=error,
+            dead_letter=str(self.dead_letter_path),
+        )
+        self._stuck = None
+        reason = f"failed {self._stuck_rounds} replay rounds: {error}"
+        for record in group:
+            try:
+                await self._apply([record])
+            except StorageUnavailable:
+                raise
+            except StorageError as exc:
+                if await self._store_facts(record):
+                    self._dead_letter(
+                        record, f"{reason}; its orders, fills and round trips are stored"
+                    )
+                else:
+                    self._dead_letter(record, f"{reason}; stored nothing of it: {exc}")
+
+    async def _store_facts(self, record: Record) -> bool:
+        """Store the order updates, fills and round trips of a grid write without its grid
+        state; whether that worked."""
+        if record.op not in ("execution", "levels") or not (
+            record.orders or record.fills or record.round_trips
+        ):
+            return False
+        try:
+            await self._inner.record_batch(
+                record.symbol, record.orders, record.fills, [], record.round_trips, None
+            )
+        except StorageUnavailable:
+            raise
+        except StorageError:
+            return False
+        return True
 
     async def _apply(self, group: list[Record]) -> None:
         first = group[0]
@@ -464,10 +591,27 @@ class BufferedRepository:
                     self._dead_letter(record, "stale fence: grid levels of an older owner")
 
     def _dead_letter(self, record: Record, reason: str) -> None:
-        log.error("db_write_dead_lettered", op=record.op, seq=record.seq, reason=reason)
-        self._dead.add(reason, record)
+        """Note ``record`` for the dead-letter file; written once its batch is replayed
+        (``_write_dead_letters``), so a batch retried later is not dead-lettered twice."""
+        self._dead_batch.append(DeadLetter(reason, record))
+
+    async def _write_dead_letters(self) -> None:
+        """Write the batch's dead letters in a thread, one fsync for them all, before the
+        batch leaves the journal."""
+        entries, self._dead_batch = self._dead_batch, []
+        if not entries:
+            return
+        await asyncio.to_thread(self._dead.add_many, entries)
+        for entry in entries:
+            assert entry.record is not None
+            log.error(
+                "db_write_dead_lettered",
+                op=entry.record.op,
+                seq=entry.record.seq,
+                reason=entry.reason,
+            )
         if self._metrics is not None:
-            self._metrics.dead_lettered.inc()
+            self._metrics.dead_lettered.inc(len(entries))
 
     def _report(self) -> None:
         if self._metrics is None:
@@ -475,6 +619,24 @@ class BufferedRepository:
         self._metrics.buffer_depth.set(self.pending)
         self._metrics.buffer_memory.set(len(self._memory))
         self._metrics.journal_bytes.set(self._journal.size())
+
+
+async def _run_to_end(step: Coroutine[Any, Any, None]) -> None:
+    """Run ``step`` to its end even if the caller is cancelled meanwhile, then honour the
+    cancellation. A thread (``to_thread``) cannot be stopped: a journal append the caller
+    gave up on still lands in the file, so the memory queue must get the record too."""
+    task = asyncio.ensure_future(step)
+    cancelled = False
+    while not task.done():
+        try:
+            await asyncio.wait((task,))
+        except asyncio.CancelledError:
+            cancelled = True
+    if cancelled:
+        if not task.cancelled():
+            task.exception()  # retrieved: the cancellation is what the caller gets
+        raise asyncio.CancelledError
+    task.result()
 
 
 def _group_key(record: Record) -> tuple[object, ...]:

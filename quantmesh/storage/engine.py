@@ -290,10 +290,22 @@ _CONNECTIVITY_MARKERS: Final = (
     "shutting down",
     "terminat",
     "deadlock",
+    "readonly database",  # SQLite: the file or its directory lost write permission
+    "table is locked",  # SQLite: SQLITE_LOCKED, a conflict within the process
 )
 # pymysql client errors: cannot connect (2002, 2003, 2005), server gone (2006), lost (2013,
 # 2055)
 _MYSQL_CONNECTION_CODES: Final = frozenset({2002, 2003, 2005, 2006, 2013, 2055})
+# MySQL/MariaDB server conditions that pass: disk full (1021), table full (1114), error
+# during COMMIT (1180), read-only server (1290; 1792 read-only transaction; 1836 read-only
+# mode), shutdown in progress (1053), query interrupted or statement timeout (1317, 1969,
+# 3024), group replication rolled the commit back (3101)
+_MYSQL_TRANSIENT_CODES: Final = frozenset(
+    {1021, 1053, 1114, 1180, 1290, 1317, 1792, 1836, 1969, 3024, 3101}
+)
+# PostgreSQL: read-only transaction (25006, a demoted primary or a hot standby), disk full
+# (53100 is in class 53), query cancelled (57014 is in class 57)
+_PG_TRANSIENT_STATES: Final = frozenset({"25006"})
 _CREDENTIALS_IN_URL: Final = re.compile(r"(\w[\w+.-]*://)[^\s/@]*@")
 _PASSWORD_PAIR: Final = re.compile(r"(password\s*[=:]\s*)\S+", re.IGNORECASE)
 
@@ -350,7 +362,12 @@ def _is_connectivity(exc: BaseException) -> bool:
     state = getattr(exc.orig, "sqlstate", None)
     # PostgreSQL: connection exceptions (08), insufficient resources (53), operator
     # intervention (57: shutting down, starting up), system errors (58)
-    if isinstance(state, str) and state[:2] in ("08", "53", "57", "58"):
+    if isinstance(state, str) and (
+        state[:2] in ("08", "53", "57", "58") or state in _PG_TRANSIENT_STATES
+    ):
+        return True
+    args = getattr(exc.orig, "args", ())
+    if args and isinstance(args[0], int) and args[0] in _MYSQL_TRANSIENT_CODES:
         return True
     if not isinstance(exc, OperationalError | InterfaceError):
         return False

@@ -6,9 +6,20 @@ emptied once everything in it reached the database. A line that cannot be read (
 last line after a crash, a damaged file) is logged, copied to the dead-letter file, and
 skipped; the lines after it are still read.
 
+An append is all or nothing: the lines go out with ``os.write`` on an unbuffered
+``O_APPEND`` descriptor (no library buffer can keep half a line for the next append to
+complete), then ``fsync``. If any of it fails (disk full, EIO, permissions) the file is
+cut back to its size before the append and ``JournalError`` names the file and the OS
+error; if even the cut fails, the next append makes it first. A file the caller was told
+failed therefore never holds that record.
+
 The dead-letter file holds what the database refused for good (constraint or data errors,
 grid state under a stale fence, unreadable journal lines), one JSON object per line with
-the reason, for an operator to look at. Nothing in it is retried.
+the reason, for an operator to look at. Nothing in it is retried. Entries are written in
+batches, one fsync per batch.
+
+A file or directory created here is made durable with an fsync of its parent directory:
+without it a crash can lose the directory entry, and with it the whole file.
 
 Blocking file I/O: callers run these methods in a thread (``asyncio.to_thread``).
 """
@@ -17,18 +28,25 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import structlog
 
-from quantmesh.errors import StartupError
+from quantmesh.errors import StartupError, StorageUnavailable
 from quantmesh.storage.records import CorruptRecord, Record, decode, encode
 
 log = structlog.get_logger(__name__)
+
+_APPEND_FLAGS = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC
+
+
+class JournalError(StorageUnavailable):
+    """A file of the write buffer cannot be written; the message names it and the OS error."""
 
 
 def dead_letter_path(journal_path: Path) -> Path:
@@ -45,6 +63,59 @@ class Chunk:
     at_end: bool
 
 
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """One entry of the dead-letter file: why, and the record or the raw line."""
+
+    reason: str
+    record: Record | None = None
+    raw: bytes | None = None
+
+    def encode(self) -> bytes:
+        entry: dict[str, Any] = {"at": time.time(), "reason": self.reason}
+        if self.record is not None:
+            entry["record"] = json.loads(encode(self.record))
+        if self.raw is not None:
+            entry["raw"] = self.raw.decode("utf-8", errors="replace")
+        return json.dumps(entry, separators=(",", ":")).encode() + b"\n"
+
+
+def make_directory(directory: Path) -> None:
+    """Create ``directory`` and its missing parents, each made durable in its parent."""
+    missing = [d for d in (directory, *directory.parents) if not d.exists()]
+    directory.mkdir(parents=True, exist_ok=True)
+    for created in reversed(missing):
+        sync_directory(created.parent)
+
+
+def sync_directory(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def open_for_append(path: Path) -> int:
+    """An unbuffered append descriptor on ``path``; a file created here is made durable."""
+    created = not path.exists()
+    fd = os.open(path, _APPEND_FLAGS, 0o644)
+    if created:
+        try:
+            sync_directory(path.parent)
+        except OSError:
+            os.close(fd)
+            raise
+    return fd
+
+
+def write_all(fd: int, data: bytes) -> None:
+    """``os.write`` until all of ``data`` is written (a write may take only part)."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
 class DeadLetters:
     """Append-only file of writes that will never be retried, with the reason."""
 
@@ -52,16 +123,29 @@ class DeadLetters:
         self.path = path
 
     def add(self, reason: str, record: Record | None = None, raw: bytes | None = None) -> None:
-        entry: dict[str, Any] = {"at": time.time(), "reason": reason}
-        if record is not None:
-            entry["record"] = json.loads(encode(record))
-        if raw is not None:
-            entry["raw"] = raw.decode("utf-8", errors="replace")
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self.path.open("ab") as out:
-            out.write(json.dumps(entry, separators=(",", ":")).encode() + b"\n")
-            out.flush()
-            os.fsync(out.fileno())
+        self.add_many([DeadLetter(reason, record, raw)])
+
+    def add_many(self, entries: Sequence[DeadLetter]) -> None:
+        """Append ``entries`` with one fsync; ``JournalError`` if the file cannot take them."""
+        if not entries:
+            return
+        data = b"".join(entry.encode() for entry in entries)
+        try:
+            make_directory(self.path.parent)
+            fd = open_for_append(self.path)
+            try:
+                write_all(fd, data)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            raise JournalError(
+                f"cannot write the dead-letter file {self.path}: {exc.strerror or exc}"
+            ) from exc
+
+    def check(self) -> None:
+        """``StartupError`` unless an existing dead-letter file can be appended to."""
+        _check_appendable(self.path, "dead-letter file")
 
 
 class Journal:
@@ -70,39 +154,53 @@ class Journal:
     def __init__(self, path: Path, dead: DeadLetters) -> None:
         self.path = path
         self._dead = dead
-        self._out: IO[bytes] | None = None
+        self._fd: int | None = None
+        self._cut_to: int | None = None  # a failed append left bytes after this offset
 
     def open(self) -> None:
-        """Check the journal can be written; end a torn last line a crash left.
+        """Check the journal (and the dead-letter file) can be written; end a torn last
+        line a crash left.
 
         The file itself is created by the first append: a run that never buffers leaves
         none behind.
         """
         directory = self.path.parent
         try:
-            directory.mkdir(parents=True, exist_ok=True)
+            make_directory(directory)
         except OSError as exc:
             raise StartupError(
                 f"cannot create the directory of the write-buffer journal {self.path}: "
                 f"{exc.strerror or exc}; check database.journal_path"
             ) from exc
-        if self.path.is_dir() or not os.access(directory, os.W_OK):
+        if self.path.is_dir():
             raise StartupError(
-                f"the write-buffer journal {self.path} cannot be written; "
-                "check database.journal_path"
+                f"the write-buffer journal {self.path} is a directory; check database.journal_path"
             )
+        try:  # the directory must take new files: the journal, the dead-letter file
+            with tempfile.TemporaryFile(dir=directory, prefix=".quantmesh-probe-"):
+                pass
+        except OSError as exc:
+            raise StartupError(
+                f"the directory of the write-buffer journal {self.path} is not writable: "
+                f"{exc.strerror or exc}; check database.journal_path"
+            ) from exc
+        _check_appendable(self.path, "write-buffer journal")
+        self._dead.check()
         size = self.size()
         if size:
             with self.path.open("rb") as src:
                 src.seek(size - 1)
                 torn = src.read(1) != b"\n"
             if torn:  # a crash mid-line: the next record starts on a line of its own
-                self._write(b"\n")
+                try:
+                    self._write(b"\n")
+                except JournalError as exc:
+                    raise StartupError(f"{exc}; check database.journal_path") from exc
 
     def close(self) -> None:
-        if self._out is not None:
-            self._out.close()
-            self._out = None
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
 
     def size(self) -> int:
         try:
@@ -111,31 +209,61 @@ class Journal:
             return 0
 
     def append(self, records: Sequence[Record]) -> int:
-        """Write ``records`` durably; return the offset the first one starts at."""
+        """Write ``records`` durably; return the offset the first one starts at.
+
+        All or nothing: on failure ``JournalError`` and the file holds none of them.
+        """
         return self._write(b"".join(encode(r) for r in records))
 
     def _write(self, data: bytes) -> int:
-        if self._out is None:
-            self._out = self.path.open("ab")
-        offset = self._out.tell()
-        self._out.write(data)
-        self._out.flush()
-        os.fsync(self._out.fileno())
+        try:
+            fd = self._descriptor()
+            if self._cut_to is not None:  # what an earlier failed append left
+                os.ftruncate(fd, self._cut_to)
+                self._cut_to = None
+            offset = os.fstat(fd).st_size
+        except OSError as exc:
+            raise self._error(exc) from exc
+        try:
+            write_all(fd, data)
+            os.fsync(fd)
+        except OSError as exc:
+            self._cut_to = offset
+            try:
+                os.ftruncate(fd, offset)
+                os.fsync(fd)
+                self._cut_to = None
+            except OSError as cut:
+                log.error("journal_cut_failed", path=str(self.path), error=str(cut))
+            raise self._error(exc) from exc
         return offset
+
+    def _descriptor(self) -> int:
+        if self._fd is None:
+            self._fd = open_for_append(self.path)
+        return self._fd
+
+    def _error(self, exc: OSError) -> JournalError:
+        return JournalError(
+            f"cannot write the write-buffer journal {self.path}: {exc.strerror or exc}"
+        )
 
     def read(self, offset: int, limit: int) -> Chunk:
         """Up to ``limit`` records from ``offset``; unreadable lines are skipped (logged and
-        dead-lettered)."""
+        dead-lettered, in one batch)."""
         records: list[Record] = []
+        corrupt: list[DeadLetter] = []
         if not self.path.exists():
             return Chunk(records, offset, True)
         with self.path.open("rb") as src:
             src.seek(offset)
+            end, at_end = offset, True
             while len(records) < limit:
                 start = src.tell()
                 line = src.readline()
                 if not line:
-                    return Chunk(records, start, True)
+                    end, at_end = start, True
+                    break
                 if not line.strip():
                     continue
                 try:
@@ -144,9 +272,11 @@ class Journal:
                     log.error(
                         "journal_line_corrupt", path=str(self.path), offset=start, error=str(exc)
                     )
-                    self._dead.add(f"unreadable journal line: {exc}", raw=line)
-            end = src.tell()
-            at_end = not src.read(1)
+                    corrupt.append(DeadLetter(f"unreadable journal line: {exc}", raw=line))
+            else:
+                end = src.tell()
+                at_end = not src.read(1)
+        self._dead.add_many(corrupt)
         return Chunk(records, end, at_end)
 
     def count_lines(self, offset: int) -> int:
@@ -156,8 +286,23 @@ class Journal:
 
     def clear(self) -> None:
         """Everything reached the database: start the journal afresh."""
-        if self._out is None:
-            self._out = self.path.open("ab")
-        self._out.truncate(0)
-        self._out.seek(0)
-        os.fsync(self._out.fileno())
+        try:
+            fd = self._descriptor()
+            os.ftruncate(fd, 0)
+            os.fsync(fd)
+        except OSError as exc:
+            raise self._error(exc) from exc
+        self._cut_to = None
+
+
+def _check_appendable(path: Path, what: str) -> None:
+    if not path.exists():
+        return
+    try:
+        with path.open("ab"):
+            pass
+    except OSError as exc:
+        raise StartupError(
+            f"the {what} {path} cannot be written: {exc.strerror or exc}; "
+            "check its permissions or database.journal_path"
+        ) from exc

@@ -297,6 +297,32 @@ def test_postgres_server_states_map_to_storage_unavailable() -> None:
     assert isinstance(map_db_error(exc, "op"), StorageUnavailable)
 
 
+class PgReadOnly(Exception):
+    sqlstate = "25006"  # read_only_sql_transaction: a demoted primary, a hot standby
+
+
+@pytest.mark.parametrize(
+    "exc",
+    [
+        DBAPIError("INSERT", {}, PgReadOnly("cannot execute INSERT in a read-only transaction")),
+        *(
+            OperationalError("INSERT", {}, Exception(code, "transient"))
+            for code in (1021, 1053, 1114, 1180, 1290, 1317, 1969, 3024, 3101)
+        ),
+        *(  # pymysql raises some server codes as InternalError, a plain DBAPIError
+            DBAPIError("INSERT", {}, Exception(code, "transient")) for code in (1053, 1317)
+        ),
+        operational("attempt to write a readonly database"),
+        operational("database table is locked"),
+    ],
+    ids=lambda exc: f"{type(exc).__name__}-{getattr(exc.orig, 'args', ('',))[0]}",
+)
+def test_server_conditions_that_pass_map_to_storage_unavailable(exc: BaseException) -> None:
+    """Read-only (demoted) servers, full disks, shutdowns, statement timeouts: nothing is
+    wrong with the data, a later attempt succeeds, so the write buffer must keep them."""
+    assert isinstance(map_db_error(exc, "save_fills"), StorageUnavailable)
+
+
 class PyMySQLError(Exception):
     """Stands in for pymysql's errors, which carry the server's error code first."""
 
