@@ -37,7 +37,9 @@ def build_health(settings: Settings, service: Service) -> Health:
         capacity = settings.database.buffer_size
         health.register(
             "database",
-            lambda: buffer_check(buffered.pending, buffered.memory_records, capacity),
+            lambda: buffer_check(
+                buffered.pending, buffered.memory_records, capacity, buffered.volatile
+            ),
         )
     return health
 

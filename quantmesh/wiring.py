@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from decimal import Decimal
 from pathlib import Path
 
@@ -168,6 +168,7 @@ def assemble(
             locker=locker,
             lock_keys=keys,
             metrics=metrics,
+            hold_reason=_durability_hold(repository),
         )
         for symbol in symbols
     ]
@@ -180,6 +181,21 @@ def assemble(
         shutdown_grace=shutdown_grace,
         cancel_on_exit=cancel_on_exit,
     )
+
+
+def _durability_hold(repository: Repository) -> Callable[[], str | None]:
+    """Never fail open: while writes are held in memory only (the journal refused them),
+    a crash would lose them, so nothing new is placed until they are stored."""
+    if not isinstance(repository, BufferedRepository):
+        return lambda: None
+    buffered = repository
+
+    def reason() -> str | None:
+        if buffered.volatile:
+            return f"{buffered.volatile} writes held in memory only: the journal cannot be written"
+        return None
+
+    return reason
 
 
 def build_service(settings: Settings, metrics: Metrics | None = None) -> Service:

@@ -88,12 +88,18 @@ def prices_check(traders: Sequence[TraderView], max_age: float) -> Check:
     return Check(True, f"all prices younger than {max_age:g} s")
 
 
-def buffer_check(pending: int, in_memory: int, capacity: int) -> Check:
+def buffer_check(pending: int, in_memory: int, capacity: int, volatile: int = 0) -> Check:
     """Ready while writes reach the database, or wait for it within the memory bound.
 
     Past the bound, writes still land in the journal (nothing is lost), but an instance
     that far behind should not be taking on work.
     """
+    if volatile:
+        return Check(
+            False,
+            f"{volatile} writes held in memory only (the journal cannot be written); "
+            "placing nothing new until they are stored",
+        )
     if pending == 0:
         return Check(True, "no writes waiting")
     if pending <= capacity:

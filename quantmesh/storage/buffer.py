@@ -98,6 +98,7 @@ class BufferedRepository:
         self._retry_interval = retry_interval
         self._metrics = metrics
         self._memory: deque[Record] = deque()
+        self._volatile: set[int] = set()  # seqs held in memory only: their journal append failed
         self._spilled = 0  # records in the journal only (the memory queue was full)
         self._spill_offset: int | None = None  # where the first of them starts
         self._seq = 0
@@ -127,6 +128,12 @@ class BufferedRepository:
     @property
     def memory_records(self) -> int:
         return len(self._memory)
+
+    @property
+    def volatile(self) -> int:
+        """Buffered writes held in memory only (the journal refused them): a crash now would
+        lose them, so the trader places nothing new until they are stored."""
+        return len(self._volatile)
 
     @property
     def journal_path(self) -> Path:
@@ -320,6 +327,7 @@ class BufferedRepository:
                 error=str(exc),
             )
             self._memory.append(record)
+            self._volatile.add(record.seq)
             self._buffered(operation)
             return
         if self._spill_offset is None and len(self._memory) < self._buffer_size:
@@ -444,7 +452,7 @@ class BufferedRepository:
         if self.pending == len(batch):  # the batch is all that is left
             await asyncio.to_thread(self._journal.clear)
         for _ in batch:
-            self._memory.popleft()
+            self._volatile.discard(self._memory.popleft().seq)
         if self._metrics is not None:
             self._metrics.replayed.inc(len(batch))
         self._report()

@@ -109,6 +109,7 @@ class Trader:
         lock_keys: LockKeys,
         metrics: Metrics,
         fence: Callable[[], int] = lambda: 0,
+        hold_reason: Callable[[], str | None] = lambda: None,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
@@ -120,6 +121,8 @@ class Trader:
         self._keys = lock_keys
         self._metrics = metrics
         self._fence = fence
+        self._hold_reason = hold_reason  # why nothing new may be placed now, if anything
+        self._held: str | None = None
         self._clock = clock
         self._wall = wall_clock
         self._mutex = asyncio.Lock()
@@ -322,7 +325,7 @@ class Trader:
     async def _step(self, price: Decimal) -> None:
         assert self.book is not None and self.rules is not None
         now = self._clock()
-        if self._sender.paused():
+        if self._sender.paused() or self._holding():
             return
         if self.book.unknown_ids() and now >= self._next_lookup:
             self._next_lookup = now + self.settings.lookup_interval
@@ -342,6 +345,18 @@ class Trader:
                 answers.extend(await self._sender.place(self.book, place))
         finally:
             await self._record_answers(answers)
+
+    def _holding(self) -> bool:
+        """Whether placing is on hold (a component says it cannot keep what we do safe);
+        logged when the hold starts and ends."""
+        reason = self._hold_reason()
+        if reason != self._held:
+            if reason is None:
+                log.warning("placing_resumed", was=self._held)
+            else:
+                log.error("placing_on_hold", reason=reason)
+            self._held = reason
+        return reason is not None
 
     # order updates ---------------------------------------------------------------------------
 

@@ -207,3 +207,9 @@ def test_buffer_check_is_ready_within_the_memory_bound_only() -> None:
     beyond = buffer_check(130, 100, 100)
     assert not beyond.ok
     assert "130 writes waiting, 30 of them beyond the memory buffer (100)" in beyond.detail
+
+
+def test_buffer_check_fails_while_writes_are_held_in_memory_only() -> None:
+    check = buffer_check(5, 5, 100, volatile=2)
+    assert not check.ok
+    assert check.detail.startswith("2 writes held in memory only")

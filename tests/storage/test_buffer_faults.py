@@ -160,6 +160,7 @@ async def test_a_write_the_journal_cannot_take_is_kept_in_memory_and_stored_late
     with capture_logs() as logs:
         await repo.save_fill(fill("t2"))  # no exception: the trader goes on
     assert repo.pending == 2
+    assert repo.volatile == 1  # t2 would not survive a crash: the trader holds placing
     assert journaled(repo) == ["t1"]  # nothing of t2 stays in the file
     (error,) = [e for e in logs if e["event"] == "db_journal_write_failed"]
     assert error["log_level"] == "error"
@@ -172,6 +173,7 @@ async def test_a_write_the_journal_cannot_take_is_kept_in_memory_and_stored_late
     outage.error = None
     assert await repo.flush() == 3
     assert await stored(repo) == ["t1", "t2", "t3"]
+    assert repo.volatile == 0
     assert repo.journal_path.stat().st_size == 0
 
 

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from contextlib import suppress
 from dataclasses import replace
 from decimal import Decimal
 from typing import Any
 
 import pytest
+from structlog.testing import capture_logs
 
 from quantmesh.domain import Fill, Order, OrderRequest, OrderUpdate
 from quantmesh.errors import (
@@ -423,3 +425,35 @@ async def test_an_open_order_the_exchange_forgot_is_settled_after_some_rounds(
         await until(lambda: cid not in run.tracked_ids())
     stored = await repository.get_order(cid)
     assert stored is not None and stored.status == "canceled"
+
+
+async def test_nothing_new_is_placed_while_a_component_holds_placing(
+    exchange: SimulatedExchange, repository: SqlRepository
+) -> None:
+    hold: dict[str, str | None] = {"reason": "3 writes held in memory only"}
+    trader = Trader(
+        SETTINGS,
+        exchange=exchange,
+        repository=repository,
+        locker=NopLock(),
+        lock_keys=LockKeys("simulated"),
+        metrics=Metrics(),
+        hold_reason=lambda: hold["reason"],
+    )
+    task = asyncio.create_task(trader.run())
+    try:
+        await until(trader.ready.is_set)
+        with capture_logs() as logs:
+            for _ in range(5):
+                exchange.set_price(SYMBOL, Decimal(2001))
+                await settle()
+            assert exchange.engine.all_orders() == []
+            hold["reason"] = None
+            exchange.set_price(SYMBOL, Decimal(2001))
+            await until(lambda: len(exchange.engine.open_orders(SYMBOL)) == 3)
+        events = [e["event"] for e in logs if e["event"].startswith("placing_")]
+        assert events == ["placing_on_hold", "placing_resumed"]  # once each, not per tick
+    finally:
+        task.cancel()
+        with suppress(asyncio.CancelledError):
+            await task
