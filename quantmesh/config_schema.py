@@ -114,6 +114,11 @@ class InstanceSettings(_Section):
     index: NonNegativeInt = 0
     total: Count = 1
 
+    @property
+    def standby(self) -> bool:
+        """A standby trades nothing in this version (take-over comes with ownership)."""
+        return self.role == "standby"
+
     @field_validator("id")
     @classmethod
     def _check_id(cls, value: str) -> str:

@@ -24,7 +24,7 @@ def build_health(settings: Settings, service: Service) -> Health:
     """The readiness checks of ``/readyz``: one per part that must work to trade."""
     health = Health()
     traders = service.traders
-    if settings.instance.role == "standby":
+    if settings.instance.standby:
         health.register("traders", lambda: Check(True, "standby: trades nothing, waits"))
     else:
         health.register("traders", lambda: traders_check(traders, service.result.failed))
@@ -64,7 +64,7 @@ def build_http(settings: Settings, service: Service) -> HttpServer:
         "role": settings.instance.role,
         "exchange": service.exchange.name,
     }
-    if settings.instance.role == "standby":
+    if settings.instance.standby:
         instance["standby_for"] = [s.symbol for s in settings.symbols]
     return HttpServer(
         settings.http.host,

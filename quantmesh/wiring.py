@@ -24,6 +24,7 @@ from quantmesh.lock.redis import RedisLock
 from quantmesh.observability.collectors import ServiceCollector
 from quantmesh.observability.logging import configure_logging
 from quantmesh.observability.metrics import Metrics
+from quantmesh.observability.status import durability_hold
 from quantmesh.secrets import dsn_passwords
 from quantmesh.storage.base import Repository
 from quantmesh.storage.buffer import BufferedRepository
@@ -189,13 +190,7 @@ def _durability_hold(repository: Repository) -> Callable[[], str | None]:
     if not isinstance(repository, BufferedRepository):
         return lambda: None
     buffered = repository
-
-    def reason() -> str | None:
-        if buffered.volatile:
-            return f"{buffered.volatile} writes held in memory only: the journal cannot be written"
-        return None
-
-    return reason
+    return lambda: durability_hold(buffered.volatile)
 
 
 def build_service(settings: Settings, metrics: Metrics | None = None) -> Service:
@@ -205,7 +200,7 @@ def build_service(settings: Settings, metrics: Metrics | None = None) -> Service
     exchange = build_exchange(settings)
     # A standby trades nothing in this version: without symbol ownership it cannot tell
     # when a master is gone, and trading beside it would keep two books of one grid.
-    traded = () if settings.instance.role == "standby" else settings.symbols
+    traded = () if settings.instance.standby else settings.symbols
     service = assemble(
         [trader_settings(symbol, settings) for symbol in traded],
         exchange=exchange,
@@ -238,7 +233,7 @@ async def run_daemon(settings: Settings) -> RunResult:
         symbols=[s.symbol for s in settings.symbols],
         database=settings.database.type,
     )
-    if settings.instance.role == "standby":
+    if settings.instance.standby:
         log.warning(
             "standby_waiting",
             detail="a standby places no orders in this version; take-over of a failed "

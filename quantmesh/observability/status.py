@@ -88,18 +88,26 @@ def prices_check(traders: Sequence[TraderView], max_age: float) -> Check:
     return Check(True, f"all prices younger than {max_age:g} s")
 
 
+def durability_hold(volatile: int) -> str | None:
+    """Why nothing new may be placed while ``volatile`` writes are held in memory only (a
+    crash would lose them); ``None`` when every buffered write is journaled."""
+    if not volatile:
+        return None
+    return (
+        f"{volatile} writes held in memory only (the journal cannot be written); "
+        "placing nothing new until they are stored"
+    )
+
+
 def buffer_check(pending: int, in_memory: int, capacity: int, volatile: int = 0) -> Check:
     """Ready while writes reach the database, or wait for it within the memory bound.
 
     Past the bound, writes still land in the journal (nothing is lost), but an instance
     that far behind should not be taking on work.
     """
-    if volatile:
-        return Check(
-            False,
-            f"{volatile} writes held in memory only (the journal cannot be written); "
-            "placing nothing new until they are stored",
-        )
+    held = durability_hold(volatile)
+    if held is not None:
+        return Check(False, held)
     if pending == 0:
         return Check(True, "no writes waiting")
     if pending <= capacity:

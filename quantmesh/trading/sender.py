@@ -152,7 +152,7 @@ class OrderSender:
             # Counted, because it means something else placed this grid's order.
             self._metrics.orders_rejected.labels(self.symbol, "duplicate").inc()
             log.warning("order_already_open", client_order_id=request.client_order_id)
-            book.track_unknown(request)
+            self._outcome_unknown(book, request)
             return await self.lookup(book, request.client_order_id)
         except RateLimited as exc:
             self._paused_until = self._clock() + (exc.retry_after or 1.0)
@@ -174,8 +174,7 @@ class OrderSender:
         except ExchangeError as exc:
             # Outcome unknown: the order may exist. Never place again blindly; the id is
             # tracked as unknown until a lookup says what happened.
-            book.track_unknown(request)
-            self._unknown_since[request.client_order_id] = self._clock()
+            self._outcome_unknown(book, request)
             self._metrics.exchange_errors.labels(self.symbol, type(exc).__name__).inc()
             log.warning(
                 "order_outcome_unknown", client_order_id=request.client_order_id, error=str(exc)
@@ -184,8 +183,7 @@ class OrderSender:
         if book.is_earlier(order):
             # The answer describes the id's earlier, closed order (an adapter's lookup after
             # an error found it): whether this create landed is still unknown.
-            book.track_unknown(request)
-            self._unknown_since[request.client_order_id] = self._clock()
+            self._outcome_unknown(book, request)
             log.warning("order_outcome_unknown", client_order_id=request.client_order_id)
             return None
         self._metrics.orders_placed.labels(self.symbol, request.side).inc()
@@ -198,6 +196,12 @@ class OrderSender:
             client_order_id=request.client_order_id,
         )
         return replace(order, lock_fence=fence)
+
+    def _outcome_unknown(self, book: OrderBook, request: OrderRequest) -> None:
+        """Block the level until a lookup settles ``request``; "not found" counts only
+        after the grace (an exchange may show a create it accepted late)."""
+        book.track_unknown(request)
+        self._unknown_since[request.client_order_id] = self._clock()
 
     async def cancel(self, book: OrderBook, cancel: CancelOrder) -> list[Order]:
         """Cancel one order under its level lock; the exchange's answer, if any."""
@@ -226,6 +230,7 @@ class OrderSender:
             await self._release(lease, started)
         if order is None:
             book.forget(cancel.client_order_id)
+            self._unknown_since.pop(cancel.client_order_id, None)
             return []
         self._metrics.orders_cancelled.labels(self.symbol, cancel.reason).inc()
         log.info("order_cancelled", client_order_id=cancel.client_order_id, reason=cancel.reason)
