@@ -494,6 +494,31 @@ class Settings(_Section):
     logging: LoggingSettings = LoggingSettings()
     http: HttpSettings = HttpSettings()
 
+    @model_validator(mode="after")
+    def _check_fleet(self) -> Settings:
+        """Several instances (``instance.total`` > 1) are safe only on the shared lock and a
+        shared database: refuse the settings that would let them fail open."""
+        if self.instance.total == 1:
+            return self
+        fleet = f"instance.total is {self.instance.total}"
+        problems: list[tuple[tuple[str | int, ...], str]] = []
+        if not self.distributed_lock.enabled:
+            why = "instances without the Redis lock could place the same order"
+            problems.append((("distributed_lock", "enabled"), f"must be true: {fleet}, and {why}"))
+        elif self.distributed_lock.fallback_mode == "single_instance":
+            why = "single_instance is only safe when one instance runs"
+            problems.append(
+                (("distributed_lock", "fallback_mode"), f"must be halt: {fleet}, and {why}")
+            )
+        if self.database.type == "sqlite":
+            why = "a SQLite file is not shared between instances"
+            problems.append(
+                (("database", "type"), f"must be postgres or mysql: {fleet}, and {why}")
+            )
+        if problems:
+            raise FieldProblems(problems)
+        return self
+
     @property
     def symbols(self) -> list[SymbolSettings]:
         """The configured symbols, ``.symbol`` in ``BASE/QUOTE`` form."""

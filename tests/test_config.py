@@ -623,6 +623,32 @@ BROKEN: list[tuple[str, str, str]] = [
         "redis.url: must be a redis://, rediss:// or unix:// URL",
     ),
     (
+        "fleet-without-lock",
+        SYMBOLS_OK + "instance: {total: 2}\ndatabase: {type: postgres, dsn: 'postgresql://h/db'}\n",
+        (
+            "distributed_lock.enabled: must be true: instance.total is 2, and instances "
+            "without the Redis lock could place the same order"
+        ),
+    ),
+    (
+        "fleet-on-sqlite",
+        SYMBOLS_OK + "instance: {total: 3}\ndistributed_lock: {enabled: true}\n",
+        (
+            "database.type: must be postgres or mysql: instance.total is 3, and a SQLite "
+            "file is not shared between instances"
+        ),
+    ),
+    (
+        "fleet-single-instance-fallback",
+        SYMBOLS_OK
+        + "instance: {total: 2}\ndatabase: {type: postgres, dsn: 'postgresql://h/db'}\n"
+        + "distributed_lock: {enabled: true, fallback_mode: single_instance}\n",
+        (
+            "distributed_lock.fallback_mode: must be halt: instance.total is 2, and "
+            "single_instance is only safe when one instance runs"
+        ),
+    ),
+    (
         "index-not-below-total",
         SYMBOLS_OK + "instance:\n  index: 2\n  total: 2\n",
         "instance.index: must be less than instance.total (2)",
