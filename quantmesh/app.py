@@ -11,14 +11,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import structlog
 
+from quantmesh.coordination.coordinator import Claim, Coordinator
 from quantmesh.errors import (
     AuthenticationFailed,
     Disconnected,
+    InstanceIdInUse,
+    LockError,
+    LockLost,
+    LockTimeout,
     LockUnavailable,
     QuantMeshError,
     RateLimited,
@@ -30,7 +35,7 @@ from quantmesh.lock.failover import FailoverLock
 from quantmesh.observability.http import HttpServer
 from quantmesh.observability.metrics import Metrics
 from quantmesh.storage.base import Repository
-from quantmesh.trading.trader import Trader
+from quantmesh.trading.trader import Trader, TraderSettings
 
 log = structlog.get_logger(__name__)
 
@@ -39,6 +44,9 @@ log = structlog.get_logger(__name__)
 TRANSIENT = (Disconnected, RateLimited, StorageUnavailable, LockUnavailable)
 START_RETRY_FIRST = 1.0
 START_RETRY_MAX = 30.0
+
+# Builds the trader of one symbol for one spell of ownership.
+TraderFactory = Callable[[TraderSettings, Claim], Trader]
 
 
 @dataclass(slots=True)
@@ -55,10 +63,15 @@ class RunResult:
 
 
 class Service:
+    """Runs one slot per configured symbol: the symbol is traded while this instance owns
+    it (``coordination``), by a trader built for that spell of ownership."""
+
     def __init__(
         self,
-        traders: Sequence[Trader],
+        symbols: Sequence[TraderSettings],
         *,
+        make_trader: TraderFactory,
+        coordinator: Coordinator,
         exchange: Exchange,
         repository: Repository,
         locker: DistributedLock,
@@ -67,7 +80,10 @@ class Service:
         cancel_on_exit: bool = False,
         http: HttpServer | None = None,
     ) -> None:
-        self.traders = list(traders)
+        self.symbols = list(symbols)
+        self.make_trader = make_trader
+        self.coordinator = coordinator
+        self.traders: list[Trader] = []  # the symbols traded now; updated in place
         self.exchange = exchange
         self.repository = repository
         self.locker = locker
@@ -75,7 +91,7 @@ class Service:
         self.shutdown_grace = shutdown_grace
         self.cancel_on_exit = cancel_on_exit
         self.http = http
-        self.result = RunResult(symbols=len(self.traders))
+        self.result = RunResult(symbols=len(self.symbols))
         self._all_failed = asyncio.Event()
         self._fatal = asyncio.Event()
 
@@ -110,8 +126,10 @@ class Service:
 
     async def _run_traders(self, stop: asyncio.Event) -> None:
         async with asyncio.TaskGroup() as tg:
-            tasks = [
-                tg.create_task(self._guard(t), name=f"trader:{t.symbol}") for t in self.traders
+            membership = tg.create_task(self._coordinate(), name="coordination")
+            slots = [
+                tg.create_task(self._slot(symbol), name=f"symbol:{symbol.symbol}")
+                for symbol in self.symbols
             ]
             waiters = [
                 asyncio.ensure_future(stop.wait()),
@@ -125,19 +143,80 @@ class Service:
                     waiter.cancel()
             log.info("shutdown_started")
             await self._drain()
-            for task in tasks:
+            for slot in slots:
+                slot.cancel()
+            # The slots give their leases back on the way out; then the membership goes,
+            # so a standby takes over at its next check rather than after the lease lapses.
+            await asyncio.gather(*slots, return_exceptions=True)
+            await self.coordinator.leave()
+            membership.cancel()
+
+    async def _coordinate(self) -> None:
+        try:
+            await self.coordinator.run()
+        except InstanceIdInUse as exc:
+            self.result.fatal = str(exc)
+            log.error("instance_id_in_use", error=str(exc))
+            self._fatal.set()
+
+    async def _slot(self, settings: TraderSettings) -> None:
+        """Trade ``settings.symbol`` whenever this instance owns it, until the symbol fails
+        for good or the service stops."""
+        symbol = settings.symbol
+        coordinator = self.coordinator
+        while True:
+            await coordinator.wait_wanted(symbol)
+            try:
+                async with coordinator.own(symbol) as claim:
+                    if await self._trade(settings, claim):
+                        return
+            except (LockTimeout, LockUnavailable, LockLost):
+                pass  # held elsewhere, backend down, or lost: the coordinator said which
+            except LockError as exc:
+                log.warning("ownership_failed", symbol=symbol, error=str(exc))
+            await coordinator.retry_pause(symbol)
+
+    async def _trade(self, settings: TraderSettings, claim: Claim) -> bool:
+        """Run the symbol's trader while this instance owns it and wants it.
+
+        True when the symbol is done for good (failed); False after a hand-off (the
+        trader stopped placing and finished its in-flight calls first). Raises
+        ``LockLost`` when the trader found its grid taken over.
+        """
+        trader = self.make_trader(settings, claim)
+        self.traders.append(trader)
+        run = asyncio.create_task(self._guard(trader), name=f"trader:{trader.symbol}")
+        handoff = asyncio.create_task(self.coordinator.wait_unwanted(trader.symbol))
+        try:
+            await asyncio.wait({run, handoff}, return_when=asyncio.FIRST_COMPLETED)
+            if run.done():
+                run.result()
+                return True
+            log.info("symbol_handoff", symbol=trader.symbol)
+            trader.stop_placing()
+            try:
+                async with asyncio.timeout(self.shutdown_grace):
+                    await trader.quiesce()
+            except TimeoutError:
+                log.warning("handoff_grace_exceeded", symbol=trader.symbol)
+            return False
+        finally:
+            for task in (run, handoff):
                 task.cancel()
+            await asyncio.gather(run, handoff, return_exceptions=True)
+            self.traders.remove(trader)
 
     async def _drain(self) -> None:
         """Stop placing, wait for in-flight work, optionally cancel our open orders."""
-        for trader in self.traders:
+        traders = list(self.traders)
+        for trader in traders:
             trader.stop_placing()
         try:
             async with asyncio.timeout(self.shutdown_grace):
-                for trader in self.traders:
+                for trader in traders:
                     await trader.quiesce()
                 if self.cancel_on_exit:
-                    for trader in self.traders:
+                    for trader in traders:
                         left = await trader.cancel_open_orders()
                         if left:
                             log.warning("open_orders_left", symbol=trader.symbol, count=left)
@@ -148,7 +227,9 @@ class Service:
         """Run one trader; its failure is reported and does not take the others down.
 
         A transient error while the trader starts (the exchange or the database briefly
-        unreachable) is retried with backoff instead of failing the symbol for good.
+        unreachable) is retried with backoff instead of failing the symbol for good. A
+        grid taken over by a newer owner (``LockLost``) under ownership leases is not a
+        failure: it is raised, and the symbol waits to be owned again.
         """
         self.metrics.trader_up.labels(trader.symbol).set(1)
         delay = START_RETRY_FIRST
@@ -159,6 +240,8 @@ class Service:
                     return
                 except Exception as exc:  # noqa: BLE001 - reported by _report_failure
                     error = _leaf(exc)
+                    if isinstance(error, LockLost) and self.coordinator.leased:
+                        raise error from None
                     if trader.ready.is_set() or trader.stopped or not isinstance(error, TRANSIENT):
                         self._report_failure(trader, error)
                         return
@@ -187,7 +270,7 @@ class Service:
     def _failed(self, trader: Trader, reason: str) -> None:
         self.result.failed[trader.symbol] = reason
         log.error("symbol_failed", symbol=trader.symbol, reason=reason)
-        if len(self.result.failed) == len(self.traders):
+        if len(self.result.failed) == len(self.symbols):
             self._all_failed.set()
 
 

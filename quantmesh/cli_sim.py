@@ -57,6 +57,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=os.environ.get("QM_SIM_API_SECRET", "sim-secret"),
         help="its secret (env QM_SIM_API_SECRET)",
     )
+    parser.add_argument(
+        "--extra-key",
+        action="append",
+        default=[],
+        type=_key_pair,
+        metavar="KEY:SECRET",
+        help="one more accepted API key and its secret (repeatable; env QM_SIM_EXTRA_KEYS, "
+        "comma-separated KEY:SECRET pairs); each client is told apart by its key in "
+        "GET /_sim/actions",
+    )
     faults = parser.add_argument_group("faults")
     faults.add_argument("--latency", type=float, default=0.0, help="seconds per call")
     faults.add_argument("--error-rate", type=float, default=0.0, help="share of calls -> 503")
@@ -84,6 +94,33 @@ def _port(value: str) -> int:
     if not 0 <= port <= 65535:
         raise argparse.ArgumentTypeError(f"{port} is not a port number (0-65535)")
     return port
+
+
+def _key_pair(value: str) -> tuple[str, str]:
+    """argparse type: ``KEY:SECRET`` (the key has no colon; the secret may)."""
+    key, sep, secret = value.partition(":")
+    if not sep or not key or not secret or key != key.strip() or "," in key:
+        raise argparse.ArgumentTypeError(f"{value!r} is not KEY:SECRET")
+    return key, secret
+
+
+def api_keys(args: argparse.Namespace) -> dict[str, str]:
+    """Every accepted API key and its secret: ``--api-key``, ``QM_SIM_EXTRA_KEYS``, then
+    each ``--extra-key``; ``ConfigError`` for a malformed variable or a key given twice."""
+    pairs: list[tuple[str, str]] = [(args.api_key, args.api_secret)]
+    env = os.environ.get("QM_SIM_EXTRA_KEYS", "").strip()
+    for item in env.split(",") if env else []:
+        try:
+            pairs.append(_key_pair(item.strip()))
+        except argparse.ArgumentTypeError as exc:
+            raise ConfigError([f"QM_SIM_EXTRA_KEYS: {exc}"]) from None
+    pairs.extend(args.extra_key)
+    keys: dict[str, str] = {}
+    for key, secret in pairs:
+        if key in keys:
+            raise ConfigError([f"API key {key!r} is given twice"])
+        keys[key] = secret
+    return keys
 
 
 def _pairs(values: list[str], flag: str) -> dict[str, str]:
@@ -136,7 +173,7 @@ def sim_settings(args: argparse.Namespace) -> Any:
         raise ConfigError(validation_problems(exc, SimulatedExchangeSettings)) from exc
 
 
-async def _serve(args: argparse.Namespace) -> None:
+async def _serve(args: argparse.Namespace, keys: dict[str, str]) -> None:
     from quantmesh.exchange.sim_config import build_simulated
     from quantmesh.simserver.faults import Faults
     from quantmesh.simserver.server import SimServer
@@ -155,7 +192,7 @@ async def _serve(args: argparse.Namespace) -> None:
     except ValueError as exc:
         raise ConfigError([str(exc)]) from exc
     exchange = build_simulated(settings, args.state)
-    server = SimServer(exchange, {args.api_key: args.api_secret}, faults, seed=args.seed)
+    server = SimServer(exchange, keys, faults, seed=args.seed)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
@@ -172,9 +209,10 @@ async def _serve(args: argparse.Namespace) -> None:
 def run(args: argparse.Namespace) -> int:
     from quantmesh.observability.logging import configure_logging
 
-    configure_logging(args.log_level, "auto", [args.api_secret])
+    keys = api_keys(args)
+    configure_logging(args.log_level, "auto", list(keys.values()))
     try:
-        asyncio.run(_serve(args))
+        asyncio.run(_serve(args, keys))
     except OSError as exc:  # the port is taken, the state file is unusable
         print(f"quantmesh: error: sim-exchange cannot start: {exc}", file=sys.stderr)
         return 1

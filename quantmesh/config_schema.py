@@ -116,7 +116,7 @@ class InstanceSettings(_Section):
 
     @property
     def standby(self) -> bool:
-        """A standby trades nothing in this version (take-over comes with ownership)."""
+        """A standby trades a symbol only while no live master claims it."""
         return self.role == "standby"
 
     @field_validator("id")
@@ -380,6 +380,32 @@ class DatabaseSettings(_Section):
         return self
 
 
+class CoordinationSettings(_Section):
+    """Who trades which symbol when several instances run (``coordination/``).
+
+    ``static``: each instance trades its own ``trading.symbols`` (a standby those no live
+    master claims); ``dynamic``: the symbols are shared out over the live instances by
+    rendezvous hashing. Either way a symbol is traded only under its ownership lease.
+    """
+
+    mode: Literal["static", "dynamic"] = "static"
+    lease_ttl: Seconds = 10.0  # an owner that stops renewing loses its symbols after this
+    check_interval: Seconds = 2.0  # how often a waiting instance tries to take a symbol
+
+    @model_validator(mode="after")
+    def _check_timing(self) -> CoordinationSettings:
+        problems: list[tuple[tuple[str | int, ...], str]] = []
+        if self.lease_ttl < 1.0:
+            problems.append((("lease_ttl",), "must be at least 1 second"))
+        elif self.check_interval >= self.lease_ttl:
+            problems.append(
+                (("check_interval",), f"must be shorter than lease_ttl ({self.lease_ttl:g} s)")
+            )
+        if problems:
+            raise FieldProblems(problems)
+        return self
+
+
 class LockTTLSettings(_Section):
     place: Seconds = 5.0
     cancel: Seconds = 3.0
@@ -490,20 +516,33 @@ class Settings(_Section):
     trading: TradingSettings
     database: DatabaseSettings = DatabaseSettings()
     distributed_lock: DistributedLockSettings = DistributedLockSettings()
+    coordination: CoordinationSettings = CoordinationSettings()
     redis: RedisSettings = RedisSettings()
     logging: LoggingSettings = LoggingSettings()
     http: HttpSettings = HttpSettings()
 
+    @property
+    def fleet(self) -> str | None:
+        """Why this instance is one of several (``None`` when it runs alone)."""
+        if self.instance.total > 1:
+            return f"instance.total is {self.instance.total}"
+        if self.instance.standby:
+            return "instance.role is standby"
+        if self.coordination.mode == "dynamic":
+            return "coordination.mode is dynamic"
+        return None
+
     @model_validator(mode="after")
     def _check_fleet(self) -> Settings:
-        """Several instances (``instance.total`` > 1) are safe only on the shared lock and a
-        shared database: refuse the settings that would let them fail open."""
-        if self.instance.total == 1:
+        """Several instances (``instance.total`` > 1, a standby, dynamic assignment) are safe
+        only on the shared lock and a shared database: refuse the settings that would let
+        them fail open."""
+        fleet = self.fleet
+        if fleet is None:
             return self
-        fleet = f"instance.total is {self.instance.total}"
         problems: list[tuple[tuple[str | int, ...], str]] = []
         if not self.distributed_lock.enabled:
-            why = "instances without the Redis lock could place the same order"
+            why = "instances need the Redis lock and ownership leases to share symbols safely"
             problems.append((("distributed_lock", "enabled"), f"must be true: {fleet}, and {why}"))
         elif self.distributed_lock.fallback_mode == "single_instance":
             why = "single_instance is only safe when one instance runs"
@@ -515,6 +554,9 @@ class Settings(_Section):
             problems.append(
                 (("database", "type"), f"must be postgres or mysql: {fleet}, and {why}")
             )
+        if self.instance.standby and self.coordination.mode == "dynamic":
+            why = "every instance takes a share of the symbols (mode static has standbys)"
+            problems.append((("instance", "role"), f"must be master in mode dynamic: {why}"))
         if problems:
             raise FieldProblems(problems)
         return self

@@ -9,7 +9,7 @@ from typing import Any
 from quantmesh.app import Service
 from quantmesh.config import Settings
 from quantmesh.lock.failover import lock_check, lock_status
-from quantmesh.observability.health import Check, Health
+from quantmesh.observability.health import Health
 from quantmesh.observability.http import HttpServer
 from quantmesh.observability.status import (
     buffer_check,
@@ -24,10 +24,7 @@ def build_health(settings: Settings, service: Service) -> Health:
     """The readiness checks of ``/readyz``: one per part that must work to trade."""
     health = Health()
     traders = service.traders
-    if settings.instance.standby:
-        health.register("traders", lambda: Check(True, "standby: trades nothing, waits"))
-    else:
-        health.register("traders", lambda: traders_check(traders, service.result.failed))
+    health.register("traders", lambda: traders_check(traders, service.result.failed))
     health.register("lock", lambda: lock_check(service.locker))
     max_age = settings.exchange.price_stale_after
     health.register("prices", lambda: prices_check(traders, max_age))
@@ -46,7 +43,10 @@ def build_health(settings: Settings, service: Service) -> Health:
 
 def component_sections(service: Service) -> dict[str, Callable[[], Any]]:
     """The ``/api/status`` sections of the components: write buffer, lock backend."""
-    sections: dict[str, Callable[[], Any]] = {"lock": lambda: lock_status(service.locker)}
+    sections: dict[str, Callable[[], Any]] = {
+        "ownership": service.coordinator.status,
+        "lock": lambda: lock_status(service.locker),
+    }
     repository = service.repository
     if isinstance(repository, BufferedRepository):
         buffered = repository
@@ -64,8 +64,6 @@ def build_http(settings: Settings, service: Service) -> HttpServer:
         "role": settings.instance.role,
         "exchange": service.exchange.name,
     }
-    if settings.instance.standby:
-        instance["standby_for"] = [s.symbol for s in settings.symbols]
     return HttpServer(
         settings.http.host,
         settings.http.port,

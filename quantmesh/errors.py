@@ -100,6 +100,10 @@ class LockLost(LockError):
         super().__init__(f"lock {key} lost")
 
 
+class InstanceIdInUse(QuantMeshError):
+    """Another live instance of the fleet runs with this instance's id."""
+
+
 class StorageError(QuantMeshError):
     """A repository call failed for a reason other than connectivity."""
 

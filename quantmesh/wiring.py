@@ -12,6 +12,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from quantmesh.app import RunResult, Service, serve
 from quantmesh.config import Settings, SymbolSettings
+from quantmesh.coordination.coordinator import Claim, Coordinator, member_of
+from quantmesh.coordination.fleet import Fleet
 from quantmesh.endpoints import build_http
 from quantmesh.errors import StartupError
 from quantmesh.exchange.base import Exchange
@@ -20,7 +22,7 @@ from quantmesh.lock.base import DistributedLock
 from quantmesh.lock.connection import redis_client
 from quantmesh.lock.failover import FailoverLock
 from quantmesh.lock.nop import NopLock
-from quantmesh.lock.redis import RedisLock
+from quantmesh.lock.redis import RedisClient, RedisLock
 from quantmesh.observability.collectors import ServiceCollector
 from quantmesh.observability.logging import configure_logging
 from quantmesh.observability.metrics import Metrics
@@ -62,7 +64,9 @@ def build_exchange(settings: Settings) -> Exchange:
     return build_ccxt_exchange(settings.exchange)
 
 
-def build_lock(settings: Settings, metrics: Metrics | None = None) -> DistributedLock:
+def build_lock(
+    settings: Settings, metrics: Metrics | None = None, client: RedisClient | None = None
+) -> DistributedLock:
     """NopLock for a single instance; else the Redis lock behind its health-checked fallback.
 
     Nothing connects here: the first lock call or health check does, so a Redis that is
@@ -71,7 +75,8 @@ def build_lock(settings: Settings, metrics: Metrics | None = None) -> Distribute
     lock_settings = settings.distributed_lock
     if not lock_settings.enabled:
         return NopLock()
-    redis = RedisLock(redis_client(settings.redis), prefix=lock_settings.key_prefix)
+    client = client if client is not None else redis_client(settings.redis)
+    redis = RedisLock(client, prefix=lock_settings.key_prefix)
     if lock_settings.fallback_mode == "single_instance":
         log.warning(
             "lock_fallback_single_instance_configured",
@@ -83,6 +88,40 @@ def build_lock(settings: Settings, metrics: Metrics | None = None) -> Distribute
         fallback_mode=lock_settings.fallback_mode,
         health_check_interval=lock_settings.health_check_interval,
         metrics=metrics,
+    )
+
+
+def build_coordinator(
+    settings: Settings,
+    exchange: str,
+    metrics: Metrics,
+    locker: DistributedLock,
+    client: RedisClient | None,
+) -> Coordinator:
+    """Ownership leases and membership in Redis whenever the Redis lock runs in ``halt``
+    mode; else (one instance, or ``single_instance`` fallback) every symbol is owned here."""
+    instance = settings.instance
+    me = member_of(instance.id, instance.role, (s.symbol for s in settings.symbols))
+    lock_settings = settings.distributed_lock
+    if client is None or not lock_settings.enabled or lock_settings.fallback_mode != "halt":
+        return Coordinator(me, metrics=metrics)
+    coordination = settings.coordination
+    fleet = Fleet(
+        client,
+        prefix=lock_settings.key_prefix,
+        exchange=exchange,
+        me=me,
+        ttl=coordination.lease_ttl,
+    )
+    return Coordinator(
+        me,
+        metrics=metrics,
+        mode=coordination.mode,
+        fleet=fleet,
+        locker=locker,
+        keys=LockKeys(exchange, lock_settings.granularity),
+        lease_ttl=coordination.lease_ttl,
+        check_interval=coordination.check_interval,
     )
 
 
@@ -155,26 +194,37 @@ def assemble(
     repository: Repository,
     locker: DistributedLock,
     metrics: Metrics,
+    coordinator: Coordinator | None = None,
     granularity: Granularity = "level",
     shutdown_grace: float = 5.0,
     cancel_on_exit: bool = False,
 ) -> Service:
-    """A service trading ``symbols`` with these components, one trader per symbol."""
+    """A service trading ``symbols`` with these components, one trader per owned symbol.
+
+    Without a ``coordinator`` this instance owns every symbol (a single instance)."""
     keys = LockKeys(exchange.name, granularity)
-    traders = [
-        Trader(
-            symbol,
+    if coordinator is None:
+        me = member_of("local", "master", (s.symbol for s in symbols))
+        coordinator = Coordinator(me, metrics=metrics)
+    hold_reason = _durability_hold(repository)
+
+    def make_trader(settings: TraderSettings, claim: Claim) -> Trader:
+        return Trader(
+            settings,
             exchange=exchange,
             repository=repository,
             locker=locker,
             lock_keys=keys,
             metrics=metrics,
-            hold_reason=_durability_hold(repository),
+            fence=lambda: claim.fence,
+            owner_valid=claim.valid,
+            hold_reason=hold_reason,
         )
-        for symbol in symbols
-    ]
+
     return Service(
-        traders,
+        symbols,
+        make_trader=make_trader,
+        coordinator=coordinator,
         exchange=exchange,
         repository=repository,
         locker=locker,
@@ -196,17 +246,16 @@ def _durability_hold(repository: Repository) -> Callable[[], str | None]:
 def build_service(settings: Settings, metrics: Metrics | None = None) -> Service:
     # What may refuse the settings comes first; the repository creates the data directory.
     metrics = metrics if metrics is not None else Metrics()
-    locker = build_lock(settings, metrics)
+    client = redis_client(settings.redis) if settings.distributed_lock.enabled else None
+    locker = build_lock(settings, metrics, client)
     exchange = build_exchange(settings)
-    # A standby trades nothing in this version: without symbol ownership it cannot tell
-    # when a master is gone, and trading beside it would keep two books of one grid.
-    traded = () if settings.instance.standby else settings.symbols
     service = assemble(
-        [trader_settings(symbol, settings) for symbol in traded],
+        [trader_settings(symbol, settings) for symbol in settings.symbols],
         exchange=exchange,
         repository=build_repository(settings, exchange.name, metrics),
         locker=locker,
         metrics=metrics,
+        coordinator=build_coordinator(settings, exchange.name, metrics, locker, client),
         granularity=settings.distributed_lock.granularity,
         shutdown_grace=settings.trading.shutdown_grace,
         cancel_on_exit=settings.trading.cancel_on_exit,
@@ -232,13 +281,8 @@ async def run_daemon(settings: Settings) -> RunResult:
         role=settings.instance.role,
         symbols=[s.symbol for s in settings.symbols],
         database=settings.database.type,
+        ownership=service.coordinator.status()["mode"],
     )
-    if settings.instance.standby:
-        log.warning(
-            "standby_waiting",
-            detail="a standby places no orders in this version; take-over of a failed "
-            "master's symbols comes with symbol ownership",
-        )
     result = await serve(service)
     log.info("stopped", failed=sorted(result.failed))
     return result

@@ -14,9 +14,11 @@ import pytest
 
 from quantmesh import app
 from quantmesh.app import REPEAT_WINDOW, Service, serve
+from quantmesh.coordination.coordinator import Claim
 from quantmesh.errors import Disconnected
 from quantmesh.lock.nop import NopLock
 from quantmesh.observability.metrics import Metrics
+from quantmesh.trading.trader import Trader, TraderSettings
 from quantmesh.wiring import assemble
 
 from .trading.support import SETTINGS, SYMBOL, make_exchange, make_repository, until
@@ -34,10 +36,21 @@ def _service(tmp_path: Path, symbols: list[str], *, cancel_on_exit: bool = False
     )
 
 
+def _trader(service: Service, symbol: str = SYMBOL) -> Trader | None:
+    """The running trader of ``symbol``: built once the service owns the symbol."""
+    return next((t for t in service.traders if t.symbol == symbol), None)
+
+
+async def _ready_trader(service: Service, symbol: str = SYMBOL) -> Trader:
+    await until(lambda: (t := _trader(service, symbol)) is not None and t.ready.is_set())
+    trader = _trader(service, symbol)
+    assert trader is not None
+    return trader
+
+
 async def _trade_until_orders(service: Service, stop: asyncio.Event) -> asyncio.Task[object]:
     task: asyncio.Task[object] = asyncio.create_task(service.run(stop))
-    good = next(t for t in service.traders if t.symbol == SYMBOL)
-    await until(lambda: good.ready.is_set())
+    good = await _ready_trader(service)
     exchange = service.exchange
     exchange.set_price(SYMBOL, Decimal(2001))  # type: ignore[attr-defined]
     await until(lambda: good.book is not None and len(good.book.open_orders()) == 3)
@@ -102,7 +115,7 @@ async def test_cancel_on_exit_cancels_and_records_every_open_order(tmp_path: Pat
 async def test_first_signal_stops_gracefully(tmp_path: Path) -> None:
     service = _service(tmp_path, [SYMBOL])
     task = asyncio.create_task(serve(service))
-    await until(lambda: service.traders[0].ready.is_set())
+    await _ready_trader(service)
     os.kill(os.getpid(), signal.SIGTERM)
     result = await asyncio.wait_for(task, 5)
     assert result.ok and result.failed == {}
@@ -112,7 +125,7 @@ async def test_the_same_signal_twice_at_once_is_one_stop_request(tmp_path: Path)
     """Some supervisors deliver SIGTERM twice (GNU timeout: to the process and its group)."""
     service = _service(tmp_path, [SYMBOL])
     task = asyncio.create_task(serve(service))
-    await until(lambda: service.traders[0].ready.is_set())
+    await _ready_trader(service)
     os.kill(os.getpid(), signal.SIGTERM)
     os.kill(os.getpid(), signal.SIGTERM)
     result = await asyncio.wait_for(task, 5)
@@ -123,16 +136,23 @@ async def test_the_same_signal_twice_at_once_is_one_stop_request(tmp_path: Path)
 async def test_the_same_signal_again_later_forces_the_exit(tmp_path: Path) -> None:
     service = _service(tmp_path, [SYMBOL])
     gate = asyncio.Event()
-    original = service.traders[0].quiesce
+    make_trader = service.make_trader
 
-    async def stuck_quiesce() -> None:  # shutdown that does not finish by itself
-        await original()
-        await gate.wait()
+    def stuck_trader(settings: TraderSettings, claim: Claim) -> Trader:
+        trader = make_trader(settings, claim)
+        original = trader.quiesce
 
-    service.traders[0].quiesce = stuck_quiesce  # type: ignore[method-assign]
+        async def stuck_quiesce() -> None:  # shutdown that does not finish by itself
+            await original()
+            await gate.wait()
+
+        trader.quiesce = stuck_quiesce  # type: ignore[method-assign]
+        return trader
+
+    service.make_trader = stuck_trader
     service.shutdown_grace = 30
     task = asyncio.create_task(serve(service))
-    await until(lambda: service.traders[0].ready.is_set())
+    await _ready_trader(service)
     os.kill(os.getpid(), signal.SIGTERM)
     await asyncio.sleep(REPEAT_WINDOW + 0.1)
     os.kill(os.getpid(), signal.SIGTERM)

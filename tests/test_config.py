@@ -220,10 +220,50 @@ SEED_FRAGMENTS = [
 ]
 
 
+# A standby shares symbols with masters: it needs the shared lock and database (below).
+FLEET = """
+distributed_lock: {enabled: true}
+database: {type: postgres, dsn: "postgresql://quantmesh@localhost/quantmesh"}
+"""
+
+
+def _with_fleet(fragment: str) -> str:
+    return textwrap.dedent(fragment) + (FLEET if "standby" in fragment else "") + MINIMAL
+
+
 @pytest.mark.parametrize("fragment", SEED_FRAGMENTS)
 def test_seed_fragments_load_as_written(fragment: str) -> None:
-    s = parse(textwrap.dedent(fragment) + MINIMAL)
+    s = parse(_with_fleet(fragment))
     assert s.symbols[0].symbol == "ETH/USDT"
+
+
+def test_a_standby_without_the_shared_lock_and_database_is_refused() -> None:
+    assert problems_of(textwrap.dedent(SEED_FRAGMENTS[7]) + MINIMAL) == [
+        (
+            "distributed_lock.enabled: must be true: instance.role is standby, and instances "
+            "need the Redis lock and ownership leases to share symbols safely"
+        ),
+        (
+            "database.type: must be postgres or mysql: instance.role is standby, and a SQLite "
+            "file is not shared between instances"
+        ),
+    ]
+
+
+def test_dynamic_mode_refuses_a_standby() -> None:
+    text = "instance: {role: standby}\ncoordination: {mode: dynamic}\n" + FLEET + MINIMAL
+    assert problems_of(text) == [
+        (
+            "instance.role: must be master in mode dynamic: every instance takes a share of the "
+            "symbols (mode static has standbys)"
+        )
+    ]
+
+
+def test_a_lease_shorter_than_its_check_interval_is_refused() -> None:
+    assert problems_of("coordination: {lease_ttl: 2, check_interval: 3}\n" + MINIMAL) == [
+        "coordination.check_interval: must be shorter than lease_ttl (2 s)"
+    ]
 
 
 def test_seed_values_are_kept() -> None:
@@ -236,7 +276,7 @@ def test_seed_values_are_kept() -> None:
     assert mysql.dsn.get_secret_value().endswith("?charset=utf8mb4")
     lock = parse(textwrap.dedent(SEED_FRAGMENTS[4]) + MINIMAL).distributed_lock
     assert (lock.fallback_mode, lock.health_check_interval) == ("single_instance", 10.0)
-    assert parse(textwrap.dedent(SEED_FRAGMENTS[7]) + MINIMAL).instance.role == "standby"
+    assert parse(_with_fleet(SEED_FRAGMENTS[7])).instance.role == "standby"
 
 
 def test_seed_static_assignment_keys_load_with_the_required_interval() -> None:
@@ -627,7 +667,7 @@ BROKEN: list[tuple[str, str, str]] = [
         SYMBOLS_OK + "instance: {total: 2}\ndatabase: {type: postgres, dsn: 'postgresql://h/db'}\n",
         (
             "distributed_lock.enabled: must be true: instance.total is 2, and instances "
-            "without the Redis lock could place the same order"
+            "need the Redis lock and ownership leases to share symbols safely"
         ),
     ),
     (
@@ -883,6 +923,7 @@ def test_render_effective_shows_every_section() -> None:
         "trading",
         "database",
         "distributed_lock",
+        "coordination",
         "redis",
         "logging",
         "http",

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import json
-import signal
 import subprocess
 import time
 import urllib.error
@@ -12,7 +11,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from tests.cli_support import Daemon, changed, fast_config, sim_orders, write_config
+from tests.cli_support import Daemon, changed, fast_config, write_config
 from tests.servers.base import require_binary
 
 
@@ -82,30 +81,3 @@ def test_daemon_serves_metrics_readiness_and_status(tmp_path: Path) -> None:
         assert symbol["open_orders"] >= 1
         assert symbol["price"] is not None
         assert "tok-7f3a9c2e" not in daemon.stderr + daemon.stdout
-
-
-def test_a_standby_trades_nothing_and_says_so(tmp_path: Path) -> None:
-    config = changed(
-        fast_config(),
-        {"instance.role": "standby", "http": {"enabled": True, "port": 0}},
-    )
-    path = write_config(tmp_path, config)
-    with Daemon(path, tmp_path) as daemon:
-        base = f"http://127.0.0.1:{_port(daemon)}"
-        assert daemon.wait_for("standby_waiting", 10), daemon.stderr
-        ready = _wait_ready(base, 10)
-        assert ready["status"] == 200, ready
-        assert ready["checks"]["traders"]["detail"] == "standby: trades nothing, waits"
-        time.sleep(1.0)  # prices move; a trader would have placed its window by now
-        status, body = _get(f"{base}/api/status")
-        assert status == 200
-        snapshot = json.loads(body)
-        assert snapshot["symbols"] == {}
-        assert snapshot["standby_for"] == ["ETH/USDT"]
-        assert ready["checks"]["prices"]["detail"] == "no symbols traded"
-        metrics = _get(f"{base}/metrics")[1]
-        assert 'quantmesh_instance_info{id="quantmesh-1",role="standby"} 1.0' in metrics
-        code, _ = daemon.stop(signal.SIGTERM, 10)
-    assert code == 0, daemon.stderr
-    assert not daemon.events("order_placed")
-    assert sim_orders(tmp_path / "data" / "sim-exchange.db") == []

@@ -80,7 +80,8 @@ async def hold(
         watchdog.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await watchdog
-        await _release(locker, held.lease)
+        if not held.lost:  # a lost lease is expired or another holder's: nothing to free
+            await _release(locker, held.lease)
     if held.lost:
         raise LockLost(key)
 

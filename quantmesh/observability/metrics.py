@@ -117,6 +117,31 @@ class Metrics:
             ["id", "role"],
             registry=r,
         )
+        self.symbol_owned = Gauge(
+            "quantmesh_symbol_owned",
+            "1 while this instance holds the symbol's ownership lease and trades it, else 0",
+            ["symbol"],
+            registry=r,
+        )
+        self.ownership_changes = Counter(
+            "quantmesh_ownership_changes_total",
+            "Ownership events of this instance: acquired, released (clean hand-off or "
+            "shutdown), lost (lease lapsed or taken over)",
+            ["symbol", "event"],
+            registry=r,
+        )
+        self.failovers = Counter(
+            "quantmesh_failovers_total",
+            "Symbols this instance took over from an owner that lost its lease without "
+            "releasing it (crashed, frozen or cut off)",
+            ["symbol"],
+            registry=r,
+        )
+        self.fleet_members = Gauge(
+            "quantmesh_fleet_members",
+            "Live instances this instance sees in the fleet (membership heartbeats)",
+            registry=r,
+        )
         self.db = DbMetrics(r)
 
 

@@ -60,9 +60,12 @@ def service_status(
 
 
 def traders_check(traders: Sequence[TraderView], failed: Mapping[str, str]) -> Check:
-    """Ready when every owned symbol is trading: grid loaded, reconciled, not failed."""
-    if not traders:
-        return Check(False, "no symbols to trade")
+    """Ready when every owned symbol is trading: grid loaded, reconciled, not failed.
+
+    An instance that owns nothing (a standby, or its symbols held elsewhere) is ready: it
+    stands by."""
+    if not traders and not failed:
+        return Check(True, "owns no symbol now: standing by")
     problems = [f"{s} failed ({reason})" for s, reason in sorted(failed.items())]
     problems += sorted(
         f"{t.symbol} not trading" for t in traders if not t.trading and t.symbol not in failed

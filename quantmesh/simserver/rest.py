@@ -1,5 +1,12 @@
 """The Binance spot REST subset ccxt's ``binance`` class uses, served from a
-``SimulatedExchange`` (the same engine, feeds and state file as the in-process one)."""
+``SimulatedExchange`` (the same engine, feeds and state file as the in-process one).
+
+Several API keys may be accepted, each with its own secret. Every order create and cancel
+request that reaches its handler is appended to an action log with the API key it came
+with, whether it was accepted or not; the key that created each order is remembered. Both
+live in memory only (an order restored from a state file has no known key). Requests
+answered by an injected fault (503, 429) never reach a handler and are not logged.
+"""
 
 from __future__ import annotations
 
@@ -7,8 +14,9 @@ import asyncio
 import secrets
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import parse_qsl
 
 from aiohttp import web
@@ -35,6 +43,43 @@ def now_ms() -> int:
     return int(time.time() * 1000)
 
 
+@dataclass(slots=True)
+class Action:
+    """One order create or cancel request, filled in as far as the request got."""
+
+    api_key: str | None  # as sent: not yet checked when the request is refused for it
+    action: Literal["create", "cancel"]
+    symbol: str | None = None
+    client_order_id: str | None = None
+    exchange_order_id: str | None = None
+    side: str | None = None
+    price: str | None = None
+
+    def about(self, order: Order) -> None:
+        self.symbol = order.symbol
+        self.client_order_id = order.client_order_id
+        self.exchange_order_id = order.exchange_order_id
+        self.side = order.side
+        self.price = f"{order.price:f}"
+
+    def record(self, accepted: bool, code: int | None) -> Json:
+        """The ``/_sim/actions`` entry. ``code`` is the Binance error code the client was
+        answered with; an accepted action with a code (-1001: the state file could not be
+        written) changed the engine although the client got an error."""
+        return {
+            "t": time.time(),
+            "api_key": self.api_key,
+            "action": self.action,
+            "symbol": self.symbol,
+            "client_order_id": self.client_order_id,
+            "exchange_order_id": self.exchange_order_id,
+            "side": self.side,
+            "price": self.price,
+            "result": "accepted" if accepted else "rejected",
+            "code": code,
+        }
+
+
 class RestApi:
     """Request handlers; ``routes()`` lists them for the application."""
 
@@ -46,6 +91,8 @@ class RestApi:
         self.dice = dice
         self.listen_keys: set[str] = set()
         self.requests = 0  # /api/ calls received, for tests
+        self.actions: list[Json] = []  # every create and cancel handled, in order
+        self.owners: dict[str, str] = {}  # exchange order id -> API key that created it
 
     @property
     def engine(self) -> MatchingEngine:
@@ -101,18 +148,48 @@ class RestApi:
 
     # -- helpers -----------------------------------------------------------------------
 
+    async def _params(self, request: web.Request) -> tuple[str, str, dict[str, str]]:
+        """The query, the body and the parameters of both, unchecked."""
+        query = request.rel_url.raw_query_string
+        body = await request.text() if request.body_exists else ""
+        params = dict(parse_qsl(query, keep_blank_values=True))
+        params.update(parse_qsl(body, keep_blank_values=True))
+        return query, body, params
+
     async def _signed(self, request: web.Request) -> dict[str, str]:
         """The parameters of a signed call, after the key, timestamp and signature checks."""
         secret = self.api_keys.get(request.headers.get("X-MBX-APIKEY", ""))
         if secret is None:
             raise wire.INVALID_KEY
-        query = request.rel_url.raw_query_string
-        body = await request.text() if request.can_read_body else ""
-        params = dict(parse_qsl(query, keep_blank_values=True))
-        params.update(parse_qsl(body, keep_blank_values=True))
+        query, body, params = await self._params(request)
         wire.check_timestamp(params, now_ms())
         wire.check_signature(secret, query, body)
         return params
+
+    async def _action(
+        self, request: web.Request, kind: Literal["create", "cancel"]
+    ) -> tuple[Action, dict[str, str]]:
+        """The action log entry of a create or cancel, from its (still unchecked) params."""
+        _, _, params = await self._params(request)
+        action = Action(request.headers.get("X-MBX-APIKEY") or None, kind)
+        compact = params.get("symbol", "")
+        action.symbol = next(
+            (r.symbol for r in self._markets() if r.symbol.replace("/", "") == compact.upper()),
+            compact or None,
+        )
+        side = params.get("side", "").lower()
+        action.side = side if side in ("buy", "sell") else None
+        action.price = params.get("price") or None
+        if kind == "create":
+            cid = params.get("newClientOrderId") or f"sim-{secrets.token_hex(8)}"
+            params["newClientOrderId"] = action.client_order_id = cid
+        else:
+            action.client_order_id = params.get("origClientOrderId") or None
+            action.exchange_order_id = params.get("orderId") or None
+        return action, params
+
+    def _log(self, action: Action, accepted: bool, code: int | None = None) -> None:
+        self.actions.append(action.record(accepted, code))
 
     def _symbol(self, params: dict[str, str], required: bool = True) -> str | None:
         compact = params.get("symbol")
@@ -198,6 +275,46 @@ class RestApi:
     # -- orders ------------------------------------------------------------------------
 
     async def new_order(self, request: web.Request) -> web.Response:
+        action, sent = await self._action(request, "create")
+        cid = sent["newClientOrderId"]
+        before = self._latest(action.symbol, cid)
+        try:
+            order = await self._create(request, cid)
+        except ApiError as exc:
+            self._log(action, accepted=False, code=exc.code)
+            raise
+        except Disconnected:
+            # Refused before the engine, or accepted by it and then not saved.
+            after = self._latest(action.symbol, cid)
+            accepted = after is not None and (
+                before is None or after.exchange_order_id != before.exchange_order_id
+            )
+            if after is not None and accepted:
+                if action.api_key is not None:
+                    self.owners[after.exchange_order_id] = action.api_key
+                action.about(after)
+            self._log(action, accepted=accepted, code=-1001)
+            raise
+        if action.api_key is not None:
+            self.owners[order.exchange_order_id] = action.api_key
+        action.about(order)
+        self._log(action, accepted=True)
+        if self.dice.withhold_answer():
+            # Accepted, and the client never hears about it: it times out first.
+            await asyncio.sleep(self.dice.faults.hang)
+        fills = self.engine.order_fills(order.symbol, cid) if order.filled else []
+        return web.json_response(wire.new_order_json(order, fills))
+
+    def _latest(self, symbol: str | None, client_order_id: str) -> Order | None:
+        if symbol is None or symbol not in self._symbols():
+            return None
+        try:
+            return self.engine.get(symbol, client_order_id)
+        except OrderNotFound:
+            return None
+
+    async def _create(self, request: web.Request, cid: str) -> Order:
+        """Check and place one new order (``cid``: the one sent, or one made up)."""
         params = await self._signed(request)
         symbol = self._symbol(params)
         assert symbol is not None
@@ -213,10 +330,9 @@ class RestApi:
             raise wire.missing(str(exc.args[0])) from None
         except InvalidOperation:
             raise ApiError(400, -1100, "Illegal characters found in a parameter.") from None
-        cid = params.get("newClientOrderId") or f"sim-{secrets.token_hex(8)}"
         request_ = OrderRequest(symbol, side, price, amount, cid)  # type: ignore[arg-type]
         try:
-            order = await self.exchange.create_order(request_)
+            return await self.exchange.create_order(request_)
         except DuplicateOrder:
             raise wire.DUPLICATE from None
         except InsufficientFunds:
@@ -225,11 +341,6 @@ class RestApi:
             raise wire.rejection(exc) from None
         except MarketNotFound:
             raise wire.BAD_SYMBOL from None
-        if self.dice.withhold_answer():
-            # Accepted, and the client never hears about it: it times out first.
-            await asyncio.sleep(self.dice.faults.hang)
-        fills = self.engine.order_fills(symbol, cid) if order.filled else []
-        return web.json_response(wire.new_order_json(order, fills))
 
     async def get_order(self, request: web.Request) -> web.Response:
         params = await self._signed(request)
@@ -238,6 +349,27 @@ class RestApi:
         return web.json_response(wire.order_json(self._find(symbol, params)))
 
     async def cancel_order(self, request: web.Request) -> web.Response:
+        action, _ = await self._action(request, "cancel")
+        try:
+            cancelled = await self._cancel(request, action)
+        except ApiError as exc:
+            self._log(action, accepted=False, code=exc.code)
+            raise
+        except Disconnected:
+            # Refused before the engine, or cancelled by it and then not saved.
+            order = None
+            if action.client_order_id is not None:
+                order = self._latest(action.symbol, action.client_order_id)
+            accepted = order is not None and order.status == "canceled"
+            self._log(action, accepted=accepted, code=-1001)
+            raise
+        self._log(action, accepted=True)
+        body = wire.order_json(cancelled)
+        body["origClientOrderId"] = cancelled.client_order_id
+        return web.json_response(body)
+
+    async def _cancel(self, request: web.Request, action: Action) -> Order:
+        """Check and cancel one open order; ``action`` learns which order it named."""
         params = await self._signed(request)
         symbol = self._symbol(params)
         assert symbol is not None
@@ -245,12 +377,10 @@ class RestApi:
             order = self._find(symbol, params)
         except ApiError:
             raise wire.CANCEL_UNKNOWN from None
+        action.about(order)
         if not order.is_open:
             raise wire.CANCEL_UNKNOWN
-        cancelled = await self.exchange.cancel_order(symbol, order.client_order_id)
-        body = wire.order_json(cancelled)
-        body["origClientOrderId"] = cancelled.client_order_id
-        return web.json_response(body)
+        return await self.exchange.cancel_order(symbol, order.client_order_id)
 
     async def open_orders(self, request: web.Request) -> web.Response:
         params = await self._signed(request)

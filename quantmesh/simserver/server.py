@@ -1,9 +1,14 @@
 """The simulator server: REST, WebSockets and the ``/_sim`` test endpoints on one port.
 
 ``/_sim/orders`` lists every order ever accepted (duplicate checks by tests and chaos
-runs), ``/_sim/faults`` reads and changes the faults, ``/_sim/price`` moves a price,
+runs) with the API key that created it, ``/_sim/actions`` every order create and cancel
+request handled (accepted or rejected, with its API key), ``/_sim/trades`` every fill,
+``/_sim/faults`` reads and changes the faults, ``/_sim/price`` moves a price,
 ``/_sim/drop_ws`` closes every WebSocket. These are unauthenticated: the simulator is a
 testing tool and listens on loopback by default.
+
+Times are wall-clock epoch seconds, the engine's clock: an order's ``created_at`` and
+``closed_at``, a fill's ``ts`` and an action's ``t`` can be compared with each other.
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ from typing import Any
 import structlog
 from aiohttp import web
 
-from quantmesh.domain import Order
+from quantmesh.domain import Fill, Order
 from quantmesh.exchange.simulated import SimulatedExchange
 from quantmesh.simserver.faults import FaultDice, Faults
 from quantmesh.simserver.rest import RestApi
@@ -23,7 +28,11 @@ from quantmesh.simserver.streams import Streams
 log = structlog.get_logger(__name__)
 
 
-def order_record(order: Order) -> dict[str, Any]:
+def order_record(order: Order, api_key: str | None = None) -> dict[str, Any]:
+    """One ``/_sim/orders`` entry. ``api_key``: the key that created the order (None when
+    unknown: an order restored from a state file). ``closed_at``: when the order left
+    ``open`` - the engine changes a closed order no more, so its ``updated_at`` is that
+    time (the fill, or the cancel); None while open."""
     return {
         "symbol": order.symbol,
         "side": order.side,
@@ -35,6 +44,25 @@ def order_record(order: Order) -> dict[str, Any]:
         "filled": f"{order.filled:f}",
         "created_at": order.created_at,
         "updated_at": order.updated_at,
+        "closed_at": None if order.is_open else order.updated_at,
+        "api_key": api_key,
+    }
+
+
+def trade_record(fill: Fill, api_key: str | None = None) -> dict[str, Any]:
+    """One ``/_sim/trades`` entry; ``api_key`` is the one of the order that filled."""
+    return {
+        "trade_id": fill.trade_id,
+        "client_order_id": fill.client_order_id,
+        "exchange_order_id": fill.exchange_order_id,
+        "symbol": fill.symbol,
+        "side": fill.side,
+        "price": f"{fill.price:f}",
+        "amount": f"{fill.amount:f}",
+        "fee": f"{fill.fee:f}",
+        "fee_currency": fill.fee_currency,
+        "ts": fill.ts,
+        "api_key": api_key,
     }
 
 
@@ -62,6 +90,8 @@ class SimServer:
         app.add_routes(
             [
                 web.get("/_sim/orders", self.orders),
+                web.get("/_sim/actions", self.actions),
+                web.get("/_sim/trades", self.trades),
                 web.get("/_sim/faults", self.get_faults),
                 web.post("/_sim/faults", self.set_faults),
                 web.post("/_sim/price", self.set_price),
@@ -93,7 +123,21 @@ class SimServer:
     # -- test endpoints ----------------------------------------------------------------
 
     async def orders(self, request: web.Request) -> web.Response:
-        return web.json_response([order_record(o) for o in self.exchange.engine.all_orders()])
+        owners = self.rest.owners
+        return web.json_response(
+            [
+                order_record(o, owners.get(o.exchange_order_id))
+                for o in self.exchange.engine.all_orders()
+            ]
+        )
+
+    async def actions(self, request: web.Request) -> web.Response:
+        return web.json_response(self.rest.actions)
+
+    async def trades(self, request: web.Request) -> web.Response:
+        owners = self.rest.owners
+        fills = sorted(self.exchange.engine.fills(), key=lambda f: int(f.trade_id))
+        return web.json_response([trade_record(f, owners.get(f.exchange_order_id)) for f in fills])
 
     async def get_faults(self, request: web.Request) -> web.Response:
         return web.json_response(self.dice.faults.as_dict())

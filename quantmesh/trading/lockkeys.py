@@ -37,6 +37,11 @@ class LockKeys:
             return f"{base}:{level}"
         return f"{base}:{price.normalize():f}"
 
+    def owner_key(self, symbol: str) -> str:
+        """``{order:binance:ETHUSDT}:owner``: the symbol's ownership lease; its fences come
+        from the symbol's counter, above every earlier lease of the symbol."""
+        return "{" + self.label(symbol) + "}:owner"
+
     def reconcile_key(self, symbol: str) -> str:
         """``{order:binance:ETHUSDT}:reconcile``: one reconciler per symbol at a time."""
         return "{" + self.label(symbol) + "}:reconcile"

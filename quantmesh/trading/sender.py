@@ -2,8 +2,9 @@
 
 Every placement and cancellation takes its level lock with a try (never a wait) and skips
 the level when the lock is held elsewhere or the lock backend fails - no lease, no order.
-The lease's deadline is checked right before the exchange call, and an order placed
-under a lease carries its fence (``Order.lock_fence``) into the database.
+The lease's deadline - and the symbol's ownership lease - is checked right before the
+exchange call, and an order placed under a lease carries its fence (``Order.lock_fence``)
+into the database.
 A placement whose outcome is unknown is tracked as such in the book, never sent again
 blindly; a rejected one cools its level down; a rate limit pauses the symbol.
 """
@@ -54,9 +55,11 @@ class OrderSender:
         cancel_ttl: float,
         reject_cooldown: float,
         unknown_grace: float = 30.0,
+        owner_valid: Callable[[], bool] = lambda: True,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.symbol = symbol
+        self._owner_valid = owner_valid
         self._exchange = exchange
         self._locker = locker
         self._keys = lock_keys
@@ -105,6 +108,16 @@ class OrderSender:
         self._metrics.lock_acquire.labels(label, "success").inc()
         return lease
 
+    def _leases_valid(self, lease: Lease) -> bool:
+        """The level lease and the symbol's ownership are both still ours."""
+        if self._clock() >= lease.deadline:
+            log.warning("lease_expired_before_send", key=lease.key, fence=lease.fence)
+            return False
+        if not self._owner_valid():
+            log.warning("ownership_lost_before_send", key=lease.key)
+            return False
+        return True
+
     async def _release(self, lease: Lease, started: float) -> None:
         """Release and record the hold time; a failed release leaves the key to its TTL."""
         self._metrics.lock_hold.labels(self._keys.label(self.symbol)).observe(
@@ -130,10 +143,9 @@ class OrderSender:
             return []
         started = self._clock()
         try:
-            # The lease's deadline is checked right before the exchange call: a pause
-            # (GC, SIGSTOP, a slow lock reply) past it means another holder may act.
-            if self._clock() >= lease.deadline:
-                log.warning("lease_expired_before_send", key=key, fence=lease.fence)
+            # The leases are checked right before the exchange call: a pause (GC,
+            # SIGSTOP, a slow lock reply) past either means another holder may act.
+            if not self._leases_valid(lease):
                 return []
             request = OrderRequest(self.symbol, place.side, place.price, place.amount, cid)
             order = await self._send_create(book, request, place, lease.fence)
@@ -213,8 +225,7 @@ class OrderSender:
             return []
         started = self._clock()
         try:
-            if self._clock() >= lease.deadline:
-                log.warning("lease_expired_before_send", key=key, fence=lease.fence)
+            if not self._leases_valid(lease):
                 return []
             order = await self._exchange.cancel_order(self.symbol, cancel.client_order_id)
         except OrderNotFound:

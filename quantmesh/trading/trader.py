@@ -109,6 +109,7 @@ class Trader:
         lock_keys: LockKeys,
         metrics: Metrics,
         fence: Callable[[], int] = lambda: 0,
+        owner_valid: Callable[[], bool] = lambda: True,
         hold_reason: Callable[[], str | None] = lambda: None,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
@@ -137,6 +138,7 @@ class Trader:
             cancel_ttl=settings.cancel_ttl,
             reject_cooldown=settings.reject_cooldown,
             unknown_grace=settings.unknown_grace,
+            owner_valid=owner_valid,
             clock=clock,
         )
         self._next_lookup = 0.0
@@ -168,6 +170,7 @@ class Trader:
         self.rules = await self._exchange.market(self.symbol)
         state = await self._repo.load_grid(self.symbol)
         shape = GridShape(self.settings.spacing, self.settings.interval)
+        resumed = state is not None
         if state is None:
             anchor = self.settings.anchor_price
             if anchor is None:
@@ -177,7 +180,8 @@ class Trader:
             _check_spacing(self.settings.spec(anchor), self.rules)
             state = await self._repo.init_grid(self.symbol, anchor, shape)
             log.info("grid_created", anchor=str(state.anchor))
-        else:
+        state = await self._claim(state)
+        if resumed:
             _check_spacing(self.settings.spec(state.anchor), self.rules)
             log.info("grid_resumed", anchor=str(state.anchor), levels=len(state.levels))
         if state.shape != shape:
@@ -189,6 +193,14 @@ class Trader:
             await self._restore_progress()
             await self._reconcile()
         self.ready.set()
+
+    async def _claim(self, state: GridState) -> GridState:
+        """Store this trader's fence on the grid, then read the grid again: from here on a
+        former owner's late writes are refused, so what is read is what it left."""
+        if not await self._repo.save_levels(self.symbol, [], self._fence()):
+            raise LockLost(f"grid:{self.symbol}")
+        fresh = await self._repo.load_grid(self.symbol)
+        return state if fresh is None else fresh
 
     async def _reshape(self, state: GridState, shape: GridShape) -> None:
         """Take the configured spacing and step, unless the grid has anything on its levels."""

@@ -186,7 +186,8 @@ def test_traders_check_names_failed_and_idle_symbols() -> None:
     assert not check.ok
     assert check.detail == "X/Y failed (market not found); BTC/USDT not trading"
     assert traders_check(traders[:1], {}).ok
-    assert not traders_check([], {}).ok
+    assert traders_check([], {}) == Check(True, "owns no symbol now: standing by")
+    assert not traders_check([], {"X/Y": "market not found"}).ok
 
 
 def test_prices_check_fails_on_missing_or_old_prices() -> None:

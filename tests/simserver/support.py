@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import sys
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -15,6 +15,11 @@ from tests.servers.base import ServerProcess, free_port, wait_for_port
 
 API_KEY = "sim-test-key"
 API_SECRET = "sim-test-secret"
+# More accepted keys, for tests that tell clients apart (``extra_keys=EXTRA_KEYS``).
+EXTRA_KEYS: tuple[tuple[str, str], ...] = (
+    ("sim-test-key-b", "sim-test-secret-b"),
+    ("sim-test-key-c", "sim-test-secret-c"),
+)
 
 
 def binance_urls(port: int) -> dict[str, Any]:
@@ -39,7 +44,11 @@ BINANCE_OPTIONS: dict[str, Any] = {
 
 
 class SimProcess(ServerProcess):
-    """``quantmesh sim-exchange`` on a free port, with its ``/_sim`` endpoints."""
+    """``quantmesh sim-exchange`` on a free port, with its ``/_sim`` endpoints.
+
+    ``extra_keys``: more accepted (key, secret) pairs besides ``api_key``; ``env``: added to
+    the process's environment.
+    """
 
     def __init__(
         self,
@@ -48,14 +57,22 @@ class SimProcess(ServerProcess):
         port: int | None = None,
         api_key: str = API_KEY,
         api_secret: str = API_SECRET,
+        extra_keys: Sequence[tuple[str, str]] = (),
+        env: dict[str, str] | None = None,
     ) -> None:
         self.port = port or free_port()
+        extra = [arg for key, secret in extra_keys for arg in ("--extra-key", f"{key}:{secret}")]
         argv = [
             sys.executable, "-m", "quantmesh.cli", "sim-exchange", "--port", str(self.port),
-            "--api-key", api_key, "--api-secret", api_secret, "--log-level", "warning", *args,
+            "--api-key", api_key, "--api-secret", api_secret, *extra, "--log-level", "warning",
+            *args,
         ]  # fmt: skip
         super().__init__(
-            argv, workdir, ready=lambda p: wait_for_port("127.0.0.1", self.port), name="sim"
+            argv,
+            workdir,
+            ready=lambda p: wait_for_port("127.0.0.1", self.port),
+            env=env,
+            name="sim",
         )
 
     @property
@@ -71,6 +88,17 @@ class SimProcess(ServerProcess):
     def orders(self) -> list[dict[str, Any]]:
         """Every order the simulator ever accepted."""
         result: list[dict[str, Any]] = self._call("GET", "/_sim/orders")
+        return result
+
+    def actions(self) -> list[dict[str, Any]]:
+        """Every order create and cancel request the simulator handled, in order, with the
+        API key it came with and whether it was accepted."""
+        result: list[dict[str, Any]] = self._call("GET", "/_sim/actions")
+        return result
+
+    def trades(self) -> list[dict[str, Any]]:
+        """Every fill, by trade id."""
+        result: list[dict[str, Any]] = self._call("GET", "/_sim/trades")
         return result
 
     def faults(self, **changes: float) -> dict[str, float]:

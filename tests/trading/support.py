@@ -102,6 +102,8 @@ async def running_trader(
     locker: Any = None,
     settings: TraderSettings = SETTINGS,
     crash: bool = False,
+    fence: Callable[[], int] = lambda: 0,
+    owner_valid: Callable[[], bool] = lambda: True,
 ) -> AsyncIterator[Running]:
     """Run a trader until the block ends, then shut it down as the service does.
 
@@ -115,6 +117,8 @@ async def running_trader(
         locker=locker if locker is not None else NopLock(),
         lock_keys=LockKeys("simulated"),
         metrics=metrics,
+        fence=fence,
+        owner_valid=owner_valid,
     )
     task = asyncio.create_task(trader.run())
     try:

@@ -1,0 +1,328 @@
+"""Ownership of symbols: which ones this instance trades, and the leases that prove it.
+
+With a fleet (Redis), a symbol is traded only under its ownership lease
+``{order:<exchange>:<SYMBOL>}:owner``: taken with try-lock, renewed every third of
+``lease_ttl`` by a watchdog, fenced (the fence goes into every grid write, so a former
+owner's late writes are refused), and released when the instance hands the symbol over
+or stops. Losing it - refused renewal, or no renewal before its deadline - cancels the
+symbol's trader at once; every exchange call also checks the lease right before it goes.
+
+Which symbols an instance *wants* follows ``allocation.wanted`` over the live members,
+refreshed with every membership heartbeat (every third of ``lease_ttl``). An instance
+that wants a symbol held elsewhere tries again every ``check_interval``; one that holds a
+symbol it no longer wants (a master came back, the hash moved it) stops its trader,
+then releases - a clean hand-off.
+
+Without a fleet (one instance, no Redis) every configured symbol is owned at once, with
+a fence from the wall clock in microseconds so a restart writes above the last run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Callable, Iterable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+import structlog
+
+from quantmesh.coordination.allocation import Member, Mode, wanted
+from quantmesh.coordination.fleet import Fleet, OwnerRecord
+from quantmesh.errors import InstanceIdInUse, LockError
+from quantmesh.lock.base import DistributedLock
+from quantmesh.lock.hold import hold
+from quantmesh.observability.metrics import Metrics
+from quantmesh.trading.lockkeys import LockKeys
+
+log = structlog.get_logger(__name__)
+
+# Bound on the bookkeeping calls around a lease (the ownership record): they never hold
+# up taking or giving back a symbol for longer.
+_RECORD_TIMEOUT = 2.0
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """This instance owns ``symbol``: its fence, and whether the lease is still valid."""
+
+    symbol: str
+    fence: int
+    valid: Callable[[], bool]
+
+
+class Coordinator:
+    """Decides when this instance trades each of its configured symbols."""
+
+    def __init__(
+        self,
+        me: Member,
+        *,
+        metrics: Metrics,
+        mode: Mode = "static",
+        fleet: Fleet | None = None,
+        locker: DistributedLock | None = None,
+        keys: LockKeys | None = None,
+        lease_ttl: float = 10.0,
+        check_interval: float = 2.0,
+        wall_clock: Callable[[], float] = time.time,
+    ) -> None:
+        if fleet is not None and (locker is None or keys is None):
+            raise ValueError("a fleet needs the lock and its keys for the ownership leases")
+        self.me = me
+        self.mode = mode
+        self._fleet = fleet
+        self._locker = locker
+        self._keys = keys
+        self.lease_ttl = lease_ttl
+        self.check_interval = check_interval
+        self._metrics = metrics
+        self._wall = wall_clock
+        self.members: list[Member] = [me]
+        self.owned: set[str] = set()
+        self.failovers: list[dict[str, object]] = []  # the most recent take-overs
+        self._wanted: frozenset[str] = me.symbols if fleet is None else frozenset()
+        self._change = asyncio.Event()
+        self.registered = asyncio.Event()
+        self._holders: dict[str, str] = {}  # who holds the symbols we wait for, as last logged
+        self._fleet_error: str | None = None
+        if fleet is None:
+            self.registered.set()
+        for symbol in me.symbols:
+            metrics.symbol_owned.labels(symbol).set(0)
+
+    @property
+    def leased(self) -> bool:
+        """Whether symbols are owned through leases in Redis (several instances)."""
+        return self._fleet is not None
+
+    def wants(self, symbol: str) -> bool:
+        return self.registered.is_set() and symbol in self._wanted
+
+    # waiting -------------------------------------------------------------------------
+
+    async def _next_change(self) -> None:
+        event = self._change
+        await event.wait()
+
+    def _changed(self) -> None:
+        self._change.set()
+        self._change = asyncio.Event()
+
+    async def wait_wanted(self, symbol: str) -> None:
+        while not self.wants(symbol):
+            await self._next_change()
+
+    async def wait_unwanted(self, symbol: str) -> None:
+        while self.wants(symbol):
+            await self._next_change()
+
+    async def retry_pause(self, symbol: str) -> None:
+        """Between tries for a symbol held elsewhere: ``check_interval``, or until the
+        wanted set changes."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self.check_interval):
+                await self.wait_unwanted(symbol)
+
+    # membership ----------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Heartbeats and the fleet view, every third of ``lease_ttl``, until cancelled.
+
+        Raises ``InstanceIdInUse`` when another live instance has this instance's id.
+        Returns at once without a fleet.
+        """
+        if self._fleet is None:
+            return
+        while True:
+            try:
+                await self._beat(self._fleet)
+            except LockError as exc:
+                if self._fleet_error is None:
+                    log.warning("fleet_unreachable", error=str(exc))
+                self._fleet_error = str(exc)
+            else:
+                if self._fleet_error is not None:
+                    log.info("fleet_reachable")
+                self._fleet_error = None
+            await asyncio.sleep(self.lease_ttl / 3)
+
+    async def _beat(self, fleet: Fleet) -> None:
+        registration = await fleet.heartbeat()
+        if not registration.ok and not self.registered.is_set():
+            # At start an entry with our id may be a killed predecessor's, not yet lapsed:
+            # wait for it to lapse, and refuse only if it is renewed meanwhile.
+            other = registration.other or {}
+            log.warning(
+                "instance_id_held",
+                host=other.get("host"),
+                pid=other.get("pid"),
+                wait=round(registration.other_left, 1),
+                detail="another entry with this instance id is alive; waiting to see "
+                "whether it is renewed",
+            )
+            await asyncio.sleep(registration.other_left + 0.2)
+            registration = await fleet.heartbeat()
+        if not registration.ok:
+            other = registration.other or {}
+            raise InstanceIdInUse(
+                f"instance id {self.me.id!r} is in use by a live instance (host "
+                f"{other.get('host')}, pid {other.get('pid')}): give every instance its own "
+                "instance.id or INSTANCE_ID"
+            )
+        if not self.registered.is_set():
+            log.info("fleet_joined", role=self.me.role, mode=self.mode)
+        members = await fleet.members()
+        if all(m.id != self.me.id for m in members):
+            members.append(self.me)
+        self._metrics.fleet_members.set(len(members))
+        self._set_view(members)
+        self.registered.set()
+
+    def _set_view(self, members: list[Member]) -> None:
+        before = {m.id for m in self.members}
+        after = {m.id for m in members}
+        if before != after and self.registered.is_set():
+            log.info(
+                "fleet_changed",
+                joined=sorted(after - before),
+                left=sorted(before - after),
+                members=len(after),
+            )
+        self.members = members
+        new = wanted(self.mode, self.me, members)
+        if new != self._wanted or not self.registered.is_set():
+            if self.me.symbols != new or self._wanted:
+                log.info(
+                    "assignment",
+                    wanted=sorted(new),
+                    gained=sorted(new - self._wanted),
+                    dropped=sorted(self._wanted - new),
+                )
+            self._wanted = new
+            self._changed()
+
+    async def leave(self) -> None:
+        """Drop the membership at once on a clean stop (a standby need not wait for it to
+        lapse). Best effort: a failure leaves it to lapse."""
+        if self._fleet is None:
+            return
+        try:
+            async with asyncio.timeout(_RECORD_TIMEOUT):
+                await self._fleet.leave()
+        except (LockError, TimeoutError) as exc:
+            log.warning("fleet_leave_failed", error=str(exc) or "timeout")
+
+    # ownership -----------------------------------------------------------------------
+
+    @asynccontextmanager
+    async def own(self, symbol: str) -> AsyncIterator[Claim]:
+        """Own ``symbol`` for the block.
+
+        Raises ``LockTimeout`` when another instance holds it, ``LockUnavailable`` when the
+        lock backend cannot grant it, and ``LockLost`` (at the block's current await) when
+        the lease is lost while the block runs.
+        """
+        if self._fleet is None or self._locker is None or self._keys is None:
+            self._took(symbol)
+            try:
+                yield Claim(symbol, int(self._wall() * 1_000_000), lambda: True)
+            finally:
+                self._gave_up(symbol, "released")
+            return
+        fleet = self._fleet
+        acquired = False
+        try:
+            async with hold(self._locker, self._keys.owner_key(symbol), self.lease_ttl) as held:
+                acquired = True
+                self._took(symbol)
+                await self._record_takeover(fleet, symbol, held.fence)
+                try:
+                    yield Claim(symbol, held.fence, held.valid)
+                except asyncio.CancelledError:
+                    if held.lost:  # the watchdog cancelled us: say so before cleaning up
+                        self._lost(symbol, "lease lost")
+                    raise
+                finally:
+                    if held.valid():  # handed back, not lost: the next owner is no failover
+                        await self._record(fleet, symbol, "released", held.fence)
+        except LockError as exc:
+            if not acquired:
+                await self._note_holder(fleet, symbol)
+            elif symbol in self.owned:
+                self._lost(symbol, str(exc))
+            raise
+        finally:
+            if symbol in self.owned:
+                self._gave_up(symbol, "released")
+
+    def _lost(self, symbol: str, reason: str) -> None:
+        self._gave_up(symbol, "lost")
+        log.error("symbol_ownership_lost", symbol=symbol, reason=reason)
+
+    def _took(self, symbol: str) -> None:
+        self.owned.add(symbol)
+        self._holders.pop(symbol, None)
+        self._metrics.symbol_owned.labels(symbol).set(1)
+        self._metrics.ownership_changes.labels(symbol, "acquired").inc()
+        log.info("symbol_acquired", symbol=symbol)
+
+    def _gave_up(self, symbol: str, event: str) -> None:
+        self.owned.discard(symbol)
+        self._metrics.symbol_owned.labels(symbol).set(0)
+        self._metrics.ownership_changes.labels(symbol, event).inc()
+        if event == "released":
+            log.info("symbol_released", symbol=symbol)
+
+    async def _record_takeover(self, fleet: Fleet, symbol: str, fence: int) -> None:
+        """Record the new owner; a previous owner that never released it failed over."""
+        previous = await self._record(fleet, symbol, "held", fence)
+        if previous is None or previous.owner == self.me.id or previous.state != "held":
+            return
+        self._metrics.failovers.labels(symbol).inc()
+        took_over = {
+            "symbol": symbol,
+            "from": previous.owner,
+            "at": self._wall(),
+            "previous_since": previous.since,
+        }
+        self.failovers = [*self.failovers[-9:], took_over]
+        log.warning("symbol_taken_over", symbol=symbol, previous_owner=previous.owner)
+
+    async def _record(
+        self, fleet: Fleet, symbol: str, state: str, fence: int
+    ) -> OwnerRecord | None:
+        try:
+            async with asyncio.timeout(_RECORD_TIMEOUT):
+                return await fleet.swap_owner(symbol, state, fence)
+        except (LockError, TimeoutError) as exc:
+            log.warning("ownership_record_failed", symbol=symbol, error=str(exc) or "timeout")
+            return None
+
+    async def _note_holder(self, fleet: Fleet, symbol: str) -> None:
+        """Log who holds a symbol we want, once per holder."""
+        try:
+            async with asyncio.timeout(_RECORD_TIMEOUT):
+                record = (await fleet.owners()).get(symbol)
+        except (LockError, TimeoutError):
+            return
+        holder = record.owner if record is not None else "unknown"
+        if self._holders.get(symbol) != holder:
+            self._holders[symbol] = holder
+            log.info("symbol_owned_elsewhere", symbol=symbol, owner=holder)
+
+    def status(self) -> dict[str, object]:
+        """The ``ownership`` section of ``/api/status``."""
+        return {
+            "mode": self.mode if self.leased else "single_instance",
+            "owned": sorted(self.owned),
+            "wanted": sorted(self._wanted) if self.registered.is_set() else [],
+            "waiting_for": dict(sorted(self._holders.items())),
+            "members": sorted(m.id for m in self.members),
+            "recent_failovers": list(self.failovers),
+        }
+
+
+def member_of(instance_id: str, role: str, symbols: Iterable[str]) -> Member:
+    return Member(instance_id, "standby" if role == "standby" else "master", frozenset(symbols))

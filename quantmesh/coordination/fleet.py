@@ -1,0 +1,180 @@
+"""The fleet in Redis: membership heartbeats and the record of who owns which symbol.
+
+Keys, under the lock prefix with one Redis Cluster hash tag per exchange
+(``quantmesh:lock:{fleet:binance}:...``):
+
+- ``members``: a sorted set of instance ids scored by when their heartbeat lapses
+  (Redis server time, ms); ``info``: a hash of id -> JSON (token, role, symbols, host,
+  pid). A heartbeat re-arms both; lapsed entries are swept by every heartbeat.
+- ``owners``: a hash of symbol -> JSON (owner, state ``held`` or ``released``, fence,
+  since). Written by the holder of the symbol's ownership lease when it takes the symbol
+  and when it hands it back; the lease itself, not this record, decides who trades.
+
+Every process draws a random token at start. A heartbeat for an id whose entry holds
+another token that has not lapsed is refused: two live instances with one id.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import socket
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from redis.exceptions import RedisError
+
+from quantmesh.coordination.allocation import Member
+from quantmesh.lock.redis import RedisClient, lock_error
+
+# KEYS[1] members, KEYS[2] info; ARGV[1] id, ARGV[2] token, ARGV[3] ttl ms, ARGV[4] info.
+# Returns {1} when registered, else {0, the other entry's info, its ms left}.
+_HEARTBEAT = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local lapsed = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now)
+for _, id in ipairs(lapsed) do redis.call('HDEL', KEYS[2], id) end
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+local current = redis.call('HGET', KEYS[2], ARGV[1])
+if current and cjson.decode(current)['token'] ~= ARGV[2] then
+  local until_ms = redis.call('ZSCORE', KEYS[1], ARGV[1])
+  if until_ms then
+    return {0, current, string.format('%d', tonumber(until_ms) - now)}
+  end
+end
+redis.call('ZADD', KEYS[1], now + tonumber(ARGV[3]), ARGV[1])
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[4])
+return {1}
+"""
+# KEYS[1] members, KEYS[2] info: the info of every member whose heartbeat has not lapsed.
+_MEMBERS = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. now, '+inf')
+if #ids == 0 then return {} end
+return redis.call('HMGET', KEYS[2], unpack(ids))
+"""
+# KEYS[1] members, KEYS[2] info; ARGV[1] id, ARGV[2] token: leave if the entry is ours.
+_LEAVE = """
+local current = redis.call('HGET', KEYS[2], ARGV[1])
+if current and cjson.decode(current)['token'] == ARGV[2] then
+  redis.call('ZREM', KEYS[1], ARGV[1])
+  redis.call('HDEL', KEYS[2], ARGV[1])
+  return 1
+end
+return 0
+"""
+# KEYS[1] owners; ARGV[1] symbol, ARGV[2] record: store it, return the previous one.
+_SWAP_OWNER = """
+local previous = redis.call('HGET', KEYS[1], ARGV[1])
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+return previous or false
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Registration:
+    """The answer to a heartbeat: registered, or the other live entry with this id."""
+
+    ok: bool
+    other: dict[str, Any] | None = None
+    other_left: float = 0.0  # seconds until the other entry lapses unless renewed
+
+
+@dataclass(frozen=True, slots=True)
+class OwnerRecord:
+    owner: str
+    state: Literal["held", "released"]
+    fence: int
+    since: float  # the owner's wall clock, seconds
+
+
+class Fleet:
+    """Membership and ownership records of one exchange's fleet."""
+
+    def __init__(
+        self, client: RedisClient, *, prefix: str, exchange: str, me: Member, ttl: float
+    ) -> None:
+        self._client = client
+        base = f"{prefix}{{fleet:{exchange}}}"
+        self._members_key = f"{base}:members"
+        self._info_key = f"{base}:info"
+        self._owners_key = f"{base}:owners"
+        self.me = me
+        self.ttl = ttl
+        self.token = secrets.token_hex(12)
+        self._info = json.dumps(
+            {
+                "id": me.id,
+                "token": self.token,
+                "role": me.role,
+                "symbols": sorted(me.symbols),
+                "host": socket.gethostname(),
+                "pid": os.getpid(),
+            }
+        )
+
+    async def _eval(self, script: str, keys: Sequence[str], args: Sequence[str | int]) -> Any:
+        try:
+            return await self._client.execute_command("EVAL", script, len(keys), *keys, *args)
+        except RedisError as exc:
+            raise lock_error(exc, "fleet") from None
+
+    async def heartbeat(self) -> Registration:
+        """Register or renew this instance's membership for ``ttl`` seconds."""
+        answer = await self._eval(
+            _HEARTBEAT,
+            (self._members_key, self._info_key),
+            (self.me.id, self.token, max(1, round(self.ttl * 1000)), self._info),
+        )
+        if int(answer[0]) == 1:
+            return Registration(True)
+        other = json.loads(_text(answer[1]))
+        return Registration(False, other, int(_text(answer[2])) / 1000)
+
+    async def members(self) -> list[Member]:
+        """Every member whose heartbeat has not lapsed (this one included, if registered)."""
+        infos = await self._eval(_MEMBERS, (self._members_key, self._info_key), ())
+        found = []
+        for raw in infos:
+            if raw is None:
+                continue
+            info = json.loads(_text(raw))
+            found.append(Member(info["id"], info["role"], frozenset(info["symbols"])))
+        return found
+
+    async def leave(self) -> bool:
+        """Drop this instance's membership at once (a clean stop); True if it was ours."""
+        answer = await self._eval(
+            _LEAVE, (self._members_key, self._info_key), (self.me.id, self.token)
+        )
+        return bool(answer)
+
+    async def swap_owner(self, symbol: str, state: str, fence: int) -> OwnerRecord | None:
+        """Record this instance as ``symbol``'s owner in ``state``; the previous record."""
+        record = json.dumps(
+            {"owner": self.me.id, "state": state, "fence": fence, "since": time.time()}
+        )
+        previous = await self._eval(_SWAP_OWNER, (self._owners_key,), (symbol, record))
+        return None if not previous else _owner_record(previous)
+
+    async def owners(self) -> dict[str, OwnerRecord]:
+        """The ownership record of every symbol the fleet has traded."""
+        try:
+            raw = await self._client.execute_command("HGETALL", self._owners_key)
+        except RedisError as exc:
+            raise lock_error(exc, "fleet") from None
+        items = raw.items() if isinstance(raw, dict) else zip(raw[::2], raw[1::2], strict=True)
+        return {_text(k): _owner_record(v) for k, v in items}
+
+
+def _owner_record(raw: bytes | str) -> OwnerRecord:
+    data = json.loads(_text(raw))
+    return OwnerRecord(data["owner"], data["state"], int(data["fence"]), float(data["since"]))
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value

@@ -1,0 +1,184 @@
+"""The chaos fleet: three ``quantmesh run`` processes, each reaching Redis through its own
+loopback proxy, sharing PostgreSQL and the exchange simulator (one API key each, so the
+simulator's records say which instance sent what)."""
+
+from __future__ import annotations
+
+import json
+import signal
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from tests.cli_support import Daemon, write_config
+from tests.servers.base import free_port
+from tests.servers.proxy import TcpProxy
+
+ROOT = Path(__file__).resolve().parents[2]
+SYMBOLS = ("ETH/USDT", "BTC/USDT")
+LEASE_TTL = 3.0
+CHECK_INTERVAL = 0.5
+
+
+def node_config(
+    name: str, key: tuple[str, str], sim_port: int, redis_port: int, dsn: str, http_port: int
+) -> dict[str, Any]:
+    """The shipped simulator example, made one of a fleet of three on the same symbols."""
+    text = (ROOT / "config" / "config.sim.example.yaml").read_text(encoding="utf-8")
+    config: dict[str, Any] = yaml.safe_load(text.replace("127.0.0.1:8765", f"127.0.0.1:{sim_port}"))
+    config["instance"] = {"id": name, "role": "master", "total": 3}
+    config["exchange"].update(api_key=key[0], secret=key[1], order_resync_interval=2)
+    config["trading"] = {
+        "shutdown_grace": 3,
+        "reconcile_interval": 3,
+        "symbols": [
+            {"symbol": "ETHUSDT", "price_interval": 2, "order_quantity": 30,
+             "buy_window_size": 3, "sell_window_size": 3},
+            {"symbol": "BTCUSDT", "price_interval": 20, "order_quantity": 30,
+             "buy_window_size": 3, "sell_window_size": 3},
+        ],
+    }  # fmt: skip
+    config["database"] = {
+        "type": "postgres",
+        "dsn": dsn,
+        "journal_path": "./data/journal.jsonl",
+        "retry_interval": 1,
+        "connect_timeout": 2,
+        "statement_timeout": 5,
+    }
+    config["distributed_lock"] = {
+        "enabled": True,
+        "fallback_mode": "halt",
+        "health_check_interval": 1,
+    }
+    config["redis"] = {"addr": f"127.0.0.1:{redis_port}"}
+    config["coordination"] = {"lease_ttl": LEASE_TTL, "check_interval": CHECK_INTERVAL}
+    config["http"] = {"enabled": True, "port": http_port}
+    config["logging"] = {"level": "info", "format": "json"}
+    return config
+
+
+@dataclass
+class Node:
+    name: str
+    key: tuple[str, str]
+    workdir: Path
+    proxy: TcpProxy
+    http_port: int
+    config: Path
+    daemon: Daemon | None = None
+    paused: bool = False
+    logs: list[str] = field(default_factory=list)  # stderr of earlier runs
+
+    @classmethod
+    def create(
+        cls, name: str, key: tuple[str, str], root: Path, sim_port: int, redis_port: int, dsn: str
+    ) -> Node:
+        workdir = root / name
+        workdir.mkdir(parents=True)
+        proxy = TcpProxy("127.0.0.1", redis_port)
+        proxy.start()
+        http_port = free_port()
+        config = write_config(workdir, node_config(name, key, sim_port, proxy.port, dsn, http_port))
+        return cls(name, key, workdir, proxy, http_port, config)
+
+    @property
+    def alive(self) -> bool:
+        return self.daemon is not None and self.daemon.proc.poll() is None
+
+    def start(self) -> None:
+        if self.daemon is not None:
+            self.logs.append(self.daemon.stderr)
+        self.daemon = Daemon(self.config, self.workdir)
+
+    def status(self) -> dict[str, Any] | None:
+        """``/api/status``, or None when it does not answer (dead, frozen, starting)."""
+        if not self.alive or self.paused:
+            return None
+        url = f"http://127.0.0.1:{self.http_port}/api/status"
+        try:
+            with urllib.request.urlopen(url, timeout=1) as answer:
+                body: dict[str, Any] = json.loads(answer.read())
+                return body
+        except (OSError, urllib.error.URLError, ValueError):
+            return None
+
+    def trading(self) -> set[str]:
+        """Symbols it owns and trades (grid loaded and reconciled), by its status."""
+        status = self.status()
+        if status is None:
+            return set()
+        owned = set(status["ownership"]["owned"])
+        return {s for s in owned if s in status["symbols"] and status["symbols"][s]["trading"]}
+
+    def metric(self, name: str) -> float | None:
+        if not self.alive or self.paused:
+            return None
+        url = f"http://127.0.0.1:{self.http_port}/metrics"
+        try:
+            with urllib.request.urlopen(url, timeout=1) as answer:
+                text = answer.read().decode()
+        except OSError:
+            return None
+        total = None
+        for line in text.splitlines():
+            if line.startswith((name + " ", name + "{")):
+                total = (total or 0.0) + float(line.rsplit(" ", 1)[1])
+        return total
+
+    def kill(self) -> None:
+        assert self.daemon is not None
+        self.daemon.send(signal.SIGKILL)
+        self.daemon.wait(10)
+
+    def pause(self) -> None:
+        assert self.daemon is not None
+        self.daemon.send(signal.SIGSTOP)
+        self.paused = True
+
+    def resume(self) -> None:
+        assert self.daemon is not None
+        self.daemon.send(signal.SIGCONT)
+        self.paused = False
+
+    def stop(self) -> int | None:
+        if self.daemon is None or not self.alive:
+            return None if self.daemon is None else self.daemon.proc.returncode
+        code, _ = self.daemon.stop(signal.SIGTERM, 20)
+        return code
+
+    def close(self) -> None:
+        if self.daemon is not None:
+            if self.paused:
+                self.resume()
+            self.daemon.kill()
+        self.proxy.close()
+
+    def stderr(self) -> str:
+        return "".join(self.logs) + (self.daemon.stderr if self.daemon is not None else "")
+
+
+def owner_of(nodes: list[Node], symbol: str) -> Node | None:
+    """The one node trading ``symbol`` now; fails if two say they do."""
+    owners = [n for n in nodes if symbol in n.trading()]
+    assert len(owners) <= 1, f"{symbol} traded by {[n.name for n in owners]}"
+    return owners[0] if owners else None
+
+
+def wait_owner(
+    nodes: list[Node], symbol: str, timeout: float, other_than: Node | None = None
+) -> tuple[Node, float]:
+    """Wait until a node (not ``other_than``) trades ``symbol``; (node, seconds waited)."""
+    start = time.monotonic()
+    deadline = start + timeout
+    while time.monotonic() < deadline:
+        owner = owner_of([n for n in nodes if n is not other_than], symbol)
+        if owner is not None:
+            return owner, time.monotonic() - start
+        time.sleep(0.1)
+    raise AssertionError(f"nobody took {symbol} over within {timeout:g} s")

@@ -1,0 +1,25 @@
+"""One Redis server for the coordination tests, flushed before each test."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+from redis.asyncio import Redis
+
+from tests.lock.conftest import make_client
+from tests.servers.redis import RedisServer
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    with RedisServer() as server:
+        yield server
+
+
+@pytest.fixture
+async def redis(redis_server: RedisServer) -> AsyncIterator[Redis]:
+    client = make_client(redis_server.port)
+    await client.flushall()
+    yield client
+    await client.aclose()

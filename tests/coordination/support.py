@@ -1,0 +1,105 @@
+"""In-process instances sharing a real Redis: each with its own simulated exchange and
+SQLite database (ownership, not trading, is under test here)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from decimal import Decimal
+from pathlib import Path
+
+from quantmesh.app import Service
+from quantmesh.coordination.allocation import Mode
+from quantmesh.coordination.coordinator import Coordinator, member_of
+from quantmesh.coordination.fleet import Fleet
+from quantmesh.exchange.simulated import SimMarket, SimulatedExchange
+from quantmesh.lock.failover import FailoverLock
+from quantmesh.lock.redis import RedisLock
+from quantmesh.observability.metrics import Metrics
+from quantmesh.trading.lockkeys import LockKeys
+from quantmesh.wiring import assemble
+from tests.lock.conftest import make_client
+from tests.trading.support import FEE, RULES, SETTINGS, make_repository
+
+TTL = 1.5
+CHECK = 0.2
+
+
+def market(symbol: str) -> SimMarket:
+    base, quote = symbol.split("/")
+    return SimMarket(replace(RULES, symbol=symbol, base=base, quote=quote), Decimal(2000))
+
+
+@dataclass
+class Instance:
+    name: str
+    service: Service
+    metrics: Metrics
+    stop: asyncio.Event
+    task: asyncio.Task[object] | None = None
+
+    @property
+    def coordinator(self) -> Coordinator:
+        return self.service.coordinator
+
+    def trading(self) -> set[str]:
+        return {t.symbol for t in self.service.traders if t.trading}
+
+    def start(self) -> Instance:
+        self.task = asyncio.create_task(self.service.run(self.stop))
+        return self
+
+    async def close(self) -> None:
+        self.stop.set()
+        if self.task is not None:
+            await asyncio.wait_for(self.task, 10)
+
+    def sample(self, name: str, **labels: str) -> float:
+        value = self.metrics.registry.get_sample_value(name, labels)
+        return 0.0 if value is None else value
+
+
+def instance(
+    tmp_path: Path,
+    name: str,
+    redis_port: int,
+    symbols: Sequence[str] = ("ETH/USDT",),
+    *,
+    role: str = "master",
+    mode: Mode = "static",
+    ttl: float = TTL,
+    instance_id: str | None = None,
+) -> Instance:
+    directory = tmp_path / name
+    directory.mkdir(exist_ok=True)
+    metrics = Metrics()
+    client = make_client(redis_port)
+    locker = FailoverLock(
+        RedisLock(client), fallback_mode="halt", health_check_interval=0.3, metrics=metrics
+    )
+    me = member_of(instance_id or name, role, symbols)
+    fleet = Fleet(client, prefix="quantmesh:lock:", exchange="simulated", me=me, ttl=ttl)
+    coordinator = Coordinator(
+        me,
+        metrics=metrics,
+        mode=mode,
+        fleet=fleet,
+        locker=locker,
+        keys=LockKeys("simulated"),
+        lease_ttl=ttl,
+        check_interval=CHECK,
+    )
+    exchange = SimulatedExchange(
+        {s: market(s) for s in symbols}, {"USDT": Decimal(100000)}, FEE, directory / "sim.db"
+    )
+    service = assemble(
+        [replace(SETTINGS, symbol=s) for s in symbols],
+        exchange=exchange,
+        repository=make_repository(directory),
+        locker=locker,
+        metrics=metrics,
+        coordinator=coordinator,
+        shutdown_grace=1.0,
+    )
+    return Instance(name, service, metrics, asyncio.Event())

@@ -1,0 +1,132 @@
+"""Ownership end to end in one process: services sharing a real Redis, each with its own
+exchange and database. Static contention, standby take-over and hand-back, dynamic
+sharing, partitions, and instance id uniqueness."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.servers.proxy import TcpProxy
+from tests.servers.redis import RedisServer
+from tests.trading.support import until
+
+from .support import CHECK, TTL, Instance, instance
+
+pytestmark = pytest.mark.usefixtures("redis")
+ETH = "ETH/USDT"
+
+
+async def close_all(*instances: Instance) -> None:
+    await asyncio.gather(*(i.close() for i in instances))
+
+
+async def test_two_masters_with_one_symbol_trade_it_one_at_a_time(
+    tmp_path: Path, redis_server: RedisServer
+) -> None:
+    a = instance(tmp_path, "a", redis_server.port).start()
+    await until(lambda: a.trading() == {ETH})
+    b = instance(tmp_path, "b", redis_server.port).start()
+    await until(lambda: "a" in b.coordinator.status()["waiting_for"].values())  # type: ignore[union-attr]
+    await asyncio.sleep(3 * CHECK)
+    assert a.trading() == {ETH} and b.trading() == set()
+    # a clean stop hands the symbol over at b's next check, not after the lease lapses
+    started = time.monotonic()
+    await a.close()
+    await until(lambda: b.trading() == {ETH}, timeout=TTL)
+    assert time.monotonic() - started < TTL
+    assert b.sample("quantmesh_failovers_total", symbol=ETH) == 0  # a hand-over, no failover
+    await b.close()
+
+
+async def test_a_standby_takes_over_a_cut_off_master_and_hands_back(
+    tmp_path: Path, redis_server: RedisServer
+) -> None:
+    with TcpProxy("127.0.0.1", redis_server.port) as proxy:
+        master = instance(tmp_path, "m", proxy.port).start()
+        await until(lambda: master.trading() == {ETH})
+        standby = instance(tmp_path, "s", redis_server.port, role="standby").start()
+        await until(lambda: standby.coordinator.registered.is_set())
+        await asyncio.sleep(3 * CHECK)
+        assert standby.trading() == set() and standby.coordinator.status()["wanted"] == []
+
+        proxy.blackhole()  # the master can neither renew its lease nor its membership
+        cut = time.monotonic()
+        await until(lambda: master.trading() == set(), timeout=TTL + 1)
+        assert time.monotonic() - cut <= TTL  # it stopped before its lease could lapse
+        await until(lambda: standby.trading() == {ETH}, timeout=TTL + 2 * CHECK + 3)
+        took = time.monotonic() - cut
+        assert took <= TTL + CHECK + 3, took  # lease TTL + one check, plus the start
+        assert standby.sample("quantmesh_failovers_total", symbol=ETH) == 1
+        assert master.sample("quantmesh_ownership_changes_total", symbol=ETH, event="lost") == 1
+        assert standby.coordinator.failovers[-1]["from"] == "m"
+
+        proxy.heal()  # the master is back: the standby stops, releases, the master trades
+        await until(lambda: master.trading() == {ETH}, timeout=3 * TTL + 3)
+        assert standby.trading() == set()
+        assert (
+            standby.sample("quantmesh_ownership_changes_total", symbol=ETH, event="released") == 1
+        )
+        await close_all(master, standby)
+
+
+async def test_dynamic_mode_shares_the_symbols_and_rebalances(
+    tmp_path: Path, redis_server: RedisServer
+) -> None:
+    symbols = ("ETH/USDT", "BTC/USDT", "SOL/USDT", "BNB/USDT", "XRP/USDT", "ADA/USDT")
+    a = instance(tmp_path, "a", redis_server.port, symbols, mode="dynamic").start()
+    await until(lambda: a.trading() == set(symbols), timeout=5)
+    b = instance(tmp_path, "b", redis_server.port, symbols, mode="dynamic").start()
+    # one at a time: the migrations of in-process SQLite databases must not overlap
+    await until(lambda: b.coordinator.registered.is_set())
+    c = instance(tmp_path, "c", redis_server.port, symbols, mode="dynamic").start()
+    fleet = (a, b, c)
+
+    def shared() -> bool:
+        owned = [i.trading() for i in fleet]
+        return (
+            all(owned)
+            and sum(map(len, owned)) == len(symbols)
+            and set().union(*owned) == set(symbols)
+        )
+
+    await until(shared, timeout=3 * TTL + 3)
+    # at no point after this do two of them trade one symbol
+    for _ in range(10):
+        owned = [i.coordinator.owned for i in fleet]
+        assert sum(map(len, owned)) <= len(symbols)
+        await asyncio.sleep(CHECK)
+    await c.close()  # c leaves: its symbols move to a and b
+    await until(lambda: a.trading() | b.trading() == set(symbols), timeout=3 * TTL + 3)
+    assert not a.trading() & b.trading()
+    await close_all(a, b)
+
+
+async def test_a_second_live_instance_with_the_same_id_refuses_to_start(
+    tmp_path: Path, redis_server: RedisServer
+) -> None:
+    first = instance(tmp_path, "one", redis_server.port, instance_id="node").start()
+    await until(lambda: first.trading() == {ETH})
+    second = instance(tmp_path, "two", redis_server.port, instance_id="node").start()
+    assert second.task is not None
+    result = await asyncio.wait_for(second.task, TTL + 5)
+    assert result.fatal is not None  # type: ignore[attr-defined]
+    assert "instance id 'node' is in use by a live instance" in result.fatal  # type: ignore[attr-defined]
+    assert second.trading() == set() and first.trading() == {ETH}
+    await first.close()
+
+
+async def test_a_restart_with_the_same_id_waits_for_the_old_entry_to_lapse(
+    tmp_path: Path, redis_server: RedisServer
+) -> None:
+    with TcpProxy("127.0.0.1", redis_server.port) as proxy:
+        old = instance(tmp_path, "old", proxy.port, instance_id="node").start()
+        await until(lambda: old.trading() == {ETH})
+        proxy.cut()  # as good as killed, for Redis: nothing is renewed any more
+        new = instance(tmp_path, "new", redis_server.port, instance_id="node").start()
+        await until(lambda: new.trading() == {ETH}, timeout=2 * TTL + 3)
+        assert new.service.result.fatal is None
+        await close_all(old, new)

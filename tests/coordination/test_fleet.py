@@ -1,0 +1,73 @@
+"""Membership heartbeats and ownership records in a real Redis."""
+
+from __future__ import annotations
+
+import asyncio
+
+from redis.asyncio import Redis
+
+from quantmesh.coordination.allocation import Member
+from quantmesh.coordination.fleet import Fleet
+
+ME = Member("node-1", "master", frozenset({"ETH/USDT"}))
+
+
+def fleet(redis: Redis, member: Member = ME, ttl: float = 1.0) -> Fleet:
+    return Fleet(redis, prefix="quantmesh:lock:", exchange="binance", me=member, ttl=ttl)
+
+
+async def test_members_are_listed_until_their_heartbeat_lapses(redis: Redis) -> None:
+    one = fleet(redis)
+    two = fleet(redis, Member("node-2", "standby", frozenset({"ETH/USDT", "BTC/USDT"})), 0.3)
+    assert (await one.heartbeat()).ok and (await two.heartbeat()).ok
+    members = {m.id: m for m in await one.members()}
+    assert set(members) == {"node-1", "node-2"}
+    assert members["node-2"].role == "standby"
+    assert members["node-2"].symbols == {"ETH/USDT", "BTC/USDT"}
+    await asyncio.sleep(0.4)
+    assert [m.id for m in await one.members()] == ["node-1"]
+    await one.heartbeat()  # sweeps the lapsed entry's info too
+    assert await redis.hkeys("quantmesh:lock:{fleet:binance}:info") == [b"node-1"]
+
+
+async def test_a_second_live_process_with_the_same_id_is_refused(redis: Redis) -> None:
+    first, second = fleet(redis), fleet(redis)
+    assert (await first.heartbeat()).ok
+    refused = await second.heartbeat()
+    assert not refused.ok
+    assert refused.other is not None and refused.other["token"] == first.token
+    assert 0 < refused.other_left <= 1.0
+    assert (await first.heartbeat()).ok  # the first keeps its place
+
+
+async def test_a_lapsed_entry_with_the_same_id_is_taken_over(redis: Redis) -> None:
+    first, second = fleet(redis, ttl=0.2), fleet(redis)
+    assert (await first.heartbeat()).ok
+    await asyncio.sleep(0.3)
+    assert (await second.heartbeat()).ok
+    assert not (await first.heartbeat()).ok  # the old process, thawed, is now the duplicate
+
+
+async def test_leave_drops_only_our_own_entry(redis: Redis) -> None:
+    first, second = fleet(redis), fleet(redis)
+    await first.heartbeat()
+    assert not await second.leave()
+    assert [m.id for m in await first.members()] == ["node-1"]
+    assert await first.leave()
+    assert await first.members() == []
+
+
+async def test_owner_records_return_the_previous_owner(redis: Redis) -> None:
+    one = fleet(redis)
+    two = fleet(redis, Member("node-2", "master", frozenset({"ETH/USDT"})))
+    assert await one.swap_owner("ETH/USDT", "held", 1_764_000_000_000_001) is None
+    previous = await two.swap_owner("ETH/USDT", "held", 1_764_000_000_000_002)
+    assert previous is not None
+    assert (previous.owner, previous.state, previous.fence) == (
+        "node-1",
+        "held",
+        1_764_000_000_000_001,  # fences survive exactly (no float rounding)
+    )
+    await two.swap_owner("ETH/USDT", "released", 1_764_000_000_000_002)
+    records = await one.owners()
+    assert records["ETH/USDT"].owner == "node-2" and records["ETH/USDT"].state == "released"

@@ -1,0 +1,75 @@
+"""The trader under an ownership lease: checked before every exchange call, and its fence
+claimed on the grid before the grid is read."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+from quantmesh.errors import LockLost
+
+from .support import SYMBOL, make_exchange, make_repository, running_trader, settle, until
+
+
+async def test_nothing_is_sent_once_the_ownership_lease_is_invalid(tmp_path: Path) -> None:
+    exchange = make_exchange(tmp_path)
+    repository = make_repository(tmp_path)
+    await repository.start()
+    await exchange.start()
+    owned = True
+    async with running_trader(exchange, repository, owner_valid=lambda: owned) as run:
+        exchange.set_price(SYMBOL, Decimal(2001))
+        await until(lambda: len(run.open_ids()) == 3)
+        owned = False
+        exchange.set_price(SYMBOL, Decimal(1975))  # fills a buy, wants more buys and a sell
+        await settle()
+        exchange.set_price(SYMBOL, Decimal(1940))
+        await settle()
+        before = len(exchange.engine.all_orders())
+        exchange.set_price(SYMBOL, Decimal(1930))
+        await settle()
+        assert len(exchange.engine.all_orders()) == before
+        owned = True
+        exchange.set_price(SYMBOL, Decimal(1931))
+        await until(lambda: len(exchange.engine.all_orders()) > before)
+    await exchange.close()
+    await repository.close()
+
+
+async def test_a_trader_with_an_older_fence_cannot_start(tmp_path: Path) -> None:
+    exchange = make_exchange(tmp_path)
+    repository = make_repository(tmp_path)
+    await repository.start()
+    await exchange.start()
+    async with running_trader(exchange, repository, fence=lambda: 200):
+        pass
+    with pytest.raises(LockLost):
+        async with running_trader(exchange, repository, fence=lambda: 100):
+            pass
+    grid = await repository.load_grid(SYMBOL)
+    assert grid is not None and grid.fence == 200
+    await exchange.close()
+    await repository.close()
+
+
+async def test_a_newer_owner_fences_out_the_former_owners_writes(tmp_path: Path) -> None:
+    exchange = make_exchange(tmp_path)
+    repository = make_repository(tmp_path)
+    await repository.start()
+    await exchange.start()
+    with pytest.raises(BaseExceptionGroup) as caught:
+        async with running_trader(exchange, repository, fence=lambda: 100, crash=True) as old:
+            exchange.set_price(SYMBOL, Decimal(2001))
+            await until(lambda: len(old.open_ids()) == 3)
+            # a new owner starts on the same grid (the old one, frozen, still runs)
+            assert await repository.save_levels(SYMBOL, [], 300)
+            exchange.set_price(SYMBOL, Decimal(1985))  # a fill: the old owner's write is refused
+            await until(lambda: old.task.done())
+            assert old.trader.stopped
+    assert caught.group_contains(LockLost)
+    grid = await repository.load_grid(SYMBOL)
+    assert grid is not None and grid.fence == 300 and not grid.levels  # nothing of the old one
+    await exchange.close()
+    await repository.close()
