@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 import structlog
 
+from quantmesh.cancel import cancel_and_wait
 from quantmesh.coordination.coordinator import Claim, Coordinator
 from quantmesh.errors import (
     AuthenticationFailed,
@@ -143,13 +144,11 @@ class Service:
                     waiter.cancel()
             log.info("shutdown_started")
             await self._drain()
-            for slot in slots:
-                slot.cancel()
             # The slots give their leases back on the way out; then the membership goes,
             # so a standby takes over at its next check rather than after the lease lapses.
-            await asyncio.gather(*slots, return_exceptions=True)
+            await cancel_and_wait(*slots)
             await self.coordinator.leave()
-            membership.cancel()
+            await cancel_and_wait(membership)
 
     async def _coordinate(self) -> None:
         try:
@@ -201,9 +200,7 @@ class Service:
                 log.warning("handoff_grace_exceeded", symbol=trader.symbol)
             return False
         finally:
-            for task in (run, handoff):
-                task.cancel()
-            await asyncio.gather(run, handoff, return_exceptions=True)
+            await cancel_and_wait(run, handoff)
             self.traders.remove(trader)
 
     async def _drain(self) -> None:

@@ -127,8 +127,11 @@ def _status(path: Path) -> int:
     from quantmesh.wiring import check_database_exists, read_status
 
     check_database_exists(settings)
-    rows = asyncio.run(read_status(settings))
+    rows, notes = asyncio.run(read_status(settings))
     print(format_status(rows), end="")
+    if len(rows) > 1:
+        for note in notes:
+            print(note)
     return EXIT_OK
 
 

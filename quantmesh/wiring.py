@@ -15,7 +15,7 @@ from quantmesh.config import Settings, SymbolSettings
 from quantmesh.coordination.coordinator import Claim, Coordinator, member_of
 from quantmesh.coordination.fleet import Fleet
 from quantmesh.endpoints import build_http
-from quantmesh.errors import StartupError
+from quantmesh.errors import LockError, StartupError
 from quantmesh.exchange.base import Exchange
 from quantmesh.exchange.sim_config import build_simulated
 from quantmesh.lock.base import DistributedLock
@@ -298,38 +298,67 @@ def check_database_exists(settings: Settings) -> None:
             raise StartupError(f"no database at {path} yet: run `quantmesh run` first")
 
 
-async def read_status(settings: Settings) -> list[list[str]]:
-    """The ``quantmesh status`` table: a header row, then one row per grid."""
+async def read_status(settings: Settings) -> tuple[list[list[str]], list[str]]:
+    """The ``quantmesh status`` table (a header row, then one row per grid) and the notes
+    below it. With a fleet, the table says which instance owns each symbol now."""
     repository = build_repository(settings, settings.exchange.name, buffered=False)
     await repository.start()
     try:
         summaries = await repository.summaries()
     finally:
         await repository.close()
-    rows = [
-        [
-            "EXCHANGE",
-            "SYMBOL",
-            "LAST PRICE",
-            "INVENTORY",
-            "OPEN ORDERS",
-            "ROUND TRIPS",
-            "REALIZED PNL",
-        ]
-    ]
+    owners, notes = await _read_owners(settings)
+    header = ["EXCHANGE", "SYMBOL", "LAST PRICE", "INVENTORY", "OPEN ORDERS", "ROUND TRIPS"]
+    header += ["REALIZED PNL"] + (["OWNER"] if owners is not None else [])
+    rows = [header]
     for s in summaries:
-        rows.append(
-            [
-                s.exchange,
-                s.symbol,
-                _fmt(s.last_price),
-                _fmt(s.inventory),
-                str(s.open_orders),
-                str(s.round_trips),
-                _fmt(s.realized_pnl),
-            ]
-        )
-    return rows
+        row = [
+            s.exchange,
+            s.symbol,
+            _fmt(s.last_price),
+            _fmt(s.inventory),
+            str(s.open_orders),
+            str(s.round_trips),
+            _fmt(s.realized_pnl),
+        ]
+        if owners is not None:
+            row.append(owners.get(s.symbol, "-") if s.exchange == settings.exchange.name else "")
+        rows.append(row)
+    return rows, notes
+
+
+async def _read_owners(settings: Settings) -> tuple[dict[str, str] | None, list[str]]:
+    """Who trades each symbol now (the holder recorded by a live member), and a line on the
+    fleet; ``None`` without a fleet. Redis unreachable: "?" for each, and a note why."""
+    lock = settings.distributed_lock
+    if not lock.enabled or lock.fallback_mode != "halt":
+        return None, []
+    me = member_of(settings.instance.id, settings.instance.role, ())
+    client = redis_client(settings.redis)
+    fleet = Fleet(
+        client,
+        prefix=lock.key_prefix,
+        exchange=settings.exchange.name,
+        me=me,
+        ttl=settings.coordination.lease_ttl,
+    )
+    try:
+        members = {m.id: m for m in await fleet.members()}
+        records = await fleet.owners()
+    except LockError as exc:
+        unknown = {s.symbol: "?" for s in settings.symbols}
+        return unknown, [f"owners unknown: {exc}"]
+    finally:
+        await client.aclose()
+    owners = {
+        symbol: record.owner
+        for symbol, record in records.items()
+        if record.state == "held" and record.owner in members
+    }
+    fleet_line = ", ".join(
+        f"{m.id} ({m.role})" for m in sorted(members.values(), key=lambda m: m.id)
+    )
+    return owners, [f"live instances: {fleet_line or 'none'}"]
 
 
 def _fmt(value: Decimal | None) -> str:

@@ -5,6 +5,9 @@ standby, configs generated from ``deploy/compose``): every instance becomes read
 ``/metrics`` scrape passes ``promtool check metrics``, each master places orders on its own
 symbols only, the standby places none, the exchange never accepted one client order id
 twice while open, and SIGTERM stops everything with exit code 0 and no process left.
+
+A second run (``--keep-going``) kills one master with SIGKILL: the standby takes its symbols
+over within the lease, counts the failovers, and no order is ever open twice.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -76,8 +80,8 @@ def _token() -> str:
     return dict(line.split("=", 1) for line in lines if "=" in line)["QUANTMESH_HTTP_TOKEN"]
 
 
-@pytest.fixture
-def ha() -> Iterator[Run]:
+@contextmanager
+def _started(*extra: str) -> Iterator[Run]:
     for name in ("initdb", "postgres", "psql"):
         require_binary(name, *(f"{d}/{name}" for d in PG_BIN_DIRS))
     redis_binary()
@@ -91,7 +95,7 @@ def ha() -> Iterator[Run]:
     out = top / "ha.out"
     with out.open("w") as sink:
         proc = subprocess.Popen(
-            [sys.executable, str(HA), "--dir", str(workdir), "--duration", "50"],
+            [sys.executable, str(HA), "--dir", str(workdir), "--duration", "50", *extra],
             cwd=ROOT,
             env=clean_env(),
             stdin=subprocess.DEVNULL,
@@ -119,6 +123,20 @@ def ha() -> Iterator[Run]:
                 proc.kill()
                 proc.wait(10)
         shutil.rmtree(top, ignore_errors=True)
+
+
+@pytest.fixture
+def ha() -> Iterator[Run]:
+    with _started() as run:
+        yield run
+
+
+@pytest.fixture
+def ha_keep_going() -> Iterator[Run]:
+    """The fleet with ``--keep-going``: an instance killed by the test is reported, and the
+    rest run on."""
+    with _started("--keep-going") as run:
+        yield run
 
 
 def _wait_ready(run: Run, name: str, url: str, timeout: float) -> dict[str, Any]:
@@ -239,6 +257,99 @@ def test_the_local_ha_layout_serves_trades_apart_and_stops_cleanly(ha: Run) -> N
         assert not port_open("127.0.0.1", process["port"]), f"{name} still listens"
     generated = yaml.safe_load((ha.workdir / masters[0] / "config.yaml").read_text())
     assert generated["redis"]["addr"] == ha.info["redis"]
+
+
+def _status(url: str) -> dict[str, Any]:
+    code, body = _get(url, _token())
+    assert code == 200, body
+    result: dict[str, Any] = json.loads(body)
+    return result
+
+
+def _failovers(metrics: str) -> dict[str, float]:
+    """``quantmesh_failovers_total`` per symbol, from a scrape."""
+    out = {}
+    for line in metrics.splitlines():
+        if line.startswith("quantmesh_failovers_total{"):
+            labels, _, value = line.rpartition(" ")
+            out[labels.split('symbol="', 1)[1].split('"', 1)[0]] = float(value)
+    return out
+
+
+def test_the_standby_takes_over_a_killed_masters_symbols(ha_keep_going: Run) -> None:
+    run = ha_keep_going
+    instances = run.info["instances"]
+    symbols = {name: {_symbol(s) for s in i["symbols"]} for name, i in instances.items()}
+    masters = sorted(n for n, i in instances.items() if i["role"] == "master")
+    (standby,) = [n for n, i in instances.items() if i["role"] == "standby"]
+    victim, survivor = masters
+    config = yaml.safe_load(Path(instances[standby]["config"]).read_text())
+    lease_ttl = float(config["coordination"]["lease_ttl"])
+    check_interval = float(config["coordination"]["check_interval"])
+    for name, instance in instances.items():
+        _wait_ready(run, name, instance["readyz"], 30)
+
+    def settled() -> bool:
+        """Each master owns and trades its symbols with open orders; the standby none."""
+        assert run.proc.poll() is None, f"ha.py exited:\n{run.output()}"
+        for name in masters:
+            status = _status(instances[name]["status"])
+            if set(status["ownership"]["owned"]) != symbols[name]:
+                return False
+            views = [status["symbols"].get(s, {}) for s in symbols[name]]
+            if not all(v.get("trading") and v.get("open_orders", 0) > 0 for v in views):
+                return False
+        return _status(instances[standby]["status"])["ownership"]["owned"] == []
+
+    wait_until(settled, 30, "the masters to own and trade their symbols", interval=0.2)
+
+    os.killpg(run.info["processes"][victim]["pid"], signal.SIGKILL)
+    killed = time.monotonic()
+    bound = lease_ttl + check_interval + 5.0  # the lease lapses, a retry, a trader's start
+    while True:
+        assert run.proc.poll() is None, f"ha.py exited after {victim} died:\n{run.output()}"
+        status = _status(instances[standby]["status"])
+        owned = set(status["ownership"]["owned"])
+        trading = {s for s, v in status["symbols"].items() if v["trading"]}
+        took = time.monotonic() - killed
+        if symbols[victim] <= owned and symbols[victim] <= trading:
+            break
+        assert took < bound, f"{standby} after {took:.1f} s: owns {owned}, trades {trading}"
+        time.sleep(0.2)
+    print(f"{standby} trades {sorted(symbols[victim])} {took:.1f} s after {victim} was killed")
+    assert owned == symbols[victim], status["ownership"]
+    taken = {f["symbol"]: f["from"] for f in status["ownership"]["recent_failovers"]}
+    assert taken == dict.fromkeys(symbols[victim], victim), status["ownership"]
+    assert victim not in status["ownership"]["members"], status["ownership"]
+    code, text = _get(instances[standby]["metrics"])
+    assert code == 200, text
+    failovers = _failovers(text)
+    assert all(failovers.get(s, 0) >= 1 for s in symbols[victim]), failovers
+    # every configured symbol is exported from the start, at 0; only the victim's moved
+    assert {s for s, n in failovers.items() if n > 0} == symbols[victim], failovers
+    assert _get(instances[standby]["readyz"])[0] == 200
+
+    # The survivor kept its symbols; the standby left them alone.
+    assert set(_status(instances[survivor]["status"])["ownership"]["owned"]) == symbols[survivor]
+    # Once the standby has reconciled and traded a while, no order was ever open twice.
+    time.sleep(2)
+    orders = json.loads(_get(f"{run.info['exchange_sim']}/_sim/orders")[1])
+    assert {o["symbol"] for o in orders} >= symbols[victim]
+    assert _accepted_twice_while_open(orders) == []
+    assert duplicates(orders) == []
+
+    run.proc.send_signal(signal.SIGTERM)
+    assert run.proc.wait(40) == 1, run.output()  # an instance died: reported, exit code 1
+    printed = run.out.read_text(errors="replace").splitlines()
+    errors = [line for line in printed if line.startswith("ha: error:")]
+    assert errors and all(line.startswith(f"ha: error: {victim} exited") for line in errors), (
+        run.output()
+    )
+    assert "stopped" in run.output()
+    for name, process in run.info["processes"].items():
+        with pytest.raises(ProcessLookupError):
+            os.killpg(process["pid"], 0)
+        assert not port_open("127.0.0.1", process["port"]), f"{name} still listens"
 
 
 def _ha_module() -> Any:

@@ -1,6 +1,7 @@
 """The HA layout of docker-compose.ha.yml as local processes, for people without Docker.
 
     .venv/bin/python deploy/local/ha.py [--dir DIR] [--base-port N] [--duration SECONDS]
+                                        [--keep-going]
 
 Starts, in DIR (default: a new temporary directory, printed), the same topology as the
 compose file: a password-protected Redis with append-only persistence, a PostgreSQL with
@@ -14,7 +15,10 @@ come from the environment, else from ``deploy/compose/.env.example``.
 
 Runs until Ctrl-C or SIGTERM (or ``--duration``), then stops the instances (SIGTERM, all at
 once), the simulator, PostgreSQL and Redis, in that order, and exits 0. A process that dies
-on the way is reported with the end of its log, and the exit code is 1. Logs and data stay
+on the way is reported with the end of its log, and the exit code is 1. With
+``--keep-going``, an instance that dies once the fleet runs is reported the same way but
+the rest run on, as in compose, so a failover can be watched (``kill -9`` a master's process
+group: the standby takes its symbols over); the exit code is still 1. Logs and data stay
 in DIR; ``DIR/ha.json`` describes the running fleet (ports, process ids, URLs) for scripts.
 
 The servers are started by the test suite's own server helpers (``tests/servers``), so the
@@ -417,6 +421,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="redis N, postgres N+1, exchange-sim N+2, instances N+3..N+5 (default: free ports)",
     )
     parser.add_argument("--duration", type=float, help="stop after this many seconds")
+    parser.add_argument(
+        "--keep-going",
+        action="store_true",
+        help="an instance that dies is reported, the others run on (exit code still 1)",
+    )
     return parser.parse_args(argv)
 
 
@@ -501,29 +510,40 @@ def run(args: argparse.Namespace, stopping: threading.Event) -> int:
         info = fleet.describe()
         (workdir / "ha.json").write_text(json.dumps(info, indent=2), encoding="utf-8")
         print_fleet(info, defaulted)
-    return watch(fleet, stopping, args.duration)
+    return watch(fleet, stopping, args.duration, keep_going=args.keep_going)
 
 
-def watch(fleet: Fleet, stopping: threading.Event, duration: float | None) -> int:
-    """Until a signal, ``duration`` or a death; then stop everything. The exit code."""
+def watch(
+    fleet: Fleet, stopping: threading.Event, duration: float | None, *, keep_going: bool = False
+) -> int:
+    """Until a signal, ``duration`` or a death (with ``keep_going``: of a server, not of an
+    instance); then stop everything. The exit code."""
     deadline = None if duration is None else time.monotonic() + duration
-    dead = None
-    while not stopping.is_set() and dead is None:
+    reported: set[str] = set()
+    fatal = None
+    while not stopping.is_set() and fatal is None:
         if deadline is not None and time.monotonic() >= deadline:
             break
         stopping.wait(0.2)
-        dead = fleet.dead()
-    if dead is not None:
-        code = getattr(dead.process, "exit_code", None)
-        how = f" with code {code}" if code is not None else ""
-        print(f"ha: error: {dead.name} exited{how}; the end of its log:", file=sys.stderr)
-        print(dead.process.tail(20), file=sys.stderr, flush=True)
+        for dead in (m for m in fleet.members if not m.process.running):
+            if dead.name not in reported:
+                reported.add(dead.name)
+                _report_death(dead)
+            if not keep_going or dead not in fleet.instances:
+                fatal = dead
     print("stopping: instances, exchange-sim, postgres, redis", flush=True)
     problems = fleet.stop()
     for problem in problems:
         print(f"ha: error: {problem}", file=sys.stderr)
     print("stopped", flush=True)
-    return 1 if dead is not None or problems else 0
+    return 1 if reported or problems else 0
+
+
+def _report_death(dead: Member) -> None:
+    code = getattr(dead.process, "exit_code", None)
+    how = f" with code {code}" if code is not None else ""
+    print(f"ha: error: {dead.name} exited{how}; the end of its log:", file=sys.stderr)
+    print(dead.process.tail(20), file=sys.stderr, flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -87,10 +87,12 @@ class Coordinator:
         self.registered = asyncio.Event()
         self._holders: dict[str, str] = {}  # who holds the symbols we wait for, as last logged
         self._fleet_error: str | None = None
+        self._joined_at: float | None = None
         if fleet is None:
             self.registered.set()
         for symbol in me.symbols:
             metrics.symbol_owned.labels(symbol).set(0)
+            metrics.failovers.labels(symbol)  # exported from the start, at 0
 
     @property
     def leased(self) -> bool:
@@ -171,7 +173,8 @@ class Coordinator:
                 f"{other.get('host')}, pid {other.get('pid')}): give every instance its own "
                 "instance.id or INSTANCE_ID"
             )
-        if not self.registered.is_set():
+        if self._joined_at is None:
+            self._joined_at = asyncio.get_running_loop().time()
             log.info("fleet_joined", role=self.me.role, mode=self.mode)
         members = await fleet.members()
         if all(m.id != self.me.id for m in members):
@@ -192,6 +195,8 @@ class Coordinator:
             )
         self.members = members
         new = wanted(self.mode, self.me, members)
+        if self.me.role == "standby" and self._settling():
+            new = frozenset()
         if new != self._wanted or not self.registered.is_set():
             if self.me.symbols != new or self._wanted:
                 log.info(
@@ -202,6 +207,14 @@ class Coordinator:
                 )
             self._wanted = new
             self._changed()
+
+    def _settling(self) -> bool:
+        """A standby claims nothing during its first ``lease_ttl`` in the fleet: masters
+        starting beside it have that long to register, and every live one has renewed its
+        heartbeat by then, so it does not take (and hand back) their symbols."""
+        if self._joined_at is None:
+            return True
+        return asyncio.get_running_loop().time() - self._joined_at < self.lease_ttl
 
     async def leave(self) -> None:
         """Drop the membership at once on a clean stop (a standby need not wait for it to
@@ -276,9 +289,20 @@ class Coordinator:
             log.info("symbol_released", symbol=symbol)
 
     async def _record_takeover(self, fleet: Fleet, symbol: str, fence: int) -> None:
-        """Record the new owner; a previous owner that never released it failed over."""
+        """Record the new owner; a previous owner that never released it failed over.
+
+        No record at all means Redis lost its data (restarted empty, or a failover to a
+        replica that missed it) - or the symbol's very first owner. Then a former owner
+        may still believe its lease valid until its next renewal finds it gone: wait that
+        long (a third of the lease, plus a reply's time) before trading.
+        """
         previous = await self._record(fleet, symbol, "held", fence)
-        if previous is None or previous.owner == self.me.id or previous.state != "held":
+        if previous is None:
+            grace = self.lease_ttl / 3 + _RECORD_TIMEOUT / 2
+            log.info("ownership_grace", symbol=symbol, seconds=round(grace, 2))
+            await asyncio.sleep(grace)
+            return
+        if previous.owner == self.me.id or previous.state != "held":
             return
         self._metrics.failovers.labels(symbol).inc()
         took_over = {

@@ -23,6 +23,7 @@ from weakref import WeakSet
 import ccxt
 import structlog
 
+from quantmesh.cancel import cancel_and_wait
 from quantmesh.domain import Fill, MarketRules, Order, OrderRequest, OrderUpdate, Tick
 from quantmesh.errors import (
     AuthenticationFailed,
@@ -156,10 +157,7 @@ class CcxtExchange:
         if self._state == "closed":
             return
         self._state = "closed"
-        tasks = list(self._tasks)
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await cancel_and_wait(*self._tasks)
         self._tasks.clear()
         for tick_subs in self._tick_subs.values():
             end_all(tick_subs)

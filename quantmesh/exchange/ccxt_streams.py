@@ -12,7 +12,6 @@ exponentially with jitter.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -21,6 +20,7 @@ from typing import Any
 import ccxt
 import structlog
 
+from quantmesh.cancel import cancel_and_wait
 from quantmesh.domain import Fill, Order, OrderUpdate, Tick, fills_cover
 from quantmesh.errors import ExchangeError, OrderNotFound
 from quantmesh.exchange.backoff import Backoff
@@ -68,9 +68,7 @@ class _Pending:
     async def cancel(self) -> None:
         task, self._task = self._task, None
         if task is not None:
-            task.cancel()
-            with contextlib.suppress(BaseException):
-                await task
+            await cancel_and_wait(task)
 
 
 class _Loop:

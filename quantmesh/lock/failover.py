@@ -25,6 +25,7 @@ from typing import Literal, Protocol
 
 import structlog
 
+from quantmesh.cancel import cancel_and_wait
 from quantmesh.errors import LockError, LockUnavailable
 from quantmesh.lock.base import Lease
 from quantmesh.lock.hold import Held, hold
@@ -220,9 +221,7 @@ class FailoverLock:
 
     async def close(self) -> None:
         if self._monitor is not None:
-            self._monitor.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._monitor
+            await cancel_and_wait(self._monitor)
             self._monitor = None
         await self._local.close()
         await self._primary.close()

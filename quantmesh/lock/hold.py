@@ -10,13 +10,13 @@ cancels the task running the block, and the block ends with ``LockLost`` instead
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 import structlog
 
+from quantmesh.cancel import cancel_and_wait
 from quantmesh.errors import LockError, LockLost
 from quantmesh.lock.base import DistributedLock, Lease
 
@@ -77,9 +77,7 @@ async def hold(
         raise
     finally:
         held._in_body = False
-        watchdog.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await watchdog
+        await cancel_and_wait(watchdog)
         if not held.lost:  # a lost lease is expired or another holder's: nothing to free
             await _release(locker, held.lease)
     if held.lost:
@@ -116,6 +114,11 @@ async def _watch(
                 async with asyncio.timeout(left):
                     renewed = await locker.extend(held.lease, ttl)
         except (LockError, TimeoutError) as exc:
+            if _cancelled():
+                # Our own cancellation, turned into an error on the way (a timeout that
+                # expired at the same moment, a client that reports it as a lost
+                # connection): stop, or whoever waits for the watchdog waits forever.
+                raise asyncio.CancelledError from exc
             left = held.lease.deadline - clock()
             if left > 0:
                 log.warning("lock_extend_failed", key=held.lease.key, error=str(exc) or "timeout")
@@ -129,3 +132,9 @@ async def _watch(
             return
         held.lease = renewed
         delay = period
+
+
+def _cancelled() -> bool:
+    """Whether the current task has a cancellation request pending."""
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0

@@ -50,6 +50,7 @@ from typing import Any, Final, TypeVar
 
 import structlog
 
+from quantmesh.cancel import cancel_and_wait
 from quantmesh.domain import Fill, Order
 from quantmesh.errors import StorageError, StorageRejected, StorageUnavailable
 from quantmesh.grid.state import GridShape, GridState, LevelState, RoundTrip
@@ -161,9 +162,7 @@ class BufferedRepository:
 
     async def close(self) -> None:
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await cancel_and_wait(self._task)
             self._task = None
         if self.pending:
             try:

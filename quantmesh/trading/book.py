@@ -80,6 +80,15 @@ class OrderBook:
         closed = self._closed.get(order.client_order_id)
         return bool(order.exchange_order_id) and closed == order.exchange_order_id
 
+    def is_stale(self, order: Order) -> bool:
+        """An open buy of a cycle its level has already finished, not followed by this book:
+        a former owner of the symbol froze while sending it, and it landed after this book
+        moved on. Adopting it would buy the level twice."""
+        key = parse_client_order_id(order.client_order_id)
+        if key is None or key.tag != self.tag or key.side != "buy" or not order.is_open:
+            return False
+        return not self.tracks(order) and key.cycle < self.state.level(key.level).cycle
+
     def tracks(self, order: Order) -> bool:
         """Whether this book has followed ``order`` as open since it was placed or adopted.
 

@@ -44,7 +44,7 @@ from quantmesh.lock.base import DistributedLock
 from quantmesh.observability.metrics import Metrics
 from quantmesh.storage.base import Repository, TradeFilter
 from quantmesh.trading.book import Effect, OrderBook
-from quantmesh.trading.ids import client_order_id, grid_tag
+from quantmesh.trading.ids import client_order_id, grid_tag, parse_client_order_id
 from quantmesh.trading.lockkeys import LockKeys
 from quantmesh.trading.sender import OrderSender
 
@@ -441,6 +441,9 @@ class Trader:
         """Apply an order update to the grid and store it; the mutex is held."""
         assert self.book is not None
         fills = update.fills
+        if not fills and self.book.is_stale(update.order):
+            await self._cancel_stale(update.order)
+            return
         if fills and not self.book.tracks(update.order):
             # Fills of an order this process did not follow from its placement (adopted,
             # settled after a restart) may have been applied by an earlier process.
@@ -470,6 +473,25 @@ class Trader:
             raise LockLost(f"grid:{self.symbol}")
         self.book.commit(effect)
         self._report(effect)
+
+    async def _cancel_stale(self, order: Order) -> None:
+        """Cancel a buy of a finished cycle instead of adopting it; if it filled meanwhile,
+        its fills are recorded like any other."""
+        assert self.book is not None
+        log.warning(
+            "stale_order_found",
+            client_order_id=order.client_order_id,
+            detail="an open buy of a cycle its level has finished (sent by a former owner "
+            "as it froze): cancelling it",
+        )
+        key = parse_client_order_id(order.client_order_id)
+        assert key is not None  # is_stale parsed it
+        cancel = CancelOrder(order.client_order_id, key.level, "buy", "stale")
+        for answer in await self._sender.cancel(self.book, cancel):
+            if answer.filled > 0:
+                await self._absorb(answer)
+            else:
+                await self._repo.save_orders([answer])
 
     def _report(self, effect: Effect) -> None:
         assert self.book is not None

@@ -18,11 +18,13 @@ import yaml
 from tests.cli_support import Daemon, write_config
 from tests.servers.base import free_port
 from tests.servers.proxy import TcpProxy
+from tests.servers.redis import RedisServer
 
 ROOT = Path(__file__).resolve().parents[2]
 SYMBOLS = ("ETH/USDT", "BTC/USDT")
 LEASE_TTL = 3.0
 CHECK_INTERVAL = 0.5
+OWNERS = "quantmesh:lock:{fleet:binance}:owners"  # who holds each symbol, as recorded
 
 
 def node_config(
@@ -182,3 +184,16 @@ def wait_owner(
             return owner, time.monotonic() - start
         time.sleep(0.1)
     raise AssertionError(f"nobody took {symbol} over within {timeout:g} s")
+
+
+def settled(nodes: list[Node], redis: RedisServer, symbol: str, timeout: float) -> Node:
+    """Wait until the node trading ``symbol`` is the owner Redis records (after a Redis
+    restart a former owner may say it trades until its next renewal finds the lease gone)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        owner = owner_of(nodes, symbol)
+        raw = redis.command("HGET", OWNERS, symbol)
+        if owner is not None and raw and json.loads(raw)["owner"] == owner.name:
+            return owner
+        time.sleep(0.1)
+    raise AssertionError(f"{symbol}: no settled owner within {timeout:g} s")

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import pytest
 from redis.asyncio import Redis
 
+from tests.coordination.support import Instances
 from tests.lock.conftest import make_client
 from tests.servers.redis import RedisServer
 
@@ -23,3 +25,10 @@ async def redis(redis_server: RedisServer) -> AsyncIterator[Redis]:
     await client.flushall()
     yield client
     await client.aclose()
+
+
+@pytest.fixture
+async def instances(tmp_path: Path) -> AsyncIterator[Instances]:
+    started = Instances(tmp_path)
+    yield started
+    await started.close()

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 from quantmesh.app import Service
 from quantmesh.coordination.allocation import Mode
@@ -52,8 +53,12 @@ class Instance:
 
     async def close(self) -> None:
         self.stop.set()
-        if self.task is not None:
-            await asyncio.wait_for(self.task, 10)
+        if self.task is not None and not self.task.done():
+            try:
+                await asyncio.wait_for(self.task, 10)
+            except TimeoutError:  # stuck: cancel it, so its database thread stops too
+                self.task.cancel()
+                await asyncio.gather(self.task, return_exceptions=True)
 
     def sample(self, name: str, **labels: str) -> float:
         value = self.metrics.registry.get_sample_value(name, labels)
@@ -103,3 +108,20 @@ def instance(
         shutdown_grace=1.0,
     )
     return Instance(name, service, metrics, asyncio.Event())
+
+
+class Instances:
+    """Every instance a test starts; closed at the end even when the test fails (their
+    database threads would otherwise keep the process alive)."""
+
+    def __init__(self, tmp_path: Path) -> None:
+        self.tmp_path = tmp_path
+        self.started: list[Instance] = []
+
+    def start(self, name: str, redis_port: int, *args: Any, **kwargs: Any) -> Instance:
+        node = instance(self.tmp_path, name, redis_port, *args, **kwargs).start()
+        self.started.append(node)
+        return node
+
+    async def close(self) -> None:
+        await asyncio.gather(*(node.close() for node in self.started))

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from pathlib import Path
 
 import pytest
 
@@ -14,7 +13,7 @@ from tests.servers.proxy import TcpProxy
 from tests.servers.redis import RedisServer
 from tests.trading.support import until
 
-from .support import CHECK, TTL, Instance, instance
+from .support import CHECK, TTL, Instance, Instances
 
 pytestmark = pytest.mark.usefixtures("redis")
 ETH = "ETH/USDT"
@@ -25,11 +24,11 @@ async def close_all(*instances: Instance) -> None:
 
 
 async def test_two_masters_with_one_symbol_trade_it_one_at_a_time(
-    tmp_path: Path, redis_server: RedisServer
+    instances: Instances, redis_server: RedisServer
 ) -> None:
-    a = instance(tmp_path, "a", redis_server.port).start()
+    a = instances.start("a", redis_server.port)
     await until(lambda: a.trading() == {ETH})
-    b = instance(tmp_path, "b", redis_server.port).start()
+    b = instances.start("b", redis_server.port)
     await until(lambda: "a" in b.coordinator.status()["waiting_for"].values())  # type: ignore[union-attr]
     await asyncio.sleep(3 * CHECK)
     assert a.trading() == {ETH} and b.trading() == set()
@@ -43,12 +42,12 @@ async def test_two_masters_with_one_symbol_trade_it_one_at_a_time(
 
 
 async def test_a_standby_takes_over_a_cut_off_master_and_hands_back(
-    tmp_path: Path, redis_server: RedisServer
+    instances: Instances, redis_server: RedisServer
 ) -> None:
     with TcpProxy("127.0.0.1", redis_server.port) as proxy:
-        master = instance(tmp_path, "m", proxy.port).start()
+        master = instances.start("m", proxy.port)
         await until(lambda: master.trading() == {ETH})
-        standby = instance(tmp_path, "s", redis_server.port, role="standby").start()
+        standby = instances.start("s", redis_server.port, role="standby")
         await until(lambda: standby.coordinator.registered.is_set())
         await asyncio.sleep(3 * CHECK)
         assert standby.trading() == set() and standby.coordinator.status()["wanted"] == []
@@ -73,16 +72,30 @@ async def test_a_standby_takes_over_a_cut_off_master_and_hands_back(
         await close_all(master, standby)
 
 
+async def test_a_standby_started_first_leaves_a_master_starting_beside_it_alone(
+    instances: Instances, redis_server: RedisServer
+) -> None:
+    standby = instances.start("s", redis_server.port, role="standby")
+    await until(lambda: standby.coordinator.registered.is_set())
+    await asyncio.sleep(TTL / 2)  # the master's start-up is slower
+    master = instances.start("m", redis_server.port)
+    await until(lambda: master.trading() == {ETH}, timeout=TTL + 3)
+    await asyncio.sleep(TTL)  # past the standby's settling time
+    assert standby.trading() == set()
+    assert standby.sample("quantmesh_ownership_changes_total", symbol=ETH, event="acquired") == 0
+    await close_all(master, standby)
+
+
 async def test_dynamic_mode_shares_the_symbols_and_rebalances(
-    tmp_path: Path, redis_server: RedisServer
+    instances: Instances, redis_server: RedisServer
 ) -> None:
     symbols = ("ETH/USDT", "BTC/USDT", "SOL/USDT", "BNB/USDT", "XRP/USDT", "ADA/USDT")
-    a = instance(tmp_path, "a", redis_server.port, symbols, mode="dynamic").start()
+    a = instances.start("a", redis_server.port, symbols, mode="dynamic")
     await until(lambda: a.trading() == set(symbols), timeout=5)
-    b = instance(tmp_path, "b", redis_server.port, symbols, mode="dynamic").start()
+    b = instances.start("b", redis_server.port, symbols, mode="dynamic")
     # one at a time: the migrations of in-process SQLite databases must not overlap
     await until(lambda: b.coordinator.registered.is_set())
-    c = instance(tmp_path, "c", redis_server.port, symbols, mode="dynamic").start()
+    c = instances.start("c", redis_server.port, symbols, mode="dynamic")
     fleet = (a, b, c)
 
     def shared() -> bool:
@@ -106,11 +119,11 @@ async def test_dynamic_mode_shares_the_symbols_and_rebalances(
 
 
 async def test_a_second_live_instance_with_the_same_id_refuses_to_start(
-    tmp_path: Path, redis_server: RedisServer
+    instances: Instances, redis_server: RedisServer
 ) -> None:
-    first = instance(tmp_path, "one", redis_server.port, instance_id="node").start()
+    first = instances.start("one", redis_server.port, instance_id="node")
     await until(lambda: first.trading() == {ETH})
-    second = instance(tmp_path, "two", redis_server.port, instance_id="node").start()
+    second = instances.start("two", redis_server.port, instance_id="node")
     assert second.task is not None
     result = await asyncio.wait_for(second.task, TTL + 5)
     assert result.fatal is not None  # type: ignore[attr-defined]
@@ -120,13 +133,13 @@ async def test_a_second_live_instance_with_the_same_id_refuses_to_start(
 
 
 async def test_a_restart_with_the_same_id_waits_for_the_old_entry_to_lapse(
-    tmp_path: Path, redis_server: RedisServer
+    instances: Instances, redis_server: RedisServer
 ) -> None:
     with TcpProxy("127.0.0.1", redis_server.port) as proxy:
-        old = instance(tmp_path, "old", proxy.port, instance_id="node").start()
+        old = instances.start("old", proxy.port, instance_id="node")
         await until(lambda: old.trading() == {ETH})
         proxy.cut()  # as good as killed, for Redis: nothing is renewed any more
-        new = instance(tmp_path, "new", redis_server.port, instance_id="node").start()
+        new = instances.start("new", redis_server.port, instance_id="node")
         await until(lambda: new.trading() == {ETH}, timeout=2 * TTL + 3)
         assert new.service.result.fatal is None
         await close_all(old, new)

@@ -3,14 +3,16 @@ claimed on the grid before the grid is read."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from decimal import Decimal
 from pathlib import Path
 
 import pytest
 
+from quantmesh.domain import OrderRequest
 from quantmesh.errors import LockLost
 
-from .support import SYMBOL, make_exchange, make_repository, running_trader, settle, until
+from .support import SETTINGS, SYMBOL, make_exchange, make_repository, running_trader, settle, until
 
 
 async def test_nothing_is_sent_once_the_ownership_lease_is_invalid(tmp_path: Path) -> None:
@@ -71,5 +73,42 @@ async def test_a_newer_owner_fences_out_the_former_owners_writes(tmp_path: Path)
     assert caught.group_contains(LockLost)
     grid = await repository.load_grid(SYMBOL)
     assert grid is not None and grid.fence == 300 and not grid.levels  # nothing of the old one
+    await exchange.close()
+    await repository.close()
+
+
+async def test_a_stale_buy_from_a_former_owner_is_cancelled_not_adopted(
+    tmp_path: Path,
+) -> None:
+    exchange = make_exchange(tmp_path)
+    repository = make_repository(tmp_path)
+    await repository.start()
+    await exchange.start()
+    settings = replace(SETTINGS, reconcile_interval=0.2)  # the resync finds it
+    async with running_trader(exchange, repository, settings=settings) as run:
+        exchange.set_price(SYMBOL, Decimal(2001))
+        await until(lambda: len(run.tracked_ids()) == 3)
+        exchange.set_price(SYMBOL, Decimal(1999))  # B0.0 fills: level 0 is on cycle 1
+        await until(lambda: any(o.side == "sell" for o in exchange.engine.open_orders(SYMBOL)))
+        [first] = [o for o in exchange.engine.all_orders() if o.client_order_id.endswith("B0.0")]
+        # a former owner, frozen while sending B0.0, thaws: the copy lands now
+        stale = await exchange.create_order(
+            OrderRequest(SYMBOL, "buy", Decimal(1990), Decimal("0.015"), first.client_order_id)
+        )
+
+        def status() -> str:
+            [order] = [
+                o
+                for o in exchange.engine.all_orders()
+                if o.exchange_order_id == stale.exchange_order_id
+            ]
+            return order.status
+
+        await until(lambda: status() != "open")
+        assert status() == "canceled"
+        assert run.metric("quantmesh_orders_cancelled_total", symbol=SYMBOL, reason="stale") == 1
+        assert stale.client_order_id not in run.tracked_ids()
+    grid = await repository.load_grid(SYMBOL)
+    assert grid is not None and grid.level(0).holding == Decimal("0.015")  # bought once
     await exchange.close()
     await repository.close()

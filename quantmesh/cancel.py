@@ -1,0 +1,31 @@
+"""Cancelling a task and waiting until it has really ended.
+
+Cancellation can be swallowed on its way down: on Python 3.11, ``asyncio.wait_for`` (used
+inside client libraries) may return a result that arrived together with the cancellation,
+and a timeout that expires at the same moment turns it into ``TimeoutError``. A task that
+swallowed it runs on, and ``await task`` waits forever. ``cancel_and_wait`` cancels again
+until the task has ended.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+# How long one cancellation may take to end the task before it is cancelled again.
+_RETRY = 0.5
+
+
+async def cancel_and_wait(*tasks: asyncio.Task[object] | asyncio.Future[object]) -> None:
+    """Cancel ``tasks`` and return once every one has ended (results and errors dropped).
+
+    A cancellation of the caller meanwhile propagates at once (the tasks have been
+    cancelled, not necessarily ended).
+    """
+    pending = {task for task in tasks if not task.done()}
+    while pending:
+        for task in pending:
+            task.cancel()
+        _, pending = await asyncio.wait(pending, timeout=_RETRY)
+    for task in tasks:
+        if not task.cancelled():
+            task.exception()  # retrieved: no "exception never retrieved" warning
