@@ -95,6 +95,7 @@ class Service:
         self.result = RunResult(symbols=len(self.symbols))
         self._all_failed = asyncio.Event()
         self._fatal = asyncio.Event()
+        self._stopping = False
 
     async def run(self, stop: asyncio.Event) -> RunResult:
         """Run until ``stop`` is set, every symbol failed, or a fatal error occurred.
@@ -143,12 +144,13 @@ class Service:
                 for waiter in waiters:
                     waiter.cancel()
             log.info("shutdown_started")
+            self._stopping = True  # no slot starts a trader from here on
             await self._drain()
             # The slots give their leases back on the way out; then the membership goes,
             # so a standby takes over at its next check rather than after the lease lapses.
             await cancel_and_wait(*slots)
+            await cancel_and_wait(membership)  # first: a late heartbeat would re-register
             await self.coordinator.leave()
-            await cancel_and_wait(membership)
 
     async def _coordinate(self) -> None:
         try:
@@ -163,11 +165,14 @@ class Service:
         for good or the service stops."""
         symbol = settings.symbol
         coordinator = self.coordinator
-        while True:
+        while not self._stopping:
             await coordinator.wait_wanted(symbol)
+            if self._stopping:
+                return
             try:
                 async with coordinator.own(symbol) as claim:
                     if await self._trade(settings, claim):
+                        coordinator.drop(symbol)  # failed here for good: others may try
                         return
             except (LockTimeout, LockUnavailable, LockLost):
                 pass  # held elsewhere, backend down, or lost: the coordinator said which
@@ -182,6 +187,8 @@ class Service:
         trader stopped placing and finished its in-flight calls first). Raises
         ``LockLost`` when the trader found its grid taken over.
         """
+        if self._stopping:  # checked with no await before the trader joins the list
+            return False
         trader = self.make_trader(settings, claim)
         self.traders.append(trader)
         run = asyncio.create_task(self._guard(trader), name=f"trader:{trader.symbol}")

@@ -28,11 +28,12 @@ from dataclasses import dataclass
 
 import structlog
 
+from quantmesh.cancel import cancel_and_wait
 from quantmesh.coordination.allocation import Member, Mode, wanted
-from quantmesh.coordination.fleet import Fleet, OwnerRecord
-from quantmesh.errors import InstanceIdInUse, LockError
+from quantmesh.coordination.fleet import Fleet, Recorded
+from quantmesh.errors import InstanceIdInUse, LockError, LockLost
 from quantmesh.lock.base import DistributedLock
-from quantmesh.lock.hold import hold
+from quantmesh.lock.hold import Held, hold
 from quantmesh.observability.metrics import Metrics
 from quantmesh.trading.lockkeys import LockKeys
 
@@ -88,6 +89,8 @@ class Coordinator:
         self._holders: dict[str, str] = {}  # who holds the symbols we wait for, as last logged
         self._fleet_error: str | None = None
         self._joined_at: float | None = None
+        self._shared: dict[str, list[str]] = {}  # other masters configured with our symbols
+        self._failed: set[str] = set()  # symbols that failed here for good
         if fleet is None:
             self.registered.set()
         for symbol in me.symbols:
@@ -140,9 +143,13 @@ class Coordinator:
         while True:
             try:
                 await self._beat(self._fleet)
-            except LockError as exc:
+            except InstanceIdInUse:
+                raise
+            except Exception as exc:  # noqa: BLE001 - keep the last view; leases stay safe
+                # Redis unreachable, or a member entry this version cannot read (a peer on
+                # another version during a rolling upgrade): the last view stands.
                 if self._fleet_error is None:
-                    log.warning("fleet_unreachable", error=str(exc))
+                    log.warning("fleet_unreachable", error=f"{type(exc).__name__}: {exc}")
                 self._fleet_error = str(exc)
             else:
                 if self._fleet_error is not None:
@@ -150,8 +157,21 @@ class Coordinator:
                 self._fleet_error = None
             await asyncio.sleep(self.lease_ttl / 3)
 
+    def _current(self) -> Member:
+        """This instance as it presents itself now: without the symbols that failed here
+        for good (another instance may trade them)."""
+        if not self._failed:
+            return self.me
+        return Member(self.me.id, self.me.role, self.me.symbols - self._failed)
+
+    def drop(self, symbol: str) -> None:
+        """``symbol`` failed here for good: stop claiming it."""
+        self._failed.add(symbol)
+        self._wanted = self._wanted - {symbol}
+        self._changed()
+
     async def _beat(self, fleet: Fleet) -> None:
-        registration = await fleet.heartbeat()
+        registration = await fleet.heartbeat(self._current().symbols)
         if not registration.ok and not self.registered.is_set():
             # At start an entry with our id may be a killed predecessor's, not yet lapsed:
             # wait for it to lapse, and refuse only if it is renewed meanwhile.
@@ -165,7 +185,7 @@ class Coordinator:
                 "whether it is renewed",
             )
             await asyncio.sleep(registration.other_left + 0.2)
-            registration = await fleet.heartbeat()
+            registration = await fleet.heartbeat(self._current().symbols)
         if not registration.ok:
             other = registration.other or {}
             raise InstanceIdInUse(
@@ -194,7 +214,8 @@ class Coordinator:
                 members=len(after),
             )
         self.members = members
-        new = wanted(self.mode, self.me, members)
+        self._note_shared(members)
+        new = wanted(self.mode, self._current(), members)
         if self.me.role == "standby" and self._settling():
             new = frozenset()
         if new != self._wanted or not self.registered.is_set():
@@ -207,6 +228,25 @@ class Coordinator:
                 )
             self._wanted = new
             self._changed()
+
+    def _note_shared(self, members: list[Member]) -> None:
+        """Static masters configured with the same symbols: say so, once per change (the
+        lease lets one trade each symbol; the others wait and take over if it fails)."""
+        if self.mode != "static" or self.me.role != "master":
+            return
+        shared = {
+            m.id: sorted(m.symbols & self.me.symbols)
+            for m in members
+            if m.id != self.me.id and m.role == "master" and m.symbols & self.me.symbols
+        }
+        if shared != self._shared:
+            self._shared = shared
+            if shared:
+                log.warning(
+                    "symbols_configured_elsewhere",
+                    instances=shared,
+                    detail="one instance trades each of these symbols, the others wait",
+                )
 
     def _settling(self) -> bool:
         """A standby claims nothing during its first ``lease_ttl`` in the fleet: masters
@@ -250,16 +290,22 @@ class Coordinator:
             async with hold(self._locker, self._keys.owner_key(symbol), self.lease_ttl) as held:
                 acquired = True
                 self._took(symbol)
-                await self._record_takeover(fleet, symbol, held.fence)
+                since = self._wall()
+                grace = await self._take_over(fleet, symbol, held.fence, since)
+                keeper = asyncio.create_task(
+                    self._keep_record(fleet, symbol, held, since), name=f"owner-record:{symbol}"
+                )
                 try:
+                    await asyncio.sleep(grace)
                     yield Claim(symbol, held.fence, held.valid)
                 except asyncio.CancelledError:
                     if held.lost:  # the watchdog cancelled us: say so before cleaning up
                         self._lost(symbol, "lease lost")
                     raise
                 finally:
+                    await cancel_and_wait(keeper)
                     if held.valid():  # handed back, not lost: the next owner is no failover
-                        await self._record(fleet, symbol, "released", held.fence)
+                        await self._record(fleet, symbol, "released", held.fence, since)
         except LockError as exc:
             if not acquired:
                 await self._note_holder(fleet, symbol)
@@ -288,38 +334,48 @@ class Coordinator:
         if event == "released":
             log.info("symbol_released", symbol=symbol)
 
-    async def _record_takeover(self, fleet: Fleet, symbol: str, fence: int) -> None:
-        """Record the new owner; a previous owner that never released it failed over.
+    async def _take_over(self, fleet: Fleet, symbol: str, fence: int, since: float) -> float:
+        """Record this instance as the owner and count a failover when the previous owner
+        never released the symbol. Returns how long to wait before trading: while a former
+        owner may still believe it trades the symbol."""
+        recorded = await self._record(fleet, symbol, "held", fence, since)
+        if recorded is not None and not recorded.stored:
+            raise LockLost(f"{symbol}: a newer owner is recorded")
+        previous = recorded.previous if recorded is not None else None
+        if previous is not None and previous.owner != self.me.id and previous.state == "held":
+            self._metrics.failovers.labels(symbol).inc()
+            took_over = {
+                "symbol": symbol,
+                "from": previous.owner,
+                "at": self._wall(),
+                "previous_since": previous.since,
+            }
+            self.failovers = [*self.failovers[-9:], took_over]
+            log.warning("symbol_taken_over", symbol=symbol, previous_owner=previous.owner)
+        grace, reason = takeover_grace(recorded, fence, self.me.id, self.lease_ttl)
+        if grace > 0:
+            log.warning("ownership_grace", symbol=symbol, seconds=round(grace, 2), reason=reason)
+        return grace
 
-        No record at all means Redis lost its data (restarted empty, or a failover to a
-        replica that missed it) - or the symbol's very first owner. Then a former owner
-        may still believe its lease valid until its next renewal finds it gone: wait that
-        long (a third of the lease, plus a reply's time) before trading.
-        """
-        previous = await self._record(fleet, symbol, "held", fence)
-        if previous is None:
-            grace = self.lease_ttl / 3 + _RECORD_TIMEOUT / 2
-            log.info("ownership_grace", symbol=symbol, seconds=round(grace, 2))
-            await asyncio.sleep(grace)
-            return
-        if previous.owner == self.me.id or previous.state != "held":
-            return
-        self._metrics.failovers.labels(symbol).inc()
-        took_over = {
-            "symbol": symbol,
-            "from": previous.owner,
-            "at": self._wall(),
-            "previous_since": previous.since,
-        }
-        self.failovers = [*self.failovers[-9:], took_over]
-        log.warning("symbol_taken_over", symbol=symbol, previous_owner=previous.owner)
+    async def _keep_record(self, fleet: Fleet, symbol: str, held: Held, since: float) -> None:
+        """Keep the ownership record's ``until`` ahead while the lease is held; a newer
+        owner's record means the lease is gone, whatever its deadline says."""
+        while True:
+            await asyncio.sleep(self.lease_ttl / 3)
+            if not held.valid():
+                return
+            recorded = await self._record(fleet, symbol, "held", held.fence, since)
+            if recorded is not None and not recorded.stored:
+                held.lost = True  # nothing more is sent; the watchdog ends the block
+                log.error("ownership_superseded", symbol=symbol, fence=held.fence)
+                return
 
     async def _record(
-        self, fleet: Fleet, symbol: str, state: str, fence: int
-    ) -> OwnerRecord | None:
+        self, fleet: Fleet, symbol: str, state: str, fence: int, since: float
+    ) -> Recorded | None:
         try:
             async with asyncio.timeout(_RECORD_TIMEOUT):
-                return await fleet.swap_owner(symbol, state, fence)
+                return await fleet.record_owner(symbol, state, fence, since)
         except (LockError, TimeoutError) as exc:
             log.warning("ownership_record_failed", symbol=symbol, error=str(exc) or "timeout")
             return None
@@ -350,3 +406,29 @@ class Coordinator:
 
 def member_of(instance_id: str, role: str, symbols: Iterable[str]) -> Member:
     return Member(instance_id, "standby" if role == "standby" else "master", frozenset(symbols))
+
+
+def takeover_grace(
+    recorded: Recorded | None, fence: int, me: str, lease_ttl: float
+) -> tuple[float, str]:
+    """How long a new owner waits before trading, and why. Pure.
+
+    Normally nothing: the former owner released the symbol, or its lease ran out before
+    this one was granted. But Redis can lose a lease early (a restart without persistence,
+    a failover to a replica that missed it) while the former owner still believes it
+    valid - until its deadline, at most ``until`` (the end of its last recorded renewal)
+    plus the renewal period. Without a record to tell, wait a whole lease.
+    """
+    if recorded is None:
+        return lease_ttl, "the ownership record could not be read"
+    previous = recorded.previous
+    if previous is None:
+        return lease_ttl, "no ownership record: Redis lost its data, or a first start"
+    if previous.fence == fence:
+        return lease_ttl, "the record was written twice (a retried call): former owner unknown"
+    if previous.state == "released" or previous.owner == me:
+        return 0.0, ""
+    left = previous.until - recorded.now
+    if left > 0:
+        return left + lease_ttl / 3, f"{previous.owner}'s lease may still be valid: lost early"
+    return 0.0, ""

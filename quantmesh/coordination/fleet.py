@@ -20,7 +20,6 @@ import json
 import os
 import secrets
 import socket
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -67,11 +66,23 @@ if current and cjson.decode(current)['token'] == ARGV[2] then
 end
 return 0
 """
-# KEYS[1] owners; ARGV[1] symbol, ARGV[2] record: store it, return the previous one.
-_SWAP_OWNER = """
+# KEYS[1] owners; ARGV[1] symbol, ARGV[2] owner, ARGV[3] state, ARGV[4] fence (digits),
+# ARGV[5] ttl ms, ARGV[6] since. Stores the record unless one with a newer fence is stored
+# (a former owner cannot overwrite its successor); "until" is when a held lease ends at the
+# latest, on the server's clock. Returns {1 stored | 0 refused, the previous record, now ms}.
+_RECORD_OWNER = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local previous = redis.call('HGET', KEYS[1], ARGV[1])
-redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
-return previous or false
+if previous and tonumber(cjson.decode(previous)['fence']) > tonumber(ARGV[4]) then
+  return {0, previous, string.format('%d', now)}
+end
+local until_ms = now
+if ARGV[3] == 'held' then until_ms = now + tonumber(ARGV[5]) end
+redis.call('HSET', KEYS[1], ARGV[1], string.format(
+  '{"owner":"%s","state":"%s","fence":%s,"until":%d,"since":%s}',
+  ARGV[2], ARGV[3], ARGV[4], until_ms, ARGV[6]))
+return {1, previous or false, string.format('%d', now)}
 """
 
 
@@ -89,7 +100,17 @@ class OwnerRecord:
     owner: str
     state: Literal["held", "released"]
     fence: int
-    since: float  # the owner's wall clock, seconds
+    until: float  # server clock, seconds: a held lease ends by then at the latest
+    since: float  # the owner's wall clock when it took the symbol, seconds
+
+
+@dataclass(frozen=True, slots=True)
+class Recorded:
+    """The answer to ``record_owner``."""
+
+    stored: bool  # False: a newer owner's record is stored
+    previous: OwnerRecord | None
+    now: float  # server clock, seconds
 
 
 class Fleet:
@@ -106,16 +127,7 @@ class Fleet:
         self.me = me
         self.ttl = ttl
         self.token = secrets.token_hex(12)
-        self._info = json.dumps(
-            {
-                "id": me.id,
-                "token": self.token,
-                "role": me.role,
-                "symbols": sorted(me.symbols),
-                "host": socket.gethostname(),
-                "pid": os.getpid(),
-            }
-        )
+        self._host = socket.gethostname()
 
     async def _eval(self, script: str, keys: Sequence[str], args: Sequence[str | int]) -> Any:
         try:
@@ -123,12 +135,21 @@ class Fleet:
         except RedisError as exc:
             raise lock_error(exc, "fleet") from None
 
-    async def heartbeat(self) -> Registration:
-        """Register or renew this instance's membership for ``ttl`` seconds."""
+    async def heartbeat(self, symbols: frozenset[str] | None = None) -> Registration:
+        """Register or renew this instance's membership for ``ttl`` seconds, claiming
+        ``symbols`` (default: all it is configured with)."""
+        info = {
+            "id": self.me.id,
+            "token": self.token,
+            "role": self.me.role,
+            "symbols": sorted(self.me.symbols if symbols is None else symbols),
+            "host": self._host,
+            "pid": os.getpid(),
+        }
         answer = await self._eval(
             _HEARTBEAT,
             (self._members_key, self._info_key),
-            (self.me.id, self.token, max(1, round(self.ttl * 1000)), self._info),
+            (self.me.id, self.token, max(1, round(self.ttl * 1000)), json.dumps(info)),
         )
         if int(answer[0]) == 1:
             return Registration(True)
@@ -153,13 +174,16 @@ class Fleet:
         )
         return bool(answer)
 
-    async def swap_owner(self, symbol: str, state: str, fence: int) -> OwnerRecord | None:
-        """Record this instance as ``symbol``'s owner in ``state``; the previous record."""
-        record = json.dumps(
-            {"owner": self.me.id, "state": state, "fence": fence, "since": time.time()}
+    async def record_owner(self, symbol: str, state: str, fence: int, since: float) -> Recorded:
+        """Record this instance as ``symbol``'s owner (``held`` until ``ttl`` from now, or
+        ``released``), unless a newer owner is recorded; the previous record."""
+        answer = await self._eval(
+            _RECORD_OWNER,
+            (self._owners_key,),
+            (symbol, self.me.id, state, str(fence), max(1, round(self.ttl * 1000)), repr(since)),
         )
-        previous = await self._eval(_SWAP_OWNER, (self._owners_key,), (symbol, record))
-        return None if not previous else _owner_record(previous)
+        previous = _owner_record(answer[1]) if answer[1] else None
+        return Recorded(bool(int(answer[0])), previous, int(_text(answer[2])) / 1000)
 
     async def owners(self) -> dict[str, OwnerRecord]:
         """The ownership record of every symbol the fleet has traded."""
@@ -173,7 +197,13 @@ class Fleet:
 
 def _owner_record(raw: bytes | str) -> OwnerRecord:
     data = json.loads(_text(raw))
-    return OwnerRecord(data["owner"], data["state"], int(data["fence"]), float(data["since"]))
+    return OwnerRecord(
+        data["owner"],
+        data["state"],
+        int(data["fence"]),
+        int(data["until"]) / 1000,
+        float(data["since"]),
+    )
 
 
 def _text(value: bytes | str) -> str:

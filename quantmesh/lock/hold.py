@@ -39,8 +39,9 @@ class Held:
         return self.lease.fence
 
     def valid(self) -> bool:
-        """True while the lease is neither lost nor past its deadline."""
-        return not self.lost and self._clock() < self.lease.deadline
+        """True while the block runs and the lease is neither lost nor past its deadline
+        (after the block the lease is released: anything still holding this says no)."""
+        return self._in_body and not self.lost and self._clock() < self.lease.deadline
 
     def check(self) -> Lease:
         """The lease, or ``LockLost``: call right before acting under the lock."""

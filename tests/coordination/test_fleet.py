@@ -60,14 +60,30 @@ async def test_leave_drops_only_our_own_entry(redis: Redis) -> None:
 async def test_owner_records_return_the_previous_owner(redis: Redis) -> None:
     one = fleet(redis)
     two = fleet(redis, Member("node-2", "master", frozenset({"ETH/USDT"})))
-    assert await one.swap_owner("ETH/USDT", "held", 1_764_000_000_000_001) is None
-    previous = await two.swap_owner("ETH/USDT", "held", 1_764_000_000_000_002)
-    assert previous is not None
-    assert (previous.owner, previous.state, previous.fence) == (
+    first = await one.record_owner("ETH/USDT", "held", 1_764_000_000_000_001, 1.5)
+    assert first.stored and first.previous is None
+    second = await two.record_owner("ETH/USDT", "held", 1_764_000_000_000_002, 2.5)
+    previous = second.previous
+    assert second.stored and previous is not None
+    assert (previous.owner, previous.state, previous.fence, previous.since) == (
         "node-1",
         "held",
         1_764_000_000_000_001,  # fences survive exactly (no float rounding)
+        1.5,
     )
-    await two.swap_owner("ETH/USDT", "released", 1_764_000_000_000_002)
+    # a held record runs until a lease from now; the server's clock says when
+    assert second.now < previous.until <= second.now + 1.0
+    await two.record_owner("ETH/USDT", "released", 1_764_000_000_000_002, 2.5)
     records = await one.owners()
     assert records["ETH/USDT"].owner == "node-2" and records["ETH/USDT"].state == "released"
+
+
+async def test_a_former_owner_cannot_overwrite_its_successors_record(redis: Redis) -> None:
+    old = fleet(redis)
+    new = fleet(redis, Member("node-2", "master", frozenset({"ETH/USDT"})))
+    await old.record_owner("ETH/USDT", "held", 100, 1.0)
+    await new.record_owner("ETH/USDT", "held", 200, 2.0)
+    refused = await old.record_owner("ETH/USDT", "released", 100, 1.0)
+    assert not refused.stored
+    assert refused.previous is not None and refused.previous.owner == "node-2"
+    assert (await old.owners())["ETH/USDT"].owner == "node-2"
