@@ -219,13 +219,14 @@ def test_three_instances_survive_kills_freezes_outages_and_partitions(
     stored = [i for i in stored if i in made_ids]  # fills made after the snapshot aside
     stale = chaos.stale_actions(actions)
     live = [a for a in actions if a not in stale]
-    worst = max(seconds for _, _, seconds in chaos.failovers)
+    worst = max(sec for name, _, sec in chaos.failovers if name != "Redis restart")
     lines = [
         "chaos summary",
         summary(orders, live, made, stored, window=INTERLEAVE_WINDOW),
         "failovers: "
         + ", ".join(f"{name} {symbol} {sec:.1f} s" for name, symbol, sec in chaos.failovers),
-        f"worst failover: {worst:.1f} s (bound {chaos.bound:.1f} s)",
+        f"worst failover: {worst:.1f} s (bound {chaos.bound:.1f} s; the Redis restart is a "
+        + "recovery, with a whole lease of grace)",
         f"requests in flight when frozen, landed on thaw: {len(stale)}",
         f"exit codes: {codes}; records and logs in {root}",
     ]
