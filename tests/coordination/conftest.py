@@ -1,30 +1,17 @@
-"""One Redis server for the coordination tests, flushed before each test."""
+"""The lock tests' Redis fixtures (one server per session, flushed per test), and the
+instances a test starts, closed even when it fails."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from redis.asyncio import Redis
 
 from tests.coordination.support import Instances
-from tests.lock.conftest import make_client
-from tests.servers.redis import RedisServer
+from tests.lock.conftest import redis, redis_server
 
-
-@pytest.fixture(scope="session")
-def redis_server() -> Iterator[RedisServer]:
-    with RedisServer() as server:
-        yield server
-
-
-@pytest.fixture
-async def redis(redis_server: RedisServer) -> AsyncIterator[Redis]:
-    client = make_client(redis_server.port)
-    await client.flushall()
-    yield client
-    await client.aclose()
+__all__ = ["redis", "redis_server"]
 
 
 @pytest.fixture
