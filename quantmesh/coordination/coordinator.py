@@ -398,7 +398,11 @@ class Coordinator:
             "mode": self.mode if self.leased else "single_instance",
             "owned": sorted(self.owned),
             "wanted": sorted(self._wanted) if self.registered.is_set() else [],
-            "waiting_for": dict(sorted(self._holders.items())),
+            "waiting_for": {
+                symbol: holder
+                for symbol, holder in sorted(self._holders.items())
+                if self.wants(symbol) and symbol not in self.owned
+            },
             "members": sorted(m.id for m in self.members),
             "recent_failovers": list(self.failovers),
         }
