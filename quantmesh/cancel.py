@@ -11,12 +11,17 @@ from __future__ import annotations
 
 import asyncio
 
-# How long one cancellation may take to end the task before it is cancelled again.
-_RETRY = 0.5
+# How long one cancellation may take to end the task before it is cancelled again: long
+# enough for the cleanup a cancelled task does on its way out (giving back a lease,
+# recording it released), short enough not to stall a shutdown for long.
+PATIENCE = 5.0
 
 
-async def cancel_and_wait(*tasks: asyncio.Task[object] | asyncio.Future[object]) -> None:
-    """Cancel ``tasks`` and return once every one has ended (results and errors dropped).
+async def cancel_and_wait(
+    *tasks: asyncio.Task[object] | asyncio.Future[object], patience: float = PATIENCE
+) -> None:
+    """Cancel ``tasks`` and return once every one has ended (results and errors dropped);
+    a task still running ``patience`` seconds after a cancellation is cancelled again.
 
     A cancellation of the caller meanwhile propagates at once (the tasks have been
     cancelled, not necessarily ended).
@@ -25,7 +30,7 @@ async def cancel_and_wait(*tasks: asyncio.Task[object] | asyncio.Future[object])
     while pending:
         for task in pending:
             task.cancel()
-        _, pending = await asyncio.wait(pending, timeout=_RETRY)
+        _, pending = await asyncio.wait(pending, timeout=patience)
     for task in tasks:
         if not task.cancelled():
             task.exception()  # retrieved: no "exception never retrieved" warning

@@ -207,6 +207,7 @@ def assemble(
         me = member_of("local", "master", (s.symbol for s in symbols))
         coordinator = Coordinator(me, metrics=metrics)
     hold_reason = _durability_hold(repository)
+    leased = coordinator.leased
 
     def make_trader(settings: TraderSettings, claim: Claim) -> Trader:
         return Trader(
@@ -217,6 +218,7 @@ def assemble(
             lock_keys=keys,
             metrics=metrics,
             fence=lambda: claim.fence,
+            exclusive=not leased,
             owner_valid=claim.valid,
             hold_reason=hold_reason,
         )

@@ -22,7 +22,7 @@ async def test_a_task_that_swallows_its_first_cancellation_still_ends() -> None:
 
     task = asyncio.create_task(stubborn())
     await asyncio.sleep(0)
-    await asyncio.wait_for(cancel_and_wait(task), 5)
+    await asyncio.wait_for(cancel_and_wait(task, patience=0.1), 5)
     assert task.cancelled() and swallowed == 1
 
 

@@ -421,7 +421,8 @@ def takeover_grace(
     this one was granted. But Redis can lose a lease early (a restart without persistence,
     a failover to a replica that missed it) while the former owner still believes it
     valid - until its deadline, at most ``until`` (the end of its last recorded renewal)
-    plus the renewal period. Without a record to tell, wait a whole lease.
+    plus the renewal period. Without a record to tell, or with one too old to trust, wait
+    a whole lease.
     """
     if recorded is None:
         return lease_ttl, "the ownership record could not be read"
@@ -432,7 +433,15 @@ def takeover_grace(
         return lease_ttl, "the record was written twice (a retried call): former owner unknown"
     if previous.state == "released" or previous.owner == me:
         return 0.0, ""
+    if previous.until is None:
+        return lease_ttl, "the ownership record does not say when the lease ends"
     left = previous.until - recorded.now
+    if left < -lease_ttl:
+        # Older than any live lease could be: Redis restored an old snapshot, or the
+        # owner could not refresh its record for long - wait a whole lease.
+        return lease_ttl, "the ownership record is stale: Redis may have restored old data"
     if left > 0:
-        return left + lease_ttl / 3, f"{previous.owner}'s lease may still be valid: lost early"
+        # capped: a server clock that jumped must not park the symbol for hours
+        grace = min(left, lease_ttl) + lease_ttl / 3
+        return grace, f"{previous.owner}'s lease may still be valid: lost early"
     return 0.0, ""

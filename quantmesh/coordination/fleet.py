@@ -68,14 +68,20 @@ return 0
 """
 # KEYS[1] owners; ARGV[1] symbol, ARGV[2] owner, ARGV[3] state, ARGV[4] fence (digits),
 # ARGV[5] ttl ms, ARGV[6] since. Stores the record unless one with a newer fence is stored
-# (a former owner cannot overwrite its successor); "until" is when a held lease ends at the
-# latest, on the server's clock. Returns {1 stored | 0 refused, the previous record, now ms}.
+# (a former owner cannot overwrite its successor) or this lease was already recorded as
+# released (a late refresh); "until" is when a held lease ends at the latest, on the
+# server's clock. Returns {1 stored | 0 refused, the previous record, now ms}.
 _RECORD_OWNER = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local previous = redis.call('HGET', KEYS[1], ARGV[1])
-if previous and tonumber(cjson.decode(previous)['fence']) > tonumber(ARGV[4]) then
-  return {0, previous, string.format('%d', now)}
+if previous then
+  local stored = cjson.decode(previous)
+  local older = tonumber(stored['fence']) > tonumber(ARGV[4])
+  local late = tonumber(stored['fence']) == tonumber(ARGV[4]) and stored['state'] == 'released'
+  if older or (late and ARGV[3] == 'held') then
+    return {0, previous, string.format('%d', now)}
+  end
 end
 local until_ms = now
 if ARGV[3] == 'held' then until_ms = now + tonumber(ARGV[5]) end
@@ -100,7 +106,8 @@ class OwnerRecord:
     owner: str
     state: Literal["held", "released"]
     fence: int
-    until: float  # server clock, seconds: a held lease ends by then at the latest
+    until: float | None  # server clock, seconds: a held lease ends by then at the latest
+    # (None: a record of an older version, which did not say)
     since: float  # the owner's wall clock when it took the symbol, seconds
 
 
@@ -163,8 +170,11 @@ class Fleet:
         for raw in infos:
             if raw is None:
                 continue
-            info = json.loads(_text(raw))
-            found.append(Member(info["id"], info["role"], frozenset(info["symbols"])))
+            try:
+                info = json.loads(_text(raw))
+                found.append(Member(info["id"], info["role"], frozenset(info["symbols"])))
+            except (ValueError, KeyError, TypeError):  # a peer this version cannot read
+                continue
         return found
 
     async def leave(self) -> bool:
@@ -192,17 +202,24 @@ class Fleet:
         except RedisError as exc:
             raise lock_error(exc, "fleet") from None
         items = raw.items() if isinstance(raw, dict) else zip(raw[::2], raw[1::2], strict=True)
-        return {_text(k): _owner_record(v) for k, v in items}
+        records = {}
+        for key, value in items:
+            try:
+                records[_text(key)] = _owner_record(value)
+            except (ValueError, KeyError, TypeError):  # unreadable: as if there were none
+                continue
+        return records
 
 
 def _owner_record(raw: bytes | str) -> OwnerRecord:
     data = json.loads(_text(raw))
+    until = data.get("until")
     return OwnerRecord(
         data["owner"],
         data["state"],
         int(data["fence"]),
-        int(data["until"]) / 1000,
-        float(data["since"]),
+        None if until is None else int(until) / 1000,
+        float(data.get("since", 0.0)),
     )
 
 

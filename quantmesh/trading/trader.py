@@ -13,6 +13,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, replace
 from decimal import Decimal
+from typing import Literal
 
 import structlog
 
@@ -109,6 +110,7 @@ class Trader:
         lock_keys: LockKeys,
         metrics: Metrics,
         fence: Callable[[], int] = lambda: 0,
+        exclusive: bool = False,
         owner_valid: Callable[[], bool] = lambda: True,
         hold_reason: Callable[[], str | None] = lambda: None,
         clock: Callable[[], float] = time.monotonic,
@@ -122,12 +124,14 @@ class Trader:
         self._keys = lock_keys
         self._metrics = metrics
         self._fence = fence
+        self._exclusive = exclusive  # no other process can own this grid (one instance)
         self._hold_reason = hold_reason  # why nothing new may be placed now, if anything
         self._held: str | None = None
         self._clock = clock
         self._wall = wall_clock
         self._mutex = asyncio.Lock()
         self._placing = True
+        self._quiesced: asyncio.Task[Literal[True]] | None = None
         self._sender = OrderSender(
             settings.symbol,
             exchange=exchange,
@@ -196,7 +200,13 @@ class Trader:
 
     async def _claim(self, state: GridState) -> GridState:
         """Store this trader's fence on the grid, then read the grid again: from here on a
-        former owner's late writes are refused, so what is read is what it left."""
+        former owner's late writes are refused, so what is read is what it left.
+
+        An exclusive trader (one instance, no lease) takes a fence above the stored one
+        when its own is not: a clock stepped back, or a grid a fleet traded before."""
+        if self._exclusive and self._fence() <= state.fence:
+            above = state.fence + 1
+            self._fence = lambda: above
         if not await self._repo.save_levels(self.symbol, [], self._fence()):
             raise LockLost(f"grid:{self.symbol}")
         fresh = await self._repo.load_grid(self.symbol)
@@ -273,10 +283,14 @@ class Trader:
     async def quiesce(self) -> None:
         """Wait until no exchange call or write is in flight, then keep it that way.
 
-        Takes the mutex and never gives it back: call only on the way out.
+        Takes the mutex and never gives it back: call only on the way out. Callers may
+        overlap (a hand-off and a shutdown): they all wait for the same acquisition, and
+        one that gives up waiting does not call it off.
         """
         self.stop_placing()
-        await self._mutex.acquire()
+        if self._quiesced is None:
+            self._quiesced = asyncio.ensure_future(self._mutex.acquire())
+        await asyncio.shield(self._quiesced)
 
     async def cancel_open_orders(self) -> int:
         """Cancel every open order of this grid (``cancel_on_exit``); call after quiesce.

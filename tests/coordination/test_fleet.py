@@ -87,3 +87,26 @@ async def test_a_former_owner_cannot_overwrite_its_successors_record(redis: Redi
     assert not refused.stored
     assert refused.previous is not None and refused.previous.owner == "node-2"
     assert (await old.owners())["ETH/USDT"].owner == "node-2"
+
+
+async def test_a_late_refresh_cannot_undo_a_release(redis: Redis) -> None:
+    one = fleet(redis)
+    await one.record_owner("ETH/USDT", "held", 100, 1.0)
+    await one.record_owner("ETH/USDT", "released", 100, 1.0)
+    late = await one.record_owner("ETH/USDT", "held", 100, 1.0)  # sent before, landed after
+    assert not late.stored
+    assert (await one.owners())["ETH/USDT"].state == "released"
+
+
+async def test_records_and_members_of_an_older_version_are_read(redis: Redis) -> None:
+    one = fleet(redis)
+    owners = "quantmesh:lock:{fleet:binance}:owners"
+    await redis.hset(owners, "ETH/USDT", '{"owner":"node-9","state":"held","fence":7,"since":1}')
+    await redis.hset(owners, "BTC/USDT", "not json")
+    records = await one.owners()
+    assert set(records) == {"ETH/USDT"} and records["ETH/USDT"].until is None
+    taken = await one.record_owner("ETH/USDT", "held", 8, 2.0)  # the Lua reads it too
+    assert taken.stored and taken.previous is not None and taken.previous.owner == "node-9"
+    await one.heartbeat()
+    await redis.hset("quantmesh:lock:{fleet:binance}:info", "node-1", '{"id": "node-1"}')
+    assert await one.members() == []  # unreadable entries are left out, nothing crashes

@@ -39,6 +39,14 @@ def test_a_lease_lost_early_is_waited_out_with_the_renewal_period() -> None:
     assert grace == 4 + 3 and "a's lease may still be valid" in reason
 
 
+def test_a_stale_or_old_record_means_a_whole_lease_and_a_jumped_clock_is_capped() -> None:
+    assert takeover_grace(recorded(record(until=NOW - 11)), 9, "b", 10)[0] == 10  # snapshot
+    old_version = OwnerRecord("a", "held", 5, None, 0.0)
+    assert takeover_grace(recorded(old_version), 9, "b", 10)[0] == 10
+    grace, _ = takeover_grace(recorded(record(until=NOW + 3600)), 9, "b", 9)
+    assert grace == 9 + 3  # not an hour
+
+
 def test_without_a_record_a_whole_lease_is_waited() -> None:
     assert takeover_grace(None, 9, "b", 10)[0] == 10
     assert takeover_grace(recorded(None), 9, "b", 10)[0] == 10

@@ -103,6 +103,7 @@ async def running_trader(
     settings: TraderSettings = SETTINGS,
     crash: bool = False,
     fence: Callable[[], int] = lambda: 0,
+    exclusive: bool = False,
     owner_valid: Callable[[], bool] = lambda: True,
 ) -> AsyncIterator[Running]:
     """Run a trader until the block ends, then shut it down as the service does.
@@ -118,6 +119,7 @@ async def running_trader(
         lock_keys=LockKeys("simulated"),
         metrics=metrics,
         fence=fence,
+        exclusive=exclusive,
         owner_valid=owner_valid,
     )
     task = asyncio.create_task(trader.run())

@@ -3,6 +3,7 @@ claimed on the grid before the grid is read."""
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import replace
 from decimal import Decimal
 from pathlib import Path
@@ -110,5 +111,34 @@ async def test_a_stale_buy_from_a_former_owner_is_cancelled_not_adopted(
         assert stale.client_order_id not in run.tracked_ids()
     grid = await repository.load_grid(SYMBOL)
     assert grid is not None and grid.level(0).holding == Decimal("0.015")  # bought once
+    await exchange.close()
+    await repository.close()
+
+
+async def test_a_lone_instance_takes_a_fence_above_a_stored_one(tmp_path: Path) -> None:
+    """A clock stepped back, or a grid a fleet traded before: one instance still starts."""
+    exchange = make_exchange(tmp_path)
+    repository = make_repository(tmp_path)
+    await repository.start()
+    await exchange.start()
+    async with running_trader(exchange, repository, fence=lambda: 500):
+        pass
+    async with running_trader(exchange, repository, fence=lambda: 100, exclusive=True) as run:
+        exchange.set_price(SYMBOL, Decimal(2001))
+        await until(lambda: len(run.open_ids()) == 3)
+    grid = await repository.load_grid(SYMBOL)
+    assert grid is not None and grid.fence == 501
+    await exchange.close()
+    await repository.close()
+
+
+async def test_overlapping_quiesce_calls_wait_for_one_acquisition(tmp_path: Path) -> None:
+    exchange = make_exchange(tmp_path)
+    repository = make_repository(tmp_path)
+    await repository.start()
+    await exchange.start()
+    async with running_trader(exchange, repository) as run:
+        await asyncio.wait_for(run.trader.quiesce(), 2)
+        await asyncio.wait_for(run.trader.quiesce(), 2)  # a second caller does not block
     await exchange.close()
     await repository.close()
