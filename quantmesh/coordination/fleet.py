@@ -75,8 +75,8 @@ _RECORD_OWNER = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local previous = redis.call('HGET', KEYS[1], ARGV[1])
-if previous then
-  local stored = cjson.decode(previous)
+local readable, stored = pcall(cjson.decode, previous or '')
+if previous and readable and type(stored) == 'table' then
   local older = tonumber(stored['fence']) > tonumber(ARGV[4])
   local late = tonumber(stored['fence']) == tonumber(ARGV[4]) and stored['state'] == 'released'
   if older or (late and ARGV[3] == 'held') then
@@ -192,7 +192,12 @@ class Fleet:
             (self._owners_key,),
             (symbol, self.me.id, state, str(fence), max(1, round(self.ttl * 1000)), repr(since)),
         )
-        previous = _owner_record(answer[1]) if answer[1] else None
+        previous = None
+        if answer[1]:
+            try:
+                previous = _owner_record(answer[1])
+            except (ValueError, KeyError, TypeError):  # unreadable: the former owner unknown
+                previous = None
         return Recorded(bool(int(answer[0])), previous, int(_text(answer[2])) / 1000)
 
     async def owners(self) -> dict[str, OwnerRecord]:

@@ -107,6 +107,8 @@ async def test_records_and_members_of_an_older_version_are_read(redis: Redis) ->
     assert set(records) == {"ETH/USDT"} and records["ETH/USDT"].until is None
     taken = await one.record_owner("ETH/USDT", "held", 8, 2.0)  # the Lua reads it too
     assert taken.stored and taken.previous is not None and taken.previous.owner == "node-9"
+    garbled = await one.record_owner("BTC/USDT", "held", 8, 2.0)  # overwritten, not a crash
+    assert garbled.stored and garbled.previous is None
     await one.heartbeat()
     await redis.hset("quantmesh:lock:{fleet:binance}:info", "node-1", '{"id": "node-1"}')
     assert await one.members() == []  # unreadable entries are left out, nothing crashes
