@@ -103,7 +103,7 @@ def build_coordinator(
     instance = settings.instance
     me = member_of(instance.id, instance.role, (s.symbol for s in settings.symbols))
     lock_settings = settings.distributed_lock
-    if client is None or not lock_settings.enabled or lock_settings.fallback_mode != "halt":
+    if client is None or lock_settings.fallback_mode != "halt":
         return Coordinator(me, metrics=metrics)
     coordination = settings.coordination
     fleet = Fleet(

@@ -31,7 +31,7 @@ import structlog
 from quantmesh.cancel import cancel_and_wait
 from quantmesh.coordination.allocation import Member, Mode, wanted
 from quantmesh.coordination.fleet import Fleet, Recorded
-from quantmesh.errors import InstanceIdInUse, LockError, LockLost
+from quantmesh.errors import InstanceIdInUse, LockError, LockLost, LockTimeout
 from quantmesh.lock.base import DistributedLock
 from quantmesh.lock.hold import Held, hold
 from quantmesh.observability.metrics import Metrics
@@ -307,9 +307,9 @@ class Coordinator:
                     if held.valid():  # handed back, not lost: the next owner is no failover
                         await self._record(fleet, symbol, "released", held.fence, since)
         except LockError as exc:
-            if not acquired:
+            if isinstance(exc, LockTimeout):  # held elsewhere (not: Redis down)
                 await self._note_holder(fleet, symbol)
-            elif symbol in self.owned:
+            elif acquired and symbol in self.owned:
                 self._lost(symbol, str(exc))
             raise
         finally:
@@ -384,7 +384,7 @@ class Coordinator:
         """Log who holds a symbol we want, once per holder."""
         try:
             async with asyncio.timeout(_RECORD_TIMEOUT):
-                record = (await fleet.owners()).get(symbol)
+                record = await fleet.owner(symbol)
         except (LockError, TimeoutError):
             return
         holder = record.owner if record is not None else "unknown"

@@ -192,28 +192,36 @@ class Fleet:
             (self._owners_key,),
             (symbol, self.me.id, state, str(fence), max(1, round(self.ttl * 1000)), repr(since)),
         )
-        previous = None
-        if answer[1]:
-            try:
-                previous = _owner_record(answer[1])
-            except (ValueError, KeyError, TypeError):  # unreadable: the former owner unknown
-                previous = None
+        # an unreadable previous record reads as none: the former owner is unknown
+        previous = _readable(answer[1])
         return Recorded(bool(int(answer[0])), previous, int(_text(answer[2])) / 1000)
 
-    async def owners(self) -> dict[str, OwnerRecord]:
-        """The ownership record of every symbol the fleet has traded."""
+    async def _command(self, *args: str) -> Any:
         try:
-            raw = await self._client.execute_command("HGETALL", self._owners_key)
+            return await self._client.execute_command(*args)
         except RedisError as exc:
             raise lock_error(exc, "fleet") from None
+
+    async def owner(self, symbol: str) -> OwnerRecord | None:
+        """The ownership record of one symbol, if there is a readable one."""
+        return _readable(await self._command("HGET", self._owners_key, symbol))
+
+    async def owners(self) -> dict[str, OwnerRecord]:
+        """The ownership record of every symbol the fleet has traded (readable ones)."""
+        raw = await self._command("HGETALL", self._owners_key)
         items = raw.items() if isinstance(raw, dict) else zip(raw[::2], raw[1::2], strict=True)
-        records = {}
-        for key, value in items:
-            try:
-                records[_text(key)] = _owner_record(value)
-            except (ValueError, KeyError, TypeError):  # unreadable: as if there were none
-                continue
-        return records
+        records = {_text(key): _readable(value) for key, value in items}
+        return {symbol: record for symbol, record in records.items() if record is not None}
+
+
+def _readable(raw: bytes | str | None) -> OwnerRecord | None:
+    """The record in ``raw``; ``None`` for none, or one this version cannot read."""
+    if not raw:
+        return None
+    try:
+        return _owner_record(raw)
+    except (ValueError, KeyError, TypeError):
+        return None
 
 
 def _owner_record(raw: bytes | str) -> OwnerRecord:

@@ -46,11 +46,11 @@ async def test_a_trader_with_an_older_fence_cannot_start(tmp_path: Path) -> None
     repository = make_repository(tmp_path)
     await repository.start()
     await exchange.start()
-    async with running_trader(exchange, repository, fence=lambda: 200):
-        pass
+    async with running_trader(exchange, repository, fence=lambda: 200) as first:
+        assert first.trader.trading  # started: its fence is on the grid
     with pytest.raises(LockLost):
-        async with running_trader(exchange, repository, fence=lambda: 100):
-            pass
+        async with running_trader(exchange, repository, fence=lambda: 100) as late:
+            raise AssertionError(f"an older fence started trading: {late.trader.symbol}")
     grid = await repository.load_grid(SYMBOL)
     assert grid is not None and grid.fence == 200
     await exchange.close()
@@ -121,8 +121,8 @@ async def test_a_lone_instance_takes_a_fence_above_a_stored_one(tmp_path: Path) 
     repository = make_repository(tmp_path)
     await repository.start()
     await exchange.start()
-    async with running_trader(exchange, repository, fence=lambda: 500):
-        pass
+    async with running_trader(exchange, repository, fence=lambda: 500) as fleet_run:
+        assert fleet_run.trader.trading  # a grid left at fence 500
     async with running_trader(exchange, repository, fence=lambda: 100, exclusive=True) as run:
         exchange.set_price(SYMBOL, Decimal(2001))
         await until(lambda: len(run.open_ids()) == 3)
