@@ -60,6 +60,9 @@ class OrderRequest:
     price: Decimal
     amount: Decimal
     client_order_id: str
+    # A ``time.monotonic()`` value after which the exchange must refuse this request (the
+    # end of the leases it was sent under); ``None``: no expiry beyond the exchange's own.
+    expires_at: float | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True, slots=True)

@@ -66,6 +66,15 @@ class OrderRejected(ExchangeError):
         super().__init__(message)
 
 
+class RequestExpired(OrderRejected):
+    """The request's expiry passed before the exchange executed it: it was refused (Binance
+    -1021, OKX 50102) or never sent because too little of its lease was left. Certain: the
+    order was not placed, or the cancel not done."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, reason="expired")
+
+
 class InsufficientFunds(OrderRejected):
     def __init__(self, message: str) -> None:
         super().__init__(message, reason="insufficient_funds")

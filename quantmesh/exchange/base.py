@@ -3,9 +3,22 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 from quantmesh.domain import Fill, MarketRules, Order, OrderRequest, OrderUpdate, Tick
+
+
+@dataclass(frozen=True, slots=True)
+class ClockOffset:
+    """The exchange's clock against this host's, as last measured."""
+
+    offset: float
+    """Seconds the exchange's clock is ahead of this host's wall clock (negative: behind)."""
+    uncertainty: float
+    """How far ``offset`` may be off: half the round trip of the measurement, in seconds."""
+    measured_at: float
+    """When it was measured (epoch seconds)."""
 
 
 class Exchange(Protocol):
@@ -42,11 +55,22 @@ class Exchange(Protocol):
         ...
 
     async def create_order(self, request: OrderRequest) -> Order:
-        """Place a limit order."""
+        """Place a limit order.
+
+        With ``request.expires_at`` set, the request carries an expiry the exchange
+        enforces, ending before that ``time.monotonic()`` value less the clock's uncertainty;
+        ``RequestExpired`` when the exchange refused it as expired or too little time was
+        left to send it (either way it was not placed).
+        """
         ...
 
-    async def cancel_order(self, symbol: str, client_order_id: str) -> Order:
-        """Cancel an open order; returns its final state (it may have filled meanwhile)."""
+    async def cancel_order(
+        self, symbol: str, client_order_id: str, expires_at: float | None = None
+    ) -> Order:
+        """Cancel an open order; returns its final state (it may have filled meanwhile).
+
+        ``expires_at`` as for ``create_order``: ``RequestExpired`` means not cancelled.
+        """
         ...
 
     async def fetch_order(self, symbol: str, client_order_id: str) -> Order:
@@ -66,6 +90,12 @@ class Exchange(Protocol):
 
     async def fetch_open_orders(self, symbol: str) -> list[Order]:
         """Every open order on ``symbol``, ours or not."""
+        ...
+
+    def clock_offset(self) -> ClockOffset | None:
+        """The exchange's clock against ours, as last measured; ``None`` for an exchange
+        that shares this process's clock (the in-process simulator) or before the first
+        measurement."""
         ...
 
 

@@ -34,6 +34,7 @@ from quantmesh.errors import (
     RateLimited,
     StartupError,
 )
+from quantmesh.exchange.base import ClockOffset
 from quantmesh.exchange.backoff import Backoff
 from quantmesh.exchange.ccxt_convert import market_rules, to_fill, to_order
 from quantmesh.exchange.ccxt_errors import outcome_unknown, retry_after, translate
@@ -255,7 +256,9 @@ class CcxtExchange:
         )
         return order
 
-    async def cancel_order(self, symbol: str, client_order_id: str) -> Order:
+    async def cancel_order(
+        self, symbol: str, client_order_id: str, expires_at: float | None = None
+    ) -> Order:
         """Cancel; an order that is no longer open is returned in its final state."""
         self._check_running()
         self._check_not_blocked()
@@ -280,6 +283,9 @@ class CcxtExchange:
         order = self._to_order(raw, symbol, cid=client_order_id)
         self._remember(order)
         return order
+
+    def clock_offset(self) -> ClockOffset | None:
+        return None  # not measured yet
 
     async def fetch_order(self, symbol: str, client_order_id: str) -> Order:
         self._check_running()

@@ -22,7 +22,8 @@ from weakref import WeakSet
 import structlog
 
 from quantmesh.domain import Fill, MarketRules, Order, OrderRequest, OrderUpdate, Tick
-from quantmesh.errors import Disconnected, StartupError
+from quantmesh.errors import Disconnected, RequestExpired, StartupError
+from quantmesh.exchange.base import ClockOffset
 from quantmesh.exchange.fanout import Subscription
 from quantmesh.exchange.feeds import FeedFactory, PriceFeed, run_feed
 from quantmesh.exchange.matching import MatchingEngine
@@ -227,6 +228,7 @@ class SimulatedExchange:
 
     async def create_order(self, request: OrderRequest) -> Order:
         await self._before_call()
+        _check_expiry(request.expires_at, request.client_order_id)
         update = self._engine.submit(request)
         self._dirty[update.order.exchange_order_id] = None
         if update.fills:
@@ -243,8 +245,11 @@ class SimulatedExchange:
         )
         return update.order
 
-    async def cancel_order(self, symbol: str, client_order_id: str) -> Order:
+    async def cancel_order(
+        self, symbol: str, client_order_id: str, expires_at: float | None = None
+    ) -> Order:
         await self._before_call()
+        _check_expiry(expires_at, client_order_id)
         was_open = self._engine.get(symbol, client_order_id).is_open
         order = self._engine.cancel(symbol, client_order_id)
         if was_open:
@@ -253,6 +258,9 @@ class SimulatedExchange:
             log.debug("sim_order_canceled", symbol=symbol, client_order_id=client_order_id)
         self._commit_or_raise()
         return order
+
+    def clock_offset(self) -> ClockOffset | None:
+        return None  # in process: the exchange's clock is ours
 
     async def fetch_order(self, symbol: str, client_order_id: str) -> Order:
         await self._before_call()
@@ -349,3 +357,9 @@ class SimulatedExchange:
         else:
             subscription.register()
         return subscription
+
+
+def _check_expiry(expires_at: float | None, client_order_id: str) -> None:
+    """Refuse a request that arrives after its expiry, as a real exchange does."""
+    if expires_at is not None and time.monotonic() > expires_at:
+        raise RequestExpired(f"request for {client_order_id} arrived after its expiry")

@@ -142,6 +142,25 @@ class Metrics:
             "Live instances this instance sees in the fleet (membership heartbeats)",
             registry=r,
         )
+        self.exchange_clock_offset = Gauge(
+            "quantmesh_exchange_clock_offset_seconds",
+            "Exchange clock minus this host's clock, as last measured (positive: the "
+            "exchange is ahead)",
+            ["exchange"],
+            registry=r,
+        )
+        self.exchange_clock_uncertainty = Gauge(
+            "quantmesh_exchange_clock_uncertainty_seconds",
+            "Half the round trip of the last clock measurement: how far the offset may be off",
+            ["exchange"],
+            registry=r,
+        )
+        self.open_orders_left = Gauge(
+            "quantmesh_open_orders_left",
+            "Orders still open after a shutdown with cancel_on_exit (0 after a clean one)",
+            ["symbol"],
+            registry=r,
+        )
         self.db = DbMetrics(r)
 
 

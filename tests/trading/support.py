@@ -252,8 +252,10 @@ class SlowAnswers(LossyExchange):
         await asyncio.sleep(self.delay)
         return order
 
-    async def cancel_order(self, symbol: str, client_order_id: str) -> Order:
-        order = await self._inner.cancel_order(symbol, client_order_id)
+    async def cancel_order(
+        self, symbol: str, client_order_id: str, expires_at: float | None = None
+    ) -> Order:
+        order = await self._inner.cancel_order(symbol, client_order_id, expires_at)
         await asyncio.sleep(self.delay)
         return order
 
