@@ -34,8 +34,8 @@ from quantmesh.errors import (
     RateLimited,
     StartupError,
 )
-from quantmesh.exchange.base import ClockOffset
 from quantmesh.exchange.backoff import Backoff
+from quantmesh.exchange.base import ClockOffset
 from quantmesh.exchange.ccxt_convert import market_rules, to_fill, to_order
 from quantmesh.exchange.ccxt_errors import outcome_unknown, retry_after, translate
 from quantmesh.exchange.ccxt_ids import IdCodec, IdStyle
