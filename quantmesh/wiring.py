@@ -220,6 +220,7 @@ def assemble(
             fence=lambda: claim.fence,
             exclusive=not leased,
             owner_valid=claim.valid,
+            owner_deadline=claim.deadline,
             hold_reason=hold_reason,
         )
 

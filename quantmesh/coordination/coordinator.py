@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import time
 from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
@@ -46,11 +47,13 @@ _RECORD_TIMEOUT = 2.0
 
 @dataclass(frozen=True, slots=True)
 class Claim:
-    """This instance owns ``symbol``: its fence, and whether the lease is still valid."""
+    """This instance owns ``symbol``: its fence, whether the lease is still valid, and
+    until when (a ``time.monotonic()`` value; infinite for an instance alone)."""
 
     symbol: str
     fence: int
     valid: Callable[[], bool]
+    deadline: Callable[[], float] = lambda: math.inf
 
 
 class Coordinator:
@@ -297,7 +300,7 @@ class Coordinator:
                 )
                 try:
                     await asyncio.sleep(grace)
-                    yield Claim(symbol, held.fence, held.valid)
+                    yield Claim(symbol, held.fence, held.valid, held.deadline)
                 except asyncio.CancelledError:
                     if held.lost:  # the watchdog cancelled us: say so before cleaning up
                         self._lost(symbol, "lease lost")

@@ -10,6 +10,7 @@ cancels the task running the block, and the block ends with ``LockLost`` instead
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -42,6 +43,11 @@ class Held:
         """True while the block runs and the lease is neither lost nor past its deadline
         (after the block the lease is released: anything still holding this says no)."""
         return self._in_body and not self.lost and self._clock() < self.lease.deadline
+
+    def deadline(self) -> float:
+        """The ``time.monotonic()`` value up to which the lease is ours, unless lost first;
+        minus infinity once it is no longer valid."""
+        return self.lease.deadline if self.valid() else -math.inf
 
     def check(self) -> Lease:
         """The lease, or ``LockLost``: call right before acting under the lock."""

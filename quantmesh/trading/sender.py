@@ -11,6 +11,7 @@ blindly; a rejected one cools its level down; a rate limit pauses the symbol.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from dataclasses import replace
@@ -56,10 +57,12 @@ class OrderSender:
         reject_cooldown: float,
         unknown_grace: float = 30.0,
         owner_valid: Callable[[], bool] = lambda: True,
+        owner_deadline: Callable[[], float] = lambda: math.inf,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.symbol = symbol
         self._owner_valid = owner_valid
+        self._owner_deadline = owner_deadline
         self._exchange = exchange
         self._locker = locker
         self._keys = lock_keys

@@ -9,6 +9,7 @@ in-flight exchange calls by taking the mutex.
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, replace
@@ -112,6 +113,7 @@ class Trader:
         fence: Callable[[], int] = lambda: 0,
         exclusive: bool = False,
         owner_valid: Callable[[], bool] = lambda: True,
+        owner_deadline: Callable[[], float] = lambda: math.inf,
         hold_reason: Callable[[], str | None] = lambda: None,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
@@ -143,6 +145,7 @@ class Trader:
             reject_cooldown=settings.reject_cooldown,
             unknown_grace=settings.unknown_grace,
             owner_valid=owner_valid,
+            owner_deadline=owner_deadline,
             clock=clock,
         )
         self._next_lookup = 0.0
