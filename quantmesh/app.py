@@ -79,6 +79,7 @@ class Service:
         metrics: Metrics,
         shutdown_grace: float = 5.0,
         cancel_on_exit: bool = False,
+        cancel_timeout: float = 30.0,
         http: HttpServer | None = None,
     ) -> None:
         self.symbols = list(symbols)
@@ -91,6 +92,7 @@ class Service:
         self.metrics = metrics
         self.shutdown_grace = shutdown_grace
         self.cancel_on_exit = cancel_on_exit
+        self.cancel_timeout = cancel_timeout
         self.http = http
         self.result = RunResult(symbols=len(self.symbols))
         self._all_failed = asyncio.Event()
@@ -219,13 +221,35 @@ class Service:
             async with asyncio.timeout(self.shutdown_grace):
                 for trader in traders:
                     await trader.quiesce()
-                if self.cancel_on_exit:
-                    for trader in traders:
-                        left = await trader.cancel_open_orders()
-                        if left:
-                            log.warning("open_orders_left", symbol=trader.symbol, count=left)
         except TimeoutError:
             log.warning("shutdown_grace_exceeded", grace=self.shutdown_grace)
+        if self.cancel_on_exit:
+            await self._cancel_open_orders(traders)
+
+    async def _cancel_open_orders(self, traders: Sequence[Trader]) -> None:
+        """Cancel every symbol's open orders at once, within ``cancel_timeout``; what is
+        left open is logged, counted, and makes the run fail (the user asked for none)."""
+        left: dict[str, int] = {}
+        try:
+            async with asyncio.timeout(self.cancel_timeout), asyncio.TaskGroup() as tg:
+                for trader in traders:
+                    tg.create_task(trader.cancel_open_orders())
+        except TimeoutError:
+            log.warning("cancel_on_exit_timeout", timeout=self.cancel_timeout)
+        except Exception as exc:  # noqa: BLE001 - reported below with the orders left
+            log.error("cancel_on_exit_failed", error=str(_leaf(exc)))
+        for trader in traders:
+            count = trader.open_order_count
+            self.metrics.open_orders_left.labels(trader.symbol).set(count)
+            if count:
+                left[trader.symbol] = count
+                log.error("open_orders_left", symbol=trader.symbol, count=count)
+        if left and self.result.fatal is None:
+            listed = ", ".join(f"{symbol}: {count}" for symbol, count in sorted(left.items()))
+            self.result.fatal = (
+                f"cancel_on_exit: {sum(left.values())} orders are still open on the exchange "
+                f"({listed}); cancel them there, or start again and stop once more"
+            )
 
     async def _guard(self, trader: Trader) -> None:
         """Run one trader; its failure is reported and does not take the others down.

@@ -16,12 +16,13 @@ from quantmesh import app
 from quantmesh.app import REPEAT_WINDOW, Service, serve
 from quantmesh.coordination.coordinator import Claim
 from quantmesh.errors import Disconnected
+from quantmesh.exchange.simulated import SimMarket, SimulatedExchange
 from quantmesh.lock.nop import NopLock
 from quantmesh.observability.metrics import Metrics
 from quantmesh.trading.trader import Trader, TraderSettings
 from quantmesh.wiring import assemble
 
-from .trading.support import SETTINGS, SYMBOL, make_exchange, make_repository, until
+from .trading.support import RULES, SETTINGS, SYMBOL, make_exchange, make_repository, until
 
 
 def _service(tmp_path: Path, symbols: list[str], *, cancel_on_exit: bool = False) -> Service:
@@ -192,3 +193,81 @@ async def test_a_permanent_error_while_a_symbol_starts_fails_it_at_once(tmp_path
     assert "NOPE/USDT" in service.result.failed  # market not found: no retry
     stop.set()
     await asyncio.wait_for(task, 5)
+
+
+def _slow_service(tmp_path: Path, *, cancel_timeout: float) -> Service:
+    """Two symbols of 20 open buys each on an exchange that takes 150 ms per call."""
+    btc = "BTC/USDT"
+    btc_rules = replace(RULES, symbol=btc, base="BTC")
+    exchange = SimulatedExchange(
+        {SYMBOL: SimMarket(RULES, Decimal(2000)), btc: SimMarket(btc_rules, Decimal(2000))},
+        {"USDT": Decimal(100000)},
+        Decimal("0.001"),
+        tmp_path / "sim.db",
+        latency=0.15,
+    )
+    settings = [replace(SETTINGS, symbol=s, buy_window=20) for s in (SYMBOL, btc)]
+    service = assemble(
+        settings,
+        exchange=exchange,
+        repository=make_repository(tmp_path),
+        locker=NopLock(),
+        metrics=Metrics(),
+        shutdown_grace=2.0,
+        cancel_on_exit=True,
+    )
+    service.cancel_timeout = cancel_timeout
+    return service
+
+
+@pytest.mark.timeout(60)
+async def test_cancel_on_exit_cancels_forty_orders_on_a_slow_exchange(tmp_path: Path) -> None:
+    """40 cancels of 150 ms each, one after another, would overrun the shutdown grace."""
+    service = _slow_service(tmp_path, cancel_timeout=30.0)
+    stop = asyncio.Event()
+    task = asyncio.create_task(service.run(stop))
+    traders = [await _ready_trader(service, s) for s in (SYMBOL, "BTC/USDT")]
+    for symbol in (SYMBOL, "BTC/USDT"):
+        service.exchange.set_price(symbol, Decimal(2001))  # type: ignore[attr-defined]
+    await until(lambda: sum(t.open_order_count for t in traders) == 40, timeout=20)
+    stop.set()
+    result = await asyncio.wait_for(task, 20)
+    assert result.fatal is None and result.ok
+    engine = service.exchange.engine  # type: ignore[attr-defined]
+    assert engine.open_orders(SYMBOL) == [] and engine.open_orders("BTC/USDT") == []
+    left = service.metrics.registry.get_sample_value(
+        "quantmesh_open_orders_left", {"symbol": SYMBOL}
+    )
+    assert left == 0
+
+
+@pytest.mark.timeout(60)
+async def test_orders_left_open_at_exit_are_counted_and_fail_the_run(tmp_path: Path) -> None:
+    service = _slow_service(tmp_path, cancel_timeout=0.2)
+    stop = asyncio.Event()
+    task = asyncio.create_task(service.run(stop))
+    traders = [await _ready_trader(service, s) for s in (SYMBOL, "BTC/USDT")]
+    for symbol in (SYMBOL, "BTC/USDT"):
+        service.exchange.set_price(symbol, Decimal(2001))  # type: ignore[attr-defined]
+    await until(lambda: sum(t.open_order_count for t in traders) == 40, timeout=20)
+    stop.set()
+    result = await asyncio.wait_for(task, 20)
+    engine = service.exchange.engine  # type: ignore[attr-defined]
+    still_open = len(engine.open_orders(SYMBOL)) + len(engine.open_orders("BTC/USDT"))
+    assert still_open > 0
+    assert result.fatal is not None and "orders are still open" in result.fatal
+    counted = sum(
+        service.metrics.registry.get_sample_value("quantmesh_open_orders_left", {"symbol": s}) or 0
+        for s in (SYMBOL, "BTC/USDT")
+    )
+    assert counted == still_open
+    # what was cancelled before the budget ran out is recorded as cancelled
+    repository = make_repository(tmp_path)
+    await repository.start()
+    try:
+        recorded_open = len(await repository.get_open_orders(SYMBOL)) + len(
+            await repository.get_open_orders("BTC/USDT")
+        )
+    finally:
+        await repository.close()
+    assert recorded_open == still_open

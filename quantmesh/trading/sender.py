@@ -5,6 +5,10 @@ the level when the lock is held elsewhere or the lock backend fails - no lease, 
 The lease's deadline - and the symbol's ownership lease - is checked right before the
 exchange call, and an order placed under a lease carries its fence (``Order.lock_fence``)
 into the database.
+Every create and cancel expires with those leases: the exchange refuses it if it arrives
+later (a request stuck in a frozen process or a slow network), see ``Exchange``.
+For ``verify_window`` seconds after this sender starts (a take-over), the first placement
+of each client order id is preceded by a lookup of that id: a former owner may have sent it.
 A placement whose outcome is unknown is tracked as such in the book, never sent again
 blindly; a rejected one cools its level down; a rate limit pauses the symbol.
 """
@@ -13,7 +17,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import replace
 from decimal import Decimal
 
@@ -29,6 +33,7 @@ from quantmesh.errors import (
     OrderNotFound,
     OrderRejected,
     RateLimited,
+    RequestExpired,
 )
 from quantmesh.exchange.base import Exchange
 from quantmesh.grid.planner import CancelOrder, PlaceOrder
@@ -56,6 +61,7 @@ class OrderSender:
         cancel_ttl: float,
         reject_cooldown: float,
         unknown_grace: float = 30.0,
+        verify_window: float = 0.0,
         owner_valid: Callable[[], bool] = lambda: True,
         owner_deadline: Callable[[], float] = lambda: math.inf,
         clock: Callable[[], float] = time.monotonic,
@@ -77,6 +83,10 @@ class OrderSender:
         self._unknown_since: dict[str, float] = {}
         self._cooldown: dict[tuple[int, Side], float] = {}
         self._paused_until = 0.0
+        # Until when a client order id is looked up before its first placement, and the
+        # ids looked up so far (emptied when the window ends).
+        self._verify_until = clock() + verify_window
+        self._verified: set[str] = set()
 
     def paused(self) -> bool:
         """True while the exchange asked us to slow down."""
@@ -140,6 +150,10 @@ class OrderSender:
             return []
         cycle = book.state.level(place.level).cycle
         cid = client_order_id(book.tag, place.level, place.side, cycle)
+        if self._must_verify(cid):
+            found = await self._verify(book, cid)
+            if found is not None:
+                return found
         key = self._keys.order_key(self.symbol, place.level, place.price)
         lease = await self._acquire(key, self._place_ttl)
         if lease is None:
@@ -150,11 +164,63 @@ class OrderSender:
             # SIGSTOP, a slow lock reply) past either means another holder may act.
             if not self._leases_valid(lease):
                 return []
-            request = OrderRequest(self.symbol, place.side, place.price, place.amount, cid)
+            request = OrderRequest(
+                self.symbol,
+                place.side,
+                place.price,
+                place.amount,
+                cid,
+                expires_at=self._expiry(lease),
+            )
             order = await self._send_create(book, request, place, lease.fence)
             return [] if order is None else [order]
         finally:
             await self._release(lease, started)
+
+    def _expiry(self, lease: Lease) -> float | None:
+        """When a request sent under ``lease`` must no longer execute: the end of the level
+        lease or of the symbol's ownership, whichever comes first (``None``: neither ends)."""
+        end = min(lease.deadline, self._owner_deadline())
+        return None if end == math.inf else end
+
+    def _must_verify(self, cid: str) -> bool:
+        """Whether ``cid`` is looked up before it is placed: the first placement of each id
+        within ``verify_window`` of the start."""
+        if not self._verify_until:
+            return False
+        if self._clock() >= self._verify_until:
+            self._verify_until = 0.0
+            self._verified.clear()
+            return False
+        return cid not in self._verified
+
+    async def _verify(self, book: OrderBook, cid: str) -> list[Order] | None:
+        """Look ``cid`` up before placing it: a former owner of the symbol may have sent it,
+        and it may have landed (and filled) after that owner froze. The order found is
+        returned to be adopted with its fills; ``[]`` when the lookup failed (the level
+        waits for the next tick); ``None`` when the id is free to place."""
+        try:
+            order = await self._exchange.fetch_order(self.symbol, cid)
+        except OrderNotFound:
+            self._verified.add(cid)
+            return None
+        except AuthenticationFailed:
+            raise
+        except ExchangeError as exc:
+            self._metrics.exchange_errors.labels(self.symbol, type(exc).__name__).inc()
+            log.warning("order_reuse_check_failed", client_order_id=cid, error=str(exc))
+            return []
+        self._verified.add(cid)
+        if book.is_earlier(order):
+            return None  # the id's earlier order, closed and known: free to place again
+        log.warning(
+            "order_found_before_reuse",
+            client_order_id=cid,
+            status=order.status,
+            filled=str(order.filled),
+            detail="sent by a former owner of the symbol: adopted, not placed again",
+        )
+        return [order]
 
     async def _send_create(
         self, book: OrderBook, request: OrderRequest, place: PlaceOrder, fence: int
@@ -169,6 +235,14 @@ class OrderSender:
             log.warning("order_already_open", client_order_id=request.client_order_id)
             self._outcome_unknown(book, request)
             return await self.lookup(book, request.client_order_id)
+        except RequestExpired as exc:
+            # Refused as late, or not sent with too little lease left: not placed. The
+            # level is free for the next tick, under a fresh lease.
+            self._metrics.orders_rejected.labels(self.symbol, exc.reason).inc()
+            log.warning(
+                "order_request_expired", client_order_id=request.client_order_id, error=str(exc)
+            )
+            return None
         except RateLimited as exc:
             self._paused_until = self._clock() + (exc.retry_after or 1.0)
             self._metrics.exchange_errors.labels(self.symbol, "rate_limited").inc()
@@ -212,6 +286,14 @@ class OrderSender:
         )
         return replace(order, lock_fence=fence)
 
+    def prune_unknown(self, unknown: Collection[str]) -> None:
+        """Forget the grace timers of ids no longer unknown (settled by the order stream or
+        a reconciliation rather than a lookup), so the map does not grow with time."""
+        if len(self._unknown_since) > len(unknown):
+            self._unknown_since = {
+                cid: since for cid, since in self._unknown_since.items() if cid in unknown
+            }
+
     def _outcome_unknown(self, book: OrderBook, request: OrderRequest) -> None:
         """Block the level until a lookup settles ``request``; "not found" counts only
         after the grace (an exchange may show a create it accepted late)."""
@@ -230,12 +312,19 @@ class OrderSender:
         try:
             if not self._leases_valid(lease):
                 return []
-            order = await self._exchange.cancel_order(self.symbol, cancel.client_order_id)
+            order = await self._exchange.cancel_order(
+                self.symbol, cancel.client_order_id, self._expiry(lease)
+            )
         except OrderNotFound:
             order = None
             log.warning("cancel_unknown_order", client_order_id=cancel.client_order_id)
         except AuthenticationFailed:
             raise
+        except RequestExpired as exc:  # not cancelled: the order stays open and tracked
+            log.warning(
+                "cancel_request_expired", client_order_id=cancel.client_order_id, error=str(exc)
+            )
+            return []
         except ExchangeError as exc:
             self._metrics.exchange_errors.labels(self.symbol, type(exc).__name__).inc()
             log.warning("cancel_failed", client_order_id=cancel.client_order_id, error=str(exc))

@@ -40,7 +40,7 @@ from quantmesh.errors import (
 )
 from quantmesh.exchange.base import Exchange, PriceHealth
 from quantmesh.grid.ledger import sell_progress
-from quantmesh.grid.planner import CancelOrder, plan
+from quantmesh.grid.planner import CancelOrder, OpenOrder, plan
 from quantmesh.grid.state import GridShape, GridSpec, GridState, Spacing
 from quantmesh.lock.base import DistributedLock
 from quantmesh.observability.metrics import Metrics
@@ -78,6 +78,7 @@ class TraderSettings:
     cancel_ttl: float = 3.0
     reject_cooldown: float = 30.0
     unknown_grace: float = 30.0  # a timed-out create not found is trusted as absent after this
+    verify_window: float = 0.0  # after a take-over: ids looked up before their first placement
     lookup_interval: float = 1.0  # between lookups of orders whose placement outcome is unknown
     price_save_interval: float = 5.0
     reconcile_interval: float = 60.0  # between checks of our open orders against the exchange
@@ -144,6 +145,7 @@ class Trader:
             cancel_ttl=settings.cancel_ttl,
             reject_cooldown=settings.reject_cooldown,
             unknown_grace=settings.unknown_grace,
+            verify_window=settings.verify_window,
             owner_valid=owner_valid,
             owner_deadline=owner_deadline,
             clock=clock,
@@ -295,24 +297,33 @@ class Trader:
             self._quiesced = asyncio.ensure_future(self._mutex.acquire())
         await asyncio.shield(self._quiesced)
 
-    async def cancel_open_orders(self) -> int:
+    async def cancel_open_orders(self, concurrency: int = 8) -> int:
         """Cancel every open order of this grid (``cancel_on_exit``); call after quiesce.
 
-        Each cancellation takes its level lock, as during trading. Returns how many orders
-        are still open afterwards.
+        Up to ``concurrency`` cancellations are in flight at once, each under its level
+        lock as during trading. What was cancelled is recorded even when the caller's
+        timeout ends the rest. Returns how many orders are still open afterwards.
         """
-        if self.book is None:
+        book = self.book
+        if book is None:
             return 0
         answers: list[Order] = []
-        try:
-            for tracked in self.book.open_orders():
+        gate = asyncio.Semaphore(concurrency)
+
+        async def cancel_one(tracked: OpenOrder) -> None:
+            async with gate:
                 cancel = CancelOrder(
                     tracked.client_order_id, tracked.level, tracked.side, "shutdown"
                 )
-                answers.extend(await self._sender.cancel(self.book, cancel))
+                answers.extend(await self._sender.cancel(book, cancel))
+
+        try:
+            async with asyncio.TaskGroup() as tg:
+                for tracked in book.open_orders():
+                    tg.create_task(cancel_one(tracked))
         finally:
             await self._record_answers(answers)
-        return len(self.book.open_orders())
+        return len(book.open_orders())
 
     # loops -----------------------------------------------------------------------------
 
@@ -356,9 +367,11 @@ class Trader:
         now = self._clock()
         if self._sender.paused() or self._holding():
             return
-        if self.book.unknown_ids() and now >= self._next_lookup:
+        unknown = self.book.unknown_ids()
+        if unknown and now >= self._next_lookup:
             self._next_lookup = now + self.settings.lookup_interval
             await self._resolve_unknown()
+        self._sender.prune_unknown(unknown)
         result = plan(self.book.spec, self.rules, self.book.state, price, self.book.open_orders())
         for skipped in result.skipped:
             self._metrics.orders_skipped.labels(self.symbol, skipped.reason).inc()
@@ -545,6 +558,7 @@ class Trader:
             for o in await self._exchange.fetch_open_orders(self.symbol)
             if self.book.is_ours(o.client_order_id)
         }
+        unapplied = 0  # PENDING-UNAPPLIED await self._apply_unapplied()
         recorded = {o.client_order_id: o for o in await self._repo.get_open_orders(self.symbol)}
         unrecorded = await self._unrecorded_orders(set(recorded))
         for order in unrecorded:
@@ -558,7 +572,40 @@ class Trader:
             adopted=len(on_exchange),
             settled=len(recorded.keys() - on_exchange.keys()),
             unrecorded=len(unrecorded),
+            unapplied=unapplied,
         )
+
+    async def _apply_unapplied(self) -> int:
+        """Apply the fills stored without their level: the facts a former owner's buffered
+        writes stored after this owner took the grid (its level writes were refused).
+
+        A level's state follows from the facts, however they reached the database: a buy
+        that filled is never placed again because its level was not updated. Each order is
+        read again from the exchange, so its fills are complete; an order the exchange no
+        longer shows is applied from what is stored.
+        """
+        book = self.book
+        assert book is not None
+        cids: list[str] = []  # PENDING-UNAPPLIED self._repo.unapplied_order_ids(self.symbol)
+        for cid in cids:
+            log.warning(
+                "unapplied_fills_found",
+                client_order_id=cid,
+                detail="stored by a former owner without its grid level: applying them",
+            )
+            try:
+                order = await self._exchange.fetch_order(self.symbol, cid)
+            except OrderNotFound:
+                stored = await self._repo.get_order(cid)
+                if stored is None:
+                    continue
+                fills = await self._repo.get_trades(
+                    TradeFilter(symbol=self.symbol, client_order_id=cid)
+                )
+                await self._record(OrderUpdate(stored, tuple(fills)))
+                continue
+            await self._absorb(order)
+        return len(cids)
 
     async def _unrecorded_orders(self, recorded_open: set[str]) -> list[Order]:
         """Our closed orders the database does not know: placed just before a crash.
@@ -638,7 +685,9 @@ class Trader:
             for o in await self._exchange.fetch_open_orders(self.symbol)
             if book.is_ours(o.client_order_id)
         }
+        # PENDING-UNAPPLIED await self._apply_unapplied()
         tracked = {o.client_order_id for o in book.open_orders()}
+        self._missing = {cid: n for cid, n in self._missing.items() if cid in tracked}
         unknown = set(book.unknown_ids())
         adopted = [on_exchange[cid] for cid in on_exchange.keys() - tracked]
         for order in adopted:
