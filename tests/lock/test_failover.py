@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
+import time
 from collections.abc import Iterator
+from contextlib import AbstractAsyncContextManager
 from decimal import Decimal
 
 import pytest
@@ -11,7 +14,9 @@ import structlog.testing
 
 from quantmesh.errors import LockUnavailable
 from quantmesh.exchange.simulated import SimulatedExchange
-from quantmesh.lock.failover import FailoverLock, FallbackMode, lock_check
+from quantmesh.lock.base import Lease
+from quantmesh.lock.failover import FIRST_RETRY, FailoverLock, FallbackMode, lock_check
+from quantmesh.lock.hold import Held, hold
 from quantmesh.lock.redis import RedisLock
 from quantmesh.observability.metrics import Metrics
 from quantmesh.storage.repository import SqlRepository
@@ -106,6 +111,93 @@ async def test_single_instance_falls_back_to_a_local_lock_and_back(server: Redis
 
 async def until_state(locker: FailoverLock, state: str, timeout: float = 5.0) -> None:
     await until(lambda: locker.state == state, timeout)
+
+
+async def test_a_halt_after_a_sub_second_blip_ends_soon_after_redis_answers(
+    server: RedisServer,
+) -> None:
+    """Redis gone for a fraction of a second: the halted instance probes with a short
+    backoff and trades again within about a second, not after ``health_check_interval``."""
+    client = make_client(server.port, socket_timeout=0.5, socket_connect_timeout=0.5)
+    locker = FailoverLock(RedisLock(client), fallback_mode="halt", health_check_interval=10.0)
+    try:
+        await locker.start()
+        assert await locker.try_lock(KEY, 5.0) is not None
+        server.kill()
+        killed = time.monotonic()
+        with pytest.raises(LockUnavailable):
+            await locker.try_lock("{order:simulated:ETHUSDT}:2", 5.0)
+        await until_state(locker, "halted", 1.0)  # the call's own check found Redis down
+        server.start()  # the same port, empty
+        answering = time.monotonic()
+        assert answering - killed < 1.0, "the restart itself took too long for this test"
+        with pytest.raises(LockUnavailable, match="fallback_mode halt"):
+            await locker.try_lock("{order:simulated:ETHUSDT}:3", 5.0)  # still halted
+        await until_state(locker, "distributed", 1.5)
+        lease = await locker.try_lock("{order:simulated:ETHUSDT}:4", 5.0)
+        assert lease is not None
+        assert time.monotonic() - answering < 1.5
+    finally:
+        await locker.close()
+
+
+class Backend:
+    """A lock backend whose health check fails while ``down``; records when it was asked."""
+
+    def __init__(self) -> None:
+        self.down = False
+        self.pings: list[float] = []
+
+    async def ping(self) -> None:
+        self.pings.append(time.monotonic())
+        if self.down:
+            raise LockUnavailable("backend down")
+
+    async def try_lock(self, key: str, ttl: float) -> Lease | None:
+        raise LockUnavailable("backend down")
+
+    async def lock(self, key: str, ttl: float, timeout: float) -> Lease:
+        raise LockUnavailable("backend down")
+
+    def hold(self, key: str, ttl: float, timeout: float = 0.0) -> AbstractAsyncContextManager[Held]:
+        return hold(self, key, ttl, timeout)
+
+    async def unlock(self, lease: Lease) -> bool:
+        return False
+
+    async def extend(self, lease: Lease, ttl: float) -> Lease | None:
+        return None
+
+    async def close(self) -> None:
+        return None
+
+
+async def test_checks_while_down_back_off_from_a_tenth_of_a_second_to_the_interval() -> None:
+    backend = Backend()
+    locker = FailoverLock(backend, fallback_mode="halt", health_check_interval=0.8)
+    try:
+        assert locker.next_check_in() == 0.8
+        await locker.start()
+        backend.down = True
+        await locker.check()
+        assert locker.state == "halted" and locker.next_check_in() == FIRST_RETRY
+        first = len(backend.pings) - 1  # the failed check
+        await asyncio.sleep(2.4)  # checks due at +0.1, +0.3, +0.7, +1.5, +2.3 (capped)
+        probes = backend.pings[first:]
+        gaps = [b - a for a, b in itertools.pairwise(probes)]
+        assert 3 <= len(gaps) <= 5, gaps
+        for gap, due in zip(gaps, (0.1, 0.2, 0.4, 0.8, 0.8), strict=False):
+            assert due * 0.9 <= gap <= due + 0.3, gaps
+        assert locker.next_check_in() == 0.8  # capped at the interval
+
+        backend.down = False
+        await until_state(locker, "distributed", 1.5)
+        assert locker.next_check_in() == 0.8
+        ok_at = backend.pings[-1]
+        await asyncio.sleep(0.5)
+        assert backend.pings[-1] == ok_at  # healthy again: back to the interval
+    finally:
+        await locker.close()
 
 
 async def test_a_trader_in_halt_mode_places_nothing_while_redis_is_down(
