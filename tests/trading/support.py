@@ -105,6 +105,7 @@ async def running_trader(
     fence: Callable[[], int] = lambda: 0,
     exclusive: bool = False,
     owner_valid: Callable[[], bool] = lambda: True,
+    owner_deadline: Callable[[], float] = lambda: math.inf,
 ) -> AsyncIterator[Running]:
     """Run a trader until the block ends, then shut it down as the service does.
 
@@ -121,6 +122,7 @@ async def running_trader(
         fence=fence,
         exclusive=exclusive,
         owner_valid=owner_valid,
+        owner_deadline=owner_deadline,
     )
     task = asyncio.create_task(trader.run())
     try:
