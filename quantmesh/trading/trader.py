@@ -558,7 +558,7 @@ class Trader:
             for o in await self._exchange.fetch_open_orders(self.symbol)
             if self.book.is_ours(o.client_order_id)
         }
-        unapplied = 0  # PENDING-UNAPPLIED await self._apply_unapplied()
+        unapplied = await self._apply_unapplied()
         recorded = {o.client_order_id: o for o in await self._repo.get_open_orders(self.symbol)}
         unrecorded = await self._unrecorded_orders(set(recorded))
         for order in unrecorded:
@@ -586,7 +586,7 @@ class Trader:
         """
         book = self.book
         assert book is not None
-        cids: list[str] = []  # PENDING-UNAPPLIED self._repo.unapplied_order_ids(self.symbol)
+        cids = [c for c in await self._repo.unapplied_order_ids(self.symbol) if book.is_ours(c)]
         for cid in cids:
             log.warning(
                 "unapplied_fills_found",
@@ -685,7 +685,10 @@ class Trader:
             for o in await self._exchange.fetch_open_orders(self.symbol)
             if book.is_ours(o.client_order_id)
         }
-        # PENDING-UNAPPLIED await self._apply_unapplied()
+        try:
+            await self._apply_unapplied()
+        except StorageUnavailable as exc:  # the facts wait for the database; the rest goes on
+            log.warning("unapplied_fills_check_postponed", error=str(exc))
         tracked = {o.client_order_id for o in book.open_orders()}
         self._missing = {cid: n for cid, n in self._missing.items() if cid in tracked}
         unknown = set(book.unknown_ids())
@@ -719,13 +722,18 @@ class Trader:
         await self._settle(cid, recorded)
 
     async def _restore_progress(self) -> None:
-        """Rebuild partial-sale progress of held levels from the stored sell fills."""
+        """Rebuild partial-sale progress of held levels from the stored sell fills whose
+        effect on the level was stored with them (the others are applied afterwards, by
+        ``_apply_unapplied``, and counted then)."""
         assert self.book is not None
         for level in self.book.holding_levels():
             cid = client_order_id(self.book.tag, level.index, "sell", level.cycle)
             fills = await self._repo.get_trades(
                 TradeFilter(symbol=self.symbol, client_order_id=cid)
             )
+            if fills:
+                applied = await self._repo.known_trade_ids(self.symbol, [f.trade_id for f in fills])
+                fills = [f for f in fills if f.trade_id in applied]
             if fills:
                 self.book.set_progress(level.index, sell_progress(fills, self.book.rules))
 

@@ -1,0 +1,83 @@
+"""A level's state follows from the facts: fills a former owner's journal stored without
+their level (its level writes refused by the new owner's fence) are applied by the new
+owner, which then never buys that level again."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+from quantmesh.domain import Order
+from quantmesh.grid.state import LevelState
+from quantmesh.storage.repository import SqlRepository
+from quantmesh.trading.ids import client_order_id, grid_tag
+
+from .support import SYMBOL, make_exchange, make_repository, running_trader, settle, until
+
+TAG = grid_tag(SYMBOL, Decimal(2000), Decimal(10), "arithmetic")
+FORMER, NEW = 100, 300  # grid fences of the former owner and of the new one
+
+
+class ReplayAfterClaim:
+    """The former owner's journal replays right after the new owner claimed the grid and
+    before it reconciles - the replayer's two writes: the execution under the old fence
+    (refused), then its facts alone."""
+
+    def __init__(self, inner: SqlRepository) -> None:
+        self._inner = inner
+        self.replay: tuple[Order, list[Any], LevelState] | None = None
+        self.refused = False
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+    async def save_levels(self, symbol: str, levels: list[LevelState], fence: int) -> bool:
+        claimed = await self._inner.save_levels(symbol, levels, fence)
+        if self.replay is not None:
+            order, fills, level = self.replay
+            self.replay = None
+            inner = self._inner
+            self.refused = not await inner.record_batch(symbol, [order], fills, [level], [], FORMER)
+            await inner.record_batch(symbol, [order], fills, [], [], None)
+        return claimed
+
+
+async def test_a_new_owner_applies_fills_a_former_owner_stored_without_their_level(
+    tmp_path: Path,
+) -> None:
+    exchange = make_exchange(tmp_path)
+    repository = make_repository(tmp_path)
+    await repository.start()
+    await exchange.start()
+    buy = client_order_id(TAG, -1, "buy", 0)
+    async with running_trader(exchange, repository, fence=lambda: FORMER, crash=True) as old:
+        exchange.set_price(SYMBOL, Decimal(2001))
+        await until(lambda: buy in old.open_ids())
+    # The former owner is cut off from the database (here: gone) while its buy fills; what
+    # it would have written waits in its journal.
+    exchange.set_price(SYMBOL, Decimal(1986))
+    filled = await exchange.fetch_order(SYMBOL, buy)
+    assert filled.status == "filled"
+    fills = await exchange.fetch_order_fills(SYMBOL, buy)
+    level = LevelState(-1, filled.amount, filled.amount * filled.price, 1)
+    replaying = ReplayAfterClaim(repository)
+    replaying.replay = (filled, fills, level)
+
+    def copies() -> int:
+        return sum(1 for o in exchange.engine.all_orders() if o.client_order_id == buy)
+
+    async with running_trader(exchange, replaying, fence=lambda: NEW) as new:  # type: ignore[arg-type]
+        assert replaying.refused  # the replay's level write lost to the new fence
+        book = new.trader.book
+        assert book is not None and book.state.level(-1).holding > 0
+        exchange.set_price(SYMBOL, Decimal(1995))  # level -1 is in the buy window again
+        await settle()
+        exchange.set_price(SYMBOL, Decimal(1996))
+        await until(lambda: client_order_id(TAG, -1, "sell", 1) in new.open_ids())
+        assert copies() == 1  # bought once
+    assert await repository.unapplied_order_ids(SYMBOL) == []
+    grid = await repository.load_grid(SYMBOL)
+    assert grid is not None and grid.level(-1).holding > 0 and grid.level(-1).cycle == 1
+    await exchange.close()
+    await repository.close()
