@@ -1,14 +1,44 @@
 """Prometheus metrics, with the seed's names for the lock and database families.
 
 Labels are bounded: ``symbol`` and ``key`` (per symbol, ``order:binance:ETHUSDT``), never
-a price, level or order id.
+a price, level or order id. The lock families add ``purpose`` (``order``, ``reconcile``,
+``ownership``; see ``quantmesh.lock.metered``) to the seed's labels.
 """
 
 from __future__ import annotations
 
+from typing import Self
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-_LOCK_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
+# Order locks are held for milliseconds, the reconcile lock for seconds, an ownership
+# lease for as long as the instance trades the symbol (hours, days).
+_LOCK_BUCKETS = (
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5,
+    10, 30, 60, 300, 1800, 3600, 21600, 86400,
+)  # fmt: skip
+
+
+class _OrderByDefault:
+    """Label values given without the trailing ``purpose`` are recorded as ``order``:
+    the order sender recorded its lock metrics itself before ``purpose`` existed."""
+
+    _labelnames: tuple[str, ...]
+
+    def _values(self, values: tuple[object, ...]) -> tuple[object, ...]:
+        if len(values) == len(self._labelnames) - 1:
+            return (*values, "order")
+        return values
+
+
+class LockCounter(_OrderByDefault, Counter):
+    def labels(self, *labelvalues: object, **labelkwargs: object) -> Self:
+        return super().labels(*self._values(labelvalues), **labelkwargs)
+
+
+class LockHistogram(_OrderByDefault, Histogram):
+    def labels(self, *labelvalues: object, **labelkwargs: object) -> Self:
+        return super().labels(*self._values(labelvalues), **labelkwargs)
 
 
 class Metrics:
@@ -17,22 +47,23 @@ class Metrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
         r = self.registry
-        self.lock_acquire = Counter(
+        self.lock_acquire = LockCounter(
             "quantmesh_lock_acquire_total",
-            "Lock acquisition attempts by outcome",
-            ["key", "status"],
+            "Lock acquisition attempts by outcome (success, conflict, error, unavailable) "
+            "and purpose (order, reconcile, ownership)",
+            ["key", "status", "purpose"],
             registry=r,
         )
-        self.lock_conflict = Counter(
+        self.lock_conflict = LockCounter(
             "quantmesh_lock_conflict_total",
-            "Lock attempts that found the lock held by another holder",
-            ["key"],
+            "Lock attempts that found the lock held by another holder, by purpose",
+            ["key", "purpose"],
             registry=r,
         )
-        self.lock_hold = Histogram(
+        self.lock_hold = LockHistogram(
             "quantmesh_lock_hold_duration_seconds",
-            "How long a lock was held",
-            ["key"],
+            "How long a lease was held, from its grant to its release (or loss), by purpose",
+            ["key", "purpose"],
             buckets=_LOCK_BUCKETS,
             registry=r,
         )

@@ -216,7 +216,8 @@ async def test_a_trader_in_halt_mode_places_nothing_while_redis_is_down(
             exchange.set_price(SYMBOL, Decimal(1975))  # fills the window, wants new orders
             label = "order:simulated:ETHUSDT"
             await until(lambda: run.metric(
-                "quantmesh_lock_acquire_total", key=label, status="unavailable") >= 3)  # fmt: skip
+                "quantmesh_lock_acquire_total", key=label, status="unavailable", purpose="order"
+            ) >= 3)  # fmt: skip
             await asyncio.sleep(0.3)
             assert len(exchange.engine.all_orders()) == placed  # nothing placed, nothing cancelled
             assert locker.state == "halted"
