@@ -60,7 +60,9 @@ class Repository(Protocol):
         """When the latest recorded order of ``symbol`` was placed (``created_at``)."""
         ...
 
-    # fills (the seed's SaveTrade / GetTrades), unique per (exchange, symbol, trade_id)
+    # fills (the seed's SaveTrade / GetTrades), unique per (exchange, symbol, trade_id);
+    # stored alone, without a grid write, a fill is not applied to its level (see
+    # ``known_trade_ids``)
     async def save_fill(self, fill: Fill) -> None: ...
 
     async def save_fills(self, fills: Sequence[Fill]) -> None: ...
@@ -106,13 +108,23 @@ class Repository(Protocol):
     ) -> bool:
         """Store an order update and its effect on the grid in one transaction.
 
-        Fills already stored are ignored; the levels are written only if ``fence`` is not
-        older than the stored one. Returns ``False`` (nothing written) on a stale fence.
+        Fills already stored are ignored, except that a fill stored without its level is
+        marked applied now; the levels are written only if ``fence`` is not older than the
+        stored one. Returns ``False`` (nothing written) on a stale fence.
         """
         ...
 
     async def known_trade_ids(self, symbol: str, trade_ids: Sequence[str]) -> set[str]:
-        """Which of ``trade_ids`` are stored already."""
+        """Which of ``trade_ids`` are stored together with their effect on the grid level.
+
+        A fill stored without its level (``save_fills``, or a former owner's execution
+        replayed under a stale fence) is not known: the owner must apply it again.
+        """
+        ...
+
+    async def unapplied_order_ids(self, symbol: str) -> list[str]:
+        """Client order ids of ``symbol`` that have fills stored without their effect on
+        the grid level, the order of the oldest such fill first."""
         ...
 
     async def save_last_price(self, symbol: str, price: Decimal, ts: float) -> None: ...

@@ -32,7 +32,9 @@ What each call does while writes are buffered:
   the caller holds the symbol's lease and trades on from memory. On replay, a stale fence
   (another instance took the grid over meanwhile) keeps the facts - the order updates,
   fills and round trips are stored anyway, a fill is never lost - while the grid levels
-  written under the stale fence go to the dead-letter file and an error is logged.
+  written under the stale fence go to the dead-letter file and an error is logged. Those
+  fills are stored as not applied to their levels (``record_batch`` with ``fence=None``):
+  the new owner finds them (``unapplied_order_ids``) and applies them itself.
 - reads, ``init_grid`` and ``save_last_price``: raise ``StorageUnavailable`` naming how
   many writes wait; a read answered from the database alone would miss them.
 """
@@ -386,6 +388,11 @@ class BufferedRepository:
             "known_trade_ids", lambda: self._inner.known_trade_ids(symbol, trade_ids)
         )
 
+    async def unapplied_order_ids(self, symbol: str) -> list[str]:
+        return await self._direct(
+            "unapplied_order_ids", lambda: self._inner.unapplied_order_ids(symbol)
+        )
+
     async def save_last_price(self, symbol: str, price: Decimal, ts: float) -> None:
         await self._direct(
             "save_last_price", lambda: self._inner.save_last_price(symbol, price, ts)
@@ -549,7 +556,7 @@ class BufferedRepository:
 
     async def _store_facts(self, record: Record) -> bool:
         """Store the order updates, fills and round trips of a grid write without its grid
-        state; whether that worked."""
+        state (the fills as not applied to their levels); whether that worked."""
         if record.op not in ("execution", "levels") or not (
             record.orders or record.fills or record.round_trips
         ):
@@ -584,7 +591,9 @@ class BufferedRepository:
             levels = [lv for r in group for lv in r.levels]
             if await inner.record_batch(first.symbol, orders, fills, levels, trips, first.fence):
                 return
-            # the facts are kept whatever the fence says; only the grid levels are refused
+            # the facts are kept whatever the fence says; only the grid levels are refused.
+            # Without a fence the fills are stored as not applied to their levels, so the
+            # new owner does not take them for fills whose level it already has.
             await inner.record_batch(first.symbol, orders, fills, [], trips, None)
             log.error(
                 "db_replay_fenced",

@@ -17,6 +17,7 @@ from typing import Any, Final, cast
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     Double,
     ForeignKeyConstraint,
     Index,
@@ -26,6 +27,7 @@ from sqlalchemy import (
     String,
     Table,
     UniqueConstraint,
+    true,
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -139,12 +141,19 @@ class OrderRow(Base):
 
 
 class TradeRow(Base):
-    """One fill (the seed's "trade")."""
+    """One fill (the seed's "trade").
+
+    ``level_applied`` says whether the fill's effect on its grid level was stored with it
+    (a grid write under an accepted fence). A fill stored without its level (a former
+    owner's buffered write replayed under a stale fence keeps the fill, not the level) is
+    ``False`` until the symbol's owner applies it; the index finds those cheaply.
+    """
 
     __tablename__ = "trades"
     __table_args__ = (
         UniqueConstraint("exchange", "symbol", "trade_id"),
         Index(None, "exchange", "symbol", "ts"),
+        Index(None, "exchange", "symbol", "level_applied"),
     )
 
     id: Mapped[int] = mapped_column(_ID_TYPE, primary_key=True, autoincrement=True)
@@ -159,6 +168,8 @@ class TradeRow(Base):
     client_order_id: Mapped[str] = mapped_column(String(ID_LEN))
     exchange_order_id: Mapped[str] = mapped_column(String(ID_LEN))
     ts: Mapped[float] = mapped_column(Double())
+    # rows stored before migration 0003 were all written with their levels
+    level_applied: Mapped[bool] = mapped_column(Boolean(), server_default=true())
 
 
 class RoundTripRow(Base):

@@ -69,7 +69,10 @@ class SqlRepository:
         # missing when inserted; otherwise another instance may have inserted it meanwhile.
         self._inserts_are_exclusive = self._runner.exclusive_writes
         self._insert_orders = upsert(dialect, m.orders, q.ORDER_KEY)
+        # fills stored without their level: new rows unapplied, a stored row left alone
         self._insert_trades = upsert(dialect, m.trades, q.TRADE_KEY)
+        # fills stored with their level: new rows applied, a stored unapplied row becomes so
+        self._insert_applied_trades = upsert(dialect, m.trades, q.TRADE_KEY, q.TRADE_APPLIED_VALUES)
         self._insert_round_trips = upsert(dialect, m.round_trips, q.ROUND_TRIP_KEY)
         self._insert_grid = upsert(dialect, m.grids, q.GRID_KEY)
         self._upsert_levels = upsert(dialect, m.grid_levels, q.LEVEL_KEY, q.LEVEL_VALUES)
@@ -214,18 +217,27 @@ class SqlRepository:
         await self.save_fills([fill])
 
     async def save_fills(self, fills: Sequence[Fill]) -> None:
-        """Insert fills not stored yet; a fill seen before is left as it is."""
-        rows = self._fill_rows(fills)
+        """Insert fills not stored yet; a fill seen before is left as it is.
+
+        No grid level is written with them, so new ones are stored as not applied to their
+        level (``unapplied_order_ids``); a fill stored applied stays applied.
+        """
+        rows = self._fill_rows(fills, applied=False)
         if rows:
             await self._write("save_fills", lambda conn: conn.execute(self._insert_trades, rows))
 
-    def _fill_rows(self, fills: Sequence[Fill]) -> list[dict[str, Any]]:
+    def _fill_rows(self, fills: Sequence[Fill], *, applied: bool) -> list[dict[str, Any]]:
         unique: dict[tuple[str, str], Fill] = {}
         for fill in fills:
             unique.setdefault((fill.symbol, fill.trade_id), fill)
-        return [self._row(m.trades, fill) for fill in unique.values()]
+        return [self._row(m.trades, fill, level_applied=applied) for fill in unique.values()]
 
     async def known_trade_ids(self, symbol: str, trade_ids: Sequence[str]) -> set[str]:
+        """Which of ``trade_ids`` are stored together with their effect on the grid level.
+
+        A fill stored without its level (``unapplied_order_ids``) is not known: its owner
+        must apply it again.
+        """
         ids = list(dict.fromkeys(trade_ids))
         if not ids:
             return set()
@@ -233,10 +245,20 @@ class SqlRepository:
         def read(conn: Connection) -> set[str]:
             known: set[str] = set()
             for chunk in chunks(ids):
-                known.update(conn.scalars(q.TRADE_IDS, {**self._keys(symbol), "k_ids": chunk}))
+                params = {**self._keys(symbol), "k_ids": chunk}
+                known.update(conn.scalars(q.APPLIED_TRADE_IDS, params))
             return known
 
         return await self._read("known_trade_ids", read)
+
+    async def unapplied_order_ids(self, symbol: str) -> list[str]:
+        """Client order ids of ``symbol`` with fills stored without their effect on the
+        grid level, the order of the oldest such fill first."""
+
+        def read(conn: Connection) -> list[str]:
+            return list(conn.scalars(q.UNAPPLIED_ORDER_IDS, self._keys(symbol)))
+
+        return await self._read("unapplied_order_ids", read)
 
     async def get_trades(self, flt: TradeFilter) -> list[Fill]:
         """Fills of this exchange matching ``flt``, oldest first (by ts, then insertion).
@@ -394,10 +416,15 @@ class SqlRepository:
 
         Order updates apply in sequence, fills and round trips already stored are ignored,
         the last state of each level wins. With a ``fence``, nothing is written (``False``)
-        when a newer one is stored; ``fence=None`` writes no levels and claims nothing.
+        when a newer one is stored; otherwise the fills are stored as applied to their
+        levels (a fill stored earlier without its level becomes applied).
+        ``fence=None`` writes no levels and claims nothing: the fills it stores are not
+        applied to their levels (``unapplied_order_ids``), and one stored applied stays so.
         """
+        applied = fence is not None
         order_rows = [self._row(m.orders, order) for order in orders]
-        fill_rows = self._fill_rows(fills)
+        fill_rows = self._fill_rows(fills, applied=applied)
+        insert_trades = self._insert_applied_trades if applied else self._insert_trades
         trip_rows = self._round_trip_rows(round_trips)
         level_rows = self._level_rows(symbol, levels) if fence is not None else []
         now = self._clock()
@@ -408,7 +435,7 @@ class SqlRepository:
             if orders:
                 self._save_orders(conn, orders, order_rows)
             if fill_rows:
-                conn.execute(self._insert_trades, fill_rows)
+                conn.execute(insert_trades, fill_rows)
             if trip_rows:
                 conn.execute(self._insert_round_trips, trip_rows)
             if level_rows:

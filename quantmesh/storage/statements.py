@@ -9,7 +9,7 @@ from __future__ import annotations
 from decimal import Context
 from typing import Any, Final
 
-from sqlalchemy import Column, Table, bindparam, func, select, update
+from sqlalchemy import Column, Table, bindparam, false, func, select, true, update
 
 from quantmesh.storage import models as m
 
@@ -18,6 +18,8 @@ EXACT: Final = Context(prec=m.PRECISION + 20)
 
 ORDER_KEY: Final = ("exchange", "client_order_id")
 TRADE_KEY: Final = ("exchange", "symbol", "trade_id")
+# a fill stored with its level marks a stored unapplied one applied; nothing else changes
+TRADE_APPLIED_VALUES: Final = ("level_applied",)
 ROUND_TRIP_KEY: Final = ("exchange", "symbol", "level", "cycle")
 GRID_KEY: Final = ("exchange", "symbol")
 LEVEL_KEY: Final = ("exchange", "symbol", "level_index")
@@ -64,8 +66,18 @@ LAST_ORDER_TIME: Final = select(func.max(_o.c.created_at)).where(*scoped(_o))
 OPEN_ORDERS: Final = (
     select(_o).where(*scoped(_o), _o.c.status == "open").order_by(_o.c.created_at, _o.c.id)
 )
-TRADE_IDS: Final = select(_t.c.trade_id).where(
-    *scoped(_t), _t.c.trade_id.in_(typed("k_ids", _t.c.trade_id, expanding=True))
+# fills whose effect on their level is stored: a fill stored without it is not "known"
+APPLIED_TRADE_IDS: Final = select(_t.c.trade_id).where(
+    *scoped(_t),
+    _t.c.trade_id.in_(typed("k_ids", _t.c.trade_id, expanding=True)),
+    _t.c.level_applied == true(),
+)
+# orders with fills stored without their level, oldest fill first
+UNAPPLIED_ORDER_IDS: Final = (
+    select(_t.c.client_order_id)
+    .where(*scoped(_t), _t.c.level_applied == false())
+    .group_by(_t.c.client_order_id)
+    .order_by(func.min(_t.c.ts), func.min(_t.c.id))
 )
 ROUND_TRIPS: Final = select(_rt).where(*scoped(_rt)).order_by(_rt.c.closed_at, _rt.c.id)
 GRID_HEAD: Final = select(_g.c.anchor, _g.c.fence, _g.c.spacing, _g.c.interval).where(*scoped(_g))

@@ -7,13 +7,16 @@ that each lands exactly once and in the order it was written.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
@@ -21,13 +24,13 @@ from typing import Any
 
 import pytest
 from prometheus_client import CollectorRegistry
-from sqlalchemy import event, make_url
+from sqlalchemy import Engine, event, make_url
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import create_async_engine
 from structlog.testing import capture_logs
 
 from quantmesh.errors import StorageUnavailable
-from quantmesh.grid.state import LevelState
+from quantmesh.grid.state import GridState, LevelState
 from quantmesh.observability.metrics import Metrics
 from quantmesh.storage import runner as runner_module
 from quantmesh.storage.base import TradeFilter
@@ -40,7 +43,7 @@ from tests.servers.mariadb import MariaDBServer
 from tests.servers.postgres import PostgresServer
 from tests.servers.proxy import TcpProxy
 
-from .conftest import SERVER_BACKENDS, Backend, fresh_backend
+from .conftest import BACKENDS, SERVER_BACKENDS, Backend, fresh_backend
 from .support import SYMBOL, FakeClock, fill, order, round_trip
 
 COUNT = 1200
@@ -226,6 +229,7 @@ async def test_reads_during_an_outage_raise_storage_unavailable(
         cut_repo.get_order("c1"),
         cut_repo.load_grid(SYMBOL),
         cut_repo.known_trade_ids(SYMBOL, ["t1"]),
+        cut_repo.unapplied_order_ids(SYMBOL),
         cut_repo.summaries(),
     ):
         with pytest.raises(StorageUnavailable, match="1 writes wait"):
@@ -237,7 +241,8 @@ async def test_grid_writes_are_accepted_during_an_outage_and_a_stale_fence_keeps
 ) -> None:
     level = LevelState(0, Decimal("0.3"), Decimal(30), 1)
     bought = order("b1", status="filled", filled="0.3")
-    assert await cut_repo.record_execution(bought, [fill("t1")], [level], [round_trip()], 1)
+    bought_fill = fill("t1", client_order_id="b1")
+    assert await cut_repo.record_execution(bought, [bought_fill], [level], [round_trip()], 1)
     assert await cut_repo.save_levels(SYMBOL, [level], 1)
     # meanwhile another instance took the grid over with a newer fence
     other = sql_repo(proxied.backend.db_type, proxied.backend.url)
@@ -246,7 +251,9 @@ async def test_grid_writes_are_accepted_during_an_outage_and_a_stale_fence_keeps
     proxied.proxy.heal()
     await drained(cut_repo)
     assert await other.get_order("b1") == bought  # the facts are kept
-    assert await other.known_trade_ids(SYMBOL, ["t1"]) == {"t1"}
+    # stored without their level: the new owner must apply them, not take them as applied
+    assert await other.known_trade_ids(SYMBOL, ["t1"]) == set()
+    assert await other.unapplied_order_ids(SYMBOL) == ["b1"]
     assert len(await other.get_round_trips(SYMBOL)) == 1
     grid = await other.load_grid(SYMBOL)
     assert grid is not None and grid.levels == {} and grid.fence == 5  # levels refused
@@ -254,6 +261,113 @@ async def test_grid_writes_are_accepted_during_an_outage_and_a_stale_fence_keeps
     dead = [json.loads(line) for line in cut_repo.dead_letter_path.read_text().splitlines()]
     assert [d["record"]["op"] for d in dead] == ["execution", "levels"]
     assert all("stale fence" in d["reason"] for d in dead)
+
+
+@dataclass
+class FormerOwner:
+    """Instance A: a started buffered repository whose own link to the database the test
+    cuts and heals; other instances reach the database directly (``backend``)."""
+
+    repo: BufferedRepository
+    backend: Backend
+    cut: Callable[[], None]
+    heal: Callable[[], None]
+
+
+def sqlite_link(repo: SqlRepository) -> tuple[Callable[[], None], Callable[[], None]]:
+    """Cut and heal one repository's SQLite link at the driver's edge (a file has no
+    connection to cut): while cut, every statement of its engine fails as a dying disk
+    does. Other engines on the same file are unaffected."""
+    engine = repo._engine
+    assert isinstance(engine, Engine)
+    down = threading.Event()
+
+    def fail(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        if down.is_set():
+            raise OperationalError(statement, {}, sqlite3.OperationalError("disk I/O error"))
+
+    event.listen(engine, "before_cursor_execute", fail)
+    return down.set, down.clear
+
+
+@pytest.fixture(params=BACKENDS)
+async def former_owner(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> AsyncIterator[FormerOwner]:
+    backend = fresh_backend(request, request.param, tmp_path)
+    journal = tmp_path / "journal.jsonl"
+    with contextlib.ExitStack() as stack:
+        if backend.db_type == "sqlite":
+            repo = buffered("sqlite", backend.url, journal)
+            cut, heal = sqlite_link(repo.inner)
+        else:
+            direct = make_url(backend.url)
+            assert direct.port is not None
+            proxy = stack.enter_context(TcpProxy("127.0.0.1", direct.port))
+            url = direct.set(port=proxy.port).render_as_string(hide_password=False)
+            repo = buffered(backend.db_type, url, journal)
+            cut, heal = proxy.cut, proxy.heal
+        await repo.start()
+        try:
+            yield FormerOwner(repo, backend, cut, heal)
+        finally:
+            heal()
+            await repo.close()
+
+
+async def test_a_former_owners_replay_under_a_stale_fence_leaves_its_fills_unapplied(
+    former_owner: FormerOwner,
+) -> None:
+    """The double buy: A owns ETH/USDT and loses its database; its buy B-1.0 fills and
+    the order, fills and level go to A's journal. B claims the grid with a higher fence
+    and, while B is still starting, A's replay stores the facts and refuses the level.
+    The stored fills must not read as applied, or B finds level -1 empty, takes the fills
+    for known ones and buys B-1.0 again."""
+    a = former_owner.repo
+    await a.init_grid(SYMBOL, Decimal(100))
+    assert await a.save_levels(SYMBOL, [], fence=1)  # A owns the grid
+    former_owner.cut()
+    bought = order(
+        "B-1.0", price="99", amount="0.2", status="filled", filled="0.2", exchange_order_id="x1"
+    )
+    fills = [
+        fill("t1", price="99", amount="0.15", client_order_id="B-1.0"),
+        fill("t2", price="99", amount="0.05", client_order_id="B-1.0", ts=1001.0),
+    ]
+    level = LevelState(-1, Decimal("0.2"), Decimal("19.8"), 1)
+    assert await a.record_execution(bought, fills, [level], [], fence=1)  # buffered
+    assert a.pending == 1
+    with pytest.raises(StorageUnavailable, match="1 writes wait"):
+        await a.unapplied_order_ids(SYMBOL)
+
+    # the symbol changes hands: B claims the grid with a higher fence
+    db = former_owner.backend
+    b = sql_repo(db.db_type, db.url)
+    await b.start()
+    try:
+        assert await b.save_levels(SYMBOL, [], fence=2)
+        former_owner.heal()
+        await drained(a)  # A's replay: a stale fence, the facts kept
+
+        assert await b.get_order("B-1.0") == bought  # stored as filled, same exchange id
+        assert [f.trade_id for f in await b.get_trades(TradeFilter(symbol=SYMBOL))] == [
+            "t1",
+            "t2",
+        ]
+        assert await b.known_trade_ids(SYMBOL, ["t1", "t2"]) == set()
+        assert await b.unapplied_order_ids(SYMBOL) == ["B-1.0"]
+        assert await b.load_grid(SYMBOL) == GridState(SYMBOL, Decimal(100), {}, fence=2)
+        (dead,) = [json.loads(line) for line in a.dead_letter_path.read_text().splitlines()]
+        assert dead["record"]["op"] == "execution" and "stale fence" in dead["reason"]
+
+        # B applies them under its own fence: known from now on, no longer listed
+        assert await b.record_execution(bought, fills, [level], [], fence=2)
+        assert await b.known_trade_ids(SYMBOL, ["t1", "t2"]) == {"t1", "t2"}
+        assert await b.unapplied_order_ids(SYMBOL) == []
+        assert await a.unapplied_order_ids(SYMBOL) == []  # A reads the database again
+        assert await b.load_grid(SYMBOL) == GridState(SYMBOL, Decimal(100), {-1: level}, 2)
+    finally:
+        await b.close()
 
 
 async def test_a_write_the_database_refuses_goes_to_the_dead_letter_file(

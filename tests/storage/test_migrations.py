@@ -15,7 +15,7 @@ from quantmesh.storage.engine import create_engine_for
 from quantmesh.storage.repository import SqlRepository
 
 from .conftest import Backend, RepoFactory
-from .support import SYMBOL, order
+from .support import SYMBOL, fill, order
 
 
 async def run(repo: SqlRepository, fn: Any, *, write: bool = False) -> Any:
@@ -40,15 +40,93 @@ async def test_an_empty_database_upgraded_to_head_has_no_drift_from_the_models(
         await repo.close()
 
 
-async def test_the_drift_check_sees_a_missing_column(backend: Backend) -> None:
-    """The no-drift test above can fail: a schema one migration behind is reported."""
+def described(diffs: list[Any]) -> list[tuple[str, str]]:
+    """Alembic's diff tuples as (kind, column or index name)."""
+    named = []
+    for diff in diffs:
+        kind = diff[0]
+        if kind == "add_column":
+            named.append((kind, f"{diff[2]}.{diff[3].name}"))
+        elif kind in ("add_index", "remove_index"):
+            named.append((kind, diff[1].name))
+        else:
+            named.append((kind, repr(diff[1:])))
+    return sorted(named)
+
+
+@pytest.mark.parametrize(
+    ("revision", "missing"),
+    [
+        (
+            "0001",
+            [
+                ("add_column", "orders.lock_fence"),
+                ("add_column", "trades.level_applied"),
+                ("add_index", "ix_trades_exchange_symbol_level_applied"),
+            ],
+        ),
+        (
+            "0002",
+            [
+                ("add_column", "trades.level_applied"),
+                ("add_index", "ix_trades_exchange_symbol_level_applied"),
+            ],
+        ),
+    ],
+)
+async def test_the_drift_check_sees_what_a_revision_lacks(
+    backend: Backend, revision: str, missing: list[tuple[str, str]]
+) -> None:
+    """The no-drift test above can fail: a schema behind the head is reported."""
     repo = bare_repo(backend)
     try:
-        await run(repo, lambda conn: migrate.upgrade(conn, "0001"), write=True)
-        diffs = await run(repo, migrate.drift)
-        assert [(d[0], d[3].name) for d in diffs] == [("add_column", "lock_fence")]
+        await run(repo, lambda conn: migrate.upgrade(conn, revision), write=True)
+        assert described(await run(repo, migrate.drift)) == missing
     finally:
         await repo.close()
+
+
+async def test_upgrading_keeps_the_fills_stored_before_as_applied(backend: Backend) -> None:
+    """Fills stored before revision 0003 were stored with their levels: after the upgrade
+    they are known and none is reported unapplied; new fills get the column's rules."""
+    repo = bare_repo(backend)
+    try:
+        await run(repo, lambda conn: migrate.upgrade(conn, "0002"), write=True)
+
+        def insert_old_fills(conn: Connection) -> None:
+            # the 0002 schema has no level_applied: the insert names only its columns
+            conn.execute(
+                m.trades.insert(),
+                [_old_trade(f"t{n}", f"c{n % 2}") for n in range(3)],
+            )
+
+        await run(repo, insert_old_fills, write=True)
+        await repo.start()  # upgrades to the head
+        assert await run(repo, migrate.current_revision) == migrate.head_revision()
+        assert await repo.known_trade_ids(SYMBOL, ["t0", "t1", "t2"]) == {"t0", "t1", "t2"}
+        assert await repo.unapplied_order_ids(SYMBOL) == []
+        await repo.save_fills([fill("t9", client_order_id="c9")])
+        assert await repo.known_trade_ids(SYMBOL, ["t0", "t9"]) == {"t0"}
+        assert await repo.unapplied_order_ids(SYMBOL) == ["c9"]
+        assert await run(repo, migrate.drift) == []
+    finally:
+        await repo.close()
+
+
+def _old_trade(trade_id: str, client_order_id: str) -> dict[str, Any]:
+    return {
+        "exchange": "binance",
+        "symbol": SYMBOL,
+        "trade_id": trade_id,
+        "side": "buy",
+        "price": Decimal(100),
+        "amount": Decimal("0.1"),
+        "fee": Decimal(0),
+        "fee_currency": "USDT",
+        "client_order_id": client_order_id,
+        "exchange_order_id": "x-" + client_order_id,
+        "ts": 1000.0,
+    }
 
 
 async def test_upgrading_twice_changes_nothing(make_repo: RepoFactory) -> None:
@@ -65,12 +143,15 @@ async def test_a_database_made_before_migrations_is_adopted_and_upgraded(
 ) -> None:
     repo = bare_repo(backend)
     try:
-        # the original create_all schema: the tables, no alembic_version, no lock_fence
+        # the original create_all schema: the tables, no alembic_version, no lock_fence,
+        # no level_applied
         await run(repo, _create_legacy, write=True)
         await repo.start()
         assert await run(repo, migrate.current_revision) == migrate.head_revision()
         columns = await run(repo, lambda conn: inspect(conn).get_columns("orders"))
         assert "lock_fence" in {c["name"] for c in columns}
+        columns = await run(repo, lambda conn: inspect(conn).get_columns("trades"))
+        assert "level_applied" in {c["name"] for c in columns}
         assert await run(repo, migrate.drift) == []
     finally:
         await repo.close()
@@ -79,6 +160,9 @@ async def test_a_database_made_before_migrations_is_adopted_and_upgraded(
 def _create_legacy(conn: Connection) -> None:
     m.metadata.create_all(conn)
     conn.execute(text("ALTER TABLE orders DROP COLUMN lock_fence"))
+    (applied,) = [ix for ix in m.trades.indexes if "level_applied" in ix.columns]
+    applied.drop(conn)
+    conn.execute(text("ALTER TABLE trades DROP COLUMN level_applied"))
 
 
 async def test_without_auto_migrate_an_old_schema_refuses_to_start(backend: Backend) -> None:

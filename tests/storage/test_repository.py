@@ -186,9 +186,122 @@ async def test_same_trade_id_on_another_symbol_or_exchange_is_another_fill(
 
 
 async def test_known_trade_ids(repo: SqlRepository) -> None:
-    await repo.save_fills([fill("t1"), fill("t2"), fill("t3", symbol="BTC/USDT")])
+    await repo.init_grid(SYMBOL, Decimal(100))
+    await repo.init_grid("BTC/USDT", Decimal(100))
+    level = LevelState(0, Decimal("0.2"), Decimal(20), 1)
+    bought = order("c1", status="filled", filled="0.2")
+    assert await repo.record_execution(bought, [fill("t1"), fill("t2")], [level], [], fence=1)
+    other = order("c1", symbol="BTC/USDT", status="filled", filled="0.1")
+    assert await repo.record_execution(other, [fill("t3", symbol="BTC/USDT")], [level], [], 1)
     assert await repo.known_trade_ids(SYMBOL, ["t1", "t3", "t9", "t1"]) == {"t1"}
     assert await repo.known_trade_ids(SYMBOL, []) == set()
+
+
+# --- fills stored without their level (a former owner's replay under a stale fence) -------
+
+
+async def test_fills_stored_without_their_level_are_not_known_until_applied(
+    repo: SqlRepository,
+) -> None:
+    """The fenced replay keeps the facts without the level: the fills are stored, yet the
+    owner must not take them for fills whose effect on the level is stored."""
+    await repo.init_grid(SYMBOL, Decimal(100))
+    assert await repo.save_levels(SYMBOL, [], fence=5)  # the new owner's fence
+    bought = order("B-1.0", status="filled", filled="0.2", exchange_order_id="x1")
+    fills = [fill("t1", client_order_id="B-1.0"), fill("t2", client_order_id="B-1.0")]
+    assert await repo.record_batch(SYMBOL, [bought], fills, [], [], None) is True
+    assert await repo.get_order("B-1.0") == bought  # the facts are stored
+    assert [f.trade_id for f in await repo.get_trades(TradeFilter())] == ["t1", "t2"]
+    assert await repo.known_trade_ids(SYMBOL, ["t1", "t2"]) == set()
+    assert await repo.unapplied_order_ids(SYMBOL) == ["B-1.0"]
+    grid = await repo.load_grid(SYMBOL)
+    assert grid is not None and grid.levels == {}
+
+    # the owner applies them under its fence: now they are known, and no longer listed
+    level = LevelState(-1, Decimal("0.2"), Decimal(20), 1)
+    assert await repo.record_execution(bought, fills, [level], [], fence=5) is True
+    assert await repo.known_trade_ids(SYMBOL, ["t1", "t2"]) == {"t1", "t2"}
+    assert await repo.unapplied_order_ids(SYMBOL) == []
+    assert await repo.load_grid(SYMBOL) == GridState(SYMBOL, Decimal(100), {-1: level}, 5)
+    assert len(await repo.get_trades(TradeFilter())) == 2
+
+
+async def test_a_fill_stored_with_its_level_is_never_marked_unapplied(repo: SqlRepository) -> None:
+    await repo.init_grid(SYMBOL, Decimal(100))
+    level = LevelState(0, Decimal("0.1"), Decimal(10), 1)
+    done = order("c1", status="filled", filled="0.1")
+    assert await repo.record_execution(done, [fill("t1")], [level], [], fence=1)
+    # the same fill again without its level: a late replay, a plain save
+    assert await repo.record_batch(SYMBOL, [done], [fill("t1")], [], [], None)
+    await repo.save_fills([fill("t1")])
+    await repo.save_fill(fill("t1"))
+    assert await repo.known_trade_ids(SYMBOL, ["t1"]) == {"t1"}
+    assert await repo.unapplied_order_ids(SYMBOL) == []
+
+
+async def test_save_fills_stores_fills_not_applied_to_their_level(repo: SqlRepository) -> None:
+    await repo.save_fills([fill("t1"), fill("t2", client_order_id="c2")])
+    await repo.save_fill(fill("t3", client_order_id="c3", ts=999.0))
+    assert await repo.known_trade_ids(SYMBOL, ["t1", "t2", "t3"]) == set()
+    assert await repo.unapplied_order_ids(SYMBOL) == ["c3", "c1", "c2"]
+
+
+async def test_a_stale_fence_neither_writes_levels_nor_applies_fills(repo: SqlRepository) -> None:
+    """Applying stored fills is a grid write: under a refused fence it changes nothing."""
+    await repo.init_grid(SYMBOL, Decimal(100))
+    assert await repo.save_levels(SYMBOL, [], fence=5)
+    bought = order("b1", status="filled", filled="0.1")
+    assert await repo.record_batch(
+        SYMBOL, [bought], [fill("t1", client_order_id="b1")], [], [], None
+    )
+    level = LevelState(-1, Decimal("0.1"), Decimal(10), 1)
+    stale = await repo.record_batch(
+        SYMBOL, [bought], [fill("t1", client_order_id="b1")], [level], [], fence=4
+    )
+    assert stale is False
+    assert (
+        await repo.record_execution(bought, [fill("t1", client_order_id="b1")], [level], [], 4)
+        is False
+    )
+    assert await repo.known_trade_ids(SYMBOL, ["t1"]) == set()
+    assert await repo.unapplied_order_ids(SYMBOL) == ["b1"]
+    assert await repo.load_grid(SYMBOL) == GridState(SYMBOL, Decimal(100), {}, 5)
+
+
+async def test_unapplied_order_ids_oldest_first_of_this_symbol_and_exchange(
+    make_repo: RepoFactory,
+) -> None:
+    repo, okx = await make_repo("binance"), await make_repo("okx")
+    await repo.init_grid(SYMBOL, Decimal(100))
+    await repo.save_fills(
+        [
+            fill("t1", client_order_id="late", ts=300.0),
+            fill("t2", client_order_id="early", ts=100.0),
+            fill("t3", client_order_id="late", ts=50.0),  # its oldest fill decides: 50
+            fill("t4", client_order_id="tie-a", ts=200.0),
+            fill("t5", client_order_id="tie-b", ts=200.0),  # same time: stored later, after
+            fill("t6", client_order_id="other-symbol", symbol="BTC/USDT", ts=1.0),
+        ]
+    )
+    await okx.save_fill(fill("t7", client_order_id="other-exchange", ts=1.0))
+    level = LevelState(0, Decimal("0.1"), Decimal(10), 1)
+    applied = order("applied", status="filled", filled="0.1")
+    assert await repo.record_execution(
+        applied, [fill("t8", client_order_id="applied", ts=2.0)], [level], [], fence=1
+    )
+    assert await repo.unapplied_order_ids(SYMBOL) == ["late", "early", "tie-a", "tie-b"]
+    assert await repo.unapplied_order_ids("BTC/USDT") == ["other-symbol"]
+    assert await okx.unapplied_order_ids(SYMBOL) == ["other-exchange"]
+    assert await repo.unapplied_order_ids("XRP/USDT") == []
+    # applying one of an order's fills leaves the order listed while another waits
+    assert await repo.record_execution(
+        order("late", status="filled", filled="0.2"),
+        [fill("t3", client_order_id="late", ts=50.0)],
+        [level],
+        [],
+        fence=1,
+    )
+    assert await repo.unapplied_order_ids(SYMBOL) == ["early", "tie-a", "tie-b", "late"]
 
 
 async def test_get_trades_filters(repo: SqlRepository) -> None:

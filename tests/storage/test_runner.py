@@ -344,7 +344,9 @@ async def test_known_trade_ids_and_last_price_cost_one_statement(repo: SqlReposi
 @SQLITE_ONLY
 async def test_many_trade_ids_are_read_in_chunks(make_repo: RepoFactory) -> None:
     repo = await make_repo()
-    await repo.save_fills([fill(f"t{n}") for n in range(0, 1200, 2)])
+    await repo.init_grid(SYMBOL, Decimal(100))
+    stored = [fill(f"t{n}") for n in range(0, 1200, 2)]
+    assert await repo.record_batch(SYMBOL, [], stored, [], [], fence=1)  # applied
     statements = Statements(sqlite_engine(repo))
     with statements.counting() as sent:
         known = await repo.known_trade_ids(SYMBOL, [f"t{n}" for n in range(1200)])
