@@ -5,6 +5,12 @@ and ``DuplicateOrderId`` are ``InvalidOrder``s; ``DDoSProtection`` and ``RateLim
 are ``NetworkError``s, so they come before it). Messages lose any URL query string (it
 carries the request signature) and are kept short; API keys never appear in them (ccxt
 sends the key in a header).
+
+A request the exchange refused as expired (Binance ``-1021``/``-5028``, OKX ``50102``,
+Bybit ``10002``, see ``ccxt_expiry``) was certainly not executed: ``RequestExpired``,
+checked before ccxt's class (ccxt files these under ``BadRequest``, ``InvalidNonce`` or
+``OperationFailed``), so it is never taken for an unknown outcome and looked up or retried.
+Our own errors raised inside a ccxt call (an expiry refused while signing) pass through.
 """
 
 from __future__ import annotations
@@ -27,12 +33,22 @@ from quantmesh.errors import (
     OrderNotFound,
     OrderRejected,
     RateLimited,
+    RequestExpired,
 )
+from quantmesh.exchange.ccxt_expiry import expiry_refusal
 
 _QUERY = re.compile(r"\?\S*")
 _MAX_MESSAGE = 300
 # Exchanges that reject a reused client order id without a dedicated code say so in words.
 _DUPLICATE_WORDS = ("duplicate order", "duplicate client", "clientorderid is duplicated")
+# Error codes in an exchange's JSON answer, which ccxt puts in its message: Binance
+# ``"code":-1021``, OKX ``"code":"1"`` with ``"sCode":"50037"``, Bybit ``"retCode":10002``.
+_CODES = re.compile(r'"(?:code|sCode|retCode|ret_code)"\s*:\s*"?(-?\d+)')
+
+
+def error_codes(exc: BaseException) -> set[str]:
+    """The exchange error codes quoted in a ccxt exception's message."""
+    return set(_CODES.findall(str(exc)))
 
 
 def clean_message(exc: BaseException) -> str:
@@ -63,9 +79,15 @@ def translate(
     symbol: str = "",
     client_order_id: str = "",
     retry_after_s: float | None = None,
+    exchange: str = "",
 ) -> ExchangeError:
-    """The QuantMesh error for a ccxt (or transport) exception."""
+    """The QuantMesh error for a ccxt (or transport) exception; ``exchange`` is the ccxt
+    id, for its expiry error codes."""
+    if isinstance(exc, ExchangeError):
+        return exc
     message = clean_message(exc)
+    if isinstance(exc, ccxt.BaseError) and expiry_refusal(exchange, error_codes(exc)):
+        return RequestExpired(f"refused by the exchange as expired: {message}")
     if isinstance(exc, ccxt.AuthenticationError):
         return AuthenticationFailed(message)
     if isinstance(exc, ccxt.OrderNotFound):

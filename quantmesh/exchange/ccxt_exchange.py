@@ -8,6 +8,12 @@ it up again later) - never a second create. Rejections are final and not retried
 limit blocks every call until its ``Retry-After`` has passed: writes fail fast with
 ``RateLimited`` during the block (the trader pauses the symbol), reads wait. Reads are
 retried with exponential backoff and jitter.
+
+Creates and cancels sent with an ``expires_at`` carry an expiry the exchange enforces
+(``ccxt_expiry``): the exchange's clock is measured at start and every
+``clock_interval`` seconds, and until it has been measured no such request is sent.
+Only our own orders (client ids with the QuantMesh prefix) are remembered, and only while
+open or recently closed (``OrderIds``).
 """
 
 from __future__ import annotations
@@ -32,15 +38,18 @@ from quantmesh.errors import (
     MarketNotFound,
     OrderNotFound,
     RateLimited,
+    RequestExpired,
     StartupError,
 )
 from quantmesh.exchange.backoff import Backoff
 from quantmesh.exchange.base import ClockOffset
 from quantmesh.exchange.ccxt_convert import market_rules, to_fill, to_order
 from quantmesh.exchange.ccxt_errors import outcome_unknown, retry_after, translate
-from quantmesh.exchange.ccxt_ids import IdCodec, IdStyle
+from quantmesh.exchange.ccxt_expiry import ExchangeClock, ExpiryMargins, RequestExpiry
+from quantmesh.exchange.ccxt_ids import IdCodec, IdStyle, OrderIds
 from quantmesh.exchange.ccxt_streams import OrderLoop, PriceLoop, StreamSettings
 from quantmesh.exchange.fanout import Subscription, end_all, publish
+from quantmesh.trading.ids import PREFIX as _OUR_PREFIX
 
 log = structlog.get_logger(__name__)
 
@@ -60,6 +69,10 @@ class CcxtSettings:
     client_order_id_param: str = "clientOrderId"  # ccxt's unified create/fetch/cancel param
     client_order_id_style: IdStyle = "auto"  # see ccxt_ids
     tick_queue_size: int = 16
+    clock_interval: float = 60.0  # seconds between measurements of the exchange's clock
+    clock_samples: int = 3  # readings at start; the one with the shortest round trip is kept
+    expiry: ExpiryMargins = field(default_factory=ExpiryMargins)
+    recent_ids: int = 1024  # exchange ids of closed orders kept for lookups
 
 
 class CcxtExchange:
@@ -73,6 +86,7 @@ class CcxtExchange:
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
         rng: Callable[[], float] = random.random,
+        wall: Callable[[], float] = time.time,
     ) -> None:
         self._client = client
         self._settings = settings or CcxtSettings()
@@ -87,8 +101,17 @@ class CcxtExchange:
         self._prices: dict[str, PriceLoop] = {}
         self._orders: dict[str, OrderLoop] = {}
         self._tasks: set[asyncio.Task[None]] = set()
-        self._ids: dict[str, str] = {}  # client order id -> exchange order id (for lookups)
+        self._ids = OrderIds(recent=self._settings.recent_ids)  # for lookups by exchange id
         self._codec = IdCodec(str(client.id), self._settings.client_order_id_style)
+        expiry = self._settings.expiry
+        self._exchange_clock = ExchangeClock(
+            client,
+            interval=self._settings.clock_interval,
+            drift_ppm=expiry.drift_ppm,
+            mono=clock,
+            wall=wall,
+        )
+        self._expiry = RequestExpiry(client, self._exchange_clock, expiry, mono=clock)
 
     @property
     def name(self) -> str:
@@ -118,6 +141,8 @@ class CcxtExchange:
             self._state = "closed"
             raise
         self._state = "running"
+        if self._exchange_clock.available:
+            self._spawn(self._exchange_clock.run(), "ccxt-clock")
         for symbol in {*self._tick_subs, *self._order_subs}:
             self._ensure_loops(symbol)
         log.info("exchange_connected", exchange=self.name, markets=len(self._client.markets))
@@ -137,6 +162,7 @@ class CcxtExchange:
             raise
         except ExchangeError as exc:
             raise StartupError(f"{self.name}: the markets cannot be loaded: {exc}") from exc
+        await self._start_clock()
         if not verify:
             return
         try:
@@ -152,6 +178,26 @@ class CcxtExchange:
             ) from exc
         except ExchangeError as exc:
             raise StartupError(f"{self.name}: the account cannot be read: {exc}") from exc
+
+    async def _start_clock(self) -> None:
+        """Measure the exchange's clock (before any signed call: ccxt's timestamps use it)
+        and say once what requests to this exchange cannot be protected against."""
+        if self._exchange_clock.available:
+            await self._exchange_clock.measure(self._settings.clock_samples)
+        if not self._expiry.enforced:
+            log.warning(
+                "request_expiry_unsupported",
+                exchange=self.name,
+                detail="creates and cancels carry no expiry this exchange enforces: one "
+                "delayed past its lease (a frozen process, a slow network) may still execute",
+            )
+        elif not self._exchange_clock.available:
+            log.error(
+                "exchange_clock_unavailable",
+                exchange=self.name,
+                detail="the exchange's time cannot be read: creates and cancels with an "
+                "expiry are not sent",
+            )
 
     async def close(self) -> None:
         """Stop the loops, end every subscription, close the client; idempotent."""
@@ -215,14 +261,15 @@ class CcxtExchange:
         self._check_not_blocked()
         params = {self._settings.client_order_id_param: self._codec.encode(request.client_order_id)}
         try:
-            raw = await self._client.create_order(
-                request.symbol,
-                "limit",
-                request.side,
-                f"{request.amount:f}",
-                f"{request.price:f}",
-                params,
-            )
+            with self._expiry.bound(request.expires_at):
+                raw = await self._client.create_order(
+                    request.symbol,
+                    "limit",
+                    request.side,
+                    f"{request.amount:f}",
+                    f"{request.price:f}",
+                    params,
+                )
         except Exception as exc:
             error = self._translate(exc, request.symbol, request.client_order_id)
             if not outcome_unknown(error):
@@ -263,11 +310,12 @@ class CcxtExchange:
         self._check_running()
         self._check_not_blocked()
         params = {self._settings.client_order_id_param: self._codec.encode(client_order_id)}
-        order_id = self._ids.get(client_order_id, "")
+        order_id = self._ids.get(client_order_id)
         try:
-            raw = await self._write(
-                "cancel_order", self._client.cancel_order, order_id, symbol, params
-            )
+            with self._expiry.bound(expires_at, carried=self._expiry.cancels_expire):
+                raw = await self._write(
+                    "cancel_order", self._client.cancel_order, order_id, symbol, params
+                )
         except OrderNotFound:
             return await self.fetch_order(symbol, client_order_id)  # filled, or gone
         except (Disconnected, RateLimited):
@@ -285,12 +333,21 @@ class CcxtExchange:
         return order
 
     def clock_offset(self) -> ClockOffset | None:
-        return None  # not measured yet
+        sample = self._exchange_clock.sample
+        return None if sample is None else sample.public()
+
+    def memory_sizes(self) -> dict[str, int]:
+        """Entries in each map keyed by order or trade id (flat over time is the target)."""
+        sizes = {f"ids_{name}": n for name, n in self._ids.sizes().items()}
+        for symbol, loop in self._orders.items():
+            for name, n in loop.sizes().items():
+                sizes[f"{symbol} {name}"] = n
+        return sizes
 
     async def fetch_order(self, symbol: str, client_order_id: str) -> Order:
         self._check_running()
         params = {self._settings.client_order_id_param: self._codec.encode(client_order_id)}
-        order_id = self._ids.get(client_order_id, "")
+        order_id = self._ids.get(client_order_id)
         raw = await self._read(
             "fetch_order",
             self._client.fetch_order,
@@ -357,7 +414,8 @@ class CcxtExchange:
         raws = await self._read("fetch_open_orders", self._client.fetch_open_orders, symbol)
         orders = [self._to_order(raw, symbol) for raw in raws]
         for order in orders:
-            self._ids[order.client_order_id] = order.exchange_order_id
+            if _ours(order.client_order_id):  # other bots' orders are not remembered
+                self._ids.note(order.client_order_id, order.exchange_order_id, True)
         return orders
 
     # -- calls --------------------------------------------------------------------------
@@ -365,8 +423,15 @@ class CcxtExchange:
     def _translate(self, exc: Exception, symbol: str = "", cid: str = "") -> ExchangeError:
         headers = getattr(self._client, "last_response_headers", None)
         error = translate(
-            exc, symbol=symbol, client_order_id=cid, retry_after_s=retry_after(headers, time.time())
+            exc,
+            symbol=symbol,
+            client_order_id=cid,
+            retry_after_s=retry_after(headers, time.time()),
+            exchange=self.name,
         )
+        if isinstance(error, RequestExpired) and not isinstance(exc, ExchangeError):
+            # Refused by the exchange as late: maybe so, maybe our idea of its clock is off.
+            self._exchange_clock.wake()
         if isinstance(error, RateLimited):
             wait = error.retry_after if error.retry_after is not None else _DEFAULT_RETRY_AFTER
             self._blocked_until = max(self._blocked_until, self._clock() + wait)
@@ -434,8 +499,8 @@ class CcxtExchange:
             raise Disconnected(f"{self.name} exchange is {self._state}, not running")
 
     def _remember(self, order: Order) -> None:
-        if order.client_order_id:
-            self._ids[order.client_order_id] = order.exchange_order_id
+        if _ours(order.client_order_id):
+            self._ids.note(order.client_order_id, order.exchange_order_id, order.is_open)
         loop = self._orders.get(order.symbol)
         if loop is not None:
             loop.track(order)
@@ -472,11 +537,17 @@ class CcxtExchange:
                 fetch_order=self.fetch_order,
                 fetch_fills=self._fills_of,
                 convert=self._to_order,
-                publish=lambda update: publish(self._order_subs[symbol], update),
+                publish=lambda update: self._publish_update(symbol, update),
+                ours=_ours,
                 **common,
             )
             self._orders[symbol] = orders
             self._spawn(orders.run(), f"ccxt-orders-{symbol}")
+
+    def _publish_update(self, symbol: str, update: OrderUpdate) -> None:
+        order = update.order
+        self._ids.note(order.client_order_id, order.exchange_order_id, order.is_open)
+        publish(self._order_subs[symbol], update)
 
     async def _fetch_ticker(self, symbol: str) -> dict[str, Any]:
         ticker: dict[str, Any] = await self._read(
@@ -493,6 +564,11 @@ class CcxtExchange:
         self._tasks.discard(task)
         if not task.cancelled() and task.exception() is not None:
             log.error("exchange_loop_failed", task=task.get_name(), exc_info=task.exception())
+
+
+def _ours(client_order_id: str) -> bool:
+    """An order of a QuantMesh grid (this one or, after a take-over, a former owner's)."""
+    return client_order_id.startswith(_OUR_PREFIX)
 
 
 def _complete(raw: dict[str, Any]) -> bool:

@@ -6,13 +6,17 @@ in a row (errors, or no price for ``price_stale_after`` seconds) REST polling of
 ``watch_orders`` with a REST resync (open orders, then a lookup of each order that left
 them) at start, after every stream failure and every ``order_resync_interval`` without
 news; pure REST polling when the exchange has no order stream. Failures back off
-exponentially with jitter.
+exponentially with jitter. The order loop follows our own orders only (``ours``): other
+bots' orders on the account are neither tracked, looked up nor published.
+
+Every map keyed by order or trade id here is bounded: followed orders leave when they
+close, and the memory of published states and trade ids keeps the last ``_EMITTED_MEMORY``.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -194,9 +198,11 @@ class OrderLoop(_Loop):
         fetch_fills: Callable[[Order], Awaitable[list[Fill]]],
         convert: Callable[[dict[str, Any], str], Order],
         publish: Callable[[OrderUpdate], None],
+        ours: Callable[[str], bool] = lambda client_order_id: True,
         **timing: Any,
     ) -> None:
         super().__init__(symbol, client, settings, **timing)
+        self._ours = ours
         self._fetch_open = fetch_open
         self._fetch_order = fetch_order
         self._fetch_fills = fetch_fills
@@ -205,14 +211,30 @@ class OrderLoop(_Loop):
         self._known: dict[str, Order] = {}  # client order id -> last seen open state
         self._emitted: OrderedDict[str, tuple[str, Any]] = OrderedDict()  # id -> (status, filled)
         self._seen_trades: set[str] = set()
-        self._seen_order: list[str] = []
+        self._seen_order: deque[str] = deque()
         self._baseline = False
 
     def track(self, order: Order) -> None:
         """An order this process placed or looked up: followed until it closes."""
+        if not self._ours(order.client_order_id):
+            return
         if order.is_open:
             self._known[order.client_order_id] = order
+        self._note_emitted(order)
+
+    def sizes(self) -> dict[str, int]:
+        """How many entries each id-keyed map holds (for the soak benchmark)."""
+        return {
+            "followed": len(self._known),
+            "emitted": len(self._emitted),
+            "seen_trades": len(self._seen_trades),
+        }
+
+    def _note_emitted(self, order: Order) -> None:
         self._emitted[order.exchange_order_id] = (order.status, order.filled)
+        self._emitted.move_to_end(order.exchange_order_id)
+        while len(self._emitted) > _EMITTED_MEMORY:
+            self._emitted.popitem(last=False)
 
     async def run(self) -> None:
         s = self._settings
@@ -251,12 +273,17 @@ class OrderLoop(_Loop):
             log.warning("order_update_unreadable", error=f"{type(exc).__name__}: {exc}")
             await self._resync()
             return
-        await self._emit(order)
+        if self._ours(order.client_order_id):
+            await self._emit(order)
 
     async def _resync(self) -> None:
         """Compare open orders with those we follow; look up each one that left."""
         try:
-            open_now = {o.client_order_id: o for o in await self._fetch_open(self.symbol)}
+            open_now = {
+                o.client_order_id: o
+                for o in await self._fetch_open(self.symbol)
+                if self._ours(o.client_order_id)
+            }
         except ExchangeError as exc:
             log.warning("order_resync_failed", error=str(exc))
             return
@@ -316,10 +343,7 @@ class OrderLoop(_Loop):
             return True
         for fill in new:
             self._remember(fill.trade_id)
-        self._emitted[order.exchange_order_id] = state
-        self._emitted.move_to_end(order.exchange_order_id)
-        while len(self._emitted) > _EMITTED_MEMORY:
-            self._emitted.popitem(last=False)
+        self._note_emitted(order)
         if order.is_open:
             self._known[order.client_order_id] = order
         else:
@@ -331,4 +355,4 @@ class OrderLoop(_Loop):
         self._seen_trades.add(trade_id)
         self._seen_order.append(trade_id)
         if len(self._seen_order) > _EMITTED_MEMORY:
-            self._seen_trades.discard(self._seen_order.pop(0))
+            self._seen_trades.discard(self._seen_order.popleft())

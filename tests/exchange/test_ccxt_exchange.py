@@ -10,8 +10,10 @@ import asyncio
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import replace
 from decimal import Decimal
 from typing import Any
+from urllib.parse import parse_qsl
 
 import pytest
 
@@ -25,6 +27,7 @@ from quantmesh.errors import (
     MarketNotFound,
     OrderNotFound,
     RateLimited,
+    RequestExpired,
 )
 from quantmesh.exchange.ccxt_client import create_client
 from quantmesh.exchange.ccxt_exchange import CcxtExchange, CcxtSettings
@@ -320,3 +323,122 @@ async def test_bad_credentials_fail_start(sim: SimProcess) -> None:
         assert API_SECRET not in str(caught.value)
         await exchange.close()
     assert len(sim.orders()) == before
+
+
+# -- request expiry ---------------------------------------------------------------------------
+
+
+def actions_of(sim: SimProcess, client_order_id: str) -> list[dict[str, Any]]:
+    return [a for a in sim.actions() if a["client_order_id"] == client_order_id]
+
+
+class HeldFetch:
+    """Wraps the ccxt client's HTTP call: an order create, already signed by ccxt, waits
+    at ``release`` before it goes out (a process frozen between signing and sending)."""
+
+    def __init__(self, client: Any) -> None:
+        self._fetch = client.fetch
+        self.signed = asyncio.Event()
+        self.release = asyncio.Event()
+        self.bodies: list[str] = []
+        client.fetch = self
+
+    async def __call__(
+        self, url: str, method: str = "GET", headers: Any = None, body: Any = None
+    ) -> Any:
+        if method == "POST" and url.endswith("/api/v3/order"):
+            self.bodies.append(str(body))
+            self.signed.set()
+            await self.release.wait()
+        return await self._fetch(url, method, headers, body)
+
+
+async def test_a_create_past_its_expiry_is_not_sent(
+    exchange: CcxtExchange, sim: SimProcess
+) -> None:
+    request = replace(buy("1500"), expires_at=time.monotonic() - 0.001)
+    with pytest.raises(RequestExpired):
+        await exchange.create_order(request)
+    almost = replace(buy("1500"), expires_at=time.monotonic() + 0.04)  # below the minimum
+    with pytest.raises(RequestExpired):
+        await exchange.create_order(almost)
+    for r in (request, almost):
+        assert accepted(sim, r.client_order_id) == []
+        assert actions_of(sim, r.client_order_id) == []  # never reached the exchange
+
+
+async def test_a_create_held_back_past_its_expiry_is_refused_by_the_exchange(
+    exchange: CcxtExchange, sim: SimProcess
+) -> None:
+    held = HeldFetch(exchange.client)
+    request = replace(buy("1500"), expires_at=time.monotonic() + 0.5)
+    create = asyncio.create_task(exchange.create_order(request))
+    await asyncio.wait_for(held.signed.wait(), 5)  # signed with a window ending before 0.5 s
+    window = int(dict(parse_qsl(held.bodies[0]))["recvWindow"])
+    assert 0 < window <= 500 - 20  # the lease's time left less the margins
+    assert request.expires_at is not None
+    # the process "thaws" after its lease has ended
+    await asyncio.sleep(request.expires_at - time.monotonic() + 0.05)
+    held.release.set()
+    with pytest.raises(RequestExpired, match="expired"):
+        await create
+    assert accepted(sim, request.client_order_id) == []
+    [refused] = actions_of(sim, request.client_order_id)
+    assert (refused["result"], refused["code"]) == ("rejected", -1021)
+
+
+async def test_a_create_and_cancel_with_time_left_go_through(
+    exchange: CcxtExchange, sim: SimProcess
+) -> None:
+    held = HeldFetch(exchange.client)
+    held.release.set()
+    request = replace(buy("1500"), expires_at=time.monotonic() + 5.0)
+    order = await exchange.create_order(request)
+    assert order.is_open and len(accepted(sim, request.client_order_id)) == 1
+    window = int(dict(parse_qsl(held.bodies[0]))["recvWindow"])
+    assert 4500 < window <= 5000  # the lease's time left, not ccxt's default 10 s
+    cancelled = await exchange.cancel_order(
+        ETH, request.client_order_id, expires_at=time.monotonic() + 5.0
+    )
+    assert cancelled.status == "canceled"
+    with pytest.raises(RequestExpired):  # a late cancel is not sent: the order stays
+        await exchange.cancel_order(ETH, request.client_order_id, time.monotonic() - 1)
+
+
+async def test_the_exchange_clock_is_measured_and_used_when_the_host_clock_is_off(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """The simulator's clock runs 30 s ahead of this host's: the adapter measures that,
+    ccxt's own timestamps (the balance read at start) use it, and so do the expiries."""
+    with running_sim(tmp_path_factory.mktemp("skewed"), "--clock-skew", "30") as skewed:
+        skewed.set_price(ETH, "2000")
+        exchange = make(skewed)
+        await exchange.start()  # fetch_balance would be refused 30 s off (-1021)
+        try:
+            offset = exchange.clock_offset()
+            assert offset is not None
+            assert offset.offset == pytest.approx(30.0, abs=0.5)
+            assert 0 <= offset.uncertainty < 0.5
+            assert abs(offset.measured_at - time.time()) < 10
+            request = replace(buy("1500"), expires_at=time.monotonic() + 3.0)
+            assert (await exchange.create_order(request)).is_open
+            await exchange.cancel_order(ETH, request.client_order_id, time.monotonic() + 3)
+        finally:
+            await exchange.close()
+
+
+async def test_only_our_orders_are_remembered(exchange: CcxtExchange, sim: SimProcess) -> None:
+    client = exchange.client
+    foreign = await client.create_order(ETH, "limit", "buy", 0.01, 1400, {"clientOrderId": "bot7"})
+    ours = buy("1400")
+    await exchange.create_order(ours)
+    try:
+        listed = {o.client_order_id for o in await exchange.fetch_open_orders(ETH)}
+        assert {"bot7", ours.client_order_id} <= listed  # listed, ours or not
+        sizes = exchange.memory_sizes()
+        assert exchange._ids.get("bot7") == ""
+        assert exchange._ids.get(ours.client_order_id) != ""
+        await exchange.cancel_order(ETH, ours.client_order_id)
+        assert exchange.memory_sizes()["ids_open"] == sizes["ids_open"] - 1
+    finally:
+        await client.cancel_order(foreign["id"], ETH)
