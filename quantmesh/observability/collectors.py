@@ -1,19 +1,40 @@
 """Metrics read at scrape time from the running components, instead of updated on events.
 
 A price's age grows while nothing happens, so it is computed when Prometheus asks; the
-stream reconnect counts live in the exchange adapter, which knows nothing of metrics.
+stream reconnect counts live in the exchange adapter, which knows nothing of metrics; so
+does the exchange's clock offset (``bind_exchange_clock``).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterator, Mapping, Sequence
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from quantmesh.exchange.base import ClockOffset
+from quantmesh.observability.metrics import Metrics
 from quantmesh.observability.status import TraderView
 
 ReconnectCounts = Callable[[], Mapping[tuple[str, str], int]]
+ClockReading = Callable[[], ClockOffset | None]
+
+
+def bind_exchange_clock(metrics: Metrics, exchange: str, clock_offset: ClockReading) -> None:
+    """``quantmesh_exchange_clock_offset_seconds{exchange}`` and its uncertainty read
+    ``clock_offset()`` (``Exchange.clock_offset``) at scrape time; NaN while it is not
+    measured (before the first measurement, or an exchange that shares our clock)."""
+
+    def read(field: str) -> Callable[[], float]:
+        def value() -> float:
+            offset = clock_offset()
+            return math.nan if offset is None else float(getattr(offset, field))
+
+        return value
+
+    metrics.exchange_clock_offset.labels(exchange).set_function(read("offset"))
+    metrics.exchange_clock_uncertainty.labels(exchange).set_function(read("uncertainty"))
 
 
 class ServiceCollector(Collector):

@@ -7,6 +7,7 @@ from decimal import Decimal
 from typing import Any, Protocol
 
 from quantmesh.domain import Tick
+from quantmesh.exchange.base import ClockOffset
 from quantmesh.observability.health import Check
 
 
@@ -57,6 +58,20 @@ def service_status(
     for name, section in sections.items():
         body[name] = section()
     return body
+
+
+def exchange_clock_status(offset: ClockOffset | None) -> dict[str, float] | None:
+    """The ``exchange_clock`` section: the exchange's clock against this host's as last
+    measured (``offset_s`` positive: the exchange is ahead), or ``None`` before the first
+    measurement and for an exchange sharing this process's clock (the simulated one).
+    Creates and cancels carry expiries computed from it (see ``ccxt_expiry``)."""
+    if offset is None:
+        return None
+    return {
+        "offset_s": round(offset.offset, 4),
+        "uncertainty_s": round(offset.uncertainty, 4),
+        "measured_at": round(offset.measured_at, 3),
+    }
 
 
 def traders_check(traders: Sequence[TraderView], failed: Mapping[str, str]) -> Check:
