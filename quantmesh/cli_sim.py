@@ -3,7 +3,10 @@
 A testing tool: it trades nothing real. Markets, balances and the fee come from a YAML
 file shaped like the ``exchange.simulated`` section of the daemon's config, from flags, or
 both (flags win). Faults are flags, and can be changed at run time through
-``POST /_sim/faults``. Runs until SIGTERM or SIGINT.
+``POST /_sim/faults``. The server clock's skew (``--clock-skew``, env
+``QM_SIM_CLOCK_SKEW``, or ``clock_skew`` in the file; flag, then variable, then file) moves
+what the simulator calls "now" - ``/api/v3/time`` and every request expiry check - and can
+be changed at run time through ``POST /_sim/clock``. Runs until SIGTERM or SIGINT.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import math
 import os
 import signal
 import sys
@@ -47,6 +51,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--volatility", type=float, help="random walk step stdev")
     parser.add_argument("--tick-interval", type=float, help="seconds between prices")
     parser.add_argument("--seed", type=int, help="seed of the price walks and of the faults")
+    parser.add_argument(
+        "--clock-skew",
+        type=_seconds,
+        metavar="SECONDS",
+        help="the server clock runs this far ahead of the wall clock (negative: behind); "
+        "/api/v3/time and every request expiry check use it (env QM_SIM_CLOCK_SKEW, "
+        "or clock_skew in the config file; default 0)",
+    )
     parser.add_argument(
         "--api-key",
         default=os.environ.get("QM_SIM_API_KEY", "sim-key"),
@@ -96,6 +108,17 @@ def _port(value: str) -> int:
     return port
 
 
+def _seconds(value: str) -> float:
+    """argparse type: a finite number of seconds, negative allowed."""
+    try:
+        seconds = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a number of seconds") from None
+    if not math.isfinite(seconds):
+        raise argparse.ArgumentTypeError(f"{value!r} is not a finite number of seconds")
+    return seconds
+
+
 def _key_pair(value: str) -> tuple[str, str]:
     """argparse type: ``KEY:SECRET`` (the key has no colon; the secret may)."""
     key, sep, secret = value.partition(":")
@@ -133,21 +156,47 @@ def _pairs(values: list[str], flag: str) -> dict[str, str]:
     return out
 
 
+def _config_file(args: argparse.Namespace) -> dict[str, Any]:
+    """The mapping in ``--config`` (empty without one); ``ConfigError`` if unreadable."""
+    if args.config is None:
+        return {}
+    try:
+        loaded = yaml.safe_load(args.config.read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError([f"{args.config}: {exc}"]) from exc
+    if not isinstance(loaded, dict):
+        raise ConfigError([f"{args.config}: expected a mapping"])
+    return loaded
+
+
+def clock_skew(args: argparse.Namespace) -> float:
+    """The server clock's skew in seconds: ``--clock-skew``, else ``QM_SIM_CLOCK_SKEW``,
+    else ``clock_skew`` in the config file, else 0; ``ConfigError`` if not a number."""
+    if args.clock_skew is not None:
+        return float(args.clock_skew)
+    for where, value in (
+        ("QM_SIM_CLOCK_SKEW", os.environ.get("QM_SIM_CLOCK_SKEW", "").strip() or None),
+        (f"{args.config}: clock_skew", _config_file(args).get("clock_skew")),
+    ):
+        if value is None:
+            continue
+        try:
+            if isinstance(value, bool):
+                raise argparse.ArgumentTypeError(f"{value!r} is not a number of seconds")
+            return _seconds(str(value))
+        except argparse.ArgumentTypeError as exc:
+            raise ConfigError([f"{where}: {exc}"]) from None
+    return 0.0
+
+
 def sim_settings(args: argparse.Namespace) -> Any:
     """The ``SimulatedExchangeSettings`` of the file and flags; ``ConfigError`` if invalid."""
     from pydantic import ValidationError
 
     from quantmesh.config_schema import SimulatedExchangeSettings
 
-    data: dict[str, Any] = {}
-    if args.config is not None:
-        try:
-            loaded = yaml.safe_load(args.config.read_text(encoding="utf-8")) or {}
-        except (OSError, yaml.YAMLError) as exc:
-            raise ConfigError([f"{args.config}: {exc}"]) from exc
-        if not isinstance(loaded, dict):
-            raise ConfigError([f"{args.config}: expected a mapping"])
-        data = loaded
+    data = _config_file(args)
+    data.pop("clock_skew", None)  # the server's, not the exchange's: see clock_skew()
     markets = dict(data.get("markets") or {})
     for symbol, price in _pairs(args.market, "--market").items():
         markets[symbol] = {**(markets.get(symbol) or {}), "price": price}
@@ -179,6 +228,7 @@ async def _serve(args: argparse.Namespace, keys: dict[str, str]) -> None:
     from quantmesh.simserver.server import SimServer
 
     settings = sim_settings(args)
+    skew = clock_skew(args)
     try:
         faults = Faults(
             latency=args.latency,
@@ -192,7 +242,7 @@ async def _serve(args: argparse.Namespace, keys: dict[str, str]) -> None:
     except ValueError as exc:
         raise ConfigError([str(exc)]) from exc
     exchange = build_simulated(settings, args.state)
-    server = SimServer(exchange, keys, faults, seed=args.seed)
+    server = SimServer(exchange, keys, faults, seed=args.seed, clock_skew=skew)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):

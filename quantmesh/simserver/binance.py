@@ -14,7 +14,6 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
-from urllib.parse import urlencode
 
 from quantmesh.domain import Fill, MarketRules, Order, compact_symbol
 from quantmesh.errors import InvalidOrder
@@ -29,6 +28,8 @@ _STATUS = {
     "expired": "EXPIRED",
 }
 _SIGNATURE = re.compile(r"(^|&)signature=[^&]*")
+_TIMESTAMP = re.compile(r"[0-9]{1,20}")
+_RECV_WINDOW = re.compile(r"[0-9]{1,20}(\.[0-9]{1,3})?")
 DEFAULT_RECV_WINDOW = 5000
 MAX_RECV_WINDOW = 60000
 
@@ -77,26 +78,68 @@ def check_signature(secret: str, query: str, body: str) -> None:
         raise BAD_SIGNATURE
 
 
+def ws_payload(params: Mapping[str, Any]) -> str:
+    """The WebSocket API signature payload: every parameter but ``signature``, sorted by
+    name, ``name=value`` joined by ``&``, values as written (booleans ``true``/``false``)."""
+    return "&".join(
+        f"{name}={_ws_value(params[name])}" for name in sorted(params) if name != "signature"
+    )
+
+
+def _ws_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def ws_params(params: Mapping[str, Any]) -> dict[str, str]:
+    """WebSocket API parameters (JSON values) as the text a REST call would carry them in."""
+    return {name: _ws_value(value) for name, value in params.items()}
+
+
 def check_ws_signature(secret: str, params: Mapping[str, Any]) -> None:
-    """WebSocket API: the parameters sorted by name, url-encoded, minus ``signature``."""
+    """WebSocket API: HMAC-SHA256 of ``ws_payload(params)``."""
     given = str(params.get("signature", ""))
-    rest = {k: params[k] for k in sorted(params) if k != "signature"}
-    if not given or not hmac.compare_digest(sign(secret, urlencode(rest)), given):
+    if not given:
+        raise missing("signature")
+    if not hmac.compare_digest(sign(secret, ws_payload(params)), given):
         raise BAD_SIGNATURE
 
 
-def check_timestamp(params: Mapping[str, str], now_ms: int) -> None:
-    """Refuse a request older than its ``recvWindow`` or from more than 1 s ahead."""
-    if "timestamp" not in params:
+def check_timestamp(params: Mapping[str, str], now_us: int) -> None:
+    """Binance's request expiry, against the server clock ``now_us`` (microseconds).
+
+    ``timestamp`` is in milliseconds; ``recvWindow`` (default 5000, at most 60000) in
+    milliseconds with up to three decimals (Binance accepts microsecond windows). Refused
+    (-1021) when ``timestamp`` is more than 1000 ms ahead of the server, or older than
+    ``recvWindow``.
+    """
+    raw_ts = params.get("timestamp")
+    if not raw_ts:
         raise missing("timestamp")
-    try:
-        ts = int(params["timestamp"])
-        window = int(params.get("recvWindow", DEFAULT_RECV_WINDOW))
-    except ValueError:
-        raise ApiError(400, -1100, "Illegal characters found in parameter 'timestamp'.") from None
-    if not 0 < window <= MAX_RECV_WINDOW:
+    if not _TIMESTAMP.fullmatch(raw_ts):
+        raise ApiError(
+            400,
+            -1100,
+            "Illegal characters found in parameter 'timestamp'; legal range is '^[0-9]{1,20}$'.",
+        )
+    raw_window = params.get("recvWindow") or str(DEFAULT_RECV_WINDOW)
+    if not _RECV_WINDOW.fullmatch(raw_window):
+        raise ApiError(
+            400,
+            -1100,
+            "Illegal characters found in parameter 'recvWindow'; "
+            "legal range is '^[0-9]{1,20}(\\.[0-9]{1,3})?$'.",
+        )
+    window_us = int(Decimal(raw_window) * 1000)
+    if not 0 < window_us <= MAX_RECV_WINDOW * 1000:
         raise ApiError(400, -1131, "recvWindow must be less than 60000")
-    if ts > now_ms + 1000 or now_ms - ts > window:
+    ts_us = int(raw_ts) * 1000
+    if ts_us > now_us + 1_000_000:
+        raise ApiError(
+            400, -1021, "Timestamp for this request was 1000ms ahead of the server's time."
+        )
+    if now_us - ts_us > window_us:
         raise ApiError(400, -1021, "Timestamp for this request is outside of the recvWindow.")
 
 
@@ -208,6 +251,13 @@ def order_json(order: Order, fills: Iterable[Fill] = ()) -> Json:
         "origQuoteOrderQty": "0.00000000",
         "selfTradePreventionMode": "NONE",
     }
+    return body
+
+
+def cancel_json(order: Order) -> Json:
+    """The ``DELETE /api/v3/order`` (and ``order.cancel``) answer."""
+    body = order_json(order)
+    body["origClientOrderId"] = order.client_order_id
     return body
 
 

@@ -2,10 +2,17 @@
 ``SimulatedExchange`` (the same engine, feeds and state file as the in-process one).
 
 Several API keys may be accepted, each with its own secret. Every order create and cancel
-request that reaches its handler is appended to an action log with the API key it came
-with, whether it was accepted or not; the key that created each order is remembered. Both
-live in memory only (an order restored from a state file has no known key). Requests
-answered by an injected fault (503, 429) never reach a handler and are not logged.
+request that reaches its handler (by REST or the WebSocket API) is appended to an action
+log with the API key it came with, whether it was accepted or not, and the Binance code it
+was answered with; the key that created each order is remembered. Both live in memory
+only (an order restored from a state file has no known key). Requests answered by an
+injected fault (503, 429) never reach a handler and are not logged.
+
+Every signed call - a ``SignedCall``, whichever transport it came by - passes
+``RestApi.authenticate`` before it reads or changes anything: the API key, the expiry
+(``timestamp`` + ``recvWindow`` on the server clock, when it arrived and again when it is
+processed) and the signature. A refused call changes nothing; a refused create or cancel
+is logged as rejected with its code (-1021 when it expired).
 """
 
 from __future__ import annotations
@@ -21,7 +28,7 @@ from urllib.parse import parse_qsl
 
 from aiohttp import web
 
-from quantmesh.domain import MarketRules, Order, OrderRequest
+from quantmesh.domain import Fill, MarketRules, Order, OrderRequest
 from quantmesh.errors import (
     Disconnected,
     DuplicateOrder,
@@ -34,13 +41,23 @@ from quantmesh.exchange.matching import MatchingEngine
 from quantmesh.exchange.simulated import SimulatedExchange
 from quantmesh.simserver import binance as wire
 from quantmesh.simserver.binance import ApiError, Json
+from quantmesh.simserver.clock import ServerClock
 from quantmesh.simserver.faults import FaultDice
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
+ARRIVED_US = "sim_arrived_us"  # request key: the server clock when the request arrived
 
-def now_ms() -> int:
-    return int(time.time() * 1000)
+
+@dataclass(frozen=True, slots=True)
+class SignedCall:
+    """A signed request as it arrived, by REST or the WebSocket API, not yet checked."""
+
+    api_key: str | None  # as sent
+    params: dict[str, str]
+    arrived_us: int  # server clock
+    name: str  # "GET /api/v3/order", "order.place": counts refusals by call
+    verify: Callable[[str], None]  # ApiError unless signed with this secret
 
 
 @dataclass(slots=True)
@@ -84,11 +101,16 @@ class RestApi:
     """Request handlers; ``routes()`` lists them for the application."""
 
     def __init__(
-        self, exchange: SimulatedExchange, api_keys: dict[str, str], dice: FaultDice
+        self,
+        exchange: SimulatedExchange,
+        api_keys: dict[str, str],
+        dice: FaultDice,
+        clock: ServerClock | None = None,
     ) -> None:
         self.exchange = exchange
         self.api_keys = api_keys
         self.dice = dice
+        self.clock = clock if clock is not None else ServerClock()
         self.listen_keys: set[str] = set()
         self.requests = 0  # /api/ calls received, for tests
         self.actions: list[Json] = []  # every create and cancel handled, in order
@@ -127,6 +149,7 @@ class RestApi:
         """Faults first (latency, 503, 429), then Binance error bodies for ``ApiError``."""
         if not request.path.startswith("/api/"):
             return await handler(request)
+        request[ARRIVED_US] = self.clock.now_us()
         self.requests += 1
         faults = self.dice.faults
         if faults.latency > 0:
@@ -156,22 +179,40 @@ class RestApi:
         params.update(parse_qsl(body, keep_blank_values=True))
         return query, body, params
 
-    async def _signed(self, request: web.Request) -> dict[str, str]:
-        """The parameters of a signed call, after the key, timestamp and signature checks."""
-        secret = self.api_keys.get(request.headers.get("X-MBX-APIKEY", ""))
+    async def signed_call(self, request: web.Request) -> SignedCall:
+        """A REST request as a signed call (checked by ``authenticate``)."""
+        query, body, params = await self._params(request)
+
+        def verify(secret: str) -> None:
+            wire.check_signature(secret, query, body)
+
+        return SignedCall(
+            request.headers.get("X-MBX-APIKEY") or None,
+            params,
+            request.get(ARRIVED_US) or self.clock.now_us(),
+            f"{request.method} {request.path}",
+            verify,
+        )
+
+    def authenticate(self, call: SignedCall) -> dict[str, str]:
+        """The parameters of ``call`` after the key, expiry and signature checks; checked
+        here, at the moment the call is processed (after any injected latency)."""
+        secret = self.api_keys.get(call.api_key or "")
         if secret is None:
             raise wire.INVALID_KEY
-        query, body, params = await self._params(request)
-        wire.check_timestamp(params, now_ms())
-        wire.check_signature(secret, query, body)
-        return params
+        self.clock.check(call.params, call.arrived_us, call.name)
+        call.verify(secret)
+        return call.params
 
-    async def _action(
-        self, request: web.Request, kind: Literal["create", "cancel"]
-    ) -> tuple[Action, dict[str, str]]:
-        """The action log entry of a create or cancel, from its (still unchecked) params."""
-        _, _, params = await self._params(request)
-        action = Action(request.headers.get("X-MBX-APIKEY") or None, kind)
+    async def _signed(self, request: web.Request) -> dict[str, str]:
+        """The parameters of a signed REST call, checked."""
+        return self.authenticate(await self.signed_call(request))
+
+    def _action(self, call: SignedCall, kind: Literal["create", "cancel"]) -> Action:
+        """The action log entry of a create or cancel, from its (still unchecked) params;
+        a create without a client order id is given one."""
+        params = call.params
+        action = Action(call.api_key, kind)
         compact = params.get("symbol", "")
         action.symbol = next(
             (r.symbol for r in self._markets() if r.symbol.replace("/", "") == compact.upper()),
@@ -182,11 +223,11 @@ class RestApi:
         action.price = params.get("price") or None
         if kind == "create":
             cid = params.get("newClientOrderId") or f"sim-{secrets.token_hex(8)}"
-            params["newClientOrderId"] = action.client_order_id = cid
+            action.client_order_id = cid
         else:
             action.client_order_id = params.get("origClientOrderId") or None
             action.exchange_order_id = params.get("orderId") or None
-        return action, params
+        return action
 
     def _log(self, action: Action, accepted: bool, code: int | None = None) -> None:
         self.actions.append(action.record(accepted, code))
@@ -235,10 +276,10 @@ class RestApi:
         return web.json_response({})
 
     async def server_time(self, request: web.Request) -> web.Response:
-        return web.json_response({"serverTime": now_ms()})
+        return web.json_response({"serverTime": self.clock.now_ms()})
 
     async def exchange_info(self, request: web.Request) -> web.Response:
-        return web.json_response(wire.exchange_info(self._markets(), now_ms()))
+        return web.json_response(wire.exchange_info(self._markets(), self.clock.now_ms()))
 
     def _tickers(self, request: web.Request, build: Callable[[MarketRules, Decimal], Json]) -> Any:
         symbol = self._symbol(dict(request.query), required=False)
@@ -247,7 +288,7 @@ class RestApi:
         return [build(self.engine.rules(s), self._price(s)) for s in self._symbols()]
 
     async def ticker_24hr(self, request: web.Request) -> web.Response:
-        ms = now_ms()
+        ms = self.clock.now_ms()
         return web.json_response(self._tickers(request, lambda r, p: wire.ticker_24hr(r, p, ms)))
 
     async def ticker_price(self, request: web.Request) -> web.Response:
@@ -258,7 +299,7 @@ class RestApi:
 
     async def book_ticker(self, request: web.Request) -> web.Response:
         def build(rules: MarketRules, price: Decimal) -> Json:
-            t = wire.ticker_24hr(rules, price, now_ms())
+            t = wire.ticker_24hr(rules, price, self.clock.now_ms())
             keys = ("symbol", "bidPrice", "bidQty", "askPrice", "askQty")
             return {k: t[k] for k in keys}
 
@@ -270,16 +311,25 @@ class RestApi:
         assert symbol is not None
         limit = int(params.get("limit", "100"))
         rules = self.engine.rules(symbol)
-        return web.json_response(wire.depth(rules, self._price(symbol), limit, now_ms()))
+        return web.json_response(wire.depth(rules, self._price(symbol), limit, self.clock.now_ms()))
 
     # -- orders ------------------------------------------------------------------------
 
     async def new_order(self, request: web.Request) -> web.Response:
-        action, sent = await self._action(request, "create")
-        cid = sent["newClientOrderId"]
+        order, fills = await self.place(await self.signed_call(request))
+        if self.dice.withhold_answer():
+            # Accepted, and the client never hears about it: it times out first.
+            await asyncio.sleep(self.dice.faults.hang)
+        return web.json_response(wire.new_order_json(order, fills))
+
+    async def place(self, call: SignedCall) -> tuple[Order, list[Fill]]:
+        """Check and place one new order, logged as an action; the order and its fills."""
+        action = self._action(call, "create")
+        cid = action.client_order_id
+        assert cid is not None  # made up when not sent
         before = self._latest(action.symbol, cid)
         try:
-            order = await self._create(request, cid)
+            order = await self._create(call, cid)
         except ApiError as exc:
             self._log(action, accepted=False, code=exc.code)
             raise
@@ -299,11 +349,8 @@ class RestApi:
             self.owners[order.exchange_order_id] = action.api_key
         action.about(order)
         self._log(action, accepted=True)
-        if self.dice.withhold_answer():
-            # Accepted, and the client never hears about it: it times out first.
-            await asyncio.sleep(self.dice.faults.hang)
         fills = self.engine.order_fills(order.symbol, cid) if order.filled else []
-        return web.json_response(wire.new_order_json(order, fills))
+        return order, fills
 
     def _latest(self, symbol: str | None, client_order_id: str) -> Order | None:
         if symbol is None or symbol not in self._symbols():
@@ -313,9 +360,9 @@ class RestApi:
         except OrderNotFound:
             return None
 
-    async def _create(self, request: web.Request, cid: str) -> Order:
+    async def _create(self, call: SignedCall, cid: str) -> Order:
         """Check and place one new order (``cid``: the one sent, or one made up)."""
-        params = await self._signed(request)
+        params = self.authenticate(call)
         symbol = self._symbol(params)
         assert symbol is not None
         if params.get("type", "").upper() != "LIMIT":
@@ -343,15 +390,24 @@ class RestApi:
             raise wire.BAD_SYMBOL from None
 
     async def get_order(self, request: web.Request) -> web.Response:
-        params = await self._signed(request)
+        return web.json_response(wire.order_json(self.query(await self.signed_call(request))))
+
+    def query(self, call: SignedCall) -> Order:
+        """Check and look up one order."""
+        params = self.authenticate(call)
         symbol = self._symbol(params)
         assert symbol is not None
-        return web.json_response(wire.order_json(self._find(symbol, params)))
+        return self._find(symbol, params)
 
     async def cancel_order(self, request: web.Request) -> web.Response:
-        action, _ = await self._action(request, "cancel")
+        cancelled = await self.cancel(await self.signed_call(request))
+        return web.json_response(wire.cancel_json(cancelled))
+
+    async def cancel(self, call: SignedCall) -> Order:
+        """Check and cancel one open order, logged as an action."""
+        action = self._action(call, "cancel")
         try:
-            cancelled = await self._cancel(request, action)
+            cancelled = await self._cancel(call, action)
         except ApiError as exc:
             self._log(action, accepted=False, code=exc.code)
             raise
@@ -364,13 +420,11 @@ class RestApi:
             self._log(action, accepted=accepted, code=-1001)
             raise
         self._log(action, accepted=True)
-        body = wire.order_json(cancelled)
-        body["origClientOrderId"] = cancelled.client_order_id
-        return web.json_response(body)
+        return cancelled
 
-    async def _cancel(self, request: web.Request, action: Action) -> Order:
+    async def _cancel(self, call: SignedCall, action: Action) -> Order:
         """Check and cancel one open order; ``action`` learns which order it named."""
-        params = await self._signed(request)
+        params = self.authenticate(call)
         symbol = self._symbol(params)
         assert symbol is not None
         try:
@@ -383,11 +437,15 @@ class RestApi:
         return await self.exchange.cancel_order(symbol, order.client_order_id)
 
     async def open_orders(self, request: web.Request) -> web.Response:
-        params = await self._signed(request)
+        orders = self.open_orders_of(await self.signed_call(request))
+        return web.json_response([wire.order_json(o) for o in orders])
+
+    def open_orders_of(self, call: SignedCall) -> list[Order]:
+        """Check, then every open order (of ``symbol`` when given)."""
+        params = self.authenticate(call)
         symbol = self._symbol(params, required=False)
         symbols = [symbol] if symbol is not None else self._symbols()
-        orders = [o for s in symbols for o in self.engine.open_orders(s)]
-        return web.json_response([wire.order_json(o) for o in orders])
+        return [o for s in symbols for o in self.engine.open_orders(s)]
 
     async def all_orders(self, request: web.Request) -> web.Response:
         params = await self._signed(request)
@@ -425,31 +483,33 @@ class RestApi:
         return web.json_response(trades[:limit])
 
     async def account(self, request: web.Request) -> web.Response:
-        await self._signed(request)
+        return web.json_response(self.account_of(await self.signed_call(request)))
+
+    def account_of(self, call: SignedCall) -> Json:
+        """Check, then the account: balances and commissions."""
+        self.authenticate(call)
         balances = [
             {"asset": a, "free": f"{b.free:f}", "locked": f"{b.locked:f}"}
             for a, b in self.engine.balances().items()
         ]
         fee = int(self.engine.fee_rate * 10000)
-        return web.json_response(
-            {
-                "makerCommission": fee,
-                "takerCommission": fee,
-                "buyerCommission": 0,
-                "sellerCommission": 0,
-                "canTrade": True,
-                "canWithdraw": False,
-                "canDeposit": False,
-                "brokered": False,
-                "requireSelfTradePrevention": False,
-                "preventSor": False,
-                "updateTime": now_ms(),
-                "accountType": "SPOT",
-                "balances": balances,
-                "permissions": ["SPOT"],
-                "uid": 1,
-            }
-        )
+        return {
+            "makerCommission": fee,
+            "takerCommission": fee,
+            "buyerCommission": 0,
+            "sellerCommission": 0,
+            "canTrade": True,
+            "canWithdraw": False,
+            "canDeposit": False,
+            "brokered": False,
+            "requireSelfTradePrevention": False,
+            "preventSor": False,
+            "updateTime": self.clock.now_ms(),
+            "accountType": "SPOT",
+            "balances": balances,
+            "permissions": ["SPOT"],
+            "uid": 1,
+        }
 
     # -- legacy listen keys (the user stream itself is served on the WebSocket API) ----
 

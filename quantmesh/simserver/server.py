@@ -4,11 +4,15 @@
 runs) with the API key that created it, ``/_sim/actions`` every order create and cancel
 request handled (accepted or rejected, with its API key), ``/_sim/trades`` every fill,
 ``/_sim/faults`` reads and changes the faults, ``/_sim/price`` moves a price,
-``/_sim/drop_ws`` closes every WebSocket. These are unauthenticated: the simulator is a
+``/_sim/drop_ws`` closes every WebSocket, ``/_sim/clock`` reads and changes the server
+clock's skew (``{"skew": seconds}``), ``/_sim/stats`` counts requests, WebSockets and
+signed calls refused as expired (-1021), by call. These are unauthenticated: the simulator is a
 testing tool and listens on loopback by default.
 
 Times are wall-clock epoch seconds, the engine's clock: an order's ``created_at`` and
-``closed_at``, a fill's ``ts`` and an action's ``t`` can be compared with each other.
+``closed_at``, a fill's ``ts`` and an action's ``t`` can be compared with each other. The
+server clock that answers ``/api/v3/time`` and checks request expiry is that clock plus
+the skew (``quantmesh.simserver.clock``).
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from aiohttp import web
 
 from quantmesh.domain import Fill, Order
 from quantmesh.exchange.simulated import SimulatedExchange
+from quantmesh.simserver.clock import ServerClock
 from quantmesh.simserver.faults import FaultDice, Faults
 from quantmesh.simserver.rest import RestApi
 from quantmesh.simserver.streams import Streams
@@ -75,11 +80,13 @@ class SimServer:
         api_keys: dict[str, str],
         faults: Faults = Faults(),  # noqa: B008 - frozen, never mutated
         seed: int | None = None,
+        clock_skew: float = 0.0,
     ) -> None:
         self.exchange = exchange
         self.dice = FaultDice(faults, seed)
-        self.rest = RestApi(exchange, api_keys, self.dice)
-        self.streams = Streams(exchange, api_keys, self.dice)
+        self.clock = ServerClock(clock_skew)
+        self.rest = RestApi(exchange, api_keys, self.dice, self.clock)
+        self.streams = Streams(exchange, self.rest, self.dice)
         self._runner: web.AppRunner | None = None
         self.port: int | None = None
 
@@ -97,6 +104,8 @@ class SimServer:
                 web.post("/_sim/price", self.set_price),
                 web.post("/_sim/drop_ws", self.drop_ws),
                 web.get("/_sim/stats", self.stats),
+                web.get("/_sim/clock", self.get_clock),
+                web.post("/_sim/clock", self.set_clock),
             ]
         )
         return app
@@ -166,5 +175,27 @@ class SimServer:
 
     async def stats(self, request: web.Request) -> web.Response:
         return web.json_response(
-            {"requests": self.rest.requests, "ws_connections": self.streams.connections}
+            {
+                "requests": self.rest.requests,
+                "ws_connections": self.streams.connections,
+                "expired": dict(self.clock.expired),
+            }
         )
+
+    async def get_clock(self, request: web.Request) -> web.Response:
+        return web.json_response(self._clock())
+
+    async def set_clock(self, request: web.Request) -> web.Response:
+        try:
+            data = await request.json()
+            skew = data["skew"]
+            if isinstance(skew, bool):
+                raise TypeError("skew must be a number of seconds")
+            self.clock.skew = skew
+        except (ValueError, TypeError, KeyError, AttributeError) as exc:
+            return web.json_response({"error": repr(exc)}, status=400)
+        log.info("sim_clock_set", skew=self.clock.skew)
+        return web.json_response(self._clock())
+
+    def _clock(self) -> dict[str, Any]:
+        return {"skew": self.clock.skew, "server_time_ms": self.clock.now_ms()}

@@ -1,6 +1,12 @@
-"""The simulator's WebSockets: market streams (``/ws``) and the WebSocket API user data
-stream (``/ws-api/v3``, ``userDataStream.subscribe.signature``), as ccxt.pro's ``binance``
-uses them for ``watch_ticker`` and ``watch_orders``."""
+"""The simulator's WebSockets: market streams (``/ws``) and the WebSocket API
+(``/ws-api/v3``), as ccxt.pro's ``binance`` uses them: ``watch_ticker``, ``watch_orders``
+(``userDataStream.subscribe.signature``) and the ``*_ws`` order methods (``order.place``,
+``order.cancel``, ``order.status``, ``openOrders.status``, ``account.status``).
+
+Every WebSocket API method but ``ping`` and ``time`` is signed, and goes through the same
+checks as a signed REST call (``RestApi.authenticate``: key, expiry, signature) when it is
+processed, after any injected latency; order creates and cancels are logged as actions.
+"""
 
 from __future__ import annotations
 
@@ -15,27 +21,39 @@ import structlog
 from aiohttp import WSMsgType, web
 
 from quantmesh.domain import compact_symbol
+from quantmesh.errors import Disconnected
 from quantmesh.exchange.simulated import SimulatedExchange
 from quantmesh.simserver import binance as wire
 from quantmesh.simserver.binance import ApiError, Json
 from quantmesh.simserver.faults import FaultDice
-from quantmesh.simserver.rest import now_ms
+from quantmesh.simserver.rest import RestApi, SignedCall
 
 log = structlog.get_logger(__name__)
 
 _CHANNELS = ("ticker", "miniTicker", "bookTicker", "trade")
 _REPEAT_EVERY = 1.0  # seconds
 
+Pumps = dict[str, asyncio.Task[None]]
+WsMethod = Callable[[web.WebSocketResponse, SignedCall, Pumps], Awaitable[Any]]
+
 
 class Streams:
     """WebSocket handlers; every open socket is tracked so faults can drop them all."""
 
-    def __init__(
-        self, exchange: SimulatedExchange, api_keys: dict[str, str], dice: FaultDice
-    ) -> None:
+    def __init__(self, exchange: SimulatedExchange, api: RestApi, dice: FaultDice) -> None:
         self.exchange = exchange
-        self.api_keys = api_keys
+        self.api = api  # the signed calls' checks, the order book's handlers, the action log
+        self.clock = api.clock
         self.dice = dice
+        # Every signed WebSocket API method; the dispatcher builds the call each one checks.
+        self.signed_methods: dict[str, WsMethod] = {
+            "userDataStream.subscribe.signature": self._subscribe_user_data,
+            "order.place": self._order_place,
+            "order.cancel": self._order_cancel,
+            "order.status": self._order_status,
+            "openOrders.status": self._open_orders,
+            "account.status": self._account,
+        }
         self.sockets: WeakSet[web.WebSocketResponse] = WeakSet()
         self.connections = 0  # every WebSocket ever accepted, for tests
 
@@ -142,7 +160,7 @@ class Streams:
             while not ws.closed:
                 price = engine.last_price(symbol)
                 if price is not None:
-                    await ws.send_json(_market_event(channel, rules, price))
+                    await ws.send_json(_market_event(channel, rules, price, self.clock.now_ms()))
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(_REPEAT_EVERY):
                         await anext(ticks)
@@ -151,43 +169,78 @@ class Streams:
 
     async def ws_api(self, request: web.Request) -> web.WebSocketResponse:
         ws = await self._open(request)
-        pumps: dict[str, asyncio.Task[None]] = {}
+        pumps: Pumps = {}
 
-        async def on_message(data: Json, pumps: dict[str, asyncio.Task[None]]) -> None:
+        async def on_message(data: Json, pumps: Pumps) -> None:
             request_id = data.get("id")
+            arrived_us = self.clock.now_us()
             if self.dice.faults.latency > 0:
                 await asyncio.sleep(self.dice.faults.latency)
             try:
-                result = self._ws_call(ws, data, pumps)
+                result = await self._ws_call(ws, data, pumps, arrived_us)
             except ApiError as exc:
                 await ws.send_json({"id": request_id, "status": exc.status, "error": exc.body()})
+                return
+            except Disconnected as exc:  # the state file cannot be written
+                error = {"code": -1001, "msg": str(exc)}
+                await ws.send_json({"id": request_id, "status": 503, "error": error})
                 return
             await ws.send_json({"id": request_id, "status": 200, "result": result})
 
         await self._serve(ws, on_message, pumps)
         return ws
 
-    def _ws_call(
-        self, ws: web.WebSocketResponse, data: Json, pumps: dict[str, asyncio.Task[None]]
+    async def _ws_call(
+        self, ws: web.WebSocketResponse, data: Json, pumps: Pumps, arrived_us: int
     ) -> Any:
-        method = data.get("method")
+        method = str(data.get("method"))
         params = data.get("params") or {}
         if method == "ping":
             return {}
         if method == "time":
-            return {"serverTime": now_ms()}
-        if method == "userDataStream.subscribe.signature":
-            secret = self.api_keys.get(str(params.get("apiKey", "")))
-            if secret is None:
-                raise wire.INVALID_KEY
-            wire.check_timestamp({k: str(v) for k, v in params.items()}, now_ms())
+            return {"serverTime": self.clock.now_ms()}
+        handler = self.signed_methods.get(method)
+        if handler is None:
+            raise ApiError(400, -1020, "This operation is not supported.")
+        if not isinstance(params, dict):
+            raise ApiError(400, -1104, "Not all sent parameters were read.")
+
+        def verify(secret: str) -> None:
             wire.check_ws_signature(secret, params)
-            subscription = len(pumps)
-            for symbol in self.exchange.symbols:
-                key = f"{subscription}:{symbol}"
-                pumps[key] = asyncio.create_task(self._pump_orders(ws, subscription, symbol))
-            return {"subscriptionId": subscription}
-        raise ApiError(400, -1020, "This operation is not supported.")
+
+        api_key = params.get("apiKey")
+        call = SignedCall(
+            str(api_key) if api_key else None, wire.ws_params(params), arrived_us, method, verify
+        )
+        return await handler(ws, call, pumps)
+
+    async def _subscribe_user_data(
+        self, ws: web.WebSocketResponse, call: SignedCall, pumps: Pumps
+    ) -> Json:
+        self.api.authenticate(call)
+        subscription = len(pumps)
+        for symbol in self.exchange.symbols:
+            key = f"{subscription}:{symbol}"
+            pumps[key] = asyncio.create_task(self._pump_orders(ws, subscription, symbol))
+        return {"subscriptionId": subscription}
+
+    async def _order_place(self, ws: web.WebSocketResponse, call: SignedCall, _: Pumps) -> Json:
+        order, fills = await self.api.place(call)
+        return wire.new_order_json(order, fills)
+
+    async def _order_cancel(self, ws: web.WebSocketResponse, call: SignedCall, _: Pumps) -> Json:
+        return wire.cancel_json(await self.api.cancel(call))
+
+    async def _order_status(self, ws: web.WebSocketResponse, call: SignedCall, _: Pumps) -> Json:
+        return wire.order_json(self.api.query(call))
+
+    async def _open_orders(
+        self, ws: web.WebSocketResponse, call: SignedCall, _: Pumps
+    ) -> list[Json]:
+        return [wire.order_json(o) for o in self.api.open_orders_of(call)]
+
+    async def _account(self, ws: web.WebSocketResponse, call: SignedCall, _: Pumps) -> Json:
+        return self.api.account_of(call)
 
     async def _pump_orders(self, ws: web.WebSocketResponse, subscription: int, symbol: str) -> None:
         updates = self.exchange.watch_orders(symbol)
@@ -197,12 +250,11 @@ class Streams:
                     return
                 fills = update.fills or (None,)
                 for fill in fills:
-                    event = wire.execution_report(update.order, fill, now_ms())
+                    event = wire.execution_report(update.order, fill, self.clock.now_ms())
                     await ws.send_json({"subscriptionId": subscription, "event": event})
 
 
-def _market_event(channel: str, rules: Any, price: Any) -> Json:
-    ms = now_ms()
+def _market_event(channel: str, rules: Any, price: Any, ms: int) -> Json:
     ticker = wire.ticker_event(rules, price, ms)
     if channel == "bookTicker":
         return {"u": ms, **{k: ticker[k] for k in ("s", "b", "B", "a", "A")}}

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from urllib.parse import urlencode
-
 import pytest
 
 from quantmesh.errors import InvalidOrder
@@ -24,21 +22,60 @@ def test_signature_over_query_and_body() -> None:
         wire.check_signature("s3cret", query, body)
 
 
-def test_ws_signature_is_over_sorted_params() -> None:
-    params = {"timestamp": 5, "apiKey": "k"}
-    signed = {**params, "signature": wire.sign("s", urlencode(sorted(params.items())))}
+def test_ws_signature_is_over_sorted_raw_params() -> None:
+    params = {"timestamp": 5, "apiKey": "k", "test": True, "note": "a b"}
+    payload = "apiKey=k&note=a b&test=true&timestamp=5"  # sorted, raw, booleans lower case
+    signed = {**params, "signature": wire.sign("s", payload)}
     wire.check_ws_signature("s", signed)
-    with pytest.raises(ApiError):
+    with pytest.raises(ApiError) as caught:
         wire.check_ws_signature("t", signed)
+    assert caught.value.code == -1022
+    with pytest.raises(ApiError, match="signature"):
+        wire.check_ws_signature("s", params)
+    assert wire.ws_params(params) == {
+        "timestamp": "5",
+        "apiKey": "k",
+        "test": "true",
+        "note": "a b",
+    }
+
+
+def expired(params: dict[str, str], now_us: int) -> int | None:
+    """The error code ``check_timestamp`` answers with, None when accepted."""
+    try:
+        wire.check_timestamp(params, now_us)
+    except ApiError as exc:
+        return exc.code
+    return None
 
 
 def test_timestamp_outside_recv_window_is_refused() -> None:
-    wire.check_timestamp({"timestamp": "10000"}, 12000)
-    for params in ({"timestamp": "1000"}, {"timestamp": "20000"}, {}):
-        with pytest.raises(ApiError):
-            wire.check_timestamp(params, 12000)
-    with pytest.raises(ApiError):
-        wire.check_timestamp({"timestamp": "10000", "recvWindow": "70000"}, 12000)
+    now = 12_000_000  # server clock, microseconds: 12000 ms
+    assert expired({"timestamp": "10000"}, now) is None
+    assert expired({"timestamp": "7000"}, now) is None  # exactly the 5000 ms default window
+    assert expired({"timestamp": "7000"}, now + 1) == -1021  # 1 us past it: refused
+    assert expired({"timestamp": "13000"}, now) is None  # 1000 ms ahead: accepted
+    assert expired({"timestamp": "13001"}, now) == -1021  # further ahead: refused
+    assert expired({"timestamp": "1000", "recvWindow": "11000"}, now) is None
+    assert expired({"timestamp": "1000", "recvWindow": "10999"}, now) == -1021
+    assert expired({}, now) == -1102
+    assert expired({"timestamp": "12e3"}, now) == -1100
+    assert expired({"timestamp": "-1"}, now) == -1100
+    assert expired({"timestamp": "10000", "recvWindow": "60001"}, now) == -1131
+    assert expired({"timestamp": "10000", "recvWindow": "0"}, now) == -1131
+    assert expired({"timestamp": "10000", "recvWindow": "60000"}, now) is None
+
+
+def test_recv_window_takes_up_to_three_decimals() -> None:
+    now = 12_000_000
+    # 1.5 ms: 1500 us after the timestamp is inside, 1501 us is not
+    assert expired({"timestamp": "12000", "recvWindow": "1.5"}, now + 1500) is None
+    assert expired({"timestamp": "12000", "recvWindow": "1.5"}, now + 1501) == -1021
+    assert expired({"timestamp": "12000", "recvWindow": "5000.125"}, now) is None
+    assert expired({"timestamp": "12000", "recvWindow": "60000.000"}, now) is None
+    assert expired({"timestamp": "12000", "recvWindow": "60000.001"}, now) == -1131
+    for bad in ("5000.1234", "5000.", ".5", "1e3", "-5", " 5000"):
+        assert expired({"timestamp": "12000", "recvWindow": bad}, now) == -1100, bad
 
 
 @pytest.mark.parametrize(
