@@ -1,7 +1,8 @@
 """Everything that depends on the database dialect or driver.
 
 ``create_engine_for`` builds the engine for the configured database, ``upsert`` writes the
-dialect's INSERT ... ON CONFLICT, ``map_db_error`` classifies driver errors.
+dialect's INSERT ... ON CONFLICT; ``map_db_error``, ``is_retryable`` and ``error_kind``
+(from ``db_errors``, re-exported here) classify driver errors.
 
 SQLite gets a synchronous engine on the stdlib ``sqlite3`` driver (the repository runs it
 on a thread of its own, see ``runner``); its connections get WAL, ``busy_timeout=5000``,
@@ -19,32 +20,40 @@ No error message here ever includes a password.
 
 from __future__ import annotations
 
-import re
 import tempfile
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Final
 
 import structlog
 from sqlalchemy import URL, Connection, Engine, Table, create_engine, event, make_url, text
 from sqlalchemy.dialects import mysql, postgresql, sqlite
-from sqlalchemy.exc import (
-    ArgumentError,
-    DataError,
-    DBAPIError,
-    DisconnectionError,
-    IntegrityError,
-    InterfaceError,
-    OperationalError,
-    StatementError,
-)
-from sqlalchemy.exc import TimeoutError as PoolTimeout
+from sqlalchemy.exc import ArgumentError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.sql.dml import Insert
 
-from quantmesh.errors import StartupError, StorageError, StorageRejected, StorageUnavailable
+from quantmesh.errors import StartupError, StorageError
 from quantmesh.storage import dsn
+from quantmesh.storage.db_errors import ErrorKind, error_kind, is_retryable, map_db_error
 from quantmesh.storage.dsn import DbType
+
+__all__ = [
+    "MYSQL_DRIVER",
+    "POSTGRES_DRIVER",
+    "SQLITE_DRIVER",
+    "SQLITE_PRAGMAS",
+    "SQLITE_SYNC_DRIVER",
+    "DbType",
+    "ErrorKind",
+    "check_server",
+    "create_engine_for",
+    "error_kind",
+    "is_retryable",
+    "logs_statements",
+    "map_db_error",
+    "to_sqlalchemy_url",
+    "upsert",
+]
 
 log = structlog.get_logger(__name__)
 
@@ -264,134 +273,6 @@ def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:
             cursor.execute(pragma)
     finally:
         cursor.close()
-
-
-# --- driver errors ----------------------------------------------------------------------
-
-_CONNECTIVITY_MARKERS: Final = (
-    "connect",
-    "unable to open",
-    "database is locked",
-    "busy",
-    "gone away",
-    "lost",
-    "timeout",
-    "timed out",
-    "disk i/o",
-    "disk is full",
-    "closed",
-    "broken pipe",
-    "reset by peer",
-    "refused",
-    "unreachable",
-    "starting up",
-    "not yet accepting",
-    "too many connections",
-    "shutting down",
-    "terminat",
-    "deadlock",
-    "readonly database",  # SQLite: the file or its directory lost write permission
-    "table is locked",  # SQLite: SQLITE_LOCKED, a conflict within the process
-)
-# pymysql client errors: cannot connect (2002, 2003, 2005), server gone (2006), lost (2013,
-# 2055)
-_MYSQL_CONNECTION_CODES: Final = frozenset({2002, 2003, 2005, 2006, 2013, 2055})
-# MySQL/MariaDB server conditions that pass: disk full (1021), table full (1114), error
-# during COMMIT (1180), read-only server (1290; 1792 read-only transaction; 1836 read-only
-# mode), shutdown in progress (1053), query interrupted or statement timeout (1317, 1969,
-# 3024), group replication rolled the commit back (3101)
-_MYSQL_TRANSIENT_CODES: Final = frozenset(
-    {1021, 1053, 1114, 1180, 1290, 1317, 1792, 1836, 1969, 3024, 3101}
-)
-# PostgreSQL: read-only transaction (25006, a demoted primary or a hot standby), disk full
-# (53100 is in class 53), query cancelled (57014 is in class 57)
-_PG_TRANSIENT_STATES: Final = frozenset({"25006"})
-_CREDENTIALS_IN_URL: Final = re.compile(r"(\w[\w+.-]*://)[^\s/@]*@")
-_PASSWORD_PAIR: Final = re.compile(r"(password\s*[=:]\s*)\S+", re.IGNORECASE)
-
-
-def map_db_error(exc: BaseException, operation: str) -> StorageError:
-    """Translate a driver/SQLAlchemy error into ``StorageUnavailable`` or ``StorageError``.
-
-    Connectivity problems (the database cannot be reached, or cannot be written right now)
-    become ``StorageUnavailable`` so callers can buffer and retry; so does a transaction
-    that lost a lock conflict (``is_retryable``: nothing is wrong with its data, a later
-    attempt succeeds). The message names the operation and the driver error, never the DSN
-    or a password.
-    """
-    if isinstance(exc, StorageError):
-        return exc
-    cause = exc.orig if isinstance(exc, StatementError) and exc.orig is not None else exc
-    detail = f"{type(cause).__name__}: {_redact(str(cause))}"
-    if is_retryable(exc):
-        return StorageUnavailable(f"{operation}: database busy (lost a lock conflict): {detail}")
-    if _is_connectivity(exc):
-        return StorageUnavailable(f"{operation}: database unavailable: {detail}")
-    if isinstance(exc, IntegrityError | DataError):
-        return StorageRejected(f"{operation} failed: {detail}")
-    return StorageError(f"{operation} failed: {detail}")
-
-
-# MySQL: deadlock victim (1213), lock wait timeout (1205); PostgreSQL: serialization
-# failure (40001), deadlock detected (40P01)
-_MYSQL_RETRY_CODES: Final = frozenset({1213, 1205})
-_PG_RETRY_STATES: Final = frozenset({"40001", "40P01"})
-
-
-def is_retryable(exc: BaseException) -> bool:
-    """Whether the server rolled the transaction back as a deadlock or serialisation victim,
-    so running it again is the expected remedy."""
-    if not isinstance(exc, DBAPIError) or exc.connection_invalidated:
-        return False
-    orig = exc.orig
-    args = getattr(orig, "args", ())
-    if args and isinstance(args[0], int) and args[0] in _MYSQL_RETRY_CODES:
-        return True
-    state = getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)
-    return state in _PG_RETRY_STATES
-
-
-def _is_connectivity(exc: BaseException) -> bool:
-    # OSError covers ConnectionRefusedError and TimeoutError (= asyncio.TimeoutError)
-    if isinstance(exc, OSError | PoolTimeout | DisconnectionError):
-        return True
-    if not isinstance(exc, DBAPIError):
-        return False
-    if exc.connection_invalidated:
-        return True
-    state = getattr(exc.orig, "sqlstate", None)
-    # PostgreSQL: connection exceptions (08), insufficient resources (53), operator
-    # intervention (57: shutting down, starting up), system errors (58)
-    if isinstance(state, str) and (
-        state[:2] in ("08", "53", "57", "58") or state in _PG_TRANSIENT_STATES
-    ):
-        return True
-    args = getattr(exc.orig, "args", ())
-    if args and isinstance(args[0], int) and args[0] in _MYSQL_TRANSIENT_CODES:
-        return True
-    if not isinstance(exc, OperationalError | InterfaceError):
-        return False
-    if any(isinstance(link, OSError) for link in _chain(exc.orig)):
-        return True
-    args = getattr(exc.orig, "args", ())
-    if args and isinstance(args[0], int) and args[0] in _MYSQL_CONNECTION_CODES:
-        return True
-    text = str(exc.orig).lower()
-    return any(marker in text for marker in _CONNECTIVITY_MARKERS)
-
-
-def _chain(exc: BaseException | None) -> Iterator[BaseException]:
-    seen: set[int] = set()
-    while exc is not None and id(exc) not in seen:
-        seen.add(id(exc))
-        yield exc
-        exc = exc.__cause__ or exc.__context__
-
-
-def _redact(text: str) -> str:
-    first_line = text.strip().splitlines()[0] if text.strip() else ""
-    first_line = _CREDENTIALS_IN_URL.sub(r"\1***@", first_line)
-    return _PASSWORD_PAIR.sub(r"\1***", first_line)[:300]
 
 
 # --- dialect-aware statements -----------------------------------------------------------
