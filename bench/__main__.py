@@ -24,6 +24,7 @@ from pathlib import Path
 from bench.bench_lock import measure_nop_lock, measure_redis_lock, redis_server_binary
 from bench.bench_pipeline import Phase, PipelineRun, harness_of, measure_pipeline
 from bench.bench_planner import measure_planner
+from bench.bench_soak import ADAPTER_CYCLES, SENDER_CYCLES, maps_at, measure_soak
 from bench.bench_storage import measure_storage, measure_storage_backends
 from bench.table import Row, fmt, ratio, render
 
@@ -185,6 +186,51 @@ def storage_backend_rows(quick: bool) -> tuple[list[Row], dict[str, dict[str, fl
     return rows, r
 
 
+SOAK_RSS_GROWTH_MB = 5.0  # RSS from half-way to the end of a soak
+
+
+def soak_rows(quick: bool) -> tuple[list[Row], dict[str, float]]:
+    """Order life cycles through the ccxt adapter, then the sender and book, in a fresh
+    process: whether memory stays flat."""
+    cycles, sender = (50_000, 30_000) if quick else (ADAPTER_CYCLES, SENDER_CYCLES)
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(1, mp_context=context, max_tasks_per_child=1) as pool:
+        r = pool.submit(measure_soak, cycles, sender).result()
+    return soak_table(r), r
+
+
+def soak_table(r: dict[str, float]) -> list[Row]:
+    rows: list[Row] = []
+    for run, title in (("adapter", "soak: CcxtExchange"), ("sender", "soak: sender + book")):
+        n = int(r[f"{run}_cycles"])
+        half = n // 2
+        rss_half, rss_end = r[f"{run}@{half} rss_mb"], r[f"{run}@{n} rss_mb"]
+        before, after = maps_at(r, run, half), maps_at(r, run, n)
+        grown = [f"{k} {before.get(k, 0):,.0f}->{v:,.0f}" for k, v in after.items()
+                 if v > before.get(k, 0)]  # fmt: skip
+        largest = max(after.values(), default=0.0)
+        rows += [
+            Row(f"{title}, {n:,} cycles", "cycles/s", fmt(r[f"{run}_cycles_per_s"])),
+            Row(
+                "",
+                "RSS MB at the end (vs half-way)",
+                fmt(rss_end),
+                fmt(rss_half),
+                ratio(rss_end, rss_half),
+                f"< +{SOAK_RSS_GROWTH_MB:g} MB",
+                rss_end - rss_half < SOAK_RSS_GROWTH_MB,
+            ),
+            Row(
+                "",
+                f"id-keyed maps ({len(after)}) half-way -> end",
+                "grew: " + ", ".join(grown) if grown else f"flat, largest {largest:,.0f}",
+                target="flat",
+                met=not grown,
+            ),
+        ]
+    return rows
+
+
 def pipeline_rows(
     phase: Phase, base: dict[str, float], r: dict[str, float], *, first: bool
 ) -> list[Row]:
@@ -296,6 +342,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     rows += storage
     backends, raw["storage_backends"] = storage_backend_rows(args.quick)
     rows += backends
+    print("running the soak ...", file=sys.stderr, flush=True)
+    soak, raw["soak"] = soak_rows(args.quick)
+    rows += soak
     context = multiprocessing.get_context("spawn")
     for run in _pipelines(args.quick):
         print(f"running {run.symbols}-symbol pipeline ...", file=sys.stderr, flush=True)
