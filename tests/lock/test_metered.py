@@ -11,6 +11,7 @@ import pytest
 
 from quantmesh.errors import LockError, LockTimeout, LockUnavailable
 from quantmesh.lock.base import Lease
+from quantmesh.lock.failover import FailoverLock
 from quantmesh.lock.local import LocalLock
 from quantmesh.lock.metered import MeteredLock, Purpose, key_label
 from quantmesh.lock.nop import NopLock
@@ -263,20 +264,27 @@ def own_redis() -> Iterator[RedisServer]:
 
 
 async def test_a_redis_that_is_down_counts_as_unavailable(own_redis: RedisServer) -> None:
+    """Wrapped around the daemon's lock: the call that finds Redis gone and the calls
+    refused while halted are all ``unavailable``."""
     metrics = Metrics()
     client = make_client(own_redis.port, socket_timeout=0.5, socket_connect_timeout=0.5)
-    locker = MeteredLock(RedisLock(client), metrics=metrics, purpose="reconcile")
+    failover = FailoverLock(RedisLock(client), fallback_mode="halt", health_check_interval=10.0)
+    locker = MeteredLock(failover, metrics=metrics, purpose="reconcile")
     try:
         key = KEYS.reconcile_key("ETH/USDT")
         lease = await locker.try_lock(key, 30.0)
         assert lease is not None
         own_redis.kill()
         with pytest.raises(LockUnavailable):
-            await locker.try_lock(key, 30.0)
-        with pytest.raises(LockUnavailable):
             await locker.unlock(lease)  # the hold still ended here
-        assert acquired(metrics, "unavailable", "reconcile") == 1
+        await failover.check()
+        assert failover.state == "halted"
+        with pytest.raises(LockUnavailable, match="fallback_mode halt"):
+            await locker.try_lock(key, 30.0)
+        with pytest.raises(LockUnavailable, match="fallback_mode halt"):
+            await locker.lock(key, 30.0, 1.0)
+        assert acquired(metrics, "unavailable", "reconcile") == 2
         assert acquired(metrics, "success", "reconcile") == 1
         assert held(metrics, "reconcile")[0] == 1
     finally:
-        await locker.inner.close()
+        await failover.close()
