@@ -81,3 +81,29 @@ def test_daemon_serves_metrics_readiness_and_status(tmp_path: Path) -> None:
         assert symbol["open_orders"] >= 1
         assert symbol["price"] is not None
         assert "tok-7f3a9c2e" not in daemon.stderr + daemon.stdout
+
+
+def _post(url: str, headers: dict[str, str] | None = None) -> tuple[int, str]:
+    request = urllib.request.Request(url, data=b"", method="POST", headers=headers or {})
+    try:
+        with urllib.request.urlopen(request, timeout=5) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as e:
+        with e:
+            return e.code, e.read().decode()
+
+
+def test_daemon_off_loopback_without_token_warns_and_refuses_state_changes(
+    tmp_path: Path,
+) -> None:
+    config = changed(fast_config(), {"http": {"enabled": True, "host": "0.0.0.0", "port": 0}})
+    path = write_config(tmp_path, config)
+    with Daemon(path, tmp_path) as daemon:
+        base = f"http://127.0.0.1:{_port(daemon)}"
+        (warning,) = daemon.wait_for("http_exposed_without_token", 10)
+        assert warning["level"] == "warning"
+        assert "http.host is 0.0.0.0" in warning["message"]
+        assert "set http.token" in warning["message"]
+        status, body = _post(f"{base}/api/status")
+        assert status == 403 and "http.token" in json.loads(body)["error"]
+        assert _get(f"{base}/api/status")[0] == 200  # reading stays open, as warned

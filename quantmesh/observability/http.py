@@ -1,12 +1,22 @@
 """The daemon's HTTP endpoints: ``/metrics``, ``/healthz``, ``/readyz`` and ``/api/status``.
 
-``/metrics`` and ``/healthz`` never ask for credentials, so Prometheus and container
-health checks work as configured; ``/api/*`` asks for the bearer token when one is set.
+Who may do what, decided in one middleware for every route, present and future:
+
+- reading (GET, HEAD): ``/metrics``, ``/healthz`` and ``/readyz`` never ask for
+  credentials, so Prometheus and container health checks work as configured; ``/api/*``
+  asks for the bearer token (``http.token``) when one is set;
+- anything else (POST, PUT, DELETE, ...: whatever changes state, such as a future pause
+  or resume) always needs the bearer token, and with no token configured it is refused
+  (403) with a message naming ``http.token``. No route changes state today.
+
+Listening beyond loopback without a token exposes ``/api/status`` (positions, PnL) to
+anyone who can reach the port: ``start`` logs one warning saying so (``exposure_warning``).
 """
 
 from __future__ import annotations
 
 import hmac
+import ipaddress
 import json
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -22,6 +32,37 @@ from quantmesh.observability.health import Health
 log = structlog.get_logger(__name__)
 
 StatusFn = Callable[[], Mapping[str, Any]]
+
+# Methods that only read; every other one needs the token.
+READ_METHODS = frozenset({"GET", "HEAD"})
+_NO_TOKEN = (
+    "this endpoint changes state and needs a bearer token: set http.token in the "
+    "configuration and send 'Authorization: Bearer <token>'"
+)
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` (an ``http.host`` value) listens on this machine only: a loopback
+    address or ``localhost``. ``0.0.0.0``, ``::``, an empty host and other names are not."""
+    name = host.strip().strip("[]").lower()
+    if name == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
+
+
+def exposure_warning(host: str, token: str) -> str | None:
+    """The one-line warning for ``http.host`` off loopback with no ``http.token``; None
+    when the settings are safe."""
+    if token or is_loopback(host):
+        return None
+    return (
+        f"http.host is {host or '(all addresses)'}, not loopback, and http.token is not set: "
+        "/api/status shows positions and PnL to anyone who can reach the port; "
+        "set http.token (clients send 'Authorization: Bearer <token>') or http.host: 127.0.0.1"
+    )
 
 
 class HttpServer:
@@ -70,6 +111,9 @@ class HttpServer:
         if sockets:
             self.port = sockets[0].getsockname()[1]
         log.info("http_listening", host=self.host, port=self.port)
+        warning = exposure_warning(self.host, self._token.decode())
+        if warning is not None:
+            log.warning("http_exposed_without_token", message=warning)
 
     async def close(self) -> None:
         if self._runner is not None:
@@ -80,10 +124,13 @@ class HttpServer:
     async def _auth(
         self, request: web.Request, handler: Callable[[web.Request], Any]
     ) -> web.StreamResponse:
-        if self._token and request.path.startswith("/api/"):
+        changes_state = request.method not in READ_METHODS
+        if changes_state and not self._token:
+            return web.json_response({"error": _NO_TOKEN}, status=403)
+        if changes_state or (self._token and request.path.startswith("/api/")):
             given = request.headers.get("Authorization", "")
             expected = b"Bearer " + self._token
-            if not hmac.compare_digest(given.encode(), expected):
+            if not hmac.compare_digest(given.encode(errors="replace"), expected):
                 return web.json_response(
                     {"error": "missing or wrong bearer token"},
                     status=401,

@@ -9,11 +9,13 @@ from typing import Any
 
 import aiohttp
 import pytest
+from aiohttp import web
+from structlog.testing import capture_logs
 
 from quantmesh.domain import Tick
 from quantmesh.errors import StartupError
 from quantmesh.observability.health import Check, Health
-from quantmesh.observability.http import HttpServer
+from quantmesh.observability.http import HttpServer, exposure_warning, is_loopback
 from quantmesh.observability.metrics import Metrics
 from quantmesh.observability.status import (
     buffer_check,
@@ -140,6 +142,127 @@ async def test_api_is_open_without_a_token(served: Any) -> None:
     url, session, _ = await served(status={"instance": "qm-1"})
     async with session.get(f"{url}/api/status") as r:
         assert r.status == 200
+
+
+@pytest.fixture
+async def with_pause_route() -> AsyncIterator[Callable[[str], Any]]:
+    """The daemon's HTTP app with one more route that changes state (as a pause endpoint
+    would), served for real; ``calls`` counts the requests that reached it."""
+    runners: list[web.AppRunner] = []
+    session = aiohttp.ClientSession()
+
+    async def start(token: str) -> tuple[str, aiohttp.ClientSession, list[str]]:
+        calls: list[str] = []
+
+        async def pause(request: web.Request) -> web.Response:
+            calls.append(request.path)
+            return web.json_response({"paused": True})
+
+        server = HttpServer(
+            "127.0.0.1", 0, registry=Metrics().registry, health=Health(), status=dict, token=token
+        )
+        app = server.app()
+        app.router.add_post("/api/pause", pause)
+        app.router.add_post("/internal/pause", pause)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        runners.append(runner)
+        port = runner.addresses[0][1]
+        return f"http://127.0.0.1:{port}", session, calls
+
+    yield start
+    for runner in runners:
+        await runner.cleanup()
+    await session.close()
+
+
+async def test_state_changes_are_refused_without_a_configured_token(
+    with_pause_route: Any,
+) -> None:
+    url, session, calls = await with_pause_route("")
+    for method, path in [
+        ("POST", "/api/pause"),
+        ("POST", "/internal/pause"),
+        ("POST", "/metrics"),
+        ("DELETE", "/api/status"),
+        ("PUT", "/healthz"),
+    ]:
+        async with session.request(method, f"{url}{path}") as r:
+            assert r.status == 403, (method, path)
+            assert "http.token" in (await r.json())["error"]
+    assert calls == []
+    async with session.get(f"{url}/api/status") as r:  # reading stays open without a token
+        assert r.status == 200
+
+
+async def test_state_changes_need_the_bearer_token(with_pause_route: Any) -> None:
+    url, session, calls = await with_pause_route("s3cret-token")
+    for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "s3cret-token"}):
+        for path in ("/api/pause", "/internal/pause"):
+            async with session.post(f"{url}{path}", headers=headers) as r:
+                assert r.status == 401, (headers, path)
+                assert "s3cret" not in await r.text()
+    assert calls == []
+    good = {"Authorization": "Bearer s3cret-token"}
+    for path in ("/api/pause", "/internal/pause"):
+        async with session.post(f"{url}{path}", headers=good) as r:
+            assert r.status == 200
+    assert calls == ["/api/pause", "/internal/pause"]
+    async with session.get(f"{url}/metrics") as r:  # reading /metrics never asks
+        assert r.status == 200
+
+
+@pytest.mark.parametrize(
+    ("host", "token", "warned"),
+    [
+        ("0.0.0.0", "", True),
+        ("0.0.0.0", "tok-1", False),
+        ("127.0.0.1", "", False),
+        ("localhost", "", False),
+    ],
+)
+async def test_a_warning_when_status_is_exposed_without_a_token(
+    host: str, token: str, warned: bool
+) -> None:
+    server = HttpServer(
+        host, 0, registry=Metrics().registry, health=Health(), status=dict, token=token
+    )
+    with capture_logs() as logs:
+        await server.start()
+    await server.close()
+    warnings = [e for e in logs if e["log_level"] == "warning"]
+    if not warned:
+        assert warnings == []
+        return
+    (warning,) = warnings
+    assert warning["event"] == "http_exposed_without_token"
+    message = warning["message"]
+    assert "\n" not in message
+    assert "http.host is 0.0.0.0" in message and "set http.token" in message
+    assert "/api/status" in message
+
+
+@pytest.mark.parametrize(
+    ("host", "loopback"),
+    [
+        ("127.0.0.1", True),
+        ("127.0.0.53", True),
+        ("::1", True),
+        ("[::1]", True),
+        ("localhost", True),
+        ("0.0.0.0", False),
+        ("::", False),
+        ("", False),
+        ("10.0.0.5", False),
+        ("quantmesh.internal", False),
+    ],
+)
+def test_is_loopback(host: str, loopback: bool) -> None:
+    assert is_loopback(host) is loopback
+    assert (exposure_warning(host, "") is None) is loopback
+    assert exposure_warning(host, "a-token") is None
 
 
 async def test_a_taken_port_is_one_clear_startup_error(served: Any) -> None:
