@@ -1,6 +1,6 @@
 """Masking helpers for secrets in connection strings and free text.
 
-Pure functions, no I/O: the config renderer and the logging setup both use them.
+Pure functions and values, no I/O: the config renderer and the logging setup both use them.
 Masking errs on the side of hiding too much: an odd DSN may lose more than its password,
 never keep it.
 """
@@ -86,6 +86,72 @@ def dsn_passwords(dsn: str) -> list[str]:
             if value and value not in found:
                 found.append(value)
     return found
+
+
+# A secret this long or longer is replaced wherever it occurs in a log line. A shorter one
+# (1-3 characters) would also hide every "a", "ok" or "100" of unrelated text, so it is
+# replaced only where it stands as a credential (``CredentialMask``).
+MASK_ANYWHERE_FROM = 4
+
+# Names of fields that hold credentials: password, passwd, pwd, sslpassword, secret,
+# api_secret, api_key, apiKey, X-MBX-APIKEY, passphrase, token, access_token, signature,
+# Authorization.
+_CREDENTIAL_NAME = (
+    r"[A-Za-z_\-]*(?:password|passwd|pwd|secret|api[_\-]?key|passphrase|token|signature"
+    r"|authorization)"
+)
+_CREDENTIAL_FIELD = re.compile(rf"(?i){_CREDENTIAL_NAME}")
+_FIELD = rf"(?i:(?<![A-Za-z0-9]){_CREDENTIAL_NAME})"
+# ``=``, ``: ``, ``": "``, ``': '``, and an HTTP auth scheme after it
+_SEP = r"[\"']?\s*[:=]\s*(?:(?i:bearer|basic)\s+)?[\"']?"
+# what may follow a value: the end, a delimiter, or sentence punctuation before a space
+_END = r"(?=$|[\s&;,\"'(){}\[\]<>|]|[.:!?](?:\s|$))"
+_SCHEME = r"[A-Za-z][A-Za-z0-9+.\-]*://"
+
+
+def is_credential_field(name: str) -> bool:
+    """Whether a field (a log key, a header, a parameter) of this name holds a credential."""
+    return _CREDENTIAL_FIELD.fullmatch(name) is not None
+
+
+def _credential_pattern(secret: str) -> re.Pattern[str]:
+    s = re.escape(secret)
+    return re.compile(
+        rf"(?P<field>{_FIELD}{_SEP}){s}{_END}"  # password=pw  "secret": "pw"  apiKey: pw
+        rf"|(?P<bearer>(?i:\bbearer)\s+){s}{_END}"  # Bearer pw
+        rf"|(?P<password>{_SCHEME}(?:[^\s:@/]*:)?){s}(?=@)"  # scheme://user:pw@ scheme://pw@
+        rf"|(?P<user>{_SCHEME}){s}(?=:[^\s@/]*@)"  # scheme://pw:password@
+        rf"|(?P<go>(?<![^\s\"'=])[^\s:@/\"']+:){s}(?=@(?:tcp|unix)\()"  # user:pw@tcp(host)
+    )
+
+
+class CredentialMask:
+    """Replaces each of ``secrets`` where it stands as a credential, and nowhere else: as
+    the value of a credential-named field (``password=pw``, ``"secret": "pw"``,
+    ``X-MBX-APIKEY: pw``, ``apiKey=pw&...``), a bearer token, or the user or password of
+    URL credentials (``scheme://user:pw@host``, Go MySQL ``user:pw@tcp(host)``).
+
+    For secrets too short to be replaced wherever they occur (see
+    ``MASK_ANYWHERE_FROM``): ``pw`` is hidden in ``password=pw`` but ``pw`` in
+    ``pwd_check`` or ``1 pw 2`` is left alone.
+    """
+
+    def __init__(self, secrets: Iterable[str]) -> None:
+        unique = sorted({s for s in secrets if s}, key=len, reverse=True)
+        self._patterns = [_credential_pattern(s) for s in unique]
+
+    def __bool__(self) -> bool:
+        return bool(self._patterns)
+
+    def __call__(self, text: str) -> str:
+        for pattern in self._patterns:
+            text = pattern.sub(_keep_prefix, text)
+        return text
+
+
+def _keep_prefix(match: re.Match[str]) -> str:
+    prefix = next((g for g in match.groups() if g is not None), "")
+    return prefix + MASK
 
 
 def redact(text: str, secrets: Iterable[str]) -> str:
