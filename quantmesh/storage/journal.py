@@ -21,6 +21,10 @@ batches, one fsync per batch.
 A file or directory created here is made durable with an fsync of its parent directory:
 without it a crash can lose the directory entry, and with it the whole file.
 
+Both files hold the account's trading history: they are created 0600 (owner read and
+write only, whatever the umask), and an existing one readable or writable by group or
+others is tightened to its owner's bits when the journal opens, with a warning.
+
 Blocking file I/O: callers run these methods in a thread (``asyncio.to_thread``).
 """
 
@@ -28,6 +32,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 import tempfile
 import time
 from collections.abc import Sequence
@@ -43,6 +48,7 @@ from quantmesh.storage.records import CorruptRecord, Record, decode, encode
 log = structlog.get_logger(__name__)
 
 _APPEND_FLAGS = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC
+PRIVATE_MODE = 0o600  # the mode of the journal and dead-letter files
 
 
 class JournalError(StorageUnavailable):
@@ -97,16 +103,48 @@ def sync_directory(directory: Path) -> None:
 
 
 def open_for_append(path: Path) -> int:
-    """An unbuffered append descriptor on ``path``; a file created here is made durable."""
+    """An unbuffered append descriptor on ``path``; a file created here is made durable
+    and private (``PRIVATE_MODE``, whatever the umask)."""
     created = not path.exists()
-    fd = os.open(path, _APPEND_FLAGS, 0o644)
+    fd = os.open(path, _APPEND_FLAGS, PRIVATE_MODE)
     if created:
         try:
+            os.fchmod(fd, PRIVATE_MODE)  # the umask may have taken bits off; never adds
             sync_directory(path.parent)
         except OSError:
             os.close(fd)
             raise
     return fd
+
+
+def make_private(path: Path, what: str) -> None:
+    """Take the group and other bits off an existing ``path``, with a warning when there
+    were any; a file that cannot be changed (another owner) is logged and left."""
+    try:
+        mode = stat.S_IMODE(path.stat().st_mode)
+    except FileNotFoundError:
+        return
+    if not mode & 0o077:
+        return
+    try:
+        os.chmod(path, mode & 0o700)
+    except OSError as exc:
+        log.warning(
+            "journal_file_mode_not_tightened",
+            file=what,
+            path=str(path),
+            mode=f"{mode:04o}",
+            error=exc.strerror or str(exc),
+            hint="it holds the account's trading history: make it readable by its owner only",
+        )
+        return
+    log.warning(
+        "journal_file_mode_tightened",
+        file=what,
+        path=str(path),
+        mode_was=f"{mode:04o}",
+        mode=f"{mode & 0o700:04o}",
+    )
 
 
 def write_all(fd: int, data: bytes) -> None:
@@ -144,8 +182,10 @@ class DeadLetters:
             ) from exc
 
     def check(self) -> None:
-        """``StartupError`` unless an existing dead-letter file can be appended to."""
+        """``StartupError`` unless an existing dead-letter file can be appended to; an
+        existing one readable by others is made private."""
         _check_appendable(self.path, "dead-letter file")
+        make_private(self.path, "dead-letter file")
 
 
 class Journal:
@@ -185,6 +225,7 @@ class Journal:
                 f"{exc.strerror or exc}; check database.journal_path"
             ) from exc
         _check_appendable(self.path, "write-buffer journal")
+        make_private(self.path, "write-buffer journal")
         self._dead.check()
         size = self.size()
         if size:
