@@ -12,6 +12,7 @@ from decimal import Decimal
 import pytest
 import structlog.testing
 
+from quantmesh.domain import Order
 from quantmesh.errors import LockUnavailable
 from quantmesh.exchange.simulated import SimulatedExchange
 from quantmesh.lock.base import Lease
@@ -208,7 +209,7 @@ async def test_a_trader_in_halt_mode_places_nothing_while_redis_is_down(
         async with running_trader(exchange, repository, locker=locker) as run:
             exchange.set_price(SYMBOL, Decimal(2001))
             await until(lambda: len(run.open_ids()) == 3)  # the buy window, under Redis locks
-            stored = await repository.get_open_orders(SYMBOL)
+            stored = await stored_open_orders(repository, 3)
             fences = sorted(o.lock_fence or 0 for o in stored)
             assert len(set(fences)) == 3 and fences[0] > 0  # the fence went with the write
             server.kill()
@@ -244,6 +245,17 @@ async def test_a_trader_in_single_instance_mode_keeps_trading_while_redis_is_dow
             assert locker.state == "single_instance"
     finally:
         await locker.close()
+
+
+async def stored_open_orders(repository: SqlRepository, count: int) -> list[Order]:
+    """The symbol's open orders once the repository holds ``count`` (the trader stores an
+    order just after the exchange accepted it)."""
+    deadline = time.monotonic() + 5.0
+    while len(stored := await repository.get_open_orders(SYMBOL)) < count:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{len(stored)} open orders stored, expected {count}")
+        await asyncio.sleep(0.01)
+    return stored
 
 
 async def placed_more(
