@@ -1,6 +1,7 @@
-"""The chaos fleet: three ``quantmesh run`` processes, each reaching Redis through its own
-loopback proxy, sharing PostgreSQL and the exchange simulator (one API key each, so the
-simulator's records say which instance sent what)."""
+"""The chaos fleet: three ``quantmesh run`` processes, each reaching Redis and PostgreSQL
+through loopback proxies of its own (so one instance can be cut off either), sharing both
+servers and the exchange simulator (one API key each, so the simulator's records say which
+instance sent what)."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ import yaml
 
 from tests.cli_support import Daemon, write_config
 from tests.servers.base import free_port
+from tests.servers.postgres import PostgresServer
 from tests.servers.proxy import TcpProxy
 from tests.servers.redis import RedisServer
 
@@ -70,7 +72,8 @@ class Node:
     name: str
     key: tuple[str, str]
     workdir: Path
-    proxy: TcpProxy
+    redis_proxy: TcpProxy
+    db_proxy: TcpProxy
     http_port: int
     config: Path
     daemon: Daemon | None = None
@@ -79,15 +82,27 @@ class Node:
 
     @classmethod
     def create(
-        cls, name: str, key: tuple[str, str], root: Path, sim_port: int, redis_port: int, dsn: str
+        cls,
+        name: str,
+        key: tuple[str, str],
+        root: Path,
+        sim_port: int,
+        redis_port: int,
+        pg: PostgresServer,
+        database: str,
     ) -> Node:
         workdir = root / name
         workdir.mkdir(parents=True)
-        proxy = TcpProxy("127.0.0.1", redis_port)
-        proxy.start()
+        redis_proxy = TcpProxy("127.0.0.1", redis_port)
+        redis_proxy.start()
+        db_proxy = TcpProxy("127.0.0.1", pg.port)  # PostgreSQL restarts on the same port
+        db_proxy.start()
+        dsn = pg.url(database, port=db_proxy.port)
         http_port = free_port()
-        config = write_config(workdir, node_config(name, key, sim_port, proxy.port, dsn, http_port))
-        return cls(name, key, workdir, proxy, http_port, config)
+        config = write_config(
+            workdir, node_config(name, key, sim_port, redis_proxy.port, dsn, http_port)
+        )
+        return cls(name, key, workdir, redis_proxy, db_proxy, http_port, config)
 
     @property
     def alive(self) -> bool:
@@ -159,7 +174,8 @@ class Node:
             if self.paused:
                 self.resume()
             self.daemon.kill()
-        self.proxy.close()
+        self.redis_proxy.close()
+        self.db_proxy.close()
 
     def stderr(self) -> str:
         return "".join(self.logs) + (self.daemon.stderr if self.daemon is not None else "")

@@ -31,7 +31,7 @@ from __future__ import annotations
 import heapq
 import math
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from itertools import pairwise
@@ -42,18 +42,28 @@ from quantmesh.trading.ids import parse_client_order_id
 Record = Mapping[str, Any]
 
 __all__ = [
+    "EXPIRED",
     "DoubleBuy",
+    "DoubleSell",
     "FillCheck",
     "Interleaving",
+    "Leaseless",
     "Overlap",
     "OwnerSwitches",
+    "Reuse",
     "double_buys",
+    "double_sells",
+    "expired_by_key",
     "fills_vs_db",
     "interleavings",
+    "late_actions",
     "open_overlaps",
     "owner_switches",
+    "reused_after_fill",
     "summary",
 ]
+
+EXPIRED = -1021  # Binance: the request arrived after its timestamp + recvWindow
 
 
 # -- open overlaps ---------------------------------------------------------------------------
@@ -153,6 +163,57 @@ def _filled_at(order: Record) -> float:
     return float(order["updated_at"] if closed is None else closed)
 
 
+@dataclass(frozen=True, slots=True)
+class DoubleSell:
+    """A grid level that sold again with no buy since its previous sale: inventory sold
+    twice."""
+
+    symbol: str
+    tag: str
+    level: int
+    first: str  # client order id of the earlier sell
+    second: str  # of the sell that should not have happened
+    first_filled_at: float
+    second_filled_at: float
+
+
+_LevelKey = tuple[str, str, int]  # symbol, grid tag, level
+
+
+def _fills_by_level(orders: Iterable[Record]) -> dict[_LevelKey, list[tuple[float, str, Record]]]:
+    """Per (symbol, grid tag, level), our orders that filled something, in fill order
+    (``closed_at``, or ``updated_at`` for an order still open; ties by exchange order id),
+    as (filled at, side, order). A sell ``S<level>`` sells the buy of ``<level>``."""
+    levels: dict[_LevelKey, list[tuple[float, int, str, Record]]] = {}
+    for order in orders:
+        key = parse_client_order_id(str(order["client_order_id"]))
+        if key is None or Decimal(str(order["filled"])) <= 0:
+            continue
+        entry = (_filled_at(order), _order_number(order), key.side, order)
+        levels.setdefault((str(order["symbol"]), key.tag, key.level), []).append(entry)
+    result: dict[_LevelKey, list[tuple[float, str, Record]]] = {}
+    for level, entries in levels.items():
+        entries.sort(key=lambda e: (e[0], e[1]))
+        result[level] = [(filled_at, side, order) for filled_at, _, side, order in entries]
+    return result
+
+
+def _repeats(
+    orders: Iterable[Record], side: str
+) -> Iterator[tuple[_LevelKey, tuple[float, Record], tuple[float, Record]]]:
+    """Per level, each fill of ``side`` with no fill of the other side since the previous
+    fill of ``side``: (level, (filled at, earlier order), (filled at, repeated order))."""
+    for level, entries in _fills_by_level(orders).items():
+        last: tuple[float, Record] | None = None  # the latest fill of ``side``, not yet undone
+        for filled_at, order_side, order in entries:
+            if order_side != side:
+                last = None
+                continue
+            if last is not None:
+                yield level, last, (filled_at, order)
+            last = (filled_at, order)
+
+
 def double_buys(orders: Iterable[Record]) -> list[DoubleBuy]:
     """Levels bought twice without a sell in between.
 
@@ -166,35 +227,103 @@ def double_buys(orders: Iterable[Record]) -> list[DoubleBuy]:
     A buy that filled only dust (below the market minimum) leaves the level free to buy
     again by design; the simulator fills every order whole, so that does not arise here.
     """
-    levels: dict[tuple[str, str, int], list[tuple[float, int, str, Record]]] = {}
+    found = [
+        DoubleBuy(
+            symbol=symbol,
+            tag=tag,
+            level=level,
+            first=str(first[1]["client_order_id"]),
+            second=str(second[1]["client_order_id"]),
+            first_filled_at=first[0],
+            second_filled_at=second[0],
+        )
+        for (symbol, tag, level), first, second in _repeats(orders, "buy")
+    ]
+    found.sort(key=lambda d: (d.second_filled_at, d.symbol, d.level))
+    return found
+
+
+def double_sells(orders: Iterable[Record]) -> list[DoubleSell]:
+    """Levels sold twice without a buy in between: the mirror of ``double_buys``.
+
+    A level sells only what its buy put on it (the simulator fills every order whole), so a
+    second sell fill before the next buy fill sells inventory the level no longer holds: a
+    new owner that applied a level's facts out of order, or placed a finished sell again.
+    """
+    found = [
+        DoubleSell(
+            symbol=symbol,
+            tag=tag,
+            level=level,
+            first=str(first[1]["client_order_id"]),
+            second=str(second[1]["client_order_id"]),
+            first_filled_at=first[0],
+            second_filled_at=second[0],
+        )
+        for (symbol, tag, level), first, second in _repeats(orders, "sell")
+    ]
+    found.sort(key=lambda d: (d.second_filled_at, d.symbol, d.level))
+    return found
+
+
+# -- ids placed again after they filled ------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Reuse:
+    """A client order id the exchange accepted again after an order with that id filled."""
+
+    symbol: str
+    client_order_id: str
+    first_order_id: str  # exchange order ids
+    second_order_id: str
+    first_filled_at: float
+    second_created_at: float
+    second_filled: bool  # the repeat filled too: inventory bought or sold twice
+
+
+def _completed(order: Record) -> bool:
+    """Whether ``order`` finished its level's step, so its id's cycle is over: a buy that
+    filled anything (the level's cycle moves on), a sell that filled whole (a round trip)."""
+    filled = Decimal(str(order["filled"])) > 0
+    return filled if order["side"] == "buy" else filled and order["status"] == "filled"
+
+
+def reused_after_fill(orders: Iterable[Record]) -> list[Reuse]:
+    """Our client order ids placed again after an order with the same id completed.
+
+    An id is ``<level>.<cycle>``: a buy cancelled without a fill is placed again with its
+    id, and so is the rest of a partly filled sell; but once a buy has filled, or a sell has
+    filled whole, the level has moved on, and the same id again acts on that level a second
+    time: a buy of inventory already bought, a sale of inventory already sold (an instance
+    that placed it from a grid missing that fill, or a request that landed late). Caught as
+    soon as the repeat is accepted, before it fills.
+    """
+    by_id: dict[tuple[str, str], list[Record]] = {}
     for order in orders:
-        key = parse_client_order_id(str(order["client_order_id"]))
-        if key is None or Decimal(str(order["filled"])) <= 0:
-            continue
-        entry = (_filled_at(order), _order_number(order), key.side, order)
-        levels.setdefault((str(order["symbol"]), key.tag, key.level), []).append(entry)
-    found: list[DoubleBuy] = []
-    for (symbol, tag, level), entries in levels.items():
-        entries.sort(key=lambda e: (e[0], e[1]))
-        holding: tuple[float, Record] | None = None  # the buy whose inventory is unsold
-        for filled_at, _, side, order in entries:
-            if side == "sell":
-                holding = None
-                continue
-            if holding is not None:
+        cid = str(order["client_order_id"])
+        if parse_client_order_id(cid) is not None:
+            by_id.setdefault((str(order["symbol"]), cid), []).append(order)
+    found: list[Reuse] = []
+    for (symbol, cid), group in by_id.items():
+        group.sort(key=lambda o: (float(o["created_at"]), _order_number(o)))
+        done: Record | None = None  # the first copy that completed
+        for order in group:
+            if done is not None and float(order["created_at"]) >= _filled_at(done):
                 found.append(
-                    DoubleBuy(
+                    Reuse(
                         symbol=symbol,
-                        tag=tag,
-                        level=level,
-                        first=str(holding[1]["client_order_id"]),
-                        second=str(order["client_order_id"]),
-                        first_filled_at=holding[0],
-                        second_filled_at=filled_at,
+                        client_order_id=cid,
+                        first_order_id=str(done["exchange_order_id"]),
+                        second_order_id=str(order["exchange_order_id"]),
+                        first_filled_at=_filled_at(done),
+                        second_created_at=float(order["created_at"]),
+                        second_filled=Decimal(str(order["filled"])) > 0,
                     )
                 )
-            holding = (filled_at, order)
-    found.sort(key=lambda d: (d.second_filled_at, d.symbol, d.level))
+            if done is None and _completed(order):
+                done = order
+    found.sort(key=lambda r: (r.second_created_at, r.symbol, r.client_order_id))
     return found
 
 
@@ -278,6 +407,54 @@ def interleavings(actions: Iterable[Record], window: float) -> dict[str, list[In
     return result
 
 
+# -- requests after their lease ---------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Leaseless:
+    """A span in which the instance of API key ``key`` held no lease: its ownership had
+    ended (``start``: the fault that cut its renewals, plus the lease TTL, by which its lease
+    has ended on its own clock) and it could not have taken one again (``end``: the fault
+    was lifted and the instance found every symbol owned elsewhere)."""
+
+    key: str
+    start: float
+    end: float
+    fault: str  # the scenario, for the report
+
+
+def late_actions(
+    actions: Iterable[Record], spans: Iterable[Leaseless]
+) -> list[tuple[Leaseless, Record]]:
+    """Creates and cancels the exchange accepted from a key inside one of its leaseless
+    spans: requests executed after the lease they were sent under had ended.
+
+    Every create and cancel expires before its lease ends, so the exchange refuses a late
+    one (-1021) wherever it was held up: in a frozen process between the lease check and
+    the socket write, or on the network. An accepted one can be a double buy.
+    """
+    spans = list(spans)
+    found: list[tuple[Leaseless, Record]] = []
+    for action in actions:
+        if action.get("result") != "accepted":
+            continue
+        t = float(action["t"])
+        for span in spans:
+            if action.get("api_key") == span.key and span.start < t <= span.end:
+                found.append((span, action))
+    found.sort(key=lambda pair: float(pair[1]["t"]))
+    return found
+
+
+def expired_by_key(actions: Iterable[Record]) -> Counter[str]:
+    """Creates and cancels the exchange refused as expired (-1021), per API key."""
+    return Counter(
+        str(a["api_key"])
+        for a in actions
+        if a.get("result") == "rejected" and a.get("code") == EXPIRED
+    )
+
+
 # -- fills against the database --------------------------------------------------------------
 
 
@@ -329,12 +506,14 @@ def summary(
     window: float = 5.0,
 ) -> str:
     """A few lines on a run: orders and fills, actions per result and key, rejections by
-    code, owner switches and interleavings per symbol, duplicates, double buys, and (with
+    code, requests refused as expired per key, owner switches and interleavings per
+    symbol, duplicates, double buys and sells, ids placed again after they filled, and (with
     ``db_trade_ids``) fills lost or stored twice."""
     status = Counter(str(o["status"]) for o in orders)
     sides = Counter(str(o["side"]) for o in orders)
     kinds = Counter(f"{a['action']}/{a['result']}" for a in actions)
     codes = Counter(a["code"] for a in actions if a.get("result") == "rejected")
+    expired = expired_by_key(actions)
     keys = Counter(str(a["api_key"]) for a in actions if a.get("result") == "accepted")
     switches = owner_switches(actions)
     mixed = interleavings(actions, window)
@@ -342,6 +521,7 @@ def summary(
         f"orders: {len(orders)} ({_counts(sides)}; {_counts(status)}), fills: {len(trades)}",
         f"actions: {len(actions)} ({_counts(kinds)})",
         f"rejected by code: {_counts(codes) or 'none'}",
+        f"refused as expired ({EXPIRED}) by key: {_counts(expired) or 'none'}",
         f"accepted by key: {_counts(keys) or 'none'}",
         "owner switches: "
         + (", ".join(f"{s}={v.count}" for s, v in sorted(switches.items())) or "none"),
@@ -349,6 +529,8 @@ def summary(
         + (", ".join(f"{s}={len(v)}" for s, v in sorted(mixed.items())) or "none"),
         f"open overlaps (duplicates): {len(open_overlaps(orders))}",
         f"double buys: {len(double_buys(orders))}",
+        f"double sells: {len(double_sells(orders))}",
+        f"ids placed again after they filled: {len(reused_after_fill(orders))}",
     ]
     if db_trade_ids is not None:
         check = fills_vs_db(trades, db_trade_ids)

@@ -9,11 +9,16 @@ from typing import Any
 import pytest
 
 from .invariants import (
+    Leaseless,
     double_buys,
+    double_sells,
+    expired_by_key,
     fills_vs_db,
     interleavings,
+    late_actions,
     open_overlaps,
     owner_switches,
+    reused_after_fill,
     summary,
 )
 
@@ -170,6 +175,56 @@ def test_double_buys_read_an_open_order_by_its_update_time() -> None:
     assert caught.second_filled_at == 4
 
 
+def test_double_sells_pass_round_trips_and_catch_a_second_sale() -> None:
+    trips = [
+        order(cid("B", 3, 0), 1, 2, filled="0.01"),
+        order(cid("S", 3, 1), 2, 5, filled="0.01", price="2000"),
+        order(cid("S", 4, 1), 2, 5, filled="0.01", price="2002"),  # one sale is no repeat
+        order(cid("B", 3, 1), 6, 7, filled="0.01"),
+        order(cid("S", 3, 2), 7, 9, filled="0.01", price="2000"),
+        order(cid("S", 3, 3), 10, 12, price="2000"),  # cancelled unfilled: sold nothing
+    ]
+    assert [(d.first, d.second) for d in double_sells(trips)] == []
+    # a new owner applied the sell before the buy it sold, and sold the level again
+    again = [*trips, order(cid("S", 3, 2), 13, 14, filled="0.01", price="2000")]
+    (caught,) = double_sells(again)
+    assert (caught.level, caught.first, caught.second) == (3, cid("S", 3, 2), cid("S", 3, 2))
+    assert (caught.first_filled_at, caught.second_filled_at) == (9, 14)
+
+
+# -- ids placed again after they filled ------------------------------------------------------
+
+
+def test_reused_after_fill_pass_ids_placed_again_before_any_fill() -> None:
+    orders = [
+        order(cid("B", 3, 0), 1, 2),  # cancelled unfilled, placed again with its id
+        order(cid("B", 3, 0), 3, 4, filled="0.01"),
+        order(cid("S", 3, 1), 4, 5, filled="0.004", price="2000", status="canceled"),
+        order(cid("S", 3, 1), 6, 7, filled="0.006", price="2000"),  # the rest of the sale
+        order(cid("B", 3, 1), 8, None),
+        order("foreign", 1, 2, filled="0.01"),
+        order("foreign", 3, 4, filled="0.01"),
+    ]
+    assert reused_after_fill(orders) == []
+
+
+def test_reused_after_fill_catch_a_buy_or_sell_placed_again_after_it_filled() -> None:
+    orders = [
+        order(cid("B", 3, 0), 1, 2, filled="0.01"),
+        order(cid("B", 3, 0), 5, 6, filled="0.01"),  # landed late, or placed from a stale grid
+        order(cid("S", 4, 1), 1, 3, filled="0.01", price="2000"),
+        order(cid("S", 4, 1), 4, None, price="2000"),  # open: caught before it sells twice
+    ]
+    first, second = reused_after_fill(orders)
+    assert (second.client_order_id, second.first_filled_at, second.second_created_at) == (
+        cid("B", 3, 0),
+        2,
+        5,
+    )
+    assert second.second_filled
+    assert first.client_order_id == cid("S", 4, 1) and not first.second_filled
+
+
 # -- owner switches and interleavings --------------------------------------------------------
 
 
@@ -237,6 +292,43 @@ def test_fills_vs_db() -> None:
     assert check.duplicated == ["10"]
 
 
+# -- requests after their lease ---------------------------------------------------------------
+
+
+def test_late_actions_catch_an_accepted_request_after_the_lease() -> None:
+    frozen = Leaseless("a", start=10.0, end=20.0, fault="SIGSTOP")
+    on_time = action(9.9, "a")  # sent under the lease, executed as the process froze
+    landed = action(14.0, "a")  # held in the frozen process, executed on thaw
+    refused = action(14.1, "a", result="rejected", code=-1021)
+    other = action(15.0, "b")  # the new owner
+    again = action(20.5, "a")  # after the span: owner again
+    found = late_actions([on_time, landed, refused, other, again], [frozen])
+    assert found == [(frozen, landed)]
+
+
+def test_late_actions_pass_refused_requests_and_other_keys() -> None:
+    spans = [Leaseless("a", 10.0, 20.0, "SIGSTOP"), Leaseless("b", 30.0, 40.0, "partition")]
+    actions = [
+        action(12.0, "a", result="rejected", code=-1021),
+        action(12.0, "b"),
+        action(35.0, "a"),
+        action(35.0, "b", result="rejected", code=-1021),
+    ]
+    assert late_actions(actions, spans) == []
+    assert late_actions(actions, []) == []
+
+
+def test_expired_by_key_counts_refusals_as_expired_per_key() -> None:
+    actions = [
+        action(1, "a", result="rejected", code=-1021),
+        action(2, "a", result="rejected", code=-1021),
+        action(3, "b", result="rejected", code=-1021),
+        action(4, "b", result="rejected", code=-2010),
+        action(5, "c"),
+    ]
+    assert expired_by_key(actions) == {"a": 2, "b": 1}
+
+
 # -- summary ---------------------------------------------------------------------------------
 
 
@@ -252,18 +344,23 @@ def test_summary_names_each_finding() -> None:
         action(2, "b"),
         action(3, "a"),
         action(4, "b", "ETH/USDT", "rejected", -2010),
+        action(5, "a", "ETH/USDT", "rejected", -1021),
     ]
     text = summary(orders, actions, [{"trade_id": "1"}, {"trade_id": "2"}], ["1", "1"], window=5)
     lines = text.splitlines()
     assert lines[0] == "orders: 4 (buy=4; filled=2, open=2), fills: 2"
-    assert "create/rejected=1" in lines[1]
-    assert lines[2] == "rejected by code: -2010=1"
-    assert lines[3] == "accepted by key: a=2, b=1"
-    assert lines[4] == "owner switches: ETH/USDT=2"
-    assert lines[5] == "interleavings within 5 s: ETH/USDT=1"
-    assert lines[6] == "open overlaps (duplicates): 1"
-    assert lines[7] == "double buys: 1"
-    assert lines[8] == "fills vs db: missing=1 extra=0 duplicated=1"
+    assert "create/rejected=2" in lines[1]
+    assert lines[2] == "rejected by code: -1021=1, -2010=1"
+    assert lines[3] == "refused as expired (-1021) by key: a=1"
+    assert lines[4] == "accepted by key: a=2, b=1"
+    assert lines[5] == "owner switches: ETH/USDT=2"
+    assert lines[6] == "interleavings within 5 s: ETH/USDT=1"
+    assert lines[7] == "open overlaps (duplicates): 1"
+    assert lines[8] == "double buys: 1"
+    assert lines[9] == "double sells: 0"
+    assert lines[10] == "ids placed again after they filled: 1"
+    assert lines[11] == "fills vs db: missing=1 extra=0 duplicated=1"
     clean = summary(orders[:1], actions[:1])
     assert "open overlaps (duplicates): 0" in clean and "double buys: 0" in clean
+    assert "refused as expired (-1021) by key: none" in clean
     assert "fills vs db" not in clean
