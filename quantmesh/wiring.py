@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from quantmesh.app import RunResult, Service, serve
 from quantmesh.config import Settings, SymbolSettings
-from quantmesh.coordination.coordinator import Claim, Coordinator, member_of
+from quantmesh.coordination.coordinator import Claim, Coordinator, LocalFallback, member_of
 from quantmesh.coordination.fleet import Fleet
 from quantmesh.endpoints import build_http
 from quantmesh.errors import LockError, StartupError
@@ -72,16 +72,23 @@ def build_lock(
     Nothing connects here: the first lock call or health check does, so a Redis that is
     down at start-up halts trading (or falls back) exactly as one that fails later.
     """
-    lock_settings = settings.distributed_lock
-    if not lock_settings.enabled:
+    if not settings.distributed_lock.enabled:
         return NopLock()
+    return build_failover_lock(settings, metrics, client)
+
+
+def build_failover_lock(
+    settings: Settings, metrics: Metrics | None = None, client: RedisClient | None = None
+) -> FailoverLock:
+    """The Redis lock behind its health-checked fallback (``distributed_lock.enabled``)."""
+    lock_settings = settings.distributed_lock
     client = client if client is not None else redis_client(settings.redis)
     redis = RedisLock(client, prefix=lock_settings.key_prefix)
     if lock_settings.fallback_mode == "single_instance":
         log.warning(
             "lock_fallback_single_instance_configured",
-            effect="if Redis fails, this instance trades on a local lock; run no other "
-            "instance on these symbols",
+            effect="while Redis is down, this instance claims no symbol and keeps trading, "
+            "on a local lock, the symbols it owns that no other live instance lists",
         )
     return FailoverLock(
         redis,
@@ -95,16 +102,29 @@ def build_coordinator(
     settings: Settings,
     exchange: str,
     metrics: Metrics,
-    locker: DistributedLock,
+    failover: FailoverLock | None,
     client: RedisClient | None,
 ) -> Coordinator:
-    """Ownership leases and membership in Redis whenever the Redis lock runs in ``halt``
-    mode; else (one instance, or ``single_instance`` fallback) every symbol is owned here."""
+    """Ownership leases and membership in Redis whenever the Redis lock is enabled, in
+    either fallback mode; without it (one instance) every symbol is owned here.
+
+    With ``fallback_mode: single_instance`` the ownership leases are Redis leases as with
+    ``halt``; only while the lock runs on its local fallback (Redis down) are the owned
+    symbols that no other live member lists kept trading, and nothing is claimed."""
     instance = settings.instance
-    me = member_of(instance.id, instance.role, (s.symbol for s in settings.symbols))
+    me = member_of(
+        instance.id,
+        instance.role,
+        (s.symbol for s in settings.symbols),
+        database=settings.database.type,
+    )
     lock_settings = settings.distributed_lock
-    if client is None or lock_settings.fallback_mode != "halt":
+    if failover is None or client is None:
         return Coordinator(me, metrics=metrics)
+    fallback: LocalFallback | None = None
+    if lock_settings.fallback_mode == "single_instance":
+        lock = failover
+        fallback = LocalFallback(active=lambda: lock.state == "single_instance", check=lock.check)
     coordination = settings.coordination
     fleet = Fleet(
         client,
@@ -118,10 +138,11 @@ def build_coordinator(
         metrics=metrics,
         mode=coordination.mode,
         fleet=fleet,
-        locker=locker,
+        locker=failover,
         keys=LockKeys(exchange, lock_settings.granularity),
         lease_ttl=coordination.lease_ttl,
         check_interval=coordination.check_interval,
+        fallback=fallback,
     )
 
 
@@ -250,7 +271,8 @@ def build_service(settings: Settings, metrics: Metrics | None = None) -> Service
     # What may refuse the settings comes first; the repository creates the data directory.
     metrics = metrics if metrics is not None else Metrics()
     client = redis_client(settings.redis) if settings.distributed_lock.enabled else None
-    locker = build_lock(settings, metrics, client)
+    failover = build_failover_lock(settings, metrics, client) if client is not None else None
+    locker: DistributedLock = failover if failover is not None else NopLock()
     exchange = build_exchange(settings)
     service = assemble(
         [trader_settings(symbol, settings) for symbol in settings.symbols],
@@ -258,7 +280,7 @@ def build_service(settings: Settings, metrics: Metrics | None = None) -> Service
         repository=build_repository(settings, exchange.name, metrics),
         locker=locker,
         metrics=metrics,
-        coordinator=build_coordinator(settings, exchange.name, metrics, locker, client),
+        coordinator=build_coordinator(settings, exchange.name, metrics, failover, client),
         granularity=settings.distributed_lock.granularity,
         shutdown_grace=settings.trading.shutdown_grace,
         cancel_on_exit=settings.trading.cancel_on_exit,
@@ -334,7 +356,7 @@ async def _read_owners(settings: Settings) -> tuple[dict[str, str] | None, list[
     """Who trades each symbol now (the holder recorded by a live member), and a line on the
     fleet; ``None`` without a fleet. Redis unreachable: "?" for each, and a note why."""
     lock = settings.distributed_lock
-    if not lock.enabled or lock.fallback_mode != "halt":
+    if not lock.enabled:
         return None, []
     me = member_of(settings.instance.id, settings.instance.role, ())
     client = redis_client(settings.redis)

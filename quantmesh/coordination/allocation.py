@@ -21,6 +21,18 @@ Mode = Literal["static", "dynamic"]
 Role = Literal["master", "standby"]
 
 
+# The one database kind that is never shared between instances: a SQLite file is local.
+UNSHARED_DATABASES = frozenset({"sqlite"})
+
+
+def shared_database(kind: str | None) -> bool:
+    """Whether a database of this kind (``database.type``) can be shared by instances.
+
+    ``None`` - a member that does not say, from a version before members published it -
+    counts as shared: those versions refused a fleet on SQLite."""
+    return kind not in UNSHARED_DATABASES
+
+
 @dataclass(frozen=True, slots=True)
 class Member:
     """One live instance as its heartbeat describes it."""
@@ -28,6 +40,13 @@ class Member:
     id: str
     role: Role
     symbols: frozenset[str]
+    database: str | None = None  # database.type; None when the member does not say
+
+    @property
+    def shared_database(self) -> bool:
+        """Whether the grids this member trades are in a database other instances share:
+        only then can a symbol move between it and another instance."""
+        return shared_database(self.database)
 
 
 def rendezvous_weight(member_id: str, symbol: str) -> int:

@@ -13,6 +13,19 @@ that wants a symbol held elsewhere tries again every ``check_interval``; one tha
 symbol it no longer wants (a master came back, the hash moved it) stops its trader,
 then releases - a clean hand-off.
 
+A symbol's grid lives in the database of the instance that trades it, so two rules keep
+it from being split over two databases. An instance whose database is not shared
+(SQLite) never claims a symbol another live member lists: it gives that symbol up for the
+rest of its run and stops listing it (log ``symbol_not_claimed``, ``not_claimed`` in
+status). And no instance takes a symbol over from another when either database is not
+shared: the ownership record says who traded it last, on which kind of database
+(``fleet``); such a symbol is given up the same way.
+
+With ``fallback_mode: single_instance`` all of this holds while Redis is healthy. While
+it is down (``fallback``), nothing is claimed; a symbol this instance owns keeps trading
+on the local lock if no other live member listed it when Redis was last reachable, and
+stops when its lease ends otherwise (that member may take it over).
+
 Without a fleet (one instance, no Redis) every configured symbol is owned at once, with
 a fence from the wall clock in microseconds so a restart writes above the last run.
 """
@@ -23,16 +36,17 @@ import asyncio
 import contextlib
 import math
 import time
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 import structlog
 
 from quantmesh.cancel import cancel_and_wait
-from quantmesh.coordination.allocation import Member, Mode, wanted
-from quantmesh.coordination.fleet import Fleet, Recorded
-from quantmesh.errors import InstanceIdInUse, LockError, LockLost, LockTimeout
+from quantmesh.coordination.allocation import Member, Mode, Role, wanted
+from quantmesh.coordination.fallback import FallbackLeases
+from quantmesh.coordination.fleet import Fleet, OwnerRecord, Recorded
+from quantmesh.errors import InstanceIdInUse, LockError, LockLost, LockTimeout, LockUnavailable
 from quantmesh.lock.base import DistributedLock
 from quantmesh.lock.hold import Held, hold
 from quantmesh.observability.metrics import Metrics
@@ -51,9 +65,29 @@ class Claim:
     until when (a ``time.monotonic()`` value; infinite for an instance alone)."""
 
     symbol: str
-    fence: int
+    fences: Callable[[], int]
     valid: Callable[[], bool]
     deadline: Callable[[], float] = lambda: math.inf
+
+    @property
+    def fence(self) -> int:
+        """The lease's fence now. It grows when a lease renewed locally while Redis was
+        down (``fallback_mode: single_instance``) had lapsed there and is taken afresh."""
+        return self.fences()
+
+
+@dataclass(frozen=True, slots=True)
+class LocalFallback:
+    """The lock's local fallback (``fallback_mode: single_instance``): whether it is in
+    use now (Redis down), and a health check of the backend to run now."""
+
+    active: Callable[[], bool]
+    check: Callable[[], Awaitable[object]]
+
+
+class _NotTaken(LockUnavailable):
+    """The lease was granted but the symbol is not this instance's to trade (its record
+    names an instance on another database, or could not be written): given back."""
 
 
 class Coordinator:
@@ -70,6 +104,7 @@ class Coordinator:
         keys: LockKeys | None = None,
         lease_ttl: float = 10.0,
         check_interval: float = 2.0,
+        fallback: LocalFallback | None = None,
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
         if fleet is not None and (locker is None or keys is None):
@@ -77,8 +112,16 @@ class Coordinator:
         self.me = me
         self.mode = mode
         self._fleet = fleet
+        self._fallback = fallback
+        self._leases: FallbackLeases | None = None
+        if fleet is not None and locker is not None and fallback is not None:
+            self._leases = FallbackLeases(
+                locker, active=fallback.active, check=fallback.check, keep=self._may_keep
+            )
+            locker = self._leases
         self._locker = locker
         self._keys = keys
+        self._owner_keys = {keys.owner_key(s): s for s in me.symbols} if keys is not None else {}
         self.lease_ttl = lease_ttl
         self.check_interval = check_interval
         self._metrics = metrics
@@ -94,6 +137,8 @@ class Coordinator:
         self._joined_at: float | None = None
         self._shared: dict[str, list[str]] = {}  # other masters configured with our symbols
         self._failed: set[str] = set()  # symbols that failed here for good
+        self._not_claimed: dict[str, str] = {}  # symbols given up here, and why
+        self._keeping: dict[str, bool] = {}  # Redis down: whether each owned symbol is kept
         if fleet is None:
             self.registered.set()
         for symbol in me.symbols:
@@ -157,15 +202,17 @@ class Coordinator:
             else:
                 if self._fleet_error is not None:
                     log.info("fleet_reachable")
+                    self._keeping.clear()  # the next outage logs its decisions again
                 self._fleet_error = None
             await asyncio.sleep(self.lease_ttl / 3)
 
     def _current(self) -> Member:
         """This instance as it presents itself now: without the symbols that failed here
-        for good (another instance may trade them)."""
-        if not self._failed:
+        for good (another instance may trade them) or that it gave up (not its to trade)."""
+        if not self._failed and not self._not_claimed:
             return self.me
-        return Member(self.me.id, self.me.role, self.me.symbols - self._failed)
+        symbols = self.me.symbols - self._failed - set(self._not_claimed)
+        return Member(self.me.id, self.me.role, symbols, self.me.database)
 
     def drop(self, symbol: str) -> None:
         """``symbol`` failed here for good: stop claiming it."""
@@ -218,6 +265,7 @@ class Coordinator:
             )
         self.members = members
         self._note_shared(members)
+        self._refuse_listed_elsewhere(members)
         new = wanted(self.mode, self._current(), members)
         if self.me.role == "standby" and self._settling():
             new = frozenset()
@@ -251,6 +299,55 @@ class Coordinator:
                     detail="one instance trades each of these symbols, the others wait",
                 )
 
+    def _refuse_listed_elsewhere(self, members: list[Member]) -> None:
+        """With a database that is not shared, give up every symbol another live member
+        lists, unless this instance owns it now: claiming it would leave the symbol's grid
+        in two databases (a later take-over either way starts an empty grid beside the
+        other's open orders)."""
+        if self.me.shared_database:
+            return
+        for symbol in sorted(self._current().symbols - self.owned):
+            others = sorted(m.id for m in members if m.id != self.me.id and symbol in m.symbols)
+            if others:
+                self._not_claim(
+                    symbol,
+                    f"also listed by {', '.join(others)}, and this instance's database "
+                    f"({self.me.database}) is not shared: the symbol's grid would be kept "
+                    "in two databases. List it in one instance only, or give every "
+                    "instance one shared postgres or mysql database",
+                )
+
+    def _not_claim(self, symbol: str, reason: str) -> None:
+        """``symbol`` is not this instance's to trade: never claim it in this run, and stop
+        listing it (an instance that may trade it then does not see it listed here)."""
+        if symbol in self._not_claimed:
+            return
+        self._not_claimed[symbol] = reason
+        self._wanted = self._wanted - {symbol}
+        self._changed()
+        log.error("symbol_not_claimed", symbol=symbol, reason=reason)
+
+    def _may_keep(self, key: str) -> bool:
+        """Redis is down (``fallback_mode: single_instance``): whether the symbol of the
+        ownership lease ``key`` keeps trading on the local lock. Only if no other member
+        listed it when Redis was last reachable: one that did may take it over meanwhile."""
+        symbol = self._owner_keys.get(key)
+        if symbol is None:
+            return False
+        others = sorted(m.id for m in self.members if m.id != self.me.id and symbol in m.symbols)
+        keep = not others
+        if self._keeping.get(symbol) != keep:
+            self._keeping[symbol] = keep
+            if not keep:
+                log.error(
+                    "ownership_not_kept",
+                    symbol=symbol,
+                    listed_by=others,
+                    detail="Redis is down: the symbol stops when its lease ends, since "
+                    "these instances list it too and may take it over",
+                )
+        return keep
+
     def _settling(self) -> bool:
         """A standby claims nothing during its first ``lease_ttl`` in the fleet: masters
         starting beside it have that long to register, and every live one has renewed its
@@ -282,8 +379,9 @@ class Coordinator:
         """
         if self._fleet is None or self._locker is None or self._keys is None:
             self._took(symbol)
+            fence = int(self._wall() * 1_000_000)
             try:
-                yield Claim(symbol, int(self._wall() * 1_000_000), lambda: True)
+                yield Claim(symbol, lambda: fence, lambda: True)
             finally:
                 self._gave_up(symbol, "released")
             return
@@ -300,7 +398,7 @@ class Coordinator:
                 )
                 try:
                     await asyncio.sleep(grace)
-                    yield Claim(symbol, held.fence, held.valid, held.deadline)
+                    yield Claim(symbol, lambda: held.fence, held.valid, held.deadline)
                 except asyncio.CancelledError:
                     if held.lost:  # the watchdog cancelled us: say so before cleaning up
                         self._lost(symbol, "lease lost")
@@ -312,7 +410,7 @@ class Coordinator:
         except LockError as exc:
             if isinstance(exc, LockTimeout):  # held elsewhere (not: Redis down)
                 await self._note_holder(fleet, symbol)
-            elif acquired and symbol in self.owned:
+            elif acquired and symbol in self.owned and not isinstance(exc, _NotTaken):
                 self._lost(symbol, str(exc))
             raise
         finally:
@@ -342,6 +440,17 @@ class Coordinator:
         never released the symbol. Returns how long to wait before trading: while a former
         owner may still believe it trades the symbol."""
         recorded = await self._record(fleet, symbol, "held", fence, since)
+        if recorded is not None and recorded.other_database:
+            reason = self._other_database(symbol, recorded.previous, fleet)
+            self._not_claim(symbol, reason)
+            raise _NotTaken(f"{symbol}: {reason}")
+        if recorded is None and not self.me.shared_database:
+            # Without its record, a later take-over by another instance could not tell
+            # that the symbol's grid is in this instance's database.
+            raise _NotTaken(
+                f"{symbol}: the ownership record could not be written, and this instance's "
+                "database is not shared: it trades a symbol only once recorded as its owner"
+            )
         if recorded is not None and not recorded.stored:
             raise LockLost(f"{symbol}: a newer owner is recorded")
         previous = recorded.previous if recorded is not None else None
@@ -360,6 +469,21 @@ class Coordinator:
             log.warning("ownership_grace", symbol=symbol, seconds=round(grace, 2), reason=reason)
         return grace
 
+    def _other_database(self, symbol: str, previous: OwnerRecord | None, fleet: Fleet) -> str:
+        """Why ``symbol`` is not taken over from its recorded owner on another database."""
+        owner = previous.owner if previous is not None else "another instance"
+        if not self.me.shared_database:
+            why = f"this instance's database ({self.me.database}) is not shared"
+        else:
+            kind = previous.database if previous is not None else None
+            why = f"{owner}'s database ({kind or 'unknown'}) is not shared"
+        return (
+            f"last traded by {owner}, and {why}: its grid and open orders are not in this "
+            "instance's database, so a take-over would start a second grid beside them. "
+            f"Trade it from {owner} again; to move it, cancel its open orders, then delete "
+            f"its ownership record (HDEL {fleet.owners_key} {symbol})"
+        )
+
     async def _keep_record(self, fleet: Fleet, symbol: str, held: Held, since: float) -> None:
         """Keep the ownership record's ``until`` ahead while the lease is held; a newer
         owner's record means the lease is gone, whatever its deadline says."""
@@ -367,6 +491,8 @@ class Coordinator:
             await asyncio.sleep(self.lease_ttl / 3)
             if not held.valid():
                 return
+            if self._fallback is not None and self._fallback.active():
+                continue  # Redis is down: the lease is kept locally, the record waits
             recorded = await self._record(fleet, symbol, "held", held.fence, since)
             if recorded is not None and not recorded.stored:
                 held.lost = True  # nothing more is sent; the watchdog ends the block
@@ -408,11 +534,26 @@ class Coordinator:
             },
             "members": sorted(m.id for m in self.members),
             "recent_failovers": list(self.failovers),
+            "database": self.me.database,
+            "database_shared": self.me.shared_database,
+            # symbols given up for this run, and why (another database's grid)
+            "not_claimed": dict(sorted(self._not_claimed.items())),
+            # Redis down (fallback_mode single_instance): owned symbols trading on the
+            # local lock
+            "kept_locally": sorted(
+                self._owner_keys[key]
+                for key in (self._leases.kept_keys() if self._leases is not None else ())
+                if key in self._owner_keys
+            ),
         }
 
 
-def member_of(instance_id: str, role: str, symbols: Iterable[str]) -> Member:
-    return Member(instance_id, "standby" if role == "standby" else "master", frozenset(symbols))
+def member_of(
+    instance_id: str, role: str, symbols: Iterable[str], database: str | None = None
+) -> Member:
+    """This instance as the fleet sees it; ``database`` is its ``database.type``."""
+    as_role: Role = "standby" if role == "standby" else "master"
+    return Member(instance_id, as_role, frozenset(symbols), database)
 
 
 def takeover_grace(

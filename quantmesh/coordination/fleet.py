@@ -5,10 +5,14 @@ Keys, under the lock prefix with one Redis Cluster hash tag per exchange
 
 - ``members``: a sorted set of instance ids scored by when their heartbeat lapses
   (Redis server time, ms); ``info``: a hash of id -> JSON (token, role, symbols, host,
-  pid). A heartbeat re-arms both; lapsed entries are swept by every heartbeat.
+  pid, database kind and whether it is shared). A heartbeat re-arms both; lapsed entries
+  are swept by every heartbeat.
 - ``owners``: a hash of symbol -> JSON (owner, state ``held`` or ``released``, fence,
-  since). Written by the holder of the symbol's ownership lease when it takes the symbol
-  and when it hands it back; the lease itself, not this record, decides who trades.
+  since, the owner's database kind and whether it is shared). Written by the holder of the
+  symbol's ownership lease when it takes the symbol and when it hands it back; the lease
+  itself, not this record, decides who trades. The record is also the memory of where a
+  symbol's grid lives: a symbol never moves to another instance when either database is
+  not shared (the new owner would start an empty grid beside the old one's open orders).
 
 Every process draws a random token at start. A heartbeat for an id whose entry holds
 another token that has not lapsed is refused: two live instances with one id.
@@ -18,6 +22,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 import socket
 from collections.abc import Sequence
@@ -28,6 +33,9 @@ from redis.exceptions import RedisError
 
 from quantmesh.coordination.allocation import Member
 from quantmesh.lock.redis import RedisClient, lock_error
+
+# A database kind goes into a JSON string written by Lua: letters, digits and _ only.
+_KIND = re.compile(r"[^A-Za-z0-9_]")
 
 # KEYS[1] members, KEYS[2] info; ARGV[1] id, ARGV[2] token, ARGV[3] ttl ms, ARGV[4] info.
 # Returns {1} when registered, else {0, the other entry's info, its ms left}.
@@ -67,10 +75,13 @@ end
 return 0
 """
 # KEYS[1] owners; ARGV[1] symbol, ARGV[2] owner, ARGV[3] state, ARGV[4] fence (digits),
-# ARGV[5] ttl ms, ARGV[6] since. Stores the record unless one with a newer fence is stored
-# (a former owner cannot overwrite its successor) or this lease was already recorded as
-# released (a late refresh); "until" is when a held lease ends at the latest, on the
-# server's clock. Returns {1 stored | 0 refused, the previous record, now ms}.
+# ARGV[5] ttl ms, ARGV[6] since, ARGV[7] "true"/"false": the owner's database is shared,
+# ARGV[8] its kind. Stores the record unless one with a newer fence is stored (a former
+# owner cannot overwrite its successor), this lease was already recorded as released (a
+# late refresh), or another instance is recorded and the symbol cannot move between the
+# two databases (either is not shared); "until" is when a held lease ends at the latest,
+# on the server's clock. Returns {1 stored | 0 refused | 2 refused: another database,
+# the previous record, now ms}.
 _RECORD_OWNER = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -82,12 +93,16 @@ if previous and readable and type(stored) == 'table' then
   if older or (late and ARGV[3] == 'held') then
     return {0, previous, string.format('%d', now)}
   end
+  if ARGV[3] == 'held' and stored['owner'] ~= ARGV[2]
+      and (ARGV[7] ~= 'true' or stored['shared'] == false) then
+    return {2, previous, string.format('%d', now)}
+  end
 end
 local until_ms = now
 if ARGV[3] == 'held' then until_ms = now + tonumber(ARGV[5]) end
 redis.call('HSET', KEYS[1], ARGV[1], string.format(
-  '{"owner":"%s","state":"%s","fence":%s,"until":%d,"since":%s}',
-  ARGV[2], ARGV[3], ARGV[4], until_ms, ARGV[6]))
+  '{"owner":"%s","state":"%s","fence":%s,"until":%d,"since":%s,"shared":%s,"database":"%s"}',
+  ARGV[2], ARGV[3], ARGV[4], until_ms, ARGV[6], ARGV[7], ARGV[8]))
 return {1, previous or false, string.format('%d', now)}
 """
 
@@ -109,15 +124,22 @@ class OwnerRecord:
     until: float | None  # server clock, seconds: a held lease ends by then at the latest
     # (None: a record of an older version, which did not say)
     since: float  # the owner's wall clock when it took the symbol, seconds
+    # whether the owner's database is shared, and its kind (None: a record of an older
+    # version, which did not say)
+    shared: bool | None = None
+    database: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class Recorded:
     """The answer to ``record_owner``."""
 
-    stored: bool  # False: a newer owner's record is stored
+    stored: bool  # False: a newer owner's record is stored, or another database's
     previous: OwnerRecord | None
     now: float  # server clock, seconds
+    # Not stored because the previous owner is another instance and the symbol cannot move
+    # between the two databases (one of them is not shared): its grid is not ours to take.
+    other_database: bool = False
 
 
 class Fleet:
@@ -152,6 +174,8 @@ class Fleet:
             "symbols": sorted(self.me.symbols if symbols is None else symbols),
             "host": self._host,
             "pid": os.getpid(),
+            "database": self.me.database,
+            "database_shared": self.me.shared_database,
         }
         answer = await self._eval(
             _HEARTBEAT,
@@ -172,7 +196,15 @@ class Fleet:
                 continue
             try:
                 info = json.loads(_text(raw))
-                found.append(Member(info["id"], info["role"], frozenset(info["symbols"])))
+                database = info.get("database")
+                found.append(
+                    Member(
+                        info["id"],
+                        info["role"],
+                        frozenset(info["symbols"]),
+                        database if isinstance(database, str) else None,
+                    )
+                )
             except (ValueError, KeyError, TypeError):  # a peer this version cannot read
                 continue
         return found
@@ -186,15 +218,32 @@ class Fleet:
 
     async def record_owner(self, symbol: str, state: str, fence: int, since: float) -> Recorded:
         """Record this instance as ``symbol``'s owner (``held`` until ``ttl`` from now, or
-        ``released``), unless a newer owner is recorded; the previous record."""
+        ``released``), unless a newer owner is recorded, or another instance is and one of
+        the two databases is not shared; the previous record."""
         answer = await self._eval(
             _RECORD_OWNER,
             (self._owners_key,),
-            (symbol, self.me.id, state, str(fence), max(1, round(self.ttl * 1000)), repr(since)),
+            (
+                symbol,
+                self.me.id,
+                state,
+                str(fence),
+                max(1, round(self.ttl * 1000)),
+                repr(since),
+                "true" if self.me.shared_database else "false",
+                _KIND.sub("", self.me.database or ""),
+            ),
         )
         # an unreadable previous record reads as none: the former owner is unknown
         previous = _readable(answer[1])
-        return Recorded(bool(int(answer[0])), previous, int(_text(answer[2])) / 1000)
+        code = int(answer[0])
+        now = int(_text(answer[2])) / 1000
+        return Recorded(code == 1, previous, now, other_database=code == 2)
+
+    @property
+    def owners_key(self) -> str:
+        """The Redis hash of ownership records (for the operator: ``HDEL`` a record)."""
+        return self._owners_key
 
     async def _command(self, *args: str) -> Any:
         try:
@@ -227,12 +276,16 @@ def _readable(raw: bytes | str | None) -> OwnerRecord | None:
 def _owner_record(raw: bytes | str) -> OwnerRecord:
     data = json.loads(_text(raw))
     until = data.get("until")
+    shared = data.get("shared")
+    database = data.get("database")
     return OwnerRecord(
         data["owner"],
         data["state"],
         int(data["fence"]),
         None if until is None else int(until) / 1000,
         float(data.get("since", 0.0)),
+        shared if isinstance(shared, bool) else None,
+        database if isinstance(database, str) and database else None,
     )
 
 

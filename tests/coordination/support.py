@@ -1,5 +1,11 @@
 """In-process instances sharing a real Redis: each with its own simulated exchange and
-SQLite database (ownership, not trading, is under test here)."""
+SQLite database (ownership, not trading, is under test here).
+
+The lock and the coordinator come from ``quantmesh.wiring``, built from settings, so the
+tests see what ``quantmesh run`` builds. ``database`` is the kind an instance declares
+(``database.type``): ``postgres`` by default, as a fleet whose grids move between its
+instances must have; the grids themselves stay in the test's SQLite files.
+"""
 
 from __future__ import annotations
 
@@ -11,15 +17,13 @@ from pathlib import Path
 from typing import Any
 
 from quantmesh.app import Service
+from quantmesh.config import parse_settings
 from quantmesh.coordination.allocation import Mode
-from quantmesh.coordination.coordinator import Coordinator, member_of
-from quantmesh.coordination.fleet import Fleet
+from quantmesh.coordination.coordinator import Coordinator
 from quantmesh.exchange.simulated import SimMarket, SimulatedExchange
 from quantmesh.lock.failover import FailoverLock
-from quantmesh.lock.redis import RedisLock
 from quantmesh.observability.metrics import Metrics
-from quantmesh.trading.lockkeys import LockKeys
-from quantmesh.wiring import assemble
+from quantmesh.wiring import assemble, build_coordinator, build_failover_lock
 from tests.lock.conftest import make_client
 from tests.trading.support import FEE, RULES, SETTINGS, make_repository
 
@@ -43,6 +47,11 @@ class Instance:
     @property
     def coordinator(self) -> Coordinator:
         return self.service.coordinator
+
+    @property
+    def lock(self) -> FailoverLock:
+        assert isinstance(self.service.locker, FailoverLock)
+        return self.service.locker
 
     def trading(self) -> set[str]:
         return {t.symbol for t in self.service.traders if t.trading}
@@ -75,26 +84,30 @@ def instance(
     mode: Mode = "static",
     ttl: float = TTL,
     instance_id: str | None = None,
+    database: str = "postgres",
+    fallback_mode: str = "halt",
 ) -> Instance:
     directory = tmp_path / name
     directory.mkdir(exist_ok=True)
     metrics = Metrics()
+    dsn = "postgresql://quantmesh@127.0.0.1/quantmesh" if database != "sqlite" else "x.db"
+    listed = ", ".join(f"{{symbol: {s}, price_interval: 10}}" for s in symbols)
+    settings = parse_settings(
+        f"""
+instance: {{id: {instance_id or name}, role: {role}}}
+database: {{type: {database}, dsn: "{dsn}"}}
+distributed_lock:
+  enabled: true
+  fallback_mode: {fallback_mode}
+  health_check_interval: 0.3
+coordination: {{mode: {mode}, lease_ttl: {ttl}, check_interval: {CHECK}}}
+trading: {{symbols: [{listed}]}}
+""",
+        env={},
+    )
     client = make_client(redis_port)
-    locker = FailoverLock(
-        RedisLock(client), fallback_mode="halt", health_check_interval=0.3, metrics=metrics
-    )
-    me = member_of(instance_id or name, role, symbols)
-    fleet = Fleet(client, prefix="quantmesh:lock:", exchange="simulated", me=me, ttl=ttl)
-    coordinator = Coordinator(
-        me,
-        metrics=metrics,
-        mode=mode,
-        fleet=fleet,
-        locker=locker,
-        keys=LockKeys("simulated"),
-        lease_ttl=ttl,
-        check_interval=CHECK,
-    )
+    locker = build_failover_lock(settings, metrics, client)
+    coordinator = build_coordinator(settings, "simulated", metrics, locker, client)
     exchange = SimulatedExchange(
         {s: market(s) for s in symbols}, {"USDT": Decimal(100000)}, FEE, directory / "sim.db"
     )
