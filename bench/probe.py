@@ -207,9 +207,11 @@ class TimingExchange:
         self._probe.on_order(order)
         return order
 
-    async def cancel_order(self, symbol: str, client_order_id: str) -> Order:
+    async def cancel_order(
+        self, symbol: str, client_order_id: str, expires_at: float | None = None
+    ) -> Order:
         self._probe.on_cancel()
-        order = await self._inner.cancel_order(symbol, client_order_id)
+        order = await self._inner.cancel_order(symbol, client_order_id, expires_at)
         self._probe.on_order(order)
         return order
 

@@ -7,8 +7,6 @@ a price, level or order id. The lock families add ``purpose`` (``order``, ``reco
 
 from __future__ import annotations
 
-from typing import Self
-
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 # Order locks are held for milliseconds, the reconcile lock for seconds, an ownership
@@ -19,48 +17,26 @@ _LOCK_BUCKETS = (
 )  # fmt: skip
 
 
-class _OrderByDefault:
-    """Label values given without the trailing ``purpose`` are recorded as ``order``:
-    the order sender recorded its lock metrics itself before ``purpose`` existed."""
-
-    _labelnames: tuple[str, ...]
-
-    def _values(self, values: tuple[object, ...]) -> tuple[object, ...]:
-        if len(values) == len(self._labelnames) - 1:
-            return (*values, "order")
-        return values
-
-
-class LockCounter(_OrderByDefault, Counter):
-    def labels(self, *labelvalues: object, **labelkwargs: object) -> Self:
-        return super().labels(*self._values(labelvalues), **labelkwargs)
-
-
-class LockHistogram(_OrderByDefault, Histogram):
-    def labels(self, *labelvalues: object, **labelkwargs: object) -> Self:
-        return super().labels(*self._values(labelvalues), **labelkwargs)
-
-
 class Metrics:
     """Every metric QuantMesh exports, registered on one registry."""
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
         r = self.registry
-        self.lock_acquire = LockCounter(
+        self.lock_acquire = Counter(
             "quantmesh_lock_acquire_total",
             "Lock acquisition attempts by outcome (success, conflict, error, unavailable) "
             "and purpose (order, reconcile, ownership)",
             ["key", "status", "purpose"],
             registry=r,
         )
-        self.lock_conflict = LockCounter(
+        self.lock_conflict = Counter(
             "quantmesh_lock_conflict_total",
             "Lock attempts that found the lock held by another holder, by purpose",
             ["key", "purpose"],
             registry=r,
         )
-        self.lock_hold = LockHistogram(
+        self.lock_hold = Histogram(
             "quantmesh_lock_hold_duration_seconds",
             "How long a lease was held, from its grant to its release (or loss), by purpose",
             ["key", "purpose"],

@@ -46,9 +46,9 @@ from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from quantmesh.errors import StorageError, StorageUnavailable
+from quantmesh.errors import StorageError
 from quantmesh.observability.metrics import DbMetrics
-from quantmesh.storage.engine import is_retryable, map_db_error
+from quantmesh.storage.engine import error_kind, is_retryable, map_db_error
 
 log = structlog.get_logger(__name__)
 _T = TypeVar("_T")
@@ -80,12 +80,6 @@ class _Recorder:
         gauge.labels("open").set_function(open_)
         gauge.labels("in_use").set_function(in_use)
         gauge.labels("idle").set_function(lambda: max(open_() - in_use(), 0))
-
-
-def _error_kind(exc: BaseException) -> str:
-    if isinstance(exc, StorageUnavailable):
-        return "unavailable"
-    return "error"
 
 
 def backoff(attempt: int) -> float:
@@ -163,7 +157,7 @@ class ThreadRunner:
             result = await loop.run_in_executor(self._executor, call)
         except (SQLAlchemyError, OSError) as exc:
             error = map_db_error(exc, operation)
-            self._recorder.failed(operation, _error_kind(error))
+            self._recorder.failed(operation, error_kind(exc))
             raise error from exc
         self._recorder.done(operation, started)
         return result
@@ -258,7 +252,7 @@ class AsyncRunner:
                     await asyncio.sleep(backoff(attempt))
                     continue
                 error = map_db_error(exc, operation)
-                self._recorder.failed(operation, "deadlock" if conflict else _error_kind(error))
+                self._recorder.failed(operation, "deadlock" if conflict else error_kind(exc))
                 if conflict:
                     log.warning("db_transaction_conflicts", operation=operation, attempts=attempt)
                 raise error from exc

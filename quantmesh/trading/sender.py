@@ -39,11 +39,15 @@ from quantmesh.exchange.base import Exchange
 from quantmesh.grid.planner import CancelOrder, PlaceOrder
 from quantmesh.lock.base import DistributedLock, Lease
 from quantmesh.observability.metrics import Metrics
+from quantmesh.observability.throttle import WarningThrottle
 from quantmesh.trading.book import OrderBook
 from quantmesh.trading.ids import client_order_id
 from quantmesh.trading.lockkeys import LockKeys
 
 log = structlog.get_logger(__name__)
+
+# A lock backend that keeps failing is logged once per symbol per this many seconds.
+_WARN_INTERVAL = 10.0
 
 
 class OrderSender:
@@ -83,6 +87,7 @@ class OrderSender:
         self._unknown_since: dict[str, float] = {}
         self._cooldown: dict[tuple[int, Side], float] = {}
         self._paused_until = 0.0
+        self._warnings = WarningThrottle(_WARN_INTERVAL, clock=clock)
         # Until when a client order id is looked up before its first placement, and the
         # ids looked up so far (emptied when the window ends).
         self._verify_until = clock() + verify_window
@@ -100,25 +105,26 @@ class OrderSender:
         )
 
     async def _acquire(self, key: str, ttl: float) -> Lease | None:
-        """Try the level lock; never waits. ``None`` when held elsewhere or unavailable."""
-        label = self._keys.label(self.symbol)
+        """Try the level lock; never waits. ``None`` when held elsewhere or unavailable.
+
+        The lock metrics are the locker's (``MeteredLock``); a backend that keeps failing
+        is logged once per symbol per ``_WARN_INTERVAL`` with the count held back."""
         try:
             lease = await self._locker.try_lock(key, ttl)
         except LockUnavailable as exc:
             # Fail closed: no lease, no order.
-            self._metrics.lock_acquire.labels(label, "unavailable").inc()
-            log.warning("lock_unavailable", key=key, error=str(exc))
+            self._warnings.warning(log, "lock_unavailable", self.symbol, key=key, error=str(exc))
             return None
         except LockError as exc:
-            self._metrics.lock_acquire.labels(label, "error").inc()
-            log.warning("lock_error", key=key, error=str(exc))
+            self._warnings.warning(log, "lock_error", self.symbol, key=key, error=str(exc))
             return None
         if lease is None:
-            self._metrics.lock_acquire.labels(label, "conflict").inc()
-            self._metrics.lock_conflict.labels(label).inc()
             log.debug("level_locked_elsewhere", key=key)
             return None
-        self._metrics.lock_acquire.labels(label, "success").inc()
+        held_back = self._warnings.drain("lock_unavailable", self.symbol)
+        held_back += self._warnings.drain("lock_error", self.symbol)
+        if held_back:
+            log.info("lock_available_again", key=key, warnings_held_back=held_back)
         return lease
 
     def _leases_valid(self, lease: Lease) -> bool:
@@ -131,11 +137,8 @@ class OrderSender:
             return False
         return True
 
-    async def _release(self, lease: Lease, started: float) -> None:
-        """Release and record the hold time; a failed release leaves the key to its TTL."""
-        self._metrics.lock_hold.labels(self._keys.label(self.symbol)).observe(
-            self._clock() - started
-        )
+    async def _release(self, lease: Lease) -> None:
+        """Release; a failed release leaves the key to its TTL."""
         try:
             released = await self._locker.unlock(lease)
         except LockError as exc:
@@ -158,7 +161,6 @@ class OrderSender:
         lease = await self._acquire(key, self._place_ttl)
         if lease is None:
             return []
-        started = self._clock()
         try:
             # The leases are checked right before the exchange call: a pause (GC,
             # SIGSTOP, a slow lock reply) past either means another holder may act.
@@ -175,7 +177,7 @@ class OrderSender:
             order = await self._send_create(book, request, place, lease.fence)
             return [] if order is None else [order]
         finally:
-            await self._release(lease, started)
+            await self._release(lease)
 
     def _expiry(self, lease: Lease) -> float | None:
         """When a request sent under ``lease`` must no longer execute: the end of the level
@@ -308,7 +310,6 @@ class OrderSender:
         lease = await self._acquire(key, self._cancel_ttl)
         if lease is None:
             return []
-        started = self._clock()
         try:
             if not self._leases_valid(lease):
                 return []
@@ -330,7 +331,7 @@ class OrderSender:
             log.warning("cancel_failed", client_order_id=cancel.client_order_id, error=str(exc))
             return []
         finally:
-            await self._release(lease, started)
+            await self._release(lease)
         if order is None:
             book.forget(cancel.client_order_id)
             self._unknown_since.pop(cancel.client_order_id, None)

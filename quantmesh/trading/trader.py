@@ -111,6 +111,7 @@ class Trader:
         locker: DistributedLock,
         lock_keys: LockKeys,
         metrics: Metrics,
+        reconcile_locker: DistributedLock | None = None,
         fence: Callable[[], int] = lambda: 0,
         exclusive: bool = False,
         owner_valid: Callable[[], bool] = lambda: True,
@@ -123,7 +124,7 @@ class Trader:
         self.symbol = settings.symbol
         self._exchange = exchange
         self._repo = repository
-        self._locker = locker
+        self._reconcile_locker = locker if reconcile_locker is None else reconcile_locker
         self._keys = lock_keys
         self._metrics = metrics
         self._fence = fence
@@ -660,7 +661,7 @@ class Trader:
         Foreign orders are never touched. Without the lock (another holder reconciles, or
         the lock backend is down) the round is skipped.
         """
-        lease = await self._locker.try_lock(
+        lease = await self._reconcile_locker.try_lock(
             self._keys.reconcile_key(self.symbol), self.settings.reconcile_ttl
         )
         if lease is None:
@@ -671,7 +672,7 @@ class Trader:
                 adopted, settled = await self._resync_orders()
         finally:
             try:
-                await self._locker.unlock(lease)
+                await self._reconcile_locker.unlock(lease)
             except LockError as exc:  # the lease's TTL frees it
                 log.warning("lock_release_failed", key=lease.key, error=str(exc))
         if adopted or settled:

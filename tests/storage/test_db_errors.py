@@ -15,6 +15,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from quantmesh.errors import StorageError, StorageRejected, StorageUnavailable
+from quantmesh.observability.metrics import Metrics
 from quantmesh.storage.db_errors import error_kind, map_db_error
 from quantmesh.storage.engine import create_engine_for
 from quantmesh.storage.runner import runner_for
@@ -108,11 +109,12 @@ async def failure(
     *,
     statement_timeout: float = 30.0,
     runner_timeout: float | None = None,
+    metrics: Metrics | None = None,
 ) -> StorageError:
     """Run ``statements`` in one transaction through a runner; the error it raises."""
     engine = create_engine_for(backend.db_type, backend.url, statement_timeout=statement_timeout)
     assert isinstance(engine, AsyncEngine)
-    runner = runner_for(engine, None, runner_timeout)
+    runner = runner_for(engine, None if metrics is None else metrics.db, runner_timeout)
 
     def work(conn: Connection) -> None:
         for statement in statements:
@@ -141,10 +143,15 @@ async def test_a_server_statement_timeout_is_a_timeout(server_backend: Backend) 
     """PostgreSQL ``statement_timeout``, MariaDB ``max_statement_time``: the server ends
     the statement."""
     kind = server_backend.db_type
-    error = await failure(server_backend, [SERVER_STATEMENT_TIMEOUT[kind], SLEEP[kind]])
+    metrics = Metrics()
+    error = await failure(
+        server_backend, [SERVER_STATEMENT_TIMEOUT[kind], SLEEP[kind]], metrics=metrics
+    )
     assert isinstance(error, StorageUnavailable)
     assert error_kind(error) == "timeout", error
     assert "timed out" in str(error)
+    labels = {"operation": "slow_read", "error": "timeout"}
+    assert metrics.registry.get_sample_value("quantmesh_db_errors_total", labels) == 1
 
 
 async def test_the_drivers_command_timeout_is_a_timeout(server_backend: Backend) -> None:

@@ -17,6 +17,7 @@ from quantmesh.errors import Disconnected, LockError, LockUnavailable, RateLimit
 from quantmesh.exchange.simulated import SimMarket, SimulatedExchange
 from quantmesh.lock.base import Lease
 from quantmesh.lock.local import LocalLock
+from quantmesh.lock.metered import MeteredLock
 from quantmesh.lock.nop import NopLock
 from quantmesh.observability.metrics import Metrics
 from quantmesh.storage.engine import create_engine_for, to_sqlalchemy_url
@@ -112,11 +113,13 @@ async def running_trader(
     With ``crash``, the trader is cancelled wherever it is instead (a killed process).
     """
     metrics = Metrics()
+    backend = locker if locker is not None else NopLock()
     trader = Trader(
         settings,
         exchange=exchange,
         repository=repository,
-        locker=locker if locker is not None else NopLock(),
+        locker=MeteredLock(backend, metrics=metrics, purpose="order"),
+        reconcile_locker=MeteredLock(backend, metrics=metrics, purpose="reconcile"),
         lock_keys=LockKeys("simulated"),
         metrics=metrics,
         fence=fence,

@@ -134,8 +134,13 @@ async def test_a_level_held_by_another_instance_is_skipped(
         await until(lambda: locker.calls >= 3)
         await settle()
         label = "order:simulated:ETHUSDT"
-        assert run.metric("quantmesh_lock_conflict_total", key=label) >= 3
-        assert run.metric("quantmesh_lock_acquire_total", key=label, status="conflict") >= 3
+        assert run.metric("quantmesh_lock_conflict_total", key=label, purpose="order") >= 3
+        assert (
+            run.metric(
+                "quantmesh_lock_acquire_total", key=label, status="conflict", purpose="order"
+            )
+            >= 3
+        )
     assert exchange.engine.all_orders() == []
 
 
@@ -152,7 +157,25 @@ async def test_a_failing_lock_backend_places_nothing(
         await until(lambda: locker.calls >= 3)
         await settle()
         label = "order:simulated:ETHUSDT"
-        assert run.metric("quantmesh_lock_acquire_total", key=label, status=status) >= 3
+        assert (
+            run.metric("quantmesh_lock_acquire_total", key=label, status=status, purpose="order")
+            >= 3
+        )
+    assert exchange.engine.all_orders() == []
+
+
+async def test_a_lock_backend_that_keeps_failing_is_logged_once_per_interval(
+    exchange: SimulatedExchange, repository: SqlRepository
+) -> None:
+    locker = BrokenLock()
+    with structlog.testing.capture_logs() as logs:
+        async with running_trader(exchange, repository, locker=locker):
+            for step in range(10):
+                exchange.set_price(SYMBOL, Decimal(2001 + step))
+                await settle()
+            await until(lambda: locker.calls >= 30)
+    warned = [e for e in logs if e["event"] == "lock_unavailable"]
+    assert len(warned) == 1  # not one per level and tick
     assert exchange.engine.all_orders() == []
 
 
@@ -164,8 +187,14 @@ async def test_orders_are_stored_with_the_fence_of_their_level_lock(
         exchange.set_price(SYMBOL, Decimal(2001))
         await until(lambda: len(run.tracked_ids()) == 3)
         label = "order:simulated:ETHUSDT"
-        assert run.metric("quantmesh_lock_acquire_total", key=label, status="success") == 3
-        assert run.metric("quantmesh_lock_hold_duration_seconds_count", key=label) == 3
+        assert (
+            run.metric("quantmesh_lock_acquire_total", key=label, status="success", purpose="order")
+            == 3
+        )
+        assert (
+            run.metric("quantmesh_lock_hold_duration_seconds_count", key=label, purpose="order")
+            == 3
+        )
     stored = await repository.get_open_orders(SYMBOL)
     assert sorted(o.lock_fence or 0 for o in stored) == sorted(g.fence for g in locker.granted)
     by_key = {g.key: g.fence for g in locker.granted}
