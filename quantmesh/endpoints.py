@@ -13,6 +13,7 @@ from quantmesh.observability.health import Health
 from quantmesh.observability.http import HttpServer
 from quantmesh.observability.status import (
     buffer_check,
+    exchange_clock_status,
     prices_check,
     service_status,
     traders_check,
@@ -42,10 +43,13 @@ def build_health(settings: Settings, service: Service) -> Health:
 
 
 def component_sections(service: Service) -> dict[str, Callable[[], Any]]:
-    """The ``/api/status`` sections of the components: write buffer, lock backend."""
+    """The ``/api/status`` sections of the components: ownership, lock backend, the
+    exchange's clock, write buffer."""
+    exchange = service.exchange
     sections: dict[str, Callable[[], Any]] = {
         "ownership": service.coordinator.status,
         "lock": lambda: lock_status(service.locker),
+        "exchange_clock": lambda: exchange_clock_status(exchange.clock_offset()),
     }
     repository = service.repository
     if isinstance(repository, BufferedRepository):
