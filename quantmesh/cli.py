@@ -82,9 +82,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _check_config(path: Path) -> int:
-    from quantmesh.config import load_settings, render_effective
+    """The effective settings on stdout; warnings (valid but risky) on stderr, one line
+    each starting with ``warning:``, with exit code 0."""
+    from quantmesh.config import config_warnings, load_settings, render_effective
 
     settings = load_settings(path)
+    for warning in config_warnings(settings):
+        print(f"warning: {warning}", file=sys.stderr)
     print(render_effective(settings), end="")
     return EXIT_OK
 

@@ -11,7 +11,7 @@ from sqlalchemy import Engine
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from quantmesh.app import RunResult, Service, serve
-from quantmesh.config import Settings, SymbolSettings
+from quantmesh.config import Settings, SymbolSettings, config_warnings
 from quantmesh.coordination.coordinator import Claim, Coordinator, LocalFallback, member_of
 from quantmesh.coordination.fleet import Fleet
 from quantmesh.endpoints import build_http
@@ -299,6 +299,8 @@ async def run_daemon(settings: Settings) -> RunResult:
     """Configure logging, build the service and run it until a signal arrives."""
     configure_logging(settings.logging.level, settings.logging.format, secret_values(settings))
     structlog.contextvars.bind_contextvars(instance=settings.instance.id)
+    for warning in config_warnings(settings):
+        log.warning("config_warning", warning=warning)
     service = build_service(settings)
     log.info(
         "starting",

@@ -70,6 +70,23 @@ def test_check_config_prints_the_effective_settings(tmp_path: Path) -> None:
     assert listing(tmp_path) == [path.name]  # validating writes nothing
 
 
+def test_check_config_prints_warnings_on_stderr_and_still_exits_0(tmp_path: Path) -> None:
+    config = changed(fast_config(), {"http": {"enabled": True, "host": "0.0.0.0"}})
+    write_config(tmp_path, config)
+    result = run_cli(["check-config", CONFIG_NAME], tmp_path, timeout=10)
+    assert result.returncode == 0, result.stderr
+    warning = (
+        "warning: http.host: 0.0.0.0 is not a loopback address and http.token is empty: "
+        "/api/status is readable by anyone who reaches it, and state-changing endpoints are "
+        "refused; set http.token (e.g. ${QUANTMESH_HTTP_TOKEN}) or bind to 127.0.0.1"
+    )
+    assert result.stderr.splitlines() == [warning]
+    assert yaml.safe_load(result.stdout)["http"]["host"] == "0.0.0.0"  # stdout stays YAML
+    write_config(tmp_path, changed(config, {"http.token": "s3cret"}))
+    result = run_cli(["check-config", CONFIG_NAME], tmp_path, timeout=10)
+    assert (result.returncode, result.stderr) == (0, "")
+
+
 def test_check_config_masks_every_secret(tmp_path: Path) -> None:
     dsn_password = "hunter2secret"
     config = changed(
@@ -243,6 +260,17 @@ BROKEN = [
         "log-level-unknown",
         {"logging": {"level": "verbose"}},
         "logging.level: must be one of debug, info, warning, error",
+    ),
+    _bad(
+        "standby-on-sqlite-with-local-fallback",
+        {
+            "instance.role": "standby",
+            "distributed_lock": {"enabled": True, "fallback_mode": "single_instance"},
+        },
+        "distributed_lock.fallback_mode: must be halt: instance.role is standby, and "
+        "single_instance is only safe when one instance runs",
+        "database.type: must be postgres or mysql: instance.role is standby, and a SQLite "
+        "file is not shared between instances",
     ),
 ]
 COMMANDS = ["check-config", "run"]

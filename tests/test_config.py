@@ -13,6 +13,7 @@ from pydantic import ValidationError
 
 from quantmesh.config import (
     Settings,
+    config_warnings,
     load_settings,
     normalise_symbol,
     parse_settings,
@@ -264,6 +265,194 @@ def test_a_lease_shorter_than_its_check_interval_is_refused() -> None:
     assert problems_of("coordination: {lease_ttl: 2, check_interval: 3}\n" + MINIMAL) == [
         "coordination.check_interval: must be shorter than lease_ttl (2 s)"
     ]
+
+
+# Every way to run one or several instances: which are refused at start, and why. A
+# declared fleet (instance.total above 1, a standby, dynamic assignment) shares symbols
+# between instances: each symbol only under its ownership lease (the Redis lock, halt:
+# single_instance would trade on a local lock while Redis is down), and its grid must
+# follow it from one instance to the next (a shared database; SQLite is one file per
+# instance). A lone instance (the defaults) is accepted in every combination: with the
+# lock it takes part in ownership, and at run time it never takes a symbol to or from
+# an unshared database (tests/coordination/test_databases.py).
+SHAPES = {
+    "alone": ("", None),
+    "total-2": ("instance: {total: 2}\n", "instance.total is 2"),
+    "standby": ("instance: {role: standby}\n", "instance.role is standby"),
+    "dynamic": ("coordination: {mode: dynamic}\n", "coordination.mode is dynamic"),
+}
+LOCKS = {
+    "no-lock": "distributed_lock: {enabled: false}\n",
+    "halt": "distributed_lock: {enabled: true, fallback_mode: halt}\n",
+    "single-instance": "distributed_lock: {enabled: true, fallback_mode: single_instance}\n",
+}
+DATABASES = {
+    "sqlite": "database: {type: sqlite, dsn: ./data/quantmesh.db}\n",
+    "postgres": "database: {type: postgres, dsn: 'host=db user=quantmesh dbname=quantmesh'}\n",
+}
+
+
+def _refusals(lock: str, database: str, fleet: str | None) -> list[str]:
+    if fleet is None:
+        return []
+    lines = []
+    if lock == "no-lock":
+        lines.append(
+            f"distributed_lock.enabled: must be true: {fleet}, and instances need the Redis "
+            "lock and ownership leases to share symbols safely"
+        )
+    if lock == "single-instance":
+        lines.append(
+            f"distributed_lock.fallback_mode: must be halt: {fleet}, and single_instance is "
+            "only safe when one instance runs"
+        )
+    if database == "sqlite":
+        lines.append(
+            f"database.type: must be postgres or mysql: {fleet}, and a SQLite file is not "
+            "shared between instances"
+        )
+    return lines
+
+
+FLEET_CASES = [
+    (f"{shape}/{lock}/{database}", SHAPES[shape][0] + LOCKS[lock] + DATABASES[database],
+     _refusals(lock, database, SHAPES[shape][1]))
+    for shape in SHAPES
+    for lock in LOCKS
+    for database in DATABASES
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"), [c[1:] for c in FLEET_CASES], ids=[c[0] for c in FLEET_CASES]
+)
+def test_every_way_to_run_instances_is_accepted_or_refused_with_its_reason(
+    text: str, expected: list[str]
+) -> None:
+    if not expected:
+        assert parse(text + MINIMAL).symbols[0].symbol == "ETH/USDT"
+    else:
+        assert problems_of(text + MINIMAL) == expected
+
+
+def test_every_refused_way_to_run_is_refused_by_check_config_with_one_line_each(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from quantmesh.cli import main
+
+    refused = [case for case in FLEET_CASES if case[2]]
+    assert len(refused) == 15  # 3 fleet shapes x 3 locks x 2 databases, but halt+postgres
+    for name, text, expected in refused:
+        path = tmp_path / (name.replace("/", "_") + ".yaml")
+        path.write_text(text + MINIMAL)
+        assert main(["check-config", str(path)]) == 2, name
+        shown = capsys.readouterr()
+        assert (shown.out, shown.err.splitlines()) == ("", expected), name
+
+
+def test_the_seed_single_instance_fallback_loads_with_the_lock_on_one_sqlite_instance() -> None:
+    text = (
+        textwrap.dedent(SEED_FRAGMENTS[4])
+        + "  enabled: true\n"
+        + textwrap.dedent(SEED_FRAGMENTS[0])
+    )
+    s = parse(text + MINIMAL)
+    assert (s.distributed_lock.enabled, s.distributed_lock.fallback_mode) == (
+        True,
+        "single_instance",
+    )
+    assert s.database.type == "sqlite" and s.fleet is None
+
+
+# ---------------------------------------------------------------- warnings
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "::", "192.168.1.5", "quantmesh.example.com"])
+def test_an_http_address_off_loopback_without_a_token_is_a_warning(host: str) -> None:
+    s = parse(MINIMAL + f"http: {{host: '{host}'}}\n")
+    assert config_warnings(s) == [
+        (
+            f"http.host: {host} is not a loopback address and http.token is empty: "
+            "/api/status is readable by anyone who reaches it, and state-changing endpoints "
+            "are refused; set http.token (e.g. ${QUANTMESH_HTTP_TOKEN}) or bind to 127.0.0.1"
+        )
+    ]
+
+
+@pytest.mark.parametrize(
+    "http",
+    [
+        "{host: 127.0.0.1}",
+        "{host: 127.0.0.2}",
+        "{host: localhost}",
+        "{host: '::1'}",
+        "{host: '[::1]'}",
+        "{host: 0.0.0.0, token: s3cret}",
+        "{host: 0.0.0.0, enabled: false}",
+    ],
+)
+def test_http_on_loopback_or_with_a_token_or_off_is_no_warning(http: str) -> None:
+    assert config_warnings(parse(MINIMAL + f"http: {http}\n")) == []
+
+
+EXPIRY_WARNING = (
+    "exchange.name: kraken requests carry no expiry the exchange enforces, and with "
+    "distributed_lock.enabled a symbol can move to another instance: a request delayed past "
+    "its ownership lease (a frozen process, a slow network) may still execute there after "
+    "another instance took the symbol over"
+)
+
+
+def test_a_fleet_on_an_exchange_without_request_expiry_is_a_warning(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from quantmesh.exchange import ccxt_expiry
+
+    asked: list[str] = []
+
+    def unsupported(exchange_id: str) -> str | None:
+        asked.append(exchange_id)
+        return None
+
+    monkeypatch.setattr(ccxt_expiry, "expiry_mechanism", unsupported)
+    kraken = "exchange: {name: kraken}\n"
+    fleet = "instance: {total: 2}\ndistributed_lock: {enabled: true}\n" + DATABASES["postgres"]
+    assert config_warnings(parse(kraken + fleet + MINIMAL)) == [EXPIRY_WARNING]
+    assert asked == ["kraken"]
+    lone_with_lock = "distributed_lock: {enabled: true}\n"  # ownership can still move
+    assert config_warnings(parse(kraken + lone_with_lock + MINIMAL)) == [EXPIRY_WARNING]
+    assert config_warnings(parse(kraken + MINIMAL)) == []  # alone, no lock: nothing moves
+    assert config_warnings(parse(fleet + MINIMAL)) == []  # the in-process simulator
+    both = parse(kraken + fleet + MINIMAL + "http: {host: 0.0.0.0}\n")
+    assert [w.split(":")[0] for w in config_warnings(both)] == ["http.host", "exchange.name"]
+
+
+def test_an_exchange_whose_requests_expire_is_no_warning() -> None:
+    fleet = "instance: {total: 2}\ndistributed_lock: {enabled: true}\n" + DATABASES["postgres"]
+    assert config_warnings(parse("exchange: {name: binance}\n" + fleet + MINIMAL)) == []
+
+
+def test_the_shipped_configs_have_no_warnings() -> None:
+    env = {
+        "INSTANCE_ID": "qm-1",
+        "BINANCE_API_KEY": "k",
+        "BINANCE_SECRET": "s",
+        "BINANCE_API_SECRET": "s",
+        "QM_SIM_API_KEY": "k",
+        "QM_SIM_API_SECRET": "s",
+        "EXCHANGE_API_KEY": "k",
+        "EXCHANGE_SECRET": "s",
+        "POSTGRES_PASSWORD": "p",
+        "REDIS_PASSWORD": "r",
+        "QUANTMESH_HTTP_TOKEN": "t",
+    }
+    paths = [
+        *sorted((REPO / "config").glob("*.yaml")),
+        REPO / "config-ha-example.yaml",
+        *sorted((REPO / "deploy" / "compose").glob("quantmesh-*.yaml")),
+    ]
+    for path in paths:
+        assert config_warnings(load_settings(path, env=env)) == [], path
 
 
 def test_seed_values_are_kept() -> None:
