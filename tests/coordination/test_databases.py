@@ -79,6 +79,26 @@ async def test_no_take_over_from_an_unshared_database_and_its_owner_resumes(
         await asyncio.gather(a.close(), c.close())
 
 
+async def test_an_unshared_database_trades_a_symbol_only_once_recorded_as_its_owner(
+    instances: Instances, redis_server: RedisServer, redis: Redis
+) -> None:
+    owners = "quantmesh:lock:{fleet:simulated}:owners"
+    await redis.set(owners, "not a hash")  # every ownership record write fails (WRONGTYPE)
+    lite = instances.start("lite", redis_server.port, (ETH,), database="sqlite")
+    # one at a time: the migrations of in-process SQLite databases must not overlap
+    await until(lambda: lite.coordinator.registered.is_set())
+    pg = instances.start("pg", redis_server.port, (BTC,))
+    # the shared one trades without its record (after a whole lease of grace)
+    await until(lambda: pg.trading() == {BTC}, timeout=TTL + 5)
+    assert lite.trading() == set()
+    assert lite.sample("quantmesh_ownership_changes_total", symbol=ETH, event="acquired") >= 1
+    await redis.delete(owners)
+    await until(lambda: lite.trading() == {ETH}, timeout=TTL + 5)
+    record = await redis.hget(owners, ETH)
+    assert record is not None and b'"owner":"lite"' in record
+    await asyncio.gather(lite.close(), pg.close())
+
+
 def fleet_of(redis: Redis, name: str, database: str | None) -> Fleet:
     member = Member(name, "master", frozenset({ETH, BTC}), database)
     return Fleet(redis, prefix="quantmesh:lock:", exchange="binance", me=member, ttl=1.0)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from quantmesh.config import Settings, parse_settings
 from quantmesh.wiring import read_status
 from tests.servers.redis import RedisServer
@@ -12,11 +14,11 @@ from tests.trading.support import until
 from .support import Instances
 
 
-def settings_for(tmp_path: Path, redis_port: int) -> Settings:
+def settings_for(tmp_path: Path, redis_port: int, fallback_mode: str = "halt") -> Settings:
     text = f"""
 instance: {{id: reader}}
 database: {{type: sqlite, dsn: "{tmp_path / "a" / "quantmesh.db"}"}}
-distributed_lock: {{enabled: true}}
+distributed_lock: {{enabled: true, fallback_mode: {fallback_mode}}}
 redis: {{addr: "127.0.0.1:{redis_port}"}}
 trading:
   symbols:
@@ -26,12 +28,17 @@ trading:
     return parse_settings(text)
 
 
+@pytest.mark.parametrize("fallback_mode", ["halt", "single_instance"])
 async def test_status_names_the_owner_and_the_live_instances(
-    tmp_path: Path, redis_server: RedisServer, redis: object, instances: Instances
+    tmp_path: Path,
+    redis_server: RedisServer,
+    redis: object,
+    instances: Instances,
+    fallback_mode: str,
 ) -> None:
-    a = instances.start("a", redis_server.port)
+    a = instances.start("a", redis_server.port, fallback_mode=fallback_mode)
     await until(lambda: a.trading() == {"ETH/USDT"})
-    settings = settings_for(tmp_path, redis_server.port)
+    settings = settings_for(tmp_path, redis_server.port, fallback_mode)
     rows, notes = await read_status(settings)
     assert rows[0][-1] == "OWNER"
     assert [row[1] for row in rows[1:]] == ["ETH/USDT"] and rows[1][-1] == "a"
