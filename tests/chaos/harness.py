@@ -26,6 +26,7 @@ ROOT = Path(__file__).resolve().parents[2]
 SYMBOLS = ("ETH/USDT", "BTC/USDT")
 LEASE_TTL = 3.0
 CHECK_INTERVAL = 0.5
+STATEMENT_TIMEOUT = 5.0  # each database call's own deadline
 OWNERS = "quantmesh:lock:{fleet:binance}:owners"  # who holds each symbol, as recorded
 
 
@@ -53,7 +54,7 @@ def node_config(
         "journal_path": "./data/journal.jsonl",
         "retry_interval": 1,
         "connect_timeout": 2,
-        "statement_timeout": 5,
+        "statement_timeout": STATEMENT_TIMEOUT,
     }
     config["distributed_lock"] = {
         "enabled": True,

@@ -38,7 +38,16 @@ from tests.servers.postgres import PostgresServer
 from tests.servers.redis import RedisServer
 from tests.simserver.support import EXTRA_KEYS, SimProcess, write_sim_config
 
-from .harness import CHECK_INTERVAL, LEASE_TTL, SYMBOLS, Node, owner_of, settled, wait_owner
+from .harness import (
+    CHECK_INTERVAL,
+    LEASE_TTL,
+    STATEMENT_TIMEOUT,
+    SYMBOLS,
+    Node,
+    owner_of,
+    settled,
+    wait_owner,
+)
 from .invariants import (
     Leaseless,
     double_buys,
@@ -117,6 +126,8 @@ class Chaos:
     leaseless: list[Leaseless] = field(default_factory=list)
     frozen: Node | None = None
     thawed: float = 0.0  # wall time (the simulator's clock) of the SIGCONT
+    # from cutting an owner off its database to its first journaled write
+    buffering_after: float = 0.0
 
     bound: float = FAILOVER_BOUND + STARTUP_ALLOWANCE
 
@@ -210,10 +221,17 @@ class Chaos:
             settled(self.nodes, self.redis, symbol, self.bound + 10)
         victim = owner_of(self.nodes, "ETH/USDT")
         assert victim is not None
+        cut_db = time.monotonic()
         victim.db_proxy.blackhole()
+        # Its calls time out one after another (a read that fails does not start the
+        # buffering, a write does); once a write is journaled, the rest follow at once.
+        deadline = cut_db + 30
+        while not (victim.metric("quantmesh_db_buffer_depth") or 0) > 0:
+            assert time.monotonic() < deadline, f"{victim.name} journaled nothing in 30 s"
+            time.sleep(0.2)
+        self.buffering_after = time.monotonic() - cut_db
         buy = self.dip_to_highest_buy(victim, "ETH/USDT")
         self.wait_for_sell_of(victim, buy)  # the fill is applied in memory, the write journaled
-        assert (victim.metric("quantmesh_db_buffer_depth") or 0) > 0, "nothing journaled"
         lost = victim.trading()
         assert "ETH/USDT" in lost
         lease_end = time.time() + LEASE_TTL + LATE_SLACK
@@ -326,6 +344,8 @@ def test_three_instances_survive_kills_freezes_outages_and_partitions(
         + (", ".join(f"{code}={n}" for code, n in sorted(refused.items())) or "none")
         + ")",
         f"requests accepted after their lease ended: {len(late)}",
+        f"owner cut off its database: first write journaled after {chaos.buffering_after:.1f} s "
+        + f"(statement timeout {STATEMENT_TIMEOUT:g} s)",
         f"exit codes: {codes}; records and logs in {root}",
     ]
     with capsys.disabled():
