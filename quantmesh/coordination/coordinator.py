@@ -65,15 +65,9 @@ class Claim:
     until when (a ``time.monotonic()`` value; infinite for an instance alone)."""
 
     symbol: str
-    fences: Callable[[], int]
+    fence: int
     valid: Callable[[], bool]
     deadline: Callable[[], float] = lambda: math.inf
-
-    @property
-    def fence(self) -> int:
-        """The lease's fence now. It grows when a lease renewed locally while Redis was
-        down (``fallback_mode: single_instance``) had lapsed there and is taken afresh."""
-        return self.fences()
 
 
 @dataclass(frozen=True, slots=True)
@@ -379,9 +373,8 @@ class Coordinator:
         """
         if self._fleet is None or self._locker is None or self._keys is None:
             self._took(symbol)
-            fence = int(self._wall() * 1_000_000)
             try:
-                yield Claim(symbol, lambda: fence, lambda: True)
+                yield Claim(symbol, int(self._wall() * 1_000_000), lambda: True)
             finally:
                 self._gave_up(symbol, "released")
             return
@@ -398,7 +391,7 @@ class Coordinator:
                 )
                 try:
                     await asyncio.sleep(grace)
-                    yield Claim(symbol, lambda: held.fence, held.valid, held.deadline)
+                    yield Claim(symbol, held.fence, held.valid, held.deadline)
                 except asyncio.CancelledError:
                     if held.lost:  # the watchdog cancelled us: say so before cleaning up
                         self._lost(symbol, "lease lost")

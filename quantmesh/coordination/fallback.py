@@ -10,9 +10,10 @@ the lock runs on its local fallback (Redis unreachable, seen by a failed health 
 - a lease this instance already holds is renewed locally instead of lost - if ``keep``
   allows it for that key (the coordinator allows it only for symbols no other live member
   listed when Redis was last reachable) - so the symbol keeps trading on the local lock;
-- once the lock is back on Redis, a lease renewed locally is renewed in Redis again, or
-  taken afresh there (a new fence) if it lapsed meanwhile, or lost if another instance
-  took it.
+- once the lock is back on Redis, a lease renewed locally is renewed in Redis again if
+  Redis still holds it for this instance (nobody can have owned the symbol meanwhile);
+  if it lapsed there, it is lost: another instance may have owned and traded the symbol
+  in between, so the symbol is claimed again the normal way, its grid read afresh.
 
 It wraps the instance's ``FailoverLock``: renewals that fail wake its health check, and a
 lease it hands out from its local lock is never used as an ownership lease.
@@ -120,19 +121,20 @@ class FallbackLeases:
                 self._kept.pop(lease.token, None)
                 return None  # lost: another instance may take it over
             return self._local_renewal(lease, ttl)
-        # The lock is back on Redis: renew there, or take it afresh if it lapsed meanwhile.
+        # The lock is back on Redis (an outage here raises, and is retried until the
+        # local deadline): the lease goes on only if Redis still holds it for us.
         renewed = await self._locker.extend(lease, ttl)
-        if renewed is None:
-            renewed = await self._redis_only(await self._locker.try_lock(lease.key, ttl))
-            if renewed is None and self._active():  # down again in the meantime
-                return self._local_renewal(lease, ttl)
         self._kept.pop(lease.token, None)
         if renewed is None:
-            log.error("ownership_taken_while_kept_locally", key=lease.key, fence=lease.fence)
-        else:
             log.warning(
-                "ownership_back_in_redis", key=lease.key, fence=renewed.fence, was=lease.fence
+                "ownership_lapsed_while_kept_locally",
+                key=lease.key,
+                fence=lease.fence,
+                detail="Redis no longer holds this lease: the symbol stops and is claimed "
+                "again, its grid read afresh (another instance may have traded it)",
             )
+        else:
+            log.warning("ownership_back_in_redis", key=lease.key, fence=renewed.fence)
         return renewed
 
     def _local_renewal(self, lease: Lease, ttl: float) -> Lease:

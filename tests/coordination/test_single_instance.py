@@ -1,7 +1,8 @@
 """``fallback_mode: single_instance``: ownership leases and membership exactly as with
 ``halt`` while Redis is healthy; while it is down, the symbols an instance owns and no
 other live member lists keep trading on the local lock, the others stop, nothing new is
-claimed; when Redis is back, the kept leases are Redis leases again."""
+claimed; when Redis is back, a kept lease Redis still holds goes on, one that lapsed
+there ends and the symbol is claimed again (its grid read afresh)."""
 
 from __future__ import annotations
 
@@ -61,18 +62,44 @@ async def test_redis_down_keeps_only_the_symbols_no_other_member_lists(
             assert a.trading() == {ETH} and a.coordinator.owned == {ETH}
         assert next(t for t in a.service.traders if t.symbol == ETH) is eth_trader
 
-        proxy.heal()  # the kept lease is a Redis lease again: the same trader goes on
+        proxy.heal()  # the kept lease lapsed in Redis: ETH is claimed again, grid re-read
         await until(lambda: a.lock.state == "distributed", timeout=3)
         await until(lambda: a.coordinator.status()["kept_locally"] == [], timeout=TTL)
-        assert eth_trader.trading
-        assert next(t for t in a.service.traders if t.symbol == ETH) is eth_trader
-        fence = eth_trader._fence()
-        assert fence > eth_fence  # taken afresh: it had lapsed in Redis meanwhile
+
+        def restarted() -> bool:  # the old trader gone, a new one trading ETH
+            traders = a.service.traders
+            return eth_trader not in traders and [t.symbol for t in traders if t.trading] == [ETH]
+
+        await until(restarted, timeout=TTL + 3)
+        fence = a.service.traders[0]._fence()
+        assert fence > eth_fence
         record = await recorded(redis, ETH, f'"owner":"a","state":"held","fence":{fence},')
         assert b'"shared":true,"database":"postgres"' in record
+        assert a.sample("quantmesh_failovers_total", symbol=ETH) == 0  # its own symbol
         await until(lambda: a.coordinator.status()["waiting_for"] == {BTC: "b"}, timeout=3)
         assert a.trading() == {ETH} and b.trading() == {BTC}
         await asyncio.gather(a.close(), b.close())
+
+
+async def test_a_short_outage_goes_on_under_the_same_lease(
+    instances: Instances, redis_server: RedisServer, redis: Redis
+) -> None:
+    ttl = 6.0  # the outage ends well before the lease lapses in Redis
+    released = '{"owner":"a","state":"released","fence":1,"until":0,"since":0}'
+    await redis.hset(OWNERS, ETH, released)  # a clean stop before: no grace at start
+    with TcpProxy("127.0.0.1", redis_server.port) as proxy:
+        a = instances.start("a", proxy.port, fallback_mode="single_instance", ttl=ttl)
+        await until(lambda: a.trading() == {ETH})
+        trader = a.service.traders[0]
+        fence = trader._fence()
+        proxy.cut()
+        await until(lambda: a.coordinator.status()["kept_locally"] == [ETH], timeout=ttl)
+        proxy.heal()
+        await until(lambda: a.coordinator.status()["kept_locally"] == [], timeout=ttl)
+        assert a.lock.state == "distributed"
+        assert a.service.traders == [trader] and trader.trading and trader._fence() == fence
+        assert a.sample("quantmesh_ownership_changes_total", symbol=ETH, event="lost") == 0
+        await a.close()
 
 
 async def recorded(redis: Redis, symbol: str, part: str, timeout: float = 3.0) -> bytes:
