@@ -536,7 +536,12 @@ class Settings(_Section):
     def _check_fleet(self) -> Settings:
         """Several instances (``instance.total`` > 1, a standby, dynamic assignment) are safe
         only on the shared lock and a shared database: refuse the settings that would let
-        them fail open."""
+        them fail open (two instances on one symbol, or a symbol moving away from its grid).
+
+        An instance alone by these keys is accepted with any lock and database: with the
+        lock on it takes part in ownership, and at run time an instance on SQLite never
+        claims a symbol another live instance lists, nor does any symbol move to or from it
+        (``coordination.coordinator``)."""
         fleet = self.fleet
         if fleet is None:
             return self

@@ -647,6 +647,22 @@ def test_every_symbol_failing_ends_the_daemon(tmp_path: Path) -> None:
     assert {e["symbol"] for e in daemon.events("symbol_failed")} == {"SOL/USDT", "XRP/USDT"}
 
 
+def test_run_logs_the_config_warnings_at_start(tmp_path: Path) -> None:
+    config = changed(
+        fast_config(),
+        {
+            "trading.symbols": [{"symbol": "SOLUSDT", "price_interval": 1}],  # fails at once
+            "http": {"enabled": True, "host": "0.0.0.0", "port": 0},
+        },
+    )
+    path = write_config(tmp_path, config)
+    with Daemon(path, tmp_path) as daemon:
+        code = daemon.wait(15)
+    assert code == 1, daemon.stderr[-3000:]
+    warnings = [e["warning"] for e in daemon.events("config_warning")]
+    assert len(warnings) == 1 and warnings[0].startswith("http.host: 0.0.0.0 is not a loopback")
+
+
 # ---------------------------------------------------------------- forced exit
 
 
