@@ -26,7 +26,9 @@ ROOT = Path(__file__).resolve().parents[2]
 SYMBOLS = ("ETH/USDT", "BTC/USDT")
 LEASE_TTL = 3.0
 CHECK_INTERVAL = 0.5
-STATEMENT_TIMEOUT = 5.0  # each database call's own deadline
+# Each database call's own deadline: below the lease, so a trader stalled by a database
+# that stopped answering starts journaling well before its lease would end.
+STATEMENT_TIMEOUT = 2.0
 OWNERS = "quantmesh:lock:{fleet:binance}:owners"  # who holds each symbol, as recorded
 
 
@@ -128,9 +130,13 @@ class Node:
 
     def trading(self) -> set[str]:
         """Symbols it owns and trades (grid loaded and reconciled), by its status."""
+        return self.claims() or set()
+
+    def claims(self) -> set[str] | None:
+        """As ``trading``, or None when its status does not answer."""
         status = self.status()
         if status is None:
-            return set()
+            return None
         owned = set(status["ownership"]["owned"])
         return {s for s in owned if s in status["symbols"] and status["symbols"][s]["trading"]}
 
