@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import textwrap
@@ -335,19 +336,42 @@ def test_every_way_to_run_instances_is_accepted_or_refused_with_its_reason(
         assert problems_of(text + MINIMAL) == expected
 
 
-def test_every_refused_way_to_run_is_refused_by_check_config_with_one_line_each(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    from quantmesh.cli import main
+# Runs ``quantmesh check-config`` on each file given, in one interpreter (the command
+# configures logging for its process, so not in the test process), and prints the exit
+# codes and outputs as JSON.
+_CHECK_EACH = """
+import contextlib, io, json, sys
+from quantmesh.cli import main
+results = []
+for path in sys.argv[1:]:
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main(["check-config", path])
+    results.append([code, out.getvalue(), err.getvalue()])
+print(json.dumps(results))
+"""
 
+
+def test_every_refused_way_to_run_is_refused_by_check_config_with_one_line_each(
+    tmp_path: Path,
+) -> None:
     refused = [case for case in FLEET_CASES if case[2]]
     assert len(refused) == 15  # 3 fleet shapes x 3 locks x 2 databases, but halt+postgres
-    for name, text, expected in refused:
+    paths = []
+    for name, text, _ in refused:
         path = tmp_path / (name.replace("/", "_") + ".yaml")
         path.write_text(text + MINIMAL)
-        assert main(["check-config", str(path)]) == 2, name
-        shown = capsys.readouterr()
-        assert (shown.out, shown.err.splitlines()) == ("", expected), name
+        paths.append(str(path))
+    done = subprocess.run(
+        [sys.executable, "-c", _CHECK_EACH, *paths],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    results = json.loads(done.stdout)
+    for (name, _, expected), (code, out, err) in zip(refused, results, strict=True):
+        assert (code, out, err.splitlines()) == (2, "", expected), name
 
 
 def test_the_seed_single_instance_fallback_loads_with_the_lock_on_one_sqlite_instance() -> None:
