@@ -21,6 +21,7 @@ from quantmesh.exchange.sim_config import build_simulated
 from quantmesh.lock.base import DistributedLock
 from quantmesh.lock.connection import redis_client
 from quantmesh.lock.failover import FailoverLock
+from quantmesh.lock.metered import MeteredLock
 from quantmesh.lock.nop import NopLock
 from quantmesh.lock.redis import RedisClient, RedisLock
 from quantmesh.observability.collectors import ServiceCollector
@@ -138,7 +139,7 @@ def build_coordinator(
         metrics=metrics,
         mode=coordination.mode,
         fleet=fleet,
-        locker=failover,
+        locker=MeteredLock(failover, metrics=metrics, purpose="ownership"),
         keys=LockKeys(exchange, lock_settings.granularity),
         lease_ttl=coordination.lease_ttl,
         check_interval=coordination.check_interval,
@@ -229,13 +230,18 @@ def assemble(
         coordinator = Coordinator(me, metrics=metrics)
     hold_reason = _durability_hold(repository)
     leased = coordinator.leased
+    # The seed's lock metrics, per purpose; the service keeps the lock itself (health
+    # checks, status, close).
+    order_locks = MeteredLock(locker, metrics=metrics, purpose="order")
+    reconcile_locks = MeteredLock(locker, metrics=metrics, purpose="reconcile")
 
     def make_trader(settings: TraderSettings, claim: Claim) -> Trader:
         return Trader(
             settings,
             exchange=exchange,
             repository=repository,
-            locker=locker,
+            locker=order_locks,
+            reconcile_locker=reconcile_locks,
             lock_keys=keys,
             metrics=metrics,
             fence=lambda: claim.fence,

@@ -86,6 +86,7 @@ def instance(
     instance_id: str | None = None,
     database: str = "postgres",
     fallback_mode: str = "halt",
+    reconcile_interval: float = SETTINGS.reconcile_interval,
 ) -> Instance:
     directory = tmp_path / name
     directory.mkdir(exist_ok=True)
@@ -112,7 +113,7 @@ trading: {{symbols: [{listed}]}}
         {s: market(s) for s in symbols}, {"USDT": Decimal(100000)}, FEE, directory / "sim.db"
     )
     service = assemble(
-        [replace(SETTINGS, symbol=s) for s in symbols],
+        [replace(SETTINGS, symbol=s, reconcile_interval=reconcile_interval) for s in symbols],
         exchange=exchange,
         repository=make_repository(directory),
         locker=locker,
