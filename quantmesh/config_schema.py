@@ -312,6 +312,7 @@ class SymbolSettings(_Section):
 
 class TradingSettings(_Section):
     cancel_on_exit: bool = False
+    cancel_timeout: Seconds = 30.0  # the cancels of cancel_on_exit, all symbols at once
     shutdown_grace: Seconds = 5.0
     reconcile_interval: Seconds = 60.0  # our open orders checked against the exchange
     symbols: tuple[SymbolSettings, ...]

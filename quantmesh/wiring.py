@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from decimal import Decimal
 from pathlib import Path
 
@@ -24,7 +25,7 @@ from quantmesh.lock.failover import FailoverLock
 from quantmesh.lock.metered import MeteredLock
 from quantmesh.lock.nop import NopLock
 from quantmesh.lock.redis import RedisClient, RedisLock
-from quantmesh.observability.collectors import ServiceCollector
+from quantmesh.observability.collectors import ServiceCollector, bind_exchange_clock
 from quantmesh.observability.logging import configure_logging
 from quantmesh.observability.metrics import Metrics
 from quantmesh.observability.status import durability_hold
@@ -220,6 +221,7 @@ def assemble(
     granularity: Granularity = "level",
     shutdown_grace: float = 5.0,
     cancel_on_exit: bool = False,
+    cancel_timeout: float = 30.0,
 ) -> Service:
     """A service trading ``symbols`` with these components, one trader per owned symbol.
 
@@ -236,6 +238,8 @@ def assemble(
     reconcile_locks = MeteredLock(locker, metrics=metrics, purpose="reconcile")
 
     def make_trader(settings: TraderSettings, claim: Claim) -> Trader:
+        if leased:  # a former owner may have sent any id: look each up before reusing it
+            settings = replace(settings, verify_window=coordinator.lease_ttl)
         return Trader(
             settings,
             exchange=exchange,
@@ -261,6 +265,7 @@ def assemble(
         metrics=metrics,
         shutdown_grace=shutdown_grace,
         cancel_on_exit=cancel_on_exit,
+        cancel_timeout=cancel_timeout,
     )
 
 
@@ -290,7 +295,9 @@ def build_service(settings: Settings, metrics: Metrics | None = None) -> Service
         granularity=settings.distributed_lock.granularity,
         shutdown_grace=settings.trading.shutdown_grace,
         cancel_on_exit=settings.trading.cancel_on_exit,
+        cancel_timeout=settings.trading.cancel_timeout,
     )
+    bind_exchange_clock(metrics, exchange.name, exchange.clock_offset)
     # The ccxt adapter counts its stream reconnects (a lazy import keeps ccxt out of the
     # default start); the in-process simulator has no streams to lose.
     reconnects = getattr(exchange, "stream_reconnects", None)

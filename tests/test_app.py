@@ -215,8 +215,8 @@ def _slow_service(tmp_path: Path, *, cancel_timeout: float) -> Service:
         metrics=Metrics(),
         shutdown_grace=2.0,
         cancel_on_exit=True,
+        cancel_timeout=cancel_timeout,
     )
-    service.cancel_timeout = cancel_timeout
     return service
 
 

@@ -8,7 +8,9 @@ moves them (flat feed), which makes fills deterministic.
 
 from __future__ import annotations
 
+import json
 import signal
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,7 +19,7 @@ import pytest
 import yaml
 
 from tests.cli_support import Daemon, write_config
-from tests.servers.base import wait_until
+from tests.servers.base import free_port, wait_until
 from tests.simserver.support import SimProcess, duplicates, running_sim
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -56,10 +58,20 @@ def test_daemon_trades_a_round_trip_over_http_without_leaking_keys(
     sim: SimProcess, tmp_path: Path
 ) -> None:
     sim.set_price("ETH/USDT", "2000")
-    path = write_config(tmp_path, daemon_config(sim))
+    config = daemon_config(sim)
+    port = free_port()
+    config["http"] = {"enabled": True, "host": "127.0.0.1", "port": port}
+    path = write_config(tmp_path, config)
     with Daemon(path, tmp_path, ENV) as daemon:
         placed = daemon.wait_for("order_placed", 30, count=3)
         assert len(placed) == 3, daemon.stderr[-3000:]
+        # the exchange's clock was measured before any order: status and metrics show it
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/status", timeout=5) as reply:
+            clock = json.load(reply)["exchange_clock"]
+        assert abs(clock["offset_s"]) < 1.0 and 0 <= clock["uncertainty_s"] < 1.0, clock
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as reply:
+            scrape = reply.read().decode()
+        assert 'quantmesh_exchange_clock_offset_seconds{exchange="binance"}' in scrape
         assert sorted(float(e["price"]) for e in placed) == [1985, 1990, 1995]
         sim.set_price("ETH/USDT", "1994")  # the buy at 1995 fills
         assert daemon.wait_for("order_filled", 20), daemon.stderr[-3000:]

@@ -72,6 +72,7 @@ def test_minimal_config_gets_every_default() -> None:
     assert sym.anchor_price is sym.lower_price is sym.upper_price is sym.max_position is None
     assert sym.cancel_hysteresis == 2
     assert s.trading.cancel_on_exit is False
+    assert s.trading.cancel_timeout == 30.0
     assert s.trading.shutdown_grace == 5.0
     db = s.database
     assert (db.type, db.dsn.get_secret_value()) == ("sqlite", "./data/quantmesh.db")
