@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, replace
 from decimal import Decimal
 from typing import Literal
@@ -552,42 +552,59 @@ class Trader:
     # reconciliation ----------------------------------------------------------------------------
 
     async def _reconcile(self) -> None:
-        """Adopt our open orders from the exchange and settle those closed while we were away."""
+        """Adopt our open orders from the exchange and settle those closed while we were away.
+
+        Everything found is applied in the order the exchange created it, whatever way it
+        was found (unapplied, unrecorded, open, settled): a level's buy must be applied
+        before the sell that followed it, or the sell's fills meet a level on the previous
+        cycle and the level is sold twice.
+        """
         assert self.book is not None
         on_exchange = {
             o.client_order_id: o
             for o in await self._exchange.fetch_open_orders(self.symbol)
             if self.book.is_ours(o.client_order_id)
         }
-        unapplied = await self._apply_unapplied()
+        unapplied = await self._unapplied_updates()
         recorded = {o.client_order_id: o for o in await self._repo.get_open_orders(self.symbol)}
         unrecorded = await self._unrecorded_orders(set(recorded))
-        for order in unrecorded:
-            await self._absorb(order)
-        for order in on_exchange.values():
-            await self._absorb(order)
-        for cid in recorded.keys() - on_exchange.keys():
-            await self._settle(cid, recorded[cid])
+        gone = recorded.keys() - on_exchange.keys()
+        settled = [await self._final_state(cid, recorded[cid]) for cid in sorted(gone)]
+        await self._apply_in_order([*unapplied, *unrecorded, *on_exchange.values(), *settled])
         log.info(
             "reconciled",
             adopted=len(on_exchange),
-            settled=len(recorded.keys() - on_exchange.keys()),
+            settled=len(gone),
             unrecorded=len(unrecorded),
-            unapplied=unapplied,
+            unapplied=len(unapplied),
         )
 
-    async def _apply_unapplied(self) -> int:
-        """Apply the fills stored without their level: the facts a former owner's buffered
-        writes stored after this owner took the grid (its level writes were refused).
+    async def _apply_in_order(self, found: Sequence[Order | OrderUpdate]) -> None:
+        """Absorb orders (their fills read from the exchange) and apply stored updates,
+        oldest order first."""
+
+        def created(item: Order | OrderUpdate) -> float:
+            return (item.order if isinstance(item, OrderUpdate) else item).created_at
+
+        for item in sorted(found, key=created):
+            if isinstance(item, OrderUpdate):
+                await self._record(item)
+            else:
+                await self._absorb(item)
+
+    async def _unapplied_updates(self) -> list[Order | OrderUpdate]:
+        """The orders whose fills are stored without their level: the facts a former owner's
+        buffered writes stored after this owner took the grid (its level writes refused).
 
         A level's state follows from the facts, however they reached the database: a buy
         that filled is never placed again because its level was not updated. Each order is
         read again from the exchange, so its fills are complete; an order the exchange no
-        longer shows is applied from what is stored.
+        longer shows comes with what is stored.
         """
         book = self.book
         assert book is not None
         cids = [c for c in await self._repo.unapplied_order_ids(self.symbol) if book.is_ours(c)]
+        found: list[Order | OrderUpdate] = []
         for cid in cids:
             log.warning(
                 "unapplied_fills_found",
@@ -595,7 +612,7 @@ class Trader:
                 detail="stored by a former owner without its grid level: applying them",
             )
             try:
-                order = await self._exchange.fetch_order(self.symbol, cid)
+                found.append(await self._exchange.fetch_order(self.symbol, cid))
             except OrderNotFound:
                 stored = await self._repo.get_order(cid)
                 if stored is None:
@@ -603,10 +620,8 @@ class Trader:
                 fills = await self._repo.get_trades(
                     TradeFilter(symbol=self.symbol, client_order_id=cid)
                 )
-                await self._record(OrderUpdate(stored, tuple(fills)))
-                continue
-            await self._absorb(order)
-        return len(cids)
+                found.append(OrderUpdate(stored, tuple(fills)))
+        return found
 
     async def _unrecorded_orders(self, recorded_open: set[str]) -> list[Order]:
         """Our closed orders the database does not know: placed just before a crash.
@@ -686,25 +701,25 @@ class Trader:
             for o in await self._exchange.fetch_open_orders(self.symbol)
             if book.is_ours(o.client_order_id)
         }
+        found: list[Order | OrderUpdate] = []
         try:
-            await self._apply_unapplied()
+            found.extend(await self._unapplied_updates())
         except StorageUnavailable as exc:  # the facts wait for the database; the rest goes on
             log.warning("unapplied_fills_check_postponed", error=str(exc))
         tracked = {o.client_order_id for o in book.open_orders()}
         self._missing = {cid: n for cid, n in self._missing.items() if cid in tracked}
         unknown = set(book.unknown_ids())
         adopted = [on_exchange[cid] for cid in on_exchange.keys() - tracked]
-        for order in adopted:
-            await self._absorb(order)
+        found.extend(adopted)
         gone = sorted(tracked - on_exchange.keys() - unknown)  # unknown: looked up anyway
         for cid in gone:
             try:
-                order = await self._exchange.fetch_order(self.symbol, cid)
+                found.append(await self._exchange.fetch_order(self.symbol, cid))
             except OrderNotFound:
                 await self._missing_on_exchange(cid)
                 continue
             self._missing.pop(cid, None)
-            await self._absorb(order)
+        await self._apply_in_order(found)
         return len(adopted), len(gone)
 
     async def _missing_on_exchange(self, cid: str) -> None:
@@ -725,7 +740,7 @@ class Trader:
     async def _restore_progress(self) -> None:
         """Rebuild partial-sale progress of held levels from the stored sell fills whose
         effect on the level was stored with them (the others are applied afterwards, by
-        ``_apply_unapplied``, and counted then)."""
+        ``_unapplied_updates``, and counted then)."""
         assert self.book is not None
         for level in self.book.holding_levels():
             cid = client_order_id(self.book.tag, level.index, "sell", level.cycle)
@@ -740,12 +755,15 @@ class Trader:
 
     async def _settle(self, cid: str, recorded: Order) -> None:
         """Find out what happened to an order we thought open and record it."""
+        await self._absorb(await self._final_state(cid, recorded))
+
+    async def _final_state(self, cid: str, recorded: Order) -> Order:
+        """What became of an order we thought open; cancelled if the exchange forgot it."""
         try:
-            order = await self._exchange.fetch_order(self.symbol, cid)
+            return await self._exchange.fetch_order(self.symbol, cid)
         except OrderNotFound:
             log.warning("order_missing_on_exchange", client_order_id=cid)
-            order = replace(recorded, status="canceled", updated_at=self._wall())
-        await self._absorb(order)
+            return replace(recorded, status="canceled", updated_at=self._wall())
 
     async def _resolve_unknown(self) -> None:
         """Look up orders whose placement outcome was unknown."""

@@ -8,7 +8,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from quantmesh.domain import Order
+from quantmesh.domain import Order, OrderRequest
 from quantmesh.grid.state import LevelState
 from quantmesh.storage.repository import SqlRepository
 from quantmesh.trading.ids import client_order_id, grid_tag
@@ -79,5 +79,44 @@ async def test_a_new_owner_applies_fills_a_former_owner_stored_without_their_lev
     assert await repository.unapplied_order_ids(SYMBOL) == []
     grid = await repository.load_grid(SYMBOL)
     assert grid is not None and grid.level(-1).holding > 0 and grid.level(-1).cycle == 1
+    await exchange.close()
+    await repository.close()
+
+
+async def test_a_buy_settled_and_its_unrecorded_sell_are_applied_in_order(
+    tmp_path: Path,
+) -> None:
+    """The former owner recorded its buy as open, then, cut off from the database, saw it
+    fill and sold the level: the new owner settles the buy and finds the sell unrecorded.
+    Applied sell first, the sell's fills meet the level on the previous cycle and the
+    level is sold a second time."""
+    exchange = make_exchange(tmp_path)
+    repository = make_repository(tmp_path)
+    await repository.start()
+    await exchange.start()
+    buy = client_order_id(TAG, -1, "buy", 0)
+    sell = client_order_id(TAG, -1, "sell", 1)
+    async with running_trader(exchange, repository, fence=lambda: FORMER, crash=True) as old:
+        exchange.set_price(SYMBOL, Decimal(2001))
+        await until(lambda: buy in old.open_ids())
+    exchange.set_price(SYMBOL, Decimal(1989))  # the buy fills
+    bought = await exchange.fetch_order_fills(SYMBOL, buy)
+    held = sum((f.amount - (f.fee if f.fee_currency == "ETH" else 0) for f in bought), Decimal(0))
+    await exchange.create_order(OrderRequest(SYMBOL, "sell", Decimal(2000), held, sell))
+    exchange.set_price(SYMBOL, Decimal(2001))  # ... and its sell fills: a round trip
+    assert (await exchange.fetch_order(SYMBOL, sell)).status == "filled"
+
+    def copies(cid: str) -> int:
+        return sum(1 for o in exchange.engine.all_orders() if o.client_order_id == cid)
+
+    async with running_trader(exchange, repository, fence=lambda: NEW) as new:
+        book = new.trader.book
+        assert book is not None
+        assert book.state.level(-1).holding == 0 and book.state.level(-1).cycle == 1
+        exchange.set_price(SYMBOL, Decimal(2002))
+        await until(lambda: client_order_id(TAG, -1, "buy", 1) in new.open_ids())
+        assert copies(sell) == 1  # sold once
+    trips = await repository.get_round_trips(SYMBOL)
+    assert [(t.level, t.cycle) for t in trips] == [(-1, 1)]
     await exchange.close()
     await repository.close()
