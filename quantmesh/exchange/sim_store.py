@@ -10,6 +10,7 @@ of the process (not necessarily a power loss) without an fsync per write.
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 from collections.abc import Iterable
 from pathlib import Path
@@ -33,6 +34,8 @@ class SimStore:
         self._path = path
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
+            if not path.exists():  # the simulated account's history: owner only
+                os.close(os.open(path, os.O_CREAT | os.O_RDWR, 0o600))
             conn = sqlite3.connect(path, isolation_level=None)
         except (OSError, sqlite3.Error) as exc:
             raise StartupError(f"simulated exchange state {path} cannot be opened: {exc}") from exc

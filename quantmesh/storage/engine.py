@@ -20,6 +20,7 @@ No error message here ever includes a password.
 
 from __future__ import annotations
 
+import os
 import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -258,6 +259,8 @@ def _prepare_sqlite_file(path: Path) -> None:
         if path.exists():
             with path.open("r+b"):
                 pass
+        else:  # the account's trading history: owner only (SQLite gives -wal/-shm the same)
+            os.close(os.open(path, os.O_CREAT | os.O_RDWR, 0o600))
     except OSError as exc:
         raise StartupError(
             f"the data directory {directory} is not writable ({path}): {exc.strerror or exc}"

@@ -84,3 +84,27 @@ def test_only_group_and_other_bits_are_taken_off(tmp_path: Path) -> None:
     journal.open()
     journal.close()
     assert mode(path) == 0o700
+
+
+async def test_a_new_sqlite_database_and_the_simulators_state_are_owner_only(
+    tmp_path: Path, umask: None
+) -> None:
+    from quantmesh.exchange.sim_store import SimStore
+    from quantmesh.storage.engine import create_engine_for, to_sqlalchemy_url
+    from quantmesh.storage.repository import SqlRepository
+
+    os.umask(0o022)
+    db = tmp_path / "data" / "quantmesh.db"
+    repository = SqlRepository(
+        create_engine_for("sqlite", to_sqlalchemy_url("sqlite", str(db))), "simulated"
+    )
+    await repository.start()
+    try:
+        assert await repository.get_open_orders("ETH/USDT") == []
+    finally:
+        await repository.close()
+    store = SimStore(tmp_path / "sim.db")
+    store.close()
+    wal = [p for p in db.parent.iterdir() if p.name.startswith("quantmesh.db")]
+    assert wal and {p.name: mode(p) for p in wal} == {p.name: 0o600 for p in wal}
+    assert mode(tmp_path / "sim.db") == 0o600
