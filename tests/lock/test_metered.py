@@ -223,17 +223,6 @@ def test_an_unknown_purpose_is_refused() -> None:
         MeteredLock(NopLock(), metrics=Metrics(), purpose="orders")  # type: ignore[arg-type]
 
 
-def test_lock_metrics_recorded_without_a_purpose_count_as_order_locks() -> None:
-    """The order sender records its own attempts with the seed's labels only."""
-    metrics = Metrics()
-    metrics.lock_acquire.labels(LABEL, "success").inc()
-    metrics.lock_conflict.labels(LABEL).inc()
-    metrics.lock_hold.labels(LABEL).observe(0.01)
-    assert acquired(metrics, "success") == 1
-    assert value(metrics, "quantmesh_lock_conflict_total", key=LABEL, purpose="order") == 1
-    assert held(metrics) == (1, 0.01)
-
-
 # --- real Redis ---------------------------------------------------------------------------
 
 
