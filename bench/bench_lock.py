@@ -30,7 +30,7 @@ from redis.asyncio import Redis
 from redis.asyncio.lock import Lock
 
 from bench.stats import percentile
-from quantmesh.config_schema import RedisSettings
+from quantmesh.config.schema import RedisSettings
 from quantmesh.lock.base import Lease
 from quantmesh.lock.connection import redis_client
 from quantmesh.lock.nop import NopLock

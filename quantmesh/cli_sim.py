@@ -23,7 +23,7 @@ from typing import Any
 
 import yaml
 
-from quantmesh.config_errors import validation_problems
+from quantmesh.config.problems import validation_problems
 from quantmesh.errors import ConfigError
 
 DEFAULT_PORT = 8765
@@ -193,7 +193,7 @@ def sim_settings(args: argparse.Namespace) -> Any:
     """The ``SimulatedExchangeSettings`` of the file and flags; ``ConfigError`` if invalid."""
     from pydantic import ValidationError
 
-    from quantmesh.config_schema import SimulatedExchangeSettings
+    from quantmesh.config.schema import SimulatedExchangeSettings
 
     data = _config_file(args)
     data.pop("clock_skew", None)  # the server's, not the exchange's: see clock_skew()

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from quantmesh.config_schema import ExchangeSettings
+from quantmesh.config.schema import ExchangeSettings
 from quantmesh.errors import AuthenticationFailed, StartupError
 from quantmesh.exchange.ccxt_exchange import CcxtExchange, CcxtSettings
 from quantmesh.exchange.ccxt_streams import StreamSettings

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from quantmesh.config_schema import SimulatedExchangeSettings
+from quantmesh.config.schema import SimulatedExchangeSettings
 from quantmesh.domain import MarketRules
 from quantmesh.exchange.feeds import FeedFactory, csv_replay, random_walk
 from quantmesh.exchange.simulated import SimMarket, SimulatedExchange

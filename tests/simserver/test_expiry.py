@@ -145,7 +145,7 @@ def place(sim: SimProcess) -> str:
 
 def in_process_api() -> RestApi:
     """The simulator's handlers, built but not served: their route and method tables."""
-    from quantmesh.config_schema import SimulatedExchangeSettings
+    from quantmesh.config.schema import SimulatedExchangeSettings
 
     settings = SimulatedExchangeSettings.model_validate({"markets": {"ETH/USDT": {"price": 1}}})
     return RestApi(build_simulated(settings, None), {}, FaultDice(Faults()), ServerClock())

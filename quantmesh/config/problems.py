@@ -17,7 +17,7 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 
-from quantmesh.config_source import Loc, format_path
+from quantmesh.config.source import Loc, format_path
 
 # Values of these keys are never echoed back in an error message.
 SECRET_KEYS = frozenset({"api_key", "secret", "password", "dsn", "url"})

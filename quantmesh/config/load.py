@@ -1,4 +1,4 @@
-"""YAML -> validated, frozen settings.
+"""Loading settings: YAML text or a file -> validated, frozen ``Settings``.
 
 ``load_settings(path)`` reads the file, expands ``${VAR}`` / ``${VAR:-default}`` in string
 values, validates everything and raises ``ConfigError`` with one line per problem, each
@@ -21,52 +21,13 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from quantmesh.config_errors import validation_problems
-from quantmesh.config_render import render_settings
-from quantmesh.config_schema import (
-    QUOTE_CURRENCIES,
-    DatabaseSettings,
-    DistributedLockSettings,
-    ExchangeSettings,
-    FeedSettings,
-    HttpSettings,
-    InstanceSettings,
-    LockTTLSettings,
-    LoggingSettings,
-    RedisSettings,
-    Settings,
-    SimulatedExchangeSettings,
-    SimulatedMarketSettings,
-    SymbolSettings,
-    TradingSettings,
-    normalise_symbol,
-)
-from quantmesh.config_source import interpolate, parse_yaml
+from quantmesh.config.problems import validation_problems
+from quantmesh.config.render import render_settings
+from quantmesh.config.schema import Settings
+from quantmesh.config.source import interpolate, parse_yaml
 from quantmesh.errors import ConfigError
 
-__all__ = [
-    "QUOTE_CURRENCIES",
-    "ConfigError",
-    "DatabaseSettings",
-    "DistributedLockSettings",
-    "ExchangeSettings",
-    "FeedSettings",
-    "HttpSettings",
-    "InstanceSettings",
-    "LockTTLSettings",
-    "LoggingSettings",
-    "RedisSettings",
-    "Settings",
-    "SimulatedExchangeSettings",
-    "SimulatedMarketSettings",
-    "SymbolSettings",
-    "TradingSettings",
-    "config_warnings",
-    "load_settings",
-    "normalise_symbol",
-    "parse_settings",
-    "render_effective",
-]
+__all__ = ["config_warnings", "load_settings", "parse_settings", "render_effective"]
 
 
 def _apply_env_defaults(data: dict[str, Any], env: Mapping[str, str]) -> None:

@@ -1,7 +1,7 @@
 """The settings schema: frozen pydantic models, one per YAML section.
 
-Loading, interpolation and error formatting live in ``quantmesh.config``; this module is
-only the shape of the settings and the checks on values.
+Reading and interpolation live in ``source``, loading in ``load``, error formatting in
+``problems``; this module is only the shape of the settings and the checks on values.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from pydantic import (
 )
 from pydantic.fields import FieldInfo
 
-from quantmesh.config_errors import FieldProblems, suggest
+from quantmesh.config.problems import FieldProblems, suggest
 
 # Quote currencies recognised at the end of a compact symbol (ETHUSDT); longest first.
 QUOTE_CURRENCIES: tuple[str, ...] = tuple(

@@ -1,0 +1,60 @@
+"""Configuration: YAML -> validated, frozen settings (pydantic).
+
+- ``source``: reading the YAML text (syntax, duplicate keys) and ``${VAR}`` interpolation;
+- ``schema``: the settings models, one per YAML section, and the checks on values;
+- ``problems``: pydantic validation errors as one line per problem, by YAML path;
+- ``render``: the effective settings back to YAML with every secret masked;
+- ``load``: ``load_settings`` / ``parse_settings`` tie these together; ``config_warnings``.
+
+Callers import from here: ``from quantmesh.config import Settings, load_settings``.
+"""
+
+from quantmesh.config.load import (
+    config_warnings,
+    load_settings,
+    parse_settings,
+    render_effective,
+)
+from quantmesh.config.schema import (
+    QUOTE_CURRENCIES,
+    DatabaseSettings,
+    DistributedLockSettings,
+    ExchangeSettings,
+    FeedSettings,
+    HttpSettings,
+    InstanceSettings,
+    LockTTLSettings,
+    LoggingSettings,
+    RedisSettings,
+    Settings,
+    SimulatedExchangeSettings,
+    SimulatedMarketSettings,
+    SymbolSettings,
+    TradingSettings,
+    normalise_symbol,
+)
+from quantmesh.errors import ConfigError
+
+__all__ = [
+    "QUOTE_CURRENCIES",
+    "ConfigError",
+    "DatabaseSettings",
+    "DistributedLockSettings",
+    "ExchangeSettings",
+    "FeedSettings",
+    "HttpSettings",
+    "InstanceSettings",
+    "LockTTLSettings",
+    "LoggingSettings",
+    "RedisSettings",
+    "Settings",
+    "SimulatedExchangeSettings",
+    "SimulatedMarketSettings",
+    "SymbolSettings",
+    "TradingSettings",
+    "config_warnings",
+    "load_settings",
+    "normalise_symbol",
+    "parse_settings",
+    "render_effective",
+]
