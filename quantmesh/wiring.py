@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import replace
-from decimal import Decimal
 from pathlib import Path
 
 import structlog
@@ -30,7 +29,7 @@ from quantmesh.observability.logging import configure_logging
 from quantmesh.observability.metrics import Metrics
 from quantmesh.observability.status import durability_hold
 from quantmesh.secrets import dsn_passwords
-from quantmesh.storage.base import Repository
+from quantmesh.storage.base import Repository, SymbolSummary
 from quantmesh.storage.buffer import BufferedRepository
 from quantmesh.storage.engine import create_engine_for, to_sqlalchemy_url
 from quantmesh.storage.repository import SqlRepository
@@ -338,36 +337,18 @@ def check_database_exists(settings: Settings) -> None:
             raise StartupError(f"no database at {path} yet: run `quantmesh run` first")
 
 
-async def read_status(settings: Settings) -> tuple[list[list[str]], list[str]]:
-    """The ``quantmesh status`` table (a header row, then one row per grid) and the notes
-    below it. With a fleet, the table says which instance owns each symbol now."""
+async def read_summaries(settings: Settings) -> list[SymbolSummary]:
+    """What the database holds on each grid (``quantmesh status``), read directly, without
+    the write buffer."""
     repository = build_repository(settings, settings.exchange.name, buffered=False)
     await repository.start()
     try:
-        summaries = await repository.summaries()
+        return await repository.summaries()
     finally:
         await repository.close()
-    owners, notes = await _read_owners(settings)
-    header = ["EXCHANGE", "SYMBOL", "LAST PRICE", "INVENTORY", "OPEN ORDERS", "ROUND TRIPS"]
-    header += ["REALIZED PNL"] + (["OWNER"] if owners is not None else [])
-    rows = [header]
-    for s in summaries:
-        row = [
-            s.exchange,
-            s.symbol,
-            _fmt(s.last_price),
-            _fmt(s.inventory),
-            str(s.open_orders),
-            str(s.round_trips),
-            _fmt(s.realized_pnl),
-        ]
-        if owners is not None:
-            row.append(owners.get(s.symbol, "-") if s.exchange == settings.exchange.name else "")
-        rows.append(row)
-    return rows, notes
 
 
-async def _read_owners(settings: Settings) -> tuple[dict[str, str] | None, list[str]]:
+async def read_owners(settings: Settings) -> tuple[dict[str, str] | None, list[str]]:
     """Who trades each symbol now (the holder recorded by a live member), and a line on the
     fleet; ``None`` without a fleet. Redis unreachable: "?" for each, and a note why."""
     lock = settings.distributed_lock
@@ -401,10 +382,11 @@ async def _read_owners(settings: Settings) -> tuple[dict[str, str] | None, list[
     return owners, [f"live instances: {fleet_line or 'none'}"]
 
 
-def _fmt(value: Decimal | None) -> str:
-    if value is None:
-        return "-"
-    return f"{value.normalize():f}"
-
-
-__all__ = ["assemble", "build_service", "check_database_exists", "read_status", "run_daemon"]
+__all__ = [
+    "assemble",
+    "build_service",
+    "check_database_exists",
+    "read_owners",
+    "read_summaries",
+    "run_daemon",
+]

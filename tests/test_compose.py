@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import yaml
 
-from quantmesh.cli_sim import add_arguments, sim_settings
+from quantmesh.cli.sim_exchange import add_arguments, sim_settings
 from tests.servers.base import require_binary
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from quantmesh.cli.status import read_status
 from quantmesh.config import Settings, parse_settings
-from quantmesh.wiring import read_status
 from tests.servers.redis import RedisServer
 from tests.trading.support import until
 

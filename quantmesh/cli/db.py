@@ -5,7 +5,7 @@
 - ``quantmesh db copy --from URL --to URL`` copies every table in batches, safe to re-run,
   and verifies the row counts (``quantmesh.storage.copy``).
 
-Errors are ``QuantMeshError``s; ``quantmesh.cli`` turns them into exit codes.
+Errors are ``QuantMeshError``s; ``quantmesh.cli.main`` turns them into exit codes.
 """
 
 from __future__ import annotations
@@ -14,18 +14,22 @@ import argparse
 import asyncio
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
-EXIT_OK = 0
+from quantmesh.cli.exit_codes import EXIT_OK
+from quantmesh.cli.options import add_config_option
+
+if TYPE_CHECKING:
+    from quantmesh.cli.options import Subparsers
 
 
-def add_parser(sub: Any, default_config: Path) -> None:
-    """Register ``db`` and its actions on the main parser's subparsers ``sub``."""
-    db = sub.add_parser("db", help="database schema migration and copy")
+def register(subparsers: Subparsers) -> None:
+    """``db`` and its actions."""
+    db = subparsers.add_parser("db", help="database schema migration and copy")
     actions = db.add_subparsers(dest="db_command", required=True, metavar="ACTION")
 
     upgrade = actions.add_parser("upgrade", help="migrate the configured database's schema")
-    upgrade.add_argument("-c", "--config", type=Path, default=default_config, help="YAML settings")
+    add_config_option(upgrade)
     upgrade.add_argument("--revision", default="head", help="target revision (default: head)")
 
     copy = actions.add_parser(

@@ -17,20 +17,30 @@ import contextlib
 import math
 import os
 import signal
-import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
+from quantmesh.cli.exit_codes import EXIT_FAILURE, EXIT_OK, print_error
 from quantmesh.config.problems import validation_problems
 from quantmesh.errors import ConfigError
+
+if TYPE_CHECKING:
+    from quantmesh.cli.options import Subparsers
 
 DEFAULT_PORT = 8765
 DEFAULT_MARKET = "ETH/USDT=2000"
 
 
+def register(subparsers: Subparsers) -> None:
+    add_arguments(
+        subparsers.add_parser("sim-exchange", help="run the exchange simulator (testing)")
+    )
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The flags of ``sim-exchange`` on ``parser``."""
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
     parser.add_argument("--port", type=_port, default=DEFAULT_PORT, help="0: any free port")
     parser.add_argument(
@@ -264,6 +274,6 @@ def run(args: argparse.Namespace) -> int:
     try:
         asyncio.run(_serve(args, keys))
     except OSError as exc:  # the port is taken, the state file is unusable
-        print(f"quantmesh: error: sim-exchange cannot start: {exc}", file=sys.stderr)
-        return 1
-    return 0
+        print_error(f"sim-exchange cannot start: {exc}")
+        return EXIT_FAILURE
+    return EXIT_OK

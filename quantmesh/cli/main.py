@@ -1,0 +1,67 @@
+"""``quantmesh``: the parser of every subcommand, and errors turned into exit codes."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Protocol
+
+from quantmesh import __version__
+from quantmesh.cli import check_config, db, run, sim_exchange, status
+from quantmesh.cli.exit_codes import EXIT_CONFIG, EXIT_FAILURE, print_error
+from quantmesh.errors import ConfigError, QuantMeshError
+
+if TYPE_CHECKING:
+    from quantmesh.cli.options import Subparsers
+
+
+class Command(Protocol):
+    """A subcommand module."""
+
+    def register(self, subparsers: Subparsers) -> None:
+        """Add the subcommand's parser to ``subparsers``."""
+        ...
+
+    def run(self, args: argparse.Namespace) -> int:
+        """Run the subcommand; returns its exit code."""
+        ...
+
+
+# By name, in the order ``--help`` lists them.
+COMMANDS: dict[str, Command] = {
+    "run": run,
+    "check-config": check_config,
+    "status": status,
+    "sim-exchange": sim_exchange,
+    "db": db,
+}
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="quantmesh", description="Grid-trading daemon.")
+    parser.add_argument("--version", action="version", version=f"quantmesh {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for command in COMMANDS.values():
+        command.register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.command != "run":
+        # Only the daemon logs; the other commands print their result and nothing else.
+        from quantmesh.observability.logging import configure_logging
+
+        configure_logging("error", "console")
+    try:
+        return COMMANDS[args.command].run(args)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        return EXIT_CONFIG
+    except QuantMeshError as exc:
+        print_error(str(exc))
+        return EXIT_FAILURE
+    except KeyboardInterrupt:
+        return EXIT_FAILURE

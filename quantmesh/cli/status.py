@@ -1,0 +1,85 @@
+"""``quantmesh status -c PATH``: per-symbol state from the database, as a plain table.
+
+The table has a header row, then one row per grid; with a fleet (``distributed_lock``
+enabled) it says which instance owns each symbol now, and the notes below it name the
+live instances. ``wiring`` reads the database and the fleet; this module shapes and
+prints what they hold.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+from collections.abc import Sequence
+from decimal import Decimal
+from typing import TYPE_CHECKING
+
+from quantmesh.cli.exit_codes import EXIT_OK
+from quantmesh.cli.options import add_config_option
+
+if TYPE_CHECKING:
+    from quantmesh.cli.options import Subparsers
+    from quantmesh.config import Settings
+
+
+def register(subparsers: Subparsers) -> None:
+    add_config_option(subparsers.add_parser("status", help="per-symbol state from the database"))
+
+
+def run(args: argparse.Namespace) -> int:
+    from quantmesh.config import load_settings
+
+    settings = load_settings(args.config)
+    from quantmesh.wiring import check_database_exists
+
+    check_database_exists(settings)
+    rows, notes = asyncio.run(read_status(settings))
+    print(format_status(rows), end="")
+    if len(rows) > 1:
+        for note in notes:
+            print(note)
+    return EXIT_OK
+
+
+async def read_status(settings: Settings) -> tuple[list[list[str]], list[str]]:
+    """The ``quantmesh status`` table (a header row, then one row per grid) and the notes
+    below it. With a fleet, the table says which instance owns each symbol now."""
+    from quantmesh.wiring import read_owners, read_summaries
+
+    summaries = await read_summaries(settings)
+    owners, notes = await read_owners(settings)
+    header = ["EXCHANGE", "SYMBOL", "LAST PRICE", "INVENTORY", "OPEN ORDERS", "ROUND TRIPS"]
+    header += ["REALIZED PNL"] + (["OWNER"] if owners is not None else [])
+    rows = [header]
+    for s in summaries:
+        row = [
+            s.exchange,
+            s.symbol,
+            _fmt(s.last_price),
+            _fmt(s.inventory),
+            str(s.open_orders),
+            str(s.round_trips),
+            _fmt(s.realized_pnl),
+        ]
+        if owners is not None:
+            row.append(owners.get(s.symbol, "-") if s.exchange == settings.exchange.name else "")
+        rows.append(row)
+    return rows, notes
+
+
+def format_status(rows: Sequence[Sequence[str]]) -> str:
+    """A plain text table; the first row is the header."""
+    if len(rows) <= 1:
+        return "no grid recorded yet: run `quantmesh run` first\n"
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = [
+        "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
+        for row in rows
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _fmt(value: Decimal | None) -> str:
+    if value is None:
+        return "-"
+    return f"{value.normalize():f}"
