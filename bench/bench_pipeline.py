@@ -43,7 +43,7 @@ from bench.probe import Probe, TimingExchange
 from bench.stats import RandomWalk, peak_rss_mb, percentile
 from quantmesh.app import Service
 from quantmesh.domain import MarketRules
-from quantmesh.exchange.simulated import SimMarket, SimulatedExchange
+from quantmesh.exchange.sim.simulated import SimMarket, SimulatedExchange
 from quantmesh.lock.nop import NopLock
 from quantmesh.observability.metrics import Metrics
 from quantmesh.storage.engine import create_engine_for

@@ -38,8 +38,8 @@ import structlog
 from prometheus_client import CollectorRegistry
 
 from quantmesh.domain import MarketRules, OrderRequest, OrderUpdate
-from quantmesh.exchange.ccxt_exchange import CcxtExchange, CcxtSettings
-from quantmesh.exchange.ccxt_streams import StreamSettings
+from quantmesh.exchange.ccxt.exchange import CcxtExchange, CcxtSettings
+from quantmesh.exchange.ccxt.streams import StreamSettings
 from quantmesh.grid.planner import CancelOrder, PlaceOrder
 from quantmesh.grid.state import GridSpec, GridState
 from quantmesh.lock.nop import NopLock

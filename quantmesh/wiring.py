@@ -17,7 +17,7 @@ from quantmesh.coordination.fleet import Fleet
 from quantmesh.endpoints import build_http
 from quantmesh.errors import LockError, StartupError
 from quantmesh.exchange.base import Exchange
-from quantmesh.exchange.sim_config import build_simulated
+from quantmesh.exchange.sim.markets import build_simulated
 from quantmesh.lock.base import DistributedLock
 from quantmesh.lock.connection import redis_client
 from quantmesh.lock.failover import FailoverLock
@@ -60,7 +60,7 @@ def build_exchange(settings: Settings) -> Exchange:
     if settings.exchange.name == "simulated":
         sim = settings.exchange.simulated
         return build_simulated(sim, sim.state_path)
-    from quantmesh.exchange.ccxt_client import build_ccxt_exchange  # ccxt imports slowly
+    from quantmesh.exchange.ccxt.client import build_ccxt_exchange  # ccxt imports slowly
 
     return build_ccxt_exchange(settings.exchange)
 

@@ -16,7 +16,7 @@ from quantmesh import app
 from quantmesh.app import REPEAT_WINDOW, Service, serve
 from quantmesh.coordination.coordinator import Claim
 from quantmesh.errors import Disconnected
-from quantmesh.exchange.simulated import SimMarket, SimulatedExchange
+from quantmesh.exchange.sim.simulated import SimMarket, SimulatedExchange
 from quantmesh.lock.nop import NopLock
 from quantmesh.observability.metrics import Metrics
 from quantmesh.trading.trader import Trader, TraderSettings

@@ -431,7 +431,7 @@ EXPIRY_WARNING = (
 def test_a_fleet_on_an_exchange_without_request_expiry_is_a_warning(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from quantmesh.exchange import ccxt_expiry
+    from quantmesh.exchange.ccxt import expiry as ccxt_expiry
 
     asked: list[str] = []
 

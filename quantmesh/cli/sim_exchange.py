@@ -233,9 +233,9 @@ def sim_settings(args: argparse.Namespace) -> Any:
 
 
 async def _serve(args: argparse.Namespace, keys: dict[str, str]) -> None:
-    from quantmesh.exchange.sim_config import build_simulated
-    from quantmesh.simserver.faults import Faults
-    from quantmesh.simserver.server import SimServer
+    from quantmesh.exchange.sim.markets import build_simulated
+    from quantmesh.exchange.sim.server.faults import Faults
+    from quantmesh.exchange.sim.server.server import SimServer
 
     settings = sim_settings(args)
     skew = clock_skew(args)

@@ -90,9 +90,9 @@ def config_warnings(settings: Settings) -> list[str]:
         )
     name = settings.exchange.name
     if settings.distributed_lock.enabled and name != "simulated":
-        from quantmesh.exchange import ccxt_expiry
+        from quantmesh.exchange.ccxt import expiry
 
-        if ccxt_expiry.expiry_mechanism(name) is None:
+        if expiry.expiry_mechanism(name) is None:
             warnings.append(
                 f"exchange.name: {name} requests carry no expiry the exchange enforces, "
                 "and with distributed_lock.enabled a symbol can move to another instance: "

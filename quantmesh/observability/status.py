@@ -64,7 +64,7 @@ def exchange_clock_status(offset: ClockOffset | None) -> dict[str, float] | None
     """The ``exchange_clock`` section: the exchange's clock against this host's as last
     measured (``offset_s`` positive: the exchange is ahead), or ``None`` before the first
     measurement and for an exchange sharing this process's clock (the simulated one).
-    Creates and cancels carry expiries computed from it (see ``ccxt_expiry``)."""
+    Creates and cancels carry expiries computed from it (see ``exchange/ccxt/expiry.py``)."""
     if offset is None:
         return None
     return {

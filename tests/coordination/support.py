@@ -20,7 +20,7 @@ from quantmesh.app import Service
 from quantmesh.config import parse_settings
 from quantmesh.coordination.allocation import Mode
 from quantmesh.coordination.coordinator import Coordinator
-from quantmesh.exchange.simulated import SimMarket, SimulatedExchange
+from quantmesh.exchange.sim.simulated import SimMarket, SimulatedExchange
 from quantmesh.lock.failover import FailoverLock
 from quantmesh.observability.metrics import Metrics
 from quantmesh.wiring import assemble, build_coordinator, build_failover_lock

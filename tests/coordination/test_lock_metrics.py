@@ -7,7 +7,7 @@ from decimal import Decimal
 
 import pytest
 
-from quantmesh.exchange.simulated import SimulatedExchange
+from quantmesh.exchange.sim.simulated import SimulatedExchange
 from tests.servers.redis import RedisServer
 from tests.trading.support import until
 

@@ -8,8 +8,8 @@ from typing import Any, ClassVar
 
 import ccxt.async_support as ccxt_async
 
-from quantmesh.exchange.ccxt_exchange import CcxtExchange, CcxtSettings
-from quantmesh.exchange.ccxt_streams import OrderLoop, StreamSettings
+from quantmesh.exchange.ccxt.exchange import CcxtExchange, CcxtSettings
+from quantmesh.exchange.ccxt.streams import OrderLoop, StreamSettings
 
 CID = "qm.0c04fe.B0.0"
 MARKET = {

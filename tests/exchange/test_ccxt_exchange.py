@@ -29,9 +29,9 @@ from quantmesh.errors import (
     RateLimited,
     RequestExpired,
 )
-from quantmesh.exchange.ccxt_client import create_client
-from quantmesh.exchange.ccxt_exchange import CcxtExchange, CcxtSettings
-from quantmesh.exchange.ccxt_streams import StreamSettings
+from quantmesh.exchange.ccxt.client import create_client
+from quantmesh.exchange.ccxt.exchange import CcxtExchange, CcxtSettings
+from quantmesh.exchange.ccxt.streams import StreamSettings
 from tests.simserver.support import (
     API_KEY,
     API_SECRET,

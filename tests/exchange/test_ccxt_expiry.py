@@ -18,8 +18,8 @@ import pytest
 import structlog
 
 from quantmesh.errors import InvalidOrder, RequestExpired
-from quantmesh.exchange.ccxt_errors import error_codes, outcome_unknown, translate
-from quantmesh.exchange.ccxt_expiry import (
+from quantmesh.exchange.ccxt.errors import error_codes, outcome_unknown, translate
+from quantmesh.exchange.ccxt.expiry import (
     ClockSample,
     ExchangeClock,
     ExpiryMargins,

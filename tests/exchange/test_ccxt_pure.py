@@ -21,8 +21,8 @@ from quantmesh.errors import (
     RateLimited,
 )
 from quantmesh.exchange.backoff import Backoff
-from quantmesh.exchange.ccxt_convert import market_rules, to_fill, to_order, to_tick
-from quantmesh.exchange.ccxt_errors import clean_message, outcome_unknown, retry_after, translate
+from quantmesh.exchange.ccxt.convert import market_rules, to_fill, to_order, to_tick
+from quantmesh.exchange.ccxt.errors import clean_message, outcome_unknown, retry_after, translate
 
 
 @pytest.mark.parametrize(
@@ -122,8 +122,8 @@ def test_backoff_doubles_with_jitter_up_to_its_cap() -> None:
 
 def test_the_ccxt_exchange_reports_price_health() -> None:
     from quantmesh.exchange.base import Exchange, PriceHealth
-    from quantmesh.exchange.ccxt_client import create_client
-    from quantmesh.exchange.ccxt_exchange import CcxtExchange
+    from quantmesh.exchange.ccxt.client import create_client
+    from quantmesh.exchange.ccxt.exchange import CcxtExchange
 
     exchange = CcxtExchange(create_client("binance"))
     assert isinstance(exchange, PriceHealth)
@@ -132,7 +132,7 @@ def test_the_ccxt_exchange_reports_price_health() -> None:
 
 
 def test_client_order_ids_fit_alphanumeric_exchanges_and_come_back() -> None:
-    from quantmesh.exchange.ccxt_ids import IdCodec
+    from quantmesh.exchange.ccxt.ids import IdCodec
     from quantmesh.trading.ids import client_order_id, parse_client_order_id
 
     okx, binance = IdCodec("okx"), IdCodec("binance")

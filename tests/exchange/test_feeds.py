@@ -11,7 +11,7 @@ import pytest
 
 from quantmesh.domain import Tick
 from quantmesh.errors import StartupError
-from quantmesh.exchange.feeds import (
+from quantmesh.exchange.sim.feeds import (
     CsvReplayFeed,
     FeedStep,
     RandomWalkFeed,

@@ -20,7 +20,7 @@ from quantmesh.errors import (
     OrderNotFound,
     OrderRejected,
 )
-from quantmesh.exchange.matching import Balance, MatchingEngine
+from quantmesh.exchange.sim.matching import Balance, MatchingEngine
 
 from .support import BTC, ETH, FakeClock
 

@@ -9,8 +9,8 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from quantmesh.domain import Order, OrderStatus
-from quantmesh.exchange.ccxt_ids import OrderIds
-from quantmesh.exchange.ccxt_streams import OrderLoop, StreamSettings
+from quantmesh.exchange.ccxt.ids import OrderIds
+from quantmesh.exchange.ccxt.streams import OrderLoop, StreamSettings
 
 ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:  # bench/ is a top-level package next to quantmesh/

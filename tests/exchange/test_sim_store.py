@@ -10,8 +10,8 @@ import pytest
 
 from quantmesh.domain import OrderRequest
 from quantmesh.errors import StartupError
-from quantmesh.exchange.matching import MatchingEngine
-from quantmesh.exchange.sim_store import SimStore
+from quantmesh.exchange.sim.matching import MatchingEngine
+from quantmesh.exchange.sim.store import SimStore
 
 from .support import ETH, FakeClock
 

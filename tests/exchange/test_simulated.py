@@ -23,10 +23,10 @@ from quantmesh.errors import (
     StartupError,
 )
 from quantmesh.exchange.base import Exchange
-from quantmesh.exchange.feeds import FeedStep, PriceFeed, random_walk
-from quantmesh.exchange.matching import Balance
-from quantmesh.exchange.sim_store import SimStore
-from quantmesh.exchange.simulated import SimMarket, SimulatedExchange
+from quantmesh.exchange.sim.feeds import FeedStep, PriceFeed, random_walk
+from quantmesh.exchange.sim.matching import Balance
+from quantmesh.exchange.sim.simulated import SimMarket, SimulatedExchange
+from quantmesh.exchange.sim.store import SimStore
 
 from .support import BTC, ETH
 

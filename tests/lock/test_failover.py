@@ -14,7 +14,7 @@ import structlog.testing
 
 from quantmesh.domain import Order
 from quantmesh.errors import LockUnavailable
-from quantmesh.exchange.simulated import SimulatedExchange
+from quantmesh.exchange.sim.simulated import SimulatedExchange
 from quantmesh.lock.base import Lease
 from quantmesh.lock.failover import FIRST_RETRY, FailoverLock, FallbackMode, lock_check
 from quantmesh.lock.hold import Held, hold

@@ -21,12 +21,12 @@ import aiohttp
 import ccxt
 import pytest
 
-from quantmesh.exchange.sim_config import build_simulated
-from quantmesh.simserver import binance as wire
-from quantmesh.simserver.clock import ServerClock
-from quantmesh.simserver.faults import FaultDice, Faults
-from quantmesh.simserver.rest import RestApi
-from quantmesh.simserver.streams import Streams
+from quantmesh.exchange.sim.markets import build_simulated
+from quantmesh.exchange.sim.server import binance as wire
+from quantmesh.exchange.sim.server.clock import ServerClock
+from quantmesh.exchange.sim.server.faults import FaultDice, Faults
+from quantmesh.exchange.sim.server.rest import RestApi
+from quantmesh.exchange.sim.server.streams import Streams
 from tests.cli_support import plain_lines, run_cli
 
 from .support import API_KEY, API_SECRET, SimProcess, binance_client, running_sim

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 from quantmesh.errors import InvalidOrder
-from quantmesh.simserver import binance as wire
-from quantmesh.simserver.binance import ApiError
-from quantmesh.simserver.faults import FaultDice, Faults
+from quantmesh.exchange.sim.server import binance as wire
+from quantmesh.exchange.sim.server.binance import ApiError
+from quantmesh.exchange.sim.server.faults import FaultDice, Faults
 
 
 def test_signature_over_query_and_body() -> None:

@@ -89,7 +89,7 @@ def test_only_group_and_other_bits_are_taken_off(tmp_path: Path) -> None:
 async def test_a_new_sqlite_database_and_the_simulators_state_are_owner_only(
     tmp_path: Path, umask: None
 ) -> None:
-    from quantmesh.exchange.sim_store import SimStore
+    from quantmesh.exchange.sim.store import SimStore
     from quantmesh.storage.engine import create_engine_for, to_sqlalchemy_url
     from quantmesh.storage.repository import SqlRepository
 

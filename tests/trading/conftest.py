@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from quantmesh.exchange.simulated import SimulatedExchange
+from quantmesh.exchange.sim.simulated import SimulatedExchange
 from quantmesh.storage.repository import SqlRepository
 
 from .support import make_exchange, make_repository

@@ -14,7 +14,7 @@ from typing import Any
 
 from quantmesh.domain import MarketRules, Order, OrderRequest, OrderUpdate
 from quantmesh.errors import Disconnected, LockError, LockUnavailable, RateLimited
-from quantmesh.exchange.simulated import SimMarket, SimulatedExchange
+from quantmesh.exchange.sim.simulated import SimMarket, SimulatedExchange
 from quantmesh.lock.base import Lease
 from quantmesh.lock.local import LocalLock
 from quantmesh.lock.metered import MeteredLock

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from quantmesh.domain import Order, OrderRequest, OrderUpdate
 from quantmesh.errors import RequestExpired
-from quantmesh.exchange.simulated import SimulatedExchange
+from quantmesh.exchange.sim.simulated import SimulatedExchange
 from quantmesh.lock.local import LocalLock
 from quantmesh.trading.ids import client_order_id, grid_tag
 

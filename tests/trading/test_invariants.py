@@ -12,7 +12,7 @@ from decimal import Decimal
 
 import pytest
 
-from quantmesh.exchange.simulated import SimulatedExchange
+from quantmesh.exchange.sim.simulated import SimulatedExchange
 from quantmesh.storage.base import TradeFilter
 from quantmesh.storage.repository import SqlRepository
 

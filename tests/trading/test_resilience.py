@@ -20,7 +20,7 @@ from quantmesh.errors import (
     OrderNotFound,
     StorageUnavailable,
 )
-from quantmesh.exchange.simulated import SimulatedExchange
+from quantmesh.exchange.sim.simulated import SimulatedExchange
 from quantmesh.lock.base import Lease
 from quantmesh.lock.nop import NopLock
 from quantmesh.observability.metrics import Metrics

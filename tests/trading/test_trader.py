@@ -11,7 +11,7 @@ import structlog.testing
 
 from quantmesh.domain import OrderRequest
 from quantmesh.errors import StartupError
-from quantmesh.exchange.simulated import SimulatedExchange
+from quantmesh.exchange.sim.simulated import SimulatedExchange
 from quantmesh.grid.state import GridShape
 from quantmesh.storage.base import TradeFilter
 from quantmesh.storage.repository import SqlRepository

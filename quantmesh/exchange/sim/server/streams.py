@@ -22,11 +22,11 @@ from aiohttp import WSMsgType, web
 
 from quantmesh.domain import compact_symbol
 from quantmesh.errors import Disconnected
-from quantmesh.exchange.simulated import SimulatedExchange
-from quantmesh.simserver import binance as wire
-from quantmesh.simserver.binance import ApiError, Json
-from quantmesh.simserver.faults import FaultDice
-from quantmesh.simserver.rest import RestApi, SignedCall
+from quantmesh.exchange.sim.server import binance as wire
+from quantmesh.exchange.sim.server.binance import ApiError, Json
+from quantmesh.exchange.sim.server.faults import FaultDice
+from quantmesh.exchange.sim.server.rest import RestApi, SignedCall
+from quantmesh.exchange.sim.simulated import SimulatedExchange
 
 log = structlog.get_logger(__name__)
 

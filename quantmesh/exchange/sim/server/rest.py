@@ -37,12 +37,12 @@ from quantmesh.errors import (
     MarketNotFound,
     OrderNotFound,
 )
-from quantmesh.exchange.matching import MatchingEngine
-from quantmesh.exchange.simulated import SimulatedExchange
-from quantmesh.simserver import binance as wire
-from quantmesh.simserver.binance import ApiError, Json
-from quantmesh.simserver.clock import ServerClock
-from quantmesh.simserver.faults import FaultDice
+from quantmesh.exchange.sim.matching import MatchingEngine
+from quantmesh.exchange.sim.server import binance as wire
+from quantmesh.exchange.sim.server.binance import ApiError, Json
+from quantmesh.exchange.sim.server.clock import ServerClock
+from quantmesh.exchange.sim.server.faults import FaultDice
+from quantmesh.exchange.sim.simulated import SimulatedExchange
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 from quantmesh.config.schema import SimulatedExchangeSettings
 from quantmesh.domain import MarketRules
-from quantmesh.exchange.feeds import FeedFactory, csv_replay, random_walk
-from quantmesh.exchange.simulated import SimMarket, SimulatedExchange
+from quantmesh.exchange.sim.feeds import FeedFactory, csv_replay, random_walk
+from quantmesh.exchange.sim.simulated import SimMarket, SimulatedExchange
 
 
 def sim_markets(settings: SimulatedExchangeSettings) -> dict[str, SimMarket]:

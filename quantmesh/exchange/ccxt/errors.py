@@ -7,7 +7,7 @@ carries the request signature) and are kept short; API keys never appear in them
 sends the key in a header).
 
 A request the exchange refused as expired (Binance ``-1021``/``-5028``, OKX ``50102``,
-Bybit ``10002``, see ``ccxt_expiry``) was certainly not executed: ``RequestExpired``,
+Bybit ``10002``, see ``expiry``) was certainly not executed: ``RequestExpired``,
 checked before ccxt's class (ccxt files these under ``BadRequest``, ``InvalidNonce`` or
 ``OperationFailed``), so it is never taken for an unknown outcome and looked up or retried.
 Our own errors raised inside a ccxt call (an expiry refused while signing) pass through.
@@ -35,7 +35,7 @@ from quantmesh.errors import (
     RateLimited,
     RequestExpired,
 )
-from quantmesh.exchange.ccxt_expiry import expiry_refusal
+from quantmesh.exchange.ccxt.expiry import expiry_refusal
 
 _QUERY = re.compile(r"\?\S*")
 _MAX_MESSAGE = 300

@@ -10,7 +10,7 @@ limit blocks every call until its ``Retry-After`` has passed: writes fail fast w
 retried with exponential backoff and jitter.
 
 Creates and cancels sent with an ``expires_at`` carry an expiry the exchange enforces
-(``ccxt_expiry``): the exchange's clock is measured at start and every
+(``expiry``): the exchange's clock is measured at start and every
 ``clock_interval`` seconds, and until it has been measured no such request is sent.
 Only our own orders (client ids with the QuantMesh prefix) are remembered, and only while
 open or recently closed (``OrderIds``).
@@ -43,11 +43,11 @@ from quantmesh.errors import (
 )
 from quantmesh.exchange.backoff import Backoff
 from quantmesh.exchange.base import ClockOffset
-from quantmesh.exchange.ccxt_convert import market_rules, to_fill, to_order
-from quantmesh.exchange.ccxt_errors import outcome_unknown, retry_after, translate
-from quantmesh.exchange.ccxt_expiry import ExchangeClock, ExpiryMargins, RequestExpiry
-from quantmesh.exchange.ccxt_ids import IdCodec, IdStyle, OrderIds
-from quantmesh.exchange.ccxt_streams import OrderLoop, PriceLoop, StreamSettings
+from quantmesh.exchange.ccxt.convert import market_rules, to_fill, to_order
+from quantmesh.exchange.ccxt.errors import outcome_unknown, retry_after, translate
+from quantmesh.exchange.ccxt.expiry import ExchangeClock, ExpiryMargins, RequestExpiry
+from quantmesh.exchange.ccxt.ids import IdCodec, IdStyle, OrderIds
+from quantmesh.exchange.ccxt.streams import OrderLoop, PriceLoop, StreamSettings
 from quantmesh.exchange.fanout import Subscription, end_all, publish
 from quantmesh.trading.ids import PREFIX as _OUR_PREFIX
 
@@ -67,7 +67,7 @@ class CcxtSettings:
     startup_retries: int = 5  # extra attempts of each call made at start
     verify_credentials: bool = True  # a private call at start, so bad keys stop the daemon
     client_order_id_param: str = "clientOrderId"  # ccxt's unified create/fetch/cancel param
-    client_order_id_style: IdStyle = "auto"  # see ccxt_ids
+    client_order_id_style: IdStyle = "auto"  # see ids
     tick_queue_size: int = 16
     clock_interval: float = 60.0  # seconds between measurements of the exchange's clock
     clock_samples: int = 3  # readings at start; the one with the shortest round trip is kept

@@ -7,8 +7,8 @@ from typing import Any
 
 from quantmesh.config.schema import ExchangeSettings
 from quantmesh.errors import AuthenticationFailed, StartupError
-from quantmesh.exchange.ccxt_exchange import CcxtExchange, CcxtSettings
-from quantmesh.exchange.ccxt_streams import StreamSettings
+from quantmesh.exchange.ccxt.exchange import CcxtExchange, CcxtSettings
+from quantmesh.exchange.ccxt.streams import StreamSettings
 
 
 def create_client(

@@ -25,9 +25,9 @@ from quantmesh.domain import Fill, MarketRules, Order, OrderRequest, OrderUpdate
 from quantmesh.errors import Disconnected, RequestExpired, StartupError
 from quantmesh.exchange.base import ClockOffset
 from quantmesh.exchange.fanout import Subscription
-from quantmesh.exchange.feeds import FeedFactory, PriceFeed, run_feed
-from quantmesh.exchange.matching import MatchingEngine
-from quantmesh.exchange.sim_store import SimStore
+from quantmesh.exchange.sim.feeds import FeedFactory, PriceFeed, run_feed
+from quantmesh.exchange.sim.matching import MatchingEngine
+from quantmesh.exchange.sim.store import SimStore
 
 log = structlog.get_logger(__name__)
 

@@ -18,8 +18,8 @@ import time
 from collections import Counter
 from collections.abc import Mapping
 
-from quantmesh.simserver import binance as wire
-from quantmesh.simserver.binance import ApiError
+from quantmesh.exchange.sim.server import binance as wire
+from quantmesh.exchange.sim.server.binance import ApiError
 
 EXPIRED = -1021  # the Binance code of a request outside its recvWindow
 

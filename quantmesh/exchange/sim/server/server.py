@@ -12,7 +12,7 @@ testing tool and listens on loopback by default.
 Times are wall-clock epoch seconds, the engine's clock: an order's ``created_at`` and
 ``closed_at``, a fill's ``ts`` and an action's ``t`` can be compared with each other. The
 server clock that answers ``/api/v3/time`` and checks request expiry is that clock plus
-the skew (``quantmesh.simserver.clock``).
+the skew (``quantmesh.exchange.sim.server.clock``).
 """
 
 from __future__ import annotations
@@ -24,11 +24,11 @@ import structlog
 from aiohttp import web
 
 from quantmesh.domain import Fill, Order
-from quantmesh.exchange.simulated import SimulatedExchange
-from quantmesh.simserver.clock import ServerClock
-from quantmesh.simserver.faults import FaultDice, Faults
-from quantmesh.simserver.rest import RestApi
-from quantmesh.simserver.streams import Streams
+from quantmesh.exchange.sim.server.clock import ServerClock
+from quantmesh.exchange.sim.server.faults import FaultDice, Faults
+from quantmesh.exchange.sim.server.rest import RestApi
+from quantmesh.exchange.sim.server.streams import Streams
+from quantmesh.exchange.sim.simulated import SimulatedExchange
 
 log = structlog.get_logger(__name__)
 

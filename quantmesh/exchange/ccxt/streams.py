@@ -28,8 +28,8 @@ from quantmesh.cancel import cancel_and_wait
 from quantmesh.domain import Fill, Order, OrderUpdate, Tick, fills_cover
 from quantmesh.errors import ExchangeError, OrderNotFound
 from quantmesh.exchange.backoff import Backoff
-from quantmesh.exchange.ccxt_convert import to_tick
-from quantmesh.exchange.ccxt_errors import clean_message
+from quantmesh.exchange.ccxt.convert import to_tick
+from quantmesh.exchange.ccxt.errors import clean_message
 
 log = structlog.get_logger(__name__)
 
