@@ -42,11 +42,11 @@ from quantmesh.exchange.ccxt.exchange import CcxtExchange, CcxtSettings
 from quantmesh.exchange.ccxt.streams import StreamSettings
 from quantmesh.grid.planner import CancelOrder, PlaceOrder
 from quantmesh.grid.state import GridSpec, GridState
+from quantmesh.lock.keys import LockKeys
 from quantmesh.lock.nop import NopLock
 from quantmesh.observability.metrics import Metrics
 from quantmesh.trading.book import OrderBook
 from quantmesh.trading.ids import client_order_id, grid_tag
-from quantmesh.trading.lockkeys import LockKeys
 from quantmesh.trading.sender import OrderSender
 
 __all__ = ["FakeCcxt", "measure_soak"]

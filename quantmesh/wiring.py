@@ -21,6 +21,7 @@ from quantmesh.exchange.sim.markets import build_simulated
 from quantmesh.lock.base import DistributedLock
 from quantmesh.lock.connection import redis_client
 from quantmesh.lock.failover import FailoverLock
+from quantmesh.lock.keys import Granularity, LockKeys
 from quantmesh.lock.metered import MeteredLock
 from quantmesh.lock.nop import NopLock
 from quantmesh.lock.redis import RedisClient, RedisLock
@@ -33,7 +34,6 @@ from quantmesh.storage.base import Repository, SymbolSummary
 from quantmesh.storage.buffer import BufferedRepository
 from quantmesh.storage.engine import create_engine_for, to_sqlalchemy_url
 from quantmesh.storage.repository import SqlRepository
-from quantmesh.trading.lockkeys import Granularity, LockKeys
 from quantmesh.trading.trader import Trader, TraderSettings
 
 log = structlog.get_logger(__name__)

@@ -49,8 +49,8 @@ from quantmesh.coordination.fleet import Fleet, OwnerRecord, Recorded
 from quantmesh.errors import InstanceIdInUse, LockError, LockLost, LockTimeout, LockUnavailable
 from quantmesh.lock.base import DistributedLock
 from quantmesh.lock.hold import Held, hold
+from quantmesh.lock.keys import LockKeys
 from quantmesh.observability.metrics import Metrics
-from quantmesh.trading.lockkeys import LockKeys
 
 log = structlog.get_logger(__name__)
 

@@ -1,1 +1,1 @@
-"""Locks: the ``DistributedLock`` protocol and its backends."""
+"""Locks: the ``DistributedLock`` protocol, its key scheme (``keys``) and its backends."""

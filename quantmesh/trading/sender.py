@@ -38,11 +38,11 @@ from quantmesh.errors import (
 from quantmesh.exchange.base import Exchange
 from quantmesh.grid.planner import CancelOrder, PlaceOrder
 from quantmesh.lock.base import DistributedLock, Lease
+from quantmesh.lock.keys import LockKeys
 from quantmesh.observability.metrics import Metrics
 from quantmesh.observability.throttle import WarningThrottle
 from quantmesh.trading.book import OrderBook
 from quantmesh.trading.ids import client_order_id
-from quantmesh.trading.lockkeys import LockKeys
 
 log = structlog.get_logger(__name__)
 

@@ -43,11 +43,11 @@ from quantmesh.grid.ledger import sell_progress
 from quantmesh.grid.planner import CancelOrder, OpenOrder, plan
 from quantmesh.grid.state import GridShape, GridSpec, GridState, Spacing
 from quantmesh.lock.base import DistributedLock
+from quantmesh.lock.keys import LockKeys
 from quantmesh.observability.metrics import Metrics
 from quantmesh.storage.base import Repository, TradeFilter
 from quantmesh.trading.book import Effect, OrderBook
 from quantmesh.trading.ids import client_order_id, grid_tag, parse_client_order_id
-from quantmesh.trading.lockkeys import LockKeys
 from quantmesh.trading.sender import OrderSender
 
 log = structlog.get_logger(__name__)

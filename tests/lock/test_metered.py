@@ -12,12 +12,12 @@ import pytest
 from quantmesh.errors import LockError, LockTimeout, LockUnavailable
 from quantmesh.lock.base import Lease
 from quantmesh.lock.failover import FailoverLock
+from quantmesh.lock.keys import LockKeys
 from quantmesh.lock.local import LocalLock
 from quantmesh.lock.metered import MeteredLock, Purpose, key_label
 from quantmesh.lock.nop import NopLock
 from quantmesh.lock.redis import RedisLock
 from quantmesh.observability.metrics import Metrics
-from quantmesh.trading.lockkeys import LockKeys
 from tests.servers.redis import RedisServer
 
 from .conftest import make_client

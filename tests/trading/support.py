@@ -16,13 +16,13 @@ from quantmesh.domain import MarketRules, Order, OrderRequest, OrderUpdate
 from quantmesh.errors import Disconnected, LockError, LockUnavailable, RateLimited
 from quantmesh.exchange.sim.simulated import SimMarket, SimulatedExchange
 from quantmesh.lock.base import Lease
+from quantmesh.lock.keys import LockKeys
 from quantmesh.lock.local import LocalLock
 from quantmesh.lock.metered import MeteredLock
 from quantmesh.lock.nop import NopLock
 from quantmesh.observability.metrics import Metrics
 from quantmesh.storage.engine import create_engine_for, to_sqlalchemy_url
 from quantmesh.storage.repository import SqlRepository
-from quantmesh.trading.lockkeys import LockKeys
 from quantmesh.trading.trader import Trader, TraderSettings
 
 SYMBOL = "ETH/USDT"

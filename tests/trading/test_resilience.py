@@ -22,12 +22,12 @@ from quantmesh.errors import (
 )
 from quantmesh.exchange.sim.simulated import SimulatedExchange
 from quantmesh.lock.base import Lease
+from quantmesh.lock.keys import LockKeys
 from quantmesh.lock.nop import NopLock
 from quantmesh.observability.metrics import Metrics
 from quantmesh.storage.base import TradeFilter
 from quantmesh.storage.repository import SqlRepository
 from quantmesh.trading.ids import client_order_id, grid_tag
-from quantmesh.trading.lockkeys import LockKeys
 from quantmesh.trading.trader import Trader
 
 from .support import (
