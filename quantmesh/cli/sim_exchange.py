@@ -1,7 +1,8 @@
 """``quantmesh sim-exchange``: the Binance-spot-compatible simulator as a command.
 
 A testing tool: it trades nothing real. Markets, balances and the fee come from a YAML
-file shaped like the ``exchange.simulated`` section of the daemon's config, from flags, or
+file shaped like the ``exchange.simulated`` section of the daemon's config (read as the
+daemon reads its own: a duplicate key is refused, ``${VAR}`` is expanded), from flags, or
 both (flags win). Faults are flags, and can be changed at run time through
 ``POST /_sim/faults``. The server clock's skew (``--clock-skew``, env
 ``QM_SIM_CLOCK_SKEW``, or ``clock_skew`` in the file; flag, then variable, then file) moves
@@ -20,10 +21,9 @@ import signal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import yaml
-
 from quantmesh.cli.exit_codes import EXIT_FAILURE, EXIT_OK, print_error
 from quantmesh.config.problems import validation_problems
+from quantmesh.config.source import load_mapping, read_config_file
 from quantmesh.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -167,16 +167,12 @@ def _pairs(values: list[str], flag: str) -> dict[str, str]:
 
 
 def _config_file(args: argparse.Namespace) -> dict[str, Any]:
-    """The mapping in ``--config`` (empty without one); ``ConfigError`` if unreadable."""
+    """The mapping in ``--config`` (empty without one), read as the daemon reads its
+    settings: duplicate keys refused, ``${VAR}`` expanded; ``ConfigError`` if unusable."""
     if args.config is None:
         return {}
-    try:
-        loaded = yaml.safe_load(args.config.read_text(encoding="utf-8")) or {}
-    except (OSError, yaml.YAMLError) as exc:
-        raise ConfigError([f"{args.config}: {exc}"]) from exc
-    if not isinstance(loaded, dict):
-        raise ConfigError([f"{args.config}: expected a mapping"])
-    return loaded
+    text = read_config_file(args.config)
+    return load_mapping(text, os.environ, str(args.config)) or {}
 
 
 def clock_skew(args: argparse.Namespace) -> float:

@@ -24,7 +24,7 @@ from pydantic import ValidationError
 from quantmesh.config.problems import validation_problems
 from quantmesh.config.render import render_settings
 from quantmesh.config.schema import Settings
-from quantmesh.config.source import interpolate, parse_yaml
+from quantmesh.config.source import load_mapping, read_config_file
 from quantmesh.errors import ConfigError
 
 __all__ = ["config_warnings", "load_settings", "parse_settings", "render_effective"]
@@ -42,17 +42,9 @@ def parse_settings(
 ) -> Settings:
     """Validate YAML text into Settings; raises ConfigError with every problem found."""
     environ: Mapping[str, str] = os.environ if env is None else env
-    data, problems = parse_yaml(text, source)
-    if problems:
-        raise ConfigError(problems)
+    data = load_mapping(text, environ, source)
     if data is None:
         raise ConfigError([f"{source}: the configuration is empty (trading.symbols is required)"])
-    if not isinstance(data, dict):
-        kind = "a list" if isinstance(data, list) else f"a single value ({data!r:.40})"
-        raise ConfigError([f"{source}: the top level must be a mapping of sections, not {kind}"])
-    data, problems = interpolate(data, environ)
-    if problems:
-        raise ConfigError(problems)
     _apply_env_defaults(data, environ)
     try:
         return Settings.model_validate(data)
@@ -62,15 +54,7 @@ def parse_settings(
 
 def load_settings(path: str | Path, env: Mapping[str, str] | None = None) -> Settings:
     """Read and validate a YAML config file; raises ConfigError."""
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError([f"{path}: config file not found"]) from None
-    except UnicodeDecodeError:
-        raise ConfigError([f"{path}: not UTF-8 text"]) from None
-    except OSError as exc:
-        raise ConfigError([f"{path}: cannot read config file: {exc.strerror or exc}"]) from None
-    return parse_settings(text, env, source=str(path))
+    return parse_settings(read_config_file(path), env, source=str(path))
 
 
 def render_effective(settings: Settings) -> str:

@@ -1,16 +1,21 @@
 """Reading the YAML text of a config: syntax, duplicate keys, ``${VAR}`` interpolation.
 
-Every function returns problems as lines starting with a YAML path (see ``format_path``)
-instead of raising, so one run reports everything wrong at once.
+The one reader of every YAML file QuantMesh takes: the daemon's settings and the
+``quantmesh sim-exchange`` file. ``read_config_file`` and ``load_mapping`` raise
+``ConfigError``; the steps below them return problems as lines starting with a YAML path
+(see ``format_path``) instead of raising, so one run reports everything wrong at once.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import yaml
+
+from quantmesh.errors import ConfigError
 
 Loc = tuple[str | int, ...]
 
@@ -127,3 +132,34 @@ def interpolate(data: Any, env: Mapping[str, str], loc: Loc = ()) -> tuple[Any, 
         return node
 
     return walk(data, loc), problems
+
+
+def read_config_file(path: str | Path) -> str:
+    """The text of a config file; ``ConfigError`` (one line) when it cannot be read."""
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError([f"{path}: config file not found"]) from None
+    except UnicodeDecodeError:
+        raise ConfigError([f"{path}: not UTF-8 text"]) from None
+    except OSError as exc:
+        raise ConfigError([f"{path}: cannot read config file: {exc.strerror or exc}"]) from None
+
+
+def load_mapping(text: str, env: Mapping[str, str], source: str) -> dict[str, Any] | None:
+    """The top-level mapping of a YAML document, ``${VAR}`` expanded from ``env``; ``None``
+    for an empty document. ``ConfigError`` with every problem: invalid YAML, a duplicate
+    key, a top level that is not a mapping, a variable that is not set."""
+    data, problems = parse_yaml(text, source)
+    if problems:
+        raise ConfigError(problems)
+    if data is None:
+        return None
+    if not isinstance(data, dict):
+        kind = "a list" if isinstance(data, list) else f"a single value ({data!r:.40})"
+        raise ConfigError([f"{source}: the top level must be a mapping of sections, not {kind}"])
+    data, problems = interpolate(data, env)
+    if problems:
+        raise ConfigError(problems)
+    mapping: dict[str, Any] = data
+    return mapping
