@@ -19,8 +19,9 @@ import pytest
 import yaml
 
 from tests.cli_support import Daemon, write_config
-from tests.servers.base import free_port, wait_until
+from tests.servers.base import wait_until
 from tests.simserver.support import SimProcess, duplicates, running_sim
+from tests.support import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 # Real-looking Binance credentials (64 characters each): they must never reach a log line.

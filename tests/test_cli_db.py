@@ -19,10 +19,10 @@ from quantmesh.storage.base import TradeFilter
 from quantmesh.storage.engine import DbType, create_engine_for
 from quantmesh.storage.repository import SqlRepository
 from tests.cli_support import CONFIG_NAME, changed, fast_config, plain_lines, run_cli, write_config
-from tests.servers.base import free_port
 from tests.servers.mariadb import MariaDBServer
 from tests.servers.postgres import PostgresServer
 from tests.storage.support import SYMBOL, fill, order, round_trip
+from tests.support import free_port
 
 PASSWORD = "db-s3cret-pw"
 

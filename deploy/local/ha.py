@@ -88,7 +88,8 @@ class Ports:
     @classmethod
     def choose(cls, base: int | None) -> Ports:
         """Consecutive ports from ``base`` (each checked free), or any free ones."""
-        from tests.servers.base import free_port, port_open
+        from tests.servers.base import port_open
+        from tests.support import free_port
 
         count = 3 + len(INSTANCES)
         if base is None:

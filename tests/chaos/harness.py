@@ -17,10 +17,10 @@ from typing import Any
 import yaml
 
 from tests.cli_support import Daemon, write_config
-from tests.servers.base import free_port
 from tests.servers.postgres import PostgresServer
 from tests.servers.proxy import TcpProxy
 from tests.servers.redis import RedisServer
+from tests.support import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 SYMBOLS = ("ETH/USDT", "BTC/USDT")

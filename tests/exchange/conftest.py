@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from .support import FakeClock
+from tests.support import FakeClock
 
 
 @pytest.fixture

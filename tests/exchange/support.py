@@ -1,4 +1,4 @@
-"""Values and fakes shared by the exchange tests."""
+"""Values shared by the exchange tests."""
 
 from __future__ import annotations
 
@@ -24,11 +24,3 @@ BTC = MarketRules(
     min_amount=Decimal("0.0001"),
     min_notional=Decimal(5),
 )
-
-
-class FakeClock:
-    def __init__(self, now: float = 1_700_000_000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now

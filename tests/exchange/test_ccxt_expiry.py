@@ -29,8 +29,7 @@ from quantmesh.exchange.ccxt.expiry import (
     preferred,
     wire_expiry,
 )
-
-from .support import FakeClock
+from tests.support import FakeClock
 
 MARGINS = ExpiryMargins(margin=0.020, drift_ppm=100.0, minimum=0.050, max_window=60.0)
 MONO0 = 5_000.0  # monotonic clock at the measurement

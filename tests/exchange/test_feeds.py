@@ -20,8 +20,9 @@ from quantmesh.exchange.sim.feeds import (
     round_to_tick,
     run_feed,
 )
+from tests.support import FakeClock
 
-from .support import ETH, FakeClock
+from .support import ETH
 
 D = Decimal
 

@@ -21,8 +21,9 @@ from quantmesh.errors import (
     OrderRejected,
 )
 from quantmesh.exchange.sim.matching import Balance, MatchingEngine
+from tests.support import FakeClock
 
-from .support import BTC, ETH, FakeClock
+from .support import BTC, ETH
 
 D = Decimal
 FEE = D("0.001")

@@ -12,8 +12,9 @@ from quantmesh.domain import OrderRequest
 from quantmesh.errors import StartupError
 from quantmesh.exchange.sim.matching import MatchingEngine
 from quantmesh.exchange.sim.store import SimStore
+from tests.support import FakeClock
 
-from .support import ETH, FakeClock
+from .support import ETH
 
 D = Decimal
 

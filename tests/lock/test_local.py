@@ -7,23 +7,12 @@ import pytest
 from quantmesh.errors import LockLost, LockTimeout
 from quantmesh.lock.base import wait_lock
 from quantmesh.lock.local import LocalLock
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-        self.wall = 1_800_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    async def sleep(self, seconds: float) -> None:
-        self.now += seconds
+from tests.support import FakeClock
 
 
 async def test_local_leases_exclude_expire_and_belong_to_their_holder() -> None:
-    clock = Clock()
-    lock = LocalLock(clock=clock, wall_clock=lambda: clock.wall)
+    clock, wall = FakeClock(1000.0), FakeClock(1_800_000_000.0)
+    lock = LocalLock(clock=clock, wall_clock=wall)
     first = await lock.try_lock("k", 5.0)
     assert first is not None and first.deadline == clock.now + 5
     assert await lock.try_lock("k", 5.0) is None
@@ -41,17 +30,17 @@ async def test_local_leases_exclude_expire_and_belong_to_their_holder() -> None:
 
 
 async def test_local_fences_follow_the_wall_clock_so_they_stay_above_redis_fences() -> None:
-    clock = Clock()
-    lock = LocalLock(clock=clock, wall_clock=lambda: clock.wall)
+    clock, wall = FakeClock(1000.0), FakeClock(1_800_000_000.0)
+    lock = LocalLock(clock=clock, wall_clock=wall)
     lease = await lock.try_lock("k", 5.0)
-    assert lease is not None and lease.fence == int(clock.wall * 1_000_000)
-    clock.wall -= 10  # the wall clock stepped back: fences still grow
+    assert lease is not None and lease.fence == int(wall.now * 1_000_000)
+    wall.now -= 10  # the wall clock stepped back: fences still grow
     again = await lock.try_lock("j", 5.0)
     assert again is not None and again.fence == lease.fence + 1
 
 
 async def test_wait_lock_retries_with_backoff_until_granted_or_timed_out() -> None:
-    clock = Clock()
+    clock = FakeClock(1000.0)
     lock = LocalLock(clock=clock)
     held = await lock.try_lock("k", 0.5)
     assert held is not None

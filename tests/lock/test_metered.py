@@ -19,20 +19,13 @@ from quantmesh.lock.nop import NopLock
 from quantmesh.lock.redis import RedisLock
 from quantmesh.observability.metrics import Metrics
 from tests.servers.redis import RedisServer
+from tests.support import FakeClock
 
 from .conftest import make_client
 
 KEYS = LockKeys("binance")
 LABEL = KEYS.label("ETH/USDT")  # order:binance:ETHUSDT
 LEVEL = KEYS.order_key("ETH/USDT", 17, Decimal(2017))
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def value(metrics: Metrics, name: str, **labels: str) -> float:
@@ -54,12 +47,12 @@ def held(metrics: Metrics, purpose: Purpose = "order") -> tuple[float, float]:
 
 
 @pytest.fixture
-def clock() -> Clock:
-    return Clock()
+def clock() -> FakeClock:
+    return FakeClock(100.0)
 
 
 @pytest.fixture
-def backend(clock: Clock) -> LocalLock:
+def backend(clock: FakeClock) -> LocalLock:
     return LocalLock(clock=clock)
 
 
@@ -78,7 +71,7 @@ def test_every_lock_key_of_a_symbol_has_the_senders_label() -> None:
 
 
 async def test_grants_conflicts_and_hold_time_are_recorded(
-    backend: LocalLock, clock: Clock
+    backend: LocalLock, clock: FakeClock
 ) -> None:
     metrics = Metrics()
     locker = MeteredLock(backend, metrics=metrics, purpose="order", clock=clock)
@@ -99,7 +92,7 @@ async def test_grants_conflicts_and_hold_time_are_recorded(
 
 
 async def test_a_lock_that_times_out_waiting_is_a_conflict(
-    backend: LocalLock, clock: Clock
+    backend: LocalLock, clock: FakeClock
 ) -> None:
     metrics = Metrics()
     locker = MeteredLock(backend, metrics=metrics, purpose="ownership", clock=clock)
@@ -173,7 +166,7 @@ async def test_a_lease_held_with_renewals_is_observed_once_from_grant_to_release
 
 
 async def test_a_lost_lease_is_observed_when_its_extension_is_refused(
-    backend: LocalLock, clock: Clock
+    backend: LocalLock, clock: FakeClock
 ) -> None:
     metrics = Metrics()
     locker = MeteredLock(backend, metrics=metrics, purpose="ownership", clock=clock)
@@ -193,7 +186,7 @@ async def test_a_lost_lease_is_observed_when_its_extension_is_refused(
     assert held(metrics, "ownership") == (1, 2.0)
 
 
-async def test_leases_sharing_a_token_are_told_apart_by_their_fence(clock: Clock) -> None:
+async def test_leases_sharing_a_token_are_told_apart_by_their_fence(clock: FakeClock) -> None:
     """NopLock hands every lease the same token."""
     metrics = Metrics()
     locker = MeteredLock(NopLock(), metrics=metrics, purpose="order", clock=clock)
@@ -208,7 +201,7 @@ async def test_leases_sharing_a_token_are_told_apart_by_their_fence(clock: Clock
 
 
 async def test_leases_dropped_past_their_deadline_are_swept(
-    backend: LocalLock, clock: Clock
+    backend: LocalLock, clock: FakeClock
 ) -> None:
     locker = MeteredLock(backend, metrics=Metrics(), purpose="order", clock=clock)
     for level in range(10_000):

@@ -9,14 +9,7 @@ import structlog
 from structlog.testing import capture_logs
 
 from quantmesh.observability.throttle import WarningThrottle
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
+from tests.support import FakeClock
 
 
 class Recorder:
@@ -30,7 +23,7 @@ class Recorder:
 
 
 def test_a_storm_is_one_line_per_interval_with_the_count_held_back() -> None:
-    clock = Clock()
+    clock = FakeClock(1000.0)
     throttle = WarningThrottle(10.0, clock=clock)
     out = Recorder()
     logged = []
@@ -49,7 +42,7 @@ def test_a_storm_is_one_line_per_interval_with_the_count_held_back() -> None:
 
 
 def test_keys_and_events_are_throttled_apart() -> None:
-    clock = Clock()
+    clock = FakeClock(1000.0)
     throttle = WarningThrottle(5.0, clock=clock)
     out = Recorder()
     for symbol in ("ETHUSDT", "BTCUSDT", "ETHUSDT", "BTCUSDT"):
@@ -68,7 +61,7 @@ def test_keys_and_events_are_throttled_apart() -> None:
 
 
 def test_after_a_drain_the_next_warning_goes_out_at_once() -> None:
-    clock = Clock()
+    clock = FakeClock(1000.0)
     throttle = WarningThrottle(10.0, clock=clock)
     assert throttle.admit("lock_unavailable", "ETHUSDT") == 0
     assert throttle.admit("lock_unavailable", "ETHUSDT") is None
@@ -78,7 +71,7 @@ def test_after_a_drain_the_next_warning_goes_out_at_once() -> None:
 
 
 def test_an_interval_of_zero_logs_everything() -> None:
-    throttle = WarningThrottle(0.0, clock=Clock())
+    throttle = WarningThrottle(0.0, clock=FakeClock(1000.0))
     assert [throttle.admit("e", "k") for _ in range(3)] == [0, 0, 0]
 
 
@@ -88,7 +81,7 @@ def test_a_negative_interval_is_refused() -> None:
 
 
 def test_it_logs_through_structlog() -> None:
-    throttle = WarningThrottle(10.0, clock=Clock())
+    throttle = WarningThrottle(10.0, clock=FakeClock(1000.0))
     log = structlog.get_logger("test")
     with capture_logs() as logs:
         for _ in range(3):
@@ -99,7 +92,7 @@ def test_it_logs_through_structlog() -> None:
 
 
 def test_idle_keys_are_swept_but_counts_held_back_are_kept() -> None:
-    clock = Clock()
+    clock = FakeClock(1000.0)
     throttle = WarningThrottle(1.0, clock=clock)
     throttle.admit("e", "busy")
     throttle.admit("e", "busy")  # one held back

@@ -16,6 +16,8 @@ from typing import IO, Self
 
 import pytest
 
+from tests.support import free_port
+
 
 def require_binary(name: str, *candidates: str) -> str:
     """The path of ``name`` (searched on PATH, then at ``candidates``).
@@ -32,14 +34,6 @@ def require_binary(name: str, *candidates: str) -> str:
     if os.environ.get("CI"):
         pytest.fail(f"{reason}; CI must install it (.ci/run)", pytrace=False)
     pytest.skip(reason)
-
-
-def free_port() -> int:
-    """A TCP port nothing listens on at the moment of asking."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def port_open(host: str, port: int) -> bool:

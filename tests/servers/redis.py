@@ -17,12 +17,12 @@ from typing import Self
 from tests.servers.base import (
     ManagedServer,
     ServerProcess,
-    free_port,
     port_open,
     require_binary,
     wait_for_port,
     wait_until,
 )
+from tests.support import free_port
 
 REDIS_PATHS = ("/usr/bin/redis-server", "/usr/local/bin/redis-server")
 CLI_PATHS = ("/usr/bin/redis-cli", "/usr/local/bin/redis-cli")

@@ -11,7 +11,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from tests.servers.base import ServerProcess, free_port, wait_for_port
+from tests.servers.base import ServerProcess, wait_for_port
+from tests.support import free_port
 
 API_KEY = "sim-test-key"
 API_SECRET = "sim-test-secret"

@@ -20,8 +20,7 @@ from quantmesh.storage.engine import DbType, create_engine_for
 from quantmesh.storage.repository import SqlRepository
 from tests.servers.mariadb import MariaDBServer
 from tests.servers.postgres import PostgresServer
-
-from .support import FakeClock
+from tests.support import FakeClock
 
 BACKENDS = ["sqlite", "postgres", "mysql"]
 SERVER_BACKENDS = ["postgres", "mysql"]

@@ -13,16 +13,6 @@ from quantmesh.grid.state import RoundTrip
 SYMBOL = "ETH/USDT"
 
 
-class FakeClock:
-    """A clock that only moves when told to."""
-
-    def __init__(self, now: float = 1_700_000_000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-
 def order(
     client_order_id: str = "c1",
     *,

@@ -42,9 +42,10 @@ from quantmesh.storage.repository import SqlRepository
 from tests.servers.mariadb import MariaDBServer
 from tests.servers.postgres import PostgresServer
 from tests.servers.proxy import TcpProxy
+from tests.support import FakeClock
 
 from .conftest import BACKENDS, SERVER_BACKENDS, Backend, fresh_backend
-from .support import SYMBOL, FakeClock, fill, order, round_trip
+from .support import SYMBOL, fill, order, round_trip
 
 COUNT = 1200
 WAIT = 20.0

@@ -37,8 +37,9 @@ from quantmesh.storage.journal import Journal
 from quantmesh.storage.records import Record, encode
 from quantmesh.storage.repository import SqlRepository
 from tests.servers.postgres import PostgresServer
+from tests.support import FakeClock
 
-from .support import FakeClock, fill, order
+from .support import fill, order
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -4,7 +4,6 @@ from other outages, on the driver errors themselves and on real servers."""
 from __future__ import annotations
 
 import asyncio
-import socket
 import sqlite3
 from collections.abc import Callable
 
@@ -19,6 +18,7 @@ from quantmesh.observability.metrics import Metrics
 from quantmesh.storage.db_errors import error_kind, map_db_error
 from quantmesh.storage.engine import create_engine_for
 from quantmesh.storage.runner import runner_for
+from tests.support import free_port
 
 from .conftest import Backend
 
@@ -200,13 +200,6 @@ def noop(conn: Connection) -> None:
     conn.execute(text("SELECT 1"))
 
 
-def closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port
-
-
 URLS: dict[str, Callable[[int], str]] = {
     "postgres": lambda port: f"postgresql://q@127.0.0.1:{port}/q",
     "mysql": lambda port: f"mysql://q@127.0.0.1:{port}/q",
@@ -215,7 +208,7 @@ URLS: dict[str, Callable[[int], str]] = {
 
 @pytest.mark.parametrize("db_type", ["postgres", "mysql"])
 async def test_a_refused_connection_is_unavailable_not_a_timeout(db_type: str) -> None:
-    backend = Backend(db_type, URLS[db_type](closed_port()))  # type: ignore[arg-type]
+    backend = Backend(db_type, URLS[db_type](free_port()))  # type: ignore[arg-type]
     error = await failure(backend, ["SELECT 1"])
     assert isinstance(error, StorageUnavailable)
     assert error_kind(error) == "unavailable", error

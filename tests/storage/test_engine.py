@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
 import sqlite3
 import threading
 from collections.abc import Iterator
@@ -30,6 +29,7 @@ from quantmesh.storage.engine import (
     upsert,
 )
 from quantmesh.storage.repository import SqlRepository
+from tests.support import free_port
 
 from .conftest import Backend
 from .support import postgres_dialect
@@ -43,13 +43,6 @@ def sqlite_engine(tmp_path: Path) -> Iterator[Engine]:
     assert isinstance(engine, Engine)  # SQLite runs synchronously, on the repository's thread
     yield engine
     engine.dispose()
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port
 
 
 # --- urls ---------------------------------------------------------------------------------

@@ -11,9 +11,10 @@ from quantmesh.errors import StorageError
 from quantmesh.grid.state import GridShape, GridState, LevelState
 from quantmesh.storage.base import Repository, SymbolSummary, TradeFilter
 from quantmesh.storage.repository import SqlRepository
+from tests.support import FakeClock
 
 from .conftest import RepoFactory
-from .support import SYMBOL, FakeClock, fill, order, round_trip
+from .support import SYMBOL, fill, order, round_trip
 
 BIG = "123456789012345678.123456789012345678"  # 36 digits, 18 of them decimals
 
