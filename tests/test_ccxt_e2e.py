@@ -18,9 +18,9 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.cli_support import Daemon, write_config
+from tests.cli.support import Daemon, write_config
+from tests.exchange.sim.server.support import SimProcess, duplicates, running_sim
 from tests.servers.base import wait_until
-from tests.simserver.support import SimProcess, duplicates, running_sim
 from tests.support import free_port
 
 ROOT = Path(__file__).resolve().parent.parent

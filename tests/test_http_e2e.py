@@ -11,7 +11,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from tests.cli_support import Daemon, changed, fast_config, write_config
+from tests.cli.support import Daemon, changed, fast_config, write_config
 from tests.servers.base import require_binary
 
 

@@ -34,11 +34,11 @@ from unittest import mock
 import pytest
 import yaml
 
-from tests.cli_support import clean_env, parse_event
+from tests.cli.support import clean_env, parse_event
+from tests.exchange.sim.server.support import duplicates
 from tests.servers.base import port_open, require_binary, wait_until
 from tests.servers.postgres import PG_BIN_DIRS
 from tests.servers.redis import cli_binary, redis_binary
-from tests.simserver.support import duplicates
 
 ROOT = Path(__file__).resolve().parent.parent
 HA = ROOT / "deploy" / "local" / "ha.py"

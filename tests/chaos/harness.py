@@ -16,7 +16,7 @@ from typing import Any
 
 import yaml
 
-from tests.cli_support import Daemon, write_config
+from tests.cli.support import Daemon, write_config
 from tests.servers.postgres import PostgresServer
 from tests.servers.proxy import TcpProxy
 from tests.servers.redis import RedisServer

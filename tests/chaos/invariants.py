@@ -1,7 +1,7 @@
 """Safety invariants of a multi-instance run, checked from the simulator's own records.
 
 Pure functions, no I/O: the caller fetches the records (``SimProcess.orders()``,
-``.actions()``, ``.trades()`` in ``tests/simserver/support.py``) and the daemons' stored
+``.actions()``, ``.trades()`` in ``tests/exchange/sim/server/support.py``) and the daemons' stored
 trade ids, and passes them in. The records are the simulator's JSON:
 
 orders (``GET /_sim/orders``)

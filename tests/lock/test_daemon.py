@@ -6,7 +6,7 @@ import signal
 import time
 from pathlib import Path
 
-from tests.cli_support import Daemon, changed, fast_config, sim_orders, write_config
+from tests.cli.support import Daemon, changed, fast_config, sim_orders, write_config
 from tests.servers.redis import RedisServer
 
 PASSWORD = "daemon-pw-91c2"

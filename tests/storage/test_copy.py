@@ -1,7 +1,7 @@
 """``copy_database`` keeps every column as it is, ``trades.level_applied`` included.
 
 SQLite -> PostgreSQL -> MariaDB on the session's servers (the CLI around it is tested in
-``tests/test_cli_db.py``).
+``tests/cli/test_db.py``).
 """
 
 from __future__ import annotations

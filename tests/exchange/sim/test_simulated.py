@@ -27,8 +27,7 @@ from quantmesh.exchange.sim.feeds import FeedStep, PriceFeed, random_walk
 from quantmesh.exchange.sim.matching import Balance
 from quantmesh.exchange.sim.simulated import SimMarket, SimulatedExchange
 from quantmesh.exchange.sim.store import SimStore
-
-from .support import BTC, ETH
+from tests.exchange.support import BTC, ETH
 
 D = Decimal
 TIMEOUT = 5.0

@@ -32,7 +32,7 @@ from quantmesh.errors import (
 from quantmesh.exchange.ccxt.client import create_client
 from quantmesh.exchange.ccxt.exchange import CcxtExchange, CcxtSettings
 from quantmesh.exchange.ccxt.streams import StreamSettings
-from tests.simserver.support import (
+from tests.exchange.sim.server.support import (
     API_KEY,
     API_SECRET,
     BINANCE_OPTIONS,

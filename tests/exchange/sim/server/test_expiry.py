@@ -27,7 +27,7 @@ from quantmesh.exchange.sim.server.clock import ServerClock
 from quantmesh.exchange.sim.server.faults import FaultDice, Faults
 from quantmesh.exchange.sim.server.rest import RestApi
 from quantmesh.exchange.sim.server.streams import Streams
-from tests.cli_support import plain_lines, run_cli
+from tests.cli.support import plain_lines, run_cli
 
 from .support import API_KEY, API_SECRET, SimProcess, binance_client, running_sim
 

@@ -18,7 +18,7 @@ from quantmesh.grid.state import LevelState
 from quantmesh.storage.base import TradeFilter
 from quantmesh.storage.engine import DbType, create_engine_for
 from quantmesh.storage.repository import SqlRepository
-from tests.cli_support import CONFIG_NAME, changed, fast_config, plain_lines, run_cli, write_config
+from tests.cli.support import CONFIG_NAME, changed, fast_config, plain_lines, run_cli, write_config
 from tests.servers.mariadb import MariaDBServer
 from tests.servers.postgres import PostgresServer
 from tests.storage.support import SYMBOL, fill, order, round_trip
@@ -183,7 +183,7 @@ def test_a_database_that_cannot_be_used_at_start_is_one_clear_line(
 def test_the_daemon_trades_on_through_a_database_outage_and_loses_no_fill(
     tmp_path: Path,
 ) -> None:
-    from tests.cli_support import Daemon
+    from tests.cli.support import Daemon
 
     with PostgresServer() as pg:
         pg.create_database("qm")

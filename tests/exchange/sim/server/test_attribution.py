@@ -16,7 +16,7 @@ import ccxt
 import pytest
 
 from quantmesh.exchange.sim.server import binance as wire
-from tests.cli_support import plain_lines, run_cli
+from tests.cli.support import plain_lines, run_cli
 
 from .support import API_KEY, API_SECRET, EXTRA_KEYS, SimProcess, binance_client, running_sim
 

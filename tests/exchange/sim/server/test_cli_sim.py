@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from quantmesh.cli.sim_exchange import add_arguments, clock_skew, sim_settings
-from tests.cli_support import plain_lines, run_cli
+from tests.cli.support import plain_lines, run_cli
 
 from .support import SimProcess
 

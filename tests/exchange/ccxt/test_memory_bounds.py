@@ -12,7 +12,7 @@ from quantmesh.domain import Order, OrderStatus
 from quantmesh.exchange.ccxt.ids import OrderIds
 from quantmesh.exchange.ccxt.streams import OrderLoop, StreamSettings
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 if str(ROOT) not in sys.path:  # bench/ is a top-level package next to quantmesh/
     sys.path.insert(0, str(ROOT))
 

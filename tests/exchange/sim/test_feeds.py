@@ -20,9 +20,8 @@ from quantmesh.exchange.sim.feeds import (
     round_to_tick,
     run_feed,
 )
+from tests.exchange.support import ETH
 from tests.support import FakeClock
-
-from .support import ETH
 
 D = Decimal
 

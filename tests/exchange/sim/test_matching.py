@@ -21,9 +21,8 @@ from quantmesh.errors import (
     OrderRejected,
 )
 from quantmesh.exchange.sim.matching import Balance, MatchingEngine
+from tests.exchange.support import BTC, ETH
 from tests.support import FakeClock
-
-from .support import BTC, ETH
 
 D = Decimal
 FEE = D("0.001")

@@ -20,7 +20,7 @@ import yaml
 
 import quantmesh
 
-from .cli_support import (
+from .support import (
     CONFIG_NAME,
     DELETE,
     SYMBOL,

@@ -12,9 +12,8 @@ from quantmesh.domain import OrderRequest
 from quantmesh.errors import StartupError
 from quantmesh.exchange.sim.matching import MatchingEngine
 from quantmesh.exchange.sim.store import SimStore
+from tests.exchange.support import ETH
 from tests.support import FakeClock
-
-from .support import ETH
 
 D = Decimal
 
