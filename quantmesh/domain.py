@@ -122,3 +122,15 @@ def fills_cover(order: Order, fills: Sequence[Fill]) -> bool:
     """
     total = sum((f.amount for f in fills), Decimal(0))
     return total >= order.filled * (1 - FILL_TOLERANCE)
+
+
+@dataclass(frozen=True, slots=True)
+class ClockOffset:
+    """The exchange's clock against this host's, as last measured."""
+
+    offset: float
+    """Seconds the exchange's clock is ahead of this host's wall clock (negative: behind)."""
+    uncertainty: float
+    """How far ``offset`` may be off: half the round trip of the measurement, in seconds."""
+    measured_at: float
+    """When it was measured (epoch seconds)."""

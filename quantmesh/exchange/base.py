@@ -3,22 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
-from quantmesh.domain import Fill, MarketRules, Order, OrderRequest, OrderUpdate, Tick
-
-
-@dataclass(frozen=True, slots=True)
-class ClockOffset:
-    """The exchange's clock against this host's, as last measured."""
-
-    offset: float
-    """Seconds the exchange's clock is ahead of this host's wall clock (negative: behind)."""
-    uncertainty: float
-    """How far ``offset`` may be off: half the round trip of the measurement, in seconds."""
-    measured_at: float
-    """When it was measured (epoch seconds)."""
+from quantmesh.domain import (
+    ClockOffset,
+    Fill,
+    MarketRules,
+    Order,
+    OrderRequest,
+    OrderUpdate,
+    Tick,
+)
 
 
 class Exchange(Protocol):

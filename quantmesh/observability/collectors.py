@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from quantmesh.exchange.base import ClockOffset
+from quantmesh.domain import ClockOffset
 from quantmesh.observability.metrics import Metrics
 from quantmesh.observability.status import TraderView
 

@@ -6,8 +6,7 @@ from collections.abc import Callable, Mapping, Sequence
 from decimal import Decimal
 from typing import Any, Protocol
 
-from quantmesh.domain import Tick
-from quantmesh.exchange.base import ClockOffset
+from quantmesh.domain import ClockOffset, Tick
 from quantmesh.observability.health import Check
 
 

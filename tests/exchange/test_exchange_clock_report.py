@@ -7,7 +7,7 @@ import math
 
 from prometheus_client import CollectorRegistry
 
-from quantmesh.exchange.base import ClockOffset
+from quantmesh.domain import ClockOffset
 from quantmesh.observability.collectors import bind_exchange_clock
 from quantmesh.observability.metrics import Metrics
 from quantmesh.observability.status import exchange_clock_status, service_status

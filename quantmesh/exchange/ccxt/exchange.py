@@ -30,7 +30,7 @@ import ccxt
 import structlog
 
 from quantmesh.cancel import cancel_and_wait
-from quantmesh.domain import Fill, MarketRules, Order, OrderRequest, OrderUpdate, Tick
+from quantmesh.domain import ClockOffset, Fill, MarketRules, Order, OrderRequest, OrderUpdate, Tick
 from quantmesh.errors import (
     AuthenticationFailed,
     Disconnected,
@@ -42,7 +42,6 @@ from quantmesh.errors import (
     StartupError,
 )
 from quantmesh.exchange.backoff import Backoff
-from quantmesh.exchange.base import ClockOffset
 from quantmesh.exchange.ccxt.convert import market_rules, to_fill, to_order
 from quantmesh.exchange.ccxt.errors import outcome_unknown, retry_after, translate
 from quantmesh.exchange.ccxt.expiry import ExchangeClock, ExpiryMargins, RequestExpiry

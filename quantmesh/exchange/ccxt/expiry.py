@@ -40,8 +40,8 @@ from typing import Any
 import ccxt
 import structlog
 
+from quantmesh.domain import ClockOffset
 from quantmesh.errors import RequestExpired
-from quantmesh.exchange.base import ClockOffset
 
 log = structlog.get_logger(__name__)
 

@@ -21,9 +21,8 @@ from weakref import WeakSet
 
 import structlog
 
-from quantmesh.domain import Fill, MarketRules, Order, OrderRequest, OrderUpdate, Tick
+from quantmesh.domain import ClockOffset, Fill, MarketRules, Order, OrderRequest, OrderUpdate, Tick
 from quantmesh.errors import Disconnected, RequestExpired, StartupError
-from quantmesh.exchange.base import ClockOffset
 from quantmesh.exchange.fanout import Subscription
 from quantmesh.exchange.sim.feeds import FeedFactory, PriceFeed, run_feed
 from quantmesh.exchange.sim.matching import MatchingEngine
