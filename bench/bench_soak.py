@@ -40,13 +40,13 @@ from prometheus_client import CollectorRegistry
 from quantmesh.domain import MarketRules, OrderRequest, OrderUpdate
 from quantmesh.exchange.ccxt.exchange import CcxtExchange, CcxtSettings
 from quantmesh.exchange.ccxt.streams import StreamSettings
+from quantmesh.grid.ids import client_order_id, grid_tag
 from quantmesh.grid.planner import CancelOrder, PlaceOrder
 from quantmesh.grid.state import GridSpec, GridState
 from quantmesh.lock.keys import LockKeys
 from quantmesh.lock.nop import NopLock
 from quantmesh.observability.metrics import Metrics
 from quantmesh.trading.book import OrderBook
-from quantmesh.trading.ids import client_order_id, grid_tag
 from quantmesh.trading.sender import OrderSender
 
 __all__ = ["FakeCcxt", "measure_soak"]

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 
 from quantmesh.domain import Fill, MarketRules, Order, OrderRequest, OrderUpdate
+from quantmesh.grid.ids import parse_client_order_id
 from quantmesh.grid.ledger import (
     SellProgress,
     apply_buy_fill,
@@ -22,7 +23,6 @@ from quantmesh.grid.ledger import (
 )
 from quantmesh.grid.planner import OpenOrder
 from quantmesh.grid.state import GridSpec, GridState, LevelState, RoundTrip
-from quantmesh.trading.ids import parse_client_order_id
 
 _SEEN_FILLS = 10_000  # trade ids remembered to drop a repeated fill without a query
 

@@ -36,13 +36,13 @@ from quantmesh.errors import (
     RequestExpired,
 )
 from quantmesh.exchange.base import Exchange
+from quantmesh.grid.ids import client_order_id
 from quantmesh.grid.planner import CancelOrder, PlaceOrder
 from quantmesh.lock.base import DistributedLock, Lease
 from quantmesh.lock.keys import LockKeys
 from quantmesh.observability.metrics import Metrics
 from quantmesh.observability.throttle import WarningThrottle
 from quantmesh.trading.book import OrderBook
-from quantmesh.trading.ids import client_order_id
 
 log = structlog.get_logger(__name__)
 

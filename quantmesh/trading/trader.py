@@ -39,6 +39,7 @@ from quantmesh.errors import (
     StorageUnavailable,
 )
 from quantmesh.exchange.base import Exchange, PriceHealth
+from quantmesh.grid.ids import client_order_id, grid_tag, parse_client_order_id
 from quantmesh.grid.ledger import sell_progress
 from quantmesh.grid.planner import CancelOrder, OpenOrder, plan
 from quantmesh.grid.state import GridShape, GridSpec, GridState, Spacing
@@ -47,7 +48,6 @@ from quantmesh.lock.keys import LockKeys
 from quantmesh.observability.metrics import Metrics
 from quantmesh.storage.base import Repository, TradeFilter
 from quantmesh.trading.book import Effect, OrderBook
-from quantmesh.trading.ids import client_order_id, grid_tag, parse_client_order_id
 from quantmesh.trading.sender import OrderSender
 
 log = structlog.get_logger(__name__)

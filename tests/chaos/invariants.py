@@ -18,7 +18,7 @@ trades (``GET /_sim/trades``)
 
 Times are the simulator's wall clock (epoch seconds), the same for all three.
 
-Client order ids (``quantmesh.trading.ids``): ``qm.<tag>.<B|S><level>.<cycle>``. A buy on
+Client order ids (``quantmesh.grid.ids``): ``qm.<tag>.<B|S><level>.<cycle>``. A buy on
 level ``i`` is placed with the level's cycle ``c`` (``B<i>.<c>``); when it closes having
 bought something the level's cycle becomes ``c + 1`` (``ledger.close_buy``), so the sell of
 that inventory is ``S<i>.<c+1>``: it carries the level of the buy it sells (it sits on level
@@ -37,7 +37,7 @@ from decimal import Decimal
 from itertools import pairwise
 from typing import Any
 
-from quantmesh.trading.ids import parse_client_order_id
+from quantmesh.grid.ids import parse_client_order_id
 
 Record = Mapping[str, Any]
 

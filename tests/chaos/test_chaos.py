@@ -33,7 +33,7 @@ from typing import Any
 
 import pytest
 
-from quantmesh.trading.ids import parse_client_order_id
+from quantmesh.grid.ids import parse_client_order_id
 from tests.exchange.sim.server.support import EXTRA_KEYS, SimProcess, write_sim_config
 from tests.servers.postgres import PostgresServer
 from tests.servers.redis import RedisServer

@@ -5,9 +5,9 @@ from __future__ import annotations
 from decimal import Decimal
 
 from quantmesh.domain import Fill, Order, OrderRequest, OrderStatus, OrderUpdate
+from quantmesh.grid.ids import client_order_id
 from quantmesh.grid.state import GridState, LevelState
 from quantmesh.trading.book import OrderBook
-from quantmesh.trading.ids import client_order_id
 
 from .support import RULES, SETTINGS, SYMBOL
 

@@ -12,8 +12,8 @@ from pathlib import Path
 from quantmesh.domain import Order, OrderRequest, OrderUpdate
 from quantmesh.errors import RequestExpired
 from quantmesh.exchange.sim.simulated import SimulatedExchange
+from quantmesh.grid.ids import client_order_id, grid_tag
 from quantmesh.lock.local import LocalLock
-from quantmesh.trading.ids import client_order_id, grid_tag
 
 from .support import (
     SETTINGS,

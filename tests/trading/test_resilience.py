@@ -21,13 +21,13 @@ from quantmesh.errors import (
     StorageUnavailable,
 )
 from quantmesh.exchange.sim.simulated import SimulatedExchange
+from quantmesh.grid.ids import client_order_id, grid_tag
 from quantmesh.lock.base import Lease
 from quantmesh.lock.keys import LockKeys
 from quantmesh.lock.nop import NopLock
 from quantmesh.observability.metrics import Metrics
 from quantmesh.storage.base import TradeFilter
 from quantmesh.storage.repository import SqlRepository
-from quantmesh.trading.ids import client_order_id, grid_tag
 from quantmesh.trading.trader import Trader
 
 from .support import (

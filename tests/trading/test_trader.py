@@ -12,10 +12,10 @@ import structlog.testing
 from quantmesh.domain import OrderRequest
 from quantmesh.errors import StartupError
 from quantmesh.exchange.sim.simulated import SimulatedExchange
+from quantmesh.grid.ids import client_order_id
 from quantmesh.grid.state import GridShape
 from quantmesh.storage.base import TradeFilter
 from quantmesh.storage.repository import SqlRepository
-from quantmesh.trading.ids import client_order_id
 
 from .support import (
     SETTINGS,

@@ -9,9 +9,9 @@ from pathlib import Path
 from typing import Any
 
 from quantmesh.domain import Order, OrderRequest
+from quantmesh.grid.ids import client_order_id, grid_tag
 from quantmesh.grid.state import LevelState
 from quantmesh.storage.repository import SqlRepository
-from quantmesh.trading.ids import client_order_id, grid_tag
 
 from .support import SYMBOL, make_exchange, make_repository, running_trader, settle, until
 

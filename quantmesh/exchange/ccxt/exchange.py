@@ -48,7 +48,7 @@ from quantmesh.exchange.ccxt.expiry import ExchangeClock, ExpiryMargins, Request
 from quantmesh.exchange.ccxt.ids import IdCodec, IdStyle, OrderIds
 from quantmesh.exchange.ccxt.streams import OrderLoop, PriceLoop, StreamSettings
 from quantmesh.exchange.fanout import Subscription, end_all, publish
-from quantmesh.trading.ids import PREFIX as _OUR_PREFIX
+from quantmesh.grid.ids import PREFIX as _OUR_PREFIX
 
 log = structlog.get_logger(__name__)
 

@@ -1,6 +1,6 @@
 """Client order ids on the wire: our ids, rewritten for exchanges with a narrower charset.
 
-Our ids (``qm.3fa9c2.B-12.4``, see ``quantmesh.trading.ids``) fit Binance and most
+Our ids (``qm.3fa9c2.B-12.4``, see ``quantmesh.grid.ids``) fit Binance and most
 exchanges. Some accept letters and digits only (OKX ``clOrdId``); for those the ``.`` and
 ``-`` are written as ``x`` and ``n``, letters that never occur in our ids otherwise (the
 tag is lowercase hex, the rest digits, ``B``/``S`` and the ``qm`` prefix), so the mapping

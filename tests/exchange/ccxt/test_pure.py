@@ -133,7 +133,7 @@ def test_the_ccxt_exchange_reports_price_health() -> None:
 
 def test_client_order_ids_fit_alphanumeric_exchanges_and_come_back() -> None:
     from quantmesh.exchange.ccxt.ids import IdCodec
-    from quantmesh.trading.ids import client_order_id, parse_client_order_id
+    from quantmesh.grid.ids import client_order_id, parse_client_order_id
 
     okx, binance = IdCodec("okx"), IdCodec("binance")
     for level in (-12, 0, 7):
