@@ -11,7 +11,7 @@ from sqlalchemy import Engine
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from quantmesh.app import RunResult, Service, serve
-from quantmesh.config import Settings, SymbolSettings, config_warnings
+from quantmesh.config import Settings, SymbolSettings
 from quantmesh.coordination.coordinator import Claim, Coordinator, LocalFallback, member_of
 from quantmesh.coordination.fleet import Fleet
 from quantmesh.endpoints import build_http
@@ -29,6 +29,7 @@ from quantmesh.observability.collectors import ServiceCollector, bind_exchange_c
 from quantmesh.observability.logging import configure_logging
 from quantmesh.observability.metrics import Metrics
 from quantmesh.observability.status import durability_hold
+from quantmesh.preflight import config_warnings
 from quantmesh.secrets import dsn_passwords
 from quantmesh.storage.base import Repository, SymbolSummary
 from quantmesh.storage.buffer import BufferedRepository

@@ -26,7 +26,8 @@ def register(subparsers: Subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from quantmesh.config import config_warnings, load_settings, render_effective
+    from quantmesh.config import load_settings, render_effective
+    from quantmesh.preflight import config_warnings
 
     settings = load_settings(args.path)
     for warning in config_warnings(settings):

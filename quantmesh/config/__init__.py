@@ -4,17 +4,15 @@
 - ``schema``: the settings models, one per YAML section, and the checks on values;
 - ``problems``: pydantic validation errors as one line per problem, by YAML path;
 - ``render``: the effective settings back to YAML with every secret masked;
-- ``load``: ``load_settings`` / ``parse_settings`` tie these together; ``config_warnings``.
+- ``load``: ``load_settings`` / ``parse_settings`` tie these together.
+
+What is valid but risky (``config_warnings``) is in ``quantmesh.preflight``: it needs to
+know other components' limits, and nothing here imports from above this package.
 
 Callers import from here: ``from quantmesh.config import Settings, load_settings``.
 """
 
-from quantmesh.config.load import (
-    config_warnings,
-    load_settings,
-    parse_settings,
-    render_effective,
-)
+from quantmesh.config.load import load_settings, parse_settings, render_effective
 from quantmesh.config.schema import (
     QUOTE_CURRENCIES,
     DatabaseSettings,
@@ -52,7 +50,6 @@ __all__ = [
     "SimulatedMarketSettings",
     "SymbolSettings",
     "TradingSettings",
-    "config_warnings",
     "load_settings",
     "normalise_symbol",
     "parse_settings",

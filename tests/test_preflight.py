@@ -1,12 +1,12 @@
-"""``config_warnings``: valid settings that carry a risk, one line each."""
+"""``quantmesh.preflight.config_warnings``: valid settings that carry a risk, one line each."""
 
 from __future__ import annotations
 
 import pytest
 
-from quantmesh.config import config_warnings, load_settings
-
-from .support import DATABASES, MINIMAL, REPO, parse
+from quantmesh.config import load_settings
+from quantmesh.preflight import config_warnings
+from tests.config.support import DATABASES, MINIMAL, REPO, parse
 
 
 @pytest.mark.parametrize("host", ["0.0.0.0", "::", "192.168.1.5", "quantmesh.example.com"])

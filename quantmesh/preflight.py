@@ -1,0 +1,51 @@
+"""Pre-flight warnings: settings that are valid but carry a risk, one line each.
+
+``config_warnings(settings)`` lists them in the ``path: message`` form of the settings'
+problems; ``check-config`` prints them to stderr (``warning: ...``) and still exits 0,
+``run`` logs them at start. A warning may need to know another component's limits (which
+exchanges enforce a request expiry), so it lives above ``config``, not in it.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+
+from quantmesh.config import Settings
+
+__all__ = ["config_warnings"]
+
+
+def config_warnings(settings: Settings) -> list[str]:
+    """Valid settings that carry a risk worth a line each: ``path: what and why``."""
+    warnings: list[str] = []
+    http = settings.http
+    if http.enabled and not _loopback(http.host) and not http.token.get_secret_value():
+        warnings.append(
+            f"http.host: {http.host} is not a loopback address and http.token is empty: "
+            "/api/status is readable by anyone who reaches it, and state-changing endpoints "
+            "are refused; set http.token (e.g. ${QUANTMESH_HTTP_TOKEN}) or bind to 127.0.0.1"
+        )
+    name = settings.exchange.name
+    if settings.distributed_lock.enabled and name != "simulated":
+        from quantmesh.exchange.ccxt import expiry
+
+        if expiry.expiry_mechanism(name) is None:
+            warnings.append(
+                f"exchange.name: {name} requests carry no expiry the exchange enforces, "
+                "and with distributed_lock.enabled a symbol can move to another instance: "
+                "a request delayed past its ownership lease (a frozen process, a slow "
+                "network) may still execute there after another instance took the symbol "
+                "over"
+            )
+    return warnings
+
+
+def _loopback(host: str) -> bool:
+    """Whether ``host`` (an ``http.host``) is reachable from this machine only."""
+    name = host.strip().removeprefix("[").removesuffix("]").lower()
+    if name == "localhost" or name.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:  # a host name: it may resolve to anything
+        return False
