@@ -17,6 +17,7 @@ lint: $(VENV)/bin/quantmesh
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy --strict quantmesh
+	$(VENV)/bin/lint-imports --no-cache
 
 bench: $(VENV)/bin/quantmesh
 	$(PY) -m bench
