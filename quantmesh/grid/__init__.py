@@ -1,2 +1,5 @@
-"""Pure grid strategy: level maths, the planner, the ledger (PnL), the grid's state and
-its client order ids (``ids``); no I/O, no ``await``."""
+"""Pure grid strategy: no I/O, no ``await``.
+
+Level maths (``levels``), the planner, the ledger (PnL), the grid's state and its client
+order ids (``ids``): the daemon and a backtest share them.
+"""
