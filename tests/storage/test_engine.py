@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import sqlite3
 import threading
 from collections.abc import Iterator
@@ -193,7 +194,7 @@ async def aiosqlite_threads_finished() -> None:
 async def test_sqlite_vanished_directory_is_storage_unavailable(tmp_path: Path) -> None:
     data = tmp_path / "data"
     repo = SqlRepository(create_engine_for("sqlite", str(data / "q.db")), "binance")
-    data.rmdir()
+    shutil.rmtree(data)  # with the (empty, owner-only) database file created beforehand
     try:
         with pytest.raises(StartupError, match="cannot use the sqlite database") as info:
             await repo.start()
