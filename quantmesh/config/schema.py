@@ -207,6 +207,9 @@ class ExchangeSettings(_Section):
     simulated: SimulatedExchangeSettings = SimulatedExchangeSettings()
     # ccxt exchanges only (ignored by 'simulated'):
     request_timeout: Seconds = 10.0  # one REST call; then its outcome is unknown
+    # ccxt's request spacing (seconds per unit of request weight); None: the exchange's
+    # published limit as ccxt knows it. Lower it only for an account with higher limits.
+    rate_limit: Seconds | None = None
     streams: bool = True  # watch_ticker/watch_orders when the exchange has them
     price_stale_after: Seconds = 30.0  # no price this long: the symbol is stale
     price_poll_interval: Seconds = 2.0  # fetch_ticker polling (no stream, or it failed)

@@ -39,7 +39,10 @@ def node_config(
     text = (ROOT / "config" / "config.sim.example.yaml").read_text(encoding="utf-8")
     config: dict[str, Any] = yaml.safe_load(text.replace("127.0.0.1:8765", f"127.0.0.1:{sim_port}"))
     config["instance"] = {"id": name, "role": "master", "total": 3}
-    config["exchange"].update(api_key=key[0], secret=key[1], order_resync_interval=2)
+    # the simulator has no request limits of its own: space requests as it can take them
+    config["exchange"].update(
+        api_key=key[0], secret=key[1], order_resync_interval=2, rate_limit=0.005
+    )
     config["trading"] = {
         "shutdown_grace": 3,
         "reconcile_interval": 3,

@@ -21,6 +21,7 @@ def create_client(
     urls: Mapping[str, Any] | None = None,
     options: Mapping[str, Any] | None = None,
     timeout: float = 10.0,
+    rate_limit: float | None = None,
 ) -> Any:
     """A ccxt.pro client; ``urls`` and ``options`` are deep-merged into ccxt's own."""
     import ccxt.pro
@@ -35,6 +36,8 @@ def create_client(
         "timeout": int(timeout * 1000),
         "options": dict(options or {}),
     }
+    if rate_limit is not None:
+        config["rateLimit"] = rate_limit * 1000  # ccxt counts milliseconds
     if urls:
         config["urls"] = dict(urls)
     for key, value in (("apiKey", api_key), ("secret", secret), ("password", password)):
@@ -69,6 +72,7 @@ def build_ccxt_exchange(settings: ExchangeSettings) -> CcxtExchange:
         urls=settings.urls,
         options=settings.options,
         timeout=settings.request_timeout,
+        rate_limit=settings.rate_limit,
     )
     stream = StreamSettings(
         streams=settings.streams,

@@ -143,3 +143,11 @@ def test_client_order_ids_fit_alphanumeric_exchanges_and_come_back() -> None:
         assert okx.decode(wire) == ours and parse_client_order_id(okx.decode(wire)) is not None
         assert binance.encode(ours) == ours == binance.decode(ours)
     assert okx.decode("foreign-1.x") == "foreign-1.x"
+
+
+def test_the_request_spacing_is_ccxts_unless_configured() -> None:
+    from quantmesh.exchange.ccxt.client import create_client
+
+    default = create_client("binance")
+    assert default.rateLimit == type(default)().rateLimit  # the exchange's published limit
+    assert create_client("binance", rate_limit=0.005).rateLimit == 5
