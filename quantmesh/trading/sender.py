@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Collection
 from dataclasses import replace
 from decimal import Decimal
@@ -48,6 +49,8 @@ log = structlog.get_logger(__name__)
 
 # A lock backend that keeps failing is logged once per symbol per this many seconds.
 _WARN_INTERVAL = 10.0
+# Exchange ids of our own recent creates remembered (their fills need no database check).
+_CREATED_KEPT = 1_000
 
 
 class OrderSender:
@@ -92,6 +95,9 @@ class OrderSender:
         # ids looked up so far (emptied when the window ends).
         self._verify_until = clock() + verify_window
         self._verified: set[str] = set()
+        # Exchange ids of the orders our own creates made (the latest ones): their fills
+        # cannot have been applied by an earlier process.
+        self._created: OrderedDict[str, None] = OrderedDict()
 
     def paused(self) -> bool:
         """True while the exchange asked us to slow down."""
@@ -277,6 +283,9 @@ class OrderSender:
             self._outcome_unknown(book, request)
             log.warning("order_outcome_unknown", client_order_id=request.client_order_id)
             return None
+        self._created[order.exchange_order_id] = None
+        if len(self._created) > _CREATED_KEPT:
+            self._created.popitem(last=False)
         self._metrics.orders_placed.labels(self.symbol, request.side).inc()
         log.info(
             "order_placed",
@@ -287,6 +296,10 @@ class OrderSender:
             client_order_id=request.client_order_id,
         )
         return replace(order, lock_fence=fence)
+
+    def created_here(self, order: Order) -> bool:
+        """Whether ``order`` was made by one of this sender's own creates."""
+        return bool(order.exchange_order_id) and order.exchange_order_id in self._created
 
     def prune_unknown(self, unknown: Collection[str]) -> None:
         """Forget the grace timers of ids no longer unknown (settled by the order stream or

@@ -475,7 +475,8 @@ class Trader:
         if not fills and self.book.is_stale(update.order):
             await self._cancel_stale(update.order)
             return
-        if fills and not self.book.tracks(update.order):
+        placed_here = self._sender.created_here(update.order)  # no earlier process saw it
+        if fills and not placed_here and not self.book.tracks(update.order):
             # Fills of an order this process did not follow from its placement (adopted,
             # settled after a restart) may have been applied by an earlier process.
             try:

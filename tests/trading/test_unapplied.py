@@ -9,11 +9,20 @@ from pathlib import Path
 from typing import Any
 
 from quantmesh.domain import Order, OrderRequest
+from quantmesh.errors import StorageUnavailable
 from quantmesh.grid.ids import client_order_id, grid_tag
 from quantmesh.grid.state import LevelState
 from quantmesh.storage.repository import SqlRepository
 
-from .support import SYMBOL, make_exchange, make_repository, running_trader, settle, until
+from .support import (
+    SYMBOL,
+    LossyExchange,
+    make_exchange,
+    make_repository,
+    running_trader,
+    settle,
+    until,
+)
 
 TAG = grid_tag(SYMBOL, Decimal(2000), Decimal(10), "arithmetic")
 FORMER, NEW = 100, 300  # grid fences of the former owner and of the new one
@@ -119,4 +128,47 @@ async def test_a_buy_settled_and_its_unrecorded_sell_are_applied_in_order(
     trips = await repository.get_round_trips(SYMBOL)
     assert [(t.level, t.cycle) for t in trips] == [(-1, 1)]
     await exchange.close()
+    await repository.close()
+
+
+class NoFillChecks:
+    """A repository whose fill check is unavailable (the database is cut off)."""
+
+    def __init__(self, inner: SqlRepository) -> None:
+        self._inner = inner
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+    async def known_trade_ids(self, symbol: str, trade_ids: list[str]) -> set[str]:
+        raise StorageUnavailable("known_trade_ids: the database is unavailable")
+
+
+class FillsAtOnce(LossyExchange):
+    """The price falls through the buy's price just as it is placed: it fills at once."""
+
+    async def create_order(self, request: OrderRequest) -> Order:
+        if request.side == "buy":
+            self._inner.set_price(SYMBOL, request.price - 5)
+        order: Order = await self._inner.create_order(request)
+        return order
+
+
+async def test_a_buy_that_fills_as_it_is_placed_needs_no_database_check(
+    tmp_path: Path,
+) -> None:
+    """Its fills cannot have been applied by an earlier process: the level takes them even
+    while the database cannot say which fills it knows."""
+    inner = make_exchange(tmp_path)
+    repository = make_repository(tmp_path)
+    await repository.start()
+    await inner.start()
+    exchange = FillsAtOnce(inner, failures=0)
+    async with running_trader(exchange, NoFillChecks(repository)) as run:  # type: ignore[arg-type]
+        inner.set_price(SYMBOL, Decimal(2001))
+        book = run.trader.book
+        assert book is not None
+        await until(lambda: book.state.level(0).holding > 0)
+        assert book.unknown_ids() == []
+    await inner.close()
     await repository.close()
