@@ -7,7 +7,7 @@ exchange call, and an order placed under a lease carries its fence (``Order.lock
 into the database.
 Every create and cancel expires with those leases: the exchange refuses it if it arrives
 later (a request stuck in a frozen process or a slow network), see ``Exchange``.
-For ``verify_window`` seconds after this sender starts (a take-over), the first placement
+For ``verify_window`` seconds after the trader is ready (a take-over), the first placement
 of each client order id is preceded by a lookup of that id: a former owner may have sent it.
 A placement whose outcome is unknown is tracked as such in the book, never sent again
 blindly; a rejected one cools its level down; a rate limit pauses the symbol.
@@ -93,7 +93,8 @@ class OrderSender:
         self._warnings = WarningThrottle(_WARN_INTERVAL, clock=clock)
         # Until when a client order id is looked up before its first placement, and the
         # ids looked up so far (emptied when the window ends).
-        self._verify_until = clock() + verify_window
+        self._verify_window = verify_window
+        self._verify_until = math.inf if verify_window else 0.0  # until the window starts
         self._verified: set[str] = set()
         # Exchange ids of the orders our own creates made (the latest ones): their fills
         # cannot have been applied by an earlier process.
@@ -191,9 +192,14 @@ class OrderSender:
         end = min(lease.deadline, self._owner_deadline())
         return None if end == math.inf else end
 
+    def start_verify_window(self) -> None:
+        """Start the ``verify_window``: the trader has loaded and reconciled its grid."""
+        if self._verify_window:
+            self._verify_until = self._clock() + self._verify_window
+
     def _must_verify(self, cid: str) -> bool:
         """Whether ``cid`` is looked up before it is placed: the first placement of each id
-        within ``verify_window`` of the start."""
+        within ``verify_window`` of the trader being ready."""
         if not self._verify_until:
             return False
         if self._clock() >= self._verify_until:

@@ -202,6 +202,7 @@ class Trader:
         async with self._mutex:
             await self._restore_progress()
             await self._reconcile()
+        self._sender.start_verify_window()  # after the reconciliation, however long it took
         self.ready.set()
 
     async def _claim(self, state: GridState) -> GridState:
@@ -742,17 +743,24 @@ class Trader:
         """Rebuild partial-sale progress of held levels from the stored sell fills whose
         effect on the level was stored with them (the others are applied afterwards, by
         ``_unapplied_updates``, and counted then)."""
-        assert self.book is not None
-        for level in self.book.holding_levels():
-            cid = client_order_id(self.book.tag, level.index, "sell", level.cycle)
+        book = self.book
+        assert book is not None
+        sold: dict[int, list[Fill]] = {}
+        for level in book.holding_levels():
+            cid = client_order_id(book.tag, level.index, "sell", level.cycle)
             fills = await self._repo.get_trades(
                 TradeFilter(symbol=self.symbol, client_order_id=cid)
             )
             if fills:
-                applied = await self._repo.known_trade_ids(self.symbol, [f.trade_id for f in fills])
-                fills = [f for f in fills if f.trade_id in applied]
+                sold[level.index] = fills
+        if not sold:
+            return
+        every = [f.trade_id for fills in sold.values() for f in fills]
+        applied = await self._repo.known_trade_ids(self.symbol, every)  # one query for all
+        for index, fills in sold.items():
+            fills = [f for f in fills if f.trade_id in applied]
             if fills:
-                self.book.set_progress(level.index, sell_progress(fills, self.book.rules))
+                book.set_progress(index, sell_progress(fills, book.rules))
 
     async def _settle(self, cid: str, recorded: Order) -> None:
         """Find out what happened to an order we thought open and record it."""

@@ -254,7 +254,7 @@ async def test_without_a_measured_clock_nothing_is_sent(binance: Any) -> None:
     clock = ExchangeClock(binance)
     expiry = RequestExpiry(binance, clock, MARGINS, mono=FakeClock(MONO0))
     with pytest.raises(RequestExpired, match="not measured"), expiry.bound(MONO0 + 10):
-        pass
+        raise AssertionError("a request was let through without a measured clock")
 
 
 OKX_INSTRUMENT = {
@@ -352,10 +352,12 @@ async def test_an_exchange_without_a_mechanism_is_checked_before_sending_only() 
         mono = FakeClock(MONO0)
         expiry = RequestExpiry(client, ExchangeClock(client, mono=mono), MARGINS, mono=mono)
         assert not expiry.enforced and client.sign == sign  # not wrapped
+        entered = False
         with expiry.bound(MONO0 + 1.0):  # no clock needed: only the lease's time is checked
-            pass
+            entered = True
+        assert entered
         with pytest.raises(RequestExpired), expiry.bound(MONO0 + 0.06):
-            pass
+            raise AssertionError("a request was let through with too little lease left")
     finally:
         await client.close()
 

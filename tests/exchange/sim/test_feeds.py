@@ -198,4 +198,4 @@ async def test_run_feed_ticks_after_each_sleep_until_interrupted(clock: FakeCloc
 
 
 class _Stop(Exception):
-    pass
+    """Ends a feed loop from inside its sleep."""
