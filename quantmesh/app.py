@@ -31,8 +31,7 @@ from quantmesh.errors import (
     StorageUnavailable,
 )
 from quantmesh.exchange.base import Exchange
-from quantmesh.lock.base import DistributedLock
-from quantmesh.lock.failover import FailoverLock
+from quantmesh.lock.base import ServiceLock
 from quantmesh.observability.http import HttpServer
 from quantmesh.observability.metrics import Metrics
 from quantmesh.storage.base import Repository
@@ -75,7 +74,7 @@ class Service:
         coordinator: Coordinator,
         exchange: Exchange,
         repository: Repository,
-        locker: DistributedLock,
+        locker: ServiceLock,
         metrics: Metrics,
         shutdown_grace: float = 5.0,
         cancel_on_exit: bool = False,
@@ -117,8 +116,7 @@ class Service:
     async def _run_components(self, stop: asyncio.Event) -> None:
         await self.repository.start()
         try:
-            if isinstance(self.locker, FailoverLock):
-                await self.locker.start()  # the first health check, then periodic ones
+            await self.locker.start()  # the first health check, then periodic ones
             await self.exchange.start()
             try:
                 await self._run_traders(stop)

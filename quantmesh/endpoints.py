@@ -8,7 +8,7 @@ from typing import Any
 
 from quantmesh.app import Service
 from quantmesh.config import Settings
-from quantmesh.lock.failover import lock_check, lock_status
+from quantmesh.lock.health import lock_check, lock_status
 from quantmesh.observability.health import Health
 from quantmesh.observability.http import HttpServer
 from quantmesh.observability.status import (
@@ -26,7 +26,7 @@ def build_health(settings: Settings, service: Service) -> Health:
     health = Health()
     traders = service.traders
     health.register("traders", lambda: traders_check(traders, service.result.failed))
-    health.register("lock", lambda: lock_check(service.locker))
+    health.register("lock", lambda: lock_check(service.locker.health()))
     max_age = settings.exchange.price_stale_after
     health.register("prices", lambda: prices_check(traders, max_age))
     repository = service.repository
@@ -48,7 +48,7 @@ def component_sections(service: Service) -> dict[str, Callable[[], Any]]:
     exchange = service.exchange
     sections: dict[str, Callable[[], Any]] = {
         "ownership": service.coordinator.status,
-        "lock": lambda: lock_status(service.locker),
+        "lock": lambda: lock_status(service.locker.health()),
         "exchange_clock": lambda: exchange_clock_status(exchange.clock_offset()),
     }
     repository = service.repository

@@ -18,7 +18,7 @@ from quantmesh.endpoints import build_http
 from quantmesh.errors import LockError, StartupError
 from quantmesh.exchange.base import Exchange
 from quantmesh.exchange.sim.markets import build_simulated
-from quantmesh.lock.base import DistributedLock
+from quantmesh.lock.base import ServiceLock
 from quantmesh.lock.connection import redis_client
 from quantmesh.lock.failover import FailoverLock
 from quantmesh.lock.keys import Granularity, LockKeys
@@ -68,7 +68,7 @@ def build_exchange(settings: Settings) -> Exchange:
 
 def build_lock(
     settings: Settings, metrics: Metrics | None = None, client: RedisClient | None = None
-) -> DistributedLock:
+) -> ServiceLock:
     """NopLock for a single instance; else the Redis lock behind its health-checked fallback.
 
     Nothing connects here: the first lock call or health check does, so a Redis that is
@@ -215,7 +215,7 @@ def assemble(
     *,
     exchange: Exchange,
     repository: Repository,
-    locker: DistributedLock,
+    locker: ServiceLock,
     metrics: Metrics,
     coordinator: Coordinator | None = None,
     granularity: Granularity = "level",
@@ -283,7 +283,7 @@ def build_service(settings: Settings, metrics: Metrics | None = None) -> Service
     metrics = metrics if metrics is not None else Metrics()
     client = redis_client(settings.redis) if settings.distributed_lock.enabled else None
     failover = build_failover_lock(settings, metrics, client) if client is not None else None
-    locker: DistributedLock = failover if failover is not None else NopLock()
+    locker: ServiceLock = failover if failover is not None else NopLock()
     exchange = build_exchange(settings)
     service = assemble(
         [trader_settings(symbol, settings) for symbol in settings.symbols],

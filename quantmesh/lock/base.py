@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from quantmesh.errors import LockError, LockTimeout
+from quantmesh.lock.health import LockHealth
 
 # Backoff of ``lock()`` between tries: full jitter, doubling from the first to the cap.
 _FIRST_BACKOFF = 0.005
@@ -56,6 +57,16 @@ class DistributedLock(Protocol):
     async def close(self) -> None: ...
 
 
+class ServiceLock(DistributedLock, Protocol):
+    """The lock a service runs: started with it, and reporting its health."""
+
+    async def start(self) -> None:
+        """Begin what the backend needs while the service runs (its health checks)."""
+        ...
+
+    def health(self) -> LockHealth: ...
+
+
 async def wait_lock(
     try_lock: Callable[[str, float], Awaitable[Lease | None]],
     key: str,
@@ -83,4 +94,4 @@ async def wait_lock(
         backoff = min(backoff * 2, _BACKOFF_CAP)
 
 
-__all__ = ["DistributedLock", "Lease", "LockError", "wait_lock"]
+__all__ = ["DistributedLock", "Lease", "LockError", "ServiceLock", "wait_lock"]

@@ -77,7 +77,7 @@ def redis_client(settings: RedisSettings) -> RedisClient:
         sentinel_auth: dict[str, Any] = {}
         if settings.sentinel_password.get_secret_value():
             sentinel_auth["password"] = settings.sentinel_password.get_secret_value()
-        sentinel = Sentinel(  # type: ignore[no-untyped-call]
+        sentinel = Sentinel(  # type: ignore[no-untyped-call,unused-ignore]  # typed from redis 8.2 on
             [_split(a) for a in settings.addrs],
             sentinel_kwargs={
                 "socket_timeout": settings.socket_timeout,

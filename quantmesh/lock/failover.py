@@ -33,9 +33,9 @@ import structlog
 from quantmesh.cancel import cancel_and_wait
 from quantmesh.errors import LockError, LockUnavailable
 from quantmesh.lock.base import Lease
+from quantmesh.lock.health import LockHealth
 from quantmesh.lock.hold import Held, hold
 from quantmesh.lock.local import LOCAL_TOKEN_PREFIX, LocalLock
-from quantmesh.observability.health import Check
 from quantmesh.observability.metrics import Metrics
 
 log = structlog.get_logger(__name__)
@@ -107,6 +107,9 @@ class FailoverLock:
     def ready(self) -> bool:
         """False while halted: this instance places no orders (for the readiness probe)."""
         return self._state != "halted"
+
+    def health(self) -> LockHealth:
+        return LockHealth(backend="redis", mode=self._state, reason=self.reason)
 
     async def start(self) -> None:
         """Check the backend once and start the periodic health check."""
@@ -245,26 +248,3 @@ class FailoverLock:
             self._monitor = None
         await self._local.close()
         await self._primary.close()
-
-
-def lock_status(locker: object) -> dict[str, str]:
-    """The ``lock`` section of ``/api/status``."""
-    if not isinstance(locker, FailoverLock):
-        return {"backend": "none", "mode": "single_instance"}
-    return {"backend": "redis", "mode": locker.state, "reason": locker.reason}
-
-
-def lock_check(locker: object) -> Check:
-    """The ``lock`` readiness check: fails while halted, saying why.
-
-    For ``Health.register("lock", lambda: lock_check(service.locker))``. A NopLock (one
-    instance, no lock server) always passes.
-    """
-    if not isinstance(locker, FailoverLock):
-        return Check(True, "single instance: no lock server")
-    if locker.state == "halted":
-        return Check(False, f"lock backend down, placing nothing (fallback_mode halt): "
-                     f"{locker.reason}")  # fmt: skip
-    if locker.state == "single_instance":
-        return Check(True, f"lock backend down, trading on a local lock: {locker.reason}")
-    return Check(True, "lock backend healthy")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 from quantmesh.lock.base import Lease
+from quantmesh.lock.health import NO_SERVER, LockHealth
 
 _TOKEN = "nop"
 
@@ -16,6 +17,12 @@ class NopLock:
 
     def __init__(self) -> None:
         self._fence = 0
+
+    async def start(self) -> None:
+        return None
+
+    def health(self) -> LockHealth:
+        return NO_SERVER
 
     async def try_lock(self, key: str, ttl: float) -> Lease | None:
         self._fence += 1

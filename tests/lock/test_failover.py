@@ -16,7 +16,8 @@ from quantmesh.domain import Order
 from quantmesh.errors import LockUnavailable
 from quantmesh.exchange.sim.simulated import SimulatedExchange
 from quantmesh.lock.base import Lease
-from quantmesh.lock.failover import FIRST_RETRY, FailoverLock, FallbackMode, lock_check
+from quantmesh.lock.failover import FIRST_RETRY, FailoverLock, FallbackMode
+from quantmesh.lock.health import lock_check
 from quantmesh.lock.hold import Held, hold
 from quantmesh.lock.redis import RedisLock
 from quantmesh.observability.metrics import Metrics
@@ -53,7 +54,7 @@ async def test_halt_grants_nothing_while_redis_is_down_and_recovers(server: Redi
     locker = failover(server, "halt", metrics)
     try:
         await locker.start()  # one check, then the periodic ones
-        assert locker.state == "distributed" and lock_check(locker).ok
+        assert locker.state == "distributed" and lock_check(locker.health()).ok
         before = await locker.try_lock(KEY, 5.0)
         assert before is not None and locker.state == "distributed"
         server.kill()
@@ -64,7 +65,7 @@ async def test_halt_grants_nothing_while_redis_is_down_and_recovers(server: Redi
             with pytest.raises(LockUnavailable, match="fallback_mode halt"):
                 await locker.try_lock("{order:simulated:ETHUSDT}:2", 5.0)
         assert not locker.ready and not locker.healthy
-        check = lock_check(locker)
+        check = lock_check(locker.health())
         assert not check.ok and "fallback_mode halt" in check.detail
         assert [e for e in logs if e["event"] == "lock_backend_down_halted"]
         assert gauge(metrics, "quantmesh_lock_backend_up") == 0
@@ -76,7 +77,7 @@ async def test_halt_grants_nothing_while_redis_is_down_and_recovers(server: Redi
         after = await locker.try_lock(KEY, 5.0)
         assert after is not None and after.fence > before.fence
         assert locker.ready and gauge(metrics, "quantmesh_lock_backend_up") == 1
-        assert lock_check(locker).ok
+        assert lock_check(locker.health()).ok
     finally:
         await locker.close()
 
@@ -90,7 +91,7 @@ async def test_single_instance_falls_back_to_a_local_lock_and_back(server: Redis
         with structlog.testing.capture_logs() as logs:
             await locker.check()
         assert locker.state == "single_instance" and locker.ready
-        assert lock_check(locker).ok and "local lock" in lock_check(locker).detail
+        assert lock_check(locker.health()).ok and "local lock" in lock_check(locker.health()).detail
         assert [e for e in logs if e["event"] == "lock_backend_down_single_instance"]
         assert logs[0]["log_level"] == "critical"
         local = await locker.try_lock(KEY, 5.0)
