@@ -15,7 +15,7 @@ from array import array
 from collections import deque
 from collections.abc import AsyncIterator, Sequence
 
-from quantmesh.domain import Fill, MarketRules, Order, OrderRequest, OrderUpdate, Tick
+from quantmesh.domain import ClockOffset, Fill, MarketRules, Order, OrderRequest, OrderUpdate, Tick
 from quantmesh.errors import DuplicateOrder, OrderRejected
 from quantmesh.exchange.base import Exchange
 
@@ -190,6 +190,9 @@ class TimingExchange:
 
     async def market(self, symbol: str) -> MarketRules:
         return await self._inner.market(symbol)
+
+    def clock_offset(self) -> ClockOffset | None:
+        return self._inner.clock_offset()
 
     def watch_ticks(self, symbol: str) -> AsyncIterator[Tick]:
         return _ProbedTicks(self._inner.watch_ticks(symbol), self._probe, self._probe.index[symbol])

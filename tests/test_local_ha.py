@@ -299,7 +299,8 @@ def test_the_standby_takes_over_a_killed_masters_symbols(ha_keep_going: Run) -> 
             views = [status["symbols"].get(s, {}) for s in symbols[name]]
             if not all(v.get("trading") and v.get("open_orders", 0) > 0 for v in views):
                 return False
-        return _status(instances[standby]["status"])["ownership"]["owned"] == []
+        owned: list[str] = _status(instances[standby]["status"])["ownership"]["owned"]
+        return owned == []
 
     wait_until(settled, 30, "the masters to own and trade their symbols", interval=0.2)
 

@@ -15,6 +15,14 @@ from tests.trading.support import until
 
 from .support import CHECK, TTL, Instance, Instances
 
+
+def waiting_for(instance: Instance) -> list[str]:
+    """Whom ``instance`` waits for, per symbol (the ``waiting_for`` of its status)."""
+    waiting = instance.coordinator.status()["waiting_for"]
+    assert isinstance(waiting, dict)
+    return [str(owner) for owner in waiting.values()]
+
+
 pytestmark = pytest.mark.usefixtures("redis")
 ETH = "ETH/USDT"
 
@@ -29,7 +37,7 @@ async def test_two_masters_with_one_symbol_trade_it_one_at_a_time(
     a = instances.start("a", redis_server.port)
     await until(lambda: a.trading() == {ETH})
     b = instances.start("b", redis_server.port)
-    await until(lambda: "a" in b.coordinator.status()["waiting_for"].values())  # type: ignore[union-attr]
+    await until(lambda: "a" in waiting_for(b))
     await asyncio.sleep(3 * CHECK)
     assert a.trading() == {ETH} and b.trading() == set()
     # a clean stop hands the symbol over at b's next check, not after the lease lapses

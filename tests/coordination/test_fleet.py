@@ -72,6 +72,7 @@ async def test_owner_records_return_the_previous_owner(redis: Redis) -> None:
         1.5,
     )
     # a held record runs until a lease from now; the server's clock says when
+    assert previous.until is not None
     assert second.now < previous.until <= second.now + 1.0
     await two.record_owner("ETH/USDT", "released", 1_764_000_000_000_002, 2.5)
     records = await one.owners()

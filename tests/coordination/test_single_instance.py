@@ -107,6 +107,6 @@ async def recorded(redis: Redis, symbol: str, part: str, timeout: float = 3.0) -
     for _ in range(int(timeout / 0.05)):
         record = await redis.hget(OWNERS, symbol)
         if record is not None and part.encode() in record:
-            return bytes(record)
+            return record if isinstance(record, bytes) else record.encode()
         await asyncio.sleep(0.05)
     raise AssertionError(f"{symbol}: no record with {part} but {record!r}")

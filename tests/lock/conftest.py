@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
 import pytest
 from redis.asyncio import BlockingConnectionPool, Redis
@@ -22,7 +23,7 @@ def redis_server() -> Iterator[RedisServer]:
 
 def make_client(port: int, max_connections: int = 50, **kwargs: object) -> Redis:
     """A client as ``quantmesh.lock.connection`` builds them: a blocking pool, timeouts."""
-    options: dict[str, object] = {"socket_timeout": 1.0, "socket_connect_timeout": 1.0, **kwargs}
+    options: dict[str, Any] = {"socket_timeout": 1.0, "socket_connect_timeout": 1.0, **kwargs}
     pool = BlockingConnectionPool(
         host="127.0.0.1", port=port, max_connections=max_connections, timeout=5.0, **options
     )

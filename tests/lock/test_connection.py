@@ -155,7 +155,9 @@ async def test_a_three_master_cluster_serves_every_symbol_with_its_fence_in_one_
                 key = f"quantmesh:lock:{{{symbol}}}:1"
                 slot = client.keyslot(key)
                 assert slot == client.keyslot(f"quantmesh:lock:{{{symbol}}}:fence")
-                nodes.add(client.get_node_from_key(key).name)
+                node = client.get_node_from_key(key)
+                assert node is not None
+                nodes.add(node.name)
             assert len(nodes) == 3
         finally:
             await locker.close()

@@ -44,7 +44,9 @@ class TcpProxy:
 
     def start(self) -> None:
         self._thread.start()
-        self.port = self._call(self._start()).result(10)
+        port = self._call(self._start()).result(10)
+        assert port is not None, "the proxy did not start"
+        self.port = port
 
     def close(self) -> None:
         if not self._thread.is_alive():

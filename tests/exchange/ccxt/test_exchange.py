@@ -316,7 +316,12 @@ async def test_rest_polling_when_streams_are_off(sim: SimProcess) -> None:
 
 async def test_bad_credentials_fail_start(sim: SimProcess) -> None:
     before = len(sim.orders())
-    for kw in ({"secret": "wrong"}, {"api_key": "unknown"}, {"api_key": "", "secret": ""}):
+    credentials: list[dict[str, Any]] = [
+        {"secret": "wrong"},
+        {"api_key": "unknown"},
+        {"api_key": "", "secret": ""},
+    ]
+    for kw in credentials:
         exchange = make(sim, **kw)
         with pytest.raises(AuthenticationFailed) as caught:
             await exchange.start()

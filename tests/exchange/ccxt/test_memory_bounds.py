@@ -8,6 +8,8 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any, ClassVar
 
+import pytest
+
 from quantmesh.domain import Order, OrderStatus
 from quantmesh.exchange.ccxt.ids import OrderIds
 from quantmesh.exchange.ccxt.streams import OrderLoop, StreamSettings
@@ -73,7 +75,7 @@ async def test_the_order_loop_follows_and_looks_up_our_orders_only() -> None:
         fetch_open=fetch_open,
         fetch_order=fetch_order,
         fetch_fills=unused,
-        convert=unused,
+        convert=lambda raw, currency: pytest.fail("no order is converted here"),
         publish=published.append,
         ours=lambda cid: cid.startswith("qm."),
         clock=lambda: 0.0,

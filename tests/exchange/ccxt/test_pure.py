@@ -106,7 +106,8 @@ def test_orders_trades_and_tickers_convert() -> None:
     trade = {"id": 7, "price": 1995.0, "amount": 0.015, "fee": None, "timestamp": 1_700_000_001_000}
     fill = to_fill(trade, order, "USDT")
     assert (fill.trade_id, fill.fee, fill.fee_currency) == ("7", Decimal(0), "USDT")
-    assert to_tick("ETH/USDT", {"last": None, "bid": 10, "ask": 12}).price == Decimal(11)
+    tick = to_tick("ETH/USDT", {"last": None, "bid": 10, "ask": 12})
+    assert tick is not None and tick.price == Decimal(11)
     assert to_tick("ETH/USDT", {"last": None}) is None
 
 
