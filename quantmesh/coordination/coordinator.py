@@ -48,8 +48,8 @@ from quantmesh.coordination.fallback import FallbackLeases
 from quantmesh.coordination.fleet import Fleet, OwnerRecord, Recorded
 from quantmesh.errors import InstanceIdInUse, LockError, LockLost, LockTimeout, LockUnavailable
 from quantmesh.lock.base import DistributedLock
-from quantmesh.lock.hold import Held, hold
 from quantmesh.lock.keys import LockKeys
+from quantmesh.lock.renewal import RenewedLease, renewed
 from quantmesh.observability.metrics import Metrics
 
 log = structlog.get_logger(__name__)
@@ -381,7 +381,7 @@ class Coordinator:
         fleet = self._fleet
         acquired = False
         try:
-            async with hold(self._locker, self._keys.owner_key(symbol), self.lease_ttl) as held:
+            async with renewed(self._locker, self._keys.owner_key(symbol), self.lease_ttl) as held:
                 acquired = True
                 self._took(symbol)
                 since = self._wall()
@@ -477,7 +477,9 @@ class Coordinator:
             f"its ownership record (HDEL {fleet.owners_key} {symbol})"
         )
 
-    async def _keep_record(self, fleet: Fleet, symbol: str, held: Held, since: float) -> None:
+    async def _keep_record(
+        self, fleet: Fleet, symbol: str, held: RenewedLease, since: float
+    ) -> None:
         """Keep the ownership record's ``until`` ahead while the lease is held; a newer
         owner's record means the lease is gone, whatever its deadline says."""
         while True:

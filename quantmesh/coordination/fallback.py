@@ -30,8 +30,8 @@ import structlog
 
 from quantmesh.errors import LockUnavailable
 from quantmesh.lock.base import DistributedLock, Lease
-from quantmesh.lock.hold import Held, hold
 from quantmesh.lock.local import LOCAL_TOKEN_PREFIX
+from quantmesh.lock.renewal import RenewedLease, renewed
 
 log = structlog.get_logger(__name__)
 
@@ -75,9 +75,11 @@ class FallbackLeases:
             raise LockUnavailable(f"{key}: Redis went down while it was taken")
         return taken
 
-    def hold(self, key: str, ttl: float, timeout: float = 0.0) -> AbstractAsyncContextManager[Held]:
-        """``async with locker.hold(key, ttl)``: renewed by a watchdog, always released."""
-        return hold(self, key, ttl, timeout, clock=self._clock)
+    def renewed(
+        self, key: str, ttl: float, timeout: float = 0.0
+    ) -> AbstractAsyncContextManager[RenewedLease]:
+        """``async with locker.renewed(key, ttl)``: a lease renewed by a watchdog, always released."""
+        return renewed(self, key, ttl, timeout, clock=self._clock)
 
     def _refuse_while_local(self, key: str) -> None:
         if self._active():

@@ -34,8 +34,8 @@ from quantmesh.cancel import cancel_and_wait
 from quantmesh.errors import LockError, LockUnavailable
 from quantmesh.lock.base import Lease
 from quantmesh.lock.health import LockHealth
-from quantmesh.lock.hold import Held, hold
 from quantmesh.lock.local import LOCAL_TOKEN_PREFIX, LocalLock
+from quantmesh.lock.renewal import RenewedLease, renewed
 from quantmesh.observability.metrics import Metrics
 
 log = structlog.get_logger(__name__)
@@ -55,9 +55,11 @@ class CheckedLock(Protocol):
 
     async def lock(self, key: str, ttl: float, timeout: float) -> Lease: ...
 
-    def hold(self, key: str, ttl: float, timeout: float = 0.0) -> AbstractAsyncContextManager[Held]:
-        """``async with locker.hold(key, ttl)``: renewed by a watchdog, always released."""
-        return hold(self, key, ttl, timeout)
+    def renewed(
+        self, key: str, ttl: float, timeout: float = 0.0
+    ) -> AbstractAsyncContextManager[RenewedLease]:
+        """``async with locker.renewed(key, ttl)``: a lease renewed by a watchdog, always released."""
+        return renewed(self, key, ttl, timeout)
 
     async def unlock(self, lease: Lease) -> bool: ...
 
@@ -220,9 +222,11 @@ class FailoverLock:
             raise LockUnavailable(f"lock backend down, fallback_mode halt: {self.reason}")
         return await self._local.lock(key, ttl, timeout)
 
-    def hold(self, key: str, ttl: float, timeout: float = 0.0) -> AbstractAsyncContextManager[Held]:
-        """``async with locker.hold(key, ttl)``: renewed by a watchdog, always released."""
-        return hold(self, key, ttl, timeout)
+    def renewed(
+        self, key: str, ttl: float, timeout: float = 0.0
+    ) -> AbstractAsyncContextManager[RenewedLease]:
+        """``async with locker.renewed(key, ttl)``: a lease renewed by a watchdog, always released."""
+        return renewed(self, key, ttl, timeout)
 
     async def unlock(self, lease: Lease) -> bool:
         if lease.token.startswith(LOCAL_TOKEN_PREFIX):

@@ -16,7 +16,7 @@ from contextlib import AbstractAsyncContextManager
 from dataclasses import replace
 
 from quantmesh.lock.base import Lease, wait_lock
-from quantmesh.lock.hold import Held, hold
+from quantmesh.lock.renewal import RenewedLease, renewed
 
 # Tokens of local leases start with this, so a wrapper can tell whose lease it holds.
 LOCAL_TOKEN_PREFIX = "local-"
@@ -55,9 +55,11 @@ class LocalLock:
     async def lock(self, key: str, ttl: float, timeout: float) -> Lease:
         return await wait_lock(self.try_lock, key, ttl, timeout, clock=self._clock)
 
-    def hold(self, key: str, ttl: float, timeout: float = 0.0) -> AbstractAsyncContextManager[Held]:
-        """``async with locker.hold(key, ttl)``: renewed by a watchdog, always released."""
-        return hold(self, key, ttl, timeout, clock=self._clock)
+    def renewed(
+        self, key: str, ttl: float, timeout: float = 0.0
+    ) -> AbstractAsyncContextManager[RenewedLease]:
+        """``async with locker.renewed(key, ttl)``: a lease renewed by a watchdog, always released."""
+        return renewed(self, key, ttl, timeout, clock=self._clock)
 
     async def unlock(self, lease: Lease) -> bool:
         held = self._held.get(lease.key)

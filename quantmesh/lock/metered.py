@@ -33,7 +33,7 @@ from typing import Literal
 
 from quantmesh.errors import LockTimeout, LockUnavailable
 from quantmesh.lock.base import DistributedLock, Lease
-from quantmesh.lock.hold import Held, hold
+from quantmesh.lock.renewal import RenewedLease, renewed
 from quantmesh.observability.metrics import Metrics
 
 Purpose = Literal["order", "reconcile", "ownership"]
@@ -142,9 +142,11 @@ class MeteredLock:
             raise
         return self._granted_now(lease)
 
-    def hold(self, key: str, ttl: float, timeout: float = 0.0) -> AbstractAsyncContextManager[Held]:
-        """``async with locker.hold(key, ttl)``: renewed by a watchdog, always released."""
-        return hold(self, key, ttl, timeout, clock=self._clock)
+    def renewed(
+        self, key: str, ttl: float, timeout: float = 0.0
+    ) -> AbstractAsyncContextManager[RenewedLease]:
+        """``async with locker.renewed(key, ttl)``: a lease renewed by a watchdog, always released."""
+        return renewed(self, key, ttl, timeout, clock=self._clock)
 
     async def unlock(self, lease: Lease) -> bool:
         self._ended(lease)  # the holder lets go now, whatever the backend answers

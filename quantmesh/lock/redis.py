@@ -56,7 +56,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from quantmesh.errors import LockError, LockUnavailable
 from quantmesh.lock.base import Lease, wait_lock
-from quantmesh.lock.hold import Held, hold
+from quantmesh.lock.renewal import RenewedLease, renewed
 
 log = structlog.get_logger(__name__)
 
@@ -199,9 +199,11 @@ class RedisLock:
     async def lock(self, key: str, ttl: float, timeout: float) -> Lease:
         return await wait_lock(self.try_lock, key, ttl, timeout, clock=self._clock)
 
-    def hold(self, key: str, ttl: float, timeout: float = 0.0) -> AbstractAsyncContextManager[Held]:
-        """``async with locker.hold(key, ttl)``: renewed by a watchdog, always released."""
-        return hold(self, key, ttl, timeout, clock=self._clock)
+    def renewed(
+        self, key: str, ttl: float, timeout: float = 0.0
+    ) -> AbstractAsyncContextManager[RenewedLease]:
+        """``async with locker.renewed(key, ttl)``: a lease renewed by a watchdog, always released."""
+        return renewed(self, key, ttl, timeout, clock=self._clock)
 
     async def unlock(self, lease: Lease) -> bool:
         name = self._keys(lease.key)[0]

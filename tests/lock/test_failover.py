@@ -18,8 +18,8 @@ from quantmesh.exchange.sim.simulated import SimulatedExchange
 from quantmesh.lock.base import Lease
 from quantmesh.lock.failover import FIRST_RETRY, FailoverLock, FallbackMode
 from quantmesh.lock.health import lock_check
-from quantmesh.lock.hold import Held, hold
 from quantmesh.lock.redis import RedisLock
+from quantmesh.lock.renewal import RenewedLease, renewed
 from quantmesh.observability.metrics import Metrics
 from quantmesh.storage.repository import SqlRepository
 from tests.servers.redis import RedisServer
@@ -98,7 +98,7 @@ async def test_single_instance_falls_back_to_a_local_lock_and_back(server: Redis
         assert local is not None
         assert await locker.try_lock(KEY, 5.0) is None  # still mutual exclusion in-process
         assert gauge(metrics, "quantmesh_lock_mode", mode="single_instance") == 1
-        async with locker.hold("{order:simulated:ETHUSDT}:9", 0.3) as held:
+        async with locker.renewed("{order:simulated:ETHUSDT}:9", 0.3) as held:
             await asyncio.sleep(0.25)  # renewed by the watchdog on the local lock
             assert held.valid()
 
@@ -161,8 +161,10 @@ class Backend:
     async def lock(self, key: str, ttl: float, timeout: float) -> Lease:
         raise LockUnavailable("backend down")
 
-    def hold(self, key: str, ttl: float, timeout: float = 0.0) -> AbstractAsyncContextManager[Held]:
-        return hold(self, key, ttl, timeout)
+    def renewed(
+        self, key: str, ttl: float, timeout: float = 0.0
+    ) -> AbstractAsyncContextManager[RenewedLease]:
+        return renewed(self, key, ttl, timeout)
 
     async def unlock(self, lease: Lease) -> bool:
         return False

@@ -52,10 +52,10 @@ async def test_wait_lock_retries_with_backoff_until_granted_or_timed_out() -> No
 
 async def test_a_local_hold_is_released_and_its_loss_is_reported() -> None:
     lock = LocalLock()
-    async with lock.hold("k", 5.0) as held:
+    async with lock.renewed("k", 5.0) as held:
         assert held.valid() and held.check() is held.lease
     assert await lock.try_lock("k", 5.0) is not None  # released on exit
     with pytest.raises(LockLost):
-        async with lock.hold("j", 5.0) as held:
+        async with lock.renewed("j", 5.0) as held:
             held.lost = True  # as the watchdog marks it
             held.check()

@@ -156,7 +156,7 @@ async def test_failures_are_counted_by_kind_and_raised_unchanged(
 async def test_a_lease_held_with_renewals_is_observed_once_from_grant_to_release() -> None:
     metrics = Metrics()
     locker = MeteredLock(LocalLock(), metrics=metrics, purpose="ownership")
-    async with locker.hold(KEYS.owner_key("ETH/USDT"), 0.3) as lease:
+    async with locker.renewed(KEYS.owner_key("ETH/USDT"), 0.3) as lease:
         await asyncio.sleep(0.45)  # renewed by the watchdog every 0.1 s
         assert lease.valid()
     count, total = held(metrics, "ownership")

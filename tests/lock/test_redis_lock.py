@@ -17,8 +17,8 @@ from redis.asyncio import Redis
 
 from quantmesh.errors import LockLost, LockTimeout, LockUnavailable
 from quantmesh.lock.base import Lease
-from quantmesh.lock.hold import hold
 from quantmesh.lock.redis import RedisLock
+from quantmesh.lock.renewal import renewed
 from tests.servers.proxy import TcpProxy
 from tests.servers.redis import RedisServer
 
@@ -244,7 +244,7 @@ async def test_replies_delayed_beyond_the_ttl_mean_the_lease_is_lost(
             proxy.delay = 0.0
             started = time.monotonic()
             with pytest.raises(LockLost):
-                async with locker.hold(KEY, 0.6) as held:
+                async with locker.renewed(KEY, 0.6) as held:
                     proxy.delay = 0.5  # the first renewal's reply comes after the deadline
                     try:
                         await asyncio.sleep(5)
@@ -261,7 +261,7 @@ async def test_replies_delayed_beyond_the_ttl_mean_the_lease_is_lost(
 async def test_the_watchdog_keeps_a_long_hold_alive_and_releases_it(
     locker: RedisLock, redis: Redis
 ) -> None:
-    async with hold(locker, KEY, 0.3) as held:
+    async with renewed(locker, KEY, 0.3) as held:
         first = held.lease
         await asyncio.sleep(1.0)  # more than three TTLs
         assert held.valid() and held.check().fence == first.fence
@@ -275,7 +275,7 @@ async def test_a_hold_taken_over_cancels_the_work_with_lock_lost(
 ) -> None:
     reached_end = False
     with pytest.raises(LockLost):
-        async with hold(locker, KEY, 0.3):
+        async with renewed(locker, KEY, 0.3):
             await redis.set(NAME, "somebody-else", px=5000)  # the key was taken over
             await asyncio.sleep(2)
             reached_end = True

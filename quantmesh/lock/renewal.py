@@ -1,4 +1,4 @@
-"""``async with hold(locker, key, ttl) as held``: a lease kept alive by a watchdog.
+"""``async with renewed(locker, key, ttl) as held``: a lease kept alive by a watchdog.
 
 For work that may outlast one TTL (reconciliation): the watchdog extends the lease every
 ``ttl / 3``. When an extension is refused (the key expired or another holder has it), or
@@ -24,8 +24,8 @@ from quantmesh.lock.base import DistributedLock, Lease
 log = structlog.get_logger(__name__)
 
 
-class Held:
-    """What ``hold`` yields: the current lease (renewed in place) and whether it was lost."""
+class RenewedLease:
+    """What ``renewed`` yields: the current lease (renewed in place) and whether it was lost."""
 
     __slots__ = ("_clock", "_in_body", "lease", "lost")
 
@@ -57,21 +57,21 @@ class Held:
 
 
 @asynccontextmanager
-async def hold(
+async def renewed(
     locker: DistributedLock,
     key: str,
     ttl: float,
     timeout: float = 0.0,
     *,
     clock: Callable[[], float] = time.monotonic,
-) -> AsyncIterator[Held]:
+) -> AsyncIterator[RenewedLease]:
     """Take ``key`` (waiting up to ``timeout``), renew it while the block runs, release it.
 
     Raises ``LockTimeout`` when not granted in time, ``LockLost`` when the lease is lost
     during the block (the block is cancelled at its current await).
     """
     lease = await locker.lock(key, ttl, timeout)
-    held = Held(lease, clock)
+    held = RenewedLease(lease, clock)
     task = asyncio.current_task()
     assert task is not None
     watchdog = asyncio.create_task(_watch(locker, held, ttl, task, clock), name=f"watchdog:{key}")
@@ -103,7 +103,7 @@ async def _release(locker: DistributedLock, lease: Lease) -> None:
 
 async def _watch(
     locker: DistributedLock,
-    held: Held,
+    held: RenewedLease,
     ttl: float,
     task: asyncio.Task[object],
     clock: Callable[[], float],
