@@ -369,7 +369,7 @@ class TimeServer:
     """A client whose ``fetch_time`` answers the exchange's clock after scripted delays."""
 
     id = "binance"
-    has: dict[str, bool] = {"fetchTime": True}  # noqa: RUF012
+    has: dict[str, bool] = {"fetchTime": True}  # noqa: RUF012 - mirrors ccxt's class attribute
 
     def __init__(self, mono: FakeClock, delays: list[float], offset: float) -> None:
         self.mono = mono
@@ -419,6 +419,6 @@ async def test_a_failed_measurement_keeps_the_previous_one_and_is_logged_once() 
 def test_a_fake_client_without_fetch_time_has_no_clock() -> None:
     class Bare:
         id = "binance"
-        has: dict[str, bool] = {}  # noqa: RUF012
+        has: dict[str, bool] = {}  # noqa: RUF012 - mirrors ccxt's class attribute
 
     assert not ExchangeClock(Bare()).available
