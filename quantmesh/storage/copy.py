@@ -26,8 +26,9 @@ from quantmesh.errors import StorageError
 from quantmesh.storage import migrate
 from quantmesh.storage import models as m
 from quantmesh.storage.dsn import guess_type
-from quantmesh.storage.engine import create_engine_for, upsert
+from quantmesh.storage.engine import create_engine_for
 from quantmesh.storage.runner import Runner, runner_for
+from quantmesh.storage.statements import upsert
 
 
 class Progress(Protocol):

@@ -1,8 +1,8 @@
 """Everything that depends on the database dialect or driver.
 
-``create_engine_for`` builds the engine for the configured database, ``upsert`` writes the
-dialect's INSERT ... ON CONFLICT; ``map_db_error``, ``is_retryable`` and ``error_kind``
-(from ``db_errors``, re-exported here) classify driver errors.
+``create_engine_for`` builds the engine for the configured database and ``check_server``
+refuses a server the repository cannot write under. (The dialect's upsert is built in
+``statements``; driver errors are classified in ``db_errors``.)
 
 SQLite gets a synchronous engine on the stdlib ``sqlite3`` driver (the repository runs it
 on a thread of its own, see ``runner``); its connections get WAL, ``busy_timeout=5000``,
@@ -22,20 +22,17 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Final
 
 import structlog
-from sqlalchemy import URL, Connection, Engine, Table, create_engine, event, make_url, text
-from sqlalchemy.dialects import mysql, postgresql, sqlite
+from sqlalchemy import URL, Connection, Engine, create_engine, event, make_url, text
 from sqlalchemy.exc import ArgumentError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
-from sqlalchemy.sql.dml import Insert
 
-from quantmesh.errors import StartupError, StorageError
+from quantmesh.errors import StartupError
 from quantmesh.storage import dsn
-from quantmesh.storage.db_errors import ErrorKind, error_kind, is_retryable, map_db_error
 from quantmesh.storage.dsn import DbType
 
 __all__ = [
@@ -45,15 +42,10 @@ __all__ = [
     "SQLITE_PRAGMAS",
     "SQLITE_SYNC_DRIVER",
     "DbType",
-    "ErrorKind",
     "check_server",
     "create_engine_for",
-    "error_kind",
-    "is_retryable",
     "logs_statements",
-    "map_db_error",
     "to_sqlalchemy_url",
-    "upsert",
 ]
 
 log = structlog.get_logger(__name__)
@@ -276,30 +268,3 @@ def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:
             cursor.execute(pragma)
     finally:
         cursor.close()
-
-
-# --- dialect-aware statements -----------------------------------------------------------
-
-
-def upsert(
-    dialect: str, table: Table, keys: Sequence[str], update_columns: Sequence[str] = ()
-) -> Insert:
-    """An INSERT that, on a conflict on the unique ``keys``, updates ``update_columns``
-    from the new row - or does nothing when ``update_columns`` is empty.
-
-    Execute it with a list of row dicts (one executemany per batch).
-    """
-    if dialect in ("sqlite", "postgresql"):
-        ins = sqlite.insert(table) if dialect == "sqlite" else postgresql.insert(table)
-        if not update_columns:
-            return ins.on_conflict_do_nothing(index_elements=list(keys))
-        return ins.on_conflict_do_update(
-            index_elements=list(keys), set_={c: ins.excluded[c] for c in update_columns}
-        )
-    if dialect in ("mysql", "mariadb"):
-        my = mysql.insert(table)
-        if not update_columns:
-            # a no-op assignment; INSERT IGNORE would also hide truncation and bad data
-            return my.on_duplicate_key_update({keys[0]: table.c[keys[0]]})
-        return my.on_duplicate_key_update({c: my.inserted[c] for c in update_columns})
-    raise StorageError(f"no upsert for the {dialect} dialect")

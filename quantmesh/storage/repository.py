@@ -1,7 +1,7 @@
 """``SqlRepository``: the ``Repository`` protocol over SQLAlchemy Core.
 
 One code path for SQLite, PostgreSQL and MySQL/MariaDB: portable column types
-(``models``), dialect-aware upserts (``engine.upsert``), writes keyed on unique constraints
+(``models``), dialect-aware upserts (``statements.upsert``), writes keyed on unique constraints
 so replaying them is harmless. ``ExactDecimal`` columns are never compared or summed in
 SQL on SQLite (they are text there); that happens in Python.
 
@@ -32,9 +32,10 @@ from quantmesh.storage import migrate
 from quantmesh.storage import models as m
 from quantmesh.storage import statements as q
 from quantmesh.storage.base import SymbolSummary, TradeFilter
-from quantmesh.storage.engine import check_server, upsert
+from quantmesh.storage.engine import check_server
 from quantmesh.storage.rows import checked, chunks, from_row, merge_order
 from quantmesh.storage.runner import Runner, runner_for
+from quantmesh.storage.statements import upsert
 
 log = structlog.get_logger(__name__)
 _R = TypeVar("_R")

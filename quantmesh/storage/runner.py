@@ -48,7 +48,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from quantmesh.errors import StorageError
 from quantmesh.observability.metrics import DbMetrics
-from quantmesh.storage.engine import error_kind, is_retryable, map_db_error
+from quantmesh.storage.db_errors import error_kind, is_retryable, map_db_error
 
 log = structlog.get_logger(__name__)
 _T = TypeVar("_T")

@@ -1,16 +1,22 @@
-"""The repository's SQL statements and unique keys, built once at import.
+"""The repository's SQL statements: unique keys, the dialect's upsert, and the statements
+of the hot paths, built once at import.
 
 Parameters are named ``k_*`` for keys and ``v_*`` for new values, so SQLAlchemy's compiled
-cache is hit without rebuilding a statement per call.
+cache is hit without rebuilding a statement per call. ``upsert`` writes each dialect's
+INSERT ... ON CONFLICT (MySQL/MariaDB: ON DUPLICATE KEY UPDATE).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from decimal import Context
 from typing import Any, Final
 
 from sqlalchemy import Column, Table, bindparam, false, func, select, true, update
+from sqlalchemy.dialects import mysql, postgresql, sqlite
+from sqlalchemy.sql.dml import Insert
 
+from quantmesh.errors import StorageError
 from quantmesh.storage import models as m
 
 # Sums of NUMERIC(36, 18) values need more than the default 28 digits to stay exact.
@@ -28,6 +34,33 @@ LEVEL_VALUES: Final = ("holding", "cost", "cycle")
 
 def typed(name: str, column: Column[Any], *, expanding: bool = False) -> Any:
     return bindparam(name, type_=column.type, expanding=expanding)
+
+
+def upsert(
+    dialect: str, table: Table, keys: Sequence[str], update_columns: Sequence[str] = ()
+) -> Insert:
+    """An INSERT that, on a conflict on the unique ``keys``, updates ``update_columns``
+    from the new row - or does nothing when ``update_columns`` is empty.
+
+    Execute it with a list of row dicts (one executemany per batch).
+    """
+    if dialect in ("sqlite", "postgresql"):
+        insert = sqlite.insert(table) if dialect == "sqlite" else postgresql.insert(table)
+        if not update_columns:
+            return insert.on_conflict_do_nothing(index_elements=list(keys))
+        return insert.on_conflict_do_update(
+            index_elements=list(keys),
+            set_={column: insert.excluded[column] for column in update_columns},
+        )
+    if dialect in ("mysql", "mariadb"):
+        merge = mysql.insert(table)
+        if not update_columns:
+            # a no-op assignment; INSERT IGNORE would also hide truncation and bad data
+            return merge.on_duplicate_key_update({keys[0]: table.c[keys[0]]})
+        return merge.on_duplicate_key_update(
+            {column: merge.inserted[column] for column in update_columns}
+        )
+    raise StorageError(f"no upsert for the {dialect} dialect")
 
 
 def scoped(table: Table) -> tuple[Any, Any]:

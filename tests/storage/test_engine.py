@@ -1,4 +1,4 @@
-"""Engine creation, URL handling, dialect upserts and driver error mapping."""
+"""Engine creation, URL handling and the driver errors of a real engine."""
 
 from __future__ import annotations
 
@@ -12,28 +12,16 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import Connection, Engine, text
-from sqlalchemy.dialects.mysql.base import MySQLDialect
-from sqlalchemy.dialects.sqlite.base import SQLiteDialect
-from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, InterfaceError, OperationalError
 from structlog.testing import capture_logs
 
 from quantmesh.errors import StartupError, StorageError, StorageRejected, StorageUnavailable
-from quantmesh.storage import models
-from quantmesh.storage.engine import (
-    DbType,
-    create_engine_for,
-    is_retryable,
-    logs_statements,
-    map_db_error,
-    to_sqlalchemy_url,
-    upsert,
-)
+from quantmesh.storage.db_errors import is_retryable, map_db_error
+from quantmesh.storage.engine import DbType, create_engine_for, logs_statements, to_sqlalchemy_url
 from quantmesh.storage.repository import SqlRepository
 from tests.support import free_port
 
 from .conftest import Backend
-from .support import postgres_dialect
 
 PASSWORD = "s3cr3t-pw"
 
@@ -404,45 +392,3 @@ def test_error_messages_never_carry_credentials() -> None:
     assert isinstance(mapped, StorageUnavailable)
     assert PASSWORD not in str(mapped)
     assert "SELECT 1" not in str(mapped)
-
-
-# --- upserts ------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("dialect", "name", "nothing", "update"),
-    [
-        (
-            SQLiteDialect(),
-            "sqlite",
-            "ON CONFLICT (exchange, symbol, trade_id) DO NOTHING",
-            "DO UPDATE SET holding = excluded.holding",
-        ),
-        (
-            postgres_dialect(),
-            "postgresql",
-            "ON CONFLICT (exchange, symbol, trade_id) DO NOTHING",
-            "DO UPDATE SET holding = excluded.holding",
-        ),
-        (
-            MySQLDialect(),
-            "mysql",
-            "ON DUPLICATE KEY UPDATE exchange = trades.exchange",
-            "ON DUPLICATE KEY UPDATE holding = VALUES(holding)",
-        ),
-    ],
-)
-def test_upsert_is_written_for_each_dialect(
-    dialect: Dialect, name: str, nothing: str, update: str
-) -> None:
-    ignore = upsert(name, models.trades, ("exchange", "symbol", "trade_id"))
-    assert nothing in str(ignore.compile(dialect=dialect))
-    merge = upsert(
-        name, models.grid_levels, ("exchange", "symbol", "level_index"), ("holding", "cost")
-    )
-    assert update in str(merge.compile(dialect=dialect))
-
-
-def test_upsert_for_an_unknown_dialect_is_an_error() -> None:
-    with pytest.raises(StorageError, match="oracle"):
-        upsert("oracle", models.trades, ("exchange",))
