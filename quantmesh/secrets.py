@@ -1,6 +1,7 @@
 """Masking helpers for secrets in connection strings and free text.
 
-Pure functions and values, no I/O: the config renderer and the logging setup both use them.
+Pure functions and values, no I/O: the config renderer, the logging setup and the database
+error messages (``mask_credentials``) use them; every redaction pattern lives here.
 Masking errs on the side of hiding too much: an odd DSN may lose more than its password,
 never keep it.
 """
@@ -20,6 +21,20 @@ _KV_PASSWORD = re.compile(
     r"('(?:[^'\\]|\\.)*'|[^\s&;]*)"
 )
 _URL_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]*://")
+
+
+# Credentials written in text whose secrets are not known (a database driver's message):
+# the user information of a URL, and the value after ``password=`` or ``password:``.
+_URL_CREDENTIALS = re.compile(r"(\w[\w+.-]*://)[^\s/@]*@")
+_PASSWORD_VALUE = re.compile(r"(password\s*[=:]\s*)\S+", re.IGNORECASE)
+
+
+def mask_credentials(text: str) -> str:
+    """Hide the credentials written in ``text`` without knowing them (a database driver's
+    error message): a URL's user information (``scheme://user:pw@`` becomes
+    ``scheme://***@``) and the value after ``password=`` or ``password:``."""
+    text = _URL_CREDENTIALS.sub(rf"\1{MASK}@", text)
+    return _PASSWORD_VALUE.sub(rf"\1{MASK}", text)
 
 
 def _userinfo_password_span(dsn: str) -> tuple[int, int] | None:

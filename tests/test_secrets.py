@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from quantmesh.secrets import dsn_passwords, mask_dsn, redact
+from quantmesh.secrets import dsn_passwords, mask_credentials, mask_dsn, redact
 
 
 @pytest.mark.parametrize(
@@ -44,3 +44,20 @@ def test_redact() -> None:
     text = "connect password=hunter2 token=abc hunter2abc"
     assert redact(text, ["hunter2", "", "hunter2abc"]) == "connect password=*** token=abc ***"
     assert redact("nothing here", []) == "nothing here"
+
+
+@pytest.mark.parametrize(
+    ("text", "masked"),
+    [
+        ("connect to postgresql://q:pw@db/q", "connect to postgresql://***@db/q"),
+        ("mysql+aiomysql://user@h/db refused", "mysql+aiomysql://***@h/db refused"),
+        ("connect to redis://h:6379/0 refused", "connect to redis://h:6379/0 refused"),
+        ("auth failed (password=pw user=q)", "auth failed (password=*** user=q)"),
+        ("PASSWORD: pw; next", "PASSWORD: *** next"),
+        ("sslpassword = 'pw' rejected", "sslpassword = *** rejected"),
+        ("no credentials here", "no credentials here"),
+        ("", ""),
+    ],
+)
+def test_mask_credentials_without_knowing_them(text: str, masked: str) -> None:
+    assert mask_credentials(text) == masked

@@ -21,7 +21,6 @@ buffered like any other outage. No message here ever includes a password.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator
 from typing import Final, Literal
 
@@ -37,6 +36,7 @@ from sqlalchemy.exc import (
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from quantmesh.errors import StorageError, StorageRejected, StorageUnavailable
+from quantmesh.secrets import mask_credentials
 
 ErrorKind = Literal["timeout", "unavailable", "deadlock", "error"]
 
@@ -79,8 +79,6 @@ _MYSQL_TRANSIENT_CODES: Final = frozenset(
 # ended by idle_in_transaction_session_timeout (25P03), disk full (53100 is in class 53),
 # query cancelled (57014 is in class 57)
 _PG_TRANSIENT_STATES: Final = frozenset({"25006", "25P03"})
-_CREDENTIALS_IN_URL: Final = re.compile(r"(\w[\w+.-]*://)[^\s/@]*@")
-_PASSWORD_PAIR: Final = re.compile(r"(password\s*[=:]\s*)\S+", re.IGNORECASE)
 
 
 def map_db_error(exc: BaseException, operation: str) -> StorageError:
@@ -204,6 +202,6 @@ def _chain(exc: BaseException | None) -> Iterator[BaseException]:
 
 
 def _redact(text: str) -> str:
+    """The first line of a driver's message, its credentials masked, at most 300 characters."""
     first_line = text.strip().splitlines()[0] if text.strip() else ""
-    first_line = _CREDENTIALS_IN_URL.sub(r"\1***@", first_line)
-    return _PASSWORD_PAIR.sub(r"\1***", first_line)[:300]
+    return mask_credentials(first_line)[:300]
