@@ -2,7 +2,7 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: run test lint bench clean
+.PHONY: run test lint format bench clean
 
 $(VENV)/bin/quantmesh: pyproject.toml
 	python3 -m venv $(VENV) && $(VENV)/bin/pip install -q -e '.[dev]'
@@ -17,7 +17,12 @@ lint: $(VENV)/bin/quantmesh
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy --strict quantmesh
+	$(VENV)/bin/mypy tests bench
 	$(VENV)/bin/lint-imports --no-cache
+
+format: $(VENV)/bin/quantmesh
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
 
 bench: $(VENV)/bin/quantmesh
 	$(PY) -m bench
