@@ -44,6 +44,7 @@ from bench.stats import RandomWalk, peak_rss_mb, percentile
 from quantmesh.app import Service
 from quantmesh.domain import MarketRules
 from quantmesh.exchange.sim.simulated import SimMarket, SimulatedExchange
+from quantmesh.grid.state import GridParams
 from quantmesh.lock.nop import NopLock
 from quantmesh.observability.metrics import Metrics
 from quantmesh.storage.engine import create_engine_for
@@ -105,7 +106,7 @@ def _rules(symbol: str) -> MarketRules:
 
 
 def _settings(symbol: str, window: int) -> TraderSettings:
-    return TraderSettings(
+    grid = GridParams(
         symbol=symbol,
         interval=Decimal(_LEVEL_CENTS).scaleb(-2),
         order_quantity=Decimal(30),
@@ -114,6 +115,7 @@ def _settings(symbol: str, window: int) -> TraderSettings:
         min_order_value=Decimal(10),
         anchor_price=Decimal(_ANCHOR_CENTS).scaleb(-2),
     )
+    return TraderSettings(grid=grid)
 
 
 class _Bench:

@@ -311,7 +311,7 @@ async def _run_sender(cycles: int, checkpoints: list[int]) -> dict[str, float]:
         min_amount=Decimal("0.0001"),
         min_notional=Decimal(5),
     )
-    spec = GridSpec(SYMBOL, Decimal(2000), Decimal(10), Decimal(20), 10, 10)
+    spec = GridSpec(SYMBOL, Decimal(10), Decimal(20), 10, 10, anchor=Decimal(2000))
     book = OrderBook(spec, rules, GridState(SYMBOL, spec.anchor), grid_tag(SYMBOL, spec.anchor,
                      spec.interval, spec.spacing))  # fmt: skip
     sender = OrderSender(

@@ -189,18 +189,7 @@ def build_repository(
 def trader_settings(symbol: SymbolSettings, settings: Settings) -> TraderSettings:
     ttl = settings.distributed_lock.ttl
     return TraderSettings(
-        symbol=symbol.symbol,
-        interval=symbol.interval,
-        order_quantity=symbol.order_quantity,
-        buy_window=symbol.buy_window_size,
-        sell_window=symbol.sell_window_size,
-        spacing=symbol.spacing,
-        min_order_value=symbol.min_order_value,
-        anchor_price=symbol.anchor_price,
-        lower_price=symbol.lower_price,
-        upper_price=symbol.upper_price,
-        max_position=symbol.max_position,
-        cancel_hysteresis=symbol.cancel_hysteresis,
+        grid=symbol.grid_params(),
         place_ttl=ttl.place,
         cancel_ttl=ttl.cancel,
         reconcile_interval=settings.trading.reconcile_interval,

@@ -27,7 +27,7 @@ from .trading.support import RULES, SETTINGS, SYMBOL, make_exchange, make_reposi
 
 def _service(tmp_path: Path, symbols: list[str], *, cancel_on_exit: bool = False) -> Service:
     return assemble(
-        [replace(SETTINGS, symbol=symbol) for symbol in symbols],
+        [replace(SETTINGS, grid=replace(SETTINGS.grid, symbol=symbol)) for symbol in symbols],
         exchange=make_exchange(tmp_path),
         repository=make_repository(tmp_path),
         locker=NopLock(),
@@ -206,7 +206,10 @@ def _slow_service(tmp_path: Path, *, cancel_timeout: float) -> Service:
         tmp_path / "sim.db",
         latency=0.15,
     )
-    settings = [replace(SETTINGS, symbol=s, buy_window=20) for s in (SYMBOL, btc)]
+    settings = [
+        replace(SETTINGS, grid=replace(SETTINGS.grid, symbol=s, buy_window=20))
+        for s in (SYMBOL, btc)
+    ]
     service = assemble(
         settings,
         exchange=exchange,

@@ -6,6 +6,7 @@ Reading and interpolation live in ``source``, loading in ``load``, error formatt
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import typing
 from decimal import Decimal
@@ -24,6 +25,7 @@ from pydantic import (
 from pydantic.fields import FieldInfo
 
 from quantmesh.config.problems import FieldProblems, suggest
+from quantmesh.grid.state import GridParams, Spacing
 
 # Quote currencies recognised at the end of a compact symbol (ETHUSDT); longest first.
 QUOTE_CURRENCIES: tuple[str, ...] = tuple(
@@ -37,6 +39,8 @@ QUOTE_CURRENCIES: tuple[str, ...] = tuple(
     )
 )  # fmt: skip
 _CURRENCY = re.compile(r"[A-Z0-9]+")
+# The grid parameters whose setting has another name; every other one has its own.
+_GRID_SETTING_NAMES = {"buy_window": "buy_window_size", "sell_window": "sell_window_size"}
 _INSTANCE_ID = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
 
 
@@ -257,7 +261,7 @@ class ExchangeSettings(_Section):
 
 class SymbolSettings(_Section):
     symbol: str
-    spacing: Literal["arithmetic", "geometric"] = "arithmetic"
+    spacing: Spacing = "arithmetic"
     price_interval: PositiveDecimal | None = None
     grid_ratio: Annotated[PositiveDecimal, Field(lt=1)] | None = None
     order_quantity: PositiveDecimal = Decimal(30)
@@ -311,6 +315,16 @@ class SymbolSettings(_Section):
         step = self.price_interval if self.spacing == "arithmetic" else self.grid_ratio
         assert step is not None  # guaranteed by _check_grid
         return step
+
+    def grid_params(self) -> GridParams:
+        """This symbol's grid: each ``GridParams`` field from the setting of that name (or
+        of the name ``_GRID_SETTING_NAMES`` gives), so a new grid setting is a field here
+        and one there."""
+        values = {
+            param.name: getattr(self, _GRID_SETTING_NAMES.get(param.name, param.name))
+            for param in dataclasses.fields(GridParams)
+        }
+        return GridParams(**values)
 
 
 class TradingSettings(_Section):

@@ -1,8 +1,8 @@
-"""Grid specification and per-level state (pure data)."""
+"""Grid parameters and specification, and per-level state (pure data)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from decimal import Decimal
 from typing import Literal
 
@@ -10,27 +10,41 @@ Spacing = Literal["arithmetic", "geometric"]
 
 
 @dataclass(frozen=True, slots=True)
-class GridSpec:
-    """The shape of one symbol's grid, from settings plus the persisted anchor.
+class GridParams:
+    """One symbol's grid as configured: what settings produce and the planner consumes.
 
     ``interval`` is the absolute price step for arithmetic spacing and the ratio between
     neighbouring levels minus one (``0.005`` = 0.5 %) for geometric spacing.
     ``order_quantity`` is in quote currency per level; ``max_position`` caps the quote value
-    (at level prices) of inventory plus open buys.
+    (at level prices) of inventory plus open buys. ``anchor_price`` is where a new grid is
+    anchored (``None``: at the first price seen); a stored grid keeps its own anchor.
     """
 
     symbol: str
-    anchor: Decimal
     interval: Decimal
     order_quantity: Decimal
     buy_window: int
     sell_window: int
     spacing: Spacing = "arithmetic"
     min_order_value: Decimal = Decimal(0)
+    anchor_price: Decimal | None = None
     lower_price: Decimal | None = None
     upper_price: Decimal | None = None
     max_position: Decimal | None = None
     cancel_hysteresis: int = 2
+
+    def anchored_at(self, anchor: Decimal) -> GridSpec:
+        """These parameters on a grid whose levels are counted from ``anchor``."""
+        values = {param.name: getattr(self, param.name) for param in fields(GridParams)}
+        return GridSpec(**values, anchor=anchor)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class GridSpec(GridParams):
+    """The shape of one symbol's grid: its parameters plus the anchor in use, the persisted
+    one (``anchor_price`` or the first price seen when the grid was created)."""
+
+    anchor: Decimal
 
 
 @dataclass(frozen=True, slots=True)

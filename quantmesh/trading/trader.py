@@ -42,7 +42,7 @@ from quantmesh.exchange.base import Exchange, PriceHealth
 from quantmesh.grid.ids import client_order_id, grid_tag, parse_client_order_id
 from quantmesh.grid.ledger import sell_progress
 from quantmesh.grid.planner import CancelOrder, OpenOrder, plan
-from quantmesh.grid.state import GridShape, GridSpec, GridState, Spacing
+from quantmesh.grid.state import GridParams, GridShape, GridSpec, GridState
 from quantmesh.lock.base import DistributedLock
 from quantmesh.lock.keys import LockKeys
 from quantmesh.observability.metrics import Metrics
@@ -60,20 +60,9 @@ _MISSING_ROUNDS = 3
 
 @dataclass(frozen=True, slots=True)
 class TraderSettings:
-    """One symbol's grid settings plus the trader's own timings (seconds)."""
+    """One symbol's grid parameters plus the trader's own timings (seconds)."""
 
-    symbol: str
-    interval: Decimal
-    order_quantity: Decimal
-    buy_window: int
-    sell_window: int
-    spacing: Spacing = "arithmetic"
-    min_order_value: Decimal = Decimal(0)
-    anchor_price: Decimal | None = None
-    lower_price: Decimal | None = None
-    upper_price: Decimal | None = None
-    max_position: Decimal | None = None
-    cancel_hysteresis: int = 2
+    grid: GridParams
     place_ttl: float = 5.0
     cancel_ttl: float = 3.0
     reject_cooldown: float = 30.0
@@ -84,21 +73,9 @@ class TraderSettings:
     reconcile_interval: float = 60.0  # between checks of our open orders against the exchange
     reconcile_ttl: float = 30.0  # the reconcile lock's lease
 
-    def spec(self, anchor: Decimal) -> GridSpec:
-        return GridSpec(
-            symbol=self.symbol,
-            anchor=anchor,
-            interval=self.interval,
-            order_quantity=self.order_quantity,
-            buy_window=self.buy_window,
-            sell_window=self.sell_window,
-            spacing=self.spacing,
-            min_order_value=self.min_order_value,
-            lower_price=self.lower_price,
-            upper_price=self.upper_price,
-            max_position=self.max_position,
-            cancel_hysteresis=self.cancel_hysteresis,
-        )
+    @property
+    def symbol(self) -> str:
+        return self.grid.symbol
 
 
 class Trader:
@@ -179,24 +156,25 @@ class Trader:
     async def _start(self, ticks: AsyncIterator[Tick]) -> None:
         self.rules = await self._exchange.market(self.symbol)
         state = await self._repo.load_grid(self.symbol)
-        shape = GridShape(self.settings.spacing, self.settings.interval)
+        grid = self.settings.grid
+        shape = GridShape(grid.spacing, grid.interval)
         resumed = state is not None
         if state is None:
-            anchor = self.settings.anchor_price
+            anchor = grid.anchor_price
             if anchor is None:
                 first = await anext(ticks)
                 self._on_tick_seen(first)
                 anchor = floor_to(first.price, self.rules.tick_size)
-            _check_spacing(self.settings.spec(anchor), self.rules)
+            _check_spacing(grid.anchored_at(anchor), self.rules)
             state = await self._repo.init_grid(self.symbol, anchor, shape)
             log.info("grid_created", anchor=str(state.anchor))
         state = await self._claim(state)
         if resumed:
-            _check_spacing(self.settings.spec(state.anchor), self.rules)
+            _check_spacing(grid.anchored_at(state.anchor), self.rules)
             log.info("grid_resumed", anchor=str(state.anchor), levels=len(state.levels))
         if state.shape != shape:
             await self._reshape(state, shape)
-        spec = self.settings.spec(state.anchor)
+        spec = grid.anchored_at(state.anchor)
         tag = grid_tag(self.symbol, spec.anchor, spec.interval, spec.spacing)
         self.book = OrderBook(spec, self.rules, state, tag)
         async with self._mutex:

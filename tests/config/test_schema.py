@@ -14,6 +14,7 @@ import pytest
 from pydantic import ValidationError
 
 from quantmesh.config import normalise_symbol
+from quantmesh.grid.state import GridParams
 
 from .support import DATABASES, MINIMAL, parse, problems_of
 
@@ -72,6 +73,51 @@ def test_symbols_helper_and_interval() -> None:
     assert [sym.symbol for sym in s.symbols] == ["ETH/USDT", "BTC/USDT"]
     assert isinstance(s.symbols, list)
     assert [sym.interval for sym in s.symbols] == [Decimal(1), Decimal("0.005")]
+
+
+def test_a_symbol_produces_its_grid_params_from_every_grid_setting() -> None:
+    s = parse(
+        """
+        trading:
+          symbols:
+            - symbol: ETHUSDT
+              spacing: geometric
+              grid_ratio: 0.005
+              order_quantity: 40
+              buy_window_size: 4
+              sell_window_size: 5
+              min_order_value: 12
+              anchor_price: 2000
+              lower_price: 1500
+              upper_price: 2500
+              max_position: 400
+              cancel_hysteresis: 3
+            - {symbol: BTCUSDT, price_interval: 100}
+        """
+    )
+    eth, btc = (symbol.grid_params() for symbol in s.symbols)
+    assert eth == GridParams(
+        symbol="ETH/USDT",
+        interval=Decimal("0.005"),
+        order_quantity=Decimal(40),
+        buy_window=4,
+        sell_window=5,
+        spacing="geometric",
+        min_order_value=Decimal(12),
+        anchor_price=Decimal(2000),
+        lower_price=Decimal(1500),
+        upper_price=Decimal(2500),
+        max_position=Decimal(400),
+        cancel_hysteresis=3,
+    )
+    assert btc == GridParams(
+        symbol="BTC/USDT",
+        interval=Decimal(100),
+        order_quantity=Decimal(30),
+        buy_window=10,
+        sell_window=10,
+        min_order_value=Decimal(10),
+    )
 
 
 def test_market_keys_are_normalised_and_a_symbol_without_market_is_not_a_config_error() -> None:

@@ -15,6 +15,7 @@ from typing import Any
 from quantmesh.domain import MarketRules, Order, OrderRequest, OrderUpdate
 from quantmesh.errors import Disconnected, LockError, LockUnavailable, RateLimited
 from quantmesh.exchange.sim.simulated import SimMarket, SimulatedExchange
+from quantmesh.grid.state import GridParams
 from quantmesh.lock.base import Lease
 from quantmesh.lock.keys import LockKeys
 from quantmesh.lock.local import LocalLock
@@ -31,14 +32,16 @@ RULES = MarketRules(
 )
 FEE = Decimal("0.001")
 SETTINGS = TraderSettings(
-    symbol=SYMBOL,
-    interval=Decimal(10),
-    order_quantity=Decimal(30),
-    buy_window=3,
-    sell_window=3,
-    min_order_value=Decimal(10),
-    anchor_price=Decimal(2000),
-    cancel_hysteresis=1,
+    grid=GridParams(
+        symbol=SYMBOL,
+        interval=Decimal(10),
+        order_quantity=Decimal(30),
+        buy_window=3,
+        sell_window=3,
+        min_order_value=Decimal(10),
+        anchor_price=Decimal(2000),
+        cancel_hysteresis=1,
+    ),
     price_save_interval=0.0,
 )
 

@@ -16,7 +16,9 @@ BUY0 = client_order_id(TAG, 0, "buy", 0)
 
 
 def _book() -> OrderBook:
-    return OrderBook(SETTINGS.spec(Decimal(2000)), RULES, GridState(SYMBOL, Decimal(2000)), TAG)
+    return OrderBook(
+        SETTINGS.grid.anchored_at(Decimal(2000)), RULES, GridState(SYMBOL, Decimal(2000)), TAG
+    )
 
 
 def _order(status: OrderStatus, xid: str = "1", filled: str = "0", cid: str = BUY0) -> Order:

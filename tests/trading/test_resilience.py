@@ -233,7 +233,12 @@ async def test_a_timed_out_create_the_exchange_shows_late_is_adopted_not_sent_ag
     exchange: SimulatedExchange, repository: SqlRepository
 ) -> None:
     late = LateAccept(exchange, delay=0.4)
-    settings = replace(SETTINGS, buy_window=1, lookup_interval=0.05, unknown_grace=5.0)
+    settings = replace(
+        SETTINGS,
+        grid=replace(SETTINGS.grid, buy_window=1),
+        lookup_interval=0.05,
+        unknown_grace=5.0,
+    )
     async with running_trader(late, repository, settings=settings) as run:
         first = client_order_id(run.trader.book.tag, 0, "buy", 0)  # type: ignore[union-attr]
         await _tick_until(
@@ -249,7 +254,12 @@ async def test_a_timed_out_create_never_seen_frees_its_level_after_the_grace(
     exchange: SimulatedExchange, repository: SqlRepository
 ) -> None:
     lost = LateAccept(exchange, delay=None)
-    settings = replace(SETTINGS, buy_window=1, lookup_interval=0.05, unknown_grace=0.3)
+    settings = replace(
+        SETTINGS,
+        grid=replace(SETTINGS.grid, buy_window=1),
+        lookup_interval=0.05,
+        unknown_grace=0.3,
+    )
     async with running_trader(lost, repository, settings=settings) as run:
         first = client_order_id(run.trader.book.tag, 0, "buy", 0)  # type: ignore[union-attr]
         await _tick_until(exchange, lambda: len(lost.calls) >= 1, 2)
@@ -391,7 +401,12 @@ async def test_the_earlier_order_of_a_reused_id_does_not_settle_a_timed_out_crea
     exchange: SimulatedExchange, repository: SqlRepository
 ) -> None:
     late = LateSecondCreate(exchange, delay=0.5)
-    settings = replace(SETTINGS, buy_window=1, lookup_interval=0.05, unknown_grace=5.0)
+    settings = replace(
+        SETTINGS,
+        grid=replace(SETTINGS.grid, buy_window=1),
+        lookup_interval=0.05,
+        unknown_grace=5.0,
+    )
     async with running_trader(late, repository, settings=settings) as run:
         cid = client_order_id(run.trader.book.tag, 0, "buy", 0)  # type: ignore[union-attr]
         late.watch = cid

@@ -93,7 +93,8 @@ async def test_a_restart_resumes_the_grid_and_adopts_open_orders(
         anchor = first.trader.book.state.anchor  # type: ignore[union-attr]
     placed = len(exchange.engine.all_orders())
 
-    changed = replace(SETTINGS, anchor_price=Decimal(1234))  # the stored anchor wins
+    # The stored anchor wins.
+    changed = replace(SETTINGS, grid=replace(SETTINGS.grid, anchor_price=Decimal(1234)))
     async with running_trader(exchange, repository, settings=changed) as second:
         assert second.trader.book.state.anchor == anchor  # type: ignore[union-attr]
         assert {o.client_order_id for o in second.trader.book.open_orders()} == first.open_ids()  # type: ignore[union-attr]
@@ -305,7 +306,8 @@ async def test_a_rate_limit_pauses_the_symbol_for_the_time_asked(
 async def test_buys_beyond_the_position_cap_are_skipped_and_counted(
     exchange: SimulatedExchange, repository: SqlRepository
 ) -> None:
-    capped = replace(SETTINGS, max_position=Decimal(65))  # room for two 30 USDT buys
+    # Room for two 30 USDT buys.
+    capped = replace(SETTINGS, grid=replace(SETTINGS.grid, max_position=Decimal(65)))
     async with running_trader(exchange, repository, settings=capped) as run:
         exchange.set_price(SYMBOL, Decimal(2001))
         await until(lambda: len(run.tracked_ids()) == 2)
@@ -347,7 +349,8 @@ async def test_an_order_that_fills_at_once_is_recorded_with_its_fills_and_not_pl
 async def test_a_grid_finer_than_the_price_tick_is_refused(
     exchange: SimulatedExchange, repository: SqlRepository
 ) -> None:
-    fine = replace(SETTINGS, interval=Decimal("0.005"))  # the tick is 0.01
+    # The tick is 0.01.
+    fine = replace(SETTINGS, grid=replace(SETTINGS.grid, interval=Decimal("0.005")))
     with pytest.raises(StartupError, match=r"finer than the market's price tick 0\.01"):
         async with running_trader(exchange, repository, settings=fine):
             pytest.fail("the trader started on a grid finer than the tick")
@@ -361,7 +364,7 @@ async def test_a_new_step_is_refused_while_the_grid_has_open_orders(
     async with running_trader(exchange, repository) as run:
         exchange.set_price(SYMBOL, Decimal(2001))
         await until(lambda: len(run.tracked_ids()) == 3)
-    wider = replace(SETTINGS, interval=Decimal(20))
+    wider = replace(SETTINGS, grid=replace(SETTINGS.grid, interval=Decimal(20)))
     with pytest.raises(
         StartupError, match=r"step 10, and the settings now say arithmetic, step 20"
     ):
@@ -376,7 +379,7 @@ async def test_a_new_step_is_taken_when_the_grid_holds_nothing(
 ) -> None:
     async with running_trader(exchange, repository):
         pass  # the grid exists, nothing placed
-    wider = replace(SETTINGS, interval=Decimal(20))
+    wider = replace(SETTINGS, grid=replace(SETTINGS.grid, interval=Decimal(20)))
     async with running_trader(exchange, repository, settings=wider) as run:
         exchange.set_price(SYMBOL, Decimal(2001))
         await until(lambda: len(run.tracked_ids()) == 3)
