@@ -3,7 +3,9 @@
 One trader owns one symbol's grid. Everything that changes the grid - planning and
 placing on a price, applying an order update - runs under one mutex, so a fill for an
 order is applied only after its placement has been recorded, and shutdown can wait for
-in-flight exchange calls by taking the mutex.
+in-flight exchange calls by taking the mutex. Checking the grid's orders against the
+exchange - at start, every round, and for orders of unknown outcome - is its
+``Reconciler``'s (``trading.reconcile``), which applies what it finds through the trader.
 """
 
 from __future__ import annotations
@@ -11,8 +13,8 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import Literal
 
@@ -31,31 +33,24 @@ from quantmesh.domain import (
 from quantmesh.errors import (
     AuthenticationFailed,
     ExchangeError,
-    LockError,
     LockLost,
-    OrderNotFound,
     StartupError,
     StorageError,
     StorageUnavailable,
 )
 from quantmesh.exchange.base import Exchange, PriceHealth
-from quantmesh.grid.ids import client_order_id, grid_tag, parse_client_order_id
-from quantmesh.grid.ledger import sell_progress
+from quantmesh.grid.ids import grid_tag, parse_client_order_id
 from quantmesh.grid.planner import CancelOrder, OpenOrder, plan
 from quantmesh.grid.state import GridParams, GridShape, GridSpec, GridState
 from quantmesh.lock.base import DistributedLock
 from quantmesh.lock.keys import LockKeys
 from quantmesh.observability.metrics import Metrics
-from quantmesh.storage.base import Repository, TradeFilter
+from quantmesh.storage.base import Repository
 from quantmesh.trading.book import Effect, OrderBook
+from quantmesh.trading.reconcile import Reconciler
 from quantmesh.trading.sender import OrderSender
 
 log = structlog.get_logger(__name__)
-
-# How far before the latest recorded order reconciliation looks for unrecorded ones (s).
-_UNRECORDED_MARGIN = 60.0
-# Reconcile rounds an order must be unknown to the exchange before it counts as cancelled.
-_MISSING_ROUNDS = 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,7 +73,18 @@ class TraderSettings:
         return self.grid.symbol
 
 
+@dataclass(frozen=True, slots=True)
+class Started:
+    """What a trader works with once its grid is loaded: the book and its reconciler."""
+
+    book: OrderBook
+    reconciler: Reconciler
+
+
 class Trader:
+    """Trades one symbol's grid: loads and claims it, then plans on prices and records the
+    order updates; ``book`` and ``rules`` are ``None`` until the grid is loaded."""
+
     def __init__(
         self,
         settings: TraderSettings,
@@ -131,13 +137,10 @@ class Trader:
         self._next_lookup = 0.0
         self._last_price_saved = -1e18
         self._price_save_failing = False
-        self._missing: dict[str, int] = {}  # open orders the exchange no longer knows
         self._health = exchange if isinstance(exchange, PriceHealth) else None
         self.last_tick: Tick | None = None
         self.ready = asyncio.Event()  # set once the grid is loaded and reconciled
-        # Set by _start():
-        self.rules: MarketRules | None = None
-        self.book: OrderBook | None = None
+        self._started: Started | None = None  # once the grid is loaded
 
     # lifecycle -------------------------------------------------------------------------
 
@@ -147,14 +150,28 @@ class Trader:
             # Subscribe before reconciling, so no update falls between the two.
             updates = self._exchange.watch_orders(self.symbol)
             ticks = self._exchange.watch_ticks(self.symbol)
-            await self._start(ticks)
+            started = await self._start(ticks)
             async with asyncio.TaskGroup() as tg:
-                tg.create_task(self._order_loop(updates))
-                tg.create_task(self._reconcile_loop())
-                await self._tick_loop(ticks)
+                tg.create_task(self._order_loop(started.book, updates))
+                tg.create_task(started.reconciler.run())
+                await self._tick_loop(started, ticks)
 
-    async def _start(self, ticks: AsyncIterator[Tick]) -> None:
-        self.rules = await self._exchange.market(self.symbol)
+    async def _start(self, ticks: AsyncIterator[Tick]) -> Started:
+        """Load (or create) the grid, claim it, and reconcile it with the exchange."""
+        rules = await self._exchange.market(self.symbol)
+        state = await self._load_grid(rules, ticks)
+        spec = self.settings.grid.anchored_at(state.anchor)
+        tag = grid_tag(self.symbol, spec.anchor, spec.interval, spec.spacing)
+        book = OrderBook(spec, rules, state, tag)
+        self._started = Started(book, self._reconciler(book))
+        await self._started.reconciler.catch_up()
+        self._sender.start_verify_window()  # after the reconciliation, however long it took
+        self.ready.set()
+        return self._started
+
+    async def _load_grid(self, rules: MarketRules, ticks: AsyncIterator[Tick]) -> GridState:
+        """The stored grid, or a new one anchored at the configured or the first price;
+        claimed, and in the configured shape."""
         state = await self._repo.load_grid(self.symbol)
         grid = self.settings.grid
         shape = GridShape(grid.spacing, grid.interval)
@@ -164,24 +181,35 @@ class Trader:
             if anchor is None:
                 first = await anext(ticks)
                 self._on_tick_seen(first)
-                anchor = floor_to(first.price, self.rules.tick_size)
-            _check_spacing(grid.anchored_at(anchor), self.rules)
+                anchor = floor_to(first.price, rules.tick_size)
+            _check_spacing(grid.anchored_at(anchor), rules)
             state = await self._repo.init_grid(self.symbol, anchor, shape)
             log.info("grid_created", anchor=str(state.anchor))
         state = await self._claim(state)
         if resumed:
-            _check_spacing(grid.anchored_at(state.anchor), self.rules)
+            _check_spacing(grid.anchored_at(state.anchor), rules)
             log.info("grid_resumed", anchor=str(state.anchor), levels=len(state.levels))
         if state.shape != shape:
             await self._reshape(state, shape)
-        spec = grid.anchored_at(state.anchor)
-        tag = grid_tag(self.symbol, spec.anchor, spec.interval, spec.spacing)
-        self.book = OrderBook(spec, self.rules, state, tag)
-        async with self._mutex:
-            await self._restore_progress()
-            await self._reconcile()
-        self._sender.start_verify_window()  # after the reconciliation, however long it took
-        self.ready.set()
+        return state
+
+    def _reconciler(self, book: OrderBook) -> Reconciler:
+        return Reconciler(
+            book,
+            exchange=self._exchange,
+            repository=self._repo,
+            sender=self._sender,
+            record=lambda update: self._record(book, update),
+            absorb=lambda order: self._absorb(book, order),
+            mutex=self._mutex,
+            locker=self._reconcile_locker,
+            lock_keys=self._keys,
+            metrics=self._metrics,
+            interval=self.settings.reconcile_interval,
+            lock_ttl=self.settings.reconcile_ttl,
+            placing=lambda: self._placing,
+            wall_clock=self._wall,
+        )
 
     async def _claim(self, state: GridState) -> GridState:
         """Store this trader's fence on the grid, then read the grid again: from here on a
@@ -253,6 +281,16 @@ class Trader:
         return max(self._wall() - self.last_tick.ts, 0.0)
 
     @property
+    def book(self) -> OrderBook | None:
+        """The grid's book once it is loaded (reconciled once ``ready`` is set)."""
+        return None if self._started is None else self._started.book
+
+    @property
+    def rules(self) -> MarketRules | None:
+        """The market's rules once the grid is loaded."""
+        return None if self._started is None else self._started.book.rules
+
+    @property
     def inventory(self) -> Decimal:
         return Decimal(0) if self.book is None else self.book.inventory()
 
@@ -302,28 +340,28 @@ class Trader:
                 for tracked in book.open_orders():
                     tg.create_task(cancel_one(tracked))
         finally:
-            await self._record_answers(answers)
+            await self._record_answers(book, answers)
         return len(book.open_orders())
 
     # loops -----------------------------------------------------------------------------
 
-    async def _tick_loop(self, ticks: AsyncIterator[Tick]) -> None:
+    async def _tick_loop(self, started: Started, ticks: AsyncIterator[Tick]) -> None:
         async for tick in ticks:
             self._on_tick_seen(tick)
             if not self._placing or not self.price_fresh:
                 continue
             async with self._mutex:
                 if self._placing:
-                    await self._step(tick.price)
+                    await self._step(started, tick.price)
             now = self._clock()
             if now - self._last_price_saved >= self.settings.price_save_interval:
                 self._last_price_saved = now
                 await self._save_price(tick)
 
-    async def _order_loop(self, updates: AsyncIterator[OrderUpdate]) -> None:
+    async def _order_loop(self, book: OrderBook, updates: AsyncIterator[OrderUpdate]) -> None:
         async for update in updates:
             async with self._mutex:
-                await self._record(update)
+                await self._record(book, update)
 
     def _on_tick_seen(self, tick: Tick) -> None:
         self.last_tick = tick
@@ -342,17 +380,17 @@ class Trader:
 
     # one step: plan, cancel, place ----------------------------------------------------------
 
-    async def _step(self, price: Decimal) -> None:
-        assert self.book is not None and self.rules is not None
+    async def _step(self, started: Started, price: Decimal) -> None:
+        book = started.book
         now = self._clock()
         if self._sender.paused() or self._holding():
             return
-        unknown = self.book.unknown_ids()
+        unknown = book.unknown_ids()
         if unknown and now >= self._next_lookup:
             self._next_lookup = now + self.settings.lookup_interval
-            await self._resolve_unknown()
+            await started.reconciler.resolve_unknown()
         self._sender.prune_unknown(unknown)
-        result = plan(self.book.spec, self.rules, self.book.state, price, self.book.open_orders())
+        result = plan(book.spec, book.rules, book.state, price, book.open_orders())
         for skipped in result.skipped:
             self._metrics.orders_skipped.labels(self.symbol, skipped.reason).inc()
         # Act first, record after: the exchange calls of one plan go out back to back and
@@ -360,13 +398,13 @@ class Trader:
         answers: list[Order] = []
         try:
             for cancel in result.cancels:
-                answers.extend(await self._sender.cancel(self.book, cancel))
+                answers.extend(await self._sender.cancel(book, cancel))
             for place in result.places:
                 if not self._placing or self._sender.paused():
                     break
-                answers.extend(await self._sender.place(self.book, place))
+                answers.extend(await self._sender.place(book, place))
         finally:
-            await self._record_answers(answers)
+            await self._record_answers(book, answers)
 
     def _holding(self) -> bool:
         """Whether placing is on hold (a component says it cannot keep what we do safe);
@@ -382,14 +420,12 @@ class Trader:
 
     # order updates ---------------------------------------------------------------------------
 
-    async def _record_answers(self, orders: list[Order]) -> None:
+    async def _record_answers(self, book: OrderBook, orders: list[Order]) -> None:
         """Store the answers of one step: unfilled orders in one batch, the rest one by one.
 
         An order without fills changes no level (a placement, or a cancel before any fill),
         so only its status is stored.
         """
-        book = self.book
-        assert book is not None
         now = self._wall()
         plain: list[tuple[Order, Effect]] = []
         rest: list[Order] = []
@@ -407,9 +443,9 @@ class Trader:
                 book.commit(effect)
             self._metrics.open_orders.labels(self.symbol).set(len(book.open_orders()))
         for order in rest:
-            await self._absorb(order)
+            await self._absorb(book, order)
 
-    async def _absorb(self, order: Order) -> None:
+    async def _absorb(self, book: OrderBook, order: Order) -> None:
         """Record an order state returned by a call, with its fills.
 
         A call's answer carries no fills, and the stream may deliver them only later: an
@@ -418,7 +454,6 @@ class Trader:
         cannot be fetched, the order stays "unknown" and its level blocked until a lookup
         succeeds.
         """
-        assert self.book is not None
         fills: tuple[Fill, ...] = ()
         if order.filled > 0:
             try:
@@ -432,7 +467,7 @@ class Trader:
                 log.warning(
                     "fills_lookup_failed", client_order_id=order.client_order_id, error=str(exc)
                 )
-                self.book.track_unknown(_request_of(order))
+                book.track_unknown(_request_of(order))
                 return
             if not fills_cover(order, fills):
                 # Filled per the order, but its trades are not all listed yet: record
@@ -443,19 +478,18 @@ class Trader:
                     filled=str(order.filled),
                     listed=str(sum((f.amount for f in fills), Decimal(0))),
                 )
-                self.book.track_unknown(_request_of(order))
+                book.track_unknown(_request_of(order))
                 return
-        await self._record(OrderUpdate(order, fills))
+        await self._record(book, OrderUpdate(order, fills))
 
-    async def _record(self, update: OrderUpdate) -> None:
+    async def _record(self, book: OrderBook, update: OrderUpdate) -> None:
         """Apply an order update to the grid and store it; the mutex is held."""
-        assert self.book is not None
         fills = update.fills
-        if not fills and self.book.is_stale(update.order):
-            await self._cancel_stale(update.order)
+        if not fills and book.is_stale(update.order):
+            await self._cancel_stale(book, update.order)
             return
         placed_here = self._sender.created_here(update.order)  # no earlier process saw it
-        if fills and not placed_here and not self.book.tracks(update.order):
+        if fills and not placed_here and not book.tracks(update.order):
             # Fills of an order this process did not follow from its placement (adopted,
             # settled after a restart) may have been applied by an earlier process.
             try:
@@ -468,11 +502,11 @@ class Trader:
                     client_order_id=update.order.client_order_id,
                     error=str(exc),
                 )
-                self.book.track_unknown(_request_of(update.order))
+                book.track_unknown(_request_of(update.order))
                 return
-            self.book.remember_stored(known)
+            book.remember_stored(known)
             fills = tuple(f for f in fills if f.trade_id not in known)
-        effect = self.book.effect(OrderUpdate(update.order, fills), self._wall())
+        effect = book.effect(OrderUpdate(update.order, fills), self._wall())
         if effect is None:
             return  # a foreign order, another grid's, or a stale update
         stored = await self._repo.record_execution(
@@ -482,13 +516,12 @@ class Trader:
             self.stop_placing()
             log.error("grid_write_refused", client_order_id=update.order.client_order_id)
             raise LockLost(f"grid:{self.symbol}")
-        self.book.commit(effect)
-        self._report(effect)
+        book.commit(effect)
+        self._report(book, effect)
 
-    async def _cancel_stale(self, order: Order) -> None:
+    async def _cancel_stale(self, book: OrderBook, order: Order) -> None:
         """Cancel a buy of a finished cycle instead of adopting it; if it filled meanwhile,
         its fills are recorded like any other."""
-        assert self.book is not None
         log.warning(
             "stale_order_found",
             client_order_id=order.client_order_id,
@@ -498,14 +531,13 @@ class Trader:
         key = parse_client_order_id(order.client_order_id)
         assert key is not None  # is_stale parsed it
         cancel = CancelOrder(order.client_order_id, key.level, "buy", "stale")
-        for answer in await self._sender.cancel(self.book, cancel):
+        for answer in await self._sender.cancel(book, cancel):
             if answer.filled > 0:
-                await self._absorb(answer)
+                await self._absorb(book, answer)
             else:
                 await self._repo.save_orders([answer])
 
-    def _report(self, effect: Effect) -> None:
-        assert self.book is not None
+    def _report(self, book: OrderBook, effect: Effect) -> None:
         for fill in effect.fills:
             self._metrics.fills.labels(self.symbol, fill.side).inc()
             log.info(
@@ -525,241 +557,9 @@ class Trader:
                 amount=str(trip.amount),
                 pnl=str(trip.pnl),
             )
-        self._metrics.realized_pnl.labels(self.symbol).set(float(self.book.realized_pnl))
-        self._metrics.inventory.labels(self.symbol).set(float(self.book.inventory()))
-        self._metrics.open_orders.labels(self.symbol).set(len(self.book.open_orders()))
-
-    # reconciliation ----------------------------------------------------------------------------
-
-    async def _reconcile(self) -> None:
-        """Adopt our open orders from the exchange and settle those closed while we were away.
-
-        Everything found is applied in the order the exchange created it, whatever way it
-        was found (unapplied, unrecorded, open, settled): a level's buy must be applied
-        before the sell that followed it, or the sell's fills meet a level on the previous
-        cycle and the level is sold twice.
-        """
-        assert self.book is not None
-        on_exchange = {
-            o.client_order_id: o
-            for o in await self._exchange.fetch_open_orders(self.symbol)
-            if self.book.is_ours(o.client_order_id)
-        }
-        unapplied = await self._unapplied_updates()
-        recorded = {o.client_order_id: o for o in await self._repo.get_open_orders(self.symbol)}
-        unrecorded = await self._unrecorded_orders(set(recorded))
-        gone = recorded.keys() - on_exchange.keys()
-        settled = [await self._final_state(cid, recorded[cid]) for cid in sorted(gone)]
-        await self._apply_in_order([*unapplied, *unrecorded, *on_exchange.values(), *settled])
-        log.info(
-            "reconciled",
-            adopted=len(on_exchange),
-            settled=len(gone),
-            unrecorded=len(unrecorded),
-            unapplied=len(unapplied),
-        )
-
-    async def _apply_in_order(self, found: Sequence[Order | OrderUpdate]) -> None:
-        """Absorb orders (their fills read from the exchange) and apply stored updates,
-        oldest order first."""
-
-        def created(item: Order | OrderUpdate) -> float:
-            return (item.order if isinstance(item, OrderUpdate) else item).created_at
-
-        for item in sorted(found, key=created):
-            if isinstance(item, OrderUpdate):
-                await self._record(item)
-            else:
-                await self._absorb(item)
-
-    async def _unapplied_updates(self) -> list[Order | OrderUpdate]:
-        """The orders whose fills are stored without their level: the facts a former owner's
-        buffered writes stored after this owner took the grid (its level writes refused).
-
-        A level's state follows from the facts, however they reached the database: a buy
-        that filled is never placed again because its level was not updated. Each order is
-        read again from the exchange, so its fills are complete; an order the exchange no
-        longer shows comes with what is stored.
-        """
-        book = self.book
-        assert book is not None
-        cids = [c for c in await self._repo.unapplied_order_ids(self.symbol) if book.is_ours(c)]
-        found: list[Order | OrderUpdate] = []
-        for cid in cids:
-            log.warning(
-                "unapplied_fills_found",
-                client_order_id=cid,
-                detail="stored by a former owner without its grid level: applying them",
-            )
-            try:
-                found.append(await self._exchange.fetch_order(self.symbol, cid))
-            except OrderNotFound:
-                stored = await self._repo.get_order(cid)
-                if stored is None:
-                    continue
-                fills = await self._repo.get_trades(
-                    TradeFilter(symbol=self.symbol, client_order_id=cid)
-                )
-                found.append(OrderUpdate(stored, tuple(fills)))
-        return found
-
-    async def _unrecorded_orders(self, recorded_open: set[str]) -> list[Order]:
-        """Our closed orders the database does not know: placed just before a crash.
-
-        An order is recorded right after the exchange accepted it; a crash in between leaves
-        an order only the exchange knows, and it may have filled since. Every order placed
-        since shortly before the latest recorded one is compared with the database.
-        """
-        assert self.book is not None
-        last = await self._repo.last_order_time(self.symbol)
-        since = (last or 0.0) - _UNRECORDED_MARGIN
-        found = []
-        for order in await self._exchange.fetch_orders_since(self.symbol, since):
-            cid = order.client_order_id
-            # Open orders are adopted anyway; a closed one without fills changed nothing.
-            if order.is_open or order.filled == 0 or cid in recorded_open:
-                continue
-            if not self.book.is_ours(cid):
-                continue
-            stored = await self._repo.get_order(cid)
-            if stored is not None and (
-                stored.exchange_order_id == order.exchange_order_id
-                or stored.created_at > order.created_at  # an earlier order with a reused id
-            ):
-                continue
-            log.warning("unrecorded_order_found", client_order_id=cid, status=order.status)
-            found.append(order)
-        return sorted(found, key=lambda o: o.created_at)
-
-    async def _reconcile_loop(self) -> None:
-        """Check our open orders against the exchange every ``reconcile_interval``.
-
-        The order stream can miss an event (a dropped connection, an exchange hiccup);
-        this catches it. A failed round is logged and the next one tries again.
-        """
-        while True:
-            await asyncio.sleep(self.settings.reconcile_interval)
-            if not self._placing or self.book is None:
-                continue
-            try:
-                await self._resync()
-            except AuthenticationFailed:
-                raise
-            except (ExchangeError, StorageError, LockError) as exc:
-                self._metrics.exchange_errors.labels(self.symbol, "reconcile").inc()
-                log.warning("reconcile_failed", error=str(exc))
-
-    async def _resync(self) -> None:
-        """Under the symbol's reconcile lock: adopt our open orders the book lacks, and
-        settle those the book holds open that the exchange no longer lists.
-
-        Foreign orders are never touched. Without the lock (another holder reconciles, or
-        the lock backend is down) the round is skipped.
-        """
-        lease = await self._reconcile_locker.try_lock(
-            self._keys.reconcile_key(self.symbol), self.settings.reconcile_ttl
-        )
-        if lease is None:
-            log.debug("reconcile_skipped", reason="reconcile lock held elsewhere")
-            return
-        try:
-            async with self._mutex:
-                adopted, settled = await self._resync_orders()
-        finally:
-            try:
-                await self._reconcile_locker.unlock(lease)
-            except LockError as exc:  # the lease's TTL frees it
-                log.warning("lock_release_failed", key=lease.key, error=str(exc))
-        if adopted or settled:
-            log.info("resynced", adopted=adopted, settled=settled)
-
-    async def _resync_orders(self) -> tuple[int, int]:
-        book = self.book
-        assert book is not None
-        on_exchange = {
-            o.client_order_id: o
-            for o in await self._exchange.fetch_open_orders(self.symbol)
-            if book.is_ours(o.client_order_id)
-        }
-        found: list[Order | OrderUpdate] = []
-        try:
-            found.extend(await self._unapplied_updates())
-        except StorageUnavailable as exc:  # the facts wait for the database; the rest goes on
-            log.warning("unapplied_fills_check_postponed", error=str(exc))
-        tracked = {o.client_order_id for o in book.open_orders()}
-        self._missing = {cid: n for cid, n in self._missing.items() if cid in tracked}
-        unknown = set(book.unknown_ids())
-        adopted = [on_exchange[cid] for cid in on_exchange.keys() - tracked]
-        found.extend(adopted)
-        gone = sorted(tracked - on_exchange.keys() - unknown)  # unknown: looked up anyway
-        for cid in gone:
-            try:
-                found.append(await self._exchange.fetch_order(self.symbol, cid))
-            except OrderNotFound:
-                await self._missing_on_exchange(cid)
-                continue
-            self._missing.pop(cid, None)
-        await self._apply_in_order(found)
-        return len(adopted), len(gone)
-
-    async def _missing_on_exchange(self, cid: str) -> None:
-        """An order we hold open that the exchange neither lists nor finds (exchanges purge
-        orders cancelled without fills): after ``_MISSING_ROUNDS`` rounds it is settled as
-        cancelled, as at start, so its level does not stay blocked forever."""
-        misses = self._missing.get(cid, 0) + 1
-        self._missing[cid] = misses
-        log.warning("order_missing_on_exchange", client_order_id=cid, rounds=misses)
-        if misses < _MISSING_ROUNDS:
-            return
-        recorded = await self._repo.get_order(cid)
-        if recorded is None:
-            return
-        del self._missing[cid]
-        await self._settle(cid, recorded)
-
-    async def _restore_progress(self) -> None:
-        """Rebuild partial-sale progress of held levels from the stored sell fills whose
-        effect on the level was stored with them (the others are applied afterwards, by
-        ``_unapplied_updates``, and counted then)."""
-        book = self.book
-        assert book is not None
-        sold: dict[int, list[Fill]] = {}
-        for level in book.holding_levels():
-            cid = client_order_id(book.tag, level.index, "sell", level.cycle)
-            fills = await self._repo.get_trades(
-                TradeFilter(symbol=self.symbol, client_order_id=cid)
-            )
-            if fills:
-                sold[level.index] = fills
-        if not sold:
-            return
-        every = [f.trade_id for fills in sold.values() for f in fills]
-        applied = await self._repo.known_trade_ids(self.symbol, every)  # one query for all
-        for index, fills in sold.items():
-            fills = [f for f in fills if f.trade_id in applied]
-            if fills:
-                book.set_progress(index, sell_progress(fills, book.rules))
-
-    async def _settle(self, cid: str, recorded: Order) -> None:
-        """Find out what happened to an order we thought open and record it."""
-        await self._absorb(await self._final_state(cid, recorded))
-
-    async def _final_state(self, cid: str, recorded: Order) -> Order:
-        """What became of an order we thought open; cancelled if the exchange forgot it."""
-        try:
-            return await self._exchange.fetch_order(self.symbol, cid)
-        except OrderNotFound:
-            log.warning("order_missing_on_exchange", client_order_id=cid)
-            return replace(recorded, status="canceled", updated_at=self._wall())
-
-    async def _resolve_unknown(self) -> None:
-        """Look up orders whose placement outcome was unknown."""
-        assert self.book is not None
-        for cid in self.book.unknown_ids():
-            order = await self._sender.lookup(self.book, cid)
-            if order is not None:
-                log.info("order_found_after_error", client_order_id=cid, status=order.status)
-                await self._absorb(order)
+        self._metrics.realized_pnl.labels(self.symbol).set(float(book.realized_pnl))
+        self._metrics.inventory.labels(self.symbol).set(float(book.inventory()))
+        self._metrics.open_orders.labels(self.symbol).set(len(book.open_orders()))
 
 
 def _request_of(order: Order) -> OrderRequest:
