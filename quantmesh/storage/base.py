@@ -3,7 +3,8 @@
 A repository is scoped to one exchange (``exchange`` column); ``summaries`` reads all.
 Writes are idempotent (keyed on the records' unique keys) so a write buffer can replay
 them safely. Connectivity failures raise ``StorageUnavailable``; other failures
-``StorageError``.
+``StorageError``. ``durability`` tells what a write buffer holds (``None`` without one),
+so readiness, status and the trader need not know which repository they have.
 """
 
 from __future__ import annotations
@@ -40,12 +41,31 @@ class SymbolSummary:
     round_trips: int
 
 
+@dataclass(frozen=True, slots=True)
+class DurabilityReport:
+    """What a write buffer holds now: ``pending`` writes wait for the database,
+    ``in_memory`` of them in its memory queue (which holds ``capacity``, the rest wait in
+    the journal), ``volatile`` of them in memory only (the journal refused them: a crash
+    would lose them)."""
+
+    pending: int
+    in_memory: int
+    volatile: int
+    capacity: int
+
+
 class Repository(Protocol):
     async def start(self) -> None:
-        """Connect and make sure the schema exists."""
+        """Connect and make sure the schema exists (and start whatever runs in the
+        background, such as a write buffer's replayer)."""
         ...
 
     async def close(self) -> None: ...
+
+    def durability(self) -> DurabilityReport | None:
+        """What the write buffer holds now; ``None`` for a repository without one (a
+        write is stored when it returns, or fails)."""
+        ...
 
     # orders (the seed's SaveOrder), unique per (exchange, client_order_id)
     async def save_order(self, order: Order) -> None: ...

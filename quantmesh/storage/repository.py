@@ -31,7 +31,7 @@ from quantmesh.observability.metrics import DbMetrics
 from quantmesh.storage import migrate
 from quantmesh.storage import models as m
 from quantmesh.storage import statements as q
-from quantmesh.storage.base import SymbolSummary, TradeFilter
+from quantmesh.storage.base import DurabilityReport, SymbolSummary, TradeFilter
 from quantmesh.storage.engine import check_server
 from quantmesh.storage.rows import checked, chunks, from_row, merge_order
 from quantmesh.storage.runner import Runner, runner_for
@@ -126,6 +126,10 @@ class SqlRepository:
 
     async def close(self) -> None:
         await self._runner.close()
+
+    def durability(self) -> DurabilityReport | None:
+        """``None``: no write buffer; a write is stored when it returns, or fails."""
+        return None
 
     # orders
 

@@ -29,8 +29,8 @@ from structlog.testing import capture_logs
 from quantmesh.errors import StartupError, StorageError, StorageRejected, StorageUnavailable
 from quantmesh.grid.state import LevelState
 from quantmesh.observability.metrics import Metrics
-from quantmesh.storage import buffer as buffer_module
-from quantmesh.storage.base import TradeFilter
+from quantmesh.storage import replay as replay_module
+from quantmesh.storage.base import DurabilityReport, Repository, TradeFilter
 from quantmesh.storage.buffer import BufferedRepository
 from quantmesh.storage.engine import create_engine_for
 from quantmesh.storage.journal import Journal
@@ -104,6 +104,31 @@ def failing_fsync(monkeypatch: pytest.MonkeyPatch, path: Path) -> Callable[[], N
 
     monkeypatch.setattr(os, "fsync", fsync)
     return heal
+
+
+# --- what the buffer reports --------------------------------------------------------------
+
+
+def test_the_buffered_repository_satisfies_the_protocol(repo: BufferedRepository) -> None:
+    checked: Repository = repo
+    for name in (n for n in dir(Repository) if not n.startswith("_")):
+        assert callable(getattr(checked, name)), name
+
+
+async def test_durability_reports_what_the_buffer_holds(
+    repo: BufferedRepository, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert repo.durability() == DurabilityReport(0, 0, 0, capacity=10000)
+    outage = Outage(repo.inner)
+    await repo.save_fill(fill("t1"))
+    assert repo.durability() == DurabilityReport(pending=1, in_memory=1, volatile=0, capacity=10000)
+    heal = failing_fsync(monkeypatch, repo.journal_path)
+    await repo.save_fill(fill("t2"))  # held in memory only
+    assert repo.durability() == DurabilityReport(pending=2, in_memory=2, volatile=1, capacity=10000)
+    heal()
+    outage.error = None
+    assert await repo.flush() == 2
+    assert repo.durability() == DurabilityReport(0, 0, 0, capacity=10000)
 
 
 # --- a journal that cannot take a record ---------------------------------------------------
@@ -401,8 +426,8 @@ async def test_a_record_failing_the_same_way_for_long_is_set_aside_keeping_its_f
     )
     later = [Record(n, "fills", fills=(fill(f"t{n}"),)) for n in range(2, 5)]
     journal.write_bytes(b"".join(encode(r) for r in (execution, *later)))
-    monkeypatch.setattr(buffer_module, "STUCK_ROUNDS", 3)
-    monkeypatch.setattr(buffer_module, "STUCK_SECONDS", 3600.0)
+    monkeypatch.setattr(replay_module, "STUCK_ROUNDS", 3)
+    monkeypatch.setattr(replay_module, "STUCK_SECONDS", 3600.0)
     repo = sqlite_buffer(tmp_path)
     await repo.start()  # round 1
     try:
@@ -410,7 +435,7 @@ async def test_a_record_failing_the_same_way_for_long_is_set_aside_keeping_its_f
             with pytest.raises(StorageUnavailable, match="is not initialised"):
                 await repo.flush()
         assert repo.pending == 4
-        monkeypatch.setattr(buffer_module, "STUCK_SECONDS", 0.0)
+        monkeypatch.setattr(replay_module, "STUCK_SECONDS", 0.0)
         with capture_logs() as logs:
             assert await repo.flush() == 4
         assert repo.pending == 0

@@ -25,6 +25,10 @@ def test_sql_repository_satisfies_the_protocol(repo: SqlRepository) -> None:
         assert callable(getattr(checked, name)), name
 
 
+def test_sql_repository_has_no_write_buffer(repo: SqlRepository) -> None:
+    assert repo.durability() is None
+
+
 # --- decimals -----------------------------------------------------------------------------
 
 
