@@ -113,7 +113,14 @@ trading: {{symbols: [{listed}]}}
         {s: market(s) for s in symbols}, {"USDT": Decimal(100000)}, FEE, directory / "sim.db"
     )
     service = assemble(
-        [replace(SETTINGS, symbol=s, reconcile_interval=reconcile_interval) for s in symbols],
+        [
+            replace(
+                SETTINGS,
+                grid=replace(SETTINGS.grid, symbol=s),
+                reconcile_interval=reconcile_interval,
+            )
+            for s in symbols
+        ],
         exchange=exchange,
         repository=make_repository(directory),
         locker=locker,
