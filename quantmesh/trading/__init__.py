@@ -1,1 +1,1 @@
-"""The per-symbol trader and its helpers."""
+"""The per-symbol trader and its parts: order book, order sender, reconciler."""
