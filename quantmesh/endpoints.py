@@ -9,7 +9,7 @@ from typing import Any
 from quantmesh.app import Service
 from quantmesh.config import Settings
 from quantmesh.lock.health import lock_check, lock_status
-from quantmesh.observability.health import Health
+from quantmesh.observability.health import Check, Health
 from quantmesh.observability.http import HttpServer
 from quantmesh.observability.status import (
     buffer_check,
@@ -18,7 +18,7 @@ from quantmesh.observability.status import (
     service_status,
     traders_check,
 )
-from quantmesh.storage.buffer import BufferedRepository
+from quantmesh.storage.base import DurabilityReport
 
 
 def build_health(settings: Settings, service: Service) -> Health:
@@ -30,16 +30,16 @@ def build_health(settings: Settings, service: Service) -> Health:
     max_age = settings.exchange.price_stale_after
     health.register("prices", lambda: prices_check(traders, max_age))
     repository = service.repository
-    if isinstance(repository, BufferedRepository):
-        buffered = repository
-        capacity = settings.database.buffer_size
-        health.register(
-            "database",
-            lambda: buffer_check(
-                buffered.pending, buffered.memory_records, capacity, buffered.volatile
-            ),
-        )
+    if repository.durability() is not None:  # a write buffer: its fill level and journal
+        health.register("database", lambda: database_check(repository.durability()))
     return health
+
+
+def database_check(report: DurabilityReport | None) -> Check:
+    """The write buffer's readiness check, from the repository's durability report."""
+    if report is None:
+        return Check(True, "no write buffer")
+    return buffer_check(report.pending, report.in_memory, report.capacity, report.volatile)
 
 
 def component_sections(service: Service) -> dict[str, Callable[[], Any]]:
@@ -52,13 +52,16 @@ def component_sections(service: Service) -> dict[str, Callable[[], Any]]:
         "exchange_clock": lambda: exchange_clock_status(exchange.clock_offset()),
     }
     repository = service.repository
-    if isinstance(repository, BufferedRepository):
-        buffered = repository
-        sections["database"] = lambda: {
-            "buffered_writes": buffered.pending,
-            "in_memory": buffered.memory_records,
-        }
+    if repository.durability() is not None:
+        sections["database"] = lambda: database_section(repository.durability())
     return sections
+
+
+def database_section(report: DurabilityReport | None) -> dict[str, int]:
+    """The ``database`` section of ``/api/status``: what the write buffer holds."""
+    if report is None:
+        return {"buffered_writes": 0, "in_memory": 0}
+    return {"buffered_writes": report.pending, "in_memory": report.in_memory}
 
 
 def build_http(settings: Settings, service: Service) -> HttpServer:
