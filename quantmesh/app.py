@@ -1,4 +1,4 @@
-"""The service: builds the components from settings, runs the traders, shuts down in order.
+"""The service: runs the built components and the traders, and shuts down in order.
 
 Shutdown on the first SIGTERM/SIGINT: stop placing, let in-flight exchange calls and
 writes finish within ``trading.shutdown_grace``, optionally cancel open orders
@@ -62,6 +62,30 @@ class RunResult:
         return self.fatal is None and len(self.failed) < max(self.symbols, 1)
 
 
+@dataclass(frozen=True, slots=True)
+class Components:
+    """What a service runs besides its traders; its HTTP endpoints read the same."""
+
+    exchange: Exchange
+    repository: Repository
+    locker: ServiceLock
+    coordinator: Coordinator
+    metrics: Metrics
+
+
+@dataclass(slots=True)
+class ServiceState:
+    """What a running service shows, shared with its HTTP endpoints: the traders trading
+    now (updated in place) and the run's result so far."""
+
+    result: RunResult
+    traders: list[Trader] = field(default_factory=list)
+
+
+# Builds the HTTP endpoints of a service from what they read.
+HttpFactory = Callable[[Components, ServiceState], HttpServer]
+
+
 class Service:
     """Runs one slot per configured symbol: the symbol is traded while this instance owns
     it (``coordination``), by a trader built for that spell of ownership."""
@@ -69,31 +93,29 @@ class Service:
     def __init__(
         self,
         symbols: Sequence[TraderSettings],
+        components: Components,
         *,
         make_trader: TraderFactory,
-        coordinator: Coordinator,
-        exchange: Exchange,
-        repository: Repository,
-        locker: ServiceLock,
-        metrics: Metrics,
+        make_http: HttpFactory | None = None,
         shutdown_grace: float = 5.0,
         cancel_on_exit: bool = False,
         cancel_timeout: float = 30.0,
-        http: HttpServer | None = None,
     ) -> None:
         self.symbols = list(symbols)
+        self.components = components
         self.make_trader = make_trader
-        self.coordinator = coordinator
-        self.traders: list[Trader] = []  # the symbols traded now; updated in place
-        self.exchange = exchange
-        self.repository = repository
-        self.locker = locker
-        self.metrics = metrics
+        self.state = ServiceState(RunResult(symbols=len(self.symbols)))
+        self.coordinator = components.coordinator
+        self.exchange = components.exchange
+        self.repository = components.repository
+        self.locker = components.locker
+        self.metrics = components.metrics
+        self.traders = self.state.traders  # the symbols traded now; updated in place
+        self.result = self.state.result
+        self.http = make_http(components, self.state) if make_http is not None else None
         self.shutdown_grace = shutdown_grace
         self.cancel_on_exit = cancel_on_exit
         self.cancel_timeout = cancel_timeout
-        self.http = http
-        self.result = RunResult(symbols=len(self.symbols))
         self._all_failed = asyncio.Event()
         self._fatal = asyncio.Event()
         self._stopping = False

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from quantmesh.app import Service
+from quantmesh.app import Components, ServiceState
 from quantmesh.config import Settings
 from quantmesh.lock.health import lock_check, lock_status
 from quantmesh.observability.health import Check, Health
@@ -21,15 +21,16 @@ from quantmesh.observability.status import (
 from quantmesh.storage.base import DurabilityReport
 
 
-def build_health(settings: Settings, service: Service) -> Health:
+def build_health(settings: Settings, components: Components, state: ServiceState) -> Health:
     """The readiness checks of ``/readyz``: one per part that must work to trade."""
     health = Health()
-    traders = service.traders
-    health.register("traders", lambda: traders_check(traders, service.result.failed))
-    health.register("lock", lambda: lock_check(service.locker.health()))
+    traders = state.traders
+    health.register("traders", lambda: traders_check(traders, state.result.failed))
+    locker = components.locker
+    health.register("lock", lambda: lock_check(locker.health()))
     max_age = settings.exchange.price_stale_after
     health.register("prices", lambda: prices_check(traders, max_age))
-    repository = service.repository
+    repository = components.repository
     if repository.durability() is not None:  # a write buffer: its fill level and journal
         health.register("database", lambda: database_check(repository.durability()))
     return health
@@ -42,16 +43,16 @@ def database_check(report: DurabilityReport | None) -> Check:
     return buffer_check(report.pending, report.in_memory, report.capacity, report.volatile)
 
 
-def component_sections(service: Service) -> dict[str, Callable[[], Any]]:
+def component_sections(components: Components) -> dict[str, Callable[[], Any]]:
     """The ``/api/status`` sections of the components: ownership, lock backend, the
     exchange's clock, write buffer."""
-    exchange = service.exchange
+    exchange, locker = components.exchange, components.locker
     sections: dict[str, Callable[[], Any]] = {
-        "ownership": service.coordinator.status,
-        "lock": lambda: lock_status(service.locker.health()),
+        "ownership": components.coordinator.status,
+        "lock": lambda: lock_status(locker.health()),
         "exchange_clock": lambda: exchange_clock_status(exchange.clock_offset()),
     }
-    repository = service.repository
+    repository = components.repository
     if repository.durability() is not None:
         sections["database"] = lambda: database_section(repository.durability())
     return sections
@@ -64,18 +65,20 @@ def database_section(report: DurabilityReport | None) -> dict[str, int]:
     return {"buffered_writes": report.pending, "in_memory": report.in_memory}
 
 
-def build_http(settings: Settings, service: Service) -> HttpServer:
-    sections = component_sections(service)
+def build_http(settings: Settings, components: Components, state: ServiceState) -> HttpServer:
+    """The HTTP endpoints of a service, reading its components and its shared state."""
+    sections = component_sections(components)
     instance: dict[str, Any] = {
         "instance": settings.instance.id,
         "role": settings.instance.role,
-        "exchange": service.exchange.name,
+        "exchange": components.exchange.name,
     }
+    traders = state.traders
     return HttpServer(
         settings.http.host,
         settings.http.port,
-        registry=service.metrics.registry,
-        health=build_health(settings, service),
-        status=lambda: service_status(instance, service.traders, sections),
+        registry=components.metrics.registry,
+        health=build_health(settings, components, state),
+        status=lambda: service_status(instance, traders, sections),
         token=settings.http.token.get_secret_value(),
     )

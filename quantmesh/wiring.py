@@ -10,7 +10,7 @@ import structlog
 from sqlalchemy import Engine
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from quantmesh.app import RunResult, Service, serve
+from quantmesh.app import Components, HttpFactory, RunResult, Service, serve
 from quantmesh.config import Settings, SymbolSettings
 from quantmesh.coordination.coordinator import Claim, Coordinator, LocalFallback, member_of
 from quantmesh.coordination.fleet import Fleet
@@ -28,7 +28,7 @@ from quantmesh.lock.redis import RedisClient, RedisLock
 from quantmesh.observability.collectors import ServiceCollector, bind_exchange_clock
 from quantmesh.observability.logging import configure_logging
 from quantmesh.observability.metrics import Metrics
-from quantmesh.observability.status import durability_hold
+from quantmesh.observability.status import durability_block
 from quantmesh.preflight import config_warnings
 from quantmesh.secrets import dsn_passwords
 from quantmesh.storage.base import Repository, SymbolSummary
@@ -211,6 +211,7 @@ def assemble(
     shutdown_grace: float = 5.0,
     cancel_on_exit: bool = False,
     cancel_timeout: float = 30.0,
+    make_http: HttpFactory | None = None,
 ) -> Service:
     """A service trading ``symbols`` with these components, one trader per owned symbol.
 
@@ -219,7 +220,7 @@ def assemble(
     if coordinator is None:
         me = member_of("local", "master", (s.symbol for s in symbols))
         coordinator = Coordinator(me, metrics=metrics)
-    hold_reason = _durability_hold(repository)
+    placing_block = _durability_block(repository)
     leased = coordinator.leased
     # The seed's lock metrics, per purpose; the service keeps the lock itself (health
     # checks, status, close).
@@ -241,30 +242,30 @@ def assemble(
             exclusive=not leased,
             owner_valid=claim.valid,
             owner_deadline=claim.deadline,
-            hold_reason=hold_reason,
+            placing_block=placing_block,
         )
 
+    components = Components(exchange, repository, locker, coordinator, metrics)
     return Service(
         symbols,
+        components,
         make_trader=make_trader,
-        coordinator=coordinator,
-        exchange=exchange,
-        repository=repository,
-        locker=locker,
-        metrics=metrics,
+        make_http=make_http,
         shutdown_grace=shutdown_grace,
         cancel_on_exit=cancel_on_exit,
         cancel_timeout=cancel_timeout,
     )
 
 
-def _durability_hold(repository: Repository) -> Callable[[], str | None]:
+def _durability_block(repository: Repository) -> Callable[[], str | None]:
     """Never fail open: while writes are held in memory only (the journal refused them),
     a crash would lose them, so nothing new is placed until they are stored."""
-    if not isinstance(repository, BufferedRepository):
-        return lambda: None
-    buffered = repository
-    return lambda: durability_hold(buffered.volatile)
+
+    def block() -> str | None:
+        report = repository.durability()
+        return durability_block(report.volatile) if report is not None else None
+
+    return block
 
 
 def build_service(settings: Settings, metrics: Metrics | None = None) -> Service:
@@ -285,15 +286,18 @@ def build_service(settings: Settings, metrics: Metrics | None = None) -> Service
         shutdown_grace=settings.trading.shutdown_grace,
         cancel_on_exit=settings.trading.cancel_on_exit,
         cancel_timeout=settings.trading.cancel_timeout,
+        make_http=(
+            (lambda components, state: build_http(settings, components, state))
+            if settings.http.enabled
+            else None
+        ),
     )
     bind_exchange_clock(metrics, exchange.name, exchange.clock_offset)
     # The ccxt adapter counts its stream reconnects (a lazy import keeps ccxt out of the
     # default start); the in-process simulator has no streams to lose.
     reconnects = getattr(exchange, "stream_reconnects", None)
     metrics.instance_info.labels(settings.instance.id, settings.instance.role).set(1)
-    service.metrics.registry.register(ServiceCollector(service.traders, reconnects))
-    if settings.http.enabled:
-        service.http = build_http(settings, service)
+    service.metrics.registry.register(ServiceCollector(service.state.traders, reconnects))
     return service
 
 

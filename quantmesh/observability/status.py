@@ -105,7 +105,7 @@ def prices_check(traders: Sequence[TraderView], max_age: float) -> Check:
     return Check(True, f"all prices younger than {max_age:g} s")
 
 
-def durability_hold(volatile: int) -> str | None:
+def durability_block(volatile: int) -> str | None:
     """Why nothing new may be placed while ``volatile`` writes are held in memory only (a
     crash would lose them); ``None`` when every buffered write is journaled."""
     if not volatile:
@@ -122,9 +122,9 @@ def buffer_check(pending: int, in_memory: int, capacity: int, volatile: int = 0)
     Past the bound, writes still land in the journal (nothing is lost), but an instance
     that far behind should not be taking on work.
     """
-    held = durability_hold(volatile)
-    if held is not None:
-        return Check(False, held)
+    blocked = durability_block(volatile)
+    if blocked is not None:
+        return Check(False, blocked)
     if pending == 0:
         return Check(True, "no writes waiting")
     if pending <= capacity:

@@ -99,7 +99,7 @@ class Trader:
         exclusive: bool = False,
         owner_valid: Callable[[], bool] = lambda: True,
         owner_deadline: Callable[[], float] = lambda: math.inf,
-        hold_reason: Callable[[], str | None] = lambda: None,
+        placing_block: Callable[[], str | None] = lambda: None,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
@@ -112,8 +112,8 @@ class Trader:
         self._metrics = metrics
         self._fence = fence
         self._exclusive = exclusive  # no other process can own this grid (one instance)
-        self._hold_reason = hold_reason  # why nothing new may be placed now, if anything
-        self._held: str | None = None
+        self._placing_block = placing_block  # why nothing new may be placed now, if anything
+        self._blocked_by: str | None = None
         self._clock = clock
         self._wall = wall_clock
         self._mutex = asyncio.Lock()
@@ -383,7 +383,7 @@ class Trader:
     async def _step(self, started: Started, price: Decimal) -> None:
         book = started.book
         now = self._clock()
-        if self._sender.paused() or self._holding():
+        if self._sender.paused() or self._placing_blocked():
             return
         unknown = book.unknown_ids()
         if unknown and now >= self._next_lookup:
@@ -406,16 +406,16 @@ class Trader:
         finally:
             await self._record_answers(book, answers)
 
-    def _holding(self) -> bool:
-        """Whether placing is on hold (a component says it cannot keep what we do safe);
-        logged when the hold starts and ends."""
-        reason = self._hold_reason()
-        if reason != self._held:
+    def _placing_blocked(self) -> bool:
+        """Whether placing is blocked (a component says it cannot keep what we do safe);
+        logged when the block starts and ends."""
+        reason = self._placing_block()
+        if reason != self._blocked_by:
             if reason is None:
-                log.warning("placing_resumed", was=self._held)
+                log.warning("placing_unblocked", was=self._blocked_by)
             else:
-                log.error("placing_on_hold", reason=reason)
-            self._held = reason
+                log.error("placing_blocked", reason=reason)
+            self._blocked_by = reason
         return reason is not None
 
     # order updates ---------------------------------------------------------------------------

@@ -445,7 +445,7 @@ async def test_an_open_order_the_exchange_forgot_is_settled_after_some_rounds(
 async def test_nothing_new_is_placed_while_a_component_holds_placing(
     exchange: SimulatedExchange, repository: SqlRepository
 ) -> None:
-    hold: dict[str, str | None] = {"reason": "3 writes held in memory only"}
+    block: dict[str, str | None] = {"reason": "3 writes held in memory only"}
     trader = Trader(
         SETTINGS,
         exchange=exchange,
@@ -453,7 +453,7 @@ async def test_nothing_new_is_placed_while_a_component_holds_placing(
         locker=NopLock(),
         lock_keys=LockKeys("simulated"),
         metrics=Metrics(),
-        hold_reason=lambda: hold["reason"],
+        placing_block=lambda: block["reason"],
     )
     task = asyncio.create_task(trader.run())
     try:
@@ -463,11 +463,11 @@ async def test_nothing_new_is_placed_while_a_component_holds_placing(
                 exchange.set_price(SYMBOL, Decimal(2001))
                 await settle()
             assert exchange.engine.all_orders() == []
-            hold["reason"] = None
+            block["reason"] = None
             exchange.set_price(SYMBOL, Decimal(2001))
             await until(lambda: len(exchange.engine.open_orders(SYMBOL)) == 3)
         events = [e["event"] for e in logs if e["event"].startswith("placing_")]
-        assert events == ["placing_on_hold", "placing_resumed"]  # once each, not per tick
+        assert events == ["placing_blocked", "placing_unblocked"]  # once each, not per tick
     finally:
         task.cancel()
         with suppress(asyncio.CancelledError):
