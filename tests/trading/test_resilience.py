@@ -140,7 +140,7 @@ async def test_keys_refused_while_trading_stop_the_trader_after_one_attempt(
     revoked = Revoked(exchange, failures=0)
     trader = Trader(
         SETTINGS,
-        exchange=revoked,  # type: ignore[arg-type]
+        exchange=revoked,
         repository=repository,
         locker=NopLock(),
         lock_keys=LockKeys("simulated"),
@@ -282,7 +282,7 @@ class LaggingTrades(MutableStreamExchange):
         if self.lag:
             self.lag -= 1
             return []
-        return await self._inner.fetch_order_fills(symbol, client_order_id)  # type: ignore[no-any-return]
+        return await self._inner.fetch_order_fills(symbol, client_order_id)
 
 
 async def test_an_order_filled_before_its_trades_are_listed_keeps_its_level_until_they_are(
@@ -390,7 +390,7 @@ class LateSecondCreate(LossyExchange):
             if self.calls == 2:
                 self._late.add(asyncio.create_task(self._land(request)))
                 raise Disconnected("read timed out")
-        return await self._inner.create_order(request)  # type: ignore[no-any-return]
+        return await self._inner.create_order(request)
 
     async def _land(self, request: OrderRequest) -> None:
         await asyncio.sleep(self.delay)

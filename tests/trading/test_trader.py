@@ -281,9 +281,9 @@ async def test_orders_far_below_the_window_are_cancelled_with_hysteresis(
         await settle()
         assert len(run.open_ids()) == 4
         exchange.set_price(SYMBOL, Decimal(2031))  # three levels up: 1980 leaves the band
-        await until(
-            lambda: client_order_id(run.trader.book.tag, -2, "buy", 0) not in run.open_ids()
-        )  # type: ignore[union-attr]
+        book = run.trader.book
+        assert book is not None
+        await until(lambda: client_order_id(book.tag, -2, "buy", 0) not in run.open_ids())
         reason = {"symbol": SYMBOL, "reason": "outside_window"}
         assert run.metric("quantmesh_orders_cancelled_total", **reason) >= 1
 
