@@ -1,12 +1,15 @@
 """``BufferedRepository``: the ``Repository`` that keeps every write through a database outage.
 
-It wraps a ``SqlRepository``. While nothing is buffered, every call goes straight to the
+It wraps a ``SqlRepository``; while nothing is buffered, every call goes straight to the
 database. A write that fails for any reason but its data (connectivity, a read-only or
-full server, a timeout: everything but ``StorageRejected``, as in the replay) is appended
-to the pending writes (``PendingWrites``: the journal, fsynced, and a bounded memory
-queue) before the caller continues; a journal that cannot take it (disk full, EIO)
-leaves it in memory only, loudly, and a writer cancelled meanwhile still leaves it
-buffered; from then on every write is buffered the same way, in arrival order, until the
+full server, a timeout: everything but ``StorageRejected``, as in the replay) is buffered:
+
+- it is appended to the pending writes (``PendingWrites``: the journal, fsynced, and a
+  bounded memory queue) before the caller continues;
+- a journal that cannot take it (disk full, EIO) leaves it in memory only, loudly;
+- a writer cancelled meanwhile still leaves it buffered.
+
+From then on every write is buffered the same way, in arrival order, until the
 ``Replayer`` (``replay``) has drained them, so the database sees the writes in the order
 they were made.
 

@@ -1,7 +1,7 @@
 """``quantmesh db copy``: every table of one database into another, in batches.
 
-The seed moves a SQLite database to PostgreSQL with pgloader, a dump, or a program of
-its own; this is that program, for any pair of SQLite, PostgreSQL and MySQL/MariaDB:
+It moves a database between any pair of SQLite, PostgreSQL and MySQL/MariaDB (where the
+seed needed pgloader, a dump or a program of its own):
 
 - the target is migrated to this version's schema first; the source must be at it
   already (``quantmesh db upgrade`` on it), so both sides have the same columns;
@@ -23,8 +23,7 @@ from typing import Any, Protocol, TextIO
 from sqlalchemy import Connection, Table, UniqueConstraint, func, select
 
 from quantmesh.errors import StorageError
-from quantmesh.storage import migrate
-from quantmesh.storage import models as m
+from quantmesh.storage import migrate, models
 from quantmesh.storage.dsn import guess_type
 from quantmesh.storage.engine import create_engine_for
 from quantmesh.storage.runner import Runner, runner_for
@@ -97,7 +96,7 @@ async def copy_database(
             await _check_source(src)
             await dst.run("migrate", migrate.upgrade, write=True)
             report = CopyReport()
-            for table in m.metadata.sorted_tables:
+            for table in models.metadata.sorted_tables:
                 await _copy_table(src, dst, table, batch_size, progress)
             await _verify(src, dst, report)
         finally:
@@ -158,7 +157,7 @@ async def _copy_table(
 
 async def _verify(src: Runner, dst: Runner, report: CopyReport) -> None:
     def counts(conn: Connection) -> dict[str, int]:
-        return {t.name: int(conn.scalar(_count(t)) or 0) for t in m.metadata.sorted_tables}
+        return {t.name: int(conn.scalar(_count(t)) or 0) for t in models.metadata.sorted_tables}
 
     source = await src.run("copy", counts, write=False)
     target = await dst.run("copy", counts, write=False)

@@ -1,21 +1,26 @@
-"""Everything that depends on the database dialect or driver.
+"""The database engines: everything that depends on the dialect or driver.
 
 ``create_engine_for`` builds the engine for the configured database and ``check_server``
 refuses a server the repository cannot write under. (The dialect's upsert is built in
-``statements``; driver errors are classified in ``db_errors``.)
+``statements``; driver errors are classified in ``db_errors``.) No error message here
+ever includes a password.
 
-SQLite gets a synchronous engine on the stdlib ``sqlite3`` driver (the repository runs it
-on a thread of its own, see ``runner``); its connections get WAL, ``busy_timeout=5000``,
-``synchronous=NORMAL`` and foreign keys, and never BEGIN by themselves (the runner starts
-each write transaction with ``BEGIN IMMEDIATE``). Its data directory is created and
-checked up front. The servers get async engines with pre-ping, a connect timeout and a
-statement timeout (PostgreSQL: ``statement_timeout`` on the server and asyncpg's
-``command_timeout``; MySQL/MariaDB: the runner's own timeout around each transaction).
+SQLite gets a synchronous engine on the stdlib ``sqlite3`` driver, run on a thread of the
+repository's own (see ``runner``):
+
+- its connections get WAL, ``busy_timeout=5000``, ``synchronous=NORMAL`` and foreign
+  keys, and never BEGIN by themselves (the runner starts each write transaction with
+  ``BEGIN IMMEDIATE``);
+- its data directory is created and checked up front.
+
+The servers get async engines with pre-ping, a connect timeout and a statement timeout
+(PostgreSQL: ``statement_timeout`` on the server and asyncpg's ``command_timeout``;
+MySQL/MariaDB: the runner's own timeout around each transaction). They take SQLAlchemy
+URLs or the seed's Go-style DSNs (``dsn``).
+
 MySQL/MariaDB sessions run at READ COMMITTED, PostgreSQL's default, so both servers lock
-alike: no gap locks, which made concurrent order inserts deadlock each other on InnoDB
-(``check_server`` refuses the one server setting that cannot log writes at that level).
-PostgreSQL and MySQL/MariaDB take SQLAlchemy URLs or the seed's Go-style DSNs (``dsn``).
-No error message here ever includes a password.
+alike: no gap locks, which made concurrent order inserts deadlock each other on InnoDB.
+``check_server`` refuses the one server setting that cannot log writes at that level.
 """
 
 from __future__ import annotations

@@ -6,24 +6,26 @@ emptied once everything in it reached the database. A line that cannot be read (
 last line after a crash, a damaged file) is logged, copied to the dead-letter file, and
 skipped; the lines after it are still read.
 
-An append is all or nothing: the lines go out with ``os.write`` on an unbuffered
-``O_APPEND`` descriptor (no library buffer can keep half a line for the next append to
-complete), then ``fsync``. If any of it fails (disk full, EIO, permissions) the file is
-cut back to its size before the append and ``JournalError`` names the file and the OS
-error; if even the cut fails, the next append makes it first. A file the caller was told
-failed therefore never holds that record.
+An append is all or nothing, so a file the caller was told failed never holds that record:
+
+- the lines go out with ``os.write`` on an unbuffered ``O_APPEND`` descriptor (no library
+  buffer can keep half a line for the next append to complete), then ``fsync``;
+- if any of it fails (disk full, EIO, permissions) the file is cut back to its size
+  before the append and ``JournalError`` names the file and the OS error;
+- if even the cut fails, the next append makes it first.
 
 The dead-letter file holds what the database refused for good (constraint or data errors,
 grid state under a stale fence, unreadable journal lines), one JSON object per line with
 the reason, for an operator to look at. Nothing in it is retried. Entries are written in
 batches, one fsync per batch.
 
-A file or directory created here is made durable with an fsync of its parent directory:
-without it a crash can lose the directory entry, and with it the whole file.
+Durability and permissions:
 
-Both files hold the account's trading history: they are created 0600 (owner read and
-write only, whatever the umask), and an existing one readable or writable by group or
-others is tightened to its owner's bits when the journal opens, with a warning.
+- a file or directory created here is made durable with an fsync of its parent
+  directory: without it a crash can lose the directory entry, and with it the whole file;
+- both files hold the account's trading history: they are created 0600 (owner read and
+  write only, whatever the umask), and an existing one readable or writable by group or
+  others is tightened to its owner's bits when the journal opens, with a warning.
 
 Blocking file I/O: callers run these methods in a thread (``asyncio.to_thread``).
 """

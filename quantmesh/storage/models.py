@@ -1,10 +1,10 @@
-"""The database schema: SQLAlchemy 2 declarative models, portable across SQLite,
-PostgreSQL and MySQL/MariaDB.
+"""The database schema: portable SQLAlchemy 2 declarative models.
 
-Prices and amounts use ``ExactDecimal``: ``NUMERIC(36, 18)`` where the database has an
-exact decimal type, and the exact decimal text on SQLite (whose ``NUMERIC`` is a float).
-Because of SQLite, never compare, order or aggregate ``ExactDecimal`` columns in SQL;
-do it in Python (the repository does).
+One schema serves SQLite, PostgreSQL and MySQL/MariaDB. Prices and amounts use
+``ExactDecimal``: ``NUMERIC(36, 18)`` where the database has an exact decimal type, and
+the exact decimal text on SQLite (whose ``NUMERIC`` is a float). Because of SQLite, never
+compare, order or aggregate ``ExactDecimal`` columns in SQL; do it in Python (the
+repository does).
 
 Every table carries ``exchange`` so several exchanges and instances can share one
 database; the unique constraints are the keys idempotent writes are matched on.

@@ -59,9 +59,9 @@ _DECIMALS: Final[dict[type, frozenset[str]]] = {
 def _dump(obj: Any) -> dict[str, Any]:
     decimals = _DECIMALS[type(obj)]
     out = {}
-    for f in fields(obj):
-        value = getattr(obj, f.name)
-        out[f.name] = str(value) if f.name in decimals and value is not None else value
+    for field in fields(obj):
+        value = getattr(obj, field.name)
+        out[field.name] = str(value) if field.name in decimals and value is not None else value
     return out
 
 
@@ -71,13 +71,13 @@ def _load(cls: type[_T], data: Any) -> _T:
     decimals = _DECIMALS[cls]
     values = {}
     try:
-        for f in fields(cls):  # type: ignore[arg-type]  # the domain classes are dataclasses
-            if f.name not in data:
+        for field in fields(cls):  # type: ignore[arg-type]  # the domain classes are dataclasses
+            if field.name not in data:
                 continue  # a field added since the record was written keeps its default
-            value = data[f.name]
-            if f.name in decimals and value is not None:
+            value = data[field.name]
+            if field.name in decimals and value is not None:
                 value = Decimal(value)
-            values[f.name] = value
+            values[field.name] = value
         return cls(**values)
     except (TypeError, InvalidOperation) as exc:
         raise CorruptRecord(f"bad {cls.__name__}: {exc}") from None
@@ -117,9 +117,9 @@ def decode(line: bytes) -> Record:
         raise CorruptRecord(f"not JSON: {exc}") from None
     if not isinstance(body, dict):
         raise CorruptRecord("not a JSON object")
-    op, seq = body.get("op"), body.get("seq")
-    if op not in OPS or not isinstance(seq, int):
-        raise CorruptRecord(f"unknown record kind {op!r}")
+    kind, seq = body.get("op"), body.get("seq")
+    if kind not in OPS or not isinstance(seq, int):
+        raise CorruptRecord(f"unknown record kind {kind!r}")
     fence = body.get("fence", 0)
     symbol = body.get("symbol", "")
     if not isinstance(fence, int) or not isinstance(symbol, str):
@@ -127,7 +127,7 @@ def decode(line: bytes) -> Record:
     shape = body.get("shape")
     return Record(
         seq=seq,
-        op=op,
+        op=kind,
         symbol=symbol,
         orders=_load_all(Order, body.get("orders", [])),
         fills=_load_all(Fill, body.get("fills", [])),

@@ -1,21 +1,26 @@
 """``Replayer``: moves the write buffer's pending writes back into the database.
 
 It runs at start, every ``retry_interval`` seconds, and early when a read finds writes
-waiting (``wake``). It replays in order and in batches: runs of the same kind of write are
-merged into one transaction (fills into one multi-row insert, executions of one symbol
-and fence into one ``record_batch``), every write an idempotent upsert keyed on the
-records' unique keys, so a batch replayed twice (a crash before the journal was emptied)
-changes nothing. A batch that fails for any reason but its data stays buffered for the
-next round (and is logged); a write the database refuses for its data (constraint, type,
-length: ``StorageRejected``) goes to the dead-letter file with the reason instead of
-blocking the rest. So does, with its facts stored where possible, a record that failed
-with the same non-connectivity error for ``STUCK_ROUNDS`` rounds and ``STUCK_SECONDS``
-(a grid the database no longer has). Dead letters are written in a thread, one fsync per
-batch, before the batch leaves the journal.
+waiting (``wake``). It replays in order and in batches:
+
+- runs of the same kind of write are merged into one transaction (fills into one
+  multi-row insert, executions of one symbol and fence into one ``record_batch``);
+- every write is an idempotent upsert keyed on the records' unique keys, so a batch
+  replayed twice (a crash before the journal was emptied) changes nothing;
+- a batch that fails for any reason but its data stays buffered for the next round (and
+  is logged);
+- a write the database refuses for its data (constraint, type, length:
+  ``StorageRejected``) goes to the dead-letter file with the reason instead of blocking
+  the rest. So does, with its facts stored where possible, a record that failed with the
+  same non-connectivity error for ``STUCK_ROUNDS`` rounds and ``STUCK_SECONDS`` (a grid
+  the database no longer has).
+
+Dead letters are written in a thread, one fsync per batch, before the batch leaves the
+journal.
 
 A grid write replayed under a stale fence (another instance took the grid over
-meanwhile) keeps the facts - the order updates, fills and round trips are stored anyway,
-a fill is never lost - while the grid levels written under the stale fence go to the
+meanwhile) keeps the facts: the order updates, fills and round trips are stored anyway,
+a fill is never lost. The grid levels written under the stale fence go to the
 dead-letter file and an error is logged. Those fills are stored as not applied to their
 levels (``record_batch`` with ``fence=None``): the new owner finds them
 (``unapplied_order_ids``) and applies them itself.

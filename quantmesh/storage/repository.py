@@ -28,9 +28,7 @@ from quantmesh.domain import Fill, Order
 from quantmesh.errors import StartupError, StorageError
 from quantmesh.grid.state import GridShape, GridState, LevelState, RoundTrip
 from quantmesh.observability.metrics import DbMetrics
-from quantmesh.storage import migrate
-from quantmesh.storage import models as m
-from quantmesh.storage import statements as q
+from quantmesh.storage import migrate, models, statements
 from quantmesh.storage.base import DurabilityReport, SymbolSummary, TradeFilter
 from quantmesh.storage.engine import check_server
 from quantmesh.storage.rows import checked, chunks, from_row, merge_order
@@ -58,8 +56,8 @@ class SqlRepository:
         auto_migrate: bool = True,
         timeout: float | None = None,
     ) -> None:
-        if not exchange or len(exchange) > m.EXCHANGE_LEN:
-            raise ValueError(f"exchange name must be 1 to {m.EXCHANGE_LEN} characters")
+        if not exchange or len(exchange) > models.EXCHANGE_LEN:
+            raise ValueError(f"exchange name must be 1 to {models.EXCHANGE_LEN} characters")
         self._engine = engine
         self._runner: Runner = runner_for(engine, metrics, timeout)
         self._exchange = exchange
@@ -69,14 +67,18 @@ class SqlRepository:
         # With the write lock held from the start (SQLite), an order found missing is still
         # missing when inserted; otherwise another instance may have inserted it meanwhile.
         self._inserts_are_exclusive = self._runner.exclusive_writes
-        self._insert_orders = upsert(dialect, m.orders, q.ORDER_KEY)
+        self._insert_orders = upsert(dialect, models.orders, statements.ORDER_KEY)
         # fills stored without their level: new rows unapplied, a stored row left alone
-        self._insert_trades = upsert(dialect, m.trades, q.TRADE_KEY)
+        self._insert_trades = upsert(dialect, models.trades, statements.TRADE_KEY)
         # fills stored with their level: new rows applied, a stored unapplied row becomes so
-        self._insert_applied_trades = upsert(dialect, m.trades, q.TRADE_KEY, q.TRADE_APPLIED_VALUES)
-        self._insert_round_trips = upsert(dialect, m.round_trips, q.ROUND_TRIP_KEY)
-        self._insert_grid = upsert(dialect, m.grids, q.GRID_KEY)
-        self._upsert_levels = upsert(dialect, m.grid_levels, q.LEVEL_KEY, q.LEVEL_VALUES)
+        self._insert_applied_trades = upsert(
+            dialect, models.trades, statements.TRADE_KEY, statements.TRADE_APPLIED_VALUES
+        )
+        self._insert_round_trips = upsert(dialect, models.round_trips, statements.ROUND_TRIP_KEY)
+        self._insert_grid = upsert(dialect, models.grids, statements.GRID_KEY)
+        self._upsert_levels = upsert(
+            dialect, models.grid_levels, statements.LEVEL_KEY, statements.LEVEL_VALUES
+        )
 
     @property
     def exchange(self) -> str:
@@ -84,12 +86,12 @@ class SqlRepository:
 
     # plumbing
 
-    async def _write(self, operation: str, fn: Callable[[Connection], _R]) -> _R:
-        """``fn`` in one transaction, committed when it returns."""
-        return await self._runner.run(operation, fn, write=True)
+    async def _write(self, operation: str, work: Callable[[Connection], _R]) -> _R:
+        """``work`` in one transaction, committed when it returns."""
+        return await self._runner.run(operation, work, write=True)
 
-    async def _read(self, operation: str, fn: Callable[[Connection], _R]) -> _R:
-        return await self._runner.run(operation, fn, write=False)
+    async def _read(self, operation: str, work: Callable[[Connection], _R]) -> _R:
+        return await self._runner.run(operation, work, write=False)
 
     def _row(self, table: Table, obj: Any, **extra: Any) -> dict[str, Any]:
         values = {f.name: getattr(obj, f.name) for f in fields(obj)}
@@ -139,7 +141,7 @@ class SqlRepository:
     async def save_orders(self, orders: Sequence[Order]) -> None:
         """Insert new orders, merge updates into stored ones (see ``merge_order``)."""
         if orders:
-            rows = [self._row(m.orders, order) for order in orders]
+            rows = [self._row(models.orders, order) for order in orders]
             await self._write("save_orders", lambda conn: self._save_orders(conn, orders, rows))
 
     def _save_orders(
@@ -184,7 +186,7 @@ class SqlRepository:
                     }
                 )
         if changes:
-            conn.execute(q.ORDER_UPDATE, changes)
+            conn.execute(statements.ORDER_UPDATE, changes)
 
     async def get_order(self, client_order_id: str) -> Order | None:
         def read(conn: Connection) -> Order | None:
@@ -195,21 +197,24 @@ class SqlRepository:
 
     async def last_order_time(self, symbol: str) -> float | None:
         def read(conn: Connection) -> float | None:
-            value = conn.scalar(q.LAST_ORDER_TIME, self._keys(symbol))
+            value = conn.scalar(statements.LAST_ORDER_TIME, self._keys(symbol))
             return None if value is None else float(value)
 
         return await self._read("last_order_time", read)
 
     async def get_open_orders(self, symbol: str) -> list[Order]:
         def read(conn: Connection) -> list[Order]:
-            return [from_row(Order, row) for row in conn.execute(q.OPEN_ORDERS, self._keys(symbol))]
+            return [
+                from_row(Order, row)
+                for row in conn.execute(statements.OPEN_ORDERS, self._keys(symbol))
+            ]
 
         return await self._read("get_open_orders", read)
 
     def _orders_by_id(
         self, conn: Connection, ids: Sequence[str], *, for_update: bool
     ) -> dict[str, Order]:
-        stmt = q.ORDERS_BY_ID_FOR_UPDATE if for_update else q.ORDERS_BY_ID
+        stmt = statements.ORDERS_BY_ID_FOR_UPDATE if for_update else statements.ORDERS_BY_ID
         found: dict[str, Order] = {}
         for chunk in chunks(ids):
             for row in conn.execute(stmt, {"k_exchange": self._exchange, "k_ids": chunk}):
@@ -235,7 +240,7 @@ class SqlRepository:
         unique: dict[tuple[str, str], Fill] = {}
         for fill in fills:
             unique.setdefault((fill.symbol, fill.trade_id), fill)
-        return [self._row(m.trades, fill, level_applied=applied) for fill in unique.values()]
+        return [self._row(models.trades, fill, level_applied=applied) for fill in unique.values()]
 
     async def known_trade_ids(self, symbol: str, trade_ids: Sequence[str]) -> set[str]:
         """Which of ``trade_ids`` are stored together with their effect on the grid level.
@@ -251,7 +256,7 @@ class SqlRepository:
             known: set[str] = set()
             for chunk in chunks(ids):
                 params = {**self._keys(symbol), "k_ids": chunk}
-                known.update(conn.scalars(q.APPLIED_TRADE_IDS, params))
+                known.update(conn.scalars(statements.APPLIED_TRADE_IDS, params))
             return known
 
         return await self._read("known_trade_ids", read)
@@ -261,7 +266,7 @@ class SqlRepository:
         grid level, the order of the oldest such fill first."""
 
         def read(conn: Connection) -> list[str]:
-            return list(conn.scalars(q.UNAPPLIED_ORDER_IDS, self._keys(symbol)))
+            return list(conn.scalars(statements.UNAPPLIED_ORDER_IDS, self._keys(symbol)))
 
         return await self._read("unapplied_order_ids", read)
 
@@ -272,19 +277,19 @@ class SqlRepository:
         """
         if flt.limit < 0 or flt.offset < 0:
             raise ValueError("limit and offset must not be negative")
-        t = m.trades
-        stmt = select(t).where(t.c.exchange == self._exchange)
+        trades = models.trades
+        stmt = select(trades).where(trades.c.exchange == self._exchange)
         if flt.symbol is not None:
-            stmt = stmt.where(t.c.symbol == flt.symbol)
+            stmt = stmt.where(trades.c.symbol == flt.symbol)
         if flt.side is not None:
-            stmt = stmt.where(t.c.side == flt.side)
+            stmt = stmt.where(trades.c.side == flt.side)
         if flt.client_order_id is not None:
-            stmt = stmt.where(t.c.client_order_id == flt.client_order_id)
+            stmt = stmt.where(trades.c.client_order_id == flt.client_order_id)
         if flt.since is not None:
-            stmt = stmt.where(t.c.ts >= flt.since)
+            stmt = stmt.where(trades.c.ts >= flt.since)
         if flt.until is not None:
-            stmt = stmt.where(t.c.ts < flt.until)
-        stmt = stmt.order_by(t.c.ts, t.c.id).limit(flt.limit).offset(flt.offset)
+            stmt = stmt.where(trades.c.ts < flt.until)
+        stmt = stmt.order_by(trades.c.ts, trades.c.id).limit(flt.limit).offset(flt.offset)
         return await self._read(
             "get_trades", lambda conn: [from_row(Fill, row) for row in conn.execute(stmt)]
         )
@@ -306,11 +311,11 @@ class SqlRepository:
         unique: dict[tuple[str, int, int], RoundTrip] = {}
         for trip in trips:
             unique.setdefault((trip.symbol, trip.level, trip.cycle), trip)
-        return [self._row(m.round_trips, trip) for trip in unique.values()]
+        return [self._row(models.round_trips, trip) for trip in unique.values()]
 
     async def get_round_trips(self, symbol: str) -> list[RoundTrip]:
         def read(conn: Connection) -> list[RoundTrip]:
-            rows = conn.execute(q.ROUND_TRIPS, self._keys(symbol))
+            rows = conn.execute(statements.ROUND_TRIPS, self._keys(symbol))
             return [from_row(RoundTrip, row) for row in rows]
 
         return await self._read("get_round_trips", read)
@@ -321,7 +326,7 @@ class SqlRepository:
         self, symbol: str, anchor: Decimal, shape: GridShape | None = None
     ) -> GridState:
         row = checked(
-            m.grids,
+            models.grids,
             {
                 "exchange": self._exchange,
                 "symbol": symbol,
@@ -351,27 +356,27 @@ class SqlRepository:
 
     def _load_grid(self, conn: Connection, symbol: str) -> GridState | None:
         keys = self._keys(symbol)
-        head = conn.execute(q.GRID_HEAD, keys).one_or_none()
+        head = conn.execute(statements.GRID_HEAD, keys).one_or_none()
         if head is None:
             return None
         shape = None
         if head.spacing is not None and head.interval is not None:
             shape = GridShape(head.spacing, head.interval)
         state = GridState(symbol=symbol, anchor=head.anchor, fence=head.fence, shape=shape)
-        for row in conn.execute(q.GRID_LEVELS, keys):
+        for row in conn.execute(statements.GRID_LEVELS, keys):
             # set_level leaves default levels out, as GridState requires
             state.set_level(LevelState(row.level_index, row.holding, row.cost, row.cycle))
         return state
 
     async def set_grid_shape(self, symbol: str, shape: GridShape, fence: int) -> bool:
         now = self._clock()
-        checked(m.grids, {"spacing": shape.spacing, "interval": shape.interval})
+        checked(models.grids, {"spacing": shape.spacing, "interval": shape.interval})
         params = {**self._keys(symbol), "v_spacing": shape.spacing, "v_interval": shape.interval}
 
         def write(conn: Connection) -> bool:
             if not self._claim_fence(conn, symbol, fence, now):
                 return False
-            conn.execute(q.GRID_SHAPE, params)
+            conn.execute(statements.GRID_SHAPE, params)
             return True
 
         return await self._write("set_grid_shape", write)
@@ -427,7 +432,7 @@ class SqlRepository:
         applied to their levels (``unapplied_order_ids``), and one stored applied stays so.
         """
         applied = fence is not None
-        order_rows = [self._row(m.orders, order) for order in orders]
+        order_rows = [self._row(models.orders, order) for order in orders]
         fill_rows = self._fill_rows(fills, applied=applied)
         insert_trades = self._insert_applied_trades if applied else self._insert_trades
         trip_rows = self._round_trip_rows(round_trips)
@@ -453,7 +458,7 @@ class SqlRepository:
         unique = {level.index: level for level in levels}  # the last state of a level wins
         return [
             checked(
-                m.grid_levels,
+                models.grid_levels,
                 {
                     "exchange": self._exchange,
                     "symbol": symbol,
@@ -471,20 +476,20 @@ class SqlRepository:
         keys = self._keys(symbol)
         claim = {**keys, "k_fence": fence, "v_fence": fence, "v_updated_at": now}
         # MySQL reports matched rather than changed rows: SQLAlchemy sets FOUND_ROWS
-        if conn.execute(q.FENCE_CLAIM, claim).rowcount > 0:
+        if conn.execute(statements.FENCE_CLAIM, claim).rowcount > 0:
             return True
-        stored = conn.scalar(q.GRID_FENCE, keys)
+        stored = conn.scalar(statements.GRID_FENCE, keys)
         if stored is None:
             raise StorageError(f"grid {symbol} on {self._exchange} is not initialised")
         log.warning("grid_write_fenced", symbol=symbol, fence=fence, stored_fence=stored)
         return False
 
     async def save_last_price(self, symbol: str, price: Decimal, ts: float) -> None:
-        checked(m.grids, {"last_price": price, "last_price_at": ts})
+        checked(models.grids, {"last_price": price, "last_price_at": ts})
         params = {**self._keys(symbol), "v_last_price": price, "v_last_price_at": ts}
 
         def write(conn: Connection) -> int:
-            return conn.execute(q.LAST_PRICE, params).rowcount
+            return conn.execute(statements.LAST_PRICE, params).rowcount
 
         if await self._write("save_last_price", write) == 0:
             log.warning("last_price_for_unknown_grid", symbol=symbol)
@@ -495,10 +500,12 @@ class SqlRepository:
         return await self._read("summaries", self._summaries)
 
     def _summaries(self, conn: Connection) -> list[SymbolSummary]:
-        heads = conn.execute(q.GRID_HEADS.order_by(m.grids.c.exchange, m.grids.c.symbol)).all()
-        inventory = self._sums(conn, m.grid_levels.c.holding)
-        pnl = self._sums(conn, m.round_trips.c.pnl)
-        open_orders = {(r[0], r[1]): int(r[2]) for r in conn.execute(q.OPEN_COUNTS)}
+        heads = conn.execute(
+            statements.GRID_HEADS.order_by(models.grids.c.exchange, models.grids.c.symbol)
+        ).all()
+        inventory = self._sums(conn, models.grid_levels.c.holding)
+        pnl = self._sums(conn, models.round_trips.c.pnl)
+        open_orders = {(r[0], r[1]): int(r[2]) for r in conn.execute(statements.OPEN_COUNTS)}
         summaries = []
         for head in heads:
             key = (head.exchange, head.symbol)
@@ -527,7 +534,7 @@ class SqlRepository:
         if self._dialect == "sqlite":  # decimals are text there: add them up here
             for exchange, symbol, value in conn.execute(select(*keys, column)):
                 total, count = totals.get((exchange, symbol), (Decimal(0), 0))
-                totals[(exchange, symbol)] = (q.EXACT.add(total, value), count + 1)
+                totals[(exchange, symbol)] = (statements.EXACT.add(total, value), count + 1)
             return totals
         stmt = select(*keys, func.sum(column), func.count()).group_by(*keys)
         for exchange, symbol, total, count in conn.execute(stmt):

@@ -12,7 +12,7 @@ from sqlalchemy.engine import Row
 
 from quantmesh.domain import CLOSED_STATUSES, Order, OrderStatus, Side
 from quantmesh.errors import StorageError, StorageRejected
-from quantmesh.storage import models as m
+from quantmesh.storage import models
 
 if TYPE_CHECKING:
     from _typeshed import DataclassInstance
@@ -64,7 +64,7 @@ def checked(table: Table, row: dict[str, Any]) -> dict[str, Any]:
                 )
         elif isinstance(value, Decimal):
             try:
-                m.check_decimal(value)
+                models.check_decimal(value)
             except ValueError as exc:
                 raise StorageRejected(f"{table.name}.{key}: {exc}") from None
     return row

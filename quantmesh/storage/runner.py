@@ -1,29 +1,32 @@
-"""Run one database transaction from asyncio.
+"""The transaction runners: one database transaction run from asyncio.
 
 The repository writes each operation's database work as one synchronous function of a
 SQLAlchemy ``Connection``; a runner executes it as one transaction (``write=True``) or as
 plain reads, maps driver errors with ``map_db_error`` and returns the function's result.
 
-- ``ThreadRunner`` (SQLite): a synchronous engine on the stdlib ``sqlite3`` driver, used by
-  one dedicated thread only, which keeps one connection checked out between transactions.
-  A whole transaction costs one hop to that thread and back, and the thread serialises
-  this process's writers. Write transactions start with
-  ``BEGIN IMMEDIATE``, so they hold SQLite's write lock from their first statement and may
-  read, then write what they read (other processes wait up to ``busy_timeout``).
+- ``ThreadRunner`` (SQLite): a synchronous engine on the stdlib ``sqlite3`` driver, used
+  by one dedicated thread only, which keeps one connection checked out between
+  transactions. A whole transaction costs one hop to that thread and back, and the
+  thread serialises this process's writers. Write transactions start with ``BEGIN
+  IMMEDIATE``, so they hold SQLite's write lock from their first statement and may read,
+  then write what they read (other processes wait up to ``busy_timeout``).
 - ``AsyncRunner`` (PostgreSQL, MySQL/MariaDB): the async engine; the function runs in
   ``AsyncConnection.run_sync`` inside ``engine.begin()``, the whole transaction within an
   optional timeout (a silent partition otherwise hangs a driver without read timeouts).
 
-Both record ``quantmesh_db_query_duration_seconds{operation}`` and
-``quantmesh_db_errors_total{operation,error}`` per transaction and export the pool's
-connections as ``quantmesh_db_connections{state}`` when given metrics. A transaction the
-server chose as a deadlock victim, timed out waiting for a row lock or failed to serialise
-is run again, up to ``RETRIES`` attempts, after a jittered exponential backoff
-(``backoff``): immediate retries of the same few transactions tend to collide again when
-the host is busy. Each retry counts as ``error="retried"``; a transaction that lost every
-attempt counts as ``error="deadlock"`` and reaches the caller as ``StorageUnavailable``
-(``map_db_error``), which the write buffer journals and replays: a conflict never loses a
-write, nor is it mistaken for bad data.
+Metrics, given ``metrics``: both record ``quantmesh_db_query_duration_seconds{operation}``
+and ``quantmesh_db_errors_total{operation,error}`` per transaction, and export the
+pool's connections as ``quantmesh_db_connections{state}``.
+
+Conflicts: a transaction the server chose as a deadlock victim, timed out waiting for a
+row lock or failed to serialise is run again, up to ``RETRIES`` attempts, after a
+jittered exponential backoff (``backoff``): immediate retries of the same few
+transactions tend to collide again when the host is busy.
+
+- each retry counts as ``error="retried"``;
+- a transaction that lost every attempt counts as ``error="deadlock"`` and reaches the
+  caller as ``StorageUnavailable`` (``map_db_error``), which the write buffer journals
+  and replays: a conflict never loses a write, nor is it mistaken for bad data.
 
 Cancellation: a caller cancelled while its transaction runs stops waiting, but the
 transaction runs to its end in the thread and MAY COMMIT; one cancelled while still queued
@@ -100,8 +103,8 @@ class Runner(Protocol):
         nothing else can change what it has read."""
         ...
 
-    async def run(self, operation: str, fn: Callable[[Connection], _T], *, write: bool) -> _T:
-        """``fn(conn)`` in one transaction, committed when it returns (``write``), or as
+    async def run(self, operation: str, work: Callable[[Connection], _T], *, write: bool) -> _T:
+        """``work(conn)`` in one transaction, committed when it returns (``write``), or as
         reads. Raises ``StorageUnavailable``/``StorageError`` named after ``operation``."""
         ...
 
@@ -146,12 +149,12 @@ class ThreadRunner:
     def exclusive_writes(self) -> bool:
         return self._immediate
 
-    async def run(self, operation: str, fn: Callable[[Connection], _T], *, write: bool) -> _T:
+    async def run(self, operation: str, work: Callable[[Connection], _T], *, write: bool) -> _T:
         if self._closed:
             raise StorageError(f"{operation} failed: the repository is closed")
         loop = asyncio.get_running_loop()
         # the caller's context variables (structlog's bound symbol...) go along
-        call = functools.partial(contextvars.copy_context().run, self._transaction, fn, write)
+        call = functools.partial(contextvars.copy_context().run, self._transaction, work, write)
         started = time.perf_counter()
         try:
             result = await loop.run_in_executor(self._executor, call)
@@ -162,11 +165,11 @@ class ThreadRunner:
         self._recorder.done(operation, started)
         return result
 
-    def _transaction(self, fn: Callable[[Connection], _T], write: bool) -> _T:
+    def _transaction(self, work: Callable[[Connection], _T], write: bool) -> _T:
         """Runs in the thread, on the connection it keeps between transactions."""
         self._busy = 1
         try:
-            return self._transaction_on(self._connection(), fn, write)
+            return self._transaction_on(self._connection(), work, write)
         finally:
             self._busy = 0
 
@@ -178,11 +181,13 @@ class ThreadRunner:
             conn = self._conn = self._engine.connect()
         return conn
 
-    def _transaction_on(self, conn: Connection, fn: Callable[[Connection], _T], write: bool) -> _T:
+    def _transaction_on(
+        self, conn: Connection, work: Callable[[Connection], _T], write: bool
+    ) -> _T:
         try:
             if write and self._immediate:  # the connection does not BEGIN by itself
                 conn.exec_driver_sql("BEGIN IMMEDIATE")
-            result = fn(conn)
+            result = work(conn)
             if write:
                 conn.commit()
             else:
@@ -237,13 +242,13 @@ class AsyncRunner:
     def exclusive_writes(self) -> bool:
         return False  # row locks (SELECT ... FOR UPDATE) at most
 
-    async def run(self, operation: str, fn: Callable[[Connection], _T], *, write: bool) -> _T:
+    async def run(self, operation: str, work: Callable[[Connection], _T], *, write: bool) -> _T:
         if self._closed:
             raise StorageError(f"{operation} failed: the repository is closed")
         started = time.perf_counter()
         for attempt in range(1, RETRIES + 1):
             try:
-                result = await self._once(fn, write)
+                result = await self._once(work, write)
             except (SQLAlchemyError, OSError) as exc:
                 conflict = is_retryable(exc)
                 if conflict and attempt < RETRIES:
@@ -260,18 +265,18 @@ class AsyncRunner:
             return result
         raise AssertionError("unreachable")  # pragma: no cover
 
-    async def _once(self, fn: Callable[[Connection], _T], write: bool) -> _T:
+    async def _once(self, work: Callable[[Connection], _T], write: bool) -> _T:
         # a silent partition (no RST, no answer) hangs a driver that has no read timeout
         # of its own (aiomysql): TimeoutError maps to StorageUnavailable
         async with asyncio.timeout(self._timeout):
-            return await self._transaction(fn, write)
+            return await self._transaction(work, write)
 
-    async def _transaction(self, fn: Callable[[Connection], _T], write: bool) -> _T:
+    async def _transaction(self, work: Callable[[Connection], _T], write: bool) -> _T:
         if write:
             async with self._engine.begin() as conn:
-                return await conn.run_sync(fn)
+                return await conn.run_sync(work)
         async with self._engine.connect() as conn:
-            return await conn.run_sync(fn)
+            return await conn.run_sync(work)
 
     async def close(self) -> None:
         self._closed = True

@@ -1,9 +1,9 @@
-"""The repository's SQL statements: unique keys, the dialect's upsert, and the statements
-of the hot paths, built once at import.
+"""The repository's SQL statements: unique keys, the dialect's upsert, the hot paths' queries.
 
-Parameters are named ``k_*`` for keys and ``v_*`` for new values, so SQLAlchemy's compiled
-cache is hit without rebuilding a statement per call. ``upsert`` writes each dialect's
-INSERT ... ON CONFLICT (MySQL/MariaDB: ON DUPLICATE KEY UPDATE).
+The hot paths' statements are built once at import. Their parameters are named ``k_*``
+for keys and ``v_*`` for new values, so SQLAlchemy's compiled cache is hit without
+rebuilding a statement per call. ``upsert`` writes each dialect's INSERT ... ON CONFLICT
+(MySQL/MariaDB: ON DUPLICATE KEY UPDATE).
 """
 
 from __future__ import annotations
@@ -17,10 +17,10 @@ from sqlalchemy.dialects import mysql, postgresql, sqlite
 from sqlalchemy.sql.dml import Insert
 
 from quantmesh.errors import StorageError
-from quantmesh.storage import models as m
+from quantmesh.storage import models
 
 # Sums of NUMERIC(36, 18) values need more than the default 28 digits to stay exact.
-EXACT: Final = Context(prec=m.PRECISION + 20)
+EXACT: Final = Context(prec=models.PRECISION + 20)
 
 ORDER_KEY: Final = ("exchange", "client_order_id")
 TRADE_KEY: Final = ("exchange", "symbol", "trade_id")
@@ -72,76 +72,96 @@ def scoped(table: Table) -> tuple[Any, Any]:
 
 
 # Statements of the hot paths, built once (parameters: k_* keys, v_* new values).
-_o, _t, _g, _lv, _rt = m.orders, m.trades, m.grids, m.grid_levels, m.round_trips
+_orders = models.orders
+_trades = models.trades
+_grids = models.grids
+_levels = models.grid_levels
+_round_trips = models.round_trips
 
-ORDERS_BY_ID: Final = select(_o).where(
-    _o.c.exchange == typed("k_exchange", _o.c.exchange),
-    _o.c.client_order_id.in_(typed("k_ids", _o.c.client_order_id, expanding=True)),
+ORDERS_BY_ID: Final = select(_orders).where(
+    _orders.c.exchange == typed("k_exchange", _orders.c.exchange),
+    _orders.c.client_order_id.in_(typed("k_ids", _orders.c.client_order_id, expanding=True)),
 )
 ORDERS_BY_ID_FOR_UPDATE: Final = ORDERS_BY_ID.with_for_update()
 ORDER_UPDATE: Final = (
-    update(_o)
+    update(_orders)
     .where(
-        _o.c.exchange == typed("k_exchange", _o.c.exchange),
-        _o.c.client_order_id == typed("k_client_order_id", _o.c.client_order_id),
+        _orders.c.exchange == typed("k_exchange", _orders.c.exchange),
+        _orders.c.client_order_id == typed("k_client_order_id", _orders.c.client_order_id),
     )
     .values(
-        status=typed("v_status", _o.c.status),
-        filled=typed("v_filled", _o.c.filled),
-        exchange_order_id=typed("v_exchange_order_id", _o.c.exchange_order_id),
-        price=typed("v_price", _o.c.price),
-        amount=typed("v_amount", _o.c.amount),
-        created_at=typed("v_created_at", _o.c.created_at),
-        updated_at=typed("v_updated_at", _o.c.updated_at),
+        status=typed("v_status", _orders.c.status),
+        filled=typed("v_filled", _orders.c.filled),
+        exchange_order_id=typed("v_exchange_order_id", _orders.c.exchange_order_id),
+        price=typed("v_price", _orders.c.price),
+        amount=typed("v_amount", _orders.c.amount),
+        created_at=typed("v_created_at", _orders.c.created_at),
+        updated_at=typed("v_updated_at", _orders.c.updated_at),
     )
 )
-LAST_ORDER_TIME: Final = select(func.max(_o.c.created_at)).where(*scoped(_o))
+LAST_ORDER_TIME: Final = select(func.max(_orders.c.created_at)).where(*scoped(_orders))
 OPEN_ORDERS: Final = (
-    select(_o).where(*scoped(_o), _o.c.status == "open").order_by(_o.c.created_at, _o.c.id)
+    select(_orders)
+    .where(*scoped(_orders), _orders.c.status == "open")
+    .order_by(_orders.c.created_at, _orders.c.id)
 )
 # fills whose effect on their level is stored: a fill stored without it is not "known"
-APPLIED_TRADE_IDS: Final = select(_t.c.trade_id).where(
-    *scoped(_t),
-    _t.c.trade_id.in_(typed("k_ids", _t.c.trade_id, expanding=True)),
-    _t.c.level_applied == true(),
+APPLIED_TRADE_IDS: Final = select(_trades.c.trade_id).where(
+    *scoped(_trades),
+    _trades.c.trade_id.in_(typed("k_ids", _trades.c.trade_id, expanding=True)),
+    _trades.c.level_applied == true(),
 )
 # orders with fills stored without their level, oldest fill first
 UNAPPLIED_ORDER_IDS: Final = (
-    select(_t.c.client_order_id)
-    .where(*scoped(_t), _t.c.level_applied == false())
-    .group_by(_t.c.client_order_id)
-    .order_by(func.min(_t.c.ts), func.min(_t.c.id))
+    select(_trades.c.client_order_id)
+    .where(*scoped(_trades), _trades.c.level_applied == false())
+    .group_by(_trades.c.client_order_id)
+    .order_by(func.min(_trades.c.ts), func.min(_trades.c.id))
 )
-ROUND_TRIPS: Final = select(_rt).where(*scoped(_rt)).order_by(_rt.c.closed_at, _rt.c.id)
-GRID_HEAD: Final = select(_g.c.anchor, _g.c.fence, _g.c.spacing, _g.c.interval).where(*scoped(_g))
-GRID_FENCE: Final = select(_g.c.fence).where(*scoped(_g))
+ROUND_TRIPS: Final = (
+    select(_round_trips)
+    .where(*scoped(_round_trips))
+    .order_by(_round_trips.c.closed_at, _round_trips.c.id)
+)
+GRID_HEAD: Final = select(
+    _grids.c.anchor, _grids.c.fence, _grids.c.spacing, _grids.c.interval
+).where(*scoped(_grids))
+GRID_FENCE: Final = select(_grids.c.fence).where(*scoped(_grids))
 GRID_SHAPE: Final = (
-    update(_g)
-    .where(*scoped(_g))
-    .values(spacing=typed("v_spacing", _g.c.spacing), interval=typed("v_interval", _g.c.interval))
+    update(_grids)
+    .where(*scoped(_grids))
+    .values(
+        spacing=typed("v_spacing", _grids.c.spacing),
+        interval=typed("v_interval", _grids.c.interval),
+    )
 )
 GRID_LEVELS: Final = (
-    select(_lv.c.level_index, _lv.c.holding, _lv.c.cost, _lv.c.cycle)
-    .where(*scoped(_lv))
-    .order_by(_lv.c.level_index)
+    select(_levels.c.level_index, _levels.c.holding, _levels.c.cost, _levels.c.cycle)
+    .where(*scoped(_levels))
+    .order_by(_levels.c.level_index)
 )
 # compare-and-set: store the fence unless a newer one is stored
 FENCE_CLAIM: Final = (
-    update(_g)
-    .where(*scoped(_g), _g.c.fence <= typed("k_fence", _g.c.fence))
-    .values(fence=typed("v_fence", _g.c.fence), updated_at=typed("v_updated_at", _g.c.updated_at))
-)
-LAST_PRICE: Final = (
-    update(_g)
-    .where(*scoped(_g))
+    update(_grids)
+    .where(*scoped(_grids), _grids.c.fence <= typed("k_fence", _grids.c.fence))
     .values(
-        last_price=typed("v_last_price", _g.c.last_price),
-        last_price_at=typed("v_last_price_at", _g.c.last_price_at),
+        fence=typed("v_fence", _grids.c.fence),
+        updated_at=typed("v_updated_at", _grids.c.updated_at),
     )
 )
-GRID_HEADS: Final = select(_g.c.exchange, _g.c.symbol, _g.c.last_price, _g.c.last_price_at)
+LAST_PRICE: Final = (
+    update(_grids)
+    .where(*scoped(_grids))
+    .values(
+        last_price=typed("v_last_price", _grids.c.last_price),
+        last_price_at=typed("v_last_price_at", _grids.c.last_price_at),
+    )
+)
+GRID_HEADS: Final = select(
+    _grids.c.exchange, _grids.c.symbol, _grids.c.last_price, _grids.c.last_price_at
+)
 OPEN_COUNTS: Final = (
-    select(_o.c.exchange, _o.c.symbol, func.count())
-    .where(_o.c.status == "open")
-    .group_by(_o.c.exchange, _o.c.symbol)
+    select(_orders.c.exchange, _orders.c.symbol, func.count())
+    .where(_orders.c.status == "open")
+    .group_by(_orders.c.exchange, _orders.c.symbol)
 )

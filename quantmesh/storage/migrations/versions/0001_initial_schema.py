@@ -15,7 +15,7 @@ from alembic import op
 from quantmesh.storage.models import ExactDecimal
 
 # a 64-bit surrogate key; SQLite only auto-increments an "INTEGER PRIMARY KEY"
-ID = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+SURROGATE_ID = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 
 revision: str = "0001"
 down_revision: str | Sequence[str] | None = None
@@ -26,7 +26,7 @@ depends_on: str | Sequence[str] | None = None
 def upgrade() -> None:
     op.create_table(
         "grids",
-        sa.Column("id", ID, autoincrement=True, nullable=False),
+        sa.Column("id", SURROGATE_ID, autoincrement=True, nullable=False),
         sa.Column("exchange", sa.String(length=32), nullable=False),
         sa.Column("symbol", sa.String(length=64), nullable=False),
         sa.Column("anchor", ExactDecimal(), nullable=False),
@@ -41,7 +41,7 @@ def upgrade() -> None:
     )
     op.create_table(
         "orders",
-        sa.Column("id", ID, autoincrement=True, nullable=False),
+        sa.Column("id", SURROGATE_ID, autoincrement=True, nullable=False),
         sa.Column("exchange", sa.String(length=32), nullable=False),
         sa.Column("client_order_id", sa.String(length=64), nullable=False),
         sa.Column("symbol", sa.String(length=64), nullable=False),
@@ -67,7 +67,7 @@ def upgrade() -> None:
 
     op.create_table(
         "round_trips",
-        sa.Column("id", ID, autoincrement=True, nullable=False),
+        sa.Column("id", SURROGATE_ID, autoincrement=True, nullable=False),
         sa.Column("exchange", sa.String(length=32), nullable=False),
         sa.Column("symbol", sa.String(length=64), nullable=False),
         sa.Column("level", sa.Integer(), nullable=False),
@@ -88,7 +88,7 @@ def upgrade() -> None:
     )
     op.create_table(
         "trades",
-        sa.Column("id", ID, autoincrement=True, nullable=False),
+        sa.Column("id", SURROGATE_ID, autoincrement=True, nullable=False),
         sa.Column("exchange", sa.String(length=32), nullable=False),
         sa.Column("symbol", sa.String(length=64), nullable=False),
         sa.Column("trade_id", sa.String(length=64), nullable=False),
@@ -112,7 +112,7 @@ def upgrade() -> None:
 
     op.create_table(
         "grid_levels",
-        sa.Column("id", ID, autoincrement=True, nullable=False),
+        sa.Column("id", SURROGATE_ID, autoincrement=True, nullable=False),
         sa.Column("exchange", sa.String(length=32), nullable=False),
         sa.Column("symbol", sa.String(length=64), nullable=False),
         sa.Column("level_index", sa.Integer(), nullable=False),
