@@ -1,35 +1,43 @@
-"""Per-level accounting, applied by the trader as order updates arrive (pure, exact).
+"""Per-level accounting: fills applied to a level's holding and cost, round trips closed.
 
-Buy side
-    ``apply_buy_fill`` adds each fill to the level: ``holding += amount`` (minus the fee when
-    it is charged in the base currency), ``cost += price * amount`` (plus the fee when it is
-    charged in the quote currency; a fee in a third currency, e.g. BNB, is not part of the
-    cost). ``close_buy`` is applied once when the buy order closes (filled, or cancelled with
-    some fill) and bumps the cycle when the level holds something.
+The trader applies it as order updates arrive. Pure and exact: all arithmetic runs in a
+private 60-digit decimal context, so sums and products of prices and amounts are exact
+whatever the caller's context is.
 
-Sell side
-    A sell may fill in several parts, and a partly filled sell may be cancelled and replaced
-    by another sell for the rest. The level's ``cost`` is left untouched while the position is
-    being sold: it stays the quote paid for the whole position until the round trip closes,
-    so the round trip's ``buy_cost`` is exactly what was paid, with no proportional division
-    and no rounding. What has been sold so far lives in a small ``SellProgress`` (base amount
-    sold, quote received net of quote fees) that the trader keeps per (level, cycle) - not
-    per order, so a replacement sell continues the same round trip. It is a plain sum over
-    the sell fills of that level and cycle, so after a restart the trader can rebuild it from
-    the stored fills.
+Buy side:
 
-    ``apply_sell_fill`` takes the fill off the holding (plus the fee when charged in base) and
-    adds it to the progress; it never closes anything. ``close_sell`` is applied when the sell
-    order closes (filled or cancelled). When something was sold and what is left on the level
-    can no longer make an order on its own (see ``levels.holds_inventory``), it returns
-    exactly one ``RoundTrip``: ``amount`` = base sold, ``buy_cost`` = the level's whole cost
-    (the unsold dust counts as sold at cost), ``sell_proceeds`` = quote received net of fees,
-    ``pnl = sell_proceeds - buy_cost``; the level drops to holding 0, cost 0, same cycle, and
-    the progress starts again from zero. When sellable inventory is left (a cancelled partial
-    sell), no round trip is emitted and the progress is carried into the next sell.
+- ``apply_buy_fill`` adds each fill to the level: ``holding += amount`` (minus the fee
+  when it is charged in the base currency), ``cost += price * amount`` (plus the fee when
+  it is charged in the quote currency; a fee in a third currency, e.g. BNB, is not part
+  of the cost).
+- ``close_buy`` is applied once when the buy order closes (filled, or cancelled with
+  some fill) and bumps the cycle when the level holds something.
 
-All arithmetic runs in a private 60-digit decimal context: sums and products of prices and
-amounts are exact whatever the caller's context is.
+Sell side: a sell may fill in several parts, and a partly filled sell may be cancelled
+and replaced by another sell for the rest.
+
+- The level's ``cost`` is left untouched while the position is being sold: it stays the
+  quote paid for the whole position until the round trip closes, so the round trip's
+  ``buy_cost`` is exactly what was paid, with no proportional division and no rounding.
+- What has been sold so far lives in a small ``SellProgress`` (base amount sold, quote
+  received net of quote fees) that the trader keeps per (level, cycle) - not per order,
+  so a replacement sell continues the same round trip. It is a plain sum over the sell
+  fills of that level and cycle, so after a restart the trader can rebuild it from the
+  stored fills.
+- ``apply_sell_fill`` takes the fill off the holding (plus the fee when charged in base)
+  and adds it to the progress; it never closes anything.
+- ``close_sell`` is applied when the sell order closes (filled or cancelled).
+
+When ``close_sell`` finds something sold and what is left on the level can no longer
+make an order on its own (see ``levels.holds_inventory``), it returns exactly one
+``RoundTrip`` and the level drops to holding 0, cost 0, same cycle; the progress starts
+again from zero. When sellable inventory is left (a cancelled partial sell), no round
+trip is emitted and the progress is carried into the next sell. The round trip holds:
+
+- ``amount`` = base sold;
+- ``buy_cost`` = the level's whole cost (the unsold dust counts as sold at cost);
+- ``sell_proceeds`` = quote received net of fees;
+- ``pnl = sell_proceeds - buy_cost``.
 """
 
 from __future__ import annotations

@@ -1,45 +1,55 @@
 """The planner: (grid spec, market rules, grid state, price, open orders) -> actions.
 
 Pure and deterministic; the trader turns a ``Plan`` into exchange calls and assigns client
-order ids from (symbol, level, side, cycle). Spot, long-only:
+order ids from (symbol, level, side, cycle). Spot, long-only. Output order: cancels
+first, then places; each nearest to the price first.
 
-Open orders
-    Keyed by level. There is never a second order on a level that has an open order, of
-    either side. A sell for the inventory of level ``i`` sits on level ``i`` and is priced one
-    level up. A level "holds inventory" when a sell can carry it on its own: its holding
-    floored to the lot is positive and at least the market's ``min_amount``
-    (``levels.holds_inventory``). Smaller dust is not sellable and does not block a buy.
+Open orders are keyed by level:
 
-Buys
-    The ``buy_window`` levels strictly below the price, nearest first (``b0 = level_below(p)``,
-    ``b0 - 1``, ...). A level is skipped when it holds inventory or has an open order; it is
-    reported as ``Skipped`` when its level price lies outside ``[lower_price, upper_price]`` or
-    is not positive (``out_of_range``), when the rounded order misses the market minimums or
-    ``min_order_value`` (``min_notional``), or when it would lift inventory value (level price
-    x holding, dust included) + open buys (price x amount) + the buys placed so far in this
-    plan above ``max_position`` (``position_cap``). The buy price is the level price rounded
-    down to the tick, so it is always strictly below the price.
+- there is never a second order on a level that has an open order, of either side;
+- a sell for the inventory of level ``i`` sits on level ``i`` and is priced one level up;
+- a level "holds inventory" when a sell can carry it on its own: its holding floored to
+  the lot is positive and at least the market's ``min_amount``
+  (``levels.holds_inventory``). Smaller dust is not sellable and does not block a buy.
 
-Sells
-    Levels holding inventory are ranked by level (= sell price) ascending, so a sell left below
-    the price after a jump ranks first (it fills at once, which is fine for long-only). Ranks
-    are taken by levels with an open sell and by sells placed in this plan; levels whose sell
-    misses the minimums (``Skipped min_notional``) and levels with an open buy (its partial
-    fills created the holding; the sell comes after the buy closes) take no rank. A sell is
-    placed for rank ``< sell_window``: price = next level's price rounded up to the tick,
-    amount = holding floored to the lot.
+Buys: the ``buy_window`` levels strictly below the price, nearest first (``b0 =
+level_below(p)``, ``b0 - 1``, ...). The buy price is the level price rounded down to the
+tick, so it is always strictly below the price. A level is skipped when it holds
+inventory or has an open order, and reported as ``Skipped``:
 
-Cancels (hysteresis ``H = cancel_hysteresis``)
-    An open buy ``d = b0 - level`` levels below ``b0`` is kept while ``d < buy_window + H``
-    and cancelled (``outside_window``) from there on; an open buy at or above the price
-    (``d < 0``) is filling and left alone. An open buy whose level is out of bounds is
-    cancelled (``out_of_range``). An open sell of rank ``>= sell_window + H`` is cancelled
-    (``outside_window``). Inside the band nothing is placed and nothing is cancelled, so a
-    price oscillating by up to ``H`` levels does not churn orders. Open sells on levels that
-    do not hold inventory are left alone (the dust remainder of a sell that closed its round
-    trip; the exchange will finish it).
+- ``out_of_range`` when its level price lies outside ``[lower_price, upper_price]`` or is
+  not positive;
+- ``below_tick`` when, far below a geometric anchor, its buy price would be the level
+  above's;
+- ``min_notional`` when the rounded order misses the market minimums or
+  ``min_order_value``;
+- ``position_cap`` when it would lift inventory value (level price x holding, dust
+  included) + open buys (price x amount) + the buys placed so far in this plan above
+  ``max_position``.
 
-Output order: cancels first, then places; each nearest to the price first.
+Sells: levels holding inventory are ranked by level (= sell price) ascending, so a sell
+left below the price after a jump ranks first (it fills at once, which is fine for
+long-only).
+
+- Ranks are taken by levels with an open sell and by sells placed in this plan; levels
+  whose sell misses the minimums (``Skipped min_notional``) and levels with an open buy
+  (its partial fills created the holding; the sell comes after the buy closes) take no
+  rank.
+- A sell is placed for rank ``< sell_window``: price = next level's price rounded up to
+  the tick, amount = holding floored to the lot.
+
+Cancels, with hysteresis ``H = cancel_hysteresis``:
+
+- an open buy ``d = b0 - level`` levels below ``b0`` is kept while ``d < buy_window + H``
+  and cancelled (``outside_window``) from there on; an open buy at or above the price
+  (``d < 0``) is filling and left alone;
+- an open buy whose level is out of bounds is cancelled (``out_of_range``);
+- an open sell of rank ``>= sell_window + H`` is cancelled (``outside_window``);
+- open sells on levels that do not hold inventory are left alone (the dust remainder of a
+  sell that closed its round trip; the exchange will finish it).
+
+Inside the band nothing is placed and nothing is cancelled, so a price oscillating by up
+to ``H`` levels does not churn orders.
 """
 
 from __future__ import annotations
@@ -169,8 +179,8 @@ def _plan_sells(
     window = spec.sell_window
     cancel_from = window + spec.cancel_hysteresis
     rank = 0
-    for lv in held:
-        index = lv.index
+    for level in held:
+        index = level.index
         sells = open_sells.get(index)
         if sells is not None:
             if rank >= cancel_from:
@@ -182,7 +192,7 @@ def _plan_sells(
             continue
         else:
             sell_price = round_sell_price(level_price(spec, index + 1), rules)
-            amount = round_amount(lv.holding, rules)
+            amount = round_amount(level.holding, rules)
             if meets_minimums(sell_price, amount, rules, spec.min_order_value):
                 place = PlaceOrder(index, "sell", sell_price, amount)
                 places.append((abs(sell_price - price), index, "sell", place))
@@ -225,9 +235,9 @@ def _in_bounds(spec: GridSpec, level: Decimal) -> bool:
 def _exposure(spec: GridSpec, state: GridState, open_buys: list[OpenOrder]) -> Decimal:
     """Inventory at level prices plus open buys at their prices (quote currency)."""
     total = Decimal(0)
-    for lv in state.levels.values():
-        if lv.holding > 0:
-            total += level_price(spec, lv.index) * lv.holding
+    for level in state.levels.values():
+        if level.holding > 0:
+            total += level_price(spec, level.index) * level.holding
     for order in open_buys:
         total += order.price * order.amount
     return total
@@ -251,8 +261,8 @@ def _plan_buys(
     for index in range(base, base - spec.buy_window, -1):
         if index in occupied:
             continue
-        lv = levels.get(index)
-        if lv is not None and lv.holding >= threshold:
+        level_state = levels.get(index)
+        if level_state is not None and level_state.holding >= threshold:
             continue  # holds inventory: its sell covers this level
         level = level_price(spec, index)
         buy_price = round_buy_price(level, rules)

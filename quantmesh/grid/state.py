@@ -1,4 +1,4 @@
-"""Grid parameters and specification, and per-level state (pure data)."""
+"""The grid's data: its parameters and spec, its shape, per-level state, round trips (pure)."""
 
 from __future__ import annotations
 
