@@ -6,6 +6,7 @@ from collections.abc import Callable, Mapping, Sequence
 from decimal import Decimal
 from typing import Any, Protocol
 
+from quantmesh.control.desired import Desired
 from quantmesh.domain import ClockOffset, Tick
 from quantmesh.observability.health import Check
 
@@ -31,6 +32,9 @@ class TraderView(Protocol):
     @property
     def realized_pnl(self) -> Decimal: ...
 
+    @property
+    def control(self) -> Desired | None: ...
+
 
 def symbol_status(trader: TraderView) -> dict[str, Any]:
     tick = trader.last_tick
@@ -42,7 +46,15 @@ def symbol_status(trader: TraderView) -> dict[str, Any]:
         "inventory": str(trader.inventory),
         "open_orders": trader.open_order_count,
         "realized_pnl": str(trader.realized_pnl),
+        "control": control_status(trader.control),
     }
+
+
+def control_status(desired: Desired | None) -> dict[str, object]:
+    """What a person asked of a symbol (``mode`` ``unknown`` before it could be read)."""
+    if desired is None:
+        return {"mode": "unknown", "reason": "the desired state was not read yet"}
+    return desired.as_json()
 
 
 def service_status(

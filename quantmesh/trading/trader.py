@@ -20,6 +20,8 @@ from typing import Literal
 
 import structlog
 
+from quantmesh.control.desired import ACTIVE, Desired
+from quantmesh.control.restrict import restrict
 from quantmesh.domain import (
     Fill,
     MarketRules,
@@ -100,6 +102,7 @@ class Trader:
         owner_valid: Callable[[], bool] = lambda: True,
         owner_deadline: Callable[[], float] = lambda: math.inf,
         placing_block: Callable[[], str | None] = lambda: None,
+        control: Callable[[], Desired | None] = lambda: ACTIVE,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
@@ -114,6 +117,8 @@ class Trader:
         self._exclusive = exclusive  # no other process can own this grid (one instance)
         self._placing_block = placing_block  # why nothing new may be placed now, if anything
         self._blocked_by: str | None = None
+        self._control = control  # what a person asked of this symbol; None while unknown
+        self._acting_on: Desired | None = ACTIVE  # the desired state the last step followed
         self._clock = clock
         self._wall = wall_clock
         self._mutex = asyncio.Lock()
@@ -385,12 +390,18 @@ class Trader:
         now = self._clock()
         if self._sender.paused() or self._placing_blocked():
             return
+        desired = self._desired()
+        if desired is None:  # never fail open: what a person asked is not known yet
+            return
         unknown = book.unknown_ids()
         if unknown and now >= self._next_lookup:
             self._next_lookup = now + self.settings.lookup_interval
             await started.reconciler.resolve_unknown()
         self._sender.prune_unknown(unknown)
-        result = plan(book.spec, book.rules, book.state, price, book.open_orders())
+        open_orders = book.open_orders()
+        result = restrict(
+            plan(book.spec, book.rules, book.state, price, open_orders), desired, open_orders
+        )
         for skipped in result.skipped:
             self._metrics.orders_skipped.labels(self.symbol, skipped.reason).inc()
         # Act first, record after: the exchange calls of one plan go out back to back and
@@ -405,6 +416,29 @@ class Trader:
                 answers.extend(await self._sender.place(book, place))
         finally:
             await self._record_answers(book, answers)
+
+    def _desired(self) -> Desired | None:
+        """What a person asked of this symbol (``None`` while unknown); logged when what
+        the steps follow changes."""
+        desired = self._control()
+        if desired != self._acting_on:
+            if desired is None:
+                log.warning("control_unknown", effect="placing nothing until it is read")
+            else:
+                log.warning(
+                    "control_followed",
+                    mode=desired.mode,
+                    cancel_orders=desired.cancel_orders,
+                    reason=desired.reason,
+                    by=desired.actor,
+                )
+            self._acting_on = desired
+        return desired
+
+    @property
+    def control(self) -> Desired | None:
+        """What a person asked of this symbol, as this instance knows it now."""
+        return self._control()
 
     def _placing_blocked(self) -> bool:
         """Whether placing is blocked (a component says it cannot keep what we do safe);

@@ -12,6 +12,7 @@ import pytest
 from aiohttp import web
 from structlog.testing import capture_logs
 
+from quantmesh.control.desired import ACTIVE, Desired
 from quantmesh.domain import Tick
 from quantmesh.errors import StartupError
 from quantmesh.observability.health import Check, Health
@@ -36,6 +37,7 @@ class FakeTrader:
     inventory: Decimal = Decimal(0)
     open_order_count: int = 0
     realized_pnl: Decimal = Decimal(0)
+    control: Desired | None = ACTIVE
 
 
 Serve = Callable[..., AsyncIterator[tuple[HttpServer, aiohttp.ClientSession]]]
@@ -283,8 +285,9 @@ def test_status_lists_each_symbol_and_component_sections() -> None:
         inventory=Decimal("0.02"),
         open_order_count=11,
         realized_pnl=Decimal("1.25"),
+        control=Desired("stop_buys", reason="dip", actor="ops@host", at=NOW - 60),
     )
-    btc = FakeTrader("BTC/USDT", trading=False)
+    btc = FakeTrader("BTC/USDT", trading=False, control=None)
     body = service_status(
         {"instance": "qm-1", "role": "master"},
         [eth, btc],
@@ -298,8 +301,16 @@ def test_status_lists_each_symbol_and_component_sections() -> None:
         "inventory": "0.02",
         "open_orders": 11,
         "realized_pnl": "1.25",
+        "control": {
+            "mode": "stop_buys",
+            "cancel_orders": False,
+            "reason": "dip",
+            "by": "ops@host",
+            "at": NOW - 60,
+        },
     }
     assert body["symbols"]["BTC/USDT"]["price"] is None
+    assert body["symbols"]["BTC/USDT"]["control"]["mode"] == "unknown"
     assert body["lock"] == {"backend": "redis", "healthy": True}
 
 
