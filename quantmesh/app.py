@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 import structlog
 
 from quantmesh.cancel import cancel_and_wait
+from quantmesh.control.board import ControlBoard
 from quantmesh.coordination.coordinator import Claim, Coordinator
 from quantmesh.errors import (
     AuthenticationFailed,
@@ -71,6 +72,7 @@ class Components:
     locker: ServiceLock
     coordinator: Coordinator
     metrics: Metrics
+    controls: ControlBoard | None = None  # what people ask of the symbols (None: nothing)
 
 
 @dataclass(slots=True)
@@ -110,6 +112,7 @@ class Service:
         self.repository = components.repository
         self.locker = components.locker
         self.metrics = components.metrics
+        self.controls = components.controls
         self.traders = self.state.traders  # the symbols traded now; updated in place
         self.result = self.state.result
         self.http = make_http(components, self.state) if make_http is not None else None
@@ -151,6 +154,9 @@ class Service:
     async def _run_traders(self, stop: asyncio.Event) -> None:
         async with asyncio.TaskGroup() as tg:
             membership = tg.create_task(self._coordinate(), name="coordination")
+            controls = (
+                [tg.create_task(self.controls.run(), name="controls")] if self.controls else []
+            )
             slots = [
                 tg.create_task(self._slot(symbol), name=f"symbol:{symbol.symbol}")
                 for symbol in self.symbols
@@ -171,6 +177,7 @@ class Service:
             # The slots give their leases back on the way out; then the membership goes,
             # so a standby takes over at its next check rather than after the lease lapses.
             await cancel_and_wait(*slots)
+            await cancel_and_wait(*controls)
             await cancel_and_wait(membership)  # first: a late heartbeat would re-register
             await self.coordinator.leave()
 

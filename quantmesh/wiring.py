@@ -12,6 +12,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from quantmesh.app import Components, HttpFactory, RunResult, Service, serve
 from quantmesh.config import Settings, SymbolSettings
+from quantmesh.control.board import ControlBoard
+from quantmesh.control.desired import ACTIVE, Desired
 from quantmesh.coordination.coordinator import Claim, Coordinator, LocalFallback, member_of
 from quantmesh.coordination.fleet import Fleet
 from quantmesh.endpoints import build_http
@@ -212,6 +214,7 @@ def assemble(
     cancel_on_exit: bool = False,
     cancel_timeout: float = 30.0,
     make_http: HttpFactory | None = None,
+    controls: ControlBoard | None = None,
 ) -> Service:
     """A service trading ``symbols`` with these components, one trader per owned symbol.
 
@@ -243,9 +246,10 @@ def assemble(
             owner_valid=claim.valid,
             owner_deadline=claim.deadline,
             placing_block=placing_block,
+            control=_control_of(controls, settings.symbol),
         )
 
-    components = Components(exchange, repository, locker, coordinator, metrics)
+    components = Components(exchange, repository, locker, coordinator, metrics, controls)
     return Service(
         symbols,
         components,
@@ -255,6 +259,14 @@ def assemble(
         cancel_on_exit=cancel_on_exit,
         cancel_timeout=cancel_timeout,
     )
+
+
+def _control_of(controls: ControlBoard | None, symbol: str) -> Callable[[], Desired | None]:
+    """What people asked of ``symbol``: from the board (``None`` until it is read); always
+    active without one (tests and benchmarks that build a service without a database)."""
+    if controls is None:
+        return lambda: ACTIVE
+    return lambda: controls.get(symbol)
 
 
 def _durability_block(repository: Repository) -> Callable[[], str | None]:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import hmac
 import ipaddress
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import structlog
@@ -75,6 +75,7 @@ class HttpServer:
         health: Health,
         status: StatusFn,
         token: str = "",
+        routes: Sequence[web.RouteDef] = (),
     ) -> None:
         self.host = host
         self.port = port
@@ -82,6 +83,7 @@ class HttpServer:
         self._health = health
         self._status = status
         self._token = token.encode()
+        self._routes = list(routes)  # the service's own (control); the middleware guards them
         self._runner: web.AppRunner | None = None
 
     def app(self) -> web.Application:
@@ -90,6 +92,7 @@ class HttpServer:
         app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/readyz", self._readyz)
         app.router.add_get("/api/status", self._api_status)
+        app.router.add_routes(self._routes)
         return app
 
     async def start(self) -> None:
