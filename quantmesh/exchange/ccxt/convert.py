@@ -33,8 +33,8 @@ def dec(value: Any, default: Decimal | None = None) -> Decimal:
     return Decimal(str(value))
 
 
-def _seconds(ms: Any, default: float) -> float:
-    return float(ms) / 1000 if ms is not None else default
+def _seconds(milliseconds: Any, default: float) -> float:
+    return float(milliseconds) / 1000 if milliseconds is not None else default
 
 
 def market_rules(market: dict[str, Any], precision_mode: int) -> MarketRules:

@@ -7,9 +7,11 @@ carries the request signature) and are kept short; API keys never appear in them
 sends the key in a header).
 
 A request the exchange refused as expired (Binance ``-1021``/``-5028``, OKX ``50102``,
-Bybit ``10002``, see ``expiry``) was certainly not executed: ``RequestExpired``,
-checked before ccxt's class (ccxt files these under ``BadRequest``, ``InvalidNonce`` or
-``OperationFailed``), so it is never taken for an unknown outcome and looked up or retried.
+Bybit ``10002``, see ``expiry``) was certainly not executed: it becomes
+``RequestExpired``, so it is never taken for an unknown outcome and looked up or retried.
+That check comes before ccxt's class (ccxt files these under ``BadRequest``,
+``InvalidNonce`` or ``OperationFailed``).
+
 Our own errors raised inside a ccxt call (an expiry refused while signing) pass through.
 """
 

@@ -1,17 +1,22 @@
 """``CcxtExchange``: the ``Exchange`` protocol over any ccxt.pro exchange.
 
-Order safety lives here, below the trader: a create is sent once, with the deterministic
-client order id in its params; when its outcome is unknown (timeout, connection lost,
-5xx) the order is looked up by that id before anything else is decided, and the caller
-gets either the order or ``Disconnected`` (then the trader tracks it as unknown and looks
-it up again later) - never a second create. Rejections are final and not retried. A rate
-limit blocks every call until its ``Retry-After`` has passed: writes fail fast with
+Order safety lives here, below the trader:
+
+- a create is sent once, with the deterministic client order id in its params;
+- when its outcome is unknown (timeout, connection lost, 5xx) the order is looked up by
+  that id before anything else is decided, and the caller gets either the order or
+  ``Disconnected`` (then the trader tracks it as unknown and looks it up again later) -
+  never a second create;
+- rejections are final and not retried.
+
+A rate limit blocks every call until its ``Retry-After`` has passed: writes fail fast with
 ``RateLimited`` during the block (the trader pauses the symbol), reads wait. Reads are
 retried with exponential backoff and jitter.
 
 Creates and cancels sent with an ``expires_at`` carry an expiry the exchange enforces
-(``expiry``): the exchange's clock is measured at start and every
-``clock_interval`` seconds, and until it has been measured no such request is sent.
+(``expiry``): the exchange's clock is measured at start and every ``clock_interval``
+seconds, and until it has been measured no such request is sent.
+
 Only our own orders (client ids with the QuantMesh prefix) are remembered, and only while
 open or recently closed (``OrderIds``).
 """
@@ -339,8 +344,8 @@ class CcxtExchange:
         """Entries in each map keyed by order or trade id (flat over time is the target)."""
         sizes = {f"ids_{name}": n for name, n in self._ids.sizes().items()}
         for symbol, loop in self._orders.items():
-            for name, n in loop.sizes().items():
-                sizes[f"{symbol} {name}"] = n
+            for name, count in loop.sizes().items():
+                sizes[f"{symbol} {name}"] = count
         return sizes
 
     async def fetch_order(self, symbol: str, client_order_id: str) -> Order:
@@ -460,8 +465,10 @@ class CcxtExchange:
     ) -> _T:
         """A read, retried on connection problems and rate limits with backoff."""
         attempts = self._settings.read_retries if retries is None else retries
-        s = self._settings.stream
-        backoff = Backoff(s.reconnect_initial_delay, s.reconnect_max_delay, self._rng)
+        stream_settings = self._settings.stream
+        backoff = Backoff(
+            stream_settings.reconnect_initial_delay, stream_settings.reconnect_max_delay, self._rng
+        )
         while True:
             remaining = self._blocked_until - self._clock()
             if remaining > 0:
@@ -514,13 +521,13 @@ class CcxtExchange:
         return subscription
 
     def _ensure_loops(self, symbol: str) -> None:
-        s = self._settings.stream
+        stream_settings = self._settings.stream
         common: dict[str, Any] = {"clock": self._clock, "sleep": self._sleep, "rng": self._rng}
         if symbol in self._tick_subs and symbol not in self._prices:
             prices = PriceLoop(
                 symbol,
                 self._client,
-                s,
+                stream_settings,
                 fetch_ticker=self._fetch_ticker,
                 publish=lambda tick: publish(self._tick_subs[symbol], tick),
                 **common,
@@ -531,7 +538,7 @@ class CcxtExchange:
             orders = OrderLoop(
                 symbol,
                 self._client,
-                s,
+                stream_settings,
                 fetch_open=self.fetch_open_orders,
                 fetch_order=self.fetch_order,
                 fetch_fills=self._fills_of,

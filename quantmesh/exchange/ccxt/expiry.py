@@ -14,12 +14,15 @@ The deadline is computed when ccxt signs the request (after its rate limiter):
 
     left = expires_at - now - uncertainty - drift_ppm * (now - measured) - margin
 
-``uncertainty`` is half the round trip of the clock measurement, ``drift_ppm`` bounds how
-fast our monotonic clock and the exchange's may drift apart since that measurement, and
-``margin`` covers the rest (the exchange's millisecond resolution, servers behind one
-API disagreeing a little). With less than ``minimum`` left the request is not sent
-(``RequestExpired``). Before the exchange's clock has been measured, no request with an
-expiry is sent at all: an expiry computed from an unknown offset cannot be trusted.
+- ``uncertainty`` is half the round trip of the clock measurement;
+- ``drift_ppm`` bounds how fast our monotonic clock and the exchange's may drift apart
+  since that measurement;
+- ``margin`` covers the rest (the exchange's millisecond resolution, servers behind one
+  API disagreeing a little).
+
+With less than ``minimum`` left the request is not sent (``RequestExpired``). Before the
+exchange's clock has been measured, no request with an expiry is sent at all: an expiry
+computed from an unknown offset cannot be trusted.
 
 The exchange's clock is measured against the monotonic clock (so a wall clock step on
 this host does not move the deadlines) and, for reports and for ccxt's own timestamps

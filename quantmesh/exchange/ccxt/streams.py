@@ -1,13 +1,16 @@
 """The background loops of the ccxt adapter: one price loop and one order loop per symbol.
 
-Prices: ``watch_ticker`` while it works; after ``stream_failures_before_polling`` failures
-in a row (errors, or no price for ``price_stale_after`` seconds) REST polling of
-``fetch_ticker`` for ``stream_retry_after`` seconds, then the stream again. Orders:
-``watch_orders`` with a REST resync (open orders, then a lookup of each order that left
-them) at start, after every stream failure and every ``order_resync_interval`` without
-news; pure REST polling when the exchange has no order stream. Failures back off
-exponentially with jitter. The order loop follows our own orders only (``ours``): other
-bots' orders on the account are neither tracked, looked up nor published.
+- Prices: ``watch_ticker`` while it works; after ``stream_failures_before_polling``
+  failures in a row (errors, or no price for ``price_stale_after`` seconds) REST polling
+  of ``fetch_ticker`` for ``stream_retry_after`` seconds, then the stream again.
+- Orders: ``watch_orders`` with a REST resync (open orders, then a lookup of each order
+  that left them) at start, after every stream failure and every
+  ``order_resync_interval`` without news; pure REST polling when the exchange has no
+  order stream.
+
+Failures back off exponentially with jitter. The order loop follows our own orders only
+(``ours``): other bots' orders on the account are neither tracked, looked up nor
+published.
 
 Every map keyed by order or trade id here is bounded: followed orders leave when they
 close, and the memory of published states and trade ids keeps the last ``_EMITTED_MEMORY``.
@@ -113,13 +116,13 @@ class _Loop:
 
     async def _stream_failed(self, event: str, exc: BaseException) -> None:
         """Count a failure, maybe switch to polling for a while, and wait the backoff."""
-        s = self._settings
+        settings = self._settings
         self._failures += 1
         self.reconnects += 1
-        if self._failures >= s.stream_failures_before_polling:
+        if self._failures >= settings.stream_failures_before_polling:
             self._failures = 0
-            self._poll_until = self._clock() + s.stream_retry_after
-            log.warning(f"{event}_polling", polling_for=s.stream_retry_after)
+            self._poll_until = self._clock() + settings.stream_retry_after
+            log.warning(f"{event}_polling", polling_for=settings.stream_retry_after)
         await self._pause(f"{event}_failed", exc)
 
     async def _pause(self, event: str, exc: BaseException) -> None:
@@ -150,13 +153,14 @@ class PriceLoop(_Loop):
         self.last_price_at: float | None = None
 
     async def run(self) -> None:
-        s = self._settings
+        settings = self._settings
         try:
             while True:
                 if self.streaming():
                     try:
                         ticker = await self._pending.next(
-                            lambda: self._client.watch_ticker(self.symbol), s.price_stale_after
+                            lambda: self._client.watch_ticker(self.symbol),
+                            settings.price_stale_after,
                         )
                     except _STREAM_ERRORS as exc:
                         await self._stream_failed("price_stream", exc)
@@ -171,7 +175,7 @@ class PriceLoop(_Loop):
                     continue
                 self._backoff.reset()
                 self._emit(ticker)
-                await self._sleep(s.price_poll_interval)
+                await self._sleep(settings.price_poll_interval)
         finally:
             await self._pending.cancel()
 
@@ -237,7 +241,7 @@ class OrderLoop(_Loop):
             self._emitted.popitem(last=False)
 
     async def run(self) -> None:
-        s = self._settings
+        settings = self._settings
         try:
             await self._resync()
             while True:
@@ -245,7 +249,7 @@ class OrderLoop(_Loop):
                     try:
                         raws = await self._pending.next(
                             lambda: self._client.watch_orders(self.symbol),
-                            s.order_resync_interval,
+                            settings.order_resync_interval,
                         )
                     except TimeoutError:
                         await self._resync()  # no news for a while: make sure none was lost
@@ -260,7 +264,7 @@ class OrderLoop(_Loop):
                             await self._emit_raw(raw)
                     continue
                 await self._resync()
-                await self._sleep(s.order_poll_interval)
+                await self._sleep(settings.order_poll_interval)
         finally:
             await self._pending.cancel()
 

@@ -1,5 +1,8 @@
-"""Settings -> simulated markets: shared by the daemon's ``simulated`` exchange and the
-``quantmesh sim-exchange`` server, so both run the same markets, feeds and engine."""
+"""Settings -> simulated markets (rules, start price, feed) and the simulated exchange.
+
+Shared by the daemon's ``simulated`` exchange and the ``quantmesh sim-exchange`` server,
+so both run the same markets, feeds and engine.
+"""
 
 from __future__ import annotations
 

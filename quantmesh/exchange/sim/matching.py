@@ -305,18 +305,18 @@ class MatchingEngine:
 
     def order_snapshot(self, exchange_order_id: str) -> Snapshot:
         """One order of the snapshot, with its reservation (open) or its fill (filled)."""
-        o = self._orders[exchange_order_id]
+        order = self._orders[exchange_order_id]
         record: Snapshot = {
-            "symbol": o.symbol,
-            "side": o.side,
-            "price": str(o.price),
-            "amount": str(o.amount),
-            "client_order_id": o.client_order_id,
-            "exchange_order_id": o.exchange_order_id,
-            "status": o.status,
-            "filled": str(o.filled),
-            "created_at": o.created_at,
-            "updated_at": o.updated_at,
+            "symbol": order.symbol,
+            "side": order.side,
+            "price": str(order.price),
+            "amount": str(order.amount),
+            "client_order_id": order.client_order_id,
+            "exchange_order_id": order.exchange_order_id,
+            "status": order.status,
+            "filled": str(order.filled),
+            "created_at": order.created_at,
+            "updated_at": order.updated_at,
         }
         if exchange_order_id in self._reserved:
             record["reserved"] = str(self._reserved[exchange_order_id])

@@ -1,8 +1,8 @@
-"""Binance spot wire format, pure: signatures, error bodies, and JSON of markets, orders,
-fills and events, built from the matching engine's domain values.
+"""The Binance spot wire format, pure: signatures, error bodies, JSON of markets and orders.
 
-Only what ccxt's ``binance`` class reads is produced; field names follow the Binance spot
-API documentation (binance/binance-spot-api-docs).
+The JSON of markets, orders, fills and events is built from the matching engine's domain
+values. Only what ccxt's ``binance`` class reads is produced; field names follow the
+Binance spot API documentation (binance/binance-spot-api-docs).
 """
 
 from __future__ import annotations
@@ -159,7 +159,7 @@ def _num(value: Decimal) -> str:
     return f"{value:f}"
 
 
-def _ms(ts: float) -> int:
+def _milliseconds(ts: float) -> int:
     return int(ts * 1000)
 
 
@@ -244,10 +244,10 @@ def order_json(order: Order, fills: Iterable[Fill] = ()) -> Json:
         "side": order.side.upper(),
         "stopPrice": "0.00000000",
         "icebergQty": "0.00000000",
-        "time": _ms(order.created_at),
-        "updateTime": _ms(order.updated_at),
+        "time": _milliseconds(order.created_at),
+        "updateTime": _milliseconds(order.updated_at),
         "isWorking": True,
-        "workingTime": _ms(order.created_at),
+        "workingTime": _milliseconds(order.created_at),
         "origQuoteOrderQty": "0.00000000",
         "selfTradePreventionMode": "NONE",
     }
@@ -265,7 +265,7 @@ def new_order_json(order: Order, fills: Iterable[Fill]) -> Json:
     """The ``POST /api/v3/order`` answer (``newOrderRespType=FULL``)."""
     fills = list(fills)
     body = order_json(order, fills)
-    body["transactTime"] = _ms(order.updated_at)
+    body["transactTime"] = _milliseconds(order.updated_at)
     body["fills"] = [
         {
             "price": _num(f.price),
@@ -291,7 +291,7 @@ def trade_json(fill: Fill, maker: bool) -> Json:
         "quoteQty": _num(fill.price * fill.amount),
         "commission": _num(fill.fee),
         "commissionAsset": fill.fee_currency,
-        "time": _ms(fill.ts),
+        "time": _milliseconds(fill.ts),
         "isBuyer": fill.side == "buy",
         "isMaker": maker,
         "isBestMatch": True,
@@ -324,17 +324,17 @@ def execution_report(order: Order, fill: Fill | None, now_ms: int) -> Json:
         "L": _num(fill.price) if fill is not None else "0.00000000",
         "n": _num(fill.fee) if fill is not None else "0",
         "N": fill.fee_currency if fill is not None else None,
-        "T": _ms(fill.ts) if fill is not None else _ms(order.updated_at),
+        "T": _milliseconds(fill.ts) if fill is not None else _milliseconds(order.updated_at),
         "t": int(fill.trade_id) if fill is not None else -1,
         "I": int(order.exchange_order_id) * 2,
         "w": order.is_open,
         "m": fill is not None,
         "M": False,
-        "O": _ms(order.created_at),
+        "O": _milliseconds(order.created_at),
         "Z": _num(quote),
         "Y": _num(quote),
         "Q": "0.00000000",
-        "W": _ms(order.created_at),
+        "W": _milliseconds(order.created_at),
         "V": "NONE",
     }
 
@@ -343,22 +343,22 @@ def ticker_24hr(rules: MarketRules, price: Decimal, now_ms: int) -> Json:
     """``GET /api/v3/ticker/24hr`` for one symbol; the simulator keeps no 24 h history,
     so open, high and low are the last price."""
     bid, ask = price - rules.tick_size, price + rules.tick_size
-    p = _num(price)
+    price_text = _num(price)
     return {
         "symbol": compact_symbol(rules.symbol),
         "priceChange": "0.00000000",
         "priceChangePercent": "0.000",
-        "weightedAvgPrice": p,
-        "prevClosePrice": p,
-        "lastPrice": p,
+        "weightedAvgPrice": price_text,
+        "prevClosePrice": price_text,
+        "lastPrice": price_text,
         "lastQty": "0.00000000",
         "bidPrice": _num(bid),
         "bidQty": "1.00000000",
         "askPrice": _num(ask),
         "askQty": "1.00000000",
-        "openPrice": p,
-        "highPrice": p,
-        "lowPrice": p,
+        "openPrice": price_text,
+        "highPrice": price_text,
+        "lowPrice": price_text,
         "volume": "0.00000000",
         "quoteVolume": "0.00000000",
         "openTime": now_ms - 86_400_000,
@@ -371,28 +371,28 @@ def ticker_24hr(rules: MarketRules, price: Decimal, now_ms: int) -> Json:
 
 def ticker_event(rules: MarketRules, price: Decimal, now_ms: int) -> Json:
     """The ``<symbol>@ticker`` stream event."""
-    t = ticker_24hr(rules, price, now_ms)
+    ticker = ticker_24hr(rules, price, now_ms)
     return {
         "e": "24hrTicker",
         "E": now_ms,
-        "s": t["symbol"],
-        "p": t["priceChange"],
-        "P": t["priceChangePercent"],
-        "w": t["weightedAvgPrice"],
-        "x": t["prevClosePrice"],
-        "c": t["lastPrice"],
-        "Q": t["lastQty"],
-        "b": t["bidPrice"],
-        "B": t["bidQty"],
-        "a": t["askPrice"],
-        "A": t["askQty"],
-        "o": t["openPrice"],
-        "h": t["highPrice"],
-        "l": t["lowPrice"],
-        "v": t["volume"],
-        "q": t["quoteVolume"],
-        "O": t["openTime"],
-        "C": t["closeTime"],
+        "s": ticker["symbol"],
+        "p": ticker["priceChange"],
+        "P": ticker["priceChangePercent"],
+        "w": ticker["weightedAvgPrice"],
+        "x": ticker["prevClosePrice"],
+        "c": ticker["lastPrice"],
+        "Q": ticker["lastQty"],
+        "b": ticker["bidPrice"],
+        "B": ticker["bidQty"],
+        "a": ticker["askPrice"],
+        "A": ticker["askQty"],
+        "o": ticker["openPrice"],
+        "h": ticker["highPrice"],
+        "l": ticker["lowPrice"],
+        "v": ticker["volume"],
+        "q": ticker["quoteVolume"],
+        "O": ticker["openTime"],
+        "C": ticker["closeTime"],
         "F": -1,
         "L": -1,
         "n": 0,

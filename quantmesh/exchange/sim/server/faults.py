@@ -27,10 +27,10 @@ class Faults:
     ws_drop_after: float = 0.0  # close every WebSocket this long after it opened (0: never)
 
     def __post_init__(self) -> None:
-        for f in fields(self):
-            value = getattr(self, f.name)
+        for field in fields(self):
+            value = getattr(self, field.name)
             if not isinstance(value, int | float) or not math.isfinite(value) or value < 0:
-                raise ValueError(f"fault {f.name} must be a finite number >= 0, got {value!r}")
+                raise ValueError(f"fault {field.name} must be a finite number >= 0, got {value!r}")
         for name in ("error_rate", "rate_limit_rate", "accept_timeout_rate"):
             if getattr(self, name) > 1:
                 raise ValueError(f"fault {name} is a probability: at most 1")
@@ -55,11 +55,11 @@ class FaultDice:
         self._rng = random.Random(seed)
 
     def call(self) -> Outcome:
-        f = self.faults
+        faults = self.faults
         roll = self._rng.random()
-        if roll < f.error_rate:
+        if roll < faults.error_rate:
             return "server_error"
-        if roll < f.error_rate + f.rate_limit_rate:
+        if roll < faults.error_rate + faults.rate_limit_rate:
             return "rate_limited"
         return "ok"
 

@@ -1,12 +1,16 @@
-"""The Binance spot REST subset ccxt's ``binance`` class uses, served from a
-``SimulatedExchange`` (the same engine, feeds and state file as the in-process one).
+"""The simulator's REST API: the Binance spot subset ccxt's ``binance`` class uses.
 
-Several API keys may be accepted, each with its own secret. Every order create and cancel
-request that reaches its handler (by REST or the WebSocket API) is appended to an action
-log with the API key it came with, whether it was accepted or not, and the Binance code it
-was answered with; the key that created each order is remembered. Both live in memory
-only (an order restored from a state file has no known key). Requests answered by an
-injected fault (503, 429) never reach a handler and are not logged.
+It is served from a ``SimulatedExchange`` (the same engine, feeds and state file as the
+in-process one). Several API keys may be accepted, each with its own secret.
+
+Every order create and cancel request that reaches its handler (by REST or the WebSocket
+API) is appended to an action log:
+
+- with the API key it came with, whether it was accepted or not, and the Binance code it
+  was answered with; the key that created each order is remembered;
+- both live in memory only (an order restored from a state file has no known key);
+- requests answered by an injected fault (503, 429) never reach a handler and are not
+  logged.
 
 Every signed call - a ``SignedCall``, whichever transport it came by - passes
 ``RestApi.authenticate`` before it reads or changes anything: the API key, the expiry
@@ -121,25 +125,25 @@ class RestApi:
         return self.exchange.engine
 
     def routes(self) -> list[web.RouteDef]:
-        p = "/api/v3"
+        prefix = "/api/v3"
         return [
-            web.get(f"{p}/ping", self.ping),
-            web.get(f"{p}/time", self.server_time),
-            web.get(f"{p}/exchangeInfo", self.exchange_info),
-            web.get(f"{p}/ticker/24hr", self.ticker_24hr),
-            web.get(f"{p}/ticker/price", self.ticker_price),
-            web.get(f"{p}/ticker/bookTicker", self.book_ticker),
-            web.get(f"{p}/depth", self.depth),
-            web.post(f"{p}/order", self.new_order),
-            web.get(f"{p}/order", self.get_order),
-            web.delete(f"{p}/order", self.cancel_order),
-            web.get(f"{p}/openOrders", self.open_orders),
-            web.get(f"{p}/allOrders", self.all_orders),
-            web.get(f"{p}/myTrades", self.my_trades),
-            web.get(f"{p}/account", self.account),
-            web.post(f"{p}/userDataStream", self.listen_key_new),
-            web.put(f"{p}/userDataStream", self.listen_key_keep),
-            web.delete(f"{p}/userDataStream", self.listen_key_keep),
+            web.get(f"{prefix}/ping", self.ping),
+            web.get(f"{prefix}/time", self.server_time),
+            web.get(f"{prefix}/exchangeInfo", self.exchange_info),
+            web.get(f"{prefix}/ticker/24hr", self.ticker_24hr),
+            web.get(f"{prefix}/ticker/price", self.ticker_price),
+            web.get(f"{prefix}/ticker/bookTicker", self.book_ticker),
+            web.get(f"{prefix}/depth", self.depth),
+            web.post(f"{prefix}/order", self.new_order),
+            web.get(f"{prefix}/order", self.get_order),
+            web.delete(f"{prefix}/order", self.cancel_order),
+            web.get(f"{prefix}/openOrders", self.open_orders),
+            web.get(f"{prefix}/allOrders", self.all_orders),
+            web.get(f"{prefix}/myTrades", self.my_trades),
+            web.get(f"{prefix}/account", self.account),
+            web.post(f"{prefix}/userDataStream", self.listen_key_new),
+            web.put(f"{prefix}/userDataStream", self.listen_key_keep),
+            web.delete(f"{prefix}/userDataStream", self.listen_key_keep),
         ]
 
     # -- middleware ------------------------------------------------------------------
@@ -288,8 +292,10 @@ class RestApi:
         return [build(self.engine.rules(s), self._price(s)) for s in self._symbols()]
 
     async def ticker_24hr(self, request: web.Request) -> web.Response:
-        ms = self.clock.now_ms()
-        return web.json_response(self._tickers(request, lambda r, p: wire.ticker_24hr(r, p, ms)))
+        now_ms = self.clock.now_ms()
+        return web.json_response(
+            self._tickers(request, lambda r, p: wire.ticker_24hr(r, p, now_ms))
+        )
 
     async def ticker_price(self, request: web.Request) -> web.Response:
         def build(rules: MarketRules, price: Decimal) -> Json:
@@ -299,9 +305,9 @@ class RestApi:
 
     async def book_ticker(self, request: web.Request) -> web.Response:
         def build(rules: MarketRules, price: Decimal) -> Json:
-            t = wire.ticker_24hr(rules, price, self.clock.now_ms())
+            ticker = wire.ticker_24hr(rules, price, self.clock.now_ms())
             keys = ("symbol", "bidPrice", "bidQty", "askPrice", "askQty")
-            return {k: t[k] for k in keys}
+            return {k: ticker[k] for k in keys}
 
         return web.json_response(self._tickers(request, build))
 

@@ -1,13 +1,19 @@
 """The simulator server: REST, WebSockets and the ``/_sim`` test endpoints on one port.
 
-``/_sim/orders`` lists every order ever accepted (duplicate checks by tests and chaos
-runs) with the API key that created it, ``/_sim/actions`` every order create and cancel
-request handled (accepted or rejected, with its API key), ``/_sim/trades`` every fill,
-``/_sim/faults`` reads and changes the faults, ``/_sim/price`` moves a price,
-``/_sim/drop_ws`` closes every WebSocket, ``/_sim/clock`` reads and changes the server
-clock's skew (``{"skew": seconds}``), ``/_sim/stats`` counts requests, WebSockets and
-signed calls refused as expired (-1021), by call. These are unauthenticated: the simulator is a
-testing tool and listens on loopback by default.
+The test endpoints are unauthenticated: the simulator is a testing tool and listens on
+loopback by default.
+
+- ``/_sim/orders``: every order ever accepted (duplicate checks by tests and chaos runs),
+  with the API key that created it;
+- ``/_sim/actions``: every order create and cancel request handled (accepted or
+  rejected, with its API key);
+- ``/_sim/trades``: every fill;
+- ``/_sim/faults``: reads and changes the faults;
+- ``/_sim/price``: moves a price;
+- ``/_sim/drop_ws``: closes every WebSocket;
+- ``/_sim/clock``: reads and changes the server clock's skew (``{"skew": seconds}``);
+- ``/_sim/stats``: counts requests, WebSockets and signed calls refused as expired
+  (-1021), by call.
 
 Times are wall-clock epoch seconds, the engine's clock: an order's ``created_at`` and
 ``closed_at``, a fill's ``ts`` and an action's ``t`` can be compared with each other. The

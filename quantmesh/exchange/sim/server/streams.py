@@ -1,5 +1,6 @@
-"""The simulator's WebSockets: market streams (``/ws``) and the WebSocket API
-(``/ws-api/v3``), as ccxt.pro's ``binance`` uses them: ``watch_ticker``, ``watch_orders``
+"""The simulator's WebSockets: market streams (``/ws``) and the WebSocket API (``/ws-api/v3``).
+
+Both as ccxt.pro's ``binance`` uses them: ``watch_ticker``, ``watch_orders``
 (``userDataStream.subscribe.signature``) and the ``*_ws`` order methods (``order.place``,
 ``order.cancel``, ``order.status``, ``openOrders.status``, ``account.status``).
 
@@ -67,20 +68,20 @@ class Streams:
     async def drop_all(self) -> int:
         """Close every open WebSocket (a fault); returns how many were open."""
         sockets = list(self.sockets)
-        for ws in sockets:
-            await ws.close(code=1011, message=b"dropped by fault injection")
+        for socket in sockets:
+            await socket.close(code=1011, message=b"dropped by fault injection")
         return len(sockets)
 
     async def _open(self, request: web.Request) -> web.WebSocketResponse:
-        ws = web.WebSocketResponse(autoping=True)
-        await ws.prepare(request)
-        self.sockets.add(ws)
+        socket = web.WebSocketResponse(autoping=True)
+        await socket.prepare(request)
+        self.sockets.add(socket)
         self.connections += 1
-        return ws
+        return socket
 
     async def _serve(
         self,
-        ws: web.WebSocketResponse,
+        socket: web.WebSocketResponse,
         on_message: Callable[[Json, dict[str, asyncio.Task[None]]], Awaitable[None]],
         pumps: dict[str, asyncio.Task[None]],
     ) -> None:
@@ -88,7 +89,7 @@ class Streams:
         drop_after = self.dice.faults.ws_drop_after
         try:
             async with asyncio.timeout(drop_after if drop_after > 0 else None):
-                async for msg in ws:
+                async for msg in socket:
                     if msg.type != WSMsgType.TEXT:
                         continue
                     try:
@@ -103,43 +104,43 @@ class Streams:
             for task in pumps.values():
                 task.cancel()
             await asyncio.gather(*pumps.values(), return_exceptions=True)
-            if not ws.closed:
-                await ws.close(code=1011, message=b"dropped by fault injection")
-            self.sockets.discard(ws)
+            if not socket.closed:
+                await socket.close(code=1011, message=b"dropped by fault injection")
+            self.sockets.discard(socket)
 
     # -- market streams ----------------------------------------------------------------
 
     async def market(self, request: web.Request) -> web.WebSocketResponse:
-        ws = await self._open(request)
+        socket = await self._open(request)
         pumps: dict[str, asyncio.Task[None]] = {}
         stream = request.match_info.get("stream", "")
         if "@" in stream:  # /ws/<symbol>@<channel>: subscribed by the URL
-            self._subscribe(ws, stream, pumps)
+            self._subscribe(socket, stream, pumps)
 
         async def on_message(data: Json, pumps: dict[str, asyncio.Task[None]]) -> None:
             method = data.get("method")
             params = data.get("params") or []
             if method == "SUBSCRIBE":
                 for name in params:
-                    self._subscribe(ws, str(name), pumps)
-                await ws.send_json({"result": None, "id": data.get("id")})
+                    self._subscribe(socket, str(name), pumps)
+                await socket.send_json({"result": None, "id": data.get("id")})
             elif method == "UNSUBSCRIBE":
                 for name in params:
                     task = pumps.pop(str(name), None)
                     if task is not None:
                         task.cancel()
-                await ws.send_json({"result": None, "id": data.get("id")})
+                await socket.send_json({"result": None, "id": data.get("id")})
             elif method == "LIST_SUBSCRIPTIONS":
-                await ws.send_json({"result": sorted(pumps), "id": data.get("id")})
+                await socket.send_json({"result": sorted(pumps), "id": data.get("id")})
             else:
                 error = {"code": 2, "msg": f"Invalid request: unknown method {method!r}"}
-                await ws.send_json({"error": error, "id": data.get("id")})
+                await socket.send_json({"error": error, "id": data.get("id")})
 
-        await self._serve(ws, on_message, pumps)
-        return ws
+        await self._serve(socket, on_message, pumps)
+        return socket
 
     def _subscribe(
-        self, ws: web.WebSocketResponse, name: str, pumps: dict[str, asyncio.Task[None]]
+        self, socket: web.WebSocketResponse, name: str, pumps: dict[str, asyncio.Task[None]]
     ) -> None:
         market, _, channel = name.partition("@")
         symbol = next(
@@ -148,19 +149,21 @@ class Streams:
         )
         if symbol is None or channel not in _CHANNELS or name in pumps:
             return
-        pumps[name] = asyncio.create_task(self._pump_ticks(ws, symbol, channel))
+        pumps[name] = asyncio.create_task(self._pump_ticks(socket, symbol, channel))
 
-    async def _pump_ticks(self, ws: web.WebSocketResponse, symbol: str, channel: str) -> None:
+    async def _pump_ticks(self, socket: web.WebSocketResponse, symbol: str, channel: str) -> None:
         """Every price change, and the last price again each second without one (Binance
         pushes the ticker stream every 1000 ms whether the price moved or not)."""
         engine = self.exchange.engine
         rules = engine.rules(symbol)
         ticks = self.exchange.watch_ticks(symbol)
         with contextlib.suppress(ConnectionError, RuntimeError, StopAsyncIteration):
-            while not ws.closed:
+            while not socket.closed:
                 price = engine.last_price(symbol)
                 if price is not None:
-                    await ws.send_json(_market_event(channel, rules, price, self.clock.now_ms()))
+                    await socket.send_json(
+                        _market_event(channel, rules, price, self.clock.now_ms())
+                    )
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(_REPEAT_EVERY):
                         await anext(ticks)
@@ -168,7 +171,7 @@ class Streams:
     # -- WebSocket API (user data) -----------------------------------------------------
 
     async def ws_api(self, request: web.Request) -> web.WebSocketResponse:
-        ws = await self._open(request)
+        socket = await self._open(request)
         pumps: Pumps = {}
 
         async def on_message(data: Json, pumps: Pumps) -> None:
@@ -177,21 +180,23 @@ class Streams:
             if self.dice.faults.latency > 0:
                 await asyncio.sleep(self.dice.faults.latency)
             try:
-                result = await self._ws_call(ws, data, pumps, arrived_us)
+                result = await self._ws_call(socket, data, pumps, arrived_us)
             except ApiError as exc:
-                await ws.send_json({"id": request_id, "status": exc.status, "error": exc.body()})
+                await socket.send_json(
+                    {"id": request_id, "status": exc.status, "error": exc.body()}
+                )
                 return
             except Disconnected as exc:  # the state file cannot be written
                 error = {"code": -1001, "msg": str(exc)}
-                await ws.send_json({"id": request_id, "status": 503, "error": error})
+                await socket.send_json({"id": request_id, "status": 503, "error": error})
                 return
-            await ws.send_json({"id": request_id, "status": 200, "result": result})
+            await socket.send_json({"id": request_id, "status": 200, "result": result})
 
-        await self._serve(ws, on_message, pumps)
-        return ws
+        await self._serve(socket, on_message, pumps)
+        return socket
 
     async def _ws_call(
-        self, ws: web.WebSocketResponse, data: Json, pumps: Pumps, arrived_us: int
+        self, socket: web.WebSocketResponse, data: Json, pumps: Pumps, arrived_us: int
     ) -> Any:
         method = str(data.get("method"))
         params = data.get("params") or {}
@@ -212,58 +217,64 @@ class Streams:
         call = SignedCall(
             str(api_key) if api_key else None, wire.ws_params(params), arrived_us, method, verify
         )
-        return await handler(ws, call, pumps)
+        return await handler(socket, call, pumps)
 
     async def _subscribe_user_data(
-        self, ws: web.WebSocketResponse, call: SignedCall, pumps: Pumps
+        self, socket: web.WebSocketResponse, call: SignedCall, pumps: Pumps
     ) -> Json:
         self.api.authenticate(call)
         subscription = len(pumps)
         for symbol in self.exchange.symbols:
             key = f"{subscription}:{symbol}"
-            pumps[key] = asyncio.create_task(self._pump_orders(ws, subscription, symbol))
+            pumps[key] = asyncio.create_task(self._pump_orders(socket, subscription, symbol))
         return {"subscriptionId": subscription}
 
-    async def _order_place(self, ws: web.WebSocketResponse, call: SignedCall, _: Pumps) -> Json:
+    async def _order_place(self, socket: web.WebSocketResponse, call: SignedCall, _: Pumps) -> Json:
         order, fills = await self.api.place(call)
         return wire.new_order_json(order, fills)
 
-    async def _order_cancel(self, ws: web.WebSocketResponse, call: SignedCall, _: Pumps) -> Json:
+    async def _order_cancel(
+        self, socket: web.WebSocketResponse, call: SignedCall, _: Pumps
+    ) -> Json:
         return wire.cancel_json(await self.api.cancel(call))
 
-    async def _order_status(self, ws: web.WebSocketResponse, call: SignedCall, _: Pumps) -> Json:
+    async def _order_status(
+        self, socket: web.WebSocketResponse, call: SignedCall, _: Pumps
+    ) -> Json:
         return wire.order_json(self.api.query(call))
 
     async def _open_orders(
-        self, ws: web.WebSocketResponse, call: SignedCall, _: Pumps
+        self, socket: web.WebSocketResponse, call: SignedCall, _: Pumps
     ) -> list[Json]:
         return [wire.order_json(o) for o in self.api.open_orders_of(call)]
 
-    async def _account(self, ws: web.WebSocketResponse, call: SignedCall, _: Pumps) -> Json:
+    async def _account(self, socket: web.WebSocketResponse, call: SignedCall, _: Pumps) -> Json:
         return self.api.account_of(call)
 
-    async def _pump_orders(self, ws: web.WebSocketResponse, subscription: int, symbol: str) -> None:
+    async def _pump_orders(
+        self, socket: web.WebSocketResponse, subscription: int, symbol: str
+    ) -> None:
         updates = self.exchange.watch_orders(symbol)
         with contextlib.suppress(ConnectionError, RuntimeError):
             async for update in updates:
-                if ws.closed:
+                if socket.closed:
                     return
                 fills = update.fills or (None,)
                 for fill in fills:
                     event = wire.execution_report(update.order, fill, self.clock.now_ms())
-                    await ws.send_json({"subscriptionId": subscription, "event": event})
+                    await socket.send_json({"subscriptionId": subscription, "event": event})
 
 
-def _market_event(channel: str, rules: Any, price: Any, ms: int) -> Json:
-    ticker = wire.ticker_event(rules, price, ms)
+def _market_event(channel: str, rules: Any, price: Any, now_ms: int) -> Json:
+    ticker = wire.ticker_event(rules, price, now_ms)
     if channel == "bookTicker":
-        return {"u": ms, **{k: ticker[k] for k in ("s", "b", "B", "a", "A")}}
+        return {"u": now_ms, **{k: ticker[k] for k in ("s", "b", "B", "a", "A")}}
     if channel == "trade":
         return {
-            "e": "trade", "E": ms, "s": ticker["s"], "t": ms, "p": ticker["c"], "q": "0.001",
-            "T": ms, "m": False, "M": True,
+            "e": "trade", "E": now_ms, "s": ticker["s"], "t": now_ms, "p": ticker["c"],
+            "q": "0.001", "T": now_ms, "m": False, "M": True,
         }  # fmt: skip
     if channel == "miniTicker":
         mini = ("s", "c", "o", "h", "l", "v", "q")
-        return {"e": "24hrMiniTicker", "E": ms, **{k: ticker[k] for k in mini}}
+        return {"e": "24hrMiniTicker", "E": now_ms, **{k: ticker[k] for k in mini}}
     return ticker
