@@ -6,9 +6,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from aiohttp import web
+
 from quantmesh.app import Components, ServiceState
 from quantmesh.config import Settings
 from quantmesh.lock.health import lock_check, lock_status
+from quantmesh.observability.control_api import ControlApi
 from quantmesh.observability.health import Check, Health
 from quantmesh.observability.http import HttpServer
 from quantmesh.observability.status import (
@@ -81,4 +84,21 @@ def build_http(settings: Settings, components: Components, state: ServiceState) 
         health=build_health(settings, components, state),
         status=lambda: service_status(instance, traders, sections),
         token=settings.http.token.get_secret_value(),
+        routes=control_routes(settings, components),
     )
+
+
+def control_routes(settings: Settings, components: Components) -> list[web.RouteDef]:
+    """``POST /api/symbols/{symbol}/{action}`` and ``GET /api/controls`` over the board."""
+    if components.controls is None:
+        return []
+    configured = {symbol.symbol for symbol in settings.symbols}
+    coordinator = components.coordinator
+
+    def known_symbols() -> set[str]:
+        return configured.union(*(member.symbols for member in coordinator.members))
+
+    api = ControlApi(
+        components.controls, known_symbols=known_symbols, owned=lambda: coordinator.owned
+    )
+    return api.routes()

@@ -32,6 +32,11 @@ class AuditEntry:
     desired: Desired
     instance: str
 
+    def as_json(self) -> dict[str, object]:
+        return {"symbol": self.symbol, "action": self.action, "instance": self.instance} | (
+            self.desired.as_json()
+        )
+
 
 class ControlStore(Protocol):
     """Where desired state and the audit of control actions are kept (the database)."""
@@ -99,6 +104,10 @@ class ControlBoard:
         while True:
             await self.refresh()
             await asyncio.sleep(self._interval)
+
+    async def audit(self, symbol: str | None, limit: int) -> list[AuditEntry]:
+        """The newest ``limit`` control actions (of ``symbol``, or all), newest first."""
+        return await self._store.control_audit(symbol, limit)
 
     async def apply(self, symbol: str, action: Action, *, reason: str, actor: str) -> Desired:
         """Record ``action`` for ``symbol`` (state and audit), then act on it here at once.

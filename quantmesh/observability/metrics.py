@@ -130,6 +130,13 @@ class Metrics:
             ["symbol"],
             registry=r,
         )
+        self.symbol_paused = Gauge(
+            "quantmesh_symbol_paused",
+            "1 for the mode a person set on the symbol (paused, stop_buys), else 0; "
+            "paused with every order cancelled is mode cancel_all",
+            ["symbol", "mode"],
+            registry=r,
+        )
         self.ownership_changes = Counter(
             "quantmesh_ownership_changes_total",
             "Ownership events of this instance: acquired, released (clean hand-off or "
