@@ -1,11 +1,14 @@
 """Ownership of symbols: which ones this instance trades, and the leases that prove it.
 
 With a fleet (Redis), a symbol is traded only under its ownership lease
-``{order:<exchange>:<SYMBOL>}:owner``: taken with try-lock, renewed every third of
-``lease_ttl`` by a watchdog, fenced (the fence goes into every grid write, so a former
-owner's late writes are refused), and released when the instance hands the symbol over
-or stops. Losing it - refused renewal, or no renewal before its deadline - cancels the
-symbol's trader at once; every exchange call also checks the lease right before it goes.
+``{order:<exchange>:<SYMBOL>}:owner``:
+
+- taken with try-lock, renewed every third of ``lease_ttl`` by a watchdog;
+- fenced: the fence goes into every grid write, so a former owner's late writes are
+  refused;
+- released when the instance hands the symbol over or stops;
+- lost on a refused renewal, or no renewal before its deadline: that cancels the
+  symbol's trader at once. Every exchange call also checks the lease right before it goes.
 
 Which symbols an instance *wants* follows ``allocation.wanted`` over the live members,
 refreshed with every membership heartbeat (every third of ``lease_ttl``). An instance
@@ -14,12 +17,14 @@ symbol it no longer wants (a master came back, the hash moved it) stops its trad
 then releases - a clean hand-off.
 
 A symbol's grid lives in the database of the instance that trades it, so two rules keep
-it from being split over two databases. An instance whose database is not shared
-(SQLite) never claims a symbol another live member lists: it gives that symbol up for the
-rest of its run and stops listing it (log ``symbol_not_claimed``, ``not_claimed`` in
-status). And no instance takes a symbol over from another when either database is not
-shared: the ownership record says who traded it last, on which kind of database
-(``fleet``); such a symbol is given up the same way.
+it from being split over two databases:
+
+- an instance whose database is not shared (SQLite) never claims a symbol another live
+  member lists: it gives that symbol up for the rest of its run and stops listing it
+  (log ``symbol_not_claimed``, ``not_claimed`` in status);
+- no instance takes a symbol over from another when either database is not shared: the
+  ownership record says who traded it last, on which kind of database (``fleet``); such
+  a symbol is given up the same way.
 
 With ``fallback_mode: single_instance`` all of this holds while Redis is healthy. While
 it is down (``fallback``), nothing is claimed; a symbol this instance owns keeps trading

@@ -1,9 +1,9 @@
-"""Ownership leases of an instance whose lock falls back to a local one
-(``distributed_lock.fallback_mode: single_instance``).
+"""Ownership leases of an instance whose lock falls back to a local one while Redis is down.
 
-While Redis is healthy these are the Redis leases every instance of the fleet takes: the
-instance takes part in ownership exactly as with ``halt``. The difference is only while
-the lock runs on its local fallback (Redis unreachable, seen by a failed health check):
+This is ``distributed_lock.fallback_mode: single_instance``. While Redis is healthy these
+are the Redis leases every instance of the fleet takes: the instance takes part in
+ownership exactly as with ``halt``. The difference is only while the lock runs on its
+local fallback (Redis unreachable, seen by a failed health check):
 
 - no lease is granted: nothing is claimed while Redis is down (the local lock knows
   nothing of the other instances);
@@ -12,7 +12,7 @@ the lock runs on its local fallback (Redis unreachable, seen by a failed health 
   listed when Redis was last reachable) - so the symbol keeps trading on the local lock;
 - once the lock is back on Redis, a lease renewed locally is renewed in Redis again if
   Redis still holds it for this instance (nobody can have owned the symbol meanwhile);
-  if it lapsed there, it is lost: another instance may have owned and traded the symbol
+- if it lapsed there, it is lost: another instance may have owned and traded the symbol
   in between, so the symbol is claimed again the normal way, its grid read afresh.
 
 It wraps the instance's ``FailoverLock``: renewals that fail wake its health check, and a

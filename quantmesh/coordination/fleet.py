@@ -4,18 +4,21 @@ Keys, under the lock prefix with one Redis Cluster hash tag per exchange
 (``quantmesh:lock:{fleet:binance}:...``):
 
 - ``members``: a sorted set of instance ids scored by when their heartbeat lapses
-  (Redis server time, ms); ``info``: a hash of id -> JSON (token, role, symbols, host,
-  pid, database kind and whether it is shared). A heartbeat re-arms both; lapsed entries
-  are swept by every heartbeat.
+  (Redis server time, ms);
+- ``info``: a hash of id -> JSON (token, role, symbols, host, pid, database kind and
+  whether it is shared);
 - ``owners``: a hash of symbol -> JSON (owner, state ``held`` or ``released``, fence,
-  since, the owner's database kind and whether it is shared). Written by the holder of the
-  symbol's ownership lease when it takes the symbol and when it hands it back; the lease
-  itself, not this record, decides who trades. The record is also the memory of where a
-  symbol's grid lives: a symbol never moves to another instance when either database is
-  not shared (the new owner would start an empty grid beside the old one's open orders).
+  since, the owner's database kind and whether it is shared).
 
-Every process draws a random token at start. A heartbeat for an id whose entry holds
-another token that has not lapsed is refused: two live instances with one id.
+A heartbeat re-arms ``members`` and ``info``; lapsed entries are swept by every
+heartbeat. Every process draws a random token at start. A heartbeat for an id whose
+entry holds another token that has not lapsed is refused: two live instances with one id.
+
+An ``owners`` record is written by the holder of the symbol's ownership lease when it
+takes the symbol and when it hands it back; the lease itself, not this record, decides
+who trades. The record is also the memory of where a symbol's grid lives: a symbol never
+moves to another instance when either database is not shared (the new owner would start
+an empty grid beside the old one's open orders).
 """
 
 from __future__ import annotations
