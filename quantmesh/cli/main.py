@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Protocol
 
 from quantmesh import __version__
-from quantmesh.cli import check_config, db, run, sim_exchange, status
+from quantmesh.cli import check_config, ctl, db, run, sim_exchange, status
 from quantmesh.cli.exit_codes import EXIT_CONFIG, EXIT_FAILURE, print_error
 from quantmesh.errors import ConfigError, QuantMeshError
 
@@ -33,6 +33,7 @@ COMMANDS: dict[str, Command] = {
     "run": run,
     "check-config": check_config,
     "status": status,
+    "ctl": ctl,
     "sim-exchange": sim_exchange,
     "db": db,
 }

@@ -1,0 +1,154 @@
+"""``quantmesh ctl``: steer a running instance through its HTTP API.
+
+``ctl pause|stop-buys|resume|cancel-all SYMBOL [--reason TEXT] [--by NAME]`` records what
+a person asks of a symbol; ``ctl status`` lists every symbol's desired state and the
+recent actions. The instance is the one the settings file names (``http.host``,
+``http.port``, ``http.token``), or ``--url``. Any instance of a fleet will do: the desired
+state is stored in the shared database and the owner acts on it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import json
+import socket
+import urllib.error
+import urllib.parse
+import urllib.request
+from typing import TYPE_CHECKING, Any
+
+from quantmesh.cli.exit_codes import EXIT_CONFIG, EXIT_FAILURE, EXIT_OK, print_error
+from quantmesh.cli.options import add_config_option
+
+if TYPE_CHECKING:
+    from quantmesh.cli.options import Subparsers
+    from quantmesh.config import Settings
+
+ACTIONS = ("pause", "stop-buys", "resume", "cancel-all")
+TIMEOUT = 10.0
+RECENT = 10
+
+
+def register(subparsers: Subparsers) -> None:
+    ctl = subparsers.add_parser("ctl", help="pause, stop buys, cancel or resume a symbol")
+    actions = ctl.add_subparsers(dest="ctl_command", required=True, metavar="ACTION")
+    for action in ACTIONS:
+        parser = actions.add_parser(action, help=f"{action} SYMBOL (e.g. ETH/USDT)")
+        parser.add_argument("symbol", help="the symbol, e.g. ETH/USDT")
+        parser.add_argument("--reason", default="", help="why (kept in the audit)")
+        parser.add_argument("--by", default="", help="who asks (default: user@host)")
+        _common(parser)
+    _common(actions.add_parser("status", help="every symbol's desired state and recent actions"))
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    add_config_option(parser)
+    parser.add_argument("--url", help="the instance's HTTP address (default: from the settings)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from quantmesh.config import load_settings
+
+    settings = load_settings(args.config)
+    base = args.url.rstrip("/") if args.url else instance_url(settings)
+    token = settings.http.token.get_secret_value()
+    try:
+        if args.ctl_command == "status":
+            print(format_controls(_call("GET", f"{base}/api/controls", token)), end="")
+            return EXIT_OK
+        path = "/".join(urllib.parse.quote(part, safe="") for part in args.symbol.split("/"))
+        body = {"reason": args.reason, "by": args.by or _whoami()}
+        answer = _call("POST", f"{base}/api/symbols/{path}/{args.ctl_command}", token, body)
+    except _Refused as exc:
+        print_error(exc.message)
+        return exc.code
+    print(format_answer(answer))
+    return EXIT_OK
+
+
+def instance_url(settings: Settings) -> str:
+    """The address of the instance the settings describe; an all-addresses host is
+    reached on loopback."""
+    host = settings.http.host.strip("[]")
+    if host in ("", "0.0.0.0", "::"):
+        host = "127.0.0.1"
+    if ":" in host:
+        host = f"[{host}]"
+    return f"http://{host}:{settings.http.port}"
+
+
+class _Refused(Exception):
+    def __init__(self, message: str, code: int) -> None:
+        super().__init__(message)
+        self.message, self.code = message, code
+
+
+def _call(method: str, url: str, token: str, body: Any = None) -> Any:
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(url, data=data, method=method)
+    request.add_header("Content-Type", "application/json")
+    if token:
+        request.add_header("Authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(request, timeout=TIMEOUT) as response:
+            return json.load(response)
+    except urllib.error.HTTPError as exc:
+        error = _error_of(exc)
+        code = EXIT_CONFIG if exc.code in (400, 401, 403, 404) else EXIT_FAILURE
+        raise _Refused(f"{url}: {exc.code} {error}", code) from None
+    except (urllib.error.URLError, OSError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise _Refused(
+            f"cannot reach the instance at {url} ({reason}): is it running with http.enabled? "
+            "(--url names another address)",
+            EXIT_FAILURE,
+        ) from None
+
+
+def _error_of(exc: urllib.error.HTTPError) -> str:
+    try:
+        return str(json.load(exc)["error"])
+    except (ValueError, KeyError, TypeError):
+        return exc.reason if isinstance(exc.reason, str) else "error"
+
+
+def _whoami() -> str:
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = "unknown"
+    return f"{user}@{socket.gethostname()}"
+
+
+def format_answer(answer: dict[str, Any]) -> str:
+    """One line: the symbol, its state now, who asked and when it takes effect."""
+    control = answer["control"]
+    state = control["mode"] + (" (every order cancelled)" if control["cancel_orders"] else "")
+    why = f", reason {control['reason']!r}" if control["reason"] else ""
+    return (
+        f"{answer['symbol']}: {state}, by {control['by']}{why}; takes effect "
+        f"{answer['takes_effect']}"
+    )
+
+
+def format_controls(body: dict[str, Any]) -> str:
+    """The desired state of every symbol as a table, then the recent actions."""
+    rows = [["SYMBOL", "MODE", "BY", "REASON"]]
+    for symbol, control in sorted(body["symbols"].items()):
+        mode = control["mode"] + ("+cancel" if control.get("cancel_orders") else "")
+        rows.append([symbol, mode, str(control.get("by", "")), str(control.get("reason", ""))])
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
+             for row in rows]  # fmt: skip
+    audit = body.get("audit")
+    if isinstance(audit, list) and audit:
+        lines.append("recent actions:")
+        lines += [
+            f"  {entry['symbol']} {entry['action']} by {entry['by']} on {entry['instance']}"
+            + (f": {entry['reason']}" if entry["reason"] else "")
+            for entry in audit[:RECENT]
+        ]
+    elif isinstance(audit, dict):
+        lines.append(f"recent actions: {audit['error']}")
+    return "\n".join(lines) + "\n"
