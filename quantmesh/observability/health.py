@@ -46,9 +46,9 @@ class Health:
 
     def readiness(self) -> Readiness:
         results: dict[str, Check] = {}
-        for name, fn in self._checks.items():
+        for name, check in self._checks.items():
             try:
-                results[name] = fn()
+                results[name] = check()
             except Exception as exc:  # noqa: BLE001 - a broken check must fail, not break the probe
                 results[name] = Check(False, f"check failed: {type(exc).__name__}: {exc}")
         return Readiness(all(c.ok for c in results.values()), results)

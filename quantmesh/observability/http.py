@@ -1,13 +1,14 @@
-"""The daemon's HTTP endpoints: ``/metrics``, ``/healthz``, ``/readyz`` and ``/api/status``.
+"""The daemon's HTTP server: ``/metrics``, ``/healthz``, ``/readyz``, ``/api/status``.
 
-Who may do what, decided in one middleware for every route, present and future:
+It also serves the routes the service hands it (the control endpoints, ``control_api``).
+Who may do what is decided in one middleware for every route, present and future:
 
 - reading (GET, HEAD): ``/metrics``, ``/healthz`` and ``/readyz`` never ask for
   credentials, so Prometheus and container health checks work as configured; ``/api/*``
   asks for the bearer token (``http.token``) when one is set;
-- anything else (POST, PUT, DELETE, ...: whatever changes state, such as a future pause
-  or resume) always needs the bearer token, and with no token configured it is refused
-  (403) with a message naming ``http.token``. No route changes state today.
+- anything else (POST, PUT, DELETE, ...: whatever changes state, such as a pause or a
+  resume) always needs the bearer token, and with no token configured it is refused
+  (403) with a message naming ``http.token``.
 
 Listening beyond loopback without a token exposes ``/api/status`` (positions, PnL) to
 anyone who can reach the port: ``start`` logs one warning saying so (``exposure_warning``).

@@ -5,12 +5,13 @@ through the same processors - the secret redactor included - and the same render
 ``structlog.stdlib.ProcessorFormatter`` on the root logger; they print warnings and errors
 only (or less, at a higher configured level).
 
-Redaction: a known secret of 4 characters or more is replaced by ``***`` wherever it
-occurs. A shorter one would also hide every occurrence of a common short string in
-unrelated text, so it is replaced only where it stands as a credential: as a value under
-a credential-named key (``api_key=``, ``password=``, a header ``X-MBX-APIKEY``), after
-``Bearer``, or as the user or password of URL credentials
-(``quantmesh.secrets.CredentialMask``).
+Redaction (``quantmesh.secrets.CredentialMask``):
+
+- a known secret of 4 characters or more is replaced by ``***`` wherever it occurs;
+- a shorter one would also hide every occurrence of a common short string in unrelated
+  text, so it is replaced only where it stands as a credential: as a value under a
+  credential-named key (``api_key=``, ``password=``, a header ``X-MBX-APIKEY``), after
+  ``Bearer``, or as the user or password of URL credentials.
 """
 
 from __future__ import annotations

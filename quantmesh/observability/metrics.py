@@ -22,160 +22,165 @@ class Metrics:
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
-        r = self.registry
+        registry = self.registry
         self.lock_acquire = Counter(
             "quantmesh_lock_acquire_total",
             "Lock acquisition attempts by outcome (success, conflict, error, unavailable) "
             "and purpose (order, reconcile, ownership)",
             ["key", "status", "purpose"],
-            registry=r,
+            registry=registry,
         )
         self.lock_conflict = Counter(
             "quantmesh_lock_conflict_total",
             "Lock attempts that found the lock held by another holder, by purpose",
             ["key", "purpose"],
-            registry=r,
+            registry=registry,
         )
         self.lock_hold = Histogram(
             "quantmesh_lock_hold_duration_seconds",
             "How long a lease was held, from its grant to its release (or loss), by purpose",
             ["key", "purpose"],
             buckets=_LOCK_BUCKETS,
-            registry=r,
+            registry=registry,
         )
         self.lock_backend_up = Gauge(
             "quantmesh_lock_backend_up",
             "1 while the distributed lock backend passes its health check, else 0",
-            registry=r,
+            registry=registry,
         )
         self.lock_mode = Gauge(
             "quantmesh_lock_mode",
             "1 for the lock mode in force: distributed; halted (backend down, no orders); "
             "single_instance (backend down, local lock only)",
             ["mode"],
-            registry=r,
+            registry=registry,
         )
         self.orders_placed = Counter(
             "quantmesh_orders_placed_total",
             "Orders accepted by the exchange",
             ["symbol", "side"],
-            registry=r,
+            registry=registry,
         )
         self.orders_rejected = Counter(
             "quantmesh_orders_rejected_total",
             "Orders refused by the exchange, by reason",
             ["symbol", "reason"],
-            registry=r,
+            registry=registry,
         )
         self.orders_skipped = Counter(
             "quantmesh_orders_skipped_total",
             "Orders the grid wanted but did not send (below minimums, position cap, bounds), "
             "counted per evaluation",
             ["symbol", "reason"],
-            registry=r,
+            registry=registry,
         )
         self.orders_cancelled = Counter(
             "quantmesh_orders_cancelled_total",
             "Orders cancelled by reason",
             ["symbol", "reason"],
-            registry=r,
+            registry=registry,
         )
         self.fills = Counter(
-            "quantmesh_fills_total", "Fills received", ["symbol", "side"], registry=r
+            "quantmesh_fills_total", "Fills received", ["symbol", "side"], registry=registry
         )
         self.round_trips = Counter(
-            "quantmesh_round_trips_total", "Completed buy-sell cycles", ["symbol"], registry=r
+            "quantmesh_round_trips_total",
+            "Completed buy-sell cycles",
+            ["symbol"],
+            registry=registry,
         )
         self.realized_pnl = Gauge(
             "quantmesh_realized_pnl",
             "Realized PnL in quote currency since start",
             ["symbol"],
-            registry=r,
+            registry=registry,
         )
         self.inventory = Gauge(
-            "quantmesh_inventory", "Base amount held by the grid", ["symbol"], registry=r
+            "quantmesh_inventory", "Base amount held by the grid", ["symbol"], registry=registry
         )
         self.open_orders = Gauge(
-            "quantmesh_open_orders", "Open orders of the grid", ["symbol"], registry=r
+            "quantmesh_open_orders", "Open orders of the grid", ["symbol"], registry=registry
         )
-        self.last_price = Gauge("quantmesh_last_price", "Last price seen", ["symbol"], registry=r)
+        self.last_price = Gauge(
+            "quantmesh_last_price", "Last price seen", ["symbol"], registry=registry
+        )
         self.last_price_ts = Gauge(
             "quantmesh_last_price_timestamp_seconds",
             "When the last price was seen",
             ["symbol"],
-            registry=r,
+            registry=registry,
         )
         self.exchange_errors = Counter(
             "quantmesh_exchange_errors_total",
             "Exchange call failures by type",
             ["symbol", "error"],
-            registry=r,
+            registry=registry,
         )
         self.trader_up = Gauge(
             "quantmesh_trader_up",
             "1 while the symbol's trader runs, 0 after it failed",
             ["symbol"],
-            registry=r,
+            registry=registry,
         )
         # "id", not "instance": Prometheus sets "instance" to the scraped target.
         self.instance_info = Gauge(
             "quantmesh_instance_info",
             "Always 1; labelled with this instance's id and role (master or standby)",
             ["id", "role"],
-            registry=r,
+            registry=registry,
         )
         self.symbol_owned = Gauge(
             "quantmesh_symbol_owned",
             "1 while this instance holds the symbol's ownership lease and trades it, else 0",
             ["symbol"],
-            registry=r,
+            registry=registry,
         )
         self.symbol_paused = Gauge(
             "quantmesh_symbol_paused",
             "1 for the mode a person set on the symbol (paused, stop_buys), else 0; "
             "paused with every order cancelled is mode cancel_all",
             ["symbol", "mode"],
-            registry=r,
+            registry=registry,
         )
         self.ownership_changes = Counter(
             "quantmesh_ownership_changes_total",
             "Ownership events of this instance: acquired, released (clean hand-off or "
             "shutdown), lost (lease lapsed or taken over)",
             ["symbol", "event"],
-            registry=r,
+            registry=registry,
         )
         self.failovers = Counter(
             "quantmesh_failovers_total",
             "Symbols this instance took over from an owner that lost its lease without "
             "releasing it (crashed, frozen or cut off)",
             ["symbol"],
-            registry=r,
+            registry=registry,
         )
         self.fleet_members = Gauge(
             "quantmesh_fleet_members",
             "Live instances this instance sees in the fleet (membership heartbeats)",
-            registry=r,
+            registry=registry,
         )
         self.exchange_clock_offset = Gauge(
             "quantmesh_exchange_clock_offset_seconds",
             "Exchange clock minus this host's clock, as last measured (positive: the "
             "exchange is ahead)",
             ["exchange"],
-            registry=r,
+            registry=registry,
         )
         self.exchange_clock_uncertainty = Gauge(
             "quantmesh_exchange_clock_uncertainty_seconds",
             "Half the round trip of the last clock measurement: how far the offset may be off",
             ["exchange"],
-            registry=r,
+            registry=registry,
         )
         self.open_orders_left = Gauge(
             "quantmesh_open_orders_left",
             "Orders still open after a shutdown with cancel_on_exit (0 after a clean one)",
             ["symbol"],
-            registry=r,
+            registry=registry,
         )
-        self.db = DbMetrics(r)
+        self.db = DbMetrics(registry)
 
 
 # --- database (issue 4) -------------------------------------------------------------------
@@ -191,54 +196,53 @@ class DbMetrics:
     """
 
     def __init__(self, registry: CollectorRegistry) -> None:
-        r = registry
         self.connections = Gauge(
             "quantmesh_db_connections",
             "Pooled database connections by state (open, idle, in_use)",
             ["state"],
-            registry=r,
+            registry=registry,
         )
         self.query_duration = Histogram(
             "quantmesh_db_query_duration_seconds",
             "Duration of one repository operation (one transaction), by operation",
             ["operation"],
             buckets=_DB_BUCKETS,
-            registry=r,
+            registry=registry,
         )
         self.errors = Counter(
             "quantmesh_db_errors_total",
             "Failed repository operations by operation and kind of error",
             ["operation", "error"],
-            registry=r,
+            registry=registry,
         )
         self.buffer_depth = Gauge(
             "quantmesh_db_buffer_depth",
             "Writes waiting in the write buffer for the database (memory and journal)",
-            registry=r,
+            registry=registry,
         )
         self.buffer_memory = Gauge(
             "quantmesh_db_buffer_memory_records",
             "Writes of the buffer held in memory (bounded by database.buffer_size)",
-            registry=r,
+            registry=registry,
         )
         self.journal_bytes = Gauge(
             "quantmesh_db_journal_bytes",
             "Size of the write buffer's journal file",
-            registry=r,
+            registry=registry,
         )
         self.buffered = Counter(
             "quantmesh_db_buffered_total",
             "Writes that went to the write buffer because the database was unavailable",
             ["operation"],
-            registry=r,
+            registry=registry,
         )
         self.replayed = Counter(
             "quantmesh_db_replayed_total",
             "Buffered writes the replay took off the buffer: stored, or dead-lettered if refused",
-            registry=r,
+            registry=registry,
         )
         self.dead_lettered = Counter(
             "quantmesh_db_dead_lettered_total",
             "Buffered writes the database refused for good, moved to the dead-letter file",
-            registry=r,
+            registry=registry,
         )

@@ -1,5 +1,4 @@
-"""``WarningThrottle``: a warning that repeats many times a second is logged once per key
-per interval, carrying the number of copies held back.
+"""``WarningThrottle``: a warning repeated many times a second, logged once per interval.
 
 For warnings one condition raises on every attempt - the lock backend down while each
 tick of each symbol tries its levels - where a log line per attempt buries everything
@@ -10,9 +9,11 @@ the key, so one throttle serves several warnings::
     ...
     throttle.warning(log, "lock_unavailable", symbol, key=lock_key, error=str(exc))
 
-The first warning of an (event, key) goes out at once; the next ones within ``interval``
-are counted, not logged; the first one after it goes out with ``suppressed=N``. When the
-condition ends, ``drain`` hands over the count still held back, for a closing line.
+- the first warning of an (event, key) goes out at once;
+- the next ones within ``interval`` are counted, not logged;
+- the first one after it goes out with ``suppressed=N``, the number held back;
+- when the condition ends, ``drain`` hands over the count still held back, for a closing
+  line.
 """
 
 from __future__ import annotations
