@@ -42,20 +42,20 @@ def _userinfo_password_span(dsn: str) -> tuple[int, int] | None:
     scheme = _URL_SCHEME.match(dsn)
     if scheme:
         start = scheme.end()
-        at = dsn.rfind("@", start)
+        at_sign = dsn.rfind("@", start)
     else:
         # Go MySQL driver DSN: the userinfo ends at the last '@' before the last '/'.
         start = 0
         slash = dsn.rfind("/")
-        at = dsn.rfind("@", 0, slash) if slash >= 0 else dsn.rfind("@")
-        if at >= 0 and re.search(r"[\s=]", dsn[:at]):
+        at_sign = dsn.rfind("@", 0, slash) if slash >= 0 else dsn.rfind("@")
+        if at_sign >= 0 and re.search(r"[\s=]", dsn[:at_sign]):
             return None  # a key/value DSN that merely contains '@' somewhere
-    if at < 0:
+    if at_sign < 0:
         return None
-    colon = dsn.find(":", start, at)
+    colon = dsn.find(":", start, at_sign)
     if colon < 0:
         return None
-    return colon + 1, at
+    return colon + 1, at_sign
 
 
 def _password_spans(dsn: str) -> list[tuple[int, int]]:
@@ -130,13 +130,13 @@ def is_credential_field(name: str) -> bool:
 
 
 def _credential_pattern(secret: str) -> re.Pattern[str]:
-    s = re.escape(secret)
+    escaped = re.escape(secret)
     return re.compile(
-        rf"(?P<field>{_FIELD}{_SEP}){s}{_END}"  # password=pw  "secret": "pw"  apiKey: pw
-        rf"|(?P<bearer>(?i:\bbearer)\s+){s}{_END}"  # Bearer pw
-        rf"|(?P<password>{_SCHEME}(?:[^\s:@/]*:)?){s}(?=@)"  # scheme://user:pw@ scheme://pw@
-        rf"|(?P<user>{_SCHEME}){s}(?=:[^\s@/]*@)"  # scheme://pw:password@
-        rf"|(?P<go>(?<![^\s\"'=])[^\s:@/\"']+:){s}(?=@(?:tcp|unix)\()"  # user:pw@tcp(host)
+        rf"(?P<field>{_FIELD}{_SEP}){escaped}{_END}"  # password=pw  "secret": "pw"  apiKey: pw
+        rf"|(?P<bearer>(?i:\bbearer)\s+){escaped}{_END}"  # Bearer pw
+        rf"|(?P<password>{_SCHEME}(?:[^\s:@/]*:)?){escaped}(?=@)"  # scheme://user:pw@ scheme://pw@
+        rf"|(?P<user>{_SCHEME}){escaped}(?=:[^\s@/]*@)"  # scheme://pw:password@
+        rf"|(?P<go>(?<![^\s\"'=])[^\s:@/\"']+:){escaped}(?=@(?:tcp|unix)\()"  # user:pw@tcp(host)
     )
 
 
