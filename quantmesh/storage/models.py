@@ -228,3 +228,56 @@ trades: Final = cast(Table, TradeRow.__table__)
 round_trips: Final = cast(Table, RoundTripRow.__table__)
 grids: Final = cast(Table, GridRow.__table__)
 grid_levels: Final = cast(Table, GridLevelRow.__table__)
+
+
+# What people ask of a symbol (``quantmesh.control``): its desired state and the audit.
+CONTROL_LEN: Final = 16  # a control mode or action: "stop_buys", "cancel-all"
+ACTOR_LEN: Final = 128
+INSTANCE_LEN: Final = 64  # instance.id: 1 to 64 characters
+REASON_LEN: Final = 1000  # wider than the HTTP layer lets in: nothing is cut short here
+
+
+class SymbolControlRow(Base):
+    """The desired state a person set for a symbol (one row per exchange and symbol; a
+    symbol without a row is active): who set it, when (``set_at``), why, on which
+    instance."""
+
+    __tablename__ = "symbol_controls"
+    __table_args__ = (UniqueConstraint("exchange", "symbol"),)
+
+    id: Mapped[int] = mapped_column(_ID_TYPE, primary_key=True, autoincrement=True)
+    exchange: Mapped[str] = mapped_column(String(EXCHANGE_LEN))
+    symbol: Mapped[str] = mapped_column(String(SYMBOL_LEN))
+    mode: Mapped[str] = mapped_column(String(CONTROL_LEN))
+    cancel_orders: Mapped[bool] = mapped_column(Boolean())
+    reason: Mapped[str] = mapped_column(String(REASON_LEN))
+    actor: Mapped[str] = mapped_column(String(ACTOR_LEN))
+    set_at: Mapped[float] = mapped_column(Double())
+    instance: Mapped[str] = mapped_column(String(INSTANCE_LEN))
+
+
+class ControlAuditRow(Base):
+    """One control action as it was taken, kept forever (append-only).
+
+    ``id`` orders the entries: an action's row is inserted after its symbol's state row
+    was written, in the same transaction, so a later ``id`` is a later state. The log
+    has no other key: ``quantmesh db copy`` copies its ids as they are.
+    """
+
+    __tablename__ = "control_audit"
+    __table_args__ = (Index(None, "exchange", "symbol", "id"),)
+
+    id: Mapped[int] = mapped_column(_ID_TYPE, primary_key=True, autoincrement=True)
+    exchange: Mapped[str] = mapped_column(String(EXCHANGE_LEN))
+    symbol: Mapped[str] = mapped_column(String(SYMBOL_LEN))
+    action: Mapped[str] = mapped_column(String(CONTROL_LEN))
+    mode: Mapped[str] = mapped_column(String(CONTROL_LEN))
+    cancel_orders: Mapped[bool] = mapped_column(Boolean())
+    reason: Mapped[str] = mapped_column(String(REASON_LEN))
+    actor: Mapped[str] = mapped_column(String(ACTOR_LEN))
+    instance: Mapped[str] = mapped_column(String(INSTANCE_LEN))
+    at: Mapped[float] = mapped_column(Double())
+
+
+symbol_controls: Final = cast(Table, SymbolControlRow.__table__)
+control_audit: Final = cast(Table, ControlAuditRow.__table__)
