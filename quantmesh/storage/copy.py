@@ -10,6 +10,8 @@ seed needed pgloader, a dump or a program of its own):
 - each row is an upsert on the table's unique key, so an interrupted copy is simply run
   again; surrogate ``id`` values are not copied (the target numbers its own rows, and a
   PostgreSQL sequence never falls behind copied ids);
+- a log whose ``id`` is its only key (``control_audit``) is copied with its ids, the key
+  its rows are matched on; a PostgreSQL target's sequence is then moved past them;
 - at the end the row count of every table must match, or the copy fails naming them.
 """
 
@@ -20,7 +22,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TextIO
 
-from sqlalchemy import Connection, Table, UniqueConstraint, func, select
+from sqlalchemy import Connection, Table, UniqueConstraint, false, func, select
 
 from quantmesh.errors import StorageError
 from quantmesh.storage import migrate, models
@@ -67,10 +69,13 @@ class CopyReport:
 
 
 def unique_key(table: Table) -> tuple[str, ...]:
-    """The columns of the table's unique constraint: what an upsert matches rows on."""
+    """The columns an upsert matches rows on: the table's unique constraint, or ``id``
+    for a log that has none (its ids are copied)."""
     for constraint in table.constraints:
         if isinstance(constraint, UniqueConstraint):
             return tuple(c.name for c in constraint.columns)
+    if "id" in table.c and table.c.id.primary_key:
+        return ("id",)
     raise StorageError(f"table {table.name} has no unique key to copy by")
 
 
@@ -128,8 +133,8 @@ async def _copy_table(
     key = unique_key(table)
     values = [c.name for c in table.columns if c.name != "id" and c.name not in key]
     statement = upsert(dst.dialect, table, key, values)
-    columns = [c for c in table.columns if c.name != "id"]
-    page = select(table.c.id, *columns).order_by(table.c.id).limit(batch_size)
+    columns = [c for c in table.columns if c.name != "id" or "id" in key]
+    page = select(table).order_by(table.c.id).limit(batch_size)
     last_id: Any = None
     done = 0
     while True:
@@ -151,8 +156,18 @@ async def _copy_table(
         done += len(rows)
         if progress is not None:
             progress.update(table.name, done, max(total, done))
+    if "id" in key and dst.dialect == "postgresql":
+        await dst.run("copy", lambda conn: conn.execute(_past_copied_ids(table)), write=True)
     if progress is not None:
         progress.finish(table.name, done)
+
+
+def _past_copied_ids(table: Table) -> Any:
+    """Set PostgreSQL's sequence of ``table.id`` past the largest id (copied ids do not
+    advance it); the other databases number new rows after the largest id by themselves."""
+    sequence = func.pg_get_serial_sequence(table.name, "id")
+    following = func.coalesce(func.max(table.c.id), 0) + 1
+    return select(func.setval(sequence, following, false()))
 
 
 async def _verify(src: Runner, dst: Runner, report: CopyReport) -> None:

@@ -47,11 +47,19 @@ def described(diffs: list[Any]) -> list[tuple[str, str]]:
         kind = diff[0]
         if kind == "add_column":
             named.append((kind, f"{diff[2]}.{diff[3].name}"))
-        elif kind in ("add_index", "remove_index"):
+        elif kind in ("add_table", "remove_table", "add_index", "remove_index"):
             named.append((kind, diff[1].name))
         else:
             named.append((kind, repr(diff[1:])))
     return sorted(named)
+
+
+# what revision 0004 adds
+_CONTROL_TABLES = [
+    ("add_index", "ix_control_audit_exchange_symbol_id"),
+    ("add_table", "control_audit"),
+    ("add_table", "symbol_controls"),
+]
 
 
 @pytest.mark.parametrize(
@@ -63,6 +71,7 @@ def described(diffs: list[Any]) -> list[tuple[str, str]]:
                 ("add_column", "orders.lock_fence"),
                 ("add_column", "trades.level_applied"),
                 ("add_index", "ix_trades_exchange_symbol_level_applied"),
+                *_CONTROL_TABLES,
             ],
         ),
         (
@@ -70,8 +79,10 @@ def described(diffs: list[Any]) -> list[tuple[str, str]]:
             [
                 ("add_column", "trades.level_applied"),
                 ("add_index", "ix_trades_exchange_symbol_level_applied"),
+                *_CONTROL_TABLES,
             ],
         ),
+        ("0003", _CONTROL_TABLES),
     ],
 )
 async def test_the_drift_check_sees_what_a_revision_lacks(
@@ -81,7 +92,7 @@ async def test_the_drift_check_sees_what_a_revision_lacks(
     repo = bare_repo(backend)
     try:
         await run(repo, lambda conn: migrate.upgrade(conn, revision), write=True)
-        assert described(await run(repo, migrate.drift)) == missing
+        assert described(await run(repo, migrate.drift)) == sorted(missing)
     finally:
         await repo.close()
 
@@ -144,7 +155,7 @@ async def test_a_database_made_before_migrations_is_adopted_and_upgraded(
     repo = bare_repo(backend)
     try:
         # the original create_all schema: the tables, no alembic_version, no lock_fence,
-        # no level_applied
+        # no level_applied, no control tables
         await run(repo, _create_legacy, write=True)
         await repo.start()
         assert await run(repo, migrate.current_revision) == migrate.head_revision()
@@ -158,7 +169,7 @@ async def test_a_database_made_before_migrations_is_adopted_and_upgraded(
 
 
 def _create_legacy(conn: Connection) -> None:
-    m.metadata.create_all(conn)
+    m.metadata.create_all(conn, tables=[m.grids, m.orders, m.trades, m.round_trips, m.grid_levels])
     conn.execute(text("ALTER TABLE orders DROP COLUMN lock_fence"))
     (applied,) = [ix for ix in m.trades.indexes if "level_applied" in ix.columns]
     applied.drop(conn)
