@@ -1,10 +1,14 @@
-"""The ``quantmesh`` command line: one module per subcommand.
+"""The ``quantmesh`` command line: one module per subcommand, and the exit codes.
 
-The only place that turns errors into exit codes. Each subcommand module has
-``register(subparsers)``, which adds its parser, and ``run(args) -> int``, which returns
-the exit code (``exit_codes``). ``main`` parses the arguments, runs the command and turns
-a ``ConfigError`` or another ``QuantMeshError`` into its exit code and message.
-``python -m quantmesh.cli`` and the ``quantmesh`` console script both call ``main``.
+- ``main``: the parser of every subcommand; runs the command and turns a ``ConfigError``
+  or another ``QuantMeshError`` into its exit code and message - the only place that
+  does. ``python -m quantmesh.cli`` (``__main__``) and the ``quantmesh`` console script
+  both call it.
+- ``run``, ``check_config``, ``status``, ``db``, ``ctl``, ``sim_exchange``: the
+  subcommands. Each has ``register(subparsers)``, which adds its parser, and
+  ``run(args) -> int``, which returns the exit code.
+- ``exit_codes``: the exit codes of every command; ``options``: what several subcommands
+  parse alike (the settings file and its default path).
 """
 
 from quantmesh.cli.main import main

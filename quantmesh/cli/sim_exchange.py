@@ -1,13 +1,16 @@
 """``quantmesh sim-exchange``: the Binance-spot-compatible simulator as a command.
 
-A testing tool: it trades nothing real. Markets, balances and the fee come from a YAML
-file shaped like the ``exchange.simulated`` section of the daemon's config (read as the
-daemon reads its own: a duplicate key is refused, ``${VAR}`` is expanded), from flags, or
-both (flags win). Faults are flags, and can be changed at run time through
-``POST /_sim/faults``. The server clock's skew (``--clock-skew``, env
-``QM_SIM_CLOCK_SKEW``, or ``clock_skew`` in the file; flag, then variable, then file) moves
-what the simulator calls "now" - ``/api/v3/time`` and every request expiry check - and can
-be changed at run time through ``POST /_sim/clock``. Runs until SIGTERM or SIGINT.
+A testing tool: it trades nothing real. It runs until SIGTERM or SIGINT.
+
+- Markets, balances and the fee come from a YAML file shaped like the
+  ``exchange.simulated`` section of the daemon's config (read as the daemon reads its
+  own: a duplicate key is refused, ``${VAR}`` is expanded), from flags, or both (flags
+  win).
+- Faults are flags, and can be changed at run time through ``POST /_sim/faults``.
+- The server clock's skew (``--clock-skew``, env ``QM_SIM_CLOCK_SKEW``, or ``clock_skew``
+  in the file; flag, then variable, then file) moves what the simulator calls "now" -
+  ``/api/v3/time`` and every request expiry check - and can be changed at run time
+  through ``POST /_sim/clock``.
 """
 
 from __future__ import annotations

@@ -51,18 +51,22 @@ async def read_status(settings: Settings) -> tuple[list[list[str]], list[str]]:
     header = ["EXCHANGE", "SYMBOL", "LAST PRICE", "INVENTORY", "OPEN ORDERS", "ROUND TRIPS"]
     header += ["REALIZED PNL"] + (["OWNER"] if owners is not None else [])
     rows = [header]
-    for s in summaries:
+    for summary in summaries:
         row = [
-            s.exchange,
-            s.symbol,
-            _fmt(s.last_price),
-            _fmt(s.inventory),
-            str(s.open_orders),
-            str(s.round_trips),
-            _fmt(s.realized_pnl),
+            summary.exchange,
+            summary.symbol,
+            _fmt(summary.last_price),
+            _fmt(summary.inventory),
+            str(summary.open_orders),
+            str(summary.round_trips),
+            _fmt(summary.realized_pnl),
         ]
         if owners is not None:
-            row.append(owners.get(s.symbol, "-") if s.exchange == settings.exchange.name else "")
+            row.append(
+                owners.get(summary.symbol, "-")
+                if summary.exchange == settings.exchange.name
+                else ""
+            )
         rows.append(row)
     return rows, notes
 
