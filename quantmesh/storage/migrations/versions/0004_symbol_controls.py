@@ -1,5 +1,7 @@
-"""What people ask of a symbol: its desired state (``symbol_controls``) and the audit of
-control actions (``control_audit``, append-only, ordered by ``id``).
+"""What people ask of a symbol: its desired state and the audit of control actions.
+
+The desired state is ``symbol_controls``; the audit is ``control_audit``, append-only,
+ordered by ``id``.
 
 Revision ID: 0004
 Revises: 0003
