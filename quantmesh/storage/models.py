@@ -235,15 +235,13 @@ CONTROL_LEN: Final = 16  # a control mode or action: "stop_buys", "cancel-all"
 ACTOR_LEN: Final = 128
 INSTANCE_LEN: Final = 64  # instance.id: 1 to 64 characters
 REASON_LEN: Final = 1000  # wider than the HTTP layer lets in: nothing is cut short here
+# a table's own columns go after those of _ControlColumns (SQLAlchemy puts them first)
+_AFTER_SHARED: Final = 1
 
 
-class SymbolControlRow(Base):
-    """The desired state a person set for a symbol (one row per exchange and symbol; a
-    symbol without a row is active): who set it, when (``set_at``), why, on which
-    instance."""
-
-    __tablename__ = "symbol_controls"
-    __table_args__ = (UniqueConstraint("exchange", "symbol"),)
+class _ControlColumns:
+    """What both control tables hold: whose symbol, what was asked, by whom, on which
+    instance (the fields of a ``Desired`` but its time, which each names its own way)."""
 
     id: Mapped[int] = mapped_column(_ID_TYPE, primary_key=True, autoincrement=True)
     exchange: Mapped[str] = mapped_column(String(EXCHANGE_LEN))
@@ -252,12 +250,21 @@ class SymbolControlRow(Base):
     cancel_orders: Mapped[bool] = mapped_column(Boolean())
     reason: Mapped[str] = mapped_column(String(REASON_LEN))
     actor: Mapped[str] = mapped_column(String(ACTOR_LEN))
-    set_at: Mapped[float] = mapped_column(Double())
     instance: Mapped[str] = mapped_column(String(INSTANCE_LEN))
 
 
-class ControlAuditRow(Base):
-    """One control action as it was taken, kept forever (append-only).
+class SymbolControlRow(_ControlColumns, Base):
+    """The desired state a person set for a symbol (one row per exchange and symbol; a
+    symbol without a row is active), set at ``set_at``."""
+
+    __tablename__ = "symbol_controls"
+    __table_args__ = (UniqueConstraint("exchange", "symbol"),)
+
+    set_at: Mapped[float] = mapped_column(Double(), sort_order=_AFTER_SHARED)
+
+
+class ControlAuditRow(_ControlColumns, Base):
+    """One control action (``action``, taken ``at``), kept forever (append-only).
 
     ``id`` orders the entries: an action's row is inserted after its symbol's state row
     was written, in the same transaction, so a later ``id`` is a later state. The log
@@ -267,16 +274,8 @@ class ControlAuditRow(Base):
     __tablename__ = "control_audit"
     __table_args__ = (Index(None, "exchange", "symbol", "id"),)
 
-    id: Mapped[int] = mapped_column(_ID_TYPE, primary_key=True, autoincrement=True)
-    exchange: Mapped[str] = mapped_column(String(EXCHANGE_LEN))
-    symbol: Mapped[str] = mapped_column(String(SYMBOL_LEN))
-    action: Mapped[str] = mapped_column(String(CONTROL_LEN))
-    mode: Mapped[str] = mapped_column(String(CONTROL_LEN))
-    cancel_orders: Mapped[bool] = mapped_column(Boolean())
-    reason: Mapped[str] = mapped_column(String(REASON_LEN))
-    actor: Mapped[str] = mapped_column(String(ACTOR_LEN))
-    instance: Mapped[str] = mapped_column(String(INSTANCE_LEN))
-    at: Mapped[float] = mapped_column(Double())
+    action: Mapped[str] = mapped_column(String(CONTROL_LEN), sort_order=_AFTER_SHARED)
+    at: Mapped[float] = mapped_column(Double(), sort_order=_AFTER_SHARED)
 
 
 symbol_controls: Final = cast(Table, SymbolControlRow.__table__)

@@ -11,6 +11,7 @@ Create Date: 2026-12-04 08:00:00
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import sqlalchemy as sa
 from alembic import op
@@ -24,9 +25,9 @@ branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
 
-def upgrade() -> None:
-    op.create_table(
-        "symbol_controls",
+def _shared_columns() -> list[sa.Column[Any]]:
+    """The columns both tables begin with (new ones for each table)."""
+    return [
         sa.Column("id", SURROGATE_ID, autoincrement=True, nullable=False),
         sa.Column("exchange", sa.String(length=32), nullable=False),
         sa.Column("symbol", sa.String(length=64), nullable=False),
@@ -34,22 +35,22 @@ def upgrade() -> None:
         sa.Column("cancel_orders", sa.Boolean(), nullable=False),
         sa.Column("reason", sa.String(length=1000), nullable=False),
         sa.Column("actor", sa.String(length=128), nullable=False),
-        sa.Column("set_at", sa.Double(), nullable=False),
         sa.Column("instance", sa.String(length=64), nullable=False),
+    ]
+
+
+def upgrade() -> None:
+    op.create_table(
+        "symbol_controls",
+        *_shared_columns(),
+        sa.Column("set_at", sa.Double(), nullable=False),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_symbol_controls")),
         sa.UniqueConstraint("exchange", "symbol", name=op.f("uq_symbol_controls_exchange_symbol")),
     )
     op.create_table(
         "control_audit",
-        sa.Column("id", SURROGATE_ID, autoincrement=True, nullable=False),
-        sa.Column("exchange", sa.String(length=32), nullable=False),
-        sa.Column("symbol", sa.String(length=64), nullable=False),
+        *_shared_columns(),
         sa.Column("action", sa.String(length=16), nullable=False),
-        sa.Column("mode", sa.String(length=16), nullable=False),
-        sa.Column("cancel_orders", sa.Boolean(), nullable=False),
-        sa.Column("reason", sa.String(length=1000), nullable=False),
-        sa.Column("actor", sa.String(length=128), nullable=False),
-        sa.Column("instance", sa.String(length=64), nullable=False),
         sa.Column("at", sa.Double(), nullable=False),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_control_audit")),
     )
