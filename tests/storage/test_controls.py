@@ -18,7 +18,7 @@ import pytest
 from sqlalchemy import Connection, Engine, event, inspect, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from quantmesh.control.board import AuditEntry
+from quantmesh.control.board import AuditEntry, ControlBoard, ControlStore
 from quantmesh.control.desired import ACTIONS, Action, Desired, desired_after
 from quantmesh.errors import StorageError, StorageRejected, StorageUnavailable
 from quantmesh.grid.state import LevelState
@@ -195,12 +195,20 @@ async def test_a_store_on_the_repositorys_runner_works_beside_it(
     make_repo: RepoFactory,
 ) -> None:
     """The wiring for one database: the repository's runner (SQLite's one writer thread,
-    the servers' one pool), the schema migrated by the repository's start."""
-    repo = await make_repo()
-    store = SqlControlStore(repo._runner, repo.exchange)
+    the servers' one pool), the schema migrated by the repository's start; a control
+    board on one instance records, the board of another reads it."""
+    repo, other = await make_repo(), await make_repo()
+    store: ControlStore = SqlControlStore(repo._runner, repo.exchange)
+    here = ControlBoard(store, instance="qm-1", refresh_interval=1.0, clock=lambda: 1000.0)
+    there = ControlBoard(
+        SqlControlStore(other._runner, other.exchange), instance="qm-2", refresh_interval=1.0
+    )
+    assert await here.refresh() and await there.refresh()
     await repo.save_order(order("c1"))
-    await store.save_control(entry("pause"))
-    assert await store.load_controls() == {SYMBOL: entry("pause").desired}
+    paused = await here.apply(SYMBOL, "pause", reason="exchange maintenance", actor="alice")
+    assert await there.refresh()
+    assert there.get(SYMBOL) == paused == entry("pause").desired
+    assert await there.audit(SYMBOL, 10) == [entry("pause", instance="qm-1")]
     assert await repo.get_order("c1") == order("c1")
 
 
