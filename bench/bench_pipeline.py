@@ -196,7 +196,7 @@ class _Bench:
 def _service(bench: _Bench, workdir: Path) -> Service:
     """The components, as ``wiring.build_service`` puts them together."""
     exchange = bench.exchange
-    # The pool as wiring.build_repository sizes it with the default database settings.
+    # The pool as wiring.build_sql_repository sizes it with the default database settings.
     engine = create_engine_for(
         "sqlite", str(workdir / "bench.db"), pool_size=5, max_overflow=5, pool_recycle=1800
     )

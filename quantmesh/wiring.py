@@ -28,6 +28,7 @@ from quantmesh.lock.metered import MeteredLock
 from quantmesh.lock.nop import NopLock
 from quantmesh.lock.redis import RedisClient, RedisLock
 from quantmesh.observability.collectors import ServiceCollector, bind_exchange_clock
+from quantmesh.observability.control_api import report_control
 from quantmesh.observability.logging import configure_logging
 from quantmesh.observability.metrics import Metrics
 from quantmesh.observability.status import durability_block
@@ -35,6 +36,7 @@ from quantmesh.preflight import config_warnings
 from quantmesh.secrets import dsn_passwords
 from quantmesh.storage.base import Repository, SymbolSummary
 from quantmesh.storage.buffer import BufferedRepository
+from quantmesh.storage.controls import SqlControlStore
 from quantmesh.storage.engine import create_engine_for, to_sqlalchemy_url
 from quantmesh.storage.repository import SqlRepository
 from quantmesh.trading.trader import Trader, TraderSettings
@@ -165,19 +167,26 @@ def build_engine(settings: Settings) -> Engine | AsyncEngine:
     )
 
 
-def build_repository(
-    settings: Settings, exchange: str, metrics: Metrics | None = None, *, buffered: bool = True
-) -> Repository:
-    """The repository; behind the write buffer when ``database.buffer_enabled``."""
+def build_sql_repository(
+    settings: Settings, exchange: str, metrics: Metrics | None = None
+) -> SqlRepository:
+    """The repository that talks to the database directly."""
     db = settings.database
-    repository = SqlRepository(
+    return SqlRepository(
         build_engine(settings),
         exchange,
         metrics=metrics.db if metrics is not None else None,
         auto_migrate=db.auto_migrate,
         timeout=db.connect_timeout + db.statement_timeout,
     )
-    if not (buffered and db.buffer_enabled):
+
+
+def buffer_writes(
+    settings: Settings, repository: SqlRepository, metrics: Metrics | None = None
+) -> Repository:
+    """``repository`` behind the write buffer when ``database.buffer_enabled``."""
+    db = settings.database
+    if not db.buffer_enabled:
         return repository
     return BufferedRepository(
         repository,
@@ -261,6 +270,19 @@ def assemble(
     )
 
 
+def build_control_board(
+    settings: Settings, database: SqlRepository, exchange: str, metrics: Metrics
+) -> ControlBoard:
+    """What people ask of the symbols, read from the database every check interval. Not
+    behind the write buffer: a request the database does not store must fail."""
+    return ControlBoard(
+        SqlControlStore(database.runner, exchange),
+        instance=settings.instance.id,
+        refresh_interval=settings.coordination.check_interval,
+        on_change=report_control(metrics),
+    )
+
+
 def _control_of(controls: ControlBoard | None, symbol: str) -> Callable[[], Desired | None]:
     """What people asked of ``symbol``: from the board (``None`` until it is read); always
     active without one (tests and benchmarks that build a service without a database)."""
@@ -287,10 +309,12 @@ def build_service(settings: Settings, metrics: Metrics | None = None) -> Service
     failover = build_failover_lock(settings, metrics, client) if client is not None else None
     locker: ServiceLock = failover if failover is not None else NopLock()
     exchange = build_exchange(settings)
+    database = build_sql_repository(settings, exchange.name, metrics)
     service = assemble(
         [trader_settings(symbol, settings) for symbol in settings.symbols],
         exchange=exchange,
-        repository=build_repository(settings, exchange.name, metrics),
+        repository=buffer_writes(settings, database, metrics),
+        controls=build_control_board(settings, database, exchange.name, metrics),
         locker=locker,
         metrics=metrics,
         coordinator=build_coordinator(settings, exchange.name, metrics, failover, client),
@@ -346,7 +370,7 @@ def check_database_exists(settings: Settings) -> None:
 async def read_summaries(settings: Settings) -> list[SymbolSummary]:
     """What the database holds on each grid (``quantmesh status``), read directly, without
     the write buffer."""
-    repository = build_repository(settings, settings.exchange.name, buffered=False)
+    repository = build_sql_repository(settings, settings.exchange.name)
     await repository.start()
     try:
         return await repository.summaries()

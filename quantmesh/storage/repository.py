@@ -86,6 +86,12 @@ class SqlRepository:
 
     # plumbing
 
+    @property
+    def runner(self) -> Runner:
+        """The runner of this repository's transactions (a store of other tables shares
+        it: one writer thread on SQLite, one pool on a server)."""
+        return self._runner
+
     async def _write(self, operation: str, work: Callable[[Connection], _R]) -> _R:
         """``work`` in one transaction, committed when it returns."""
         return await self._runner.run(operation, work, write=True)
