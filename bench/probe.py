@@ -13,7 +13,7 @@ import asyncio
 import time
 from array import array
 from collections import deque
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 
 from quantmesh.domain import ClockOffset, Fill, MarketRules, Order, OrderRequest, OrderUpdate, Tick
 from quantmesh.errors import DuplicateOrder, OrderRejected
@@ -193,6 +193,9 @@ class TimingExchange:
 
     def clock_offset(self) -> ClockOffset | None:
         return self._inner.clock_offset()
+
+    def stream_reconnects(self) -> Mapping[tuple[str, str], int]:
+        return self._inner.stream_reconnects()
 
     def watch_ticks(self, symbol: str) -> AsyncIterator[Tick]:
         return _ProbedTicks(self._inner.watch_ticks(symbol), self._probe, self._probe.index[symbol])

@@ -329,11 +329,10 @@ def build_service(settings: Settings, metrics: Metrics | None = None) -> Service
         ),
     )
     bind_exchange_clock(metrics, exchange.name, exchange.clock_offset)
-    # The ccxt adapter counts its stream reconnects (a lazy import keeps ccxt out of the
-    # default start); the in-process simulator has no streams to lose.
-    reconnects = getattr(exchange, "stream_reconnects", None)
     metrics.instance_info.labels(settings.instance.id, settings.instance.role).set(1)
-    service.metrics.registry.register(ServiceCollector(service.state.traders, reconnects))
+    service.metrics.registry.register(
+        ServiceCollector(service.state.traders, exchange.stream_reconnects)
+    )
     return service
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from typing import Protocol, runtime_checkable
 
 from quantmesh.domain import (
@@ -91,6 +91,11 @@ class Exchange(Protocol):
         """The exchange's clock against ours, as last measured; ``None`` for an exchange
         that shares this process's clock (the in-process simulator) or before the first
         measurement."""
+        ...
+
+    def stream_reconnects(self) -> Mapping[tuple[str, str], int]:
+        """Stream failures followed by a reconnect (or REST polling) so far, by (symbol,
+        ``prices`` | ``orders``); empty for an exchange without streams to lose."""
         ...
 
 

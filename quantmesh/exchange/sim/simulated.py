@@ -261,6 +261,9 @@ class SimulatedExchange:
     def clock_offset(self) -> ClockOffset | None:
         return None  # in process: the exchange's clock is ours
 
+    def stream_reconnects(self) -> Mapping[tuple[str, str], int]:
+        return {}  # in process: no stream to lose
+
     async def fetch_order(self, symbol: str, client_order_id: str) -> Order:
         await self._before_call()
         self._commit_or_raise()  # never report a state that is not persisted yet
