@@ -18,11 +18,14 @@ from typing import Any
 
 from quantmesh.app import Service
 from quantmesh.config import parse_settings
+from quantmesh.control.board import ControlBoard
 from quantmesh.coordination.allocation import Mode
 from quantmesh.coordination.coordinator import Coordinator
 from quantmesh.exchange.sim.simulated import SimMarket, SimulatedExchange
 from quantmesh.lock.failover import FailoverLock
 from quantmesh.observability.metrics import Metrics
+from quantmesh.storage.controls import SqlControlStore
+from quantmesh.storage.repository import SqlRepository
 from quantmesh.wiring import assemble, build_coordinator, build_failover_lock
 from tests.lock.conftest import make_client
 from tests.trading.support import FEE, RULES, SETTINGS, make_repository
@@ -87,6 +90,7 @@ def instance(
     database: str = "postgres",
     fallback_mode: str = "halt",
     reconcile_interval: float = SETTINGS.reconcile_interval,
+    controls: SqlRepository | None = None,
 ) -> Instance:
     directory = tmp_path / name
     directory.mkdir(exist_ok=True)
@@ -127,8 +131,16 @@ trading: {{symbols: [{listed}]}}
         metrics=metrics,
         coordinator=coordinator,
         shutdown_grace=1.0,
+        controls=None if controls is None else control_board(controls, name),
     )
     return Instance(name, service, metrics, asyncio.Event())
+
+
+def control_board(database: SqlRepository, name: str) -> ControlBoard:
+    """A board on the fleet's shared database (``database``, started by the test), read
+    every check interval, as ``wiring.build_control_board`` builds it."""
+    store = SqlControlStore(database.runner, "simulated")
+    return ControlBoard(store, instance=name, refresh_interval=CHECK)
 
 
 class Instances:
