@@ -8,6 +8,9 @@ from typing import Any, Protocol
 
 from quantmesh.control.desired import Desired
 from quantmesh.domain import ClockOffset, Tick
+from quantmesh.grid.levels import level_price
+from quantmesh.grid.planner import OpenOrder
+from quantmesh.grid.state import GridSpec, LevelState
 from quantmesh.observability.health import Check
 
 
@@ -35,8 +38,19 @@ class TraderView(Protocol):
     @property
     def control(self) -> Desired | None: ...
 
+    @property
+    def grid_spec(self) -> GridSpec | None: ...
+
+    @property
+    def orders(self) -> Sequence[OpenOrder]: ...
+
+    @property
+    def holdings(self) -> Sequence[LevelState]: ...
+
 
 def symbol_status(trader: TraderView) -> dict[str, Any]:
+    """One owned symbol's row of ``/api/status``; ``orders`` and ``levels`` (the levels
+    holding inventory) are the ladder the live page draws, by level, lowest first."""
     tick = trader.last_tick
     age = trader.price_age
     return {
@@ -47,7 +61,38 @@ def symbol_status(trader: TraderView) -> dict[str, Any]:
         "open_orders": trader.open_order_count,
         "realized_pnl": str(trader.realized_pnl),
         "control": control_status(trader.control),
+        "orders": [order_status(order) for order in sorted(trader.orders, key=_by_level)],
+        "levels": [
+            level_status(trader.grid_spec, level)
+            for level in sorted(trader.holdings, key=lambda lvl: lvl.index)
+        ],
     }
+
+
+def order_status(order: OpenOrder) -> dict[str, object]:
+    """An open order of the grid (or one whose placement outcome is still unknown)."""
+    return {
+        "client_order_id": order.client_order_id,
+        "level": order.level,
+        "side": order.side,
+        "price": str(order.price),
+        "amount": str(order.amount),
+    }
+
+
+def level_status(grid: GridSpec | None, level: LevelState) -> dict[str, object]:
+    """A level's inventory: base ``holding`` bought there and not yet sold, its ``cost``
+    in quote, and the level's ``price`` (``None`` without the grid's spec)."""
+    return {
+        "level": level.index,
+        "price": None if grid is None else str(level_price(grid, level.index)),
+        "holding": str(level.holding),
+        "cost": str(level.cost),
+    }
+
+
+def _by_level(order: OpenOrder) -> tuple[int, str]:
+    return order.level, order.side
 
 
 def control_status(desired: Desired | None) -> dict[str, object]:

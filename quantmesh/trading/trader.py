@@ -43,7 +43,7 @@ from quantmesh.errors import (
 from quantmesh.exchange.base import Exchange, PriceHealth
 from quantmesh.grid.ids import grid_tag, parse_client_order_id
 from quantmesh.grid.planner import CancelOrder, OpenOrder, plan
-from quantmesh.grid.state import GridParams, GridShape, GridSpec, GridState
+from quantmesh.grid.state import GridParams, GridShape, GridSpec, GridState, LevelState
 from quantmesh.lock.base import DistributedLock
 from quantmesh.lock.keys import LockKeys
 from quantmesh.observability.metrics import Metrics
@@ -307,6 +307,21 @@ class Trader:
     def realized_pnl(self) -> Decimal:
         """Realized PnL of the round trips completed since this process started."""
         return Decimal(0) if self.book is None else self.book.realized_pnl
+
+    @property
+    def grid_spec(self) -> GridSpec | None:
+        """The grid's spec (its anchor in use) once the grid is loaded."""
+        return None if self.book is None else self.book.spec
+
+    @property
+    def orders(self) -> list[OpenOrder]:
+        """The grid's open orders, with those whose placement outcome is unknown."""
+        return [] if self.book is None else self.book.open_orders()
+
+    @property
+    def holdings(self) -> list[LevelState]:
+        """The levels holding inventory (bought there, not yet sold)."""
+        return [] if self.book is None else self.book.holding_levels()
 
     async def quiesce(self) -> None:
         """Wait until no exchange call or write is in flight, then keep it that way.

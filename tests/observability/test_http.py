@@ -15,6 +15,8 @@ from structlog.testing import capture_logs
 from quantmesh.control.desired import ACTIVE, Desired
 from quantmesh.domain import Tick
 from quantmesh.errors import StartupError
+from quantmesh.grid.planner import OpenOrder
+from quantmesh.grid.state import GridParams, GridSpec, LevelState
 from quantmesh.observability.health import Check, Health
 from quantmesh.observability.http import HttpServer, exposure_warning, is_loopback
 from quantmesh.observability.metrics import Metrics
@@ -38,6 +40,9 @@ class FakeTrader:
     open_order_count: int = 0
     realized_pnl: Decimal = Decimal(0)
     control: Desired | None = ACTIVE
+    grid_spec: GridSpec | None = None
+    orders: tuple[OpenOrder, ...] = ()
+    holdings: tuple[LevelState, ...] = ()
 
 
 Serve = Callable[..., AsyncIterator[tuple[HttpServer, aiohttp.ClientSession]]]
@@ -286,6 +291,12 @@ def test_status_lists_each_symbol_and_component_sections() -> None:
         open_order_count=11,
         realized_pnl=Decimal("1.25"),
         control=Desired("stop_buys", reason="dip", actor="ops@host", at=NOW - 60),
+        grid_spec=GridParams("ETH/USDT", Decimal(10), Decimal(20), 5, 5).anchored_at(Decimal(3000)),
+        orders=(
+            OpenOrder("qm-s-1", 1, "sell", Decimal(3010), Decimal("0.01")),
+            OpenOrder("qm-b-0", 0, "buy", Decimal(3000), Decimal("0.0066")),
+        ),
+        holdings=(LevelState(-1, Decimal("0.02"), Decimal("59.8"), 1),),
     )
     btc = FakeTrader("BTC/USDT", trading=False, control=None)
     body = service_status(
@@ -308,8 +319,27 @@ def test_status_lists_each_symbol_and_component_sections() -> None:
             "by": "ops@host",
             "at": NOW - 60,
         },
+        "orders": [  # by level, lowest first
+            {
+                "client_order_id": "qm-b-0",
+                "level": 0,
+                "side": "buy",
+                "price": "3000",
+                "amount": "0.0066",
+            },
+            {
+                "client_order_id": "qm-s-1",
+                "level": 1,
+                "side": "sell",
+                "price": "3010",
+                "amount": "0.01",
+            },
+        ],
+        "levels": [{"level": -1, "price": "2990", "holding": "0.02", "cost": "59.8"}],
     }
     assert body["symbols"]["BTC/USDT"]["price"] is None
+    assert body["symbols"]["BTC/USDT"]["orders"] == []
+    assert body["symbols"]["BTC/USDT"]["levels"] == []
     assert body["symbols"]["BTC/USDT"]["control"]["mode"] == "unknown"
     assert body["lock"] == {"backend": "redis", "healthy": True}
 
