@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
@@ -23,6 +22,7 @@ from quantmesh.storage.pending import PendingWrites
 from quantmesh.storage.records import Record
 from quantmesh.storage.replay import STUCK_ROUNDS, STUCK_SECONDS, Replayer
 from tests.support import FakeClock
+from tests.trading.support import until
 
 from .support import SYMBOL, fill, order
 
@@ -112,15 +112,6 @@ async def setup(tmp_path: Path) -> AsyncIterator[Setup]:
 
 def fills_record(seq: int, *trade_ids: str) -> Record:
     return Record(seq, "fills", fills=tuple(fill(trade_id) for trade_id in trade_ids))
-
-
-async def until(condition: Callable[[], bool], timeout: float = 5.0) -> None:
-    """Wait until ``condition()`` holds; fail the test after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.005)
 
 
 async def test_flush_replays_in_order_merging_runs_of_one_kind(setup: Setup) -> None:
