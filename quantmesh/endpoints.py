@@ -14,6 +14,7 @@ from quantmesh.lock.health import lock_check, lock_status
 from quantmesh.observability.control_api import ControlApi
 from quantmesh.observability.health import Check, Health
 from quantmesh.observability.http import HttpServer
+from quantmesh.observability.page import page_routes
 from quantmesh.observability.status import (
     buffer_check,
     exchange_clock_status,
@@ -84,7 +85,7 @@ def build_http(settings: Settings, components: Components, state: ServiceState) 
         health=build_health(settings, components, state),
         status=lambda: service_status(instance, traders, sections),
         token=settings.http.token.get_secret_value(),
-        routes=control_routes(settings, components),
+        routes=[*page_routes(), *control_routes(settings, components)],
     )
 
 

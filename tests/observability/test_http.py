@@ -20,6 +20,7 @@ from quantmesh.grid.state import GridParams, GridSpec, LevelState
 from quantmesh.observability.health import Check, Health
 from quantmesh.observability.http import HttpServer, exposure_warning, is_loopback
 from quantmesh.observability.metrics import Metrics
+from quantmesh.observability.page import content_security_policy, page_html, page_routes
 from quantmesh.observability.status import (
     buffer_check,
     prices_check,
@@ -378,3 +379,37 @@ def test_buffer_check_fails_while_writes_are_held_in_memory_only() -> None:
     check = buffer_check(5, 5, 100, volatile=2)
     assert not check.ok
     assert check.detail.startswith("2 writes held in memory only")
+
+
+async def test_the_page_needs_no_token_and_runs_only_its_own_inline_code() -> None:
+    server = HttpServer(
+        "127.0.0.1",
+        0,
+        registry=Metrics().registry,
+        health=Health(),
+        status=lambda: {"instance": "qm-1"},
+        token="s3cret-token",
+        routes=page_routes(),
+    )
+    await server.start()
+    try:
+        async with aiohttp.ClientSession() as session:
+            async with session.get(f"http://127.0.0.1:{server.port}/") as r:
+                assert r.status == 200
+                assert r.headers["Content-Type"] == "text/html; charset=utf-8"
+                policy = r.headers["Content-Security-Policy"]
+                assert r.headers["Cache-Control"] == "no-store"
+                html = await r.text()
+            async with session.get(f"http://127.0.0.1:{server.port}/api/status") as r:
+                assert r.status == 401  # the data behind the page still asks
+    finally:
+        await server.close()
+    assert html.encode() == page_html()
+    assert "/api/status" in html and "sessionStorage" in html
+    assert "s3cret" not in html
+    assert "http://" not in html.replace("http://www.w3.org/2000/svg", "")  # nothing fetched
+    assert "https://" not in html
+    assert policy == content_security_policy(html.encode())
+    assert "default-src 'none'" in policy and "connect-src 'self'" in policy
+    assert policy.count("'sha256-") == 2  # the one <style> and the one <script>
+    assert "unsafe-inline" not in policy
