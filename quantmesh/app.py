@@ -4,6 +4,10 @@ Shutdown on the first SIGTERM/SIGINT: stop placing, let in-flight exchange calls
 writes finish within ``trading.shutdown_grace``, optionally cancel open orders
 (``trading.cancel_on_exit``), then close exchange, lock and repository. A second signal
 cancels whatever is still running.
+
+SIGHUP reloads the settings file (the ``reloader`` the service was given): a symbol's
+slot can be added, removed (it ends as at shutdown) or retuned (its trader restarted with
+new grid parameters) while the service runs.
 """
 
 from __future__ import annotations
@@ -11,13 +15,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Literal
 
 import structlog
 
 from quantmesh.cancel import cancel_and_wait
 from quantmesh.control.board import ControlBoard
+from quantmesh.control.reload import STEP, ReloadReport
 from quantmesh.coordination.coordinator import Claim, Coordinator
 from quantmesh.errors import (
     AuthenticationFailed,
@@ -78,14 +84,31 @@ class Components:
 @dataclass(slots=True)
 class ServiceState:
     """What a running service shows, shared with its HTTP endpoints: the traders trading
-    now (updated in place) and the run's result so far."""
+    now (updated in place), the run's result so far, how to reload the settings (None:
+    not possible) and the last reload."""
 
     result: RunResult
     traders: list[Trader] = field(default_factory=list)
+    reload: Callable[[], Awaitable[ReloadReport]] | None = None
+    last_reload: ReloadReport | None = None
 
 
 # Builds the HTTP endpoints of a service from what they read.
 HttpFactory = Callable[[Components, ServiceState], HttpServer]
+# Reads the settings again and applies them to the running service (``wiring``).
+Reloader = Callable[["Service"], Awaitable[ReloadReport]]
+
+
+@dataclass(slots=True)
+class _Slot:
+    """One configured symbol of a running service: its settings and its task. ``retune``
+    asks its trader to restart on ``settings``; ``leave`` ends it (symbol removed)."""
+
+    settings: TraderSettings
+    task: asyncio.Task[None] | None = None
+    trader: Trader | None = None
+    retune: asyncio.Event = field(default_factory=asyncio.Event)
+    leave: asyncio.Event = field(default_factory=asyncio.Event)
 
 
 class Service:
@@ -102,11 +125,16 @@ class Service:
         shutdown_grace: float = 5.0,
         cancel_on_exit: bool = False,
         cancel_timeout: float = 30.0,
+        reloader: Reloader | None = None,
     ) -> None:
         self.symbols = list(symbols)
         self.components = components
         self.make_trader = make_trader
-        self.state = ServiceState(RunResult(symbols=len(self.symbols)))
+        self._reloader = reloader
+        self.state = ServiceState(
+            RunResult(symbols=len(self.symbols)),
+            reload=self.reload if reloader is not None else None,
+        )
         self.coordinator = components.coordinator
         self.exchange = components.exchange
         self.repository = components.repository
@@ -122,6 +150,14 @@ class Service:
         self._all_failed = asyncio.Event()
         self._fatal = asyncio.Event()
         self._stopping = False
+        self._slots: dict[str, _Slot] = {}
+        self._tasks: asyncio.TaskGroup | None = None  # the slots' task group while running
+        # Symbols a reload configured that the coordinator did not start with: alone (no
+        # fleet) this instance owns every configured symbol, so their slots do not wait
+        # for the coordinator to want them.
+        self._reloaded: set[str] = set()
+        self._reloading = asyncio.Lock()
+        self._reloads: set[asyncio.Task[ReloadReport]] = set()
 
     async def run(self, stop: asyncio.Event) -> RunResult:
         """Run until ``stop`` is set, every symbol failed, or a fatal error occurred.
@@ -153,14 +189,13 @@ class Service:
 
     async def _run_traders(self, stop: asyncio.Event) -> None:
         async with asyncio.TaskGroup() as tg:
+            self._tasks = tg
             membership = tg.create_task(self._coordinate(), name="coordination")
             controls = (
                 [tg.create_task(self.controls.run(), name="controls")] if self.controls else []
             )
-            slots = [
-                tg.create_task(self._slot(symbol), name=f"symbol:{symbol.symbol}")
-                for symbol in self.symbols
-            ]
+            for symbol in self.symbols:
+                self._start_slot(symbol)
             waiters = [
                 asyncio.ensure_future(stop.wait()),
                 asyncio.ensure_future(self._all_failed.wait()),
@@ -173,13 +208,20 @@ class Service:
                     waiter.cancel()
             log.info("shutdown_started")
             self._stopping = True  # no slot starts a trader from here on
+            await cancel_and_wait(*self._reloads)  # a reload half applied ends here
             await self._drain()
             # The slots give their leases back on the way out; then the membership goes,
             # so a standby takes over at its next check rather than after the lease lapses.
-            await cancel_and_wait(*slots)
+            await cancel_and_wait(*(s.task for s in self._slots.values() if s.task is not None))
             await cancel_and_wait(*controls)
             await cancel_and_wait(membership)  # first: a late heartbeat would re-register
             await self.coordinator.leave()
+
+    def _start_slot(self, settings: TraderSettings) -> None:
+        assert self._tasks is not None
+        slot = _Slot(settings)
+        self._slots[settings.symbol] = slot
+        slot.task = self._tasks.create_task(self._slot(slot), name=f"symbol:{settings.symbol}")
 
     async def _coordinate(self) -> None:
         try:
@@ -189,19 +231,31 @@ class Service:
             log.error("instance_id_in_use", error=str(exc))
             self._fatal.set()
 
-    async def _slot(self, settings: TraderSettings) -> None:
-        """Trade ``settings.symbol`` whenever this instance owns it, until the symbol fails
-        for good or the service stops."""
-        symbol = settings.symbol
+    async def _wait_wanted(self, symbol: str) -> None:
+        if symbol not in self._reloaded:
+            await self.coordinator.wait_wanted(symbol)
+
+    async def _wait_unwanted(self, symbol: str) -> None:
+        if symbol in self._reloaded:
+            await asyncio.Event().wait()  # wanted for as long as it is configured
+        else:
+            await self.coordinator.wait_unwanted(symbol)
+
+    async def _slot(self, slot: _Slot) -> None:
+        """Trade the slot's symbol whenever this instance owns it, until the symbol fails
+        for good, is removed, or the service stops."""
+        symbol = slot.settings.symbol
         coordinator = self.coordinator
         while not self._stopping:
-            await coordinator.wait_wanted(symbol)
+            await self._wait_wanted(symbol)
             if self._stopping:
                 return
             try:
                 async with coordinator.own(symbol) as claim:
-                    if await self._trade(settings, claim):
+                    ended = await self._trade(slot, claim)
+                    if ended == "failed":
                         coordinator.drop(symbol)  # failed here for good: others may try
+                    if ended != "handoff":
                         return
             except (LockTimeout, LockUnavailable, LockLost):
                 pass  # held elsewhere, backend down, or lost: the coordinator said which
@@ -209,35 +263,183 @@ class Service:
                 log.warning("ownership_failed", symbol=symbol, error=str(exc))
             await coordinator.retry_pause(symbol)
 
-    async def _trade(self, settings: TraderSettings, claim: Claim) -> bool:
-        """Run the symbol's trader while this instance owns it and wants it.
+    async def _trade(
+        self, slot: _Slot, claim: Claim
+    ) -> Literal["failed", "handoff", "removed", "stopping"]:
+        """Run the symbol's trader while this instance owns it and wants it; restart it
+        on the slot's new settings when a reload changed them.
 
-        True when the symbol is done for good (failed); False after a hand-off (the
-        trader stopped placing and finished its in-flight calls first). Raises
-        ``LockLost`` when the trader found its grid taken over.
+        ``failed`` when the symbol is done for good; ``handoff`` after a hand-off and
+        ``removed`` after a reload removed the symbol (the trader stopped placing and
+        finished its in-flight calls first; removed: its orders cancelled as
+        ``trading.cancel_on_exit`` says). Raises ``LockLost`` when the trader found its
+        grid taken over.
         """
-        if self._stopping:  # checked with no await before the trader joins the list
-            return False
-        trader = self.make_trader(settings, claim)
+        while True:
+            if self._stopping:  # checked with no await before the trader joins the list
+                return "stopping"
+            trader = self.make_trader(slot.settings, claim)
+            slot.retune.clear()
+            ended = await self._run_trader(slot, trader)
+            if ended != "retune":
+                return ended
+
+    async def _run_trader(
+        self, slot: _Slot, trader: Trader
+    ) -> Literal["failed", "handoff", "removed", "retune"]:
         self.traders.append(trader)
+        slot.trader = trader
         run = asyncio.create_task(self._guard(trader), name=f"trader:{trader.symbol}")
-        handoff = asyncio.create_task(self.coordinator.wait_unwanted(trader.symbol))
+        handoff = asyncio.create_task(self._wait_unwanted(trader.symbol))
+        leave = asyncio.create_task(slot.leave.wait())
+        retune = asyncio.create_task(slot.retune.wait())
         try:
-            await asyncio.wait({run, handoff}, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait({run, handoff, leave, retune}, return_when=asyncio.FIRST_COMPLETED)
             if run.done():
                 run.result()
-                return True
+                return "failed"
+            if slot.leave.is_set():
+                await self._leave(trader)
+                return "removed"
+            if retune.done() and not handoff.done():
+                await self._quiet(trader, "retune_grace_exceeded")
+                self._keep_step(slot, trader)
+                log.info("symbol_trader_restarting", symbol=trader.symbol)
+                return "retune"
             log.info("symbol_handoff", symbol=trader.symbol)
-            trader.stop_placing()
-            try:
-                async with asyncio.timeout(self.shutdown_grace):
-                    await trader.quiesce()
-            except TimeoutError:
-                log.warning("handoff_grace_exceeded", symbol=trader.symbol)
-            return False
+            await self._quiet(trader, "handoff_grace_exceeded")
+            return "handoff"
         finally:
-            await cancel_and_wait(run, handoff)
+            await cancel_and_wait(run, handoff, leave, retune)
             self.traders.remove(trader)
+            slot.trader = None
+
+    async def _quiet(self, trader: Trader, overdue: str) -> None:
+        """Stop placing and let the in-flight calls finish, within ``shutdown_grace``."""
+        trader.stop_placing()
+        try:
+            async with asyncio.timeout(self.shutdown_grace):
+                await trader.quiesce()
+        except TimeoutError:
+            log.warning(overdue, symbol=trader.symbol)
+
+    async def _leave(self, trader: Trader) -> None:
+        """A removed symbol ends as at shutdown: in-flight calls finish, then its open
+        orders are cancelled when ``trading.cancel_on_exit`` says so."""
+        log.info("symbol_removing", symbol=trader.symbol, cancel=self.cancel_on_exit)
+        await self._quiet(trader, "shutdown_grace_exceeded")
+        if self.cancel_on_exit:
+            await self._cancel_open_orders([trader])
+
+    def _keep_step(self, slot: _Slot, trader: Trader) -> None:
+        """A new spacing or step is refused while the grid holds inventory or orders (the
+        trader's rule at start): the trader then restarts on the settings it had."""
+        refusal = step_refusal(trader, slot.settings)
+        if refusal is not None:
+            log.error("reload_change_refused", symbol=trader.symbol, reason=refusal)
+            slot.settings = trader.settings
+
+    # reloading -------------------------------------------------------------------------
+
+    async def reload(self) -> ReloadReport:
+        """Read the settings file again and apply it (``reloader``); one at a time. The
+        reload runs to its end even when the caller stops waiting for it."""
+        task = asyncio.create_task(self._reload(), name="reload")
+        self._reloads.add(task)
+        task.add_done_callback(self._reloads.discard)
+        return await asyncio.shield(task)
+
+    def request_reload(self) -> None:
+        """Reload in the background (SIGHUP); the outcome is logged and in the status."""
+        if self._reloader is None:
+            log.warning("reload_unavailable", detail="this service has no settings file")
+            return
+        task = asyncio.create_task(self._reload(), name="reload")
+        self._reloads.add(task)
+        task.add_done_callback(self._reloads.discard)
+
+    async def _reload(self) -> ReloadReport:
+        assert self._reloader is not None
+        async with self._reloading:
+            report = await self._reloader(self)
+        self.state.last_reload = report
+        return report
+
+    def configure(
+        self, *, shutdown_grace: float, cancel_on_exit: bool, cancel_timeout: float
+    ) -> None:
+        """The ``trading`` settings a reload applies at once."""
+        self.shutdown_grace = shutdown_grace
+        self.cancel_on_exit = cancel_on_exit
+        self.cancel_timeout = cancel_timeout
+
+    def add_symbol(self, settings: TraderSettings) -> str | None:
+        """Start trading ``settings.symbol`` as at start; why not, or None."""
+        symbol = settings.symbol
+        if self._stopping or self._tasks is None:
+            return "the service is not running"
+        if self.coordinator.leased:
+            return (
+                "needs a restart in a fleet (instances learn each other's symbols at start; "
+                "not applied)"
+            )
+        if symbol in self._slots:
+            return "already configured"
+        self._reloaded.add(symbol)
+        self.symbols.append(settings)
+        self.result.symbols = len(self.symbols)
+        self._start_slot(settings)
+        return None
+
+    async def remove_symbol(self, symbol: str) -> None:
+        """Stop ``symbol`` as at shutdown (stop placing, in-flight calls finish, orders
+        left or cancelled as ``cancel_on_exit`` says), give its lease back, stop claiming it."""
+        slot = self._slots[symbol]
+        slot.leave.set()
+        try:
+            if slot.task is not None and slot.trader is None:  # waiting, or done
+                await cancel_and_wait(slot.task)
+            elif slot.task is not None:  # bounded by the trader's grace and cancels
+                bound = self.shutdown_grace + self.cancel_timeout + 5.0
+                try:
+                    await asyncio.wait_for(asyncio.shield(slot.task), bound)
+                except TimeoutError:
+                    await cancel_and_wait(slot.task)
+        finally:  # kept until it ended, so a shutdown meanwhile cancels it too
+            del self._slots[symbol]
+        self._reloaded.discard(symbol)
+        self.coordinator.drop(symbol)
+        self.symbols = [s for s in self.symbols if s.symbol != symbol]
+        self.result.symbols = len(self.symbols)
+        self.result.failed.pop(symbol, None)
+        self.metrics.trader_up.labels(symbol).set(0)
+        log.info("symbol_removed", symbol=symbol)
+
+    def retune_symbol(self, settings: TraderSettings) -> str | None:
+        """Restart the symbol's trader on ``settings`` (new grid parameters); why not, or
+        None. A new spacing or step is checked against the running trader's grid first,
+        which keeps running when it is refused."""
+        symbol = settings.symbol
+        slot = self._slots.get(symbol)
+        if slot is None or slot.task is None:
+            return "not configured"
+        trader = slot.trader
+        if trader is not None:
+            refusal = step_refusal(trader, settings)
+            if refusal is not None:
+                return refusal
+        self.symbols = [settings if s.symbol == symbol else s for s in self.symbols]
+        if slot.task.done():  # failed for good: a new slot on the new settings
+            if self.coordinator.leased:
+                return "failed here for good; needs a restart in a fleet (not applied)"
+            self._slots.pop(symbol)
+            self.result.failed.pop(symbol, None)
+            self._reloaded.add(symbol)
+            self._start_slot(settings)
+            return None
+        slot.settings = settings
+        slot.retune.set()
+        return None
 
     async def _drain(self) -> None:
         """Stop placing, wait for in-flight work, optionally cancel our open orders."""
@@ -251,11 +453,18 @@ class Service:
         except TimeoutError:
             log.warning("shutdown_grace_exceeded", grace=self.shutdown_grace)
         if self.cancel_on_exit:
-            await self._cancel_open_orders(traders)
+            left = await self._cancel_open_orders(traders)
+            if left and self.result.fatal is None:
+                listed = ", ".join(f"{symbol}: {count}" for symbol, count in sorted(left.items()))
+                self.result.fatal = (
+                    f"cancel_on_exit: {sum(left.values())} orders are still open on the "
+                    f"exchange ({listed}); cancel them there, or start again and stop once more"
+                )
 
-    async def _cancel_open_orders(self, traders: Sequence[Trader]) -> None:
+    async def _cancel_open_orders(self, traders: Sequence[Trader]) -> dict[str, int]:
         """Cancel every symbol's open orders at once, within ``cancel_timeout``; what is
-        left open is logged, counted, and makes the run fail (the user asked for none)."""
+        left open is logged, counted and returned (at shutdown it makes the run fail: the
+        user asked for none)."""
         left: dict[str, int] = {}
         try:
             async with asyncio.timeout(self.cancel_timeout), asyncio.TaskGroup() as tg:
@@ -271,12 +480,7 @@ class Service:
             if count:
                 left[trader.symbol] = count
                 log.error("open_orders_left", symbol=trader.symbol, count=count)
-        if left and self.result.fatal is None:
-            listed = ", ".join(f"{symbol}: {count}" for symbol, count in sorted(left.items()))
-            self.result.fatal = (
-                f"cancel_on_exit: {sum(left.values())} orders are still open on the exchange "
-                f"({listed}); cancel them there, or start again and stop once more"
-            )
+        return left
 
     async def _guard(self, trader: Trader) -> None:
         """Run one trader; its failure is reported and does not take the others down.
@@ -325,8 +529,25 @@ class Service:
     def _failed(self, trader: Trader, reason: str) -> None:
         self.result.failed[trader.symbol] = reason
         log.error("symbol_failed", symbol=trader.symbol, reason=reason)
-        if len(self.result.failed) == len(self.symbols):
+        if len(self.result.failed) >= len(self.symbols):
             self._all_failed.set()
+
+
+def step_refusal(trader: Trader, settings: TraderSettings) -> str | None:
+    """Why the running ``trader`` cannot take ``settings``' spacing or step: its grid holds
+    inventory or open orders that would be priced on other levels. None when it can (or
+    its grid is not loaded yet: the new trader's start checks it then)."""
+    old, new = trader.settings.grid, settings.grid
+    if all(getattr(old, name) == getattr(new, name) for name in STEP) or trader.book is None:
+        return None
+    if not trader.inventory and not trader.open_order_count:
+        return None
+    return (
+        f"refused: the grid holds {trader.inventory.normalize():f} inventory and "
+        f"{trader.open_order_count} open orders priced on the {old.spacing} step "
+        f"{old.interval.normalize():f}; the trader keeps running on it (change the step "
+        "once the grid holds nothing)"
+    )
 
 
 def _leaf(exc: BaseException) -> BaseException:
@@ -342,7 +563,8 @@ REPEAT_WINDOW = 0.5
 
 
 async def serve(service: Service) -> RunResult:
-    """Run ``service`` with signal handling: first signal graceful, second forced."""
+    """Run ``service`` with signal handling: first SIGTERM/SIGINT graceful, second forced;
+    SIGHUP reloads the settings file."""
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     main = asyncio.current_task()
@@ -363,10 +585,20 @@ async def serve(service: Service) -> RunResult:
             log.warning("forced_exit", signal=signal.Signals(signum).name)
             main.cancel()
 
+    def on_reload() -> None:
+        log.info("signal_received", signal="SIGHUP")
+        if not stop.is_set():
+            service.request_reload()
+
     installed = []
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(signum, on_signal, signum)
+    handlers: list[tuple[signal.Signals, Callable[..., None], tuple[object, ...]]] = [
+        (signal.SIGINT, on_signal, (signal.SIGINT,)),
+        (signal.SIGTERM, on_signal, (signal.SIGTERM,)),
+        (signal.SIGHUP, on_reload, ()),
+    ]
+    for signum, handler, args in handlers:
+        with contextlib.suppress(NotImplementedError, RuntimeError, AttributeError):
+            loop.add_signal_handler(signum, handler, *args)
             installed.append(signum)
     try:
         return await service.run(stop)
@@ -378,3 +610,6 @@ async def serve(service: Service) -> RunResult:
     finally:
         for signum in installed:
             loop.remove_signal_handler(signum)
+        if signal.SIGHUP in installed:  # its default would end the process from here on
+            with contextlib.suppress(ValueError):
+                signal.signal(signal.SIGHUP, signal.SIG_IGN)

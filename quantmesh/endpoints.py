@@ -15,6 +15,7 @@ from quantmesh.observability.control_api import ControlApi
 from quantmesh.observability.health import Check, Health
 from quantmesh.observability.http import HttpServer
 from quantmesh.observability.page import page_routes
+from quantmesh.observability.reload_api import ReloadApi
 from quantmesh.observability.status import (
     buffer_check,
     exchange_clock_status,
@@ -71,7 +72,7 @@ def database_section(report: DurabilityReport | None) -> dict[str, int]:
 
 def build_http(settings: Settings, components: Components, state: ServiceState) -> HttpServer:
     """The HTTP endpoints of a service, reading its components and its shared state."""
-    sections = component_sections(components)
+    sections = {**component_sections(components), **reload_sections(state)}
     instance: dict[str, Any] = {
         "instance": settings.instance.id,
         "role": settings.instance.role,
@@ -85,7 +86,7 @@ def build_http(settings: Settings, components: Components, state: ServiceState) 
         health=build_health(settings, components, state),
         status=lambda: service_status(instance, traders, sections),
         token=settings.http.token.get_secret_value(),
-        routes=[*page_routes(), *control_routes(settings, components)],
+        routes=[*page_routes(), *control_routes(settings, components), *reload_routes(state)],
     )
 
 
@@ -103,3 +104,15 @@ def control_routes(settings: Settings, components: Components) -> list[web.Route
         components.controls, known_symbols=known_symbols, owned=lambda: coordinator.owned
     )
     return api.routes()
+
+
+def reload_routes(state: ServiceState) -> list[web.RouteDef]:
+    """``POST /api/reload`` over the service's reload (none without a settings file)."""
+    return [] if state.reload is None else ReloadApi(state.reload).routes()
+
+
+def reload_sections(state: ServiceState) -> dict[str, Callable[[], Any]]:
+    """The ``reload`` section of ``/api/status``: the last reload (null before the first)."""
+    if state.reload is None:
+        return {}
+    return {"reload": lambda: None if state.last_reload is None else state.last_reload.as_json()}

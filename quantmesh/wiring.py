@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -10,10 +11,11 @@ import structlog
 from sqlalchemy import Engine
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from quantmesh.app import Components, HttpFactory, RunResult, Service, serve
-from quantmesh.config import Settings, SymbolSettings
+from quantmesh.app import Components, HttpFactory, Reloader, RunResult, Service, serve
+from quantmesh.config import ConfigError, Settings, SymbolSettings, load_settings
 from quantmesh.control.board import ControlBoard
 from quantmesh.control.desired import ACTIVE, Desired
+from quantmesh.control.reload import ReloadReport, diff, effective
 from quantmesh.coordination.coordinator import Claim, Coordinator, LocalFallback, member_of
 from quantmesh.coordination.fleet import Fleet
 from quantmesh.endpoints import build_http
@@ -224,6 +226,7 @@ def assemble(
     cancel_timeout: float = 30.0,
     make_http: HttpFactory | None = None,
     controls: ControlBoard | None = None,
+    reloader: Reloader | None = None,
 ) -> Service:
     """A service trading ``symbols`` with these components, one trader per owned symbol.
 
@@ -267,6 +270,7 @@ def assemble(
         shutdown_grace=shutdown_grace,
         cancel_on_exit=cancel_on_exit,
         cancel_timeout=cancel_timeout,
+        reloader=reloader,
     )
 
 
@@ -302,7 +306,65 @@ def _durability_block(repository: Repository) -> Callable[[], str | None]:
     return block
 
 
-def build_service(settings: Settings, metrics: Metrics | None = None) -> Service:
+class ConfigReloader:
+    """Reads the settings file again and applies what changed to the running service.
+
+    An invalid file changes nothing (``reload_refused`` with check-config's lines). A
+    valid one is compared with the settings in force (``control.reload.diff``), logged one
+    line per change (``reload_change``), and applied: symbols added and removed, traders
+    restarted on new grid parameters, the live ``trading`` settings; what needs a restart
+    is said and left out (``reload_change_refused``), as is a refused change of a symbol.
+    """
+
+    def __init__(self, path: Path, settings: Settings, metrics: Metrics) -> None:
+        self.path = path
+        self.settings = settings  # in force: what the last reload applied
+        self._metrics = metrics
+
+    async def __call__(self, service: Service) -> ReloadReport:
+        try:
+            new = load_settings(self.path)
+        except ConfigError as exc:
+            log.error("reload_refused", path=str(self.path), problems=exc.problems)
+            self._metrics.config_reloads.labels("refused").inc()
+            return ReloadReport(time.time(), ok=False, problems=tuple(exc.problems))
+        for warning in config_warnings(new):
+            log.warning("config_warning", warning=warning)
+        plan = diff(self.settings, new)
+        refused: dict[str, str] = {}  # symbol -> why its change was not applied
+        trading = new.trading
+        service.configure(
+            shutdown_grace=trading.shutdown_grace,
+            cancel_on_exit=trading.cancel_on_exit,
+            cancel_timeout=trading.cancel_timeout,
+        )
+        by_symbol = {symbol.symbol: symbol for symbol in new.symbols}
+        for change in plan.changed:
+            why = service.retune_symbol(trader_settings(by_symbol[change.symbol], self.settings))
+            if why is not None:
+                refused[change.symbol] = why
+        for symbol in plan.added:
+            why = service.add_symbol(trader_settings(by_symbol[symbol], self.settings))
+            if why is not None:
+                refused[symbol] = why
+        for symbol in plan.removed:
+            await service.remove_symbol(symbol)
+        self.settings = effective(self.settings, new, kept=refused)
+        lines = []
+        for line, applied in plan.entries(refused):
+            if applied:
+                log.info("reload_change", change=line)
+            else:
+                log.warning("reload_change_refused", change=line)
+            lines.append(line)
+        self._metrics.config_reloads.labels("applied").inc()
+        log.info("reload_applied", path=str(self.path), changes=len(lines))
+        return ReloadReport(time.time(), ok=True, changes=tuple(lines))
+
+
+def build_service(
+    settings: Settings, metrics: Metrics | None = None, config_path: Path | None = None
+) -> Service:
     # What may refuse the settings comes first; the repository creates the data directory.
     metrics = metrics if metrics is not None else Metrics()
     client = redis_client(settings.redis) if settings.distributed_lock.enabled else None
@@ -310,6 +372,7 @@ def build_service(settings: Settings, metrics: Metrics | None = None) -> Service
     locker: ServiceLock = failover if failover is not None else NopLock()
     exchange = build_exchange(settings)
     database = build_sql_repository(settings, exchange.name, metrics)
+    reloader = ConfigReloader(config_path, settings, metrics) if config_path else None
     service = assemble(
         [trader_settings(symbol, settings) for symbol in settings.symbols],
         exchange=exchange,
@@ -327,6 +390,7 @@ def build_service(settings: Settings, metrics: Metrics | None = None) -> Service
             if settings.http.enabled
             else None
         ),
+        reloader=reloader,
     )
     bind_exchange_clock(metrics, exchange.name, exchange.clock_offset)
     metrics.instance_info.labels(settings.instance.id, settings.instance.role).set(1)
@@ -336,13 +400,14 @@ def build_service(settings: Settings, metrics: Metrics | None = None) -> Service
     return service
 
 
-async def run_daemon(settings: Settings) -> RunResult:
-    """Configure logging, build the service and run it until a signal arrives."""
+async def run_daemon(settings: Settings, config_path: Path | None = None) -> RunResult:
+    """Configure logging, build the service and run it until a signal arrives; SIGHUP
+    and ``POST /api/reload`` read ``config_path`` again."""
     configure_logging(settings.logging.level, settings.logging.format, secret_values(settings))
     structlog.contextvars.bind_contextvars(instance=settings.instance.id)
     for warning in config_warnings(settings):
         log.warning("config_warning", warning=warning)
-    service = build_service(settings)
+    service = build_service(settings, config_path=config_path)
     log.info(
         "starting",
         exchange=settings.exchange.name,

@@ -11,22 +11,18 @@ from __future__ import annotations
 
 import argparse
 import getpass
-import json
 import socket
-import urllib.error
 import urllib.parse
-import urllib.request
 from typing import TYPE_CHECKING, Any
 
-from quantmesh.cli.exit_codes import EXIT_CONFIG, EXIT_FAILURE, EXIT_OK, print_error
+from quantmesh.cli.exit_codes import EXIT_OK, print_error
+from quantmesh.cli.http_client import Refused, call, instance_url
 from quantmesh.cli.options import add_config_option
 
 if TYPE_CHECKING:
     from quantmesh.cli.options import Subparsers
-    from quantmesh.config import Settings
 
 ACTIONS = ("pause", "stop-buys", "resume", "cancel-all")
-TIMEOUT = 10.0
 RECENT = 10
 
 
@@ -55,62 +51,16 @@ def run(args: argparse.Namespace) -> int:
     token = settings.http.token.get_secret_value()
     try:
         if args.ctl_command == "status":
-            print(format_controls(_call("GET", f"{base}/api/controls", token)), end="")
+            print(format_controls(call("GET", f"{base}/api/controls", token)), end="")
             return EXIT_OK
         path = "/".join(urllib.parse.quote(part, safe="") for part in args.symbol.split("/"))
         body = {"reason": args.reason, "by": args.by or _whoami()}
-        answer = _call("POST", f"{base}/api/symbols/{path}/{args.ctl_command}", token, body)
-    except _Refused as exc:
+        answer = call("POST", f"{base}/api/symbols/{path}/{args.ctl_command}", token, body)
+    except Refused as exc:
         print_error(exc.message)
         return exc.code
     print(format_answer(answer))
     return EXIT_OK
-
-
-def instance_url(settings: Settings) -> str:
-    """The address of the instance the settings describe; an all-addresses host is
-    reached on loopback."""
-    host = settings.http.host.strip("[]")
-    if host in ("", "0.0.0.0", "::"):
-        host = "127.0.0.1"
-    if ":" in host:
-        host = f"[{host}]"
-    return f"http://{host}:{settings.http.port}"
-
-
-class _Refused(Exception):
-    def __init__(self, message: str, code: int) -> None:
-        super().__init__(message)
-        self.message, self.code = message, code
-
-
-def _call(method: str, url: str, token: str, body: Any = None) -> Any:
-    data = None if body is None else json.dumps(body).encode()
-    request = urllib.request.Request(url, data=data, method=method)
-    request.add_header("Content-Type", "application/json")
-    if token:
-        request.add_header("Authorization", f"Bearer {token}")
-    try:
-        with urllib.request.urlopen(request, timeout=TIMEOUT) as response:
-            return json.load(response)
-    except urllib.error.HTTPError as exc:
-        error = _error_of(exc)
-        code = EXIT_CONFIG if exc.code in (400, 401, 403, 404) else EXIT_FAILURE
-        raise _Refused(f"{url}: {exc.code} {error}", code) from None
-    except (urllib.error.URLError, OSError) as exc:
-        reason = getattr(exc, "reason", exc)
-        raise _Refused(
-            f"cannot reach the instance at {url} ({reason}): is it running with http.enabled? "
-            "(--url names another address)",
-            EXIT_FAILURE,
-        ) from None
-
-
-def _error_of(exc: urllib.error.HTTPError) -> str:
-    try:
-        return str(json.load(exc)["error"])
-    except (ValueError, KeyError, TypeError):
-        return exc.reason if isinstance(exc.reason, str) else "error"
 
 
 def _whoami() -> str:

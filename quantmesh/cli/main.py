@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Protocol
 
 from quantmesh import __version__
-from quantmesh.cli import check_config, ctl, db, run, sim_exchange, status
+from quantmesh.cli import check_config, ctl, db, reload, run, sim_exchange, status
 from quantmesh.cli.exit_codes import EXIT_CONFIG, EXIT_FAILURE, print_error
 from quantmesh.errors import ConfigError, QuantMeshError
 
@@ -34,6 +34,7 @@ COMMANDS: dict[str, Command] = {
     "check-config": check_config,
     "status": status,
     "ctl": ctl,
+    "reload": reload,
     "sim-exchange": sim_exchange,
     "db": db,
 }

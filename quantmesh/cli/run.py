@@ -31,13 +31,16 @@ def run(args: argparse.Namespace) -> int:
     # Until the service handles signals itself, SIGTERM (systemctl stop, docker stop)
     # stops the start-up cleanly instead of killing the process: nothing is placed yet.
     signal.signal(signal.SIGTERM, _stop_before_start)
+    # SIGHUP (systemctl reload) would end the process until the service handles it: the
+    # settings are being read now anyway.
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     try:
         from quantmesh.config import load_settings
 
         settings = load_settings(args.config)  # before the heavy imports: a bad file fails fast
         from quantmesh.wiring import run_daemon
 
-        result = asyncio.run(run_daemon(settings))
+        result = asyncio.run(run_daemon(settings, config_path=args.config))
     except _StoppedBeforeStart:
         print("quantmesh: stopped while starting, before any order", file=sys.stderr)
         return EXIT_OK

@@ -174,6 +174,13 @@ class Metrics:
             ["exchange"],
             registry=registry,
         )
+        self.config_reloads = Counter(
+            "quantmesh_config_reloads_total",
+            "Reloads of the settings file: applied (the file was valid; what needs a "
+            "restart is left out), refused (invalid: nothing changed)",
+            ["result"],
+            registry=registry,
+        )
         self.open_orders_left = Gauge(
             "quantmesh_open_orders_left",
             "Orders still open after a shutdown with cancel_on_exit (0 after a clean one)",
