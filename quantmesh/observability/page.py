@@ -1,4 +1,4 @@
-"""The live page for people: ``GET /`` serves one HTML file (``page/index.html``).
+"""The live page for people: ``GET /`` serves one HTML file (``static/index.html``).
 
 The file holds no data: its inline script polls ``/api/status`` every 2 s with the bearer
 token the person types in once (kept in the tab's ``sessionStorage``, never in a URL) and
@@ -25,7 +25,7 @@ _NONE = "'none'"
 
 def page_html() -> bytes:
     """The page as shipped (package data of ``quantmesh.observability``)."""
-    return resources.files(__package__).joinpath("page", "index.html").read_bytes()
+    return resources.files(__package__).joinpath("static", "index.html").read_bytes()
 
 
 def content_security_policy(html: bytes) -> str:
