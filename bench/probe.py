@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 
 from quantmesh.domain import ClockOffset, Fill, MarketRules, Order, OrderRequest, OrderUpdate, Tick
 from quantmesh.errors import DuplicateOrder, OrderRejected
-from quantmesh.exchange.base import Exchange
+from quantmesh.exchange.base import Exchange, PriceHealth
 
 __all__ = ["Probe", "TimingExchange"]
 
@@ -196,6 +196,9 @@ class TimingExchange:
 
     def stream_reconnects(self) -> Mapping[tuple[str, str], int]:
         return self._inner.stream_reconnects()
+
+    def price_health(self) -> PriceHealth | None:
+        return self._inner.price_health()
 
     def watch_ticks(self, symbol: str) -> AsyncIterator[Tick]:
         return _ProbedTicks(self._inner.watch_ticks(symbol), self._probe, self._probe.index[symbol])

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Mapping
-from typing import Protocol, runtime_checkable
+from typing import Protocol
 
 from quantmesh.domain import (
     ClockOffset,
@@ -98,13 +98,17 @@ class Exchange(Protocol):
         ``prices`` | ``orders``); empty for an exchange without streams to lose."""
         ...
 
+    def price_health(self) -> PriceHealth | None:
+        """How fresh its prices are, for an exchange whose prices can stop silently;
+        ``None`` for one whose prices cannot go stale (the in-process simulator)."""
+        ...
 
-@runtime_checkable
+
 class PriceHealth(Protocol):
     """An exchange whose prices can stop silently (a stalled stream, REST polling failing).
 
     The trader pauses a symbol, and reports it not ready, while ``price_fresh`` is False;
-    exchanges without this protocol (the in-process simulator) are always fresh.
+    exchanges without it (``Exchange.price_health`` is None) are always fresh.
     """
 
     @property

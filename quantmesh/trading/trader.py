@@ -40,7 +40,7 @@ from quantmesh.errors import (
     StorageError,
     StorageUnavailable,
 )
-from quantmesh.exchange.base import Exchange, PriceHealth
+from quantmesh.exchange.base import Exchange
 from quantmesh.grid.ids import grid_tag, parse_client_order_id
 from quantmesh.grid.planner import CancelOrder, OpenOrder, plan
 from quantmesh.grid.state import GridParams, GridShape, GridSpec, GridState, LevelState
@@ -142,7 +142,7 @@ class Trader:
         self._next_lookup = 0.0
         self._last_price_saved = -1e18
         self._price_save_failing = False
-        self._health = exchange if isinstance(exchange, PriceHealth) else None
+        self._health = exchange.price_health()
         self.last_tick: Tick | None = None
         self.ready = asyncio.Event()  # set once the grid is loaded and reconciled
         self._started: Started | None = None  # once the grid is loaded

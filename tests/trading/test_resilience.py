@@ -112,6 +112,9 @@ class Stale(LossyExchange):
     def price_fresh(self, symbol: str) -> bool:
         return self.fresh
 
+    def price_health(self) -> Stale:
+        return self
+
 
 async def test_a_symbol_with_a_stale_price_places_nothing_until_it_is_fresh(
     exchange: SimulatedExchange, repository: SqlRepository
@@ -316,6 +319,9 @@ class Scripted:
 
     async def market(self, symbol: str) -> Any:
         return RULES
+
+    def price_health(self) -> None:
+        return None  # its prices never go stale
 
     async def _stream(self, queue: asyncio.Queue[Any]) -> AsyncIterator[Any]:
         while True:

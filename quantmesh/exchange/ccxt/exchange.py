@@ -126,6 +126,10 @@ class CcxtExchange:
         """The ccxt client, for inspection by tests."""
         return self._client
 
+    def price_health(self) -> CcxtExchange:
+        """This adapter reports how fresh its prices are (``price_age``, ``price_fresh``)."""
+        return self
+
     def stream_reconnects(self) -> dict[tuple[str, str], int]:
         """Failed-and-retried streams so far, by (symbol, ``prices`` | ``orders``)."""
         out = {(symbol, "prices"): loop.reconnects for symbol, loop in self._prices.items()}

@@ -264,6 +264,9 @@ class SimulatedExchange:
     def stream_reconnects(self) -> Mapping[tuple[str, str], int]:
         return {}  # in process: no stream to lose
 
+    def price_health(self) -> None:
+        return None  # in process: a price cannot stop silently
+
     async def fetch_order(self, symbol: str, client_order_id: str) -> Order:
         await self._before_call()
         self._commit_or_raise()  # never report a state that is not persisted yet

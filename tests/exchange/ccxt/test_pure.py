@@ -127,7 +127,8 @@ def test_the_ccxt_exchange_reports_price_health() -> None:
     from quantmesh.exchange.ccxt.exchange import CcxtExchange
 
     exchange = CcxtExchange(create_client("binance"))
-    assert isinstance(exchange, PriceHealth)
+    assert exchange.price_health() is exchange
+    _health: PriceHealth = exchange  # structurally a PriceHealth (checked by mypy)
     assert exchange.price_age("ETH/USDT") is None and not exchange.price_fresh("ETH/USDT")
     _: Exchange = exchange  # structurally an Exchange too (checked by mypy)
 
