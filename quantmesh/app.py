@@ -152,9 +152,9 @@ class Service:
         self._stopping = False
         self._slots: dict[str, _Slot] = {}
         self._tasks: asyncio.TaskGroup | None = None  # the slots' task group while running
-        # Symbols a reload configured that the coordinator did not start with: alone (no
-        # fleet) this instance owns every configured symbol, so their slots do not wait
-        # for the coordinator to want them.
+        # Symbols a reload configured (or restarted after they failed) without a fleet:
+        # alone, this instance owns every configured symbol, so their slots do not wait
+        # for the coordinator to want them. In a fleet they wait, as at start.
         self._reloaded: set[str] = set()
         self._reloading = asyncio.Lock()
         self._reloads: set[asyncio.Task[ReloadReport]] = set()
@@ -374,20 +374,19 @@ class Service:
         self.cancel_timeout = cancel_timeout
 
     def add_symbol(self, settings: TraderSettings) -> str | None:
-        """Start trading ``settings.symbol`` as at start; why not, or None."""
+        """Start trading ``settings.symbol`` as at start; why not, or None. In a fleet the
+        coordinator lists it for the other members and claims it the normal way (its
+        ownership lease; an instance still trading it hands it over first)."""
         symbol = settings.symbol
         if self._stopping or self._tasks is None:
             return "the service is not running"
-        if self.coordinator.leased:
-            return (
-                "needs a restart in a fleet (instances learn each other's symbols at start; "
-                "not applied)"
-            )
         if symbol in self._slots:
             return "already configured"
-        self._reloaded.add(symbol)
+        if not self.coordinator.leased:
+            self._reloaded.add(symbol)
         self.symbols.append(settings)
         self.result.symbols = len(self.symbols)
+        self.coordinator.configure(s.symbol for s in self.symbols)
         self._start_slot(settings)
         return None
 
@@ -408,8 +407,8 @@ class Service:
         finally:  # kept until it ended, so a shutdown meanwhile cancels it too
             del self._slots[symbol]
         self._reloaded.discard(symbol)
-        self.coordinator.drop(symbol)
         self.symbols = [s for s in self.symbols if s.symbol != symbol]
+        self.coordinator.configure(s.symbol for s in self.symbols)  # no longer listed
         self.result.symbols = len(self.symbols)
         self.result.failed.pop(symbol, None)
         self.metrics.trader_up.labels(symbol).set(0)

@@ -16,6 +16,11 @@ that wants a symbol held elsewhere tries again every ``check_interval``; one tha
 symbol it no longer wants (a master came back, the hash moved it) stops its trader,
 then releases - a clean hand-off.
 
+The configured symbols can change while the instance runs (``configure``, a reload): the
+wanted set follows at once, and a heartbeat sent at once lists them for the other
+members. An added symbol is claimed like any other (lease, record, take-over grace); a
+removed one is no longer wanted nor listed.
+
 A symbol's grid lives in the database of the instance that trades it, so two rules keep
 it from being split over two databases:
 
@@ -130,6 +135,7 @@ class Coordinator:
         self.failovers: list[dict[str, object]] = []  # the most recent take-overs
         self._wanted: frozenset[str] = me.symbols if fleet is None else frozenset()
         self._change = asyncio.Event()
+        self._beat_now = asyncio.Event()  # the configured symbols changed: publish them
         self.registered = asyncio.Event()
         self._holders: dict[str, str] = {}  # who holds the symbols we wait for, as last logged
         self._fleet_error: str | None = None
@@ -203,7 +209,10 @@ class Coordinator:
                     log.info("fleet_reachable")
                     self._keeping.clear()  # the next outage logs its decisions again
                 self._fleet_error = None
-            await asyncio.sleep(self.lease_ttl / 3)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.lease_ttl / 3):
+                    await self._beat_now.wait()
+            self._beat_now.clear()
 
     def _current(self) -> Member:
         """This instance as it presents itself now: without the symbols that failed here
@@ -218,6 +227,39 @@ class Coordinator:
         self._failed.add(symbol)
         self._wanted = self._wanted - {symbol}
         self._changed()
+
+    def configure(self, symbols: Iterable[str]) -> None:
+        """This instance is configured with ``symbols`` from now on (a reload).
+
+        The wanted set follows at once, and the membership entry at a heartbeat sent at
+        once. An added symbol is claimed as at start: wanted as the allocation says, then
+        taken under its ownership lease at its slot's next try (record, take-over grace).
+        A removed one is no longer wanted nor listed, as with ``drop``: a slot still
+        trading it hands it off and releases it. A symbol that failed here for good and is
+        configured again is claimed again; one given up (``not_claimed``) stays given up
+        for the run: its grid may be in another database.
+        """
+        new = frozenset(symbols)
+        added, removed = new - self.me.symbols, self.me.symbols - new
+        if not added and not removed:
+            return
+        self.me = Member(self.me.id, self.me.role, new, self.me.database)
+        self._failed -= added | removed
+        for symbol in removed:
+            self._holders.pop(symbol, None)
+        for symbol in added:
+            if self._keys is not None:
+                self._owner_keys[self._keys.owner_key(symbol)] = symbol
+            self._metrics.symbol_owned.labels(symbol).set(int(symbol in self.owned))
+            self._metrics.failovers.labels(symbol)
+        log.info("symbols_configured", added=sorted(added), removed=sorted(removed))
+        if self._fleet is None:
+            self._wanted = self._current().symbols
+            self._changed()
+            return
+        if self.registered.is_set():  # else the first heartbeat computes what is wanted
+            self._set_view(self.members)
+        self._beat_now.set()
 
     async def _beat(self, fleet: Fleet) -> None:
         registration = await fleet.heartbeat(self._current().symbols)

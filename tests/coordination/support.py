@@ -19,6 +19,7 @@ from typing import Any
 from quantmesh.app import Service
 from quantmesh.config import parse_settings
 from quantmesh.control.board import ControlBoard
+from quantmesh.control.reload import ReloadReport
 from quantmesh.coordination.allocation import Mode
 from quantmesh.coordination.coordinator import Coordinator
 from quantmesh.exchange.sim.simulated import SimMarket, SimulatedExchange
@@ -26,7 +27,7 @@ from quantmesh.lock.failover import FailoverLock
 from quantmesh.observability.metrics import Metrics
 from quantmesh.storage.controls import SqlControlStore
 from quantmesh.storage.repository import SqlRepository
-from quantmesh.wiring import assemble, build_coordinator, build_failover_lock
+from quantmesh.wiring import ConfigReloader, assemble, build_coordinator, build_failover_lock
 from tests.lock.conftest import make_client
 from tests.trading.support import FEE, RULES, SETTINGS, make_repository
 
@@ -46,6 +47,7 @@ class Instance:
     metrics: Metrics
     stop: asyncio.Event
     task: asyncio.Task[object] | None = None
+    config: Path | None = None  # the settings file a reload reads
 
     @property
     def coordinator(self) -> Coordinator:
@@ -72,6 +74,19 @@ class Instance:
                 self.task.cancel()
                 await asyncio.gather(self.task, return_exceptions=True)
 
+    async def reload(self, symbols: Sequence[str]) -> ReloadReport:
+        """Configure ``symbols`` in the settings file, the rest unchanged, and reload it
+        as ``quantmesh reload`` does."""
+        assert self.config is not None
+        text = self.config.read_text().splitlines()
+        self.config.write_text(
+            "\n".join(
+                symbols_line(symbols) if line.startswith("trading:") else line for line in text
+            )
+            + "\n"
+        )
+        return await self.service.reload()
+
     def sample(self, name: str, **labels: str) -> float:
         value = self.metrics.registry.get_sample_value(name, labels)
         return 0.0 if value is None else value
@@ -91,14 +106,14 @@ def instance(
     fallback_mode: str = "halt",
     reconcile_interval: float = SETTINGS.reconcile_interval,
     controls: SqlRepository | None = None,
+    markets: Sequence[str] = (),
 ) -> Instance:
+    """``markets``: more symbols its simulated exchange lists (for a reload to add)."""
     directory = tmp_path / name
     directory.mkdir(exist_ok=True)
     metrics = Metrics()
     dsn = "postgresql://quantmesh@127.0.0.1/quantmesh" if database != "sqlite" else "x.db"
-    listed = ", ".join(f"{{symbol: {s}, price_interval: 10}}" for s in symbols)
-    settings = parse_settings(
-        f"""
+    text = f"""
 instance: {{id: {instance_id or name}, role: {role}}}
 database: {{type: {database}, dsn: "{dsn}"}}
 distributed_lock:
@@ -106,15 +121,19 @@ distributed_lock:
   fallback_mode: {fallback_mode}
   health_check_interval: 0.3
 coordination: {{mode: {mode}, lease_ttl: {ttl}, check_interval: {CHECK}}}
-trading: {{symbols: [{listed}]}}
-""",
-        env={},
-    )
+{symbols_line(symbols)}
+"""
+    settings = parse_settings(text, env={})
+    config = directory / "config.yaml"
+    config.write_text(text)
     client = make_client(redis_port)
     locker = build_failover_lock(settings, metrics, client)
     coordinator = build_coordinator(settings, "simulated", metrics, locker, client)
     exchange = SimulatedExchange(
-        {s: market(s) for s in symbols}, {"USDT": Decimal(100000)}, FEE, directory / "sim.db"
+        {s: market(s) for s in (*symbols, *markets)},
+        {"USDT": Decimal(100000)},
+        FEE,
+        directory / "sim.db",
     )
     service = assemble(
         [
@@ -132,8 +151,15 @@ trading: {{symbols: [{listed}]}}
         coordinator=coordinator,
         shutdown_grace=1.0,
         controls=None if controls is None else control_board(controls, name),
+        reloader=ConfigReloader(config, settings, metrics),
     )
-    return Instance(name, service, metrics, asyncio.Event())
+    return Instance(name, service, metrics, asyncio.Event(), config=config)
+
+
+def symbols_line(symbols: Sequence[str]) -> str:
+    """The ``trading`` line of an instance's settings file."""
+    listed = ", ".join(f"{{symbol: {s}, price_interval: 10, anchor_price: 2000}}" for s in symbols)
+    return f"trading: {{symbols: [{listed}]}}"
 
 
 def control_board(database: SqlRepository, name: str) -> ControlBoard:
