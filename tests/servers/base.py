@@ -55,8 +55,18 @@ def wait_until(
         time.sleep(interval)
 
 
-def wait_for_port(host: str, port: int, timeout: float = 20.0) -> None:
-    wait_until(lambda: port_open(host, port), timeout, f"{host}:{port} to accept connections")
+def wait_for_port(
+    host: str, port: int, timeout: float = 20.0, alive: Callable[[], bool] = lambda: True
+) -> None:
+    """Until ``host:port`` accepts connections; fails at once when ``alive`` says the
+    server exited (a port it could not bind), not after the whole timeout."""
+    wait_until(
+        lambda: port_open(host, port) or not alive(),
+        timeout,
+        f"{host}:{port} to accept connections",
+    )
+    if not alive():
+        raise RuntimeError(f"the server meant to listen on {host}:{port} exited at start")
 
 
 class ServerProcess:

@@ -8,6 +8,7 @@ test can kill, pause or restart it.
 from __future__ import annotations
 
 import shutil
+import socket
 import subprocess
 import tempfile
 import time
@@ -17,7 +18,6 @@ from typing import Self
 from tests.servers.base import (
     ManagedServer,
     ServerProcess,
-    port_open,
     require_binary,
     wait_for_port,
     wait_until,
@@ -68,7 +68,10 @@ class RedisServer(ManagedServer):
         if user is not None:
             argv += ["--user", user[0], "on", f">{user[1]}", "~*", "&*", "+@all"]
         self.process = ServerProcess(
-            argv, self.workdir, ready=lambda p: wait_for_port("127.0.0.1", self.port), name=name
+            argv,
+            self.workdir,
+            ready=lambda p: wait_for_port("127.0.0.1", self.port, alive=lambda: p.running),
+            name=name,
         )
 
     @property
@@ -189,12 +192,39 @@ class SentinelSetup(_Setup):
 
 
 def _cluster_port() -> int:
-    """A free port whose cluster bus port (port + 10000) is valid and free too."""
+    """A free port whose cluster bus port (port + 10000) is valid and free too: nothing
+    bound to it (a client socket holding it as its local port counts: Redis could not
+    bind it)."""
     for _ in range(1000):
         port = free_port()
-        if port + 10000 < 65536 and not port_open("127.0.0.1", port + 10000):
+        if port + 10000 < 65536 and _bindable(port + 10000):
             return port
     raise RuntimeError("no free port pair for a cluster node")
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def _cluster_node(workdir: Path, index: int) -> RedisServer:
+    return RedisServer(
+        workdir / f"node{index}",
+        port=_cluster_port(),
+        extra=(
+            "--cluster-enabled",
+            "yes",
+            "--cluster-node-timeout",
+            "2000",
+            "--cluster-config-file",
+            "nodes.conf",
+        ),
+        name=f"node{index}",
+    )
 
 
 class ClusterSetup(_Setup):
@@ -202,36 +232,34 @@ class ClusterSetup(_Setup):
 
     def __init__(self, masters: int = 3) -> None:
         self.workdir = Path(tempfile.mkdtemp(prefix="qm-cluster-"))
-        self.nodes = [
-            RedisServer(
-                self.workdir / f"node{i}",
-                port=_cluster_port(),
-                extra=(
-                    "--cluster-enabled",
-                    "yes",
-                    "--cluster-node-timeout",
-                    "2000",
-                    "--cluster-config-file",
-                    "nodes.conf",
-                ),
-                name=f"node{i}",
-            )
-            for i in range(masters)
-        ]
+        self.nodes = [_cluster_node(self.workdir, i) for i in range(masters)]
 
     @property
     def addrs(self) -> list[str]:
         return [node.addr for node in self.nodes]
 
     def start(self) -> None:
-        for node in self.nodes:
-            node.start()
+        for index in range(len(self.nodes)):
+            self._start_node(index)
         subprocess.run(
             [cli_binary(), "--cluster", "create", *self.addrs, "--cluster-replicas", "0",
              "--cluster-yes"],
             capture_output=True, text=True, timeout=30, check=True,
         )  # fmt: skip
         wait_until(self._ok, 15, "the cluster to report cluster_state:ok")
+
+    def _start_node(self, index: int) -> None:
+        """Start a node; one whose ports were taken between choosing and binding them (a
+        race with other processes) is tried again on new ones."""
+        for attempt in range(3):
+            try:
+                self.nodes[index].start()
+                return
+            except (TimeoutError, RuntimeError):
+                if attempt == 2:
+                    raise
+                self.nodes[index].close()
+                self.nodes[index] = _cluster_node(self.workdir / f"retry{attempt}", index)
 
     def _ok(self) -> bool:
         return all("cluster_state:ok" in n.command("cluster", "info") for n in self.nodes)
