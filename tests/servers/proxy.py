@@ -115,7 +115,7 @@ class TcpProxy:
             return
         self._writers.add(writer)
         if self._mode == "blackhole":
-            await self._hold(reader)
+            await self._swallow(reader)
             return
         try:
             up_reader, up_writer = await asyncio.open_connection(*self.target)
@@ -131,11 +131,11 @@ class TcpProxy:
             self._writers.discard(w)
             w.transport.abort()
 
-    async def _hold(self, reader: asyncio.StreamReader) -> None:
+    async def _swallow(self, reader: asyncio.StreamReader) -> None:
         """Read and discard until the client gives up or the proxy cuts the link."""
         with contextlib.suppress(Exception):
             while await reader.read(_CHUNK):
-                pass
+                continue  # discarded
 
     async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
