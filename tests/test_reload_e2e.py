@@ -10,6 +10,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -168,3 +169,23 @@ def test_sighup_reloads_like_the_command(tmp_path: Path) -> None:
         assert daemon.proc.poll() is None
         code, _ = daemon.stop(signal.SIGTERM, 30)
         assert code == 0, daemon.stderr
+
+
+def test_a_new_step_is_refused_while_the_grid_holds_orders_and_the_trader_keeps_running(
+    tmp_path: Path,
+) -> None:
+    config = write_config(tmp_path, _config())
+    with Daemon(config, tmp_path) as daemon:
+        base = _base(daemon)
+        _wait(lambda: _symbol(base, "ETH/USDT").get("open_orders", 0) > 0, 20, "ETH orders")
+        write_config(tmp_path, _config(**{"trading.symbols.0.price_interval": 7}))
+        result = _reload(tmp_path, config, base)
+        assert result.returncode == 0, result
+        [line] = result.stdout.splitlines()
+        assert line.startswith("ETH/USDT: interval 5 -> 7: refused: the grid holds"), line
+        assert "the trader keeps running on it" in line
+        assert not daemon.events("symbol_trader_restarting")  # the running trader was kept
+        assert _status(base)["reload"]["changes"] == [line]
+        prices = sorted(Decimal(order["price"]) for order in _symbol(base, "ETH/USDT")["orders"])
+        assert len(prices) > 1 and all((p - prices[0]) % 5 == 0 for p in prices), prices  # step 5
+        assert _symbol(base, "ETH/USDT")["trading"] is True
