@@ -4,43 +4,27 @@ survives a restart (nothing placed after it), resume trades again."""
 
 from __future__ import annotations
 
-import json
 import time
-import urllib.request
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from tests.cli.support import Daemon, changed, fast_config, run_cli, write_config
+from tests.cli.support import (
+    Daemon,
+    api_status,
+    changed,
+    eventually,
+    fast_config,
+    http_base,
+    run_cli,
+    write_config,
+)
 
 TOKEN = "tok-control-e2e"
-HEADERS = {"Authorization": f"Bearer {TOKEN}"}
-
-
-def _status(base: str) -> dict[str, Any]:
-    request = urllib.request.Request(f"{base}/api/status", headers=HEADERS)
-    with urllib.request.urlopen(request, timeout=5) as response:
-        body: dict[str, Any] = json.load(response)
-    return body
 
 
 def _eth(base: str) -> dict[str, Any]:
-    symbol: dict[str, Any] = _status(base)["symbols"].get("ETH/USDT", {})
+    symbol: dict[str, Any] = api_status(base, TOKEN)["symbols"].get("ETH/USDT", {})
     return symbol
-
-
-def _wait(condition: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {timeout} s: {what}")
-        time.sleep(0.1)
-
-
-def _base(daemon: Daemon) -> str:
-    events = daemon.wait_for("http_listening", 15)
-    assert events, daemon.stderr
-    return f"http://127.0.0.1:{events[0]['port']}"
 
 
 def _ctl(tmp_path: Path, config: Path, base: str, *args: str) -> str:
@@ -58,31 +42,31 @@ def test_ctl_steers_a_running_daemon_and_the_state_survives_a_restart(tmp_path: 
         ),
     )
     with Daemon(config, tmp_path) as daemon:
-        base = _base(daemon)
-        _wait(lambda: _eth(base).get("open_orders", 0) > 0, 20, "the grid places orders")
+        base = http_base(daemon)
+        eventually(lambda: _eth(base).get("open_orders", 0) > 0, 20, "the grid places orders")
         assert _eth(base)["control"]["mode"] == "active"
 
         out = _ctl(
             tmp_path, config, base, "stop-buys", "ETH/USDT", "--reason", "dip", "--by", "ana"
         )
         assert out.startswith("ETH/USDT: stop_buys, by ana, reason 'dip'; takes effect now"), out
-        _wait(lambda: _eth(base)["control"]["mode"] == "stop_buys", 5, "status shows it")
+        eventually(lambda: _eth(base)["control"]["mode"] == "stop_buys", 5, "status shows it")
         daemon.wait_for("control_followed", 10)
 
         _ctl(tmp_path, config, base, "cancel-all", "ETH/USDT", "--reason", "exit")
-        _wait(lambda: _eth(base)["open_orders"] == 0, 15, "every order cancelled")
+        eventually(lambda: _eth(base)["open_orders"] == 0, 15, "every order cancelled")
         table = _ctl(tmp_path, config, base, "status")
         assert "ETH/USDT  paused+cancel" in table, table
         assert "cancel-all by" in table and "stop-buys by ana" in table, table
 
     # a restart: the desired state is read from the database before anything is placed
     with Daemon(config, tmp_path) as daemon:
-        base = _base(daemon)
-        _wait(lambda: _eth(base).get("trading") is True, 20, "the trader is back")
+        base = http_base(daemon)
+        eventually(lambda: _eth(base).get("trading") is True, 20, "the trader is back")
         time.sleep(2.0)  # ticks arrive every few tenths of a second: nothing may be placed
         assert _eth(base)["open_orders"] == 0
         assert _eth(base)["control"]["mode"] == "paused"
         assert not daemon.events("order_placed")
 
         _ctl(tmp_path, config, base, "resume", "ETH/USDT")
-        _wait(lambda: _eth(base)["open_orders"] > 0, 15, "resumed: orders again")
+        eventually(lambda: _eth(base)["open_orders"] > 0, 15, "resumed: orders again")

@@ -8,10 +8,7 @@ compared exactly with ``/api/status``.
 
 from __future__ import annotations
 
-import json
 import os
-import time
-import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -23,7 +20,7 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webelement import WebElement
 from selenium.webdriver.support.ui import WebDriverWait
 
-from tests.cli.support import Daemon, changed, fast_config, write_config
+from tests.cli.support import Daemon, api_status, changed, eventually, fast_config, write_config
 from tests.servers.base import require_binary
 
 TOKEN = "tok-page-e2e"
@@ -40,12 +37,7 @@ def _prices() -> str:
 
 
 def _status(base: str) -> dict[str, Any]:
-    request = urllib.request.Request(
-        f"{base}/api/status", headers={"Authorization": f"Bearer {TOKEN}"}
-    )
-    with urllib.request.urlopen(request, timeout=5) as response:
-        body: dict[str, Any] = json.load(response)
-    return body
+    return api_status(base, TOKEN)
 
 
 def _eth(base: str) -> dict[str, Any]:
@@ -54,11 +46,7 @@ def _eth(base: str) -> dict[str, Any]:
 
 
 def _wait(condition: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {timeout} s: {what}")
-        time.sleep(0.2)
+    eventually(condition, timeout, what, interval=0.2)
 
 
 @pytest.fixture

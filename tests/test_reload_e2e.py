@@ -6,17 +6,25 @@ from __future__ import annotations
 import json
 import os
 import signal
-import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.cli.support import Daemon, changed, fast_config, run_cli, sim_orders, write_config
+from tests.cli.support import (
+    Daemon,
+    api_status,
+    changed,
+    eventually,
+    fast_config,
+    http_base,
+    run_cli,
+    sim_orders,
+    write_config,
+)
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -44,29 +52,12 @@ def _config(**changes: Any) -> dict[str, Any]:
 
 
 def _status(base: str) -> dict[str, Any]:
-    request = urllib.request.Request(f"{base}/api/status", headers=HEADERS)
-    with urllib.request.urlopen(request, timeout=5) as response:
-        body: dict[str, Any] = json.load(response)
-    return body
+    return api_status(base, TOKEN)
 
 
 def _symbol(base: str, symbol: str) -> dict[str, Any]:
     found: dict[str, Any] = _status(base)["symbols"].get(symbol, {})
     return found
-
-
-def _wait(condition: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {timeout} s: {what}")
-        time.sleep(0.1)
-
-
-def _base(daemon: Daemon) -> str:
-    events = daemon.wait_for("http_listening", 15)
-    assert events, daemon.stderr
-    return f"http://127.0.0.1:{events[0]['port']}"
 
 
 def _reload(tmp_path: Path, config: Path, base: str) -> Any:
@@ -76,8 +67,8 @@ def _reload(tmp_path: Path, config: Path, base: str) -> Any:
 def test_an_invalid_file_changes_nothing_and_reload_exits_2(tmp_path: Path) -> None:
     config = write_config(tmp_path, _config())
     with Daemon(config, tmp_path) as daemon:
-        base = _base(daemon)
-        _wait(lambda: _symbol(base, "ETH/USDT").get("open_orders", 0) > 0, 20, "orders")
+        base = http_base(daemon)
+        eventually(lambda: _symbol(base, "ETH/USDT").get("open_orders", 0) > 0, 20, "orders")
         write_config(tmp_path, _config(**{"trading.symbols.0.price_interval": -1}))
         result = _reload(tmp_path, config, base)
         assert result.returncode == 2, result
@@ -101,15 +92,15 @@ def test_an_invalid_file_changes_nothing_and_reload_exits_2(tmp_path: Path) -> N
 def test_symbols_added_removed_and_retuned_by_reload(tmp_path: Path) -> None:
     config = write_config(tmp_path, _config())
     with Daemon(config, tmp_path) as daemon:
-        base = _base(daemon)
-        _wait(lambda: _symbol(base, "ETH/USDT").get("open_orders", 0) > 0, 20, "ETH orders")
+        base = http_base(daemon)
+        eventually(lambda: _symbol(base, "ETH/USDT").get("open_orders", 0) > 0, 20, "ETH orders")
 
         # a symbol added: traded as at start
         write_config(tmp_path, _config(**{"trading.symbols.1": BTC}))
         result = _reload(tmp_path, config, base)
         assert result.returncode == 0, result
         assert result.stdout.splitlines() == ["symbol added: BTC/USDT"]
-        _wait(lambda: _symbol(base, "BTC/USDT").get("open_orders", 0) > 0, 20, "BTC orders")
+        eventually(lambda: _symbol(base, "BTC/USDT").get("open_orders", 0) > 0, 20, "BTC orders")
 
         # a window changed: the trader restarts on it
         write_config(
@@ -118,7 +109,7 @@ def test_symbols_added_removed_and_retuned_by_reload(tmp_path: Path) -> None:
         result = _reload(tmp_path, config, base)
         assert result.stdout.splitlines() == ["ETH/USDT: buy_window 3 -> 5"], result
         assert daemon.wait_for("symbol_trader_restarting", 10)
-        _wait(lambda: _buys(base) > 3, 20, "more than the old window's 3 buys open")
+        eventually(lambda: _buys(base) > 3, 20, "more than the old window's 3 buys open")
 
         # a symbol removed: it stops, its orders cancelled (cancel_on_exit), its lease gone
         write_config(tmp_path, _config(**{"trading.symbols.0.buy_window_size": 5}))
@@ -159,12 +150,12 @@ def _btc_open_orders(tmp_path: Path) -> int:
 def test_sighup_reloads_like_the_command(tmp_path: Path) -> None:
     config = write_config(tmp_path, _config())
     with Daemon(config, tmp_path) as daemon:
-        base = _base(daemon)
-        _wait(lambda: _symbol(base, "ETH/USDT").get("open_orders", 0) > 0, 20, "ETH orders")
+        base = http_base(daemon)
+        eventually(lambda: _symbol(base, "ETH/USDT").get("open_orders", 0) > 0, 20, "ETH orders")
         write_config(tmp_path, _config(**{"trading.symbols.1": BTC}))
         os.kill(daemon.proc.pid, signal.SIGHUP)
         assert daemon.wait_for("reload_applied", 15), daemon.stderr
-        _wait(lambda: _symbol(base, "BTC/USDT").get("open_orders", 0) > 0, 20, "BTC orders")
+        eventually(lambda: _symbol(base, "BTC/USDT").get("open_orders", 0) > 0, 20, "BTC orders")
         assert _status(base)["reload"]["changes"] == ["symbol added: BTC/USDT"]
         assert daemon.proc.poll() is None
         code, _ = daemon.stop(signal.SIGTERM, 30)
@@ -176,8 +167,8 @@ def test_a_new_step_is_refused_while_the_grid_holds_orders_and_the_trader_keeps_
 ) -> None:
     config = write_config(tmp_path, _config())
     with Daemon(config, tmp_path) as daemon:
-        base = _base(daemon)
-        _wait(lambda: _symbol(base, "ETH/USDT").get("open_orders", 0) > 0, 20, "ETH orders")
+        base = http_base(daemon)
+        eventually(lambda: _symbol(base, "ETH/USDT").get("open_orders", 0) > 0, 20, "ETH orders")
         write_config(tmp_path, _config(**{"trading.symbols.0.price_interval": 7}))
         result = _reload(tmp_path, config, base)
         assert result.returncode == 0, result

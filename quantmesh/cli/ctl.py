@@ -16,8 +16,7 @@ import urllib.parse
 from typing import TYPE_CHECKING, Any
 
 from quantmesh.cli.exit_codes import EXIT_OK, print_error
-from quantmesh.cli.http_client import Refused, call, instance_url
-from quantmesh.cli.options import add_config_option
+from quantmesh.cli.http_client import Refused, add_instance_options, call, instance_of
 
 if TYPE_CHECKING:
     from quantmesh.cli.options import Subparsers
@@ -34,21 +33,14 @@ def register(subparsers: Subparsers) -> None:
         parser.add_argument("symbol", help="the symbol, e.g. ETH/USDT")
         parser.add_argument("--reason", default="", help="why (kept in the audit)")
         parser.add_argument("--by", default="", help="who asks (default: user@host)")
-        _common(parser)
-    _common(actions.add_parser("status", help="every symbol's desired state and recent actions"))
-
-
-def _common(parser: argparse.ArgumentParser) -> None:
-    add_config_option(parser)
-    parser.add_argument("--url", help="the instance's HTTP address (default: from the settings)")
+        add_instance_options(parser)
+    add_instance_options(
+        actions.add_parser("status", help="every symbol's desired state and recent actions")
+    )
 
 
 def run(args: argparse.Namespace) -> int:
-    from quantmesh.config import load_settings
-
-    settings = load_settings(args.config)
-    base = args.url.rstrip("/") if args.url else instance_url(settings)
-    token = settings.http.token.get_secret_value()
+    base, token = instance_of(args)
     try:
         if args.ctl_command == "status":
             print(format_controls(call("GET", f"{base}/api/controls", token)), end="")

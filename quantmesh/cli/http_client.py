@@ -1,5 +1,7 @@
 """The HTTP client of the commands that talk to a running instance (``ctl``, ``reload``).
 
+- ``add_instance_options(parser)``: ``-c`` and ``--url``; ``instance_of(args)``: the
+  address and token of the instance they name;
 - ``instance_url(settings)``: the address of the instance the settings describe;
 - ``call(method, url, token, body)``: one JSON request with the bearer token; the answer's
   JSON, or ``Refused`` carrying the line to print, the exit code (2 for a request the
@@ -8,12 +10,14 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import urllib.error
 import urllib.request
 from typing import TYPE_CHECKING, Any
 
 from quantmesh.cli.exit_codes import EXIT_CONFIG, EXIT_FAILURE
+from quantmesh.cli.options import add_config_option
 
 if TYPE_CHECKING:
     from quantmesh.config import Settings
@@ -30,6 +34,21 @@ class Refused(Exception):
     def __init__(self, message: str, code: int, body: Any = None) -> None:
         super().__init__(message)
         self.message, self.code, self.body = message, code, body
+
+
+def add_instance_options(parser: argparse.ArgumentParser) -> None:
+    """``-c/--config`` and ``--url``: which running instance a command talks to."""
+    add_config_option(parser)
+    parser.add_argument("--url", help="the instance's HTTP address (default: from the settings)")
+
+
+def instance_of(args: argparse.Namespace) -> tuple[str, str]:
+    """The address (``--url``, else from the settings) and the token of the instance."""
+    from quantmesh.config import load_settings
+
+    settings = load_settings(args.config)
+    base = args.url.rstrip("/") if args.url else instance_url(settings)
+    return base, settings.http.token.get_secret_value()
 
 
 def instance_url(settings: Settings) -> str:

@@ -14,8 +14,7 @@ import sys
 from typing import TYPE_CHECKING
 
 from quantmesh.cli.exit_codes import EXIT_OK, print_error
-from quantmesh.cli.http_client import Refused, call, instance_url
-from quantmesh.cli.options import add_config_option
+from quantmesh.cli.http_client import Refused, add_instance_options, call, instance_of
 
 if TYPE_CHECKING:
     from quantmesh.cli.options import Subparsers
@@ -26,17 +25,13 @@ TIMEOUT = 120.0
 
 
 def register(subparsers: Subparsers) -> None:
-    parser = subparsers.add_parser("reload", help="make a running instance read its settings again")
-    add_config_option(parser)
-    parser.add_argument("--url", help="the instance's HTTP address (default: from the settings)")
+    add_instance_options(
+        subparsers.add_parser("reload", help="make a running instance read its settings again")
+    )
 
 
 def run(args: argparse.Namespace) -> int:
-    from quantmesh.config import load_settings
-
-    settings = load_settings(args.config)
-    base = args.url.rstrip("/") if args.url else instance_url(settings)
-    token = settings.http.token.get_secret_value()
+    base, token = instance_of(args)
     try:
         answer = call("POST", f"{base}/api/reload", token, {}, timeout=TIMEOUT)
     except Refused as exc:

@@ -17,6 +17,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -320,3 +321,31 @@ def sim_orders(state_path: Path) -> list[dict[str, Any]]:
 def listing(directory: Path) -> list[str]:
     """Every path below ``directory``, relative, sorted."""
     return sorted(str(p.relative_to(directory)) for p in directory.rglob("*"))
+
+
+def http_base(daemon: Daemon) -> str:
+    """The address of a daemon's HTTP server (started on port 0: read from its log)."""
+    events = daemon.wait_for("http_listening", 15)
+    assert events, daemon.stderr
+    return f"http://127.0.0.1:{events[0]['port']}"
+
+
+def api_status(base: str, token: str) -> dict[str, Any]:
+    """``/api/status`` of a running daemon, asked with its token."""
+    request = urllib.request.Request(
+        f"{base}/api/status", headers={"Authorization": f"Bearer {token}"}
+    )
+    with urllib.request.urlopen(request, timeout=5) as response:
+        body: dict[str, Any] = json.load(response)
+    return body
+
+
+def eventually(
+    condition: Callable[[], bool], timeout: float, what: str, interval: float = 0.1
+) -> None:
+    """Poll ``condition`` until it holds; fail naming ``what`` after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {timeout} s: {what}")
+        time.sleep(interval)
