@@ -107,7 +107,7 @@ def test_symbols_added_removed_and_retuned_by_reload(tmp_path: Path) -> None:
             tmp_path, _config(**{"trading.symbols.1": BTC, "trading.symbols.0.buy_window_size": 5})
         )
         result = _reload(tmp_path, config, base)
-        assert result.stdout.splitlines() == ["ETH/USDT: buy_window 3 -> 5"], result
+        assert result.stdout.splitlines() == ["ETH/USDT: buy_window_size 3 -> 5"], result
         assert daemon.wait_for("symbol_trader_restarting", 10)
         eventually(lambda: _buys(base) > 3, 20, "more than the old window's 3 buys open")
 
@@ -129,7 +129,7 @@ def test_symbols_added_removed_and_retuned_by_reload(tmp_path: Path) -> None:
         result = _reload(tmp_path, config, base)
         assert result.returncode == 0
         assert result.stdout.splitlines() == [
-            "ETH/USDT: buy_window 5 -> 4",
+            "ETH/USDT: buy_window_size 5 -> 4",
             "database.dsn: needs a restart (not applied)",
         ]
         assert daemon.proc.poll() is None
@@ -173,7 +173,7 @@ def test_a_new_step_is_refused_while_the_grid_holds_orders_and_the_trader_keeps_
         result = _reload(tmp_path, config, base)
         assert result.returncode == 0, result
         [line] = result.stdout.splitlines()
-        assert line.startswith("ETH/USDT: interval 5 -> 7: refused: the grid holds"), line
+        assert line.startswith("ETH/USDT: price_interval 5 -> 7: refused: the grid holds"), line
         assert "the trader keeps running on it" in line
         assert not daemon.events("symbol_trader_restarting")  # the running trader was kept
         assert _status(base)["reload"]["changes"] == [line]

@@ -2,7 +2,8 @@
 
 - ``diff(old, new)`` lists per change one line, in the order symbols, their grids, the
   service's own settings, then what needs a restart:
-  ``symbol added: SOL/USDT``, ``symbol removed: BTC/USDT``, ``ETH/USDT: buy_window 3 -> 5``,
+  ``symbol added: SOL/USDT``, ``symbol removed: BTC/USDT``,
+  ``ETH/USDT: buy_window_size 3 -> 5`` (a symbol's settings by their YAML keys),
   ``trading: shutdown_grace 5 -> 3``, ``database.dsn: needs a restart (not applied)``;
 - ``effective(old, new, kept)`` the settings in force after a reload: the new file, except
   what needs a restart and the symbols whose change was refused (``kept``);
@@ -19,19 +20,18 @@ The settings are read through the protocols below: ``config`` sits above this pa
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, Protocol, TypeVar
 
-from quantmesh.grid.state import GridParams
-
 # ``trading`` settings applied to a running service without a restart.
 LIVE_TRADING = ("cancel_on_exit", "cancel_timeout", "shutdown_grace")
 # Grid parameters that give the levels their meaning: changing them on a grid that holds
-# inventory or orders is refused (the trader's rule at start).
+# inventory or orders is refused (the trader's rule at start). ``STEP`` names them as
+# ``GridParams`` does, ``STEP_SETTINGS`` as the YAML file does.
 STEP = ("spacing", "interval")
+STEP_SETTINGS = ("spacing", "price_interval", "grid_ratio")
 NEEDS_RESTART = "needs a restart (not applied)"
 
 
@@ -41,7 +41,7 @@ class SymbolConfig(Protocol):
     @property
     def symbol(self) -> str: ...
 
-    def grid_params(self) -> GridParams: ...
+    def model_dump(self) -> dict[str, Any]: ...
 
 
 class TradingConfig(Protocol):
@@ -83,7 +83,7 @@ class SymbolChange:
     @property
     def step_changed(self) -> bool:
         """Whether the levels would mean other prices (spacing or step changed)."""
-        return any(change.name in STEP for change in self.fields)
+        return any(change.name in STEP_SETTINGS for change in self.fields)
 
     def lines(self) -> list[str]:
         return [change.line(self.symbol) for change in self.fields]
@@ -150,7 +150,7 @@ def diff(old: ReloadableSettings, new: ReloadableSettings) -> ReloadPlan:
     changed = []
     for symbol, entry in after.items():
         if symbol in before:
-            fields = _grid_changes(before[symbol].grid_params(), entry.grid_params())
+            fields = _symbol_changes(before[symbol], entry)
             if fields:
                 changed.append(SymbolChange(symbol, fields))
     old_dump, new_dump = old.model_dump(), new.model_dump()
@@ -196,11 +196,14 @@ def effective(old: S, new: S, kept: Collection[str] = ()) -> S:
     return merged
 
 
-def _grid_changes(old: GridParams, new: GridParams) -> tuple[FieldChange, ...]:
+def _symbol_changes(old: SymbolConfig, new: SymbolConfig) -> tuple[FieldChange, ...]:
+    """The settings of one symbol that differ, by their YAML keys (every one of them is a
+    grid parameter: ``SymbolSettings.grid_params``)."""
+    before, after = old.model_dump(), new.model_dump()
     return tuple(
-        FieldChange(field.name, _text(getattr(old, field.name)), _text(getattr(new, field.name)))
-        for field in dataclasses.fields(GridParams)
-        if getattr(old, field.name) != getattr(new, field.name)
+        FieldChange(key, _text(before[key]), _text(after[key]))
+        for key in after
+        if key != "symbol" and before.get(key) != after[key]
     )
 
 

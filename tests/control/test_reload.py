@@ -37,7 +37,7 @@ def test_a_window_change_is_one_line_naming_the_symbol() -> None:
         ]
     )
     plan = diff(_settings(), new)
-    assert plan.lines() == ["ETH/USDT: buy_window 3 -> 5"]
+    assert plan.lines() == ["ETH/USDT: buy_window_size 3 -> 5"]
     assert [c.symbol for c in plan.changed] == ["ETH/USDT"]
     assert not plan.changed[0].step_changed
 
@@ -46,7 +46,7 @@ def test_a_step_change_is_marked() -> None:
     new = _settings(symbols=[{"symbol": "ETH/USDT", "price_interval": 6, "buy_window_size": 3},
                              {"symbol": "BTC/USDT", "price_interval": 100}])  # fmt: skip
     plan = diff(_settings(), new)
-    assert plan.lines() == ["ETH/USDT: interval 5 -> 6"]
+    assert plan.lines() == ["ETH/USDT: price_interval 5 -> 6"]
     assert plan.changed[0].step_changed
 
 
@@ -104,7 +104,7 @@ def test_refused_symbols_say_why_and_are_not_applied() -> None:
     entries = plan.entries({"ETH/USDT": "refused: holds orders", "SOL/USDT": "needs a restart"})
     assert entries == [
         ("symbol added: SOL/USDT: needs a restart", False),
-        ("ETH/USDT: interval 5 -> 6: refused: holds orders", False),
+        ("ETH/USDT: price_interval 5 -> 6: refused: holds orders", False),
     ]
 
 
@@ -125,8 +125,8 @@ def test_effective_keeps_what_needs_a_restart_and_refused_symbols() -> None:
     assert now.database == old.database
     again = diff(now, new)
     assert again.lines() == [
-        "ETH/USDT: interval 5 -> 6",
-        "ETH/USDT: buy_window 3 -> 4",
+        "ETH/USDT: price_interval 5 -> 6",
+        "ETH/USDT: buy_window_size 3 -> 4",
         "database.dsn: needs a restart (not applied)",
         "trading.reconcile_interval: needs a restart (not applied)",
     ]
