@@ -56,7 +56,7 @@ def resolved() -> dict[str, Any]:
 
 
 def _mounts(service: dict[str, Any]) -> dict[str, Path]:
-    """Container path -> host file, for the bind mounts of files."""
+    """Container path -> host path, for the bind mounts (files and directories)."""
     out = {}
     for volume in service.get("volumes", []):
         if isinstance(volume, str):  # docker-compose 1.x prints "source:target[:mode]"
@@ -68,6 +68,21 @@ def _mounts(service: dict[str, Any]) -> dict[str, Path]:
         if source.startswith("/"):
             out[target] = Path(source)
     return out
+
+
+def _host_path(service: dict[str, Any], path: str) -> Path:
+    """The host file behind ``path`` in the service's container."""
+    for target, source in _mounts(service).items():
+        if path == target or path.startswith(target.rstrip("/") + "/"):
+            return source / Path(path).relative_to(target)
+    raise AssertionError(f"{path} is not mounted into the container")
+
+
+def _config_of(service: dict[str, Any]) -> Path:
+    """The host file of the settings an instance runs on (``run --config PATH``)."""
+    command = service["command"]
+    assert command[:2] == ["run", "--config"], command
+    return _host_path(service, command[2])
 
 
 def _quantmesh_services(resolved: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -95,7 +110,7 @@ def test_the_ha_layout_has_two_masters_a_standby_and_the_services_around(
     roles = {}
     symbols = {}
     for name in ("quantmesh-1", "quantmesh-2", "quantmesh-3"):
-        config = yaml.safe_load(_mounts(services[name])["/etc/quantmesh/config.yaml"].read_text())
+        config = yaml.safe_load(_config_of(services[name]).read_text())
         roles[name] = config["instance"]["role"]
         symbols[name] = {s["symbol"] for s in config["trading"]["symbols"]}
     assert roles == {"quantmesh-1": "master", "quantmesh-2": "master", "quantmesh-3": "standby"}
@@ -107,17 +122,10 @@ def test_the_ha_layout_has_two_masters_a_standby_and_the_services_around(
 
 def test_every_mounted_config_passes_check_config(resolved: dict[str, Any]) -> None:
     for name, service in _quantmesh_services(resolved).items():
-        mounts = _mounts(service)
         env = {**os.environ, **service.get("environment", {})}
-        if "/etc/quantmesh/config.yaml" in mounts:
+        if service["command"][0] == "run":
             result = subprocess.run(
-                [
-                    sys.executable,
-                    "-m",
-                    "quantmesh.cli",
-                    "check-config",
-                    str(mounts["/etc/quantmesh/config.yaml"]),
-                ],
+                [sys.executable, "-m", "quantmesh.cli", "check-config", str(_config_of(service))],
                 env=env,
                 capture_output=True,
                 text=True,
@@ -129,13 +137,16 @@ def test_every_mounted_config_passes_check_config(resolved: dict[str, Any]) -> N
             parser = argparse.ArgumentParser()
             add_arguments(parser)
             args = parser.parse_args(service["command"][1:])
-            args.config = mounts[str(args.config)]
+            args.config = _host_path(service, str(args.config))
             assert sim_settings(args).markets, name
 
 
 def test_every_environment_variable_set_is_read(resolved: dict[str, Any]) -> None:
     for name, service in _quantmesh_services(resolved).items():
-        mounted = "\n".join(p.read_text() for p in _mounts(service).values() if p.is_file())
+        files = [p for p in _mounts(service).values() if p.is_file()]
+        if service["command"][0] == "run":
+            files.append(_config_of(service))
+        mounted = "\n".join(p.read_text() for p in files)
         for key in service.get("environment", {}):
             in_config = re.search(r"\$\{" + re.escape(key) + r"\b", mounted)
             in_program = f'"{key}"' in PACKAGE_SOURCE

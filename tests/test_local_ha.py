@@ -13,20 +13,13 @@ over within the lease, counts the failovers, and no order is ever open twice.
 from __future__ import annotations
 
 import importlib.util
-import itertools
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from unittest import mock
@@ -34,100 +27,28 @@ from unittest import mock
 import pytest
 import yaml
 
-from tests.cli.support import clean_env, parse_event
+from tests.cli.support import parse_event
 from tests.exchange.sim.server.support import duplicates
+from tests.ha_fleet import (
+    HA,
+    ROOT,
+    Run,
+    accepted_twice_while_open,
+    get,
+    started,
+    status_of,
+    symbol_of,
+    token,
+    wait_ready,
+)
 from tests.servers.base import port_open, require_binary, wait_until
-from tests.servers.postgres import PG_BIN_DIRS
-from tests.servers.redis import cli_binary, redis_binary
-
-ROOT = Path(__file__).resolve().parent.parent
-HA = ROOT / "deploy" / "local" / "ha.py"
-ENV_EXAMPLE = ROOT / "deploy" / "compose" / ".env.example"
 
 pytestmark = pytest.mark.slow
 
 
-@dataclass
-class Run:
-    """The running script: its process, its directory and ``ha.json``."""
-
-    proc: subprocess.Popen[str]
-    workdir: Path
-    out: Path
-    info: dict[str, Any]
-
-    def output(self) -> str:
-        return self.out.read_text(errors="replace")[-4000:]
-
-
-def _get(url: str, token: str | None = None) -> tuple[int, str]:
-    headers = {} if token is None else {"Authorization": f"Bearer {token}"}
-    try:
-        with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=5) as r:
-            return r.status, r.read().decode()
-    except urllib.error.HTTPError as e:
-        return e.code, e.read().decode()
-
-
-def _symbol(name: str) -> str:
-    """``ETHUSDT`` (compose config) -> ``ETH/USDT`` (logs, metrics, the simulator)."""
-    return name if "/" in name else f"{name[:-4]}/{name[-4:]}"
-
-
-def _token() -> str:
-    """The token ha.py passes (``clean_env`` drops QUANTMESH_*: the example's value)."""
-    lines = ENV_EXAMPLE.read_text().splitlines()
-    return dict(line.split("=", 1) for line in lines if "=" in line)["QUANTMESH_HTTP_TOKEN"]
-
-
-@contextmanager
-def _started(*extra: str) -> Iterator[Run]:
-    for name in ("initdb", "postgres", "psql"):
-        require_binary(name, *(f"{d}/{name}" for d in PG_BIN_DIRS))
-    redis_binary()
-    cli_binary()
-    require_binary("promtool")  # checked before anything starts
-    # Not pytest's tmp_path: as root, PostgreSQL runs as user postgres, which cannot enter
-    # pytest's private base directory (ha.py says so).
-    top = Path(tempfile.mkdtemp(prefix="qm-test-ha-"))
-    top.chmod(0o711)
-    workdir = top / "ha"
-    out = top / "ha.out"
-    with out.open("w") as sink:
-        proc = subprocess.Popen(
-            [sys.executable, str(HA), "--dir", str(workdir), "--duration", "50", *extra],
-            cwd=ROOT,
-            env=clean_env(),
-            stdin=subprocess.DEVNULL,
-            stdout=sink,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-    run = Run(proc, workdir, out, {})
-    try:
-        info_path = workdir / "ha.json"
-
-        def started() -> bool:
-            assert proc.poll() is None, f"ha.py exited {proc.returncode}:\n{run.output()}"
-            return info_path.exists()
-
-        wait_until(started, 30, "ha.py to start the fleet", interval=0.1)
-        run.info = json.loads(info_path.read_text())
-        yield run
-    finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(10)
-        shutil.rmtree(top, ignore_errors=True)
-
-
 @pytest.fixture
 def ha() -> Iterator[Run]:
-    with _started() as run:
+    with started() as run:
         yield run
 
 
@@ -135,20 +56,8 @@ def ha() -> Iterator[Run]:
 def ha_keep_going() -> Iterator[Run]:
     """The fleet with ``--keep-going``: an instance killed by the test is reported, and the
     rest run on."""
-    with _started("--keep-going") as run:
+    with started("--keep-going") as run:
         yield run
-
-
-def _wait_ready(run: Run, name: str, url: str, timeout: float) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while True:
-        assert run.proc.poll() is None, f"ha.py exited:\n{run.output()}"
-        status, body = _get(url)
-        if status == 200 or time.monotonic() > deadline:
-            assert status == 200, f"{name} not ready: {body}\n{run.output()}"
-            result: dict[str, Any] = json.loads(body)
-            return result
-        time.sleep(0.2)
 
 
 def _promtool_check(promtool: str, name: str, text: str) -> None:
@@ -163,7 +72,7 @@ def _promtool_check(promtool: str, name: str, text: str) -> None:
     assert checked.returncode == 0, f"{name}: {checked.stdout}{checked.stderr}"
 
 
-def _placed_by_symbol(metrics: str) -> dict[str, float]:
+def _placed_bysymbol_of(metrics: str) -> dict[str, float]:
     """Orders placed per symbol, from a scrape's ``quantmesh_orders_placed_total``."""
     out: dict[str, float] = {}
     for line in metrics.splitlines():
@@ -174,20 +83,6 @@ def _placed_by_symbol(metrics: str) -> dict[str, float]:
     return {s: v for s, v in out.items() if v > 0}
 
 
-def _accepted_twice_while_open(orders: list[dict[str, Any]]) -> list[str]:
-    """Client order ids the exchange accepted again before their first order closed."""
-    by_id: dict[str, list[dict[str, Any]]] = {}
-    for order in orders:
-        by_id.setdefault(order["client_order_id"], []).append(order)
-    bad = []
-    for cid, same in by_id.items():
-        same.sort(key=lambda o: o["created_at"])
-        for first, second in itertools.pairwise(same):
-            if first["status"] == "open" or second["created_at"] < first["updated_at"]:
-                bad.append(cid)
-    return bad
-
-
 def _log_events(path: Path) -> list[dict[str, Any]]:
     lines = path.read_text(errors="replace").splitlines()
     return [e for e in map(parse_event, lines) if e is not None]
@@ -196,38 +91,38 @@ def _log_events(path: Path) -> list[dict[str, Any]]:
 def test_the_local_ha_layout_serves_trades_apart_and_stops_cleanly(ha: Run) -> None:
     promtool = require_binary("promtool")
     instances = ha.info["instances"]
-    owned = {name: {_symbol(s) for s in i["symbols"]} for name, i in instances.items()}
+    owned = {name: {symbol_of(s) for s in i["symbols"]} for name, i in instances.items()}
     masters = [n for n, i in instances.items() if i["role"] == "master"]
     standbys = [n for n, i in instances.items() if i["role"] == "standby"]
     assert len(masters) == 2 and len(standbys) == 1, instances
     assert not owned[masters[0]] & owned[masters[1]]
 
     for name, instance in instances.items():
-        ready = _wait_ready(ha, name, instance["readyz"], 30)
+        ready = wait_ready(ha, name, instance["readyz"], 30)
         assert ready["checks"]["lock"]["ok"] and ready["checks"]["database"]["ok"], ready
     sim = ha.info["exchange_sim"]
 
     def every_master_symbol_traded() -> bool:
-        symbols = {o["symbol"] for o in json.loads(_get(f"{sim}/_sim/orders")[1])}
+        symbols = {o["symbol"] for o in json.loads(get(f"{sim}/_sim/orders")[1])}
         return owned[masters[0]] | owned[masters[1]] <= symbols
 
     wait_until(every_master_symbol_traded, 20, "orders on every master's symbols", interval=0.2)
 
     for name, instance in instances.items():
-        status, text = _get(instance["metrics"])
+        status, text = get(instance["metrics"])
         assert status == 200, text
         _promtool_check(promtool, name, text)
-        placed = _placed_by_symbol(text)
+        placed = _placed_bysymbol_of(text)
         if name in standbys:
             assert placed == {}, f"the standby {name} placed orders: {placed}"
         else:
             assert set(placed) == owned[name], f"{name} placed on {placed}"
-        code, body = _get(instance["status"], _token())
+        code, body = get(instance["status"], token())
         assert code == 200, body
         assert json.loads(body)["role"] == instance["role"]
 
-    orders = json.loads(_get(f"{sim}/_sim/orders")[1])
-    assert _accepted_twice_while_open(orders) == []
+    orders = json.loads(get(f"{sim}/_sim/orders")[1])
+    assert accepted_twice_while_open(orders) == []
     assert duplicates(orders) == []
 
     ha.proc.send_signal(signal.SIGTERM)
@@ -259,13 +154,6 @@ def test_the_local_ha_layout_serves_trades_apart_and_stops_cleanly(ha: Run) -> N
     assert generated["redis"]["addr"] == ha.info["redis"]
 
 
-def _status(url: str) -> dict[str, Any]:
-    code, body = _get(url, _token())
-    assert code == 200, body
-    result: dict[str, Any] = json.loads(body)
-    return result
-
-
 def _failovers(metrics: str) -> dict[str, float]:
     """``quantmesh_failovers_total`` per symbol, from a scrape."""
     out = {}
@@ -279,7 +167,7 @@ def _failovers(metrics: str) -> dict[str, float]:
 def test_the_standby_takes_over_a_killed_masters_symbols(ha_keep_going: Run) -> None:
     run = ha_keep_going
     instances = run.info["instances"]
-    symbols = {name: {_symbol(s) for s in i["symbols"]} for name, i in instances.items()}
+    symbols = {name: {symbol_of(s) for s in i["symbols"]} for name, i in instances.items()}
     masters = sorted(n for n, i in instances.items() if i["role"] == "master")
     (standby,) = [n for n, i in instances.items() if i["role"] == "standby"]
     victim, survivor = masters
@@ -287,19 +175,19 @@ def test_the_standby_takes_over_a_killed_masters_symbols(ha_keep_going: Run) -> 
     lease_ttl = float(config["coordination"]["lease_ttl"])
     check_interval = float(config["coordination"]["check_interval"])
     for name, instance in instances.items():
-        _wait_ready(run, name, instance["readyz"], 30)
+        wait_ready(run, name, instance["readyz"], 30)
 
     def settled() -> bool:
         """Each master owns and trades its symbols with open orders; the standby none."""
         assert run.proc.poll() is None, f"ha.py exited:\n{run.output()}"
         for name in masters:
-            status = _status(instances[name]["status"])
+            status = status_of(instances[name]["status"])
             if set(status["ownership"]["owned"]) != symbols[name]:
                 return False
             views = [status["symbols"].get(s, {}) for s in symbols[name]]
             if not all(v.get("trading") and v.get("open_orders", 0) > 0 for v in views):
                 return False
-        owned: list[str] = _status(instances[standby]["status"])["ownership"]["owned"]
+        owned: list[str] = status_of(instances[standby]["status"])["ownership"]["owned"]
         return owned == []
 
     wait_until(settled, 30, "the masters to own and trade their symbols", interval=0.2)
@@ -309,7 +197,7 @@ def test_the_standby_takes_over_a_killed_masters_symbols(ha_keep_going: Run) -> 
     bound = lease_ttl + check_interval + 5.0  # the lease lapses, a retry, a trader's start
     while True:
         assert run.proc.poll() is None, f"ha.py exited after {victim} died:\n{run.output()}"
-        status = _status(instances[standby]["status"])
+        status = status_of(instances[standby]["status"])
         owned = set(status["ownership"]["owned"])
         trading = {s for s, v in status["symbols"].items() if v["trading"]}
         took = time.monotonic() - killed
@@ -322,21 +210,21 @@ def test_the_standby_takes_over_a_killed_masters_symbols(ha_keep_going: Run) -> 
     taken = {f["symbol"]: f["from"] for f in status["ownership"]["recent_failovers"]}
     assert taken == dict.fromkeys(symbols[victim], victim), status["ownership"]
     assert victim not in status["ownership"]["members"], status["ownership"]
-    code, text = _get(instances[standby]["metrics"])
+    code, text = get(instances[standby]["metrics"])
     assert code == 200, text
     failovers = _failovers(text)
     assert all(failovers.get(s, 0) >= 1 for s in symbols[victim]), failovers
     # every configured symbol is exported from the start, at 0; only the victim's moved
     assert {s for s, n in failovers.items() if n > 0} == symbols[victim], failovers
-    assert _get(instances[standby]["readyz"])[0] == 200
+    assert get(instances[standby]["readyz"])[0] == 200
 
     # The survivor kept its symbols; the standby left them alone.
-    assert set(_status(instances[survivor]["status"])["ownership"]["owned"]) == symbols[survivor]
+    assert set(status_of(instances[survivor]["status"])["ownership"]["owned"]) == symbols[survivor]
     # Once the standby has reconciled and traded a while, no order was ever open twice.
     time.sleep(2)
-    orders = json.loads(_get(f"{run.info['exchange_sim']}/_sim/orders")[1])
+    orders = json.loads(get(f"{run.info['exchange_sim']}/_sim/orders")[1])
     assert {o["symbol"] for o in orders} >= symbols[victim]
-    assert _accepted_twice_while_open(orders) == []
+    assert accepted_twice_while_open(orders) == []
     assert duplicates(orders) == []
 
     run.proc.send_signal(signal.SIGTERM)
