@@ -39,8 +39,10 @@ from quantmesh.errors import (
 )
 from quantmesh.exchange.base import Exchange
 from quantmesh.lock.base import ServiceLock
+from quantmesh.notify.events import NOP, NotificationService, instance_started, instance_stopped
 from quantmesh.observability.http import HttpServer
 from quantmesh.observability.metrics import Metrics
+from quantmesh.secrets import mask_credentials
 from quantmesh.storage.base import Repository
 from quantmesh.trading.trader import Trader, TraderSettings
 
@@ -79,6 +81,7 @@ class Components:
     coordinator: Coordinator
     metrics: Metrics
     controls: ControlBoard | None = None  # what people ask of the symbols (None: nothing)
+    notifier: NotificationService = NOP  # messages people receive (NOP: no channels)
 
 
 @dataclass(slots=True)
@@ -165,14 +168,32 @@ class Service:
         The HTTP endpoints come up first and go down last, so ``/healthz`` answers and
         ``/readyz`` says why it is not ready while the service starts and stops.
         """
-        if self.http is not None:
-            await self.http.start()
+        notifier = self.components.notifier
+        await notifier.start()
+        reason: str | None = None
         try:
-            await self._run_components(stop)
-        finally:
             if self.http is not None:
-                await self.http.close()
+                await self.http.start()
+            try:
+                await self._run_components(stop)
+            finally:
+                if self.http is not None:
+                    await self.http.close()
+        except BaseException as exc:
+            reason = f"ended by {type(exc).__name__}: {mask_credentials(str(exc))}"
+            raise
+        finally:  # told last, sent within the notifier's drain time
+            reason = reason if reason is not None else self._stop_reason()
+            notifier.emit(instance_stopped(reason, self.result.failed))
+            await notifier.close()
         return self.result
+
+    def _stop_reason(self) -> str:
+        if self.result.fatal is not None:
+            return self.result.fatal
+        if self.symbols and len(self.result.failed) >= len(self.symbols):
+            return "every symbol failed"
+        return "stopped on request"
 
     async def _run_components(self, stop: asyncio.Event) -> None:
         await self.repository.start()
@@ -196,6 +217,9 @@ class Service:
             )
             for symbol in self.symbols:
                 self._start_slot(symbol)
+            self.components.notifier.emit(
+                instance_started([s.symbol for s in self.symbols], self.coordinator.me.role)
+            )
             waiters = [
                 asyncio.ensure_future(stop.wait()),
                 asyncio.ensure_future(self._all_failed.wait()),

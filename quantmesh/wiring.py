@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import replace
+from decimal import Decimal
 from pathlib import Path
 
 import structlog
@@ -29,6 +30,10 @@ from quantmesh.lock.keys import Granularity, LockKeys
 from quantmesh.lock.metered import MeteredLock
 from quantmesh.lock.nop import NopLock
 from quantmesh.lock.redis import RedisClient, RedisLock
+from quantmesh.notify.build import build_notifier
+from quantmesh.notify.election import RedisElection, smallest_id
+from quantmesh.notify.events import NOP, NotificationService, Notifier, SymbolDay
+from quantmesh.notify.summary import DailySummary, ReadDay
 from quantmesh.observability.collectors import ServiceCollector, bind_exchange_clock
 from quantmesh.observability.control_api import report_control
 from quantmesh.observability.logging import configure_logging
@@ -36,7 +41,7 @@ from quantmesh.observability.metrics import Metrics
 from quantmesh.observability.status import durability_block
 from quantmesh.preflight import config_warnings
 from quantmesh.secrets import dsn_passwords
-from quantmesh.storage.base import Repository, SymbolSummary
+from quantmesh.storage.base import Repository, SymbolSummary, TradeFilter
 from quantmesh.storage.buffer import BufferedRepository
 from quantmesh.storage.controls import SqlControlStore
 from quantmesh.storage.engine import create_engine_for, to_sqlalchemy_url
@@ -59,6 +64,10 @@ def secret_values(settings: Settings) -> list[str]:
     ]
     if settings.redis.url is not None:
         values.extend(dsn_passwords(settings.redis.url.get_secret_value()))
+    for channel in settings.notifications.channels:
+        for secret in (channel.url, channel.secret, channel.token):
+            if secret is not None:
+                values.append(secret.get_secret_value())
     return [v for v in values if v]
 
 
@@ -86,7 +95,10 @@ def build_lock(
 
 
 def build_failover_lock(
-    settings: Settings, metrics: Metrics | None = None, client: RedisClient | None = None
+    settings: Settings,
+    metrics: Metrics | None = None,
+    client: RedisClient | None = None,
+    notifier: Notifier = NOP,
 ) -> FailoverLock:
     """The Redis lock behind its health-checked fallback (``distributed_lock.enabled``)."""
     lock_settings = settings.distributed_lock
@@ -103,6 +115,7 @@ def build_failover_lock(
         fallback_mode=lock_settings.fallback_mode,
         health_check_interval=lock_settings.health_check_interval,
         metrics=metrics,
+        notifier=notifier,
     )
 
 
@@ -112,6 +125,7 @@ def build_coordinator(
     metrics: Metrics,
     failover: FailoverLock | None,
     client: RedisClient | None,
+    notifier: Notifier = NOP,
 ) -> Coordinator:
     """Ownership leases and membership in Redis whenever the Redis lock is enabled, in
     either fallback mode; without it (one instance) every symbol is owned here.
@@ -151,7 +165,74 @@ def build_coordinator(
         lease_ttl=coordination.lease_ttl,
         check_interval=coordination.check_interval,
         fallback=fallback,
+        notifier=notifier,
     )
+
+
+def build_notifications(
+    settings: Settings,
+    metrics: Metrics,
+    client: RedisClient | None,
+    *,
+    members: Callable[[], list[str]],
+    read_day: ReadDay,
+) -> NotificationService:
+    """The notifier (``NOP`` without channels): with Redis, fleet events go through the
+    election (falling back on the smallest live instance id while Redis is down); each
+    instance sends its own daily summary when ``daily_summary_at`` is set."""
+    notify = settings.notifications
+    if not notify.channels:
+        return NOP
+    me = settings.instance.id
+    election = None
+    if client is not None:
+        election = RedisElection(
+            client,
+            prefix=settings.distributed_lock.key_prefix,
+            instance=me,
+            window=notify.dedupe_window,
+            fallback=smallest_id(me, members),
+        )
+    jobs = []
+    at = notify.daily_summary_time
+    if at is not None:
+        jobs.append(DailySummary(at, read_day).run)
+    return build_notifier(
+        notify, instance=me, registry=metrics.registry, election=election, jobs=jobs
+    )
+
+
+async def read_day(
+    repository: Repository, symbols: Iterable[str], since: float, until: float
+) -> list[SymbolDay]:
+    """Each of ``symbols``' day between ``since`` and ``until`` (the daily summary): round
+    trips closed and their PnL, fees paid (in the quote currency), inventory and its value
+    at the last price stored."""
+    by_symbol = {summary.symbol: summary for summary in await repository.summaries()}
+    days = []
+    for symbol in sorted(symbols):
+        trips = [
+            t for t in await repository.get_round_trips(symbol) if since <= t.closed_at < until
+        ]
+        quote = symbol.partition("/")[2]
+        fills = await repository.get_trades(
+            TradeFilter(symbol=symbol, since=since, until=until, limit=100_000)
+        )
+        fees = sum((f.fee for f in fills if f.fee_currency == quote), Decimal(0))
+        summary = by_symbol.get(symbol)
+        inventory = summary.inventory if summary is not None else Decimal(0)
+        price = summary.last_price if summary is not None else None
+        days.append(
+            SymbolDay(
+                symbol,
+                len(trips),
+                sum((t.pnl for t in trips), Decimal(0)),
+                fees,
+                inventory,
+                inventory * price if price is not None else None,
+            )
+        )
+    return days
 
 
 def build_engine(settings: Settings) -> Engine | AsyncEngine:
@@ -184,7 +265,10 @@ def build_sql_repository(
 
 
 def buffer_writes(
-    settings: Settings, repository: SqlRepository, metrics: Metrics | None = None
+    settings: Settings,
+    repository: SqlRepository,
+    metrics: Metrics | None = None,
+    notifier: Notifier = NOP,
 ) -> Repository:
     """``repository`` behind the write buffer when ``database.buffer_enabled``."""
     db = settings.database
@@ -196,6 +280,7 @@ def buffer_writes(
         buffer_size=db.buffer_size,
         retry_interval=db.retry_interval,
         metrics=metrics.db if metrics is not None else None,
+        notifier=notifier,
     )
 
 
@@ -227,6 +312,7 @@ def assemble(
     make_http: HttpFactory | None = None,
     controls: ControlBoard | None = None,
     reloader: Reloader | None = None,
+    notifier: NotificationService = NOP,
 ) -> Service:
     """A service trading ``symbols`` with these components, one trader per owned symbol.
 
@@ -259,9 +345,12 @@ def assemble(
             owner_deadline=claim.deadline,
             placing_block=placing_block,
             control=_control_of(controls, settings.symbol),
+            notifier=notifier,
         )
 
-    components = Components(exchange, repository, locker, coordinator, metrics, controls)
+    components = Components(
+        exchange, repository, locker, coordinator, metrics, controls, notifier=notifier
+    )
     return Service(
         symbols,
         components,
@@ -368,19 +457,33 @@ def build_service(
     # What may refuse the settings comes first; the repository creates the data directory.
     metrics = metrics if metrics is not None else Metrics()
     client = redis_client(settings.redis) if settings.distributed_lock.enabled else None
-    failover = build_failover_lock(settings, metrics, client) if client is not None else None
+    # the notifier comes first: the components below get it; its summary job and fleet
+    # election read the repository and coordinator built after it (before it runs)
+    notifier = build_notifications(
+        settings,
+        metrics,
+        client,
+        members=lambda: [m.id for m in coordinator.members],
+        read_day=lambda since, until: read_day(repository, coordinator.owned, since, until),
+    )
+    failover = (
+        build_failover_lock(settings, metrics, client, notifier) if client is not None else None
+    )
     locker: ServiceLock = failover if failover is not None else NopLock()
     exchange = build_exchange(settings)
     database = build_sql_repository(settings, exchange.name, metrics)
+    repository = buffer_writes(settings, database, metrics, notifier)
+    coordinator = build_coordinator(settings, exchange.name, metrics, failover, client, notifier)
     reloader = ConfigReloader(config_path, settings, metrics) if config_path else None
     service = assemble(
         [trader_settings(symbol, settings) for symbol in settings.symbols],
         exchange=exchange,
-        repository=buffer_writes(settings, database, metrics),
+        repository=repository,
         controls=build_control_board(settings, database, exchange.name, metrics),
         locker=locker,
         metrics=metrics,
-        coordinator=build_coordinator(settings, exchange.name, metrics, failover, client),
+        notifier=notifier,
+        coordinator=coordinator,
         granularity=settings.distributed_lock.granularity,
         shutdown_grace=settings.trading.shutdown_grace,
         cancel_on_exit=settings.trading.cancel_on_exit,

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Protocol
 
 from quantmesh import __version__
-from quantmesh.cli import check_config, ctl, db, reload, run, sim_exchange, status
+from quantmesh.cli import check_config, ctl, db, notify_test, reload, run, sim_exchange, status
 from quantmesh.cli.exit_codes import EXIT_CONFIG, EXIT_FAILURE, print_error
 from quantmesh.errors import ConfigError, QuantMeshError
 
@@ -37,6 +37,7 @@ COMMANDS: dict[str, Command] = {
     "reload": reload,
     "sim-exchange": sim_exchange,
     "db": db,
+    "notify-test": notify_test,
 }
 
 

@@ -60,6 +60,7 @@ from quantmesh.errors import InstanceIdInUse, LockError, LockLost, LockTimeout, 
 from quantmesh.lock.base import DistributedLock
 from quantmesh.lock.keys import LockKeys
 from quantmesh.lock.renewal import RenewedLease, renewed
+from quantmesh.notify.events import NOP, Notifier, symbol_taken_over
 from quantmesh.observability.metrics import Metrics
 
 log = structlog.get_logger(__name__)
@@ -110,6 +111,7 @@ class Coordinator:
         check_interval: float = 2.0,
         fallback: LocalFallback | None = None,
         wall_clock: Callable[[], float] = time.time,
+        notifier: Notifier = NOP,
     ) -> None:
         if fleet is not None and (locker is None or keys is None):
             raise ValueError("a fleet needs the lock and its keys for the ownership leases")
@@ -130,6 +132,7 @@ class Coordinator:
         self.check_interval = check_interval
         self._metrics = metrics
         self._wall = wall_clock
+        self._notifier = notifier  # told of take-overs (only the new owner sees one)
         self.members: list[Member] = [me]
         self.owned: set[str] = set()
         self.failovers: list[dict[str, object]] = []  # the most recent take-overs
@@ -504,6 +507,12 @@ class Coordinator:
             }
             self.failovers = [*self.failovers[-9:], took_over]
             log.warning("symbol_taken_over", symbol=symbol, previous_owner=previous.owner)
+            # unowned since the former owner's last renewal (its record's until - a lease)
+            renewed_at = None if previous.until is None else previous.until - self.lease_ttl
+            gap = None
+            if renewed_at is not None and recorded is not None:
+                gap = max(recorded.now - renewed_at, 0.0)
+            self._notifier.emit(symbol_taken_over(symbol, previous.owner, gap))
         grace, reason = takeover_grace(recorded, fence, self.me.id, self.lease_ttl)
         if grace > 0:
             log.warning("ownership_grace", symbol=symbol, seconds=round(grace, 2), reason=reason)

@@ -25,6 +25,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
+from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 from typing import Literal, Protocol
 
@@ -36,6 +38,7 @@ from quantmesh.lock.base import Lease
 from quantmesh.lock.health import LockHealth
 from quantmesh.lock.local import LOCAL_TOKEN_PREFIX, LocalLock
 from quantmesh.lock.renewal import RenewedLease, renewed
+from quantmesh.notify.events import NOP, Notifier, lock_halted, lock_recovered
 from quantmesh.observability.metrics import Metrics
 
 log = structlog.get_logger(__name__)
@@ -81,8 +84,13 @@ class FailoverLock:
         health_check_interval: float,
         metrics: Metrics | None = None,
         local: LocalLock | None = None,
+        notifier: Notifier = NOP,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._primary = primary
+        self._notifier = notifier
+        self._clock = clock
+        self._down_since: float | None = None
         self.fallback_mode = fallback_mode
         self.health_check_interval = health_check_interval
         self._metrics = metrics
@@ -161,7 +169,9 @@ class FailoverLock:
         if state == self._state:
             return
         self._state = state
+        self._down_since = self._clock()
         self._report(up=False)
+        self._notifier.emit(lock_halted(state, reason))
         if state == "halted":
             log.error(
                 "lock_backend_down_halted",
@@ -179,6 +189,9 @@ class FailoverLock:
     def _up(self) -> None:
         if self._state != "distributed":
             log.warning("lock_backend_recovered", previous=self._state)
+            down_since = self._down_since if self._down_since is not None else self._clock()
+            self._notifier.emit(lock_recovered(self._state, self._clock() - down_since))
+            self._down_since = None
         self._state = "distributed"
         self._failed_checks = 0
         self.reason = ""

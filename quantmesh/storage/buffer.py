@@ -29,7 +29,9 @@ What each call does while writes are buffered:
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, TypeVar
@@ -39,7 +41,9 @@ import structlog
 from quantmesh.domain import Fill, Order
 from quantmesh.errors import StorageError, StorageRejected, StorageUnavailable
 from quantmesh.grid.state import GridShape, GridState, LevelState, RoundTrip
+from quantmesh.notify.events import NOP, Notifier, db_outage_began, db_outage_ended
 from quantmesh.observability.metrics import DbMetrics
+from quantmesh.secrets import mask_credentials
 from quantmesh.storage.base import DurabilityReport, SymbolSummary, TradeFilter
 from quantmesh.storage.journal import DeadLetters, Journal, dead_letter_path
 from quantmesh.storage.pending import PendingWrites
@@ -49,6 +53,15 @@ from quantmesh.storage.repository import SqlRepository
 
 log = structlog.get_logger(__name__)
 _Result = TypeVar("_Result")
+
+
+@dataclass(slots=True)
+class _Outage:
+    """Writes buffered since the database went away, and how many were replayed."""
+
+    began: float
+    buffered: int = 0
+    replayed: int = 0
 
 
 class BufferedRepository:
@@ -65,14 +78,24 @@ class BufferedRepository:
         buffer_size: int = 10000,
         retry_interval: float = 10.0,
         metrics: DbMetrics | None = None,
+        notifier: Notifier = NOP,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._inner = inner
+        self._notifier = notifier
+        self._clock = clock
+        self._outage: _Outage | None = None  # since the first write buffered, until drained
         dead_letters = DeadLetters(dead_letter_path(journal_path))
         self._pending = PendingWrites(
             Journal(journal_path, dead_letters), capacity=buffer_size, metrics=metrics
         )
         self._replayer = Replayer(
-            inner, self._pending, dead_letters, retry_interval=retry_interval, metrics=metrics
+            inner,
+            self._pending,
+            dead_letters,
+            retry_interval=retry_interval,
+            metrics=metrics,
+            on_replayed=self._replayed,
         )
         self._dead_letter_path = dead_letters.path
         self._seq = 0
@@ -232,6 +255,7 @@ class BufferedRepository:
         buffered: _Result,
     ) -> _Result:
         async with self._pending.lock:
+            error = "writes of an earlier run wait for replay"
             if not self._pending.count:
                 try:
                     return await direct()
@@ -239,11 +263,28 @@ class BufferedRepository:
                     raise  # the data itself: buffering it would only block the writes after it
                 except StorageUnavailable as exc:
                     log.warning("db_unavailable_buffering", operation=operation, error=str(exc))
+                    error = str(exc)
                 except StorageError as exc:  # as the replay does: the data is not at fault
                     log.error("db_write_failed_buffering", operation=operation, error=str(exc))
+                    error = str(exc)
+            if self._outage is None:
+                self._outage = _Outage(self._clock())
+                self._notifier.emit(db_outage_began(operation, mask_credentials(error)))
+            self._outage.buffered += 1
             self._seq += 1
             await _run_to_end(self._pending.append(operation, record(self._seq)))
             return buffered
+
+    def _replayed(self, count: int) -> None:
+        """The replayer stored ``count`` buffered writes; once none wait, the outage is over."""
+        outage = self._outage
+        if outage is None:
+            return
+        outage.replayed += count
+        if not self._pending.count:
+            self._outage = None
+            lasted = self._clock() - outage.began
+            self._notifier.emit(db_outage_ended(outage.buffered, outage.replayed, lasted))
 
     # reads and other calls that need the database -----------------------------------------
 

@@ -80,7 +80,8 @@ class ReplayTarget(Protocol):
 
 class Replayer:
     """Replays ``pending`` into ``target``, in order and in batches; see the module
-    docstring. ``clock`` (monotonic seconds) paces the wake-ups and times stuck records."""
+    docstring. ``clock`` (monotonic seconds) paces the wake-ups and times stuck records;
+    ``on_replayed(count)`` is told of every batch stored."""
 
     def __init__(
         self,
@@ -91,8 +92,10 @@ class Replayer:
         retry_interval: float = 10.0,
         metrics: DbMetrics | None = None,
         clock: Callable[[], float] = time.monotonic,
+        on_replayed: Callable[[int], None] = lambda _count: None,
     ) -> None:
         self._target = target
+        self._on_replayed = on_replayed
         self._pending = pending
         self._dead = dead_letters
         self._retry_interval = retry_interval
@@ -182,6 +185,7 @@ class Replayer:
                 await self._write_dead_letters()
                 await self._pending.remove(batch)
                 replayed += len(batch)
+                self._on_replayed(len(batch))
         if replayed:
             log.info(
                 "db_buffer_replayed",

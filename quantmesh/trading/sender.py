@@ -41,6 +41,7 @@ from quantmesh.grid.ids import client_order_id
 from quantmesh.grid.planner import CancelOrder, PlaceOrder
 from quantmesh.lock.base import DistributedLock, Lease
 from quantmesh.lock.keys import LockKeys
+from quantmesh.notify.events import NOP, Notifier, order_rejected
 from quantmesh.observability.metrics import Metrics
 from quantmesh.observability.throttle import WarningThrottle
 from quantmesh.trading.book import OrderBook
@@ -72,8 +73,10 @@ class OrderSender:
         owner_valid: Callable[[], bool] = lambda: True,
         owner_deadline: Callable[[], float] = lambda: math.inf,
         clock: Callable[[], float] = time.monotonic,
+        notifier: Notifier = NOP,
     ) -> None:
         self.symbol = symbol
+        self._notifier = notifier  # counts rejections into bursts
         self._owner_valid = owner_valid
         self._owner_deadline = owner_deadline
         self._exchange = exchange
@@ -265,6 +268,7 @@ class OrderSender:
         except OrderRejected as exc:
             self._cooldown[(place.level, place.side)] = self._clock() + self._reject_cooldown
             self._metrics.orders_rejected.labels(self.symbol, exc.reason).inc()
+            self._notifier.emit(order_rejected(self.symbol, exc.reason))
             log.warning(
                 "order_rejected",
                 client_order_id=request.client_order_id,

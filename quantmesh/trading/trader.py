@@ -46,6 +46,7 @@ from quantmesh.grid.planner import CancelOrder, OpenOrder, plan
 from quantmesh.grid.state import GridParams, GridShape, GridSpec, GridState, LevelState
 from quantmesh.lock.base import DistributedLock
 from quantmesh.lock.keys import LockKeys
+from quantmesh.notify.events import NOP, Notifier, round_trip
 from quantmesh.observability.metrics import Metrics
 from quantmesh.storage.base import Repository
 from quantmesh.trading.book import Effect, OrderBook
@@ -105,8 +106,10 @@ class Trader:
         control: Callable[[], Desired | None] = lambda: ACTIVE,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
+        notifier: Notifier = NOP,
     ) -> None:
         self.settings = settings
+        self._notifier = notifier
         self.symbol = settings.symbol
         self._exchange = exchange
         self._repo = repository
@@ -138,6 +141,7 @@ class Trader:
             owner_valid=owner_valid,
             owner_deadline=owner_deadline,
             clock=clock,
+            notifier=notifier,
         )
         self._next_lookup = 0.0
         self._last_price_saved = -1e18
@@ -599,6 +603,9 @@ class Trader:
             )
         for trip in effect.round_trips:
             self._metrics.round_trips.labels(self.symbol).inc()
+            self._notifier.emit(
+                round_trip(self.symbol, trip.level, trip.cycle, trip.amount, trip.pnl)
+            )
             log.info(
                 "round_trip",
                 grid_level=trip.level,

@@ -87,4 +87,5 @@ def test_render_effective_shows_every_section() -> None:
         "redis",
         "logging",
         "http",
+        "notifications",
     ]
