@@ -2,8 +2,8 @@
 
 ``put`` never waits: the event goes in the queue, or, when the queue is full, it is
 dropped and counted (``dropped``). One task per channel sends the queued events in order;
-a failed attempt is retried with exponential backoff (``FIRST_RETRY`` doubled up to
-``MAX_RETRY``), waiting at least what a 429's ``Retry-After`` asked (up to
+a failed attempt is retried with exponential backoff (``first_retry``, 1 s, doubled up
+to ``MAX_RETRY``), waiting at least what a 429's ``Retry-After`` asked (up to
 ``MAX_RETRY_AFTER``), until ``retry_for`` seconds after the event was queued; a request
 the receiver refuses for itself (4xx other than 408 and 429) is not retried.
 
@@ -47,6 +47,7 @@ class ChannelQueue:
         size: int,
         counter: Counter,
         retry_for: float = 3600.0,
+        first_retry: float = FIRST_RETRY,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
@@ -55,6 +56,7 @@ class ChannelQueue:
         self.size = size
         self._counter = counter
         self._retry_for = retry_for
+        self._first_retry = first_retry
         self._clock = clock
         self._sleep = sleep
         self._items: collections.deque[tuple[Event, float]] = collections.deque()
@@ -119,7 +121,7 @@ class ChannelQueue:
     async def _deliver(self, event: Event, queued: float) -> None:
         """Send ``event`` until it arrives, the receiver refuses it for good, or
         ``retry_for`` has passed since it was queued; never raises but cancellation."""
-        delay = FIRST_RETRY
+        delay = self._first_retry
         attempts = 0
         while True:
             attempts += 1
