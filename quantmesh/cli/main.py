@@ -8,7 +8,18 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Protocol
 
 from quantmesh import __version__
-from quantmesh.cli import check_config, ctl, db, notify_test, reload, run, sim_exchange, status
+from quantmesh.cli import (
+    backtest,
+    check_config,
+    ctl,
+    data,
+    db,
+    notify_test,
+    reload,
+    run,
+    sim_exchange,
+    status,
+)
 from quantmesh.cli.exit_codes import EXIT_CONFIG, EXIT_FAILURE, print_error
 from quantmesh.errors import ConfigError, QuantMeshError
 
@@ -36,6 +47,8 @@ COMMANDS: dict[str, Command] = {
     "ctl": ctl,
     "reload": reload,
     "sim-exchange": sim_exchange,
+    "data": data,
+    "backtest": backtest,
     "db": db,
     "notify-test": notify_test,
 }

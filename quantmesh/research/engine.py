@@ -1,0 +1,410 @@
+"""One symbol's grid run over candles, in simulated time, with the daemon's own parts.
+
+What trades is what the daemon runs: ``grid.planner.plan`` decides, the trader's
+``OrderBook`` (``grid.ledger`` underneath) accounts every fill and closes the round trips,
+``grid.ids`` names every order, and the simulator's ``MatchingEngine`` accepts orders under
+the market's rules (tick, lot, minimum amount and notional) and fills them: a resting
+order at its own price when the price reaches it, a marketable one at once at the last
+price; the fee is ``fee_rate`` of the notional, in the quote currency. The quote balance is
+unbounded: what the grid needed is reported as the peak capital used.
+
+Simulated time, plain loops. The price path through each candle is ``path``'s model. An
+*event* is a price at which something can change: a resting order is reached, or the
+price crosses a grid level (the window moves). At each event, as the daemon does on each
+price: the engine fills what the price reached, the book records it, then the planner
+runs and its cancels and placements go to the engine; if one of them filled at once (a
+sell left below the price), the planner runs again at the same price - a live price dwells
+at a level for many ticks. Between events nothing can change (the plan depends on the
+price only through the level below it), so a candle that reaches no event costs a few
+integer comparisons: prices are handled as whole ticks.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from decimal import ROUND_FLOOR, Decimal
+
+from quantmesh.domain import Fill, MarketRules, Order, OrderRequest, OrderUpdate, floor_to
+from quantmesh.errors import OrderRejected
+from quantmesh.exchange.sim.matching import MatchingEngine
+from quantmesh.grid.ids import client_order_id, grid_tag
+from quantmesh.grid.levels import level_below, level_price
+from quantmesh.grid.planner import plan
+from quantmesh.grid.state import GridParams, GridShape, GridSpec, GridState, RoundTrip
+from quantmesh.research.candles import Candles
+from quantmesh.research.errors import ResearchError
+from quantmesh.research.path import VERTEX_TIMES, PathModel, high_first
+from quantmesh.trading.book import OrderBook
+
+__all__ = ["MAX_REPLANS", "Curve", "RunRecord", "SymbolSetup", "run_symbol"]
+
+MAX_REPLANS = 8
+"""Planner runs at one price at most (each one after an order filled at once)."""
+CURVE_POINTS = 2000
+"""Samples kept of the price, equity and inventory curves (the report's charts)."""
+_BALANCE = Decimal(10) ** 15  # an unbounded quote balance: the capital used is measured
+_NONE_BELOW = -(1 << 62)
+_NONE_ABOVE = 1 << 62
+
+
+@dataclass(frozen=True, slots=True)
+class SymbolSetup:
+    """What one symbol's backtest needs: its grid, the market's rules and the fee."""
+
+    params: GridParams
+    rules: MarketRules
+    fee_rate: Decimal
+
+
+@dataclass(slots=True)
+class Curve:
+    """Samples of the run at candle closes: time (epoch s), price, total PnL, inventory."""
+
+    ts: list[float] = field(default_factory=list)
+    price: list[float] = field(default_factory=list)
+    equity: list[float] = field(default_factory=list)
+    inventory: list[float] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class RunRecord:
+    """Everything a run produced, for the summary and the reports."""
+
+    setup: SymbolSetup
+    spec: GridSpec
+    tag: str
+    candles: int
+    start: float  # epoch s of the first candle's open
+    end: float  # epoch s of the last candle's close
+    first_price: Decimal
+    last_price: Decimal
+    orders: list[Order]
+    fills: list[Fill]
+    round_trips: list[RoundTrip]
+    skipped: Counter[str]
+    rejected: int
+    inventory: Decimal  # base held at the end (by the ledger: dust of closed trips excluded)
+    inventory_cost: Decimal  # quote paid for it, fees included
+    realized: Decimal
+    curve: Curve
+    max_drawdown: float  # largest fall of total PnL from a previous peak (quote)
+    peak_inventory: float  # base
+    peak_capital: float  # inventory cost + open buys, quote
+    capped_candles: int  # candles that ended with a buy held back by max_position
+    last_negative: float | None  # close time of the last candle ending with total PnL < 0
+    events: list[tuple[float, Decimal]] | None  # every event price, when traced
+
+
+class _Run:
+    """The state of one run; ``run_symbol`` drives it."""
+
+    def __init__(
+        self, setup: SymbolSetup, anchor: Decimal, trace: bool, remember_quiet: bool = True
+    ) -> None:
+        rules = setup.rules
+        self.rules = rules
+        self.symbol = rules.symbol
+        self.tick = rules.tick_size
+        spec = setup.params.anchored_at(anchor)
+        _check_spacing(spec, rules)
+        self.spec = spec
+        self.tag = grid_tag(spec.symbol, spec.anchor, spec.interval, spec.spacing)
+        state = GridState(self.symbol, anchor, shape=GridShape(spec.spacing, spec.interval))
+        self.book = OrderBook(spec, rules, state, self.tag)
+        self.now = 0.0
+        self.engine = MatchingEngine(
+            {self.symbol: rules}, {rules.quote: _BALANCE}, setup.fee_rate, self._clock
+        )
+        self.round_trips: list[RoundTrip] = []
+        self.skipped: Counter[str] = Counter()
+        self.rejected = 0
+        self.capped = False  # the last plan held a buy back for max_position
+        self.open_ticks: dict[str, tuple[bool, int, float]] = {}  # cid -> (buy?, ticks, quote)
+        self._bands: dict[int, tuple[int, int]] = {}
+        self.base = level_below(spec, anchor)
+        self.down_at = self.up_next = 0  # the level thresholds, in ticks
+        self.best_buy = _NONE_BELOW
+        self.best_sell = _NONE_ABOVE
+        self.quiet_low = self.quiet_high = 0
+        self.inventory = 0.0
+        self.cost = 0.0
+        self.realized = 0.0
+        self.capital = 0.0
+        self.events: list[tuple[float, Decimal]] | None = [] if trace else None
+        self.version = 0  # grows with every change of the book
+        self._orders_seen = -1
+        self._quiet_version = -1
+        self._quiet_plans: dict[int, tuple[Counter[str], bool]] = {}
+        self._remember_quiet = remember_quiet
+
+    def _clock(self) -> float:
+        return self.now
+
+    # -- one event --------------------------------------------------------------------
+
+    def event(self, ticks: int, ts: float) -> None:
+        """The price is ``ticks`` at ``ts``: fill, record, plan, act; thresholds after."""
+        self.now = ts
+        price = Decimal(ticks) * self.tick
+        if self.events is not None:
+            self.events.append((ts, price))
+        filled = False
+        for update in self.engine.on_price(self.symbol, price):
+            self._apply(update)
+            filled = True
+        self._locate(ticks)
+        for _ in range(MAX_REPLANS):
+            if not self._step(price):
+                break
+            filled = True
+        if filled:
+            self._position()
+        if self._orders_seen != self.version:
+            self._orders_seen = self.version
+            self._order_thresholds()
+        self.quiet_low = max(self.down_at, self.best_buy)  # strictly between: no event
+        self.quiet_high = min(self.up_next, self.best_sell)
+
+    def _step(self, price: Decimal) -> bool:
+        """Plan at ``price`` and act; whether an order filled at once.
+
+        A plan that does nothing is remembered for the level below the price until the book
+        changes: the planner would say the same at any price above that level and not above
+        the next one, so it is not asked again (its skipped levels are counted as if it
+        were).
+        """
+        if self._quiet_version != self.version:
+            self._quiet_version = self.version
+            self._quiet_plans.clear()
+        known = self._quiet_plans.get(self.base)
+        if known is not None:
+            self.skipped.update(known[0])
+            self.capped = known[1]
+            return False
+        book = self.book
+        result = plan(book.spec, book.rules, book.state, price, book.open_orders())
+        skipped: Counter[str] = Counter(skip.reason for skip in result.skipped)
+        self.skipped.update(skipped)
+        self.capped = "position_cap" in skipped
+        if not result.cancels and not result.places:
+            if self._remember_quiet:
+                self._quiet_plans[self.base] = (skipped, self.capped)
+            return False
+        # Act first, record after, as the trader does: the answers of one plan together.
+        answers: list[OrderUpdate] = []
+        for cancel in result.cancels:
+            answers.append(OrderUpdate(self.engine.cancel(self.symbol, cancel.client_order_id)))
+        for place in result.places:
+            cycle = book.state.level(place.level).cycle
+            cid = client_order_id(self.tag, place.level, place.side, cycle)
+            request = OrderRequest(self.symbol, place.side, place.price, place.amount, cid)
+            try:
+                answers.append(self.engine.submit(request))
+            except OrderRejected:
+                self.rejected += 1
+        filled = False
+        for update in answers:
+            order = update.order
+            if order.is_open:
+                buy = order.side == "buy"
+                quote = float(order.price * order.amount) if buy else 0.0
+                self.open_ticks[order.client_order_id] = (buy, self._ticks(order.price), quote)
+            self._apply(update)
+            filled = filled or bool(update.fills)
+        return filled
+
+    def _apply(self, update: OrderUpdate) -> None:
+        self.version += 1
+        if not update.order.is_open:
+            self.open_ticks.pop(update.order.client_order_id, None)
+        effect = self.book.effect(update, self.now)
+        if effect is None:
+            return
+        self.book.commit(effect)
+        self.round_trips.extend(effect.round_trips)
+
+    def _ticks(self, price: Decimal) -> int:
+        return int((price / self.tick).to_integral_value(rounding=ROUND_FLOOR))
+
+    def _position(self) -> None:
+        """Inventory and its cost from the ledger, after fills."""
+        holding = cost = Decimal(0)
+        for level in self.book.state.levels.values():
+            holding += level.holding
+            cost += level.cost
+        self.inventory = float(holding)
+        self.cost = float(cost)
+        self.realized = float(self.book.realized_pnl)
+
+    def _band(self, base: int) -> tuple[int, int]:
+        """Level ``base``'s band in ticks: the price is above ``base`` and at most ``base + 1``
+        while ``down_at < ticks < up_next``."""
+        band = self._bands.get(base)
+        if band is None:
+            below = level_price(self.spec, base) / self.tick
+            above = level_price(self.spec, base + 1) / self.tick
+            band = (
+                int(below.to_integral_value(rounding=ROUND_FLOOR)),
+                int(above.to_integral_value(rounding=ROUND_FLOOR)) + 1,
+            )
+            self._bands[base] = band
+        return band
+
+    def _locate(self, ticks: int) -> None:
+        """The level below the price, and the band of ticks it holds for."""
+        base = self.base
+        down_at, up_next = self._band(base)
+        while ticks <= down_at:  # exact: the bands are level_price's own, level by level
+            base -= 1
+            down_at, up_next = self._band(base)
+        while ticks >= up_next:
+            base += 1
+            down_at, up_next = self._band(base)
+        self.base, self.down_at, self.up_next = base, down_at, up_next
+
+    def _order_thresholds(self) -> None:
+        """The best open buy and sell, in ticks, and the capital the grid uses."""
+        best_buy, best_sell, open_quote = _NONE_BELOW, _NONE_ABOVE, 0.0
+        for buy, at, quote in self.open_ticks.values():
+            if buy:
+                open_quote += quote
+                best_buy = max(best_buy, at)
+            else:
+                best_sell = min(best_sell, at)
+        self.best_buy, self.best_sell = best_buy, best_sell
+        self.capital = self.cost + open_quote
+
+    # -- a segment of the path ----------------------------------------------------------
+
+    def walk(self, start: int, end: int, ts: float) -> None:
+        """The price moves from ``start`` to ``end`` (ticks): an event at every threshold."""
+        current = start
+        if end < current:
+            while True:
+                nxt = self.quiet_low
+                if nxt < end or nxt >= current:
+                    return
+                self.event(nxt, ts)
+                current = nxt
+        elif end > current:
+            while True:
+                nxt = self.quiet_high
+                if nxt > end or nxt <= current:
+                    return
+                self.event(nxt, ts)
+                current = nxt
+
+
+def _check_spacing(spec: GridSpec, rules: MarketRules) -> None:
+    step = spec.interval if spec.spacing == "arithmetic" else spec.anchor * spec.interval
+    if step < rules.tick_size:
+        raise ResearchError(
+            f"{spec.symbol}: the grid step {step.normalize():f} is finer than the market's "
+            f"price tick {rules.tick_size.normalize():f}; use a step of at least one tick"
+        )
+
+
+def run_symbol(
+    setup: SymbolSetup,
+    candles: Candles,
+    timeframe_ms: int,
+    model: PathModel = "nearer",
+    *,
+    trace: bool = False,
+    progress: Callable[[int], None] | None = None,
+    remember_quiet: bool = True,
+) -> RunRecord:
+    """Run ``setup``'s grid over ``candles`` (time order); ``trace`` keeps every event.
+
+    ``remember_quiet=False`` asks the planner at every event, even where it said nothing
+    at the same level before (slower, same result: tests check that).
+    """
+    n = len(candles)
+    if n == 0:
+        raise ResearchError(f"{setup.rules.symbol}: no candles in the chosen period")
+    tick = setup.rules.tick_size
+    inv = 1 / float(tick)
+    ts_list, opens, highs, lows, closes = (
+        candles.ts,
+        candles.open,
+        candles.high,
+        candles.low,
+        candles.close,
+    )
+    first = max(round(opens[0] * inv), 1)
+    anchor = setup.params.anchor_price
+    start = floor_to(Decimal(first) * tick, tick) if anchor is None else anchor
+    run = _Run(setup, start, trace, remember_quiet)
+    span = timeframe_ms / 1000
+    t0, t1, t2, t3 = (span * f for f in VERTEX_TIMES)
+    run.event(first, ts_list[0] / 1000)
+    every = max(1, math.ceil(n / CURVE_POINTS))
+    curve = Curve()
+    peak_eq = max_dd = peak_inv = peak_cap = 0.0
+    capped_candles = 0
+    last_negative: float | None = None
+    previous = first
+    walk = run.walk
+    for i in range(n):
+        low = round(lows[i] * inv)
+        high = round(highs[i] * inv)
+        close = round(closes[i] * inv)
+        if not (run.quiet_low < low and high < run.quiet_high):
+            ts = ts_list[i] / 1000
+            open_ = round(opens[i] * inv)
+            first_x, second_x = (
+                (high, low) if high_first(model, opens[i], highs[i], lows[i]) else (low, high)
+            )
+            walk(previous, open_, ts + t0)
+            walk(open_, first_x, ts + t1)
+            walk(first_x, second_x, ts + t2)
+            walk(second_x, close, ts + t3)
+        previous = close
+        equity = run.realized + run.inventory * closes[i] - run.cost
+        if equity > peak_eq:
+            peak_eq = equity
+        elif peak_eq - equity > max_dd:
+            max_dd = peak_eq - equity
+        if equity < 0:
+            last_negative = ts_list[i] / 1000 + span
+        peak_inv = max(peak_inv, run.inventory)
+        peak_cap = max(peak_cap, run.capital)
+        if run.capped:
+            capped_candles += 1
+        if i % every == 0 or i == n - 1:
+            curve.ts.append(ts_list[i] / 1000 + span)
+            curve.price.append(closes[i])
+            curve.equity.append(equity)
+            curve.inventory.append(run.inventory)
+            if progress is not None:
+                progress(i + 1)
+    holding = sum((lv.holding for lv in run.book.state.levels.values()), Decimal(0))
+    cost = sum((lv.cost for lv in run.book.state.levels.values()), Decimal(0))
+    return RunRecord(
+        setup=setup,
+        spec=run.spec,
+        tag=run.tag,
+        candles=n,
+        start=ts_list[0] / 1000,
+        end=ts_list[-1] / 1000 + span,
+        first_price=Decimal(first) * tick,
+        last_price=Decimal(previous) * tick,
+        orders=run.engine.all_orders(),
+        fills=run.engine.fills(),
+        round_trips=run.round_trips,
+        skipped=run.skipped,
+        rejected=run.rejected,
+        inventory=holding,
+        inventory_cost=cost,
+        realized=run.book.realized_pnl,
+        curve=curve,
+        max_drawdown=max_dd,
+        peak_inventory=peak_inv,
+        peak_capital=peak_cap,
+        capped_candles=capped_candles,
+        last_negative=last_negative,
+        events=run.events,
+    )

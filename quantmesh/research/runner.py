@@ -1,0 +1,162 @@
+"""Running backtests: every symbol of a config over its stored candles, one or a sweep.
+
+A sweep runs its combinations in worker processes (each reads the candles once and keeps
+them for the next combination) and saves the reports of each under its own directory.
+"""
+
+from __future__ import annotations
+
+import functools
+import multiprocessing
+import os
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+from quantmesh.research.candles import Candles, timeframe_ms
+from quantmesh.research.engine import run_symbol
+from quantmesh.research.errors import ResearchError
+from quantmesh.research.files import write_atomic
+from quantmesh.research.history import read_candles
+from quantmesh.research.path import PathModel
+from quantmesh.research.report import Backtest, render_json, totals
+from quantmesh.research.setup import SymbolSource
+from quantmesh.research.sweep import RANKINGS, Combination, apply, label
+
+__all__ = ["Request", "SweepRow", "rank", "run_backtest", "run_sweep", "write_reports"]
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """What to backtest: the symbols, the period (epoch ms, ``None``: all) and the model."""
+
+    sources: tuple[SymbolSource, ...]
+    timeframe: str
+    model: PathModel
+    start_ms: int | None
+    end_ms: int | None
+    start_text: str | None = None
+    until_text: str | None = None
+
+
+@functools.lru_cache(maxsize=8)
+def _candles(path: Path, start_ms: int | None, end_ms: int | None) -> Candles:
+    return read_candles(path, start_ms, end_ms)
+
+
+def run_backtest(
+    request: Request,
+    combo: Combination = (),
+    progress: Callable[[str, int, int], None] | None = None,
+) -> Backtest:
+    """Run every symbol of ``request`` (with ``combo``'s settings, if any)."""
+    step = timeframe_ms(request.timeframe)
+    records = []
+    for source in request.sources:
+        candles = _candles(source.path, request.start_ms, request.end_ms)
+        if not candles.ts:
+            raise ResearchError(
+                f"{source.settings.symbol}: no candles in {source.path} for the chosen period; "
+                "check --from/--until against 'quantmesh data list'"
+            )
+        settings = source.settings
+        if combo:
+            first = Decimal(round(candles.open[0] / float(source.rules.tick_size)))
+            first *= source.rules.tick_size
+            settings = apply(settings, combo, first, source.rules.tick_size)
+        symbol = settings.symbol
+        report: Callable[[int], None] | None = None
+        if progress is not None:
+            total = len(candles)
+
+            def report(done: int, symbol: str = symbol, total: int = total) -> None:
+                progress(symbol, done, total)
+
+        records.append(
+            run_symbol(source.setup(settings), candles, step, request.model, progress=report)
+        )
+    return Backtest(
+        timeframe=request.timeframe,
+        path_model=request.model,
+        start=request.start_text,
+        until=request.until_text,
+        records=tuple(records),
+    )
+
+
+def write_reports(backtest: Backtest, out: Path) -> list[Path]:
+    """The JSON, HTML and PNG of ``backtest`` under ``out``; the paths written."""
+    from quantmesh.research.html import render_html
+    from quantmesh.research.png import render_png
+
+    written = []
+    for name, data in (
+        ("report.json", render_json(backtest)),
+        ("report.html", render_html(backtest)),
+        ("equity.png", render_png(backtest)),
+    ):
+        write_atomic(out / name, data)
+        written.append(out / name)
+    return written
+
+
+@dataclass(frozen=True, slots=True)
+class SweepRow:
+    """One combination's outcome."""
+
+    index: int
+    label: str
+    figures: dict[str, Any]  # the totals of report.json
+    out: str
+
+
+def _sweep_one(request: Request, index: int, combo: Combination, out: Path) -> SweepRow:
+    backtest = run_backtest(request, combo)
+    target = out / f"{index:03d}"
+    write_reports(backtest, target)
+    return SweepRow(index, label(combo), totals(backtest.summaries()), str(target))
+
+
+def run_sweep(
+    request: Request,
+    combos: list[Combination],
+    out: Path,
+    jobs: int | None = None,
+    done: Callable[[int, int], None] | None = None,
+) -> list[SweepRow]:
+    """Every combination, in ``jobs`` processes (default: every core); in input order."""
+    workers = min(jobs or os.cpu_count() or 1, len(combos))
+    if workers <= 1:
+        rows = []
+        for i, combo in enumerate(combos):
+            rows.append(_sweep_one(request, i, combo, out))
+            if done is not None:
+                done(i + 1, len(combos))
+        return rows
+    context = multiprocessing.get_context("spawn")
+    results: dict[int, SweepRow] = {}
+    with ProcessPoolExecutor(workers, mp_context=context) as pool:
+        futures = [pool.submit(_sweep_one, request, i, c, out) for i, c in enumerate(combos)]
+        for future in futures:
+            row = future.result()
+            results[row.index] = row
+            if done is not None:
+                done(len(results), len(combos))
+    return [results[i] for i in range(len(combos))]
+
+
+def rank(rows: list[SweepRow], metric: str) -> list[SweepRow]:
+    """``rows`` best first by ``metric`` (a run without the figure ranks last)."""
+    higher = RANKINGS[metric]
+
+    def key(row: SweepRow) -> tuple[int, float, int]:
+        value = row.figures.get(metric)
+        if value is None:
+            return (1, 0.0, row.index)
+        number = float(value)
+        return (0, -number if higher else number, row.index)
+
+    return sorted(rows, key=key)

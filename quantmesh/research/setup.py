@@ -1,0 +1,122 @@
+"""Settings and stored data -> what each symbol's backtest needs.
+
+Market rules (tick, lot, minimums) and the fee, first found wins:
+
+1. the configured simulated market of that symbol, when ``exchange.name`` is
+   ``simulated`` (its ``fee_rate`` too) - the daemon's own rules for that config;
+2. the rules stored with the candles by ``data download`` (the exchange's listing);
+
+``--fee-rate`` overrides the fee either way.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+from typing import Any
+
+from quantmesh.config import Settings, SymbolSettings
+from quantmesh.domain import MarketRules
+from quantmesh.research.engine import SymbolSetup
+from quantmesh.research.errors import ResearchError
+from quantmesh.research.history import history_path, read_meta
+
+__all__ = ["SymbolSource", "data_exchange", "market_of", "rules_from_meta", "symbol_sources"]
+
+
+@dataclass(frozen=True, slots=True)
+class SymbolSource:
+    """One configured symbol: its settings, where its candles are, its market and fee."""
+
+    settings: SymbolSettings
+    path: Path
+    rules: MarketRules
+    fee_rate: Decimal
+
+    def setup(self, settings: SymbolSettings | None = None) -> SymbolSetup:
+        """The backtest setup, with ``settings`` instead of the configured ones if given."""
+        chosen = self.settings if settings is None else settings
+        return SymbolSetup(chosen.grid_params(), self.rules, self.fee_rate)
+
+
+def data_exchange(settings: Settings, chosen: str | None) -> str:
+    """Whose candles: ``--exchange``, else the configured exchange, else ``binance``."""
+    if chosen:
+        return chosen
+    name = settings.exchange.name
+    return "binance" if name == "simulated" else name
+
+
+def rules_from_meta(symbol: str, meta: dict[str, Any]) -> tuple[MarketRules, Decimal] | None:
+    """The market rules and taker fee stored with a candle file, if it has them."""
+    market = meta.get("market")
+    if not isinstance(market, dict):
+        return None
+    base, quote = symbol.split("/")
+    try:
+        tick = Decimal(str(market["tick_size"]))
+        lot = Decimal(str(market["lot_size"]))
+        rules = MarketRules(
+            symbol=symbol,
+            base=base,
+            quote=quote,
+            tick_size=tick,
+            lot_size=lot,
+            min_amount=Decimal(str(market.get("min_amount") or lot)),
+            min_notional=Decimal(str(market.get("min_notional") or 0)),
+        )
+        fee = Decimal(str(market.get("taker_fee") or "0.001"))
+    except (KeyError, InvalidOperation, ValueError):
+        return None
+    if not (rules.tick_size > 0 and rules.lot_size > 0):
+        return None
+    return rules, fee
+
+
+def market_of(settings: Settings, symbol: str, path: Path) -> tuple[MarketRules, Decimal]:
+    """The rules and fee a backtest of ``symbol`` uses (see the module docstring)."""
+    simulated = settings.exchange.simulated
+    if settings.exchange.name == "simulated" and symbol in simulated.markets:
+        market = simulated.markets[symbol]
+        base, quote = symbol.split("/")
+        rules = MarketRules(
+            symbol=symbol,
+            base=base,
+            quote=quote,
+            tick_size=market.tick_size,
+            lot_size=market.lot_size,
+            min_amount=market.lot_size,
+            min_notional=market.min_notional,
+        )
+        return rules, simulated.fee_rate
+    stored = rules_from_meta(symbol, read_meta(path)) if path.is_file() else None
+    if stored is None:
+        raise ResearchError(
+            f"{symbol}: no market rules (tick, lot, minimums): neither a simulated market "
+            f"in the config nor rules stored with {path}; download the data again"
+        )
+    return stored
+
+
+def symbol_sources(
+    settings: Settings,
+    data_dir: Path,
+    exchange: str,
+    timeframe: str,
+    fee_rate: Decimal | None,
+) -> list[SymbolSource]:
+    """Every configured symbol with its candle file, rules and fee; missing files raise."""
+    sources: list[SymbolSource] = []
+    for symbol in settings.trading.symbols:
+        path = history_path(data_dir, exchange, symbol.symbol, timeframe)
+        if not path.is_file():
+            raise ResearchError(
+                f"{symbol.symbol}: no {timeframe} candles from {exchange} at {path}; fetch "
+                f"them: quantmesh data download --exchange {exchange} --symbol "
+                f"{symbol.symbol} --timeframe {timeframe} --since YYYY-MM-DD "
+                f"--data-dir {data_dir}"
+            )
+        rules, fee = market_of(settings, symbol.symbol, path)
+        sources.append(SymbolSource(symbol, path, rules, fee if fee_rate is None else fee_rate))
+    return sources
