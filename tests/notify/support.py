@@ -4,11 +4,13 @@ and a notifier that records what it is given."""
 from __future__ import annotations
 
 import asyncio
+import http.server
 import json
+import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Self
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry
@@ -143,3 +145,58 @@ async def counted(
             got = sample(registry, channel, outcome)
             raise AssertionError(f"{channel} {outcome}: {got}, not {count}, in {timeout} s")
         await asyncio.sleep(0.02)
+
+
+class ThreadedReceiver:
+    """A receiver on a thread of its own, for tests that drive ``quantmesh`` processes
+    synchronously: records every POST (path, headers, body) and answers 200."""
+
+    def __init__(self) -> None:
+        received: list[Request] = []
+        self.received = received
+        self._lock = threading.Lock()
+        lock = self._lock
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                length = int(self.headers.get("Content-Length", "0"))
+                body = self.rfile.read(length)
+                with lock:
+                    received.append(
+                        Request(self.path, dict(self.headers), body, time.monotonic(), 200)
+                    )
+                self.send_response(200)
+                self.send_header("Content-Length", "2")
+                self.end_headers()
+                self.wfile.write(b"ok")
+
+            def log_message(self, format: str, *args: Any) -> None:
+                return
+
+        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self._server.server_address[1]
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    def url(self, path: str = "/hook") -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def bodies(self, event: str | None = None) -> list[dict[str, Any]]:
+        """The JSON bodies received (of ``event`` only, when given)."""
+        with self._lock:
+            bodies = [json.loads(r.body) for r in self.received]
+        return [b for b in bodies if event is None or b.get("event") == event]
+
+    def wait_for(self, event: str, count: int, timeout: float) -> list[dict[str, Any]]:
+        """The bodies of ``event`` once ``count`` arrived; what arrived after ``timeout``."""
+        deadline = time.monotonic() + timeout
+        while len(found := self.bodies(event)) < count and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return found
+
+    def __enter__(self) -> Self:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._server.shutdown()
+        self._server.server_close()
