@@ -65,7 +65,7 @@ def secret_values(settings: Settings) -> list[str]:
     if settings.redis.url is not None:
         values.extend(dsn_passwords(settings.redis.url.get_secret_value()))
     for channel in settings.notifications.channels:
-        for secret in (channel.url, channel.secret, channel.token):
+        for secret in (channel.webhook_url, channel.secret, channel.token):
             if secret is not None:
                 values.append(secret.get_secret_value())
     return [v for v in values if v]

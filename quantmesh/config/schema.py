@@ -567,14 +567,17 @@ class ChannelSettings(_Section):
     """One channel: where messages go (``type`` and its keys), the events it wants, the
     least level it wants.
 
-    - ``webhook``: ``url``; optional ``secret`` signs each body (HMAC-SHA256);
+    - ``webhook``: ``webhook_url``; optional ``secret`` signs each body (HMAC-SHA256);
     - ``telegram``: ``token`` and ``chat_id`` (usually ``${ENV}``), ``api_base``;
-    - ``slack``, ``discord``: the incoming webhook's ``url``.
+    - ``slack``, ``discord``: the incoming webhook's ``webhook_url``.
+
+    A webhook URL is a credential (Slack's and Discord's carry their token in the path):
+    it is masked whole wherever settings are shown, and never logged.
     """
 
     type: Literal["webhook", "telegram", "slack", "discord"]
     name: str | None = None  # in logs and the metric's channel label; default: its type
-    url: SecretStr | None = None  # webhook, slack, discord (a webhook URL is a credential)
+    webhook_url: SecretStr | None = None  # webhook, slack, discord
     secret: SecretStr | None = None  # webhook: HMAC-SHA256 key of X-QuantMesh-Signature
     token: SecretStr | None = None  # telegram: the bot token
     chat_id: str | None = None  # telegram: the chat's id, or @channelname
@@ -608,14 +611,14 @@ class ChannelSettings(_Section):
     def _check_type(self) -> ChannelSettings:
         problems: list[tuple[tuple[str | int, ...], str]] = []
         required, optional = _CHANNEL_KEYS[self.type]
-        for key in ("url", "secret", "token", "chat_id"):
+        for key in ("webhook_url", "secret", "token", "chat_id"):
             value = getattr(self, key)
             text = value.get_secret_value() if isinstance(value, SecretStr) else value
             if value is not None and key not in required + optional:
                 problems.append(((key,), f"not a key of type {self.type}: remove it"))
             elif key in required and not (text or "").strip():
                 problems.append(((key,), f"required for type {self.type}: {_HINTS[key]}"))
-            elif key == "url" and text and not _is_http_url(text):
+            elif key == "webhook_url" and text and not _is_http_url(text):
                 problems.append(((key,), "must be an http:// or https:// URL"))
         if self.type == "telegram" and not _is_http_url(self.api_base):
             problems.append((("api_base",), "must be an http:// or https:// URL"))
@@ -626,13 +629,13 @@ class ChannelSettings(_Section):
 
 # the keys of each channel type: (required, optional)
 _CHANNEL_KEYS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
-    "webhook": (("url",), ("secret",)),
+    "webhook": (("webhook_url",), ("secret",)),
     "telegram": (("token", "chat_id"), ()),
-    "slack": (("url",), ()),
-    "discord": (("url",), ()),
+    "slack": (("webhook_url",), ()),
+    "discord": (("webhook_url",), ()),
 }
 _HINTS = {
-    "url": "the endpoint's http(s) URL, e.g. url: ${WEBHOOK_URL}",
+    "webhook_url": "the endpoint's http(s) URL, e.g. webhook_url: ${WEBHOOK_URL}",
     "token": "the bot token from @BotFather, e.g. token: ${TELEGRAM_BOT_TOKEN}",
     "chat_id": "the chat's id or @channelname, e.g. chat_id: ${TELEGRAM_CHAT_ID}",
 }

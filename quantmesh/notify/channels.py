@@ -155,7 +155,7 @@ def build_channel(
     clock: Callable[[], float] = time.time,
 ) -> HttpChannel:
     """The channel ``settings`` describe, sending as ``instance``."""
-    url = settings.url.get_secret_value() if settings.url is not None else ""
+    url = settings.webhook_url.get_secret_value() if settings.webhook_url is not None else ""
     if settings.type == "webhook":
         secret = settings.secret.get_secret_value() if settings.secret is not None else ""
 

@@ -40,7 +40,7 @@ def test_the_daemon_says_it_started_and_stopped_signed_without_secrets_in_its_lo
                     "channels": [
                         {
                             "type": "webhook",
-                            "url": "${HOOK_URL}",
+                            "webhook_url": "${HOOK_URL}",
                             "secret": "${HOOK_SECRET}",
                             "events": ["instance_started", "instance_stopped"],
                         }
@@ -71,15 +71,15 @@ def test_the_daemon_says_it_started_and_stopped_signed_without_secrets_in_its_lo
 def test_notify_test_says_per_channel_whether_the_message_arrived(tmp_path: Path) -> None:
     with ThreadedReceiver() as receiver:
         channels: list[dict[str, Any]] = [
-            {"type": "webhook", "name": "ops", "url": receiver.url("/ops")},
+            {"type": "webhook", "name": "ops", "webhook_url": receiver.url("/ops")},
             {
                 "type": "telegram",
                 "token": "${TELEGRAM_TOKEN}",
                 "chat_id": "42",
                 "api_base": f"http://127.0.0.1:{receiver.port}",
             },
-            {"type": "slack", "url": receiver.url("/slack")},
-            {"type": "discord", "url": receiver.url("/discord")},
+            {"type": "slack", "webhook_url": receiver.url("/slack")},
+            {"type": "discord", "webhook_url": receiver.url("/discord")},
         ]
         env = {"TELEGRAM_TOKEN": TELEGRAM_TOKEN}
         config = changed(fast_config(), {"notifications": {"channels": channels}})
@@ -97,7 +97,7 @@ def test_notify_test_says_per_channel_whether_the_message_arrived(tmp_path: Path
         assert webhook["event"] == "test" and webhook["instance"] == "quantmesh-1"
 
         down = f"http://127.0.0.1:{free_port()}/x"
-        channels.append({"type": "webhook", "name": "down", "url": down})
+        channels.append({"type": "webhook", "name": "down", "webhook_url": down})
         config = changed(fast_config(), {"notifications": {"channels": channels}})
         failed = run_cli(["notify-test", "-c", str(write_config(tmp_path, config))], tmp_path, env)
     assert failed.returncode == 1
@@ -172,7 +172,11 @@ def notify(node: Node, url: str) -> None:
     config["notifications"] = {
         "daily_summary_at": None,
         "channels": [
-            {"type": "webhook", "url": url, "events": ["instance_started", "symbol_taken_over"]}
+            {
+                "type": "webhook",
+                "webhook_url": url,
+                "events": ["instance_started", "symbol_taken_over"],
+            }
         ],
     }
     node.config.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")

@@ -38,7 +38,7 @@ def registry() -> CollectorRegistry:
 async def test_a_webhook_event_arrives_signed_in_the_versioned_schema(
     receiver: Receiver, registry: CollectorRegistry
 ) -> None:
-    settings = channel_settings(type="webhook", url=receiver.url(), secret=SECRET)
+    settings = channel_settings(type="webhook", webhook_url=receiver.url(), secret=SECRET)
     queue = make_queue(settings, registry)
     queue.start()
     try:
@@ -71,7 +71,7 @@ async def test_a_webhook_event_arrives_signed_in_the_versioned_schema(
 async def test_an_unsigned_webhook_has_no_signature_header(
     receiver: Receiver, registry: CollectorRegistry
 ) -> None:
-    queue = make_queue(channel_settings(type="webhook", url=receiver.url()), registry)
+    queue = make_queue(channel_settings(type="webhook", webhook_url=receiver.url()), registry)
     queue.start()
     try:
         queue.put(lock_halted("halted", "Connection refused"))
@@ -86,7 +86,7 @@ async def test_messages_sent_while_the_receiver_is_down_arrive_after_in_order(
     registry: CollectorRegistry,
 ) -> None:
     receiver = Receiver()  # not listening yet
-    queue = make_queue(channel_settings(type="slack", url=receiver.url()), registry)
+    queue = make_queue(channel_settings(type="slack", webhook_url=receiver.url()), registry)
     queue.start()
     try:
         events = [symbol_taken_over(f"S{i}/USDT", "x", 1.0) for i in range(3)]
@@ -114,7 +114,7 @@ async def test_a_429_is_retried_after_the_retry_after_it_asked_for(
     receiver: Receiver, registry: CollectorRegistry
 ) -> None:
     receiver.replies.append(Reply(429, {"Retry-After": "1"}, "slow down"))
-    queue = make_queue(channel_settings(type="webhook", url=receiver.url()), registry)
+    queue = make_queue(channel_settings(type="webhook", webhook_url=receiver.url()), registry)
     queue.start()
     try:
         queue.put(lock_halted("halted", "down"))
@@ -136,7 +136,7 @@ async def test_discord_and_telegram_429s_say_how_long_in_their_body(
         Reply(429, {}, '{"ok": false, "error_code": 429, "parameters": {"retry_after": 1}}')
     )
     discord = make_queue(
-        channel_settings(type="discord", url=receiver.url("/api/webhooks/1/x")), registry
+        channel_settings(type="discord", webhook_url=receiver.url("/api/webhooks/1/x")), registry
     )
     discord.start()
     try:
@@ -154,7 +154,9 @@ async def test_discord_and_telegram_429s_say_how_long_in_their_body(
 async def test_a_full_queue_drops_new_messages_and_counts_them(
     receiver: Receiver, registry: CollectorRegistry
 ) -> None:
-    queue = make_queue(channel_settings(type="webhook", url=receiver.url()), registry, size=2)
+    queue = make_queue(
+        channel_settings(type="webhook", webhook_url=receiver.url()), registry, size=2
+    )
     accepted = [queue.put(lock_halted("halted", str(i))) for i in range(5)]
     assert accepted == [True, True, False, False, False]
     assert sample(registry, "webhook", "dropped") == 3
@@ -172,7 +174,7 @@ async def test_a_request_refused_for_itself_is_not_retried(
     receiver: Receiver, registry: CollectorRegistry
 ) -> None:
     receiver.replies.append(Reply(404, {}, "no such webhook"))
-    queue = make_queue(channel_settings(type="slack", url=receiver.url()), registry)
+    queue = make_queue(channel_settings(type="slack", webhook_url=receiver.url()), registry)
     queue.start()
     try:
         with capture_logs() as logs:
@@ -193,7 +195,7 @@ async def test_a_message_not_delivered_within_retry_for_is_given_up(
 ) -> None:
     receiver = Receiver()  # never listens
     queue = make_queue(
-        channel_settings(type="webhook", url=receiver.url()), registry, retry_for=0.3
+        channel_settings(type="webhook", webhook_url=receiver.url()), registry, retry_for=0.3
     )
     queue.start()
     try:
@@ -235,7 +237,7 @@ async def test_telegram_gets_send_message_and_its_token_never_reaches_the_logs(
 async def test_a_webhook_url_and_secret_never_reach_the_logs(registry: CollectorRegistry) -> None:
     url = f"http://127.0.0.1:{Receiver().port}/hooks/{SECRET}-path?token={TOKEN}"
     queue = make_queue(
-        channel_settings(type="webhook", url=url, secret=SECRET), registry, retry_for=0.2
+        channel_settings(type="webhook", webhook_url=url, secret=SECRET), registry, retry_for=0.2
     )
     queue.start()
     try:
@@ -252,7 +254,7 @@ async def test_a_webhook_url_and_secret_never_reach_the_logs(registry: Collector
 
 async def test_what_is_queued_at_close_is_counted_abandoned(registry: CollectorRegistry) -> None:
     receiver = Receiver()  # down: nothing leaves the queue
-    queue = make_queue(channel_settings(type="webhook", url=receiver.url()), registry)
+    queue = make_queue(channel_settings(type="webhook", webhook_url=receiver.url()), registry)
     queue.start()
     queue.put(lock_halted("halted", "a"))
     queue.put(lock_halted("halted", "b"))

@@ -42,7 +42,7 @@ async def receiver() -> AsyncIterator[Receiver]:
 
 def notifier(receiver: Receiver, channels: list[dict[str, object]], **kw: object) -> Dispatcher:
     for channel in channels:
-        channel.setdefault("url", receiver.url(f"/{channel.get('name', channel['type'])}"))
+        channel.setdefault("webhook_url", receiver.url(f"/{channel.get('name', channel['type'])}"))
     settings = NotificationSettings.model_validate({"channels": channels, **kw})
     built = build_notifier(settings, instance="node-a", registry=CollectorRegistry())
     assert isinstance(built, Dispatcher)
@@ -150,7 +150,7 @@ def test_bursts_count_within_the_window_and_then_rest() -> None:
 async def test_emit_is_cheap_and_never_raises(receiver: Receiver) -> None:
     registry = CollectorRegistry()
     settings = NotificationSettings.model_validate(
-        {"channels": [{"type": "webhook", "url": receiver.url(), "queue_size": 10}]}
+        {"channels": [{"type": "webhook", "webhook_url": receiver.url(), "queue_size": 10}]}
     )
     dispatcher = build_notifier(settings, instance="a", registry=registry)
     await dispatcher.start()

@@ -70,7 +70,7 @@ async def test_a_fleet_event_seen_by_three_instances_is_sent_once(
     redis_server: RedisServer, redis: Redis, receiver: Receiver
 ) -> None:
     settings = NotificationSettings.model_validate(
-        {"channels": [{"type": "webhook", "url": receiver.url()}], "dedupe_window": 5}
+        {"channels": [{"type": "webhook", "webhook_url": receiver.url()}], "dedupe_window": 5}
     )
     clients = [make_client(redis_server.port) for _ in range(3)]
     registries = [CollectorRegistry() for _ in range(3)]

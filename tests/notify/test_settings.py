@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from quantmesh.config.load import parse_settings
+from quantmesh.config.load import parse_settings, render_effective
 from quantmesh.config.schema import NotificationEvent, NotificationEventChoice, channel_names
 from quantmesh.errors import ConfigError
 from quantmesh.notify.events import EVENT_KINDS
@@ -27,11 +27,11 @@ def test_every_channel_type_loads_with_tokens_from_the_environment() -> None:
 notifications:
   daily_summary_at: 21:00     # unquoted: YAML 1.1 reads it as 1260
   channels:
-    - {type: webhook, url: "${HOOK}", secret: shared-secret}
+    - {type: webhook, webhook_url: "${HOOK}", secret: shared-secret}
     - {type: telegram, token: "${TELEGRAM_BOT_TOKEN}", chat_id: "${TELEGRAM_CHAT_ID}"}
-    - {type: slack, url: "https://hooks.slack.com/services/T/B/X", min_level: warning}
-    - {type: discord, url: "https://discord.com/api/webhooks/1/y", events: [round_trip]}
-    - {type: webhook, url: "https://b/y"}
+    - {type: slack, webhook_url: "https://hooks.slack.com/services/T/B/X", min_level: warning}
+    - {type: discord, webhook_url: "https://discord.com/api/webhooks/1/y", events: [round_trip]}
+    - {type: webhook, webhook_url: "https://b/y"}
 """,
         env=ENV,
     )
@@ -79,10 +79,10 @@ def test_each_problem_is_one_line_naming_the_key() -> None:
 notifications:
   daily_summary_at: "25:00"
   channels:
-    - {type: webhok, url: "https://a/b"}
-    - {type: webhook, url: "ftp://secret-host/path"}
-    - {type: telegram, chat_id: 5, url: "https://a/b"}
-    - {type: slack, url: "https://a/b", events: [round_trips], min_level: high}
+    - {type: webhok, webhook_url: "https://a/b"}
+    - {type: webhook, webhook_url: "ftp://secret-host/path"}
+    - {type: telegram, chat_id: 5, webhook_url: "https://a/b"}
+    - {type: slack, webhook_url: "https://a/b", events: [round_trips], min_level: high}
     - {type: discord}
 """
     )
@@ -91,8 +91,8 @@ notifications:
             "notifications.channels[0].type: must be one of webhook, telegram, slack, discord "
             "(got 'webhok') (did you mean 'webhook'?)"
         ),
-        "notifications.channels[1].url: must be an http:// or https:// URL",
-        "notifications.channels[2].url: not a key of type telegram: remove it",
+        "notifications.channels[1].webhook_url: must be an http:// or https:// URL",
+        "notifications.channels[2].webhook_url: not a key of type telegram: remove it",
         (
             "notifications.channels[2].token: required for type telegram: the bot token from "
             "@BotFather, e.g. token: ${TELEGRAM_BOT_TOKEN}"
@@ -108,8 +108,8 @@ notifications:
             "(got 'high')"
         ),
         (
-            "notifications.channels[4].url: required for type discord: the endpoint's http(s) "
-            "URL, e.g. url: ${WEBHOOK_URL}"
+            "notifications.channels[4].webhook_url: required for type discord: the endpoint's http(s) "
+            "URL, e.g. webhook_url: ${WEBHOOK_URL}"
         ),
         "notifications.daily_summary_at: must be a UTC time HH:MM, e.g. '21:00'",
     ]
@@ -122,9 +122,27 @@ def test_two_channels_may_not_share_a_name() -> None:
         """
 notifications:
   channels:
-    - {type: slack, url: "https://a/b"}
-    - {type: webhook, url: "https://a/c", name: slack}
+    - {type: slack, webhook_url: "https://a/b"}
+    - {type: webhook, webhook_url: "https://a/c", name: slack}
 """
     ) == [
         "notifications.channels[1].name: duplicate of channels[0] (slack): give each its own name"
     ]
+
+
+def test_check_config_masks_webhook_urls_secrets_and_tokens() -> None:
+    settings = parse_settings(
+        BASE
+        + """
+notifications:
+  channels:
+    - {type: slack, webhook_url: "https://hooks.slack.com/services/T0/B0/PATHTOKEN"}
+    - {type: webhook, webhook_url: "https://h/x", secret: shared-secret}
+    - {type: telegram, token: "${TELEGRAM_BOT_TOKEN}", chat_id: "${TELEGRAM_CHAT_ID}"}
+""",
+        env=ENV,
+    )
+    out = render_effective(settings)
+    for secret in ("PATHTOKEN", "https://h/x", "shared-secret", "tok-abc"):
+        assert secret not in out
+    assert out.count("webhook_url: '***'") == 2 and "chat_id: '-1001'" in out
