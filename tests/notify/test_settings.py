@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from quantmesh.config.load import parse_settings, render_effective
@@ -146,3 +148,19 @@ notifications:
     for secret in ("PATHTOKEN", "https://h/x", "shared-secret", "tok-abc"):
         assert secret not in out
     assert out.count("webhook_url: '***'") == 2 and "chat_id: '-1001'" in out
+
+
+def test_the_live_example_channels_load_once_uncommented() -> None:
+    path = Path(__file__).resolve().parents[2] / "config" / "config.live.example.yaml"
+    text = path.read_text(encoding="utf-8")
+    section = text[text.index("\nnotifications:") :]
+    uncommented = "\n".join(
+        line[:2] + line[4:] if line.startswith("  # ") else line
+        for line in section.splitlines()
+        if line != "  channels: []"
+    )
+    env = {**ENV, "ALERT_WEBHOOK_URL": "https://a/b", "ALERT_WEBHOOK_SECRET": "s"}
+    env["SLACK_WEBHOOK_URL"] = "https://hooks.slack.com/x"
+    settings = parse_settings(BASE + uncommented, env=env)
+    assert [c.type for c in settings.notifications.channels] == ["telegram", "webhook", "slack"]
+    assert settings.notifications.daily_summary_at == "21:00"
