@@ -171,6 +171,7 @@ class Service:
         notifier = self.components.notifier
         await notifier.start()
         reason: str | None = None
+        drain = True
         try:
             if self.http is not None:
                 await self.http.start()
@@ -179,13 +180,16 @@ class Service:
             finally:
                 if self.http is not None:
                     await self.http.close()
+        except asyncio.CancelledError:
+            reason, drain = "forced exit before shutdown finished", False  # no waiting now
+            raise
         except BaseException as exc:
             reason = f"ended by {type(exc).__name__}: {mask_credentials(str(exc))}"
             raise
         finally:  # told last, sent within the notifier's drain time
             reason = reason if reason is not None else self._stop_reason()
             notifier.emit(instance_stopped(reason, self.result.failed))
-            await notifier.close()
+            await notifier.close(drain=drain)
         return self.result
 
     def _stop_reason(self) -> str:

@@ -119,16 +119,22 @@ class Dispatcher:
         for job in self._jobs:
             self._running.append(asyncio.create_task(job(self), name="notify-job"))
 
-    async def close(self) -> None:
-        """Stop the jobs, let the queues drain (bounded), stop the senders."""
+    async def close(self, *, drain: bool = True) -> None:
+        """Stop the jobs, let the queues drain (within ``drain_timeout``, when ``drain``),
+        stop the senders. Never raises but cancellation: trading is over, its result
+        stands."""
         await cancel_and_wait(*self._running)
         self._running.clear()
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(self._drain_timeout):
-                if self._elections:
-                    await asyncio.wait(list(self._elections))
-                for route in self.routes:
-                    await route.queue.idle()
+        if drain:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self._drain_timeout):
+                    if self._elections:
+                        await asyncio.wait(list(self._elections))
+                    for route in self.routes:
+                        await route.queue.idle()
         await cancel_and_wait(*self._elections)
         for route in self.routes:
-            await route.queue.close()
+            try:
+                await route.queue.close()
+            except Exception:  # a channel that fails to close must not fail the shutdown
+                log.exception("notification_channel_close_failed", channel=route.queue.name)

@@ -72,8 +72,9 @@ class NotificationService(Notifier, Protocol):
 
     async def start(self) -> None: ...
 
-    async def close(self) -> None:
-        """Let what is queued go out (bounded in time), then stop."""
+    async def close(self, *, drain: bool = True) -> None:
+        """Let what is queued go out (bounded in time; not when ``drain`` is false),
+        then stop. Never raises but cancellation."""
         ...
 
 
@@ -86,7 +87,7 @@ class NopNotifier:
     async def start(self) -> None:
         """Nothing to start."""
 
-    async def close(self) -> None:
+    async def close(self, *, drain: bool = True) -> None:
         """Nothing to close."""
 
 

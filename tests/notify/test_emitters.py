@@ -48,8 +48,8 @@ class RecordingService(Recorder):
     async def start(self) -> None:
         self.calls.append("start")
 
-    async def close(self) -> None:
-        self.calls.append(f"close after {len(self.events)} events")
+    async def close(self, *, drain: bool = True) -> None:
+        self.calls.append(f"close after {len(self.events)} events, drain {drain}")
 
 
 async def test_the_service_says_it_started_and_why_it_stopped(tmp_path: Path) -> None:
@@ -74,7 +74,7 @@ async def test_the_service_says_it_started_and_why_it_stopped(tmp_path: Path) ->
     stopped = notifier.events[1]
     assert stopped.data == {"reason": "stopped on request", "failed": {}}
     assert stopped.level == "info"
-    assert notifier.calls == ["start", "close after 2 events"]  # told before it closes
+    assert notifier.calls == ["start", "close after 2 events, drain True"]  # told, then closed
 
 
 async def test_a_service_whose_symbols_all_failed_says_so_critically(tmp_path: Path) -> None:
@@ -92,6 +92,25 @@ async def test_a_service_whose_symbols_all_failed_says_so_critically(tmp_path: P
     assert stopped.kind == "instance_stopped" and stopped.level == "critical"
     assert stopped.data["reason"] == "every symbol failed"
     assert "NOPE/USDT" in stopped.data["failed"]  # type: ignore[operator]
+
+
+async def test_a_forced_exit_says_so_and_does_not_wait_for_the_queues(tmp_path: Path) -> None:
+    notifier = RecordingService()
+    service = assemble(
+        [SETTINGS],
+        exchange=make_exchange(tmp_path),
+        repository=make_repository(tmp_path),
+        locker=NopLock(),
+        metrics=Metrics(),
+        notifier=notifier,
+    )
+    task = asyncio.create_task(service.run(asyncio.Event()))
+    await until(lambda: notifier.kinds() == ["instance_started"])
+    task.cancel()  # what a second signal does
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert notifier.events[-1].data["reason"] == "forced exit before shutdown finished"
+    assert notifier.calls[-1] == "close after 2 events, drain False"
 
 
 async def test_the_lock_says_when_it_halts_and_when_it_recovers() -> None:
