@@ -53,8 +53,23 @@ class FaultDice:
     def __init__(self, faults: Faults, seed: int | None = None) -> None:
         self.faults = faults
         self._rng = random.Random(seed)
+        self._burst_after = 0  # REST calls still answered before the burst
+        self._burst_left = 0  # 429s still to answer
+
+    def burst(self, after: int, count: int) -> None:
+        """A deterministic rate-limit burst: the next ``after`` REST calls go through, the
+        ``count`` after them are answered 429 (a test's "429 in the middle")."""
+        if after < 0 or count < 0:
+            raise ValueError("after and count must be >= 0")
+        self._burst_after, self._burst_left = after, count
 
     def call(self) -> Outcome:
+        if self._burst_left:
+            if self._burst_after:
+                self._burst_after -= 1
+            else:
+                self._burst_left -= 1
+                return "rate_limited"
         faults = self.faults
         roll = self._rng.random()
         if roll < faults.error_rate:

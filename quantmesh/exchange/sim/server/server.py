@@ -9,6 +9,8 @@ loopback by default.
   rejected, with its API key);
 - ``/_sim/trades``: every fill;
 - ``/_sim/faults``: reads and changes the faults;
+- ``/_sim/rate_limit``: a burst of 429s after a number of REST calls
+  (``{"after": n, "count": k}``), for tests that need one at a known point;
 - ``/_sim/price``: moves a price;
 - ``/_sim/drop_ws``: closes every WebSocket;
 - ``/_sim/clock``: reads and changes the server clock's skew (``{"skew": seconds}``);
@@ -32,6 +34,7 @@ from aiohttp import web
 from quantmesh.domain import Fill, Order
 from quantmesh.exchange.sim.server.clock import ServerClock
 from quantmesh.exchange.sim.server.faults import FaultDice, Faults
+from quantmesh.exchange.sim.server.market_data import MarketData
 from quantmesh.exchange.sim.server.rest import RestApi
 from quantmesh.exchange.sim.server.streams import Streams
 from quantmesh.exchange.sim.simulated import SimulatedExchange
@@ -95,11 +98,15 @@ class SimServer:
         self.streams = Streams(exchange, self.rest, self.dice)
         self._runner: web.AppRunner | None = None
         self.port: int | None = None
+        self._seed = seed
+        self.market_data: MarketData | None = None  # once started: it needs the prices
 
     def app(self) -> web.Application:
         app = web.Application(middlewares=[self.rest.middleware])
         app.add_routes(self.rest.routes())
         app.add_routes(self.streams.routes())
+        if self.market_data is not None:
+            app.add_routes(self.market_data.routes())
         app.add_routes(
             [
                 web.get("/_sim/orders", self.orders),
@@ -107,6 +114,7 @@ class SimServer:
                 web.get("/_sim/trades", self.trades),
                 web.get("/_sim/faults", self.get_faults),
                 web.post("/_sim/faults", self.set_faults),
+                web.post("/_sim/rate_limit", self.rate_limit),
                 web.post("/_sim/price", self.set_price),
                 web.post("/_sim/drop_ws", self.drop_ws),
                 web.get("/_sim/stats", self.stats),
@@ -119,6 +127,8 @@ class SimServer:
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> int:
         """Start the exchange (restoring its state) and listen; returns the bound port."""
         await self.exchange.start()
+        self.market_data = MarketData(self.exchange, self.clock, self._seed)
+        self.market_data.start()
         runner = web.AppRunner(self.app(), handle_signals=False, access_log=None)
         await runner.setup()
         site = web.TCPSite(runner, host, port, shutdown_timeout=1.0)
@@ -129,6 +139,8 @@ class SimServer:
         return self.port
 
     async def close(self) -> None:
+        if self.market_data is not None:
+            await self.market_data.close()
         await self.streams.drop_all()
         if self._runner is not None:
             await self._runner.cleanup()
@@ -167,6 +179,14 @@ class SimServer:
             return web.json_response({"error": str(exc)}, status=400)
         log.info("sim_faults_set", **self.dice.faults.as_dict())
         return web.json_response(self.dice.faults.as_dict())
+
+    async def rate_limit(self, request: web.Request) -> web.Response:
+        try:
+            data = await request.json()
+            self.dice.burst(int(data.get("after", 0)), int(data["count"]))
+        except (ValueError, TypeError, KeyError, AttributeError) as exc:
+            return web.json_response({"error": repr(exc)}, status=400)
+        return web.json_response({"ok": True})
 
     async def set_price(self, request: web.Request) -> web.Response:
         try:
