@@ -21,6 +21,7 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict
 from pathlib import Path
 
+from bench.bench_backtest import YEAR, measure_backtest, measure_sweep
 from bench.bench_lock import measure_nop_lock, measure_redis_lock, redis_server_binary
 from bench.bench_pipeline import Phase, PipelineRun, harness_of, measure_pipeline
 from bench.bench_planner import measure_planner
@@ -70,6 +71,42 @@ def planner_rows(quick: bool) -> tuple[list[Row], dict[str, float]]:
         us < PLANNER_TARGET_US,
     )
     return [row], r
+
+
+BACKTEST_TARGET_S = 10.0  # one year of 1m candles, one symbol, one core
+SWEEP_SPEEDUP = 1.7  # 20 sweep runs on two processes vs one
+
+
+def backtest_rows(quick: bool) -> tuple[list[Row], dict[str, object]]:
+    candles = YEAR // 5 if quick else YEAR
+    runs = measure_backtest(candles, rounds=1 if quick else 2)
+    rows = []
+    for n, (grid, r) in enumerate(runs.items()):
+        rows.append(
+            Row(
+                f"backtest, {candles:,} 1m candles" if n == 0 else "",
+                f"s, window 20, {grid} ({r['round_trips']:,.0f} round trips; vs reading)",
+                fmt(r["backtest_s"]),
+                fmt(r["read_s"]),
+                ratio(r["backtest_s"], r["read_s"]),
+                f"< {BACKTEST_TARGET_S:g} s a year" if not quick else "",
+                r["backtest_s"] < BACKTEST_TARGET_S if not quick else None,
+            )
+        )
+    sweep = measure_sweep(candles=43_200 if quick else 129_600)
+    speedup = sweep["serial_s"] / sweep["parallel_s"]
+    rows.append(
+        Row(
+            f"sweep, {sweep['runs']:.0f} runs x {sweep['candles']:,.0f} candles",
+            f"s on {sweep['jobs']:.0f} processes (vs 1): {speedup:.2f}x faster",
+            fmt(sweep["parallel_s"]),
+            fmt(sweep["serial_s"]),
+            ratio(sweep["parallel_s"], sweep["serial_s"]),
+            f">= {SWEEP_SPEEDUP:g}x faster",
+            speedup >= SWEEP_SPEEDUP,
+        )
+    )
+    return rows, {"runs": runs, "sweep": sweep}
 
 
 def lock_rows(quick: bool) -> tuple[list[Row], dict[str, object]]:
@@ -335,6 +372,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     planner, raw["planner"] = planner_rows(args.quick)
     rows += planner
+    print("running the backtests ...", file=sys.stderr, flush=True)
+    backtest, raw["backtest"] = backtest_rows(args.quick)
+    rows += backtest
     lock, lock_raw = lock_rows(args.quick)
     raw.update(lock_raw)
     rows += lock

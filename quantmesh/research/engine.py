@@ -129,6 +129,10 @@ class _Run:
         self.best_buy = _NONE_BELOW
         self.best_sell = _NONE_ABOVE
         self.quiet_low = self.quiet_high = 0
+        self.price = Decimal(0)
+        self._engine_price: Decimal | None = None  # the last price the engine was told
+        self._holding = Decimal(0)  # the sums over the levels of the ledger
+        self._cost = Decimal(0)
         self.inventory = 0.0
         self.cost = 0.0
         self.realized = 0.0
@@ -152,9 +156,9 @@ class _Run:
         if self.events is not None:
             self.events.append((ts, price))
         filled = False
-        for update in self.engine.on_price(self.symbol, price):
-            self._apply(update)
-            filled = True
+        self.price = price
+        if ticks <= self.best_buy or ticks >= self.best_sell:
+            filled = self._sync_engine()
         self._locate(ticks)
         for _ in range(MAX_REPLANS):
             if not self._step(price):
@@ -197,6 +201,8 @@ class _Run:
         answers: list[OrderUpdate] = []
         for cancel in result.cancels:
             answers.append(OrderUpdate(self.engine.cancel(self.symbol, cancel.client_order_id)))
+        if result.places and self._engine_price != price:
+            self._sync_engine()  # a marketable order fills at the last price: tell it first
         for place in result.places:
             cycle = book.state.level(place.level).cycle
             cid = client_order_id(self.tag, place.level, place.side, cycle)
@@ -216,6 +222,19 @@ class _Run:
             filled = filled or bool(update.fills)
         return filled
 
+    def _sync_engine(self) -> bool:
+        """The engine learns the price and fills what it reached; whether anything filled.
+
+        Only needed when the price reaches an order, or before an order is placed (a
+        marketable one fills at the last price): in between, the engine would fill nothing.
+        """
+        self._engine_price = self.price
+        filled = False
+        for update in self.engine.on_price(self.symbol, self.price):
+            self._apply(update)
+            filled = True
+        return filled
+
     def _apply(self, update: OrderUpdate) -> None:
         self.version += 1
         if not update.order.is_open:
@@ -223,20 +242,19 @@ class _Run:
         effect = self.book.effect(update, self.now)
         if effect is None:
             return
+        before = self.book.state.level(effect.level.index)
         self.book.commit(effect)
+        self._holding += effect.level.holding - before.holding
+        self._cost += effect.level.cost - before.cost
         self.round_trips.extend(effect.round_trips)
 
     def _ticks(self, price: Decimal) -> int:
         return int((price / self.tick).to_integral_value(rounding=ROUND_FLOOR))
 
     def _position(self) -> None:
-        """Inventory and its cost from the ledger, after fills."""
-        holding = cost = Decimal(0)
-        for level in self.book.state.levels.values():
-            holding += level.holding
-            cost += level.cost
-        self.inventory = float(holding)
-        self.cost = float(cost)
+        """Inventory and its cost from the ledger (kept as sums of level changes)."""
+        self.inventory = float(self._holding)
+        self.cost = float(self._cost)
         self.realized = float(self.book.realized_pnl)
 
     def _band(self, base: int) -> tuple[int, int]:
