@@ -26,7 +26,15 @@ from quantmesh.research.report import Backtest, render_json, totals
 from quantmesh.research.setup import SymbolSource
 from quantmesh.research.sweep import RANKINGS, Combination, apply, label
 
-__all__ = ["Request", "SweepRow", "rank", "run_backtest", "run_sweep", "write_reports"]
+__all__ = [
+    "Request",
+    "SweepRow",
+    "check_combinations",
+    "rank",
+    "run_backtest",
+    "run_sweep",
+    "write_reports",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +55,25 @@ def _candles(path: Path, start_ms: int | None, end_ms: int | None) -> Candles:
     return read_candles(path, start_ms, end_ms)
 
 
+def _first_price(source: SymbolSource, request: Request) -> Decimal:
+    candles = _candles(source.path, request.start_ms, request.end_ms)
+    if not candles.ts:
+        raise ResearchError(
+            f"{source.settings.symbol}: no candles in {source.path} for the chosen period; "
+            "check --from/--until against 'quantmesh data list'"
+        )
+    tick = source.rules.tick_size
+    return Decimal(round(candles.open[0] / float(tick))) * tick
+
+
+def check_combinations(request: Request, combos: list[Combination]) -> None:
+    """Raise on the first combination some symbol refuses, before anything runs."""
+    for source in request.sources:
+        first = _first_price(source, request)
+        for combo in combos:
+            apply(source.settings, combo, first, source.rules.tick_size)
+
+
 def run_backtest(
     request: Request,
     combo: Combination = (),
@@ -56,16 +83,10 @@ def run_backtest(
     step = timeframe_ms(request.timeframe)
     records = []
     for source in request.sources:
+        first = _first_price(source, request)
         candles = _candles(source.path, request.start_ms, request.end_ms)
-        if not candles.ts:
-            raise ResearchError(
-                f"{source.settings.symbol}: no candles in {source.path} for the chosen period; "
-                "check --from/--until against 'quantmesh data list'"
-            )
         settings = source.settings
         if combo:
-            first = Decimal(round(candles.open[0] / float(source.rules.tick_size)))
-            first *= source.rules.tick_size
             settings = apply(settings, combo, first, source.rules.tick_size)
         symbol = settings.symbol
         report: Callable[[int], None] | None = None
@@ -127,7 +148,10 @@ def run_sweep(
     jobs: int | None = None,
     done: Callable[[int, int], None] | None = None,
 ) -> list[SweepRow]:
-    """Every combination, in ``jobs`` processes (default: every core); in input order."""
+    """Every combination, in ``jobs`` processes (default: every core); in input order.
+
+    Every combination is checked first: a refused one stops the sweep before any runs."""
+    check_combinations(request, combos)
     workers = min(jobs or os.cpu_count() or 1, len(combos))
     if workers <= 1:
         rows = []

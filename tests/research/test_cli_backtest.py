@@ -70,7 +70,7 @@ def test_period_and_path_model_change_the_run(workdir: Path) -> None:
         (["--sweep", "colour=1,2"], "'colour' cannot be swept"),
         (["--sweep", "buy_window_size=2.5"], "takes whole numbers"),
         (["--sweep", "price_interval=1%:2%:1"], "COUNT must be at least 2"),
-        (["--sweep", "order_quantity=1"], "must be at least min_order_value"),
+        (["--sweep", "order_quantity=50,1"], "must be at least min_order_value"),
     ],
 )
 def test_bad_input_is_one_line_and_writes_nothing(
