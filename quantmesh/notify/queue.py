@@ -27,6 +27,7 @@ from prometheus_client import Counter
 from quantmesh.cancel import cancel_and_wait
 from quantmesh.notify.channels import Channel, DeliveryFailed
 from quantmesh.notify.events import Event
+from quantmesh.observability.throttle import WarningThrottle
 from quantmesh.secrets import redact
 
 log = structlog.get_logger(__name__)
@@ -34,6 +35,7 @@ log = structlog.get_logger(__name__)
 FIRST_RETRY: Final = 1.0
 MAX_RETRY: Final = 60.0
 MAX_RETRY_AFTER: Final = 600.0  # a receiver asking for longer waits this long, then is tried
+DROP_LOG_INTERVAL: Final = 10.0  # drops of one kind logged at most this often
 
 
 class ChannelQueue:
@@ -64,6 +66,7 @@ class ChannelQueue:
         self._idle = asyncio.Event()
         self._idle.set()
         self._task: asyncio.Task[None] | None = None
+        self._throttle = WarningThrottle(DROP_LOG_INTERVAL)  # a storm of drops: one line
         for outcome in ("sent", "retried", "failed", "dropped", "abandoned", "deduplicated"):
             counter.labels(self.name, outcome)  # exported from the start, at 0
 
@@ -79,7 +82,14 @@ class ChannelQueue:
         """Queue ``event``; False (dropped, counted) when the queue is full. Never waits."""
         if len(self._items) >= self.size:
             self.count("dropped")
-            log.warning("notification_dropped", channel=self.name, kind=event.kind, size=self.size)
+            self._throttle.warning(
+                log,
+                "notification_dropped",
+                event.kind,
+                channel=self.name,
+                kind=event.kind,
+                size=self.size,
+            )
             return False
         self._items.append((event, self._clock()))
         self._idle.clear()

@@ -157,9 +157,12 @@ async def test_a_full_queue_drops_new_messages_and_counts_them(
     queue = make_queue(
         channel_settings(type="webhook", webhook_url=receiver.url()), registry, size=2
     )
-    accepted = [queue.put(lock_halted("halted", str(i))) for i in range(5)]
+    with capture_logs() as logs:
+        accepted = [queue.put(lock_halted("halted", str(i))) for i in range(5)]
     assert accepted == [True, True, False, False, False]
     assert sample(registry, "webhook", "dropped") == 3
+    # a storm of drops is one log line (then one per interval), each counted
+    assert [e["event"] for e in logs] == ["notification_dropped"]
     queue.start()  # the sender starts late: what was queued still goes
     try:
         delivered = await receiver.wait_delivered(2)
