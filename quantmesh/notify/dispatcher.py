@@ -24,7 +24,7 @@ import structlog
 from quantmesh.cancel import cancel_and_wait
 from quantmesh.config.schema import NotificationLevel
 from quantmesh.notify.bursts import RejectionBursts
-from quantmesh.notify.election import Alone, Election
+from quantmesh.notify.election import Election
 from quantmesh.notify.events import Event, Notifier, level_rank
 from quantmesh.notify.queue import ChannelQueue
 
@@ -62,7 +62,7 @@ class Dispatcher:
         drain_timeout: float = DRAIN_TIMEOUT,
     ) -> None:
         self.routes = list(routes)
-        self._election = election if election is not None else Alone()
+        self._election = election  # None: alone, every event is this instance's to send
         self._bursts = bursts if bursts is not None else RejectionBursts(5, 60.0)
         self._jobs = list(jobs)
         self._drain_timeout = drain_timeout
@@ -87,7 +87,7 @@ class Dispatcher:
         routes = [route for route in self.routes if route.wants(event)]
         if not routes:
             return
-        if event.scope != "fleet" or isinstance(self._election, Alone):
+        if event.scope != "fleet" or self._election is None:
             for route in routes:
                 route.queue.put(event)
             return
@@ -103,6 +103,7 @@ class Dispatcher:
         task.add_done_callback(self._elections.discard)
 
     async def _elect(self, event: Event, routes: list[Route]) -> None:
+        assert self._election is not None  # only fleet events with an election come here
         if await self._election.elect(event.key or event.kind):
             for route in routes:
                 route.queue.put(event)

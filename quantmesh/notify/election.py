@@ -8,7 +8,7 @@ the same event later (a second outage) is sent again.
 
 When Redis does not answer (the very outage being reported, often), the fallback
 decides without it: the instance with the smallest id among the live members last seen
-sends. Alone (no Redis configured), ``Alone`` sends everything.
+sends. Alone (no Redis configured) there is no election: the dispatcher sends everything.
 """
 
 from __future__ import annotations
@@ -28,13 +28,6 @@ class Election(Protocol):
     """Decides whether this instance sends the fleet event ``key``."""
 
     async def elect(self, key: str) -> bool: ...
-
-
-class Alone:
-    """One instance: it sends every event."""
-
-    async def elect(self, key: str) -> bool:
-        return True
 
 
 class ElectionClient(Protocol):
