@@ -16,8 +16,9 @@ import email.utils
 import json
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Final, Protocol
+from urllib.parse import urlsplit
 
 import aiohttp
 
@@ -35,7 +36,9 @@ from quantmesh.notify.formats import (
 from quantmesh.secrets import redact
 
 USER_AGENT: Final = "quantmesh-notify/1"
-_MAX_ERROR_TEXT: Final = 200
+_MAX_ERROR_TEXT: Final = 200  # characters of a refusal's answer in the error
+_MAX_ANSWER_BYTES: Final = 4096  # of a refusal's answer read, at most
+_MIN_SECRET_PIECE: Final = 8  # a shorter URL path ("/hook") is no secret worth hiding
 
 
 class DeliveryFailed(Exception):
@@ -93,11 +96,11 @@ class HttpChannel:
     """POSTs a body made from each event to one URL; the kinds differ in what they post."""
 
     name: str
-    url: str
-    render: Callable[[Event], tuple[bytes, dict[str, str]]]
-    timeout: float
-    hidden: tuple[str, ...] = ()  # secrets besides the URL
-    session: aiohttp.ClientSession | None = None
+    url: str = field(repr=False)
+    render: Callable[[Event], tuple[bytes, dict[str, str]]] = field(repr=False)
+    timeout: float = 10.0
+    hidden: tuple[str, ...] = field(default=(), repr=False)  # secrets besides the URL
+    session: aiohttp.ClientSession | None = field(default=None, repr=False)
 
     async def send(self, event: Event) -> None:
         body, headers = self.render(event)
@@ -113,7 +116,8 @@ class HttpChannel:
             ) as response:
                 if 200 <= response.status < 300:
                     return
-                text = await response.text(errors="replace")
+                said = await response.content.read(_MAX_ANSWER_BYTES)
+                text = said.decode(errors="replace")
                 raise self._refused(response.status, response.headers, text)
         except DeliveryFailed:
             raise
@@ -141,7 +145,11 @@ class HttpChannel:
             self.session = None
 
     def secrets(self) -> list[str]:
-        return [self.url, *self.hidden]
+        """The URL, its path and query (a webhook's token is often in its path), and the
+        channel's other secrets."""
+        parts = urlsplit(self.url)
+        pieces = [p for p in (parts.path, parts.query) if len(p) >= _MIN_SECRET_PIECE]
+        return [self.url, *pieces, *self.hidden]
 
 
 def _json(payload: Mapping[str, Json]) -> bytes:

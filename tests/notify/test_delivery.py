@@ -264,3 +264,22 @@ async def test_what_is_queued_at_close_is_counted_abandoned(registry: CollectorR
     await asyncio.sleep(0.1)
     await queue.close()
     assert sample(registry, "webhook", "abandoned") == 2
+
+
+async def test_a_webhook_path_echoed_by_the_receiver_never_reaches_the_logs(
+    receiver: Receiver, registry: CollectorRegistry
+) -> None:
+    path = "/services/T0001/B0002/PathTokenXyZ123"
+    receiver.replies.append(Reply(500, {}, f"no route for {path} today"))
+    queue = make_queue(channel_settings(type="slack", webhook_url=receiver.url(path)), registry)
+    queue.start()
+    try:
+        with capture_logs() as logs:
+            queue.put(lock_halted("halted", "a"))
+            await receiver.wait_delivered(1)
+            await counted(registry, "slack", "sent", 1)
+    finally:
+        await queue.close()
+    [retry] = [e for e in logs if e["event"] == "notification_retry"]
+    assert retry["error"] == "HTTP 500: no route for *** today"
+    assert "PathTokenXyZ123" not in repr(logs) + repr(queue.channel)
