@@ -11,7 +11,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from quantmesh.config.schema import NotificationSettings
-from quantmesh.notify.build import build_notifier, wanted_events
+from quantmesh.notify.build import build_notifier, send_test, wanted_events
 from quantmesh.notify.bursts import RejectionBursts
 from quantmesh.notify.dispatcher import Dispatcher
 from quantmesh.notify.events import (
@@ -25,9 +25,9 @@ from quantmesh.notify.events import (
     risk_triggered,
     round_trip,
 )
-from tests.support import FakeClock
+from tests.support import FakeClock, free_port
 
-from .support import Receiver, counted, sample
+from .support import Receiver, Reply, counted, sample
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -163,3 +163,31 @@ async def test_emit_only_enqueues_and_never_raises(receiver: Receiver) -> None:
         await counted(registry, "webhook", "sent", 10)
     finally:
         await dispatcher.close()
+
+
+async def test_send_test_tells_per_channel_whether_its_message_arrived(
+    receiver: Receiver,
+) -> None:
+    receiver.replies.append(Reply(401, {}, '{"ok": false, "description": "Unauthorized"}'))
+    settings = NotificationSettings.model_validate(
+        {
+            "channels": [
+                {
+                    "type": "telegram",
+                    "token": "5:bad-token-value",
+                    "chat_id": "1",
+                    "api_base": f"http://127.0.0.1:{receiver.port}",
+                },
+                {"type": "webhook", "webhook_url": receiver.url("/ok")},
+                {"type": "webhook", "webhook_url": f"http://127.0.0.1:{free_port()}/down"},
+            ]
+        }
+    )
+    outcomes = await send_test(settings, "node-a")
+    assert outcomes == {
+        "telegram": 'HTTP 401: {"ok": false, "description": "Unauthorized"}',
+        "webhook": None,
+        "webhook-2": "ClientConnectorError",
+    }
+    [webhook] = [r.json() for r in receiver.delivered]
+    assert webhook["event"] == "test" and webhook["instance"] == "node-a"
