@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 from collections.abc import Sequence
 from decimal import Decimal
 from typing import TYPE_CHECKING
@@ -23,7 +24,11 @@ if TYPE_CHECKING:
 
 
 def register(subparsers: Subparsers) -> None:
-    add_config_option(subparsers.add_parser("status", help="per-symbol state from the database"))
+    parser = subparsers.add_parser("status", help="per-symbol state from the database")
+    add_config_option(parser)
+    parser.add_argument(
+        "--json", action="store_true", help="one JSON object per grid, and the notes, for scripts"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -34,6 +39,9 @@ def run(args: argparse.Namespace) -> int:
 
     check_database_exists(settings)
     rows, notes = asyncio.run(read_status(settings))
+    if args.json:
+        print(json.dumps(status_json(rows, notes), indent=1))
+        return EXIT_OK
     print(format_status(rows), end="")
     if len(rows) > 1:
         for note in notes:
@@ -69,6 +77,26 @@ async def read_status(settings: Settings) -> tuple[list[list[str]], list[str]]:
             )
         rows.append(row)
     return rows, notes
+
+
+def status_json(rows: Sequence[Sequence[str]], notes: Sequence[str]) -> dict[str, object]:
+    """``--json``: ``{"grids": [{"exchange": ..., "last_price": ...}], "notes": [...]}``, the
+    table's columns as snake_case keys; counts as numbers, decimals as exact strings (as
+    the table shows them), ``-`` as null."""
+    if not rows:
+        return {"grids": [], "notes": list(notes)}
+    keys = [title.lower().replace(" ", "_") for title in rows[0]]
+    grids = [
+        {key: _json_value(key, value) for key, value in zip(keys, row, strict=True)}
+        for row in rows[1:]
+    ]
+    return {"grids": grids, "notes": list(notes)}
+
+
+def _json_value(key: str, value: str) -> str | int | None:
+    if value == "-":
+        return None
+    return int(value) if key in ("open_orders", "round_trips") else value
 
 
 def format_status(rows: Sequence[Sequence[str]]) -> str:
