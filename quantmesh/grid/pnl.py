@@ -47,18 +47,18 @@ class Position:
 
 def position(
     levels: Iterable[LevelState],
-    progress: Mapping[tuple[int, int], SellProgress],
+    progress: Mapping[int, SellProgress],
     price: Decimal,
 ) -> Position:
-    """The grid's position at ``price``. ``progress`` is the ledger's sell progress per
-    (level, cycle); only the progress of a level's current cycle counts."""
+    """The grid's position at ``price``. ``progress`` is the ledger's sell progress of each
+    level's current cycle, by level index (as the order book keeps it)."""
     inventory = cost = proceeds = ZERO
     for level in levels:
         if level.holding <= 0 and level.cost <= 0:
             continue
         inventory = _EXACT.add(inventory, level.holding)
         cost = _EXACT.add(cost, level.cost)
-        sold = progress.get((level.index, level.cycle))
+        sold = progress.get(level.index)
         if sold is not None:
             proceeds = _EXACT.add(proceeds, sold.proceeds)
     value = _EXACT.multiply(inventory, price)

@@ -55,6 +55,26 @@ class ServiceCollector(Collector):
             if seconds is not None:
                 age.add_metric([trader.symbol], seconds)
         yield age
+        unrealized = GaugeMetricFamily(
+            "quantmesh_unrealized_pnl",
+            "Unrealized PnL of the held inventory at the last price, in quote currency "
+            "(what partial sells brought in counted; absent before a price)",
+            labels=["symbol"],
+        )
+        average = GaugeMetricFamily(
+            "quantmesh_inventory_average_cost",
+            "Average cost of a unit of held inventory, fees in quote included (absent when "
+            "nothing is held)",
+            labels=["symbol"],
+        )
+        for trader in self._traders:
+            held = trader.position
+            if held is not None:
+                unrealized.add_metric([trader.symbol], float(held.unrealized))
+                if held.average_cost is not None:
+                    average.add_metric([trader.symbol], float(held.average_cost))
+        yield unrealized
+        yield average
         reconnects = CounterMetricFamily(
             "quantmesh_ws_reconnects",
             "Exchange stream failures followed by a reconnect (or REST polling)",

@@ -10,6 +10,7 @@ from quantmesh.control.desired import Desired
 from quantmesh.domain import ClockOffset, Tick
 from quantmesh.grid.levels import level_price
 from quantmesh.grid.planner import OpenOrder
+from quantmesh.grid.pnl import Position
 from quantmesh.grid.state import GridSpec, LevelState
 from quantmesh.observability.health import Check
 
@@ -36,6 +37,9 @@ class TraderView(Protocol):
     def realized_pnl(self) -> Decimal: ...
 
     @property
+    def position(self) -> Position | None: ...
+
+    @property
     def control(self) -> Desired | None: ...
 
     @property
@@ -60,6 +64,7 @@ def symbol_status(trader: TraderView) -> dict[str, Any]:
         "inventory": str(trader.inventory),
         "open_orders": trader.open_order_count,
         "realized_pnl": str(trader.realized_pnl),
+        **position_status(trader.position),
         "control": control_status(trader.control),
         "orders": [order_status(order) for order in sorted(trader.orders, key=_by_level)],
         "levels": [
@@ -67,6 +72,23 @@ def symbol_status(trader: TraderView) -> dict[str, Any]:
             for level in sorted(trader.holdings, key=lambda lvl: lvl.index)
         ],
     }
+
+
+def position_status(held: Position | None) -> dict[str, str | None]:
+    """What the grid holds at the last price: its cost, average cost and unrealized PnL
+    (None before a price; ``average_cost`` None when nothing is held)."""
+    if held is None:
+        return {"cost": None, "average_cost": None, "unrealized_pnl": None}
+    average = held.average_cost
+    return {
+        "cost": _plain(held.cost),
+        "average_cost": None if average is None else _plain(average),
+        "unrealized_pnl": _plain(held.unrealized),
+    }
+
+
+def _plain(value: Decimal) -> str:
+    return f"{value.normalize():f}" if value else "0"
 
 
 def order_status(order: OpenOrder) -> dict[str, object]:

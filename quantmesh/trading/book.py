@@ -22,6 +22,7 @@ from quantmesh.grid.ledger import (
     close_sell,
 )
 from quantmesh.grid.planner import OpenOrder
+from quantmesh.grid.pnl import Position, position
 from quantmesh.grid.state import GridSpec, GridState, LevelState, RoundTrip
 
 _SEEN_FILLS = 10_000  # trade ids remembered to drop a repeated fill without a query
@@ -105,6 +106,10 @@ class OrderBook:
 
     def holding_levels(self) -> list[LevelState]:
         return [lvl for lvl in self.state.levels.values() if lvl.holding > 0]
+
+    def position(self, price: Decimal) -> Position:
+        """Inventory, its cost and average cost, and the unrealized PnL at ``price``."""
+        return position(self.state.levels.values(), self._progress, price)
 
     # changes ---------------------------------------------------------------------------------
 

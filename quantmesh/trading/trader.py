@@ -43,6 +43,7 @@ from quantmesh.errors import (
 from quantmesh.exchange.base import Exchange
 from quantmesh.grid.ids import grid_tag, parse_client_order_id
 from quantmesh.grid.planner import CancelOrder, OpenOrder, plan
+from quantmesh.grid.pnl import Position
 from quantmesh.grid.state import GridParams, GridShape, GridSpec, GridState, LevelState
 from quantmesh.lock.base import DistributedLock
 from quantmesh.lock.keys import LockKeys
@@ -311,6 +312,13 @@ class Trader:
     def realized_pnl(self) -> Decimal:
         """Realized PnL of the round trips completed since this process started."""
         return Decimal(0) if self.book is None else self.book.realized_pnl
+
+    @property
+    def position(self) -> Position | None:
+        """The grid's position at the last price (None before the grid and a price)."""
+        if self.book is None or self.last_tick is None:
+            return None
+        return self.book.position(self.last_tick.price)
 
     @property
     def grid_spec(self) -> GridSpec | None:

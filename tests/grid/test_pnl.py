@@ -56,9 +56,9 @@ def test_average_cost_and_unrealized_of_two_levels() -> None:
 
 def test_a_partly_sold_level_counts_what_its_sells_brought_in() -> None:
     level = LevelState(-1, holding=D("0.004"), cost=D("20"), cycle=2)
-    progress = {(-1, 2): SellProgress(D("0.006"), D("12.6")), (-1, 1): SellProgress(D(1), D(9))}
+    progress = {-1: SellProgress(D("0.006"), D("12.6")), -2: SellProgress(D(1), D(9))}
     held = position([level], progress, D("2000"))
-    assert held.sold_proceeds == D("12.6")  # the old cycle's progress is not this level's
+    assert held.sold_proceeds == D("12.6")  # another level's progress is not this one's
     assert held.unrealized == D("8") + D("12.6") - D("20")
     assert held.average_cost == D("1850")
 
@@ -109,7 +109,7 @@ def test_realized_plus_unrealized_is_the_change_in_account_value(
         cash_value_of_dust = base * mark
     else:
         cash_value_of_dust = D(0)
-    held = position([outcome.level], {(0, outcome.level.cycle): outcome.progress}, mark)
+    held = position([outcome.level], {0: outcome.progress}, mark)
     assert realized + held.unrealized == cash + base * mark - cash_value_of_dust
 
 

@@ -16,6 +16,7 @@ from quantmesh.control.desired import ACTIVE, Desired
 from quantmesh.domain import Tick
 from quantmesh.errors import StartupError
 from quantmesh.grid.planner import OpenOrder
+from quantmesh.grid.pnl import Position, position
 from quantmesh.grid.state import GridParams, GridSpec, LevelState
 from quantmesh.observability.health import Check, Health
 from quantmesh.observability.http import HttpServer, exposure_warning, is_loopback
@@ -44,6 +45,10 @@ class FakeTrader:
     grid_spec: GridSpec | None = None
     orders: tuple[OpenOrder, ...] = ()
     holdings: tuple[LevelState, ...] = ()
+
+    @property
+    def position(self) -> Position | None:
+        return None if self.last_tick is None else position(self.holdings, {}, self.last_tick.price)
 
 
 Serve = Callable[..., AsyncIterator[tuple[HttpServer, aiohttp.ClientSession]]]
@@ -313,6 +318,9 @@ def test_status_lists_each_symbol_and_component_sections() -> None:
         "inventory": "0.02",
         "open_orders": 11,
         "realized_pnl": "1.25",
+        "cost": "59.8",
+        "average_cost": "2990",
+        "unrealized_pnl": "0.21",
         "control": {
             "mode": "stop_buys",
             "cancel_orders": False,
@@ -339,6 +347,7 @@ def test_status_lists_each_symbol_and_component_sections() -> None:
         "levels": [{"level": -1, "price": "2990", "holding": "0.02", "cost": "59.8"}],
     }
     assert body["symbols"]["BTC/USDT"]["price"] is None
+    assert body["symbols"]["BTC/USDT"]["unrealized_pnl"] is None
     assert body["symbols"]["BTC/USDT"]["orders"] == []
     assert body["symbols"]["BTC/USDT"]["levels"] == []
     assert body["symbols"]["BTC/USDT"]["control"]["mode"] == "unknown"
