@@ -607,6 +607,14 @@ class ChannelSettings(_Section):
     def _chat_text(cls, value: Any) -> Any:
         return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
 
+    @field_validator("webhook_url", "secret", "token", mode="before")
+    @classmethod
+    def _text_only(cls, value: Any) -> Any:
+        """A credential given as a number or a list is refused without echoing it."""
+        if value is not None and not isinstance(value, str | SecretStr):
+            raise ValueError("must be text: put it in quotes")
+        return value
+
     @model_validator(mode="after")
     def _check_type(self) -> ChannelSettings:
         problems: list[tuple[tuple[str | int, ...], str]] = []

@@ -119,6 +119,21 @@ notifications:
     assert not any("secret-host" in line for line in found)
 
 
+def test_a_credential_given_as_a_number_is_refused_without_echoing_it() -> None:
+    found = problems(
+        """
+notifications:
+  channels:
+    - {type: telegram, token: 123456789, chat_id: 1}
+    - {type: slack, webhook_url: [98765432]}
+"""
+    )
+    assert found == [
+        "notifications.channels[0].token: must be text: put it in quotes",
+        "notifications.channels[1].webhook_url: must be text: put it in quotes",
+    ]
+
+
 def test_two_channels_may_not_share_a_name() -> None:
     assert problems(
         """
