@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from quantmesh.app import Components, HttpFactory, Reloader, RunResult, Service, serve
 from quantmesh.config import ConfigError, Settings, SymbolSettings, load_settings
 from quantmesh.control.board import ControlBoard
-from quantmesh.control.desired import ACTIVE, Desired
+from quantmesh.control.desired import ACTIVE, Action, Desired
 from quantmesh.control.reload import ReloadReport, diff, effective
 from quantmesh.coordination.coordinator import Claim, Coordinator, LocalFallback, member_of
 from quantmesh.coordination.fleet import Fleet
@@ -23,6 +23,7 @@ from quantmesh.endpoints import build_http
 from quantmesh.errors import LockError, StartupError
 from quantmesh.exchange.base import Exchange
 from quantmesh.exchange.sim.markets import build_simulated
+from quantmesh.grid.risk import Fired
 from quantmesh.lock.base import ServiceLock
 from quantmesh.lock.connection import redis_client
 from quantmesh.lock.failover import FailoverLock
@@ -46,6 +47,8 @@ from quantmesh.storage.buffer import BufferedRepository
 from quantmesh.storage.controls import SqlControlStore
 from quantmesh.storage.engine import create_engine_for, to_sqlalchemy_url
 from quantmesh.storage.repository import SqlRepository
+from quantmesh.trading.risk import RISK_ACTOR
+from quantmesh.trading.risk import Record as RiskRecord
 from quantmesh.trading.trader import Trader, TraderSettings
 
 log = structlog.get_logger(__name__)
@@ -286,6 +289,7 @@ def buffer_writes(
 
 def trader_settings(symbol: SymbolSettings, settings: Settings) -> TraderSettings:
     ttl = settings.distributed_lock.ttl
+    risk = symbol.risk.limits()
     return TraderSettings(
         grid=symbol.grid_params(),
         place_ttl=ttl.place,
@@ -294,6 +298,7 @@ def trader_settings(symbol: SymbolSettings, settings: Settings) -> TraderSetting
         reconcile_ttl=ttl.reconcile,
         # A create that timed out may surface late; "not found" is trusted after this.
         unknown_grace=max(30.0, 3 * settings.exchange.request_timeout),
+        risk=risk if risk.any else None,
     )
 
 
@@ -346,6 +351,7 @@ def assemble(
             placing_block=placing_block,
             control=_control_of(controls, settings.symbol),
             notifier=notifier,
+            risk_record=_risk_record(controls, settings.symbol),
         )
 
     components = Components(
@@ -382,6 +388,20 @@ def _control_of(controls: ControlBoard | None, symbol: str) -> Callable[[], Desi
     if controls is None:
         return lambda: ACTIVE
     return lambda: controls.get(symbol)
+
+
+def _risk_record(controls: ControlBoard | None, symbol: str) -> RiskRecord | None:
+    """How a risk trigger's hold is stored: as desired state on the board (``halt`` is
+    ``cancel-all``), with the trigger as who asked; none without a board (the hold then
+    lasts as long as the trader)."""
+    if controls is None:
+        return None
+
+    async def record(fired: Fired) -> None:
+        action: Action = "stop-buys" if fired.action == "stop_buys" else "cancel-all"
+        await controls.apply(symbol, action, reason=fired.reason, actor=RISK_ACTOR + fired.trigger)
+
+    return record
 
 
 def _durability_block(repository: Repository) -> Callable[[], str | None]:

@@ -19,7 +19,10 @@ _SECRET_NAME = re.compile(r"(?i)secret|passw|passphrase|token|api_?key|private_?
 
 
 class _Dumper(yaml.SafeDumper):
-    pass
+    def ignore_aliases(self, data: Any) -> bool:
+        """Every value written out where it is, never as ``&id001``/``*id001`` (defaults
+        shared between symbols are one object)."""
+        return True
 
 
 def _represent_decimal(dumper: yaml.SafeDumper, value: Decimal) -> yaml.ScalarNode:

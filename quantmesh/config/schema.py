@@ -27,6 +27,7 @@ from pydantic import (
 from pydantic.fields import FieldInfo
 
 from quantmesh.config.problems import FieldProblems, suggest
+from quantmesh.grid.risk import TRIGGERS, RiskAction, RiskLimits
 from quantmesh.grid.state import GridParams, Spacing
 
 # Quote currencies recognised at the end of a compact symbol (ETHUSDT); longest first.
@@ -261,6 +262,73 @@ class ExchangeSettings(_Section):
         return value
 
 
+class RiskActionsSettings(_Section):
+    """The action each trigger takes (``stop_buys``: keep selling what is held; ``halt``:
+    cancel every order and place nothing)."""
+
+    stop_loss: RiskAction = "halt"
+    take_profit: RiskAction = "halt"
+    max_drawdown: RiskAction = "halt"
+    max_loss: RiskAction = "halt"
+
+
+class RiskSettings(_Section):
+    """``trading.symbols[].risk``: the symbol's exits (each off unless set)."""
+
+    stop_loss_price: PositiveDecimal | None = None
+    take_profit_price: PositiveDecimal | None = None
+    max_drawdown: Annotated[str, Field(min_length=1)] | PositiveDecimal | None = None
+    max_loss: PositiveDecimal | None = None
+    actions: RiskActionsSettings = RiskActionsSettings()
+
+    @field_validator("max_drawdown", mode="before")
+    @classmethod
+    def _drawdown(cls, value: Any) -> Any:
+        value = _number(value)
+        if isinstance(value, str) and not value.strip().endswith("%"):
+            try:
+                return Decimal(value.strip())
+            except ArithmeticError:
+                raise ValueError(
+                    "must be an amount in quote currency (150) or a percentage ('15%')"
+                ) from None
+        return value
+
+    @model_validator(mode="after")
+    def _check_risk(self) -> RiskSettings:
+        problems: list[tuple[tuple[str | int, ...], str]] = []
+        low, high = self.stop_loss_price, self.take_profit_price
+        if low is not None and high is not None and high <= low:
+            problems.append((("take_profit_price",), f"must be above stop_loss_price ({low})"))
+        if isinstance(self.max_drawdown, str):
+            try:
+                percent = Decimal(self.max_drawdown.strip()[:-1])
+            except ArithmeticError:
+                percent = Decimal(-1)
+            if not 0 < percent <= 100:
+                problems.append(
+                    (("max_drawdown",), "a percentage must be above 0% and at most 100% ('15%')")
+                )
+        if problems:
+            raise FieldProblems(problems)
+        return self
+
+    def limits(self) -> RiskLimits:
+        """These settings as the risk watch reads them."""
+        amount = self.max_drawdown if isinstance(self.max_drawdown, Decimal) else None
+        percent = None
+        if isinstance(self.max_drawdown, str):
+            percent = Decimal(self.max_drawdown.strip()[:-1])
+        return RiskLimits(
+            stop_loss_price=self.stop_loss_price,
+            take_profit_price=self.take_profit_price,
+            max_drawdown=amount,
+            max_drawdown_percent=percent,
+            max_loss=self.max_loss,
+            actions={trigger: getattr(self.actions, trigger) for trigger in TRIGGERS},
+        )
+
+
 class SymbolSettings(_Section):
     symbol: str
     spacing: Spacing = "arithmetic"
@@ -275,6 +343,7 @@ class SymbolSettings(_Section):
     upper_price: PositiveDecimal | None = None
     max_position: PositiveDecimal | None = None
     cancel_hysteresis: NonNegativeInt = 2
+    risk: RiskSettings = RiskSettings()
 
     @field_validator("symbol")
     @classmethod

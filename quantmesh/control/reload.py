@@ -198,13 +198,24 @@ def effective(old: S, new: S, kept: Collection[str] = ()) -> S:
 
 def _symbol_changes(old: SymbolConfig, new: SymbolConfig) -> tuple[FieldChange, ...]:
     """The settings of one symbol that differ, by their YAML keys (every one of them is a
-    grid parameter: ``SymbolSettings.grid_params``)."""
-    before, after = old.model_dump(), new.model_dump()
+    grid parameter - ``SymbolSettings.grid_params`` - or a risk limit, by its dotted key)."""
+    before, after = _flat(old.model_dump()), _flat(new.model_dump())
     return tuple(
-        FieldChange(key, _text(before[key]), _text(after[key]))
+        FieldChange(key, _text(before.get(key)), _text(after[key]))
         for key in after
         if key != "symbol" and before.get(key) != after[key]
     )
+
+
+def _flat(values: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested settings (``risk``) by dotted key: ``risk.stop_loss_price``."""
+    out: dict[str, Any] = {}
+    for key, value in values.items():
+        if isinstance(value, Mapping):
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
 
 
 def _paths(old: Any, new: Any, prefix: str) -> list[str]:

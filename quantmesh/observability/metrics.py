@@ -142,6 +142,13 @@ class Metrics:
             ["symbol", "mode"],
             registry=registry,
         )
+        self.risk_triggered = Gauge(
+            "quantmesh_risk_triggered",
+            "1 while a risk trigger holds the symbol (its action: stop_buys or halt), until "
+            "a person resumes it",
+            ["symbol", "trigger", "action"],
+            registry=registry,
+        )
         self.ownership_changes = Counter(
             "quantmesh_ownership_changes_total",
             "Ownership events of this instance: acquired, released (clean hand-off or "

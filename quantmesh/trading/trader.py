@@ -44,6 +44,7 @@ from quantmesh.exchange.base import Exchange
 from quantmesh.grid.ids import grid_tag, parse_client_order_id
 from quantmesh.grid.planner import CancelOrder, OpenOrder, plan
 from quantmesh.grid.pnl import Position
+from quantmesh.grid.risk import RiskLimits
 from quantmesh.grid.state import GridParams, GridShape, GridSpec, GridState, LevelState
 from quantmesh.lock.base import DistributedLock
 from quantmesh.lock.keys import LockKeys
@@ -52,6 +53,8 @@ from quantmesh.observability.metrics import Metrics
 from quantmesh.storage.base import Repository
 from quantmesh.trading.book import Effect, OrderBook
 from quantmesh.trading.reconcile import Reconciler
+from quantmesh.trading.risk import Record as RiskRecord
+from quantmesh.trading.risk import RiskGuard
 from quantmesh.trading.sender import OrderSender
 
 log = structlog.get_logger(__name__)
@@ -71,6 +74,7 @@ class TraderSettings:
     price_save_interval: float = 5.0
     reconcile_interval: float = 60.0  # between checks of our open orders against the exchange
     reconcile_ttl: float = 30.0  # the reconcile lock's lease
+    risk: RiskLimits | None = None  # the symbol's risk exits (None: none)
 
     @property
     def symbol(self) -> str:
@@ -108,6 +112,7 @@ class Trader:
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
         notifier: Notifier = NOP,
+        risk_record: RiskRecord | None = None,
     ) -> None:
         self.settings = settings
         self._notifier = notifier
@@ -151,6 +156,19 @@ class Trader:
         self.last_tick: Tick | None = None
         self.ready = asyncio.Event()  # set once the grid is loaded and reconciled
         self._started: Started | None = None  # once the grid is loaded
+        limits = settings.risk
+        self._risk = (
+            RiskGuard(
+                self.symbol,
+                limits,
+                metrics=metrics,
+                record=risk_record,
+                wall_clock=wall_clock,
+                notifier=notifier,
+            )
+            if limits is not None and limits.any
+            else None
+        )
 
     # lifecycle -------------------------------------------------------------------------
 
@@ -161,10 +179,14 @@ class Trader:
             updates = self._exchange.watch_orders(self.symbol)
             ticks = self._exchange.watch_ticks(self.symbol)
             started = await self._start(ticks)
-            async with asyncio.TaskGroup() as tg:
-                tg.create_task(self._order_loop(started.book, updates))
-                tg.create_task(started.reconciler.run())
-                await self._tick_loop(started, ticks)
+            try:
+                async with asyncio.TaskGroup() as tg:
+                    tg.create_task(self._order_loop(started.book, updates))
+                    tg.create_task(started.reconciler.run())
+                    await self._tick_loop(started, ticks)
+            finally:
+                if self._risk is not None:
+                    await self._risk.close()
 
     async def _start(self, ticks: AsyncIterator[Tick]) -> Started:
         """Load (or create) the grid, claim it, and reconcile it with the exchange."""
@@ -175,6 +197,10 @@ class Trader:
         book = OrderBook(spec, rules, state, tag)
         self._started = Started(book, self._reconciler(book))
         await self._started.reconciler.catch_up()
+        if self._risk is not None:  # equity counts the round trips stored before this start
+            trips = await self._repo.get_round_trips(self.symbol)
+            stored = sum((trip.pnl for trip in trips), Decimal(0))
+            self._risk.realized_before = stored - book.realized_pnl
         self._sender.start_verify_window()  # after the reconciliation, however long it took
         self.ready.set()
         return self._started
@@ -381,7 +407,16 @@ class Trader:
         async for tick in ticks:
             self._on_tick_seen(tick)
             if not self._placing or not self.price_fresh:
-                continue
+                continue  # a stale price fires no trigger and places nothing
+            if self._risk is not None:
+                book = started.book
+                self._risk.check(
+                    tick.price,
+                    book.position(tick.price),
+                    book.realized_pnl,
+                    self.settings.grid.order_quantity,
+                    self._control(),
+                )
             async with self._mutex:
                 if self._placing:
                     await self._step(started, tick.price)
@@ -446,8 +481,8 @@ class Trader:
 
     def _desired(self) -> Desired | None:
         """What a person asked of this symbol (``None`` while unknown); logged when what
-        the steps follow changes."""
-        desired = self._control()
+        the steps follow changes; a risk trigger's hold first, until it is recorded)."""
+        desired = self.control
         if desired != self._acting_on:
             if desired is None:
                 log.warning("control_unknown", effect="placing nothing until it is read")
@@ -464,8 +499,10 @@ class Trader:
 
     @property
     def control(self) -> Desired | None:
-        """What a person asked of this symbol, as this instance knows it now."""
-        return self._control()
+        """What a person asked of this symbol, as this instance knows it now (a risk
+        trigger's hold while the board has not read it back)."""
+        desired = self._control()
+        return desired if self._risk is None else self._risk.effective(desired)
 
     def _placing_blocked(self) -> bool:
         """Whether placing is blocked (a component says it cannot keep what we do safe);

@@ -131,3 +131,19 @@ def test_effective_keeps_what_needs_a_restart_and_refused_symbols() -> None:
         "trading.reconcile_interval: needs a restart (not applied)",
     ]
     assert effective(old, new, kept={"SOL/USDT": "no"}).symbols[-1].symbol == "ETH/USDT"
+
+
+def test_a_risk_limit_change_is_one_line_by_its_dotted_key() -> None:
+    new = _settings(
+        symbols=[
+            {"symbol": "ETH/USDT", "price_interval": 5, "buy_window_size": 3,
+             "risk": {"stop_loss_price": 1800, "actions": {"stop_loss": "stop_buys"}}},
+            {"symbol": "BTC/USDT", "price_interval": 100},
+        ]
+    )  # fmt: skip
+    plan = diff(_settings(), new)
+    assert plan.lines() == [
+        "ETH/USDT: risk.stop_loss_price none -> 1800",
+        "ETH/USDT: risk.actions.stop_loss halt -> stop_buys",
+    ]
+    assert not plan.changed[0].step_changed

@@ -1,0 +1,144 @@
+"""One symbol's risk exits at run time: the watch fed with every fresh price, the hold it
+sets when a trigger fires, and the record of that hold as desired state.
+
+When a trigger fires the guard holds the symbol at once, in this process (``stop_buys``, or
+``halt``: paused with every order cancelled), logs ``risk_triggered`` and sets
+``quantmesh_risk_triggered{symbol,trigger,action}``, tells the notification channels; then it records the hold through
+``record`` (the control board: the database, with the trigger and its values as the reason
+and ``risk:<trigger>`` as who asked), retrying until it is stored, so the hold survives a
+restart and follows the symbol to its next owner. Never fail open: the local hold stays
+until the desired state read back is at least as recent as the trigger - then a person's
+``resume`` (or any later action) is what the symbol follows, and the watch starts again
+from the equity of that moment, a price trigger only once its price has come back.
+
+The watch runs only while no risk hold is in force (after a restart or a take-over, the
+hold read from the database keeps it quiet), so a trigger is recorded once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from decimal import Decimal
+
+import structlog
+
+from quantmesh.control.desired import Desired
+from quantmesh.errors import StorageError
+from quantmesh.grid.pnl import Position
+from quantmesh.grid.risk import Fired, RiskLimits, RiskWatch
+from quantmesh.notify.events import NOP, Notifier, risk_triggered
+from quantmesh.observability.metrics import Metrics
+
+log = structlog.get_logger(__name__)
+
+RISK_ACTOR = "risk:"  # the prefix of who asked, for a hold a trigger set
+RECORD_RETRY = 2.0  # seconds between attempts to store a hold the database refused
+
+Record = Callable[[Fired], Awaitable[object]]
+
+
+def hold_of(fired: Fired, at: float) -> Desired:
+    """The desired state a trigger sets."""
+    if fired.action == "stop_buys":
+        return Desired("stop_buys", False, fired.reason, RISK_ACTOR + fired.trigger, at)
+    return Desired("paused", True, fired.reason, RISK_ACTOR + fired.trigger, at)
+
+
+def is_risk_hold(desired: Desired | None) -> bool:
+    return desired is not None and desired.mode != "active" and desired.actor.startswith(RISK_ACTOR)
+
+
+class RiskGuard:
+    """The risk exits of ``symbol``; see the module's docstring."""
+
+    def __init__(
+        self,
+        symbol: str,
+        limits: RiskLimits,
+        *,
+        metrics: Metrics,
+        record: Record | None,
+        wall_clock: Callable[[], float],
+        retry: float = RECORD_RETRY,
+        notifier: Notifier = NOP,
+    ) -> None:
+        self.symbol = symbol
+        self._watch = RiskWatch(limits)
+        self._metrics = metrics
+        self._record = record
+        self._wall = wall_clock
+        self._retry = retry
+        self._notifier = notifier
+        self.realized_before = Decimal(0)  # stored round trips' PnL before this trader began
+        self.hold: Desired | None = None  # the local hold, until the board reads it back
+        self._recording: asyncio.Task[None] | None = None
+        self._shown: tuple[str, str] | None = None  # the trigger the metric shows as held
+
+    def check(
+        self,
+        price: Decimal,
+        held: Position,
+        realized: Decimal,
+        order_value: Decimal,
+        control: Desired | None,
+    ) -> None:
+        """Feed one fresh price (never call with a stale one: no trigger fires then)."""
+        if self.hold is not None or control is None:
+            return
+        if is_risk_hold(control):  # held (read back, or set by a former owner): shown
+            trigger = control.actor.removeprefix(RISK_ACTOR)
+            action = "stop_buys" if control.mode == "stop_buys" else "halt"
+            self._metrics.risk_triggered.labels(self.symbol, trigger, action).set(1)
+            self._shown = (trigger, action)
+            return
+        equity = self.realized_before + realized + held.unrealized
+        if self._shown is not None:  # resumed after a trigger: watch again from here
+            self._metrics.risk_triggered.labels(self.symbol, *self._shown).set(0)
+            self._shown = None
+            self._watch.resume(price, equity, held.cost, order_value)
+            log.info("risk_watch_resumed", by=control.actor, mode=control.mode)
+        fired = self._watch.check(price, equity, held.cost, order_value)
+        if fired is not None:
+            self._fire(fired)
+
+    def effective(self, control: Desired | None) -> Desired | None:
+        """What the symbol follows: the local hold until the board has a state at least as
+        recent (the hold stored, or what a person asked after it), else ``control``."""
+        hold = self.hold
+        if hold is None:
+            return control
+        if control is not None and control.at >= hold.at:
+            self.hold = None
+            return control
+        return hold
+
+    async def close(self) -> None:
+        if self._recording is not None:
+            self._recording.cancel()
+            await asyncio.gather(self._recording, return_exceptions=True)
+
+    def _fire(self, fired: Fired) -> None:
+        self.hold = hold_of(fired, self._wall())
+        log.error(
+            "risk_triggered",
+            trigger=fired.trigger,
+            action=fired.action,
+            values=dict(fired.values),
+            effect="recorded as desired state; `quantmesh ctl resume` clears it",
+        )
+        self._metrics.risk_triggered.labels(self.symbol, fired.trigger, fired.action).set(1)
+        self._shown = (fired.trigger, fired.action)
+        self._notifier.emit(risk_triggered(self.symbol, fired.trigger, fired.reason))
+        if self._record is not None:
+            self._recording = asyncio.create_task(self._store(fired), name=f"risk:{self.symbol}")
+
+    async def _store(self, fired: Fired) -> None:
+        assert self._record is not None
+        while True:
+            try:
+                await self._record(fired)
+                return
+            except StorageError as exc:  # held here meanwhile; the database must have it
+                log.warning("risk_hold_not_stored", error=str(exc), retry_in=self._retry)
+                await asyncio.sleep(self._retry)
