@@ -20,7 +20,9 @@ from pydantic_core import ErrorDetails
 from quantmesh.config.source import Loc, format_path
 
 # Values of these keys are never echoed back in an error message.
-SECRET_KEYS = frozenset({"api_key", "secret", "password", "dsn", "url"})
+SECRET_KEYS = frozenset(
+    {"api_key", "secret", "password", "passphrase", "token", "dsn", "url", "webhook_url"}
+)
 
 # Extra advice for required values, by YAML path with list indices as [*].
 _MISSING_HINTS = {

@@ -366,6 +366,8 @@ def test_secret_values_are_not_echoed_in_problems() -> None:
     assert problems == ["exchange.api_key: must be a string"]
     problems = problems_of(SYMBOLS_OK + "redis:\n  url: 'http://:hunter2@h'\n")
     assert not any("hunter2" in line for line in problems)
+    problems = problems_of(SYMBOLS_OK + "http:\n  token: 5551234987\n")
+    assert problems == ["http.token: must be a string"]
 
 
 def test_number_for_string_suggests_quotes() -> None:
