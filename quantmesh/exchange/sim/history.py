@@ -69,9 +69,24 @@ class PriceHistory:
         self.lot = lot
         self.start_minute = start_ms // MINUTE_MS
         self.first_minute = self.start_minute - days * 1440
-        rng = random.Random(seed)
+        self._start_price = start_price
+        self._seed = seed
+        self._volatility = volatility
+        self._past_cache: list[Candle] | None = None  # drawn at the first read (0.4 s a month)
+        self._live: dict[int, list[Decimal]] = {}  # minute -> [open, high, low, close]
+        self._last = max(_round(float(start_price), tick, ROUND_FLOOR), tick)
+
+    @property
+    def _past(self) -> list[Candle]:
+        if self._past_cache is None:
+            self._past_cache = self._draw()
+        return self._past_cache
+
+    def _draw(self) -> list[Candle]:
+        tick, lot, volatility = self.tick, self.lot, self._volatility
+        rng = random.Random(self._seed)
         past: list[Candle] = []
-        close = float(start_price)
+        close = float(self._start_price)
         for k in range(self.start_minute - 1, self.first_minute - 1, -1):
             open_ = close / math.exp(rng.gauss(0.0, volatility))
             reach = abs(rng.gauss(0.0, volatility)) * 0.5
@@ -83,9 +98,7 @@ class PriceHistory:
             past.append(Candle(k * MINUTE_MS, o, max(high, o, c), min(low, o, c), c, volume, 4))
             close = open_
         past.reverse()
-        self._past = past
-        self._live: dict[int, list[Decimal]] = {}  # minute -> [open, high, low, close]
-        self._last = max(_round(float(start_price), tick, ROUND_FLOOR), tick)
+        return past
 
     def record(self, ts_ms: int, price: Decimal) -> None:
         """A price the simulator published at ``ts_ms``."""
