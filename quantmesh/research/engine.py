@@ -24,22 +24,28 @@ from __future__ import annotations
 import math
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from decimal import ROUND_FLOOR, Decimal
 
-from quantmesh.domain import Fill, MarketRules, Order, OrderRequest, OrderUpdate, floor_to
+from quantmesh.domain import MarketRules, OrderRequest, OrderUpdate, floor_to
 from quantmesh.errors import OrderRejected
 from quantmesh.exchange.sim.matching import MatchingEngine
 from quantmesh.grid.ids import client_order_id, grid_tag
 from quantmesh.grid.levels import level_below, level_price
 from quantmesh.grid.planner import plan
-from quantmesh.grid.state import GridParams, GridShape, GridSpec, GridState, RoundTrip
+from quantmesh.grid.state import GridShape, GridSpec, GridState, RoundTrip
 from quantmesh.research.candles import Candles
 from quantmesh.research.errors import ResearchError
 from quantmesh.research.path import VERTEX_TIMES, PathModel, high_first
+from quantmesh.research.record import Curve, RunRecord, SymbolSetup
 from quantmesh.trading.book import OrderBook
 
-__all__ = ["MAX_REPLANS", "Curve", "RunRecord", "SymbolSetup", "run_symbol"]
+__all__ = [
+    "MAX_REPLANS",
+    "Curve",
+    "RunRecord",
+    "SymbolSetup",
+    "run_symbol",
+]  # record types re-exported
 
 MAX_REPLANS = 8
 """Planner runs at one price at most (each one after an order filled at once)."""
@@ -48,54 +54,6 @@ CURVE_POINTS = 2000
 _BALANCE = Decimal(10) ** 15  # an unbounded quote balance: the capital used is measured
 _NONE_BELOW = -(1 << 62)
 _NONE_ABOVE = 1 << 62
-
-
-@dataclass(frozen=True, slots=True)
-class SymbolSetup:
-    """What one symbol's backtest needs: its grid, the market's rules and the fee."""
-
-    params: GridParams
-    rules: MarketRules
-    fee_rate: Decimal
-
-
-@dataclass(slots=True)
-class Curve:
-    """Samples of the run at candle closes: time (epoch s), price, total PnL, inventory."""
-
-    ts: list[float] = field(default_factory=list)
-    price: list[float] = field(default_factory=list)
-    equity: list[float] = field(default_factory=list)
-    inventory: list[float] = field(default_factory=list)
-
-
-@dataclass(slots=True)
-class RunRecord:
-    """Everything a run produced, for the summary and the reports."""
-
-    setup: SymbolSetup
-    spec: GridSpec
-    tag: str
-    candles: int
-    start: float  # epoch s of the first candle's open
-    end: float  # epoch s of the last candle's close
-    first_price: Decimal
-    last_price: Decimal
-    orders: list[Order]
-    fills: list[Fill]
-    round_trips: list[RoundTrip]
-    skipped: Counter[str]
-    rejected: int
-    inventory: Decimal  # base held at the end (by the ledger: dust of closed trips excluded)
-    inventory_cost: Decimal  # quote paid for it, fees included
-    realized: Decimal
-    curve: Curve
-    max_drawdown: float  # largest fall of total PnL from a previous peak (quote)
-    peak_inventory: float  # base
-    peak_capital: float  # inventory cost + open buys, quote
-    capped_candles: int  # candles that ended with a buy held back by max_position
-    last_negative: float | None  # close time of the last candle ending with total PnL < 0
-    events: list[tuple[float, Decimal]] | None  # every event price, when traced
 
 
 class _Run:

@@ -86,7 +86,7 @@ def _price_chart(record: RunRecord) -> str:
         color = "#1a7f37" if fill.side == "buy" else "#d1242f"
         parts.append(f'<circle cx="{x:.1f}" cy="{y:.1f}" r="2" fill="{color}"/>')
     parts.append("</svg>")
-    note = f"{len(fills)} fills" + (f", every {step}th shown" if step > 1 else "")
+    note = f"{len(fills)} fills" + (f", 1 in {step} shown" if step > 1 else "")
     return "\n".join(parts) + f"\n<p>{note}; buys green, sells red.</p>"
 
 
@@ -124,6 +124,8 @@ def _daily_chart(record: RunRecord) -> str:
 
 def _section(record: RunRecord, summary: Summary) -> str:
     figures = summary.as_json()
+    for key in ("start", "end"):
+        figures[key] = datetime.fromtimestamp(figures[key], UTC).strftime("%Y-%m-%d %H:%M UTC")
     rows = "".join(
         f"<tr><td>{html.escape(k)}</td><td>{html.escape(str(v))}</td></tr>"
         for k, v in figures.items()
