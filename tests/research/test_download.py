@@ -93,7 +93,9 @@ def test_checkpoints_keep_what_was_fetched(sim: SimProcess, tmp_path: Path) -> N
     assert report.fetched == 1100 and report.requests == 2
 
 
-def test_cli_download_and_list(sim: SimProcess, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_download_and_list(
+    sim: SimProcess, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     urls = json.dumps(binance_urls(sim.port))
     options = json.dumps(BINANCE_OPTIONS)
     since, _ = _window(sim, 1200)
