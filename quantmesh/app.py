@@ -155,10 +155,6 @@ class Service:
         self._stopping = False
         self._slots: dict[str, _Slot] = {}
         self._tasks: asyncio.TaskGroup | None = None  # the slots' task group while running
-        # Symbols a reload configured (or restarted after they failed) without a fleet:
-        # alone, this instance owns every configured symbol, so their slots do not wait
-        # for the coordinator to want them. In a fleet they wait, as at start.
-        self._reloaded: set[str] = set()
         self._reloading = asyncio.Lock()
         self._reloads: set[asyncio.Task[ReloadReport]] = set()
 
@@ -259,28 +255,22 @@ class Service:
             log.error("instance_id_in_use", error=str(exc))
             self._fatal.set()
 
-    async def _wait_wanted(self, symbol: str) -> None:
-        if symbol not in self._reloaded:
-            await self.coordinator.wait_wanted(symbol)
-
-    async def _wait_unwanted(self, symbol: str) -> None:
-        if symbol in self._reloaded:
-            await asyncio.Event().wait()  # wanted for as long as it is configured
-        else:
-            await self.coordinator.wait_unwanted(symbol)
-
     async def _slot(self, slot: _Slot) -> None:
         """Trade the slot's symbol whenever this instance owns it, until the symbol fails
         for good, is removed, or the service stops."""
         symbol = slot.settings.symbol
         coordinator = self.coordinator
         while not self._stopping:
-            await self._wait_wanted(symbol)
+            await self.coordinator.wait_wanted(symbol)
             if self._stopping:
                 return
             try:
                 async with coordinator.own(symbol) as claim:
                     ended = await self._trade(slot, claim)
+                    if ended == "failed" and slot.retune.is_set():
+                        # new settings came as it failed: try those, as at start
+                        self.result.failed.pop(symbol, None)
+                        continue
                     if ended == "failed":
                         coordinator.drop(symbol)  # failed here for good: others may try
                     if ended != "handoff":
@@ -318,7 +308,7 @@ class Service:
         self.traders.append(trader)
         slot.trader = trader
         run = asyncio.create_task(self._guard(trader), name=f"trader:{trader.symbol}")
-        handoff = asyncio.create_task(self._wait_unwanted(trader.symbol))
+        handoff = asyncio.create_task(self.coordinator.wait_unwanted(trader.symbol))
         leave = asyncio.create_task(slot.leave.wait())
         retune = asyncio.create_task(slot.retune.wait())
         try:
@@ -410,8 +400,6 @@ class Service:
             return "the service is not running"
         if symbol in self._slots:
             return "already configured"
-        if not self.coordinator.leased:
-            self._reloaded.add(symbol)
         self.symbols.append(settings)
         self.result.symbols = len(self.symbols)
         self.coordinator.configure(s.symbol for s in self.symbols)
@@ -434,7 +422,6 @@ class Service:
                     await cancel_and_wait(slot.task)
         finally:  # kept until it ended, so a shutdown meanwhile cancels it too
             del self._slots[symbol]
-        self._reloaded.discard(symbol)
         self.symbols = [s for s in self.symbols if s.symbol != symbol]
         self.coordinator.configure(s.symbol for s in self.symbols)  # no longer listed
         self.result.symbols = len(self.symbols)
@@ -457,14 +444,13 @@ class Service:
                 return refusal
         self.symbols = [settings if s.symbol == symbol else s for s in self.symbols]
         if slot.task.done():  # failed for good: a new slot on the new settings
-            if self.coordinator.leased:
-                return "failed here for good; needs a restart in a fleet (not applied)"
             self._slots.pop(symbol)
             self.result.failed.pop(symbol, None)
-            self._reloaded.add(symbol)
+            self.coordinator.retry(symbol)  # claimed again as at start
             self._start_slot(settings)
             return None
         slot.settings = settings
+        self.result.failed.pop(symbol, None)  # failed as its slot ends: the slot tries again
         slot.retune.set()
         return None
 

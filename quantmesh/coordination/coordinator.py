@@ -231,6 +231,26 @@ class Coordinator:
         self._wanted = self._wanted - {symbol}
         self._changed()
 
+    def retry(self, symbol: str) -> None:
+        """``symbol`` failed here for good and was given new settings: list it and claim it
+        again, as at start (in a fleet, under its ownership lease)."""
+        if symbol not in self._failed:
+            return
+        self._failed.discard(symbol)
+        log.info("symbol_retried", symbol=symbol)
+        self._recompute()
+
+    def _recompute(self) -> None:
+        """What is wanted after this instance's symbols changed: at once alone; in a fleet
+        from the members seen, and the others told by a heartbeat sent at once."""
+        if self._fleet is None:
+            self._wanted = self._current().symbols
+            self._changed()
+            return
+        if self.registered.is_set():  # else the first heartbeat computes what is wanted
+            self._set_view(self.members)
+        self._beat_now.set()
+
     def configure(self, symbols: Iterable[str]) -> None:
         """This instance is configured with ``symbols`` from now on (a reload).
 
@@ -256,13 +276,7 @@ class Coordinator:
             self._metrics.symbol_owned.labels(symbol).set(int(symbol in self.owned))
             self._metrics.failovers.labels(symbol)
         log.info("symbols_configured", added=sorted(added), removed=sorted(removed))
-        if self._fleet is None:
-            self._wanted = self._current().symbols
-            self._changed()
-            return
-        if self.registered.is_set():  # else the first heartbeat computes what is wanted
-            self._set_view(self.members)
-        self._beat_now.set()
+        self._recompute()
 
     async def _beat(self, fleet: Fleet) -> None:
         registration = await fleet.heartbeat(self._current().symbols)

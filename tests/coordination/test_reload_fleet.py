@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import time
+from dataclasses import replace
+from decimal import Decimal
+from pathlib import Path
 
 import pytest
 
@@ -14,7 +17,7 @@ from quantmesh.observability.metrics import Metrics
 from tests.servers.redis import RedisServer
 from tests.trading.support import until
 
-from .support import CHECK, TTL, Instance, Instances
+from .support import CHECK, TTL, Instance, Instances, instance
 
 ETH, BTC, SOL = "ETH/USDT", "BTC/USDT", "SOL/USDT"
 START = 3.0  # a trader's start-up: the grid loaded, reconciled with the exchange
@@ -88,3 +91,45 @@ def test_configure_changes_what_an_instance_alone_wants() -> None:
     coordinator.configure((BTC, SOL, ETH))  # configured again: claimed again
     assert coordinator.wants(ETH)
     assert coordinator.status()["wanted"] == [BTC, ETH, SOL]
+
+
+def test_retry_lists_and_wants_a_failed_symbol_again() -> None:
+    coordinator = Coordinator(member_of("a", "master", (ETH, BTC)), metrics=Metrics())
+    coordinator.drop(ETH)
+    assert not coordinator.wants(ETH)
+    coordinator.retry(ETH)
+    assert coordinator.wants(ETH) and coordinator.status()["wanted"] == [BTC, ETH]
+    coordinator.retry(SOL)  # never failed here: nothing changes
+    assert not coordinator.wants(SOL)
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.usefixtures("redis")
+async def test_a_symbol_that_failed_for_good_is_claimed_again_when_retuned(
+    instances: Instances, redis_server: RedisServer, tmp_path: Path
+) -> None:
+    """In a fleet too: new settings for a symbol that failed here for good start it again
+    under its ownership lease, listed in the membership entry again."""
+    a = instance(tmp_path, "a", redis_server.port, (ETH, SOL))
+    instances.started.append(a)
+    finer_than_tick = replace(a.service.symbols[1].grid, interval=Decimal("0.001"))
+    a.service.symbols[1] = replace(a.service.symbols[1], grid=finer_than_tick)
+    a.start()
+    await until(lambda: SOL in a.service.result.failed, timeout=10)
+    assert "finer than the market's price tick" in a.service.result.failed[SOL]
+    await until(lambda: ETH in a.trading(), timeout=10)
+    assert a.coordinator.status()["wanted"] == [ETH]
+
+    assert a.config is not None
+    text = a.config.read_text()
+    a.config.write_text(
+        text.replace(
+            "{symbol: SOL/USDT, price_interval: 10", "{symbol: SOL/USDT, price_interval: 20"
+        )
+    )
+    report = await a.service.reload()
+    assert report.ok and report.changes == ("SOL/USDT: price_interval 10 -> 20",), report
+    await until(lambda: a.trading() == {ETH, SOL}, timeout=TTL + CHECK + START)
+    assert SOL not in a.service.result.failed
+    assert a.coordinator.status()["wanted"] == [ETH, SOL]
+    assert SOL in a.coordinator.owned
