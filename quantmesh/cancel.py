@@ -10,6 +10,11 @@ until the task has ended.
 from __future__ import annotations
 
 import asyncio
+import io
+
+import structlog
+
+_log = structlog.get_logger(__name__)
 
 # How long one cancellation may take to end the task before it is cancelled again: long
 # enough for the cleanup a cancelled task does on its way out (giving back a lease,
@@ -31,6 +36,17 @@ async def cancel_and_wait(
         for task in pending:
             task.cancel()
         _, pending = await asyncio.wait(pending, timeout=patience)
+        for task in pending:  # swallowed, or a slow cleanup: where it is now says which
+            _log.warning("task_outlived_cancel", task=_describe(task), patience=patience)
     for task in tasks:
         if not task.cancelled():
             task.exception()  # retrieved: no "exception never retrieved" warning
+
+
+def _describe(task: asyncio.Task[object] | asyncio.Future[object]) -> str:
+    """A task's name and where it waits (its innermost frames)."""
+    if not isinstance(task, asyncio.Task):
+        return repr(task)
+    out = io.StringIO()
+    task.print_stack(limit=8, file=out)
+    return f"{task.get_name()}: {out.getvalue()[-1500:]}"

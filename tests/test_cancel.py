@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
+import structlog
+
 from quantmesh.cancel import cancel_and_wait
 
 
@@ -20,10 +22,14 @@ async def test_a_task_that_swallows_its_first_cancellation_still_ends() -> None:
                     raise
                 swallowed += 1  # as a library's wait_for may: the first one is lost
 
-    task = asyncio.create_task(stubborn())
+    task = asyncio.create_task(stubborn(), name="stubborn-task")
     await asyncio.sleep(0)
-    await asyncio.wait_for(cancel_and_wait(task, patience=0.1), 5)
+    with structlog.testing.capture_logs() as logs:
+        await asyncio.wait_for(cancel_and_wait(task, patience=0.1), 5)
     assert task.cancelled() and swallowed == 1
+    # which task outlived its cancellation, and where it waited, is logged once
+    (outlived,) = [e for e in logs if e["event"] == "task_outlived_cancel"]
+    assert outlived["task"].startswith("stubborn-task: ") and "in stubborn" in outlived["task"]
 
 
 async def test_ended_and_failed_tasks_are_fine() -> None:
