@@ -6,8 +6,9 @@ simulated time (``quantmesh.research``). Prints a summary table and writes
 runs every combination of the swept settings in parallel processes, prints them ranked,
 and saves each one's reports under ``--out/NNN/``.
 
-Exit codes: 0 done; 2 bad flags, configuration, sweep spec or missing data (one line
-saying what and what to do; nothing written).
+Exit codes: 0 done; 1 a report or data file cannot be written or read; 2 bad flags,
+configuration, sweep spec or missing data (one line saying what and what to do; nothing
+written).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from quantmesh.cli.exit_codes import EXIT_CONFIG, EXIT_OK, print_error
+from quantmesh.cli.exit_codes import EXIT_CONFIG, EXIT_FAILURE, EXIT_OK, print_error
 from quantmesh.cli.options import add_config_option
 
 if TYPE_CHECKING:
@@ -81,6 +82,9 @@ def run(args: argparse.Namespace) -> int:
     except ResearchError as exc:
         print_error(str(exc))
         return EXIT_CONFIG
+    except OSError as exc:  # an output or data directory that cannot be written or read
+        print_error(f"{exc.strerror or exc}: {exc.filename or ''}".rstrip(": "))
+        return EXIT_FAILURE
 
 
 def _request(args: argparse.Namespace) -> Request:

@@ -66,6 +66,9 @@ def run(args: argparse.Namespace) -> int:
     except ResearchError as exc:
         print_error(str(exc))
         return EXIT_CONFIG
+    except OSError as exc:  # an output or data directory that cannot be written or read
+        print_error(f"{exc.strerror or exc}: {exc.filename or ''}".rstrip(": "))
+        return EXIT_FAILURE
 
 
 def _day(ms: int | None) -> str:

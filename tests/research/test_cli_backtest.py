@@ -105,3 +105,13 @@ def test_sweep_runs_every_combination_ranked(
         f"price_interval={p} buy_window_size={w}" for p in ("0.2%", "0.4%") for w in (3, 6)
     }
     assert "RANK" in capsys.readouterr().out
+
+
+def test_an_output_that_cannot_be_written_is_one_line(
+    workdir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (workdir / "out").write_text("a file where the report directory should be")
+    assert _run(workdir) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("quantmesh: error: ") and "out" in err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
