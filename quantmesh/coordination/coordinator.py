@@ -212,6 +212,8 @@ class Coordinator:
                     log.info("fleet_reachable")
                     self._keeping.clear()  # the next outage logs its decisions again
                 self._fleet_error = None
+            if _cancelling():  # swallowed by the client as it answered: stop now
+                raise asyncio.CancelledError
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self.lease_ttl / 3):
                     await self._beat_now.wait()
@@ -559,6 +561,10 @@ class Coordinator:
             if self._fallback is not None and self._fallback.active():
                 continue  # Redis is down: the lease is kept locally, the record waits
             recorded = await self._record(fleet, symbol, "held", held.fence, since)
+            if _cancelling():
+                # A cancellation the client swallowed as it answered (Python 3.11's wait_for
+                # in redis-py): end here, or the hand-off waits out cancel_and_wait's patience.
+                raise asyncio.CancelledError
             if recorded is not None and not recorded.stored:
                 held.lost = True  # nothing more is sent; the watchdog ends the block
                 log.error("ownership_superseded", symbol=symbol, fence=held.fence)
@@ -654,3 +660,9 @@ def takeover_grace(
         grace = min(left, lease_ttl) + lease_ttl / 3
         return grace, f"{previous.owner}'s lease may still be valid: lost early"
     return 0.0, ""
+
+
+def _cancelling() -> bool:
+    """Whether the current task was asked to stop (the request may have been swallowed)."""
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
