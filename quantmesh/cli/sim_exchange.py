@@ -25,8 +25,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from quantmesh.cli.exit_codes import EXIT_FAILURE, EXIT_OK, print_error
-from quantmesh.config.problems import validation_problems
-from quantmesh.config.source import load_mapping, read_config_file
 from quantmesh.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -174,6 +172,8 @@ def _config_file(args: argparse.Namespace) -> dict[str, Any]:
     settings: duplicate keys refused, ``${VAR}`` expanded; ``ConfigError`` if unusable."""
     if args.config is None:
         return {}
+    from quantmesh.config.source import load_mapping, read_config_file  # not for --version
+
     text = read_config_file(args.config)
     return load_mapping(text, os.environ, str(args.config)) or {}
 
@@ -228,6 +228,8 @@ def sim_settings(args: argparse.Namespace) -> Any:
     try:
         return SimulatedExchangeSettings.model_validate(data)
     except ValidationError as exc:
+        from quantmesh.config.problems import validation_problems
+
         raise ConfigError(validation_problems(exc, SimulatedExchangeSettings)) from exc
 
 
