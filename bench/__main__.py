@@ -93,7 +93,7 @@ def backtest_rows(quick: bool) -> tuple[list[Row], dict[str, object]]:
                 r["backtest_s"] < BACKTEST_TARGET_S if not quick else None,
             )
         )
-    sweep = measure_sweep(candles=43_200 if quick else 129_600)
+    sweep = measure_sweep(candles=43_200 if quick else 129_600, rounds=1 if quick else 2)
     speedup = sweep["serial_s"] / sweep["parallel_s"]
     rows.append(
         Row(
