@@ -65,7 +65,9 @@ def position(
     unrealized = _EXACT.subtract(_EXACT.add(value, proceeds), cost)
     average = None
     if inventory:
-        average = _EXACT.divide(_EXACT.subtract(cost, proceeds), inventory).quantize(_PLACES)
+        average = _EXACT.quantize(
+            _EXACT.divide(_EXACT.subtract(cost, proceeds), inventory), _PLACES
+        )
     return Position(inventory, cost, proceeds, average, unrealized)
 
 

@@ -146,7 +146,7 @@ class RiskWatch:
             if percent > limits.max_drawdown_percent:
                 return self._fire(
                     "max_drawdown",
-                    ("drawdown", f"{_plain(percent.quantize(Decimal('0.01')))}%"),
+                    ("drawdown", f"{_plain(_EXACT.quantize(percent, Decimal('0.01')))}%"),
                     ("peak", self.peak),
                     ("max_drawdown", f"{_plain(limits.max_drawdown_percent)}%"),
                 )
