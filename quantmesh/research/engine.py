@@ -95,6 +95,8 @@ class _Run:
         self.cost = 0.0
         self.realized = 0.0
         self.capital = 0.0
+        self.peak_inventory = 0.0  # both at every event, not only at candle closes
+        self.peak_capital = 0.0
         self.events: list[tuple[float, Decimal]] | None = [] if trace else None
         self.version = 0  # grows with every change of the book
         self._orders_seen = -1
@@ -212,6 +214,7 @@ class _Run:
     def _position(self) -> None:
         """Inventory and its cost from the ledger (kept as sums of level changes)."""
         self.inventory = float(self._holding)
+        self.peak_inventory = max(self.peak_inventory, self.inventory)
         self.cost = float(self._cost)
         self.realized = float(self.book.realized_pnl)
 
@@ -252,6 +255,7 @@ class _Run:
                 best_sell = min(best_sell, at)
         self.best_buy, self.best_sell = best_buy, best_sell
         self.capital = self.cost + open_quote
+        self.peak_capital = max(self.peak_capital, self.capital)
 
     # -- a segment of the path ----------------------------------------------------------
 
@@ -319,9 +323,10 @@ def run_symbol(
     run.event(first, ts_list[0] / 1000)
     every = max(1, math.ceil(n / CURVE_POINTS))
     curve = Curve()
-    peak_eq = max_dd = peak_inv = peak_cap = 0.0
+    peak_eq = max_dd = 0.0
     capped_candles = 0
-    last_negative: float | None = None
+    below = False  # total PnL below zero at the last close
+    recovered: float | None = None  # close time at which the last stretch below zero ended
     previous = first
     walk = run.walk
     for i in range(n):
@@ -345,9 +350,9 @@ def run_symbol(
         elif peak_eq - equity > max_dd:
             max_dd = peak_eq - equity
         if equity < 0:
-            last_negative = ts_list[i] / 1000 + span
-        peak_inv = max(peak_inv, run.inventory)
-        peak_cap = max(peak_cap, run.capital)
+            below, recovered = True, None
+        elif below:
+            below, recovered = False, ts_list[i] / 1000 + span
         if run.capped:
             capped_candles += 1
         if i % every == 0 or i == n - 1:
@@ -378,9 +383,10 @@ def run_symbol(
         realized=run.book.realized_pnl,
         curve=curve,
         max_drawdown=max_dd,
-        peak_inventory=peak_inv,
-        peak_capital=peak_cap,
+        peak_inventory=run.peak_inventory,
+        peak_capital=run.peak_capital,
         capped_candles=capped_candles,
-        last_negative=last_negative,
+        went_below=below or recovered is not None,
+        recovered_at=recovered,
         events=run.events,
     )

@@ -56,5 +56,6 @@ class RunRecord:
     peak_inventory: float  # base
     peak_capital: float  # inventory cost + open buys, quote
     capped_candles: int  # candles that ended with a buy held back by max_position
-    last_negative: float | None  # close time of the last candle ending with total PnL < 0
+    went_below: bool  # total PnL was below zero at some candle close
+    recovered_at: float | None  # the close at which it was back at or above zero for good
     events: list[tuple[float, Decimal]] | None  # every event price, when traced

@@ -100,12 +100,11 @@ def summarize(record: RunRecord) -> Summary:
     committed = record.peak_capital
     first, last = record.first_price, record.last_price
     hold = float((last - first) / first) * 100 if first > 0 else 0.0
-    if record.last_negative is None:
-        break_even: float | None = 0.0
-    elif total < 0:
-        break_even = None
-    else:
-        break_even = (record.last_negative - record.start) / _DAY
+    break_even: float | None = 0.0
+    if record.recovered_at is not None:
+        break_even = (record.recovered_at - record.start) / _DAY
+    elif record.went_below:
+        break_even = None  # still below at the end
     capped = None
     if record.spec.max_position is not None:
         capped = record.capped_candles / record.candles * 100
