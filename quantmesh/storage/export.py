@@ -65,54 +65,39 @@ def check_schema(conn: Connection) -> None:
         )
 
 
+# Each export's columns from its table's columns (the export's name: the row's attribute).
+_TRADE_FIELDS: Final = {
+    "time": "ts", "exchange": "exchange", "symbol": "symbol", "side": "side",
+    "price": "price", "amount": "amount", "fee": "fee", "fee_currency": "fee_currency",
+    "trade_id": "trade_id", "order_id": "exchange_order_id",
+    "client_order_id": "client_order_id",
+}  # fmt: skip
+_ROUND_TRIP_FIELDS: Final = {name: name for name in ROUND_TRIP_COLUMNS}
+_ORDER_FIELDS: Final = {
+    **{name: name for name in ORDER_COLUMNS},
+    "order_id": "exchange_order_id",
+}
+
+
+def _records(
+    conn: Connection, table: Any, time: Column[float], fields: dict[str, str], where: ExportFilter
+) -> Iterator[Record]:
+    for row in conn.execute(where.apply(select(table), table, time)):
+        yield {name: getattr(row, attribute) for name, attribute in fields.items()}
+
+
 def trades(conn: Connection, where: ExportFilter) -> Iterator[Record]:
     t = models.trades
-    for row in conn.execute(where.apply(select(t), t, t.c.ts)):
-        yield {
-            "time": row.ts,
-            "exchange": row.exchange,
-            "symbol": row.symbol,
-            "side": row.side,
-            "price": row.price,
-            "amount": row.amount,
-            "quote_amount": row.price * row.amount,
-            "fee": row.fee,
-            "fee_currency": row.fee_currency,
-            "trade_id": row.trade_id,
-            "order_id": row.exchange_order_id,
-            "client_order_id": row.client_order_id,
-        }
+    for record in _records(conn, t, t.c.ts, _TRADE_FIELDS, where):
+        record["quote_amount"] = record["price"] * record["amount"]
+        yield record
 
 
 def round_trips(conn: Connection, where: ExportFilter) -> Iterator[Record]:
     r = models.round_trips
-    for row in conn.execute(where.apply(select(r), r, r.c.closed_at)):
-        yield {
-            "closed_at": row.closed_at,
-            "exchange": row.exchange,
-            "symbol": row.symbol,
-            "level": row.level,
-            "cycle": row.cycle,
-            "amount": row.amount,
-            "buy_cost": row.buy_cost,
-            "sell_proceeds": row.sell_proceeds,
-            "pnl": row.pnl,
-        }
+    return _records(conn, r, r.c.closed_at, _ROUND_TRIP_FIELDS, where)
 
 
 def orders(conn: Connection, where: ExportFilter) -> Iterator[Record]:
     o = models.orders
-    for row in conn.execute(where.apply(select(o), o, o.c.created_at)):
-        yield {
-            "created_at": row.created_at,
-            "updated_at": row.updated_at,
-            "exchange": row.exchange,
-            "symbol": row.symbol,
-            "side": row.side,
-            "price": row.price,
-            "amount": row.amount,
-            "filled": row.filled,
-            "status": row.status,
-            "order_id": row.exchange_order_id,
-            "client_order_id": row.client_order_id,
-        }
+    return _records(conn, o, o.c.created_at, _ORDER_FIELDS, where)

@@ -480,8 +480,8 @@ class Trader:
             await self._record_answers(book, answers)
 
     def _desired(self) -> Desired | None:
-        """What a person asked of this symbol (``None`` while unknown); logged when what
-        the steps follow changes; a risk trigger's hold first, until it is recorded)."""
+        """What the steps follow: what a person asked of this symbol (``None`` while
+        unknown), or a risk trigger's hold until it is recorded; logged when it changes."""
         desired = self.control
         if desired != self._acting_on:
             if desired is None:

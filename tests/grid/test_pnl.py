@@ -11,7 +11,6 @@ from decimal import Decimal
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from quantmesh.domain import MarketRules
 from quantmesh.grid.ledger import (
     SellProgress,
     apply_buy_fill,
@@ -21,16 +20,8 @@ from quantmesh.grid.ledger import (
 )
 from quantmesh.grid.pnl import daily, day_of, position
 from quantmesh.grid.state import LevelState
+from tests.trading.support import RULES
 
-RULES = MarketRules(
-    symbol="ETH/USDT",
-    base="ETH",
-    quote="USDT",
-    tick_size=Decimal("0.01"),
-    lot_size=Decimal("0.0001"),
-    min_amount=Decimal("0.0001"),
-    min_notional=Decimal(5),
-)
 D = Decimal
 prices = st.decimals(min_value=D("100"), max_value=D("5000"), places=2)
 fee_rates = st.sampled_from([D(0), D("0.001"), D("0.00075")])
