@@ -264,21 +264,25 @@ class Service:
             await self.coordinator.wait_wanted(symbol)
             if self._stopping:
                 return
+            ended: str | None = None
             try:
                 async with coordinator.own(symbol) as claim:
                     ended = await self._trade(slot, claim)
-                    if ended == "failed" and slot.retune.is_set():
-                        # new settings came as it failed: try those, as at start
-                        self.result.failed.pop(symbol, None)
-                        continue
-                    if ended == "failed":
+                    if ended == "failed" and not slot.retune.is_set():
                         coordinator.drop(symbol)  # failed here for good: others may try
-                    if ended != "handoff":
-                        return
             except (LockTimeout, LockUnavailable, LockLost):
                 pass  # held elsewhere, backend down, or lost: the coordinator said which
             except LockError as exc:
                 log.warning("ownership_failed", symbol=symbol, error=str(exc))
+            if ended == "failed" and slot.retune.is_set():
+                # new settings came as it failed, or while its lease was released: try
+                # those, as at start (checked with no await before the task ends, so a
+                # reload either sets retune first or finds the task done)
+                self.result.failed.pop(symbol, None)
+                coordinator.retry(symbol)
+                continue
+            if ended is not None and ended != "handoff":
+                return
             await coordinator.retry_pause(symbol)
 
     async def _trade(

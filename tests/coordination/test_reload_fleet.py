@@ -9,6 +9,7 @@ import time
 from dataclasses import replace
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -105,17 +106,31 @@ def test_retry_lists_and_wants_a_failed_symbol_again() -> None:
 
 @pytest.mark.timeout(60)
 @pytest.mark.usefixtures("redis")
+@pytest.mark.parametrize("when", ["after", "during"], ids=["released", "as_released"])
 async def test_a_symbol_that_failed_for_good_is_claimed_again_when_retuned(
-    instances: Instances, redis_server: RedisServer, tmp_path: Path
+    instances: Instances, redis_server: RedisServer, tmp_path: Path, when: str
 ) -> None:
     """In a fleet too: new settings for a symbol that failed here for good start it again
-    under its ownership lease, listed in the membership entry again."""
+    under its ownership lease, listed in the membership entry again - also when they come
+    while the failed symbol's lease is still being released."""
     a = instance(tmp_path, "a", redis_server.port, (ETH, SOL))
     instances.started.append(a)
     finer_than_tick = replace(a.service.symbols[1].grid, interval=Decimal("0.001"))
     a.service.symbols[1] = replace(a.service.symbols[1], grid=finer_than_tick)
+    releasing, gate = asyncio.Event(), asyncio.Event()
+    record = a.coordinator._record
+
+    async def held_open(fleet: Any, symbol: str, state: str, fence: int, since: float) -> Any:
+        if symbol == SOL and state == "released" and when == "during" and not gate.is_set():
+            releasing.set()
+            await gate.wait()
+        return await record(fleet, symbol, state, fence, since)
+
+    a.coordinator._record = held_open  # type: ignore[method-assign]
     a.start()
     await until(lambda: SOL in a.service.result.failed, timeout=10)
+    if when == "during":
+        await asyncio.wait_for(releasing.wait(), 10)  # released only after the reload
     assert "finer than the market's price tick" in a.service.result.failed[SOL]
     await until(lambda: ETH in a.trading(), timeout=10)
     assert a.coordinator.status()["wanted"] == [ETH]
@@ -128,6 +143,7 @@ async def test_a_symbol_that_failed_for_good_is_claimed_again_when_retuned(
         )
     )
     report = await a.service.reload()
+    gate.set()
     assert report.ok and report.changes == ("SOL/USDT: price_interval 10 -> 20",), report
     await until(lambda: a.trading() == {ETH, SOL}, timeout=TTL + CHECK + START)
     assert SOL not in a.service.result.failed
