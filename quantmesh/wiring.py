@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import replace
 from decimal import Decimal
 from pathlib import Path
+from typing import Final
 
 import structlog
 from sqlalchemy import Engine
@@ -23,7 +24,7 @@ from quantmesh.endpoints import build_http
 from quantmesh.errors import LockError, StartupError
 from quantmesh.exchange.base import Exchange
 from quantmesh.exchange.sim.markets import build_simulated
-from quantmesh.grid.risk import Fired
+from quantmesh.grid.risk import Fired, RiskAction
 from quantmesh.lock.base import ServiceLock
 from quantmesh.lock.connection import redis_client
 from quantmesh.lock.failover import FailoverLock
@@ -298,6 +299,7 @@ def trader_settings(symbol: SymbolSettings, settings: Settings) -> TraderSetting
         reconcile_ttl=ttl.reconcile,
         # A create that timed out may surface late; "not found" is trusted after this.
         unknown_grace=max(30.0, 3 * settings.exchange.request_timeout),
+        reprice_interval=symbol.risk.reprice_interval,
         risk=risk if risk.any else None,
     )
 
@@ -390,6 +392,13 @@ def _control_of(controls: ControlBoard | None, symbol: str) -> Callable[[], Desi
     return lambda: controls.get(symbol)
 
 
+_HOLD_ACTIONS: Final[Mapping[RiskAction, Action]] = {
+    "stop_buys": "stop-buys",
+    "halt": "cancel-all",
+    "liquidate": "liquidate",
+}
+
+
 def _risk_record(controls: ControlBoard | None, symbol: str) -> RiskRecord | None:
     """How a risk trigger's hold is stored: as desired state on the board (``halt`` is
     ``cancel-all``), with the trigger as who asked; none without a board (the hold then
@@ -398,7 +407,7 @@ def _risk_record(controls: ControlBoard | None, symbol: str) -> RiskRecord | Non
         return None
 
     async def record(fired: Fired) -> None:
-        action: Action = "stop-buys" if fired.action == "stop_buys" else "cancel-all"
+        action: Action = _HOLD_ACTIONS[fired.action]
         await controls.apply(symbol, action, reason=fired.reason, actor=RISK_ACTOR + fired.trigger)
 
     return record

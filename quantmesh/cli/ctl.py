@@ -1,7 +1,7 @@
 """``quantmesh ctl``: steer a running instance through its HTTP API.
 
-``ctl pause|stop-buys|resume|cancel-all SYMBOL [--reason TEXT] [--by NAME]`` records what
-a person asks of a symbol; ``ctl status`` lists every symbol's desired state and the
+``ctl pause|stop-buys|resume|cancel-all|liquidate SYMBOL [--reason TEXT] [--by NAME]``
+records what a person asks of a symbol; ``ctl status`` lists every symbol's desired state and the
 recent actions. The instance is the one the settings file names (``http.host``,
 ``http.port``, ``http.token``), or ``--url``. Any instance of a fleet will do: the desired
 state is stored in the shared database and the owner acts on it.
@@ -21,12 +21,12 @@ from quantmesh.cli.http_client import Refused, add_instance_options, call, insta
 if TYPE_CHECKING:
     from quantmesh.cli.options import Subparsers
 
-ACTIONS = ("pause", "stop-buys", "resume", "cancel-all")
+ACTIONS = ("pause", "stop-buys", "resume", "cancel-all", "liquidate")
 RECENT = 10
 
 
 def register(subparsers: Subparsers) -> None:
-    ctl = subparsers.add_parser("ctl", help="pause, stop buys, cancel or resume a symbol")
+    ctl = subparsers.add_parser("ctl", help="pause, stop buys, cancel, liquidate or resume a symbol")
     actions = ctl.add_subparsers(dest="ctl_command", required=True, metavar="ACTION")
     for action in ACTIONS:
         parser = actions.add_parser(action, help=f"{action} SYMBOL (e.g. ETH/USDT)")

@@ -264,7 +264,8 @@ class ExchangeSettings(_Section):
 
 class RiskActionsSettings(_Section):
     """The action each trigger takes (``stop_buys``: keep selling what is held; ``halt``:
-    cancel every order and place nothing)."""
+    cancel every order and place nothing; ``liquidate``: cancel the buys and sell what is
+    held at the market's price)."""
 
     stop_loss: RiskAction = "halt"
     take_profit: RiskAction = "halt"
@@ -280,6 +281,8 @@ class RiskSettings(_Section):
     max_drawdown: Annotated[str, Field(min_length=1)] | PositiveDecimal | None = None
     max_loss: PositiveDecimal | None = None
     actions: RiskActionsSettings = RiskActionsSettings()
+    # seconds between re-pricings of a liquidation's sells that the price fell away from
+    reprice_interval: Seconds = 2.0
 
     @field_validator("max_drawdown", mode="before")
     @classmethod

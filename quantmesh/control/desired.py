@@ -2,7 +2,8 @@
 
 Desired state, not commands: it lives in the database with who set it, when and why, so a
 paused symbol stays paused across restart and failover and the owner of the moment acts
-on it. ``cancel-all`` is ``paused`` with every open order cancelled and kept so.
+on it. ``cancel-all`` is ``paused`` with every open order cancelled and kept so;
+``liquidate`` sells what the grid holds at the market's price (``grid.liquidate``).
 """
 
 from __future__ import annotations
@@ -10,8 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal, get_args
 
-ControlMode = Literal["active", "paused", "stop_buys"]
-Action = Literal["pause", "stop-buys", "resume", "cancel-all"]
+ControlMode = Literal["active", "paused", "stop_buys", "liquidate"]
+Action = Literal["pause", "stop-buys", "resume", "cancel-all", "liquidate"]
 ACTIONS: tuple[Action, ...] = get_args(Action)
 MODES: tuple[ControlMode, ...] = get_args(ControlMode)
 
@@ -22,7 +23,8 @@ class Desired:
 
     ``paused``: no new order, the open ones left as they are (or all cancelled, with
     ``cancel_orders``); ``stop_buys``: sells of held inventory only, open buys cancelled;
-    ``active``: the grid as configured. ``at`` is a Unix time; ``actor`` who asked.
+    ``liquidate``: open buys cancelled, held inventory sold at the market's price, then
+    nothing; ``active``: the grid as configured. ``at`` is a Unix time; ``actor`` who asked.
     """
 
     mode: ControlMode = "active"
@@ -60,4 +62,6 @@ def desired_after(action: Action, *, reason: str, actor: str, at: float) -> Desi
         return Desired("paused", True, reason, actor, at)
     if action == "stop-buys":
         return Desired("stop_buys", False, reason, actor, at)
+    if action == "liquidate":
+        return Desired("liquidate", False, reason, actor, at)
     return Desired("active", False, reason, actor, at)

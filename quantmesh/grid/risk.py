@@ -9,8 +9,9 @@ Triggers (``RiskLimits``):
   capital the grid commits (cost of what it holds at the peak, at least one order's worth);
 - ``max_loss``: equity below ``-max_loss``.
 
-Each names its action: ``stop_buys`` (keep selling what is held) or ``halt`` (cancel every
-order, place nothing). ``RiskWatch.check`` is called with every fresh price; the first
+Each names its action: ``stop_buys`` (keep selling what is held), ``halt`` (cancel every
+order, place nothing) or ``liquidate`` (cancel the buys, sell what is held at the market's
+price: ``grid.liquidate``). ``RiskWatch.check`` is called with every fresh price; the first
 trigger crossed is returned once, with the values that crossed it, and the watch then stays
 quiet (the trigger is recorded as desired state, which a person clears).
 """
@@ -23,7 +24,7 @@ from decimal import Context, Decimal
 from typing import Final, Literal, get_args
 
 Trigger = Literal["stop_loss", "take_profit", "max_drawdown", "max_loss"]
-RiskAction = Literal["stop_buys", "halt"]
+RiskAction = Literal["stop_buys", "halt", "liquidate"]
 TRIGGERS: Final[tuple[Trigger, ...]] = get_args(Trigger)
 ACTIONS: Final[tuple[RiskAction, ...]] = get_args(RiskAction)
 _EXACT: Final = Context(prec=60)

@@ -1,7 +1,7 @@
 """The control endpoints: what people ask of a symbol, over HTTP.
 
-- ``POST /api/symbols/{symbol}/{action}``: ``pause``, ``stop-buys``, ``resume`` or
-  ``cancel-all`` (JSON body, optional: ``reason``, ``by``). Any instance of the fleet
+- ``POST /api/symbols/{symbol}/{action}``: ``pause``, ``stop-buys``, ``resume``,
+  ``cancel-all`` or ``liquidate`` (JSON body, optional: ``reason``, ``by``). Any instance of the fleet
   takes it: the desired state is stored in the database with who, when and why; the owner
   acts on it at once when it is this instance, else at its next read of the board.
   ``{symbol}`` is ``ETH/USDT`` as two path segments, or ``ETH-USDT``, ``ETH_USDT``.
@@ -140,7 +140,7 @@ def _error(status: int, message: str) -> web.Response:
     return web.json_response({"error": message}, status=status)
 
 
-PAUSE_MODES = ("paused", "stop_buys", "cancel_all")
+PAUSE_MODES = ("paused", "stop_buys", "cancel_all", "liquidate")
 
 
 def paused_mode(desired: Desired) -> str | None:

@@ -137,15 +137,15 @@ class Metrics:
         )
         self.symbol_paused = Gauge(
             "quantmesh_symbol_paused",
-            "1 for the mode a person set on the symbol (paused, stop_buys), else 0; "
+            "1 for the mode a person set on the symbol (paused, stop_buys, liquidate), else 0; "
             "paused with every order cancelled is mode cancel_all",
             ["symbol", "mode"],
             registry=registry,
         )
         self.risk_triggered = Gauge(
             "quantmesh_risk_triggered",
-            "1 while a risk trigger holds the symbol (its action: stop_buys or halt), until "
-            "a person resumes it",
+            "1 while a risk trigger holds the symbol (its action: stop_buys, halt or liquidate), "
+            "until a person resumes it",
             ["symbol", "trigger", "action"],
             registry=registry,
         )

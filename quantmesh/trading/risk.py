@@ -1,8 +1,9 @@
 """One symbol's risk exits at run time: the watch fed with every fresh price, the hold it
 sets when a trigger fires, and the record of that hold as desired state.
 
-When a trigger fires the guard holds the symbol at once, in this process (``stop_buys``, or
-``halt``: paused with every order cancelled), logs ``risk_triggered`` and sets
+When a trigger fires the guard holds the symbol at once, in this process (``stop_buys``;
+``halt``: paused with every order cancelled; ``liquidate``: buys cancelled, what is held
+sold at the market's price), logs ``risk_triggered`` and sets
 ``quantmesh_risk_triggered{symbol,trigger,action}``, tells the notification channels; then it records the hold through
 ``record`` (the control board: the database, with the trigger and its values as the reason
 and ``risk:<trigger>`` as who asked), retrying until it is stored, so the hold survives a
@@ -26,7 +27,7 @@ import structlog
 from quantmesh.control.desired import Desired
 from quantmesh.errors import StorageError
 from quantmesh.grid.pnl import Position
-from quantmesh.grid.risk import Fired, RiskLimits, RiskWatch
+from quantmesh.grid.risk import Fired, RiskAction, RiskLimits, RiskWatch
 from quantmesh.notify.events import NOP, Notifier, risk_triggered
 from quantmesh.observability.metrics import Metrics
 
@@ -40,9 +41,19 @@ Record = Callable[[Fired], Awaitable[object]]
 
 def hold_of(fired: Fired, at: float) -> Desired:
     """The desired state a trigger sets."""
+    actor = RISK_ACTOR + fired.trigger
     if fired.action == "stop_buys":
-        return Desired("stop_buys", False, fired.reason, RISK_ACTOR + fired.trigger, at)
-    return Desired("paused", True, fired.reason, RISK_ACTOR + fired.trigger, at)
+        return Desired("stop_buys", False, fired.reason, actor, at)
+    if fired.action == "liquidate":
+        return Desired("liquidate", False, fired.reason, actor, at)
+    return Desired("paused", True, fired.reason, actor, at)
+
+
+def action_of(hold: Desired) -> RiskAction:
+    """The risk action a stored hold carries out."""
+    if hold.mode == "stop_buys" or hold.mode == "liquidate":
+        return hold.mode
+    return "halt"
 
 
 def is_risk_hold(desired: Desired | None) -> bool:
@@ -88,7 +99,7 @@ class RiskGuard:
             return
         if is_risk_hold(control):  # held (read back, or set by a former owner): shown
             trigger = control.actor.removeprefix(RISK_ACTOR)
-            action = "stop_buys" if control.mode == "stop_buys" else "halt"
+            action = action_of(control)
             self._metrics.risk_triggered.labels(self.symbol, trigger, action).set(1)
             self._shown = (trigger, action)
             return

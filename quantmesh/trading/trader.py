@@ -21,7 +21,7 @@ from typing import Literal
 import structlog
 
 from quantmesh.control.desired import ACTIVE, Desired
-from quantmesh.control.restrict import restrict
+from quantmesh.control.restrict import steer
 from quantmesh.domain import (
     Fill,
     MarketRules,
@@ -42,7 +42,8 @@ from quantmesh.errors import (
 )
 from quantmesh.exchange.base import Exchange
 from quantmesh.grid.ids import grid_tag, parse_client_order_id
-from quantmesh.grid.planner import CancelOrder, OpenOrder, plan
+from quantmesh.grid.liquidate import done as liquidated
+from quantmesh.grid.planner import CancelOrder, OpenOrder, Plan
 from quantmesh.grid.pnl import Position
 from quantmesh.grid.risk import RiskLimits
 from quantmesh.grid.state import GridParams, GridShape, GridSpec, GridState, LevelState
@@ -74,6 +75,7 @@ class TraderSettings:
     price_save_interval: float = 5.0
     reconcile_interval: float = 60.0  # between checks of our open orders against the exchange
     reconcile_ttl: float = 30.0  # the reconcile lock's lease
+    reprice_interval: float = 2.0  # between re-pricings of a liquidation's sells
     risk: RiskLimits | None = None  # the symbol's risk exits (None: none)
 
     @property
@@ -150,6 +152,8 @@ class Trader:
             notifier=notifier,
         )
         self._next_lookup = 0.0
+        self._next_reprice = 0.0
+        self._liquidated = False  # the liquidation in force found nothing left to sell
         self._last_price_saved = -1e18
         self._price_save_failing = False
         self._health = exchange.price_health()
@@ -461,9 +465,14 @@ class Trader:
             await started.reconciler.resolve_unknown()
         self._sender.prune_unknown(unknown)
         open_orders = book.open_orders()
-        result = restrict(
-            plan(book.spec, book.rules, book.state, price, open_orders), desired, open_orders
+        reprice = now >= self._next_reprice
+        result = steer(
+            desired, book.spec, book.rules, book.state, price, open_orders, reprice=reprice
         )
+        if desired.mode == "liquidate":
+            if reprice:
+                self._next_reprice = now + self.settings.reprice_interval
+            self._note_liquidation(result, open_orders)
         for skipped in result.skipped:
             self._metrics.orders_skipped.labels(self.symbol, skipped.reason).inc()
         # Act first, record after: the exchange calls of one plan go out back to back and
@@ -478,6 +487,13 @@ class Trader:
                 answers.extend(await self._sender.place(book, place))
         finally:
             await self._record_answers(book, answers)
+
+    def _note_liquidation(self, result: Plan, open_orders: list[OpenOrder]) -> None:
+        """Log once when the liquidation in force has sold all it can (dust may remain)."""
+        finished = liquidated(result, open_orders)
+        if finished and not self._liquidated:
+            log.warning("liquidation_done", unsold_levels=len(result.skipped))
+        self._liquidated = finished
 
     def _desired(self) -> Desired | None:
         """What the steps follow: what a person asked of this symbol (``None`` while

@@ -40,11 +40,14 @@ def test_bad_risk_settings_are_one_line_each() -> None:
             "a percentage ('15%')"
         )
     ]
-    assert problems_of(with_symbol(risk="{actions: {stop_loss: liquidate}}")) == [
+    assert problems_of(with_symbol(risk="{actions: {stop_loss: sell_all}}")) == [
         (
-            "trading.symbols[0].risk.actions.stop_loss: must be one of stop_buys, halt "
-            "(got 'liquidate')"
+            "trading.symbols[0].risk.actions.stop_loss: must be one of stop_buys, halt, "
+            "liquidate (got 'sell_all')"
         )
+    ]
+    assert problems_of(with_symbol(risk="{reprice_interval: 0}")) == [
+        "trading.symbols[0].risk.reprice_interval: must be greater than 0 (got 0)"
     ]
     assert problems_of(with_symbol(risk="{max_loss: -5}")) == [
         "trading.symbols[0].risk.max_loss: must be greater than 0 (got -5)"

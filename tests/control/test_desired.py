@@ -14,6 +14,7 @@ from quantmesh.control.desired import ACTIONS, Desired, desired_after, parse_act
         ("cancel-all", "paused", True),
         ("stop-buys", "stop_buys", False),
         ("resume", "active", False),
+        ("liquidate", "liquidate", False),
     ],
 )
 def test_each_action_sets_its_state_with_who_when_and_why(

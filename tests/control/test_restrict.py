@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from quantmesh.control.desired import ACTIONS, Desired, desired_after
-from quantmesh.control.restrict import restrict
+from quantmesh.control.restrict import restrict, steer
 from quantmesh.grid.planner import OpenOrder, plan
 from tests.grid.support import D, held, make_rules, make_spec, make_state
 
@@ -69,11 +70,27 @@ def test_no_desired_state_ever_adds_a_buy_or_more_than_the_plan_places(
 ) -> None:
     desired = desired_after(action, reason="", actor="", at=0.0)  # type: ignore[arg-type]
     full = plan(SPEC, RULES, STATE, D(str(price)), OPEN)
-    result = restrict(full, desired, OPEN)
-    assert set(result.places) <= set(full.places)
+    result = steer(desired, SPEC, RULES, STATE, D(str(price)), OPEN, reprice=True)
     if desired.mode != "active":
         assert all(p.side == "sell" for p in result.places)
     open_ids = {o.client_order_id for o in OPEN}
+    if desired.mode == "liquidate":  # sells of what is held, at the price, on free levels
+        busy = {o.level for o in OPEN}
+        assert all(p.level not in busy for p in result.places)
+        assert all(p.amount <= STATE.level(p.level).holding for p in result.places)
+        assert {c.client_order_id for c in result.cancels} <= open_ids
+        return
+    assert result == restrict(full, desired, OPEN)
+    assert set(result.places) <= set(full.places)
     assert {c.client_order_id for c in result.cancels} <= open_ids | {
         c.client_order_id for c in full.cancels
     }
+
+
+def test_liquidate_is_planned_by_steer_not_cut_from_the_grid_plan() -> None:
+    full = plan(SPEC, RULES, STATE, D("1995"), OPEN)
+    with pytest.raises(ValueError, match="steer"):
+        restrict(full, Desired("liquidate"), OPEN)
+    result = steer(Desired("liquidate"), SPEC, RULES, STATE, D("1995"), OPEN, reprice=True)
+    assert [(p.level, p.price) for p in result.places] == [(-5, D("1995"))]
+    assert sorted(c.client_order_id for c in result.cancels) == ["b-2", "b-3", "s-1"]

@@ -107,7 +107,12 @@ async def test_every_action_is_stored_and_read_back_by_another_instance(
         expected[saved.symbol] = saved.desired
     assert await store.load_controls() == expected
     assert await other.load_controls() == expected  # another engine: what was committed
-    assert {desired.mode for desired in expected.values()} == {"active", "paused", "stop_buys"}
+    assert {desired.mode for desired in expected.values()} == {
+        "active",
+        "paused",
+        "stop_buys",
+        "liquidate",
+    }
     assert any(desired.cancel_orders for desired in expected.values())
 
 
