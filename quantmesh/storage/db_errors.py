@@ -10,7 +10,7 @@ otherwise. ``error_kind`` names the failure for ``quantmesh_db_errors_total{erro
   ``max_execution_time``), the driver's own command timeout, the runner's timeout around
   a transaction, waiting for a pooled connection, a lock wait the server gave up on;
 - ``unavailable``: any other connectivity failure (refused, reset, server shutting down,
-  read-only, disk full...);
+  read-only, disk full, no listed PostgreSQL host is a primary...);
 - ``deadlock``: the server rolled the transaction back as a deadlock or serialisation
   victim (``is_retryable``);
 - ``error``: anything else, the data's own errors included.
@@ -24,6 +24,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Final, Literal
 
+from asyncpg import TargetServerAttributeNotMatched
 from sqlalchemy.exc import (
     DataError,
     DBAPIError,
@@ -159,6 +160,8 @@ def _is_connectivity(exc: BaseException) -> bool:
     args = getattr(exc.orig, "args", ())
     if args and isinstance(args[0], int) and args[0] in _MYSQL_TRANSIENT_CODES:
         return True
+    if any(isinstance(link, TargetServerAttributeNotMatched) for link in _chain(exc.orig)):
+        return True  # no listed PostgreSQL host is what target_session_attrs asks: a failover
     if not isinstance(exc, OperationalError | InterfaceError):
         return False
     if any(isinstance(link, OSError) for link in _chain(exc.orig)):

@@ -18,6 +18,13 @@ The servers get async engines with pre-ping, a connect timeout and a statement t
 MySQL/MariaDB: the runner's own timeout around each transaction). They take SQLAlchemy
 URLs or the seed's Go-style DSNs (``dsn``).
 
+A PostgreSQL DSN may list several hosts (a primary and its replicas) with
+``target_session_attrs``: each new connection tries them in order and keeps the first
+that suits it (``read-write``: the primary). asyncpg's own multi-host connect spends one
+timeout on all hosts, so a host that drops packets (its machine is gone) would eat it and
+the next host would never be tried; ``_each_host`` gives every host the whole connect
+timeout instead, as libpq does.
+
 MySQL/MariaDB sessions run at READ COMMITTED, PostgreSQL's default, so both servers lock
 alike: no gap locks, which made concurrent order inserts deadlock each other on InnoDB.
 ``check_server`` refuses the one server setting that cannot log writes at that level.
@@ -27,12 +34,14 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any, Final
 
+import asyncpg
 import structlog
 from sqlalchemy import URL, Connection, Engine, create_engine, event, make_url, text
+from sqlalchemy.dialects.postgresql.asyncpg import PGDialect_asyncpg
 from sqlalchemy.exc import ArgumentError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
@@ -134,6 +143,10 @@ def create_engine_for(
         kwargs["pool_pre_ping"] = True  # a restarted server leaves dead pooled connections
         kwargs["pool_timeout"] = statement_timeout  # waiting for a free pooled connection
         kwargs["connect_args"] = _connect_args(db_type, parsed, connect_timeout, statement_timeout)
+        if db_type == "postgres" and isinstance(parsed.query.get("host"), str):
+            several = _each_host(parsed, kwargs["connect_args"])
+            if several is not None:
+                kwargs["async_creator"] = several
     if db_type == "mysql":
         # PostgreSQL's default level, which the repository is written for. InnoDB's default
         # REPEATABLE READ gap-locks the empty range a SELECT ... FOR UPDATE of a missing order
@@ -187,14 +200,68 @@ def _connect_args(
     db_type: DbType, url: URL, connect_timeout: float, statement_timeout: float
 ) -> dict[str, Any]:
     if db_type == "postgres":
-        args: dict[str, Any] = {"command_timeout": statement_timeout}
-        if "timeout" not in url.query:
-            args["timeout"] = connect_timeout
+        args: dict[str, Any] = {"command_timeout": statement_timeout, "timeout": connect_timeout}
+        if "timeout" in url.query:  # the key/value DSN's connect_timeout: a number for asyncpg
+            args["timeout"] = _seconds(url.query["timeout"], "connect_timeout")
         args["server_settings"] = {"statement_timeout": str(int(statement_timeout * 1000))}
         return args
     if "connect_timeout" in url.query:
         return {}
     return {"connect_timeout": max(int(connect_timeout), 1)}
+
+
+def _seconds(value: str | tuple[str, ...], key: str) -> float:
+    try:
+        seconds = float(value) if isinstance(value, str) else -1.0
+    except ValueError:
+        seconds = -1.0
+    if not 0 < seconds < float("inf"):
+        raise StartupError(f"the postgres DSN key {key!r} must be a number of seconds above 0")
+    return seconds
+
+
+# asyncpg's own reasons to try the next host: cannot connect (refused, timed out, no such
+# name), the server is starting or shutting down, the server is not what
+# target_session_attrs asks for
+_NEXT_HOST: Final = (
+    OSError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.TargetServerAttributeNotMatched,
+)
+
+
+def _each_host(url: URL, connect_args: dict[str, Any]) -> Callable[[], Awaitable[Any]] | None:
+    """For a PostgreSQL URL with several hosts (``?host=a,b&port=1,2``): the connector that
+    tries them in order, each with the whole connect timeout, and returns the first
+    connection that suits ``target_session_attrs``. None for a URL with one host."""
+    dialect = PGDialect_asyncpg()  # type: ignore[no-untyped-call]  # untyped in SQLAlchemy
+    _, params = dialect.create_connect_args(url)  # type: ignore[no-untyped-call]  # as above
+    hosts, ports = params.pop("host"), params.pop("port")
+    if not isinstance(hosts, list):
+        return None
+    for key in ("prepared_statement_cache_size", "prepared_statement_name_func"):
+        if key in params:  # SQLAlchemy applies these only when it calls asyncpg itself
+            raise StartupError(f"the postgres URL parameter {key!r} needs a single host")
+    params.update(connect_args)
+
+    async def connect() -> Any:
+        failed: BaseException | None = None
+        unsuitable: BaseException | None = None
+        for host, port in zip(hosts, ports, strict=True):
+            try:
+                return await asyncpg.connect(host=host, port=port, **params)
+            except _NEXT_HOST as exc:
+                if isinstance(exc, asyncpg.TargetServerAttributeNotMatched):
+                    unsuitable = exc
+                else:
+                    failed = exc
+                log.debug("db_host_skipped", host=host, port=port, reason=type(exc).__name__)
+        # as asyncpg: a host that could not be reached says more than one that was unsuitable
+        error = failed or unsuitable
+        assert error is not None
+        raise error
+
+    return connect
 
 
 def _parse(db_type: DbType, text_dsn: str) -> URL:
@@ -210,9 +277,12 @@ def _parse(db_type: DbType, text_dsn: str) -> URL:
         if db_type == "postgres":
             return dsn.postgres_url(text, POSTGRES_DRIVER)
         return dsn.mysql_url(text, MYSQL_DRIVER)
+    hosts: list[tuple[str, int | None]] = []
+    if db_type == "postgres":  # libpq's u:p@a:5432,b:5432 is no SQLAlchemy URL: split it off
+        text, hosts = dsn.postgres_url_text(text)
     try:
         url = make_url(text)
-    except ArgumentError:
+    except (ArgumentError, ValueError):
         # the parser's message repeats the DSN, password included
         raise StartupError(f"cannot parse the {db_type} database URL") from None
     driver = drivers.get(url.drivername)
@@ -224,6 +294,8 @@ def _parse(db_type: DbType, text_dsn: str) -> URL:
     url = url.set(drivername=driver)
     if db_type == "sqlite":
         return _sqlite_url(url.database or "", url.query)
+    if db_type == "postgres":
+        return dsn.postgres_hosts(url, hosts)
     return url
 
 

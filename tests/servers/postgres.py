@@ -11,6 +11,15 @@ With ``password``, authentication is ``scram-sha-256`` instead (``postgres`` has
 password; ``create_role`` adds login roles), as a production server would ask: used by
 ``deploy/local/ha.py``, which also runs it as a non-root user (then ``postgres`` runs as
 that user, there being no other it could switch to).
+
+Replication: every server runs with ``wal_level=replica`` and ``initdb``'s ``pg_hba.conf``,
+which lets loopback ``replication`` connections in (``trust``; with ``password``, an entry
+for them is added). ``PostgresServer(primary=other)`` makes a streaming replica of the
+running ``other`` with ``pg_basebackup -R`` (``standby.signal`` and ``primary_conninfo``)
+instead of ``initdb``; ``promote`` makes it a primary. ``settings`` adds server settings
+(``synchronous_commit=on``, say). ``wait_for_replica(synchronous=True)`` makes a primary
+wait for its replica at each commit (set after the replica is made: a primary with
+``synchronous_standby_names`` and no replica takes no writes).
 """
 
 from __future__ import annotations
@@ -21,6 +30,7 @@ import pwd
 import shutil
 import signal
 import subprocess
+from collections.abc import Mapping
 from pathlib import Path
 from urllib.parse import quote
 
@@ -38,20 +48,31 @@ def _binary(name: str) -> str:
 
 
 class PostgresServer(ManagedServer):
-    """``initdb`` once, then ``start``/``stop``/``kill``/``restart`` on the same port."""
+    """``initdb`` (or ``pg_basebackup`` of ``primary``) once, then ``start``/``stop``/
+    ``kill``/``restart`` on the same port."""
 
     def __init__(
-        self, workdir: Path | None = None, port: int | None = None, *, password: str | None = None
+        self,
+        workdir: Path | None = None,
+        port: int | None = None,
+        *,
+        password: str | None = None,
+        primary: PostgresServer | None = None,
+        settings: Mapping[str, str] | None = None,
     ) -> None:
         self._initdb = _binary("initdb")
         self._postgres = _binary("postgres")
         self._psql = _binary("psql")
         # As root, switch to the ``postgres`` user (PostgreSQL refuses root); else run as is.
         self._user = _system_user() if os.geteuid() == 0 else None
-        self.password = password
+        self.password: str | None = password if primary is None else primary.password
         super().__init__(workdir, port, "qm-pg-")
         self.datadir = self.workdir / "data"
-        self._init()
+        if primary is None:
+            self._init()
+        else:
+            self._base_backup(primary)
+        extra = [arg for key, value in (settings or {}).items() for arg in ("-c", f"{key}={value}")]
         self.process = ServerProcess(
             [
                 self._postgres,
@@ -73,6 +94,9 @@ class PostgresServer(ManagedServer):
                 "max_connections=200",
                 "-c",
                 "shared_buffers=32MB",
+                "-c",
+                "wal_level=replica",
+                *extra,
             ],
             self.workdir,
             ready=self._wait_ready,
@@ -107,6 +131,36 @@ class PostgresServer(ManagedServer):
             pwfile.unlink(missing_ok=True)
         if done.returncode != 0:
             raise RuntimeError(f"initdb failed: {done.stdout}\n{done.stderr}")
+        if self.password is not None:  # initdb's replication entries are trust-only
+            with (self.datadir / "pg_hba.conf").open("a") as hba:
+                hba.write("host replication all 127.0.0.1/32 scram-sha-256\n")
+
+    def _base_backup(self, primary: PostgresServer) -> None:
+        """This server's data directory: a copy of the running ``primary``, set up (``-R``)
+        to stream from it as a hot standby."""
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        if self._user is not None:
+            os.chown(self.workdir, self._user.pw_uid, self._user.pw_gid)
+        self.workdir.chmod(0o755)
+        env = {**os.environ, "PGCONNECT_TIMEOUT": "5"}
+        if self.password is not None:
+            env["PGPASSWORD"] = self.password
+        done = subprocess.run(
+            [
+                _binary("pg_basebackup"),
+                *("-h", "127.0.0.1", "-p", str(primary.port), "-U", PG_USER),
+                *("-D", str(self.datadir), "-R", "-X", "stream", "--no-sync", "-c", "fast"),
+            ],
+            cwd=self.workdir,
+            user=PG_USER if self._user is not None else None,
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=60,
+            env=env,
+        )
+        if done.returncode != 0:
+            raise RuntimeError(f"pg_basebackup failed: {done.stdout}\n{done.stderr}")
 
     def _wait_ready(self, _process: ServerProcess) -> None:
         def ready() -> bool:
@@ -126,6 +180,34 @@ class PostgresServer(ManagedServer):
             with contextlib.suppress(TimeoutError):
                 wait_until(lambda: not self.process.running, 15, "postgres to stop")
         self.process.stop()
+
+    def wait_for_replica(self, *, synchronous: bool) -> None:
+        """Until a replica streams from this primary; with ``synchronous``, first make each
+        commit wait until the replica has it (``synchronous_standby_names = '*'``)."""
+        names = "*" if synchronous else ""
+        self.query(f"ALTER SYSTEM SET synchronous_standby_names = '{names}'")
+        self.query("SELECT pg_reload_conf()")
+        state = "sync" if synchronous else "async"
+
+        def streaming() -> bool:
+            rows = self.query("SELECT state, sync_state FROM pg_stat_replication")
+            return ["streaming", state] in rows
+
+        wait_until(streaming, 30, f"an {state} replica of port {self.port}", interval=0.1)
+
+    def promote(self) -> None:
+        """Make this replica a primary; returns once it takes writes."""
+        promoted = self.query("SELECT pg_promote(true, 30)")
+        if promoted != [["t"]]:
+            raise RuntimeError(f"pg_promote did not finish: {promoted}")
+
+    def in_recovery(self) -> bool:
+        """Whether this server is a standby (replaying its primary's WAL)."""
+        return self.query("SELECT pg_is_in_recovery()") == [["t"]]
+
+    def replayed_lsn(self) -> str:
+        """The primary's WAL position up to which this standby has replayed."""
+        return self.query("SELECT pg_last_wal_replay_lsn()")[0][0]
 
     # databases ----------------------------------------------------------------------------
 
