@@ -299,7 +299,7 @@ def trader_settings(symbol: SymbolSettings, settings: Settings) -> TraderSetting
         reconcile_ttl=ttl.reconcile,
         # A create that timed out may surface late; "not found" is trusted after this.
         unknown_grace=max(30.0, 3 * settings.exchange.request_timeout),
-        reprice_interval=symbol.risk.reprice_interval,
+        liquidation=symbol.risk.liquidation(),
         risk=risk if risk.any else None,
     )
 

@@ -27,6 +27,7 @@ from pydantic import (
 from pydantic.fields import FieldInfo
 
 from quantmesh.config.problems import FieldProblems, suggest
+from quantmesh.grid.liquidate import Liquidation
 from quantmesh.grid.risk import TRIGGERS, RiskAction, RiskLimits
 from quantmesh.grid.state import GridParams, Spacing
 
@@ -283,6 +284,11 @@ class RiskSettings(_Section):
     actions: RiskActionsSettings = RiskActionsSettings()
     # seconds between re-pricings of a liquidation's sells that the price fell away from
     reprice_interval: Seconds = 2.0
+    # after market_after seconds of a liquidation: sell up to market_slippage_percent below
+    # the price, to fill at once as a market order would, within that bound
+    allow_market: bool = False
+    market_after: Seconds = 60.0
+    market_slippage_percent: Annotated[Dec, Field(gt=0, lt=100)] = Decimal(1)
 
     @field_validator("max_drawdown", mode="before")
     @classmethod
@@ -315,6 +321,15 @@ class RiskSettings(_Section):
         if problems:
             raise FieldProblems(problems)
         return self
+
+    def liquidation(self) -> Liquidation:
+        """How this symbol liquidates, as the trader reads it."""
+        return Liquidation(
+            reprice_interval=self.reprice_interval,
+            allow_market=self.allow_market,
+            market_after=self.market_after,
+            market_slippage=self.market_slippage_percent / 100,
+        )
 
     def limits(self) -> RiskLimits:
         """These settings as the risk watch reads them."""

@@ -18,13 +18,19 @@ It runs on the grid's own accounting, so it never sells more than is held:
   ``min_order_value`` does not apply to a way out) is reported as skipped
   ``min_notional`` and left: no exchange would take it.
 
+After ``market_after`` seconds, with ``allow_market``, the target goes ``market_slippage``
+below the price (``Liquidation.target``): a sell that crosses the book at once as a market
+order would, but never fills below that bound - an unbounded market order into a thin
+book in a crash is what a way out must not do. The open sells above it are re-priced.
+
 ``done`` says the liquidation has nothing left to do: no open order and nothing sellable.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from decimal import Decimal
+from dataclasses import dataclass
+from decimal import Context, Decimal
 
 from quantmesh.domain import MarketRules
 from quantmesh.grid.levels import (
@@ -36,9 +42,29 @@ from quantmesh.grid.levels import (
 from quantmesh.grid.planner import CancelOrder, OpenOrder, PlaceOrder, Plan, Skipped
 from quantmesh.grid.state import GridState
 
-__all__ = ["done", "liquidation_plan"]
+__all__ = ["Liquidation", "done", "liquidation_plan"]
 
 _NO_FLOOR = Decimal(0)  # the grid's ``min_order_value`` is for buying; a way out takes less
+_EXACT = Context(prec=60)
+
+
+@dataclass(frozen=True, slots=True)
+class Liquidation:
+    """How a symbol liquidates: seconds between re-pricings of its sells; with
+    ``allow_market``, after ``market_after`` seconds, sells ``market_slippage`` (a fraction,
+    0.01 = 1 %) below the price."""
+
+    reprice_interval: float = 2.0
+    allow_market: bool = False
+    market_after: float = 60.0
+    market_slippage: Decimal = Decimal("0.01")
+
+    def target(self, price: Decimal, elapsed: float) -> Decimal:
+        """The price a sell aims at ``elapsed`` seconds into the liquidation (before the
+        tick rounding)."""
+        if self.allow_market and elapsed >= self.market_after:
+            return _EXACT.multiply(price, 1 - self.market_slippage)
+        return price
 
 
 def liquidation_plan(

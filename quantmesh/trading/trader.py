@@ -14,7 +14,7 @@ import asyncio
 import math
 import time
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Literal
 
@@ -42,6 +42,7 @@ from quantmesh.errors import (
 )
 from quantmesh.exchange.base import Exchange
 from quantmesh.grid.ids import grid_tag, parse_client_order_id
+from quantmesh.grid.liquidate import Liquidation
 from quantmesh.grid.liquidate import done as liquidated
 from quantmesh.grid.planner import CancelOrder, OpenOrder, Plan
 from quantmesh.grid.pnl import Position
@@ -75,7 +76,7 @@ class TraderSettings:
     price_save_interval: float = 5.0
     reconcile_interval: float = 60.0  # between checks of our open orders against the exchange
     reconcile_ttl: float = 30.0  # the reconcile lock's lease
-    reprice_interval: float = 2.0  # between re-pricings of a liquidation's sells
+    liquidation: Liquidation = field(default_factory=Liquidation)  # re-pricing, bound
     risk: RiskLimits | None = None  # the symbol's risk exits (None: none)
 
     @property
@@ -466,12 +467,15 @@ class Trader:
         self._sender.prune_unknown(unknown)
         open_orders = book.open_orders()
         reprice = now >= self._next_reprice
+        liquidation = self.settings.liquidation
+        if desired.mode == "liquidate":  # timed from when it was asked: on any instance
+            price = liquidation.target(price, self._wall() - desired.at)
         result = steer(
             desired, book.spec, book.rules, book.state, price, open_orders, reprice=reprice
         )
         if desired.mode == "liquidate":
             if reprice:
-                self._next_reprice = now + self.settings.reprice_interval
+                self._next_reprice = now + liquidation.reprice_interval
             self._note_liquidation(result, open_orders)
         for skipped in result.skipped:
             self._metrics.orders_skipped.labels(self.symbol, skipped.reason).inc()

@@ -22,6 +22,10 @@ def test_risk_settings_become_limits_with_their_actions() -> None:
     quote = parse(with_symbol(risk="{max_drawdown: 150.5}")).trading.symbols[0].risk.limits()
     assert quote.max_drawdown == Decimal("150.5") and quote.max_drawdown_percent is None
     assert not parse(with_symbol()).trading.symbols[0].risk.limits().any
+    text = with_symbol(risk="{allow_market: true, market_after: 30, market_slippage_percent: 2}")
+    liquidation = parse(text).trading.symbols[0].risk.liquidation()
+    assert liquidation.allow_market and liquidation.market_after == 30.0
+    assert liquidation.market_slippage == Decimal("0.02") and liquidation.reprice_interval == 2.0
 
 
 def test_bad_risk_settings_are_one_line_each() -> None:
@@ -48,6 +52,9 @@ def test_bad_risk_settings_are_one_line_each() -> None:
     ]
     assert problems_of(with_symbol(risk="{reprice_interval: 0}")) == [
         "trading.symbols[0].risk.reprice_interval: must be greater than 0 (got 0)"
+    ]
+    assert problems_of(with_symbol(risk="{market_slippage_percent: 100}")) == [
+        "trading.symbols[0].risk.market_slippage_percent: must be less than 100 (got 100)"
     ]
     assert problems_of(with_symbol(risk="{max_loss: -5}")) == [
         "trading.symbols[0].risk.max_loss: must be greater than 0 (got -5)"

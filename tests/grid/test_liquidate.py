@@ -8,7 +8,7 @@ from decimal import Decimal
 from hypothesis import given
 from hypothesis import strategies as st
 
-from quantmesh.grid.liquidate import done, liquidation_plan
+from quantmesh.grid.liquidate import Liquidation, done, liquidation_plan
 from quantmesh.grid.planner import OpenOrder
 from quantmesh.grid.state import LevelState
 
@@ -70,6 +70,14 @@ def test_a_price_that_is_not_positive_is_refused() -> None:
             assert "positive" in str(exc)
         else:
             raise AssertionError(f"{price} accepted")
+
+
+def test_the_target_goes_through_the_book_only_when_allowed_and_after_its_time() -> None:
+    price = D("1985")
+    assert Liquidation().target(price, 1e9) == price  # never without allow_market
+    market = Liquidation(allow_market=True, market_after=60.0, market_slippage=D("0.02"))
+    assert market.target(price, 59.9) == price
+    assert market.target(price, 60.0) == D("1945.30")
 
 
 holdings = st.dictionaries(

@@ -15,7 +15,7 @@ from quantmesh.lock.keys import LockKeys
 from quantmesh.lock.nop import NopLock
 from quantmesh.observability.metrics import Metrics
 from quantmesh.storage.repository import SqlRepository
-from quantmesh.trading.trader import Trader
+from quantmesh.trading.trader import Trader, TraderSettings
 
 from .support import SETTINGS, SYMBOL, settle, until
 
@@ -32,10 +32,13 @@ class Asked:
 
 @asynccontextmanager
 async def trading(
-    exchange: SimulatedExchange, repository: SqlRepository, asked: Asked
+    exchange: SimulatedExchange,
+    repository: SqlRepository,
+    asked: Asked,
+    settings: TraderSettings = SETTINGS,
 ) -> AsyncIterator[Trader]:
     trader = Trader(
-        SETTINGS,
+        settings,
         exchange=exchange,
         repository=repository,
         locker=NopLock(),

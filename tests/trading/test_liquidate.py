@@ -5,17 +5,19 @@ nothing after; an instance that takes over continues from the levels' holdings."
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from decimal import Decimal
 
 from quantmesh.control.desired import ACTIVE, Desired
 from quantmesh.exchange.sim.simulated import SimulatedExchange
+from quantmesh.grid.liquidate import Liquidation
 from quantmesh.grid.risk import RiskLimits
 from quantmesh.observability.metrics import Metrics
 from quantmesh.storage.repository import SqlRepository
 from quantmesh.trading.trader import Trader
 
 from . import test_control, test_risk
-from .support import RULES, SYMBOL, until
+from .support import RULES, SETTINGS, SYMBOL, until
 from .test_control import Asked, open_sides, tick, ticking_until
 from .test_risk import Board, triggered
 
@@ -103,3 +105,21 @@ async def test_a_trader_that_takes_over_a_liquidation_sells_only_what_is_left(
     sells = [o for o in exchange.engine.all_orders() if o.side == "sell" and o.filled > 0]
     assert sum((o.filled for o in sells), Decimal(0)) == traded(exchange, "sell")
     assert len({o.client_order_id for o in sells}) == len(sells)  # one sell per level cycle
+
+
+async def test_after_market_after_the_sells_cross_the_book_within_the_slippage_bound(
+    exchange: SimulatedExchange, repository: SqlRepository
+) -> None:
+    """Asked two minutes ago (on this instance or another): with allow_market, the sells go
+    1 % below the price and fill at once, at the price the book gives."""
+    asked = Asked(ACTIVE)
+    market = Liquidation(allow_market=True, market_after=60.0, market_slippage=Decimal("0.01"))
+    settings = replace(SETTINGS, liquidation=market)
+    async with test_control.trading(exchange, repository, asked, settings) as trader:
+        await buy_two_levels(exchange)
+        asked.desired = Desired("liquidate", actor="ops", at=time.time() - 120)
+        await ticking_until(exchange, "1985", lambda: held(trader) < RULES.min_amount)
+    sells = [o for o in exchange.engine.all_orders() if o.side == "sell" and o.filled > 0]
+    assert sells and {o.price for o in sells} == {Decimal("1965.15")}  # 1985 less 1 %
+    fills = [f for f in exchange.engine.fills() if f.side == "sell"]
+    assert {f.price for f in fills} == {Decimal(1985)}  # what the book gave
