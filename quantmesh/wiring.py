@@ -76,10 +76,15 @@ def secret_values(settings: Settings) -> list[str]:
 
 
 def build_exchange(settings: Settings) -> Exchange:
-    """The simulated exchange, or any ccxt exchange (real, testnet, or the simulator server)."""
+    """The simulated exchange, paper trading on a venue's public data, or any ccxt exchange
+    (real, testnet, or the simulator server)."""
     if settings.exchange.name == "simulated":
         sim = settings.exchange.simulated
         return build_simulated(sim, sim.state_path)
+    if settings.exchange.name == "paper":
+        from quantmesh.exchange.paper.build import build_paper_exchange  # ccxt imports slowly
+
+        return build_paper_exchange(settings.exchange)
     from quantmesh.exchange.ccxt.client import build_ccxt_exchange  # ccxt imports slowly
 
     return build_ccxt_exchange(settings.exchange)

@@ -203,6 +203,41 @@ class SimulatedExchangeSettings(_Section):
         return value
 
 
+class PaperExchangeSettings(_Section):
+    """``exchange.name: paper``: a venue's public prices and trades, our own fills."""
+
+    source: str | None = None  # the ccxt id of the venue (binance, okx, ...)
+    # through: a resting order fills when a trade prints strictly beyond its price;
+    # touch: already when one prints at its price
+    fill: Literal["touch", "through"] = "through"
+    state_path: Path = Path("./data/paper-exchange.db")
+    balances: dict[str, NonNegativeDecimal] = Field(
+        default_factory=lambda: {"USDT": Decimal(10000)}
+    )
+
+    @field_validator("source")
+    @classmethod
+    def _known_source(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        import ccxt.pro  # slow to import: only when paper trading is configured
+
+        known: list[str] = list(ccxt.pro.exchanges)
+        if value not in known:
+            raise ValueError(
+                f"unknown exchange {value!r}{suggest(value, known)}; use a ccxt exchange id "
+                "with WebSocket support (e.g. binance)"
+            )
+        return value
+
+    @field_validator("balances", mode="before")
+    @classmethod
+    def _upper_currencies(cls, value: Any) -> Any:
+        if isinstance(value, dict):
+            return {str(key).strip().upper(): amount for key, amount in value.items()}
+        return value
+
+
 class ExchangeSettings(_Section):
     name: str = "simulated"
     api_key: SecretStr = SecretStr("")
@@ -213,7 +248,8 @@ class ExchangeSettings(_Section):
     options: dict[str, Any] = Field(default_factory=dict, repr=False)
     urls: dict[str, Any] = Field(default_factory=dict, repr=False)
     simulated: SimulatedExchangeSettings = SimulatedExchangeSettings()
-    # ccxt exchanges only (ignored by 'simulated'):
+    paper: PaperExchangeSettings = PaperExchangeSettings()
+    # ccxt exchanges and paper's source only (ignored by 'simulated'):
     request_timeout: Seconds = 10.0  # one REST call; then its outcome is unknown
     # ccxt's request spacing (seconds per unit of request weight); None: the exchange's
     # published limit as ccxt knows it. Lower it only for an account with higher limits.
@@ -243,22 +279,37 @@ class ExchangeSettings(_Section):
             )
         if not self.client_order_id_param.strip():
             problems.append((("client_order_id_param",), "must not be empty"))
+        if self.name == "paper":
+            problems.extend(self._paper_problems())
         if problems:
             raise FieldProblems(problems)
         return self
 
+    def _paper_problems(self) -> list[tuple[tuple[str | int, ...], str]]:
+        """Paper trading reads public data only: a source, and no keys."""
+        problems: list[tuple[tuple[str | int, ...], str]] = []
+        if self.paper.source is None:
+            why = "required with exchange.name paper: a ccxt exchange id, e.g. binance"
+            problems.append((("paper", "source"), why))
+        keys = "must be empty with exchange.name paper (it reads public data only)"
+        for key in ("api_key", "secret", "password"):
+            value: SecretStr = getattr(self, key)
+            if value.get_secret_value():
+                problems.append(((key,), f"{keys}; to trade live, set exchange.name instead"))
+        return problems
+
     @field_validator("name")
     @classmethod
     def _known_exchange(cls, value: str) -> str:
-        if value == "simulated":
+        if value in ("simulated", "paper"):
             return value
         import ccxt  # slow to import: only when a real exchange is configured
 
         known: list[str] = list(ccxt.exchanges)
         if value not in known:
             raise ValueError(
-                f"unknown exchange {value!r}{suggest(value, [*known, 'simulated'])};"
-                " use 'simulated' or a ccxt exchange id"
+                f"unknown exchange {value!r}{suggest(value, [*known, 'simulated', 'paper'])};"
+                " use 'simulated', 'paper' or a ccxt exchange id"
             )
         return value
 

@@ -137,7 +137,7 @@ BROKEN: list[tuple[str, str, str]] = [
         SYMBOLS_OK + "exchange:\n  name: binanse\n",
         (
             "exchange.name: unknown exchange 'binanse' (did you mean 'binance'?);"
-            " use 'simulated' or a ccxt exchange id"
+            " use 'simulated', 'paper' or a ccxt exchange id"
         ),
     ),
     (

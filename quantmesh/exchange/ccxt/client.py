@@ -51,6 +51,20 @@ def create_client(
     return client
 
 
+def stream_settings(settings: ExchangeSettings) -> StreamSettings:
+    """The stream-or-poll timings of the ``exchange`` settings."""
+    return StreamSettings(
+        streams=settings.streams,
+        price_stale_after=settings.price_stale_after,
+        price_poll_interval=settings.price_poll_interval,
+        order_poll_interval=settings.order_poll_interval,
+        order_resync_interval=settings.order_resync_interval,
+        stream_failures_before_polling=settings.stream_failures_before_polling,
+        stream_retry_after=settings.stream_retry_after,
+        reconnect_max_delay=settings.reconnect_max_delay,
+    )
+
+
 def build_ccxt_exchange(settings: ExchangeSettings) -> CcxtExchange:
     """A ``CcxtExchange`` from the ``exchange`` section of the settings.
 
@@ -74,20 +88,10 @@ def build_ccxt_exchange(settings: ExchangeSettings) -> CcxtExchange:
         timeout=settings.request_timeout,
         rate_limit=settings.rate_limit,
     )
-    stream = StreamSettings(
-        streams=settings.streams,
-        price_stale_after=settings.price_stale_after,
-        price_poll_interval=settings.price_poll_interval,
-        order_poll_interval=settings.order_poll_interval,
-        order_resync_interval=settings.order_resync_interval,
-        stream_failures_before_polling=settings.stream_failures_before_polling,
-        stream_retry_after=settings.stream_retry_after,
-        reconnect_max_delay=settings.reconnect_max_delay,
-    )
     return CcxtExchange(
         client,
         CcxtSettings(
-            stream=stream,
+            stream=stream_settings(settings),
             verify_credentials=settings.verify_credentials,
             client_order_id_param=settings.client_order_id_param,
             client_order_id_style=settings.client_order_id_style,

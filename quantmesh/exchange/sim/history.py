@@ -6,15 +6,19 @@ from the start on, the candles are those of the prices the simulator actually pu
 (``record``). A minute without a price repeats the last close. Longer candles are made of
 the minutes; ``klines`` follows Binance's ``GET /api/v3/klines`` selection rules.
 
-Public trades are four prints per minute, along the candle's path (open, the nearer
-extreme, the other extreme, close), ids growing with time: what a backtest's path model
-assumes, served as Binance's ``trades``/``aggTrades`` would be.
+Public trades of the seeded past are four prints per minute, along the candle's path
+(open, the nearer extreme, the other extreme, close): what a backtest's path model assumes.
+From the start on, every published price is one print (the latest ``LIVE_PRINTS`` are
+kept), so a print never changes once served. Ids grow with time across both, as Binance's
+``trades``/``aggTrades`` ids do.
 """
 
 from __future__ import annotations
 
+import bisect
 import math
 import random
+from collections import deque
 from dataclasses import dataclass
 from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 
@@ -23,6 +27,7 @@ __all__ = ["MINUTE_MS", "Candle", "PriceHistory", "Print"]
 MINUTE_MS = 60_000
 DEFAULT_DAYS = 30
 DEFAULT_VOLATILITY = 0.0008  # per minute, about 58 % a year
+LIVE_PRINTS = 100_000  # prints of published prices kept (a day at 1.2 prices a second)
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,7 +79,10 @@ class PriceHistory:
         self._volatility = volatility
         self._past_cache: list[Candle] | None = None  # drawn at the first read (0.4 s a month)
         self._live: dict[int, list[Decimal]] = {}  # minute -> [open, high, low, close]
+        self._counts: dict[int, int] = {}  # minute -> prices published in it
         self._last = max(_round(float(start_price), tick, ROUND_FLOOR), tick)
+        self._prints: deque[Print] = deque(maxlen=LIVE_PRINTS)
+        self._next_id = self.start_minute * 4  # above every id of the past
 
     @property
     def _past(self) -> list[Candle]:
@@ -100,14 +108,22 @@ class PriceHistory:
         past.reverse()
         return past
 
-    def record(self, ts_ms: int, price: Decimal) -> None:
-        """A price the simulator published at ``ts_ms``."""
+    def record(self, ts_ms: int, price: Decimal) -> Print:
+        """A price the simulator published at ``ts_ms``; returns its print."""
         minute = max(ts_ms // MINUTE_MS, self.start_minute)
         bar = self._live.get(minute)
         if bar is None:
             self._live[minute] = [price, price, price, price]
         else:
             bar[1], bar[2], bar[3] = max(bar[1], price), min(bar[2], price), price
+        self._counts[minute] = self._counts.get(minute, 0) + 1
+        previous = self._prints[-1] if self._prints else None
+        time_ms = max(ts_ms, minute * MINUTE_MS, previous.time_ms if previous else 0)
+        buyer_maker = previous is not None and price < previous.price
+        printed = Print(self._next_id, time_ms, price, self.lot, buyer_maker)
+        self._next_id += 1
+        self._prints.append(printed)
+        return printed
 
     def minute(self, minute: int, now_ms: int) -> Candle | None:
         """The candle of ``minute`` (None before the history or after ``now_ms``)."""
@@ -120,7 +136,8 @@ class PriceHistory:
             previous = self._previous_close(minute)
             return Candle(minute * MINUTE_MS, previous, previous, previous, previous,
                           Decimal(0), 0)  # fmt: skip
-        return Candle(minute * MINUTE_MS, bar[0], bar[1], bar[2], bar[3], self.lot * 4, 4)
+        count = self._counts[minute]
+        return Candle(minute * MINUTE_MS, bar[0], bar[1], bar[2], bar[3], self.lot * count, count)
 
     def _previous_close(self, minute: int) -> Decimal:
         earlier = [m for m in self._live if m < minute]
@@ -170,7 +187,10 @@ class PriceHistory:
         )
 
     def prints(self, minute: int, now_ms: int) -> list[Print]:
-        """The public trades of ``minute``: four, along its path."""
+        """The public trades of ``minute``: four along its path before the start, then the
+        published prices (those still kept)."""
+        if minute >= self.start_minute:
+            return self._live_between(minute * MINUTE_MS, min(minute * MINUTE_MS + 59_999, now_ms))
         bar = self.minute(minute, now_ms)
         if bar is None or bar.trades == 0:
             return []
@@ -185,26 +205,40 @@ class PriceHistory:
             previous = price
         return out
 
+    def _live_between(self, start_ms: int, end_ms: int) -> list[Print]:
+        """Kept prints of published prices with ``start_ms <= time <= end_ms``."""
+        times = [p.time_ms for p in self._prints]
+        lo = bisect.bisect_left(times, start_ms)
+        hi = bisect.bisect_right(times, end_ms)
+        return [self._prints[i] for i in range(lo, hi)]
+
     def trades_between(self, start_ms: int, end_ms: int, limit: int, now_ms: int) -> list[Print]:
         """Prints with ``start_ms <= time <= end_ms``, oldest first, at most ``limit``."""
         out: list[Print] = []
         minute = max(start_ms // MINUTE_MS, self.first_minute)
-        while minute <= min(end_ms, now_ms) // MINUTE_MS and len(out) < limit:
+        last_minute = min(min(end_ms, now_ms) // MINUTE_MS, self.start_minute - 1)
+        while minute <= last_minute and len(out) < limit:
             out += [p for p in self.prints(minute, now_ms) if start_ms <= p.time_ms <= end_ms]
             minute += 1
+        if len(out) < limit and end_ms >= self.start_minute * MINUTE_MS:
+            out += self._live_between(start_ms, min(end_ms, now_ms))
         return out[:limit]
 
     def trades_from_id(self, from_id: int, limit: int, now_ms: int) -> list[Print]:
         """Prints with ``id >= from_id``, oldest first, at most ``limit``."""
+        if from_id >= self.start_minute * 4:
+            ids = [p.id for p in self._prints]
+            first = bisect.bisect_left(ids, from_id)
+            return [self._prints[i] for i in range(first, min(first + limit, len(ids)))]
         start = max(from_id // 4, self.first_minute) * MINUTE_MS
         found = self.trades_between(start, now_ms, limit + 4, now_ms)
         return [p for p in found if p.id >= from_id][:limit]
 
     def recent_trades(self, limit: int, now_ms: int) -> list[Print]:
         """The latest ``limit`` prints, oldest first (minutes without prices have none)."""
-        found: list[Print] = []
-        minute = now_ms // MINUTE_MS
+        found = [p for p in list(self._prints)[-limit:] if p.time_ms <= now_ms]
+        minute = self.start_minute - 1
         while len(found) < limit and minute >= self.first_minute:
-            found[:0] = [p for p in self.prints(minute, now_ms) if p.time_ms <= now_ms]
+            found[:0] = self.prints(minute, now_ms)
             minute -= 1
         return found[-limit:]

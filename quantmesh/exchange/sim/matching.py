@@ -2,7 +2,9 @@
 
 Orders are limit orders that fill fully, either at once at the last price when they are
 marketable (taker) or later at their own price when a price update crosses them (maker).
-Fees are charged in the quote currency on both sides. The whole state can be exported as a
+A price crosses an order when it reaches the order's price (``touch``, the default) or, with
+``fill_rule="through"``, only when it goes strictly beyond it. Fees are charged in the quote
+currency on both sides, at one rate or at a market's own maker and taker rates. The whole state can be exported as a
 JSON-compatible snapshot and restored, so a caller can persist it; ``snapshot_header`` and
 ``order_snapshot`` let the caller write only what changed.
 """
@@ -13,7 +15,7 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from decimal import Decimal, InvalidOperation
-from typing import Any
+from typing import Any, Literal
 
 from quantmesh.domain import Fill, MarketRules, Order, OrderRequest, OrderUpdate
 from quantmesh.errors import (
@@ -30,6 +32,16 @@ SNAPSHOT_VERSION = 1
 CLIENT_ORDER_ID_PATTERN = re.compile(r"^[.A-Z:/a-z0-9_-]{1,36}$")
 
 Snapshot = dict[str, Any]
+FillRule = Literal["touch", "through"]
+
+
+@dataclass(frozen=True, slots=True)
+class Fees:
+    """A market's fee rates: ``maker`` for a resting order filled later, ``taker`` for one
+    that filled when it was placed."""
+
+    maker: Decimal
+    taker: Decimal
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,17 +65,20 @@ class MatchingEngine:
         balances: Mapping[str, Decimal],
         fee_rate: Decimal,
         clock: Callable[[], float],
+        *,
+        fill_rule: FillRule = "touch",
     ) -> None:
         for symbol, rules in markets.items():
             if symbol != rules.symbol:
                 raise ValueError(f"market key {symbol} differs from its rules' {rules.symbol}")
-        if not Decimal(0) <= fee_rate < 1:
-            raise ValueError(f"fee rate must be in [0, 1), got {fee_rate}")
+        _check_fee(fee_rate)
         for asset, amount in balances.items():
             if amount < 0:
                 raise ValueError(f"initial balance of {asset} is negative: {amount}")
         self._markets = dict(markets)
         self._fee_rate = fee_rate
+        self._fees: dict[str, Fees] = {}  # markets with their own rates
+        self._through = fill_rule == "through"
         self._clock = clock
         self._free: dict[str, Decimal] = dict(balances)
         self._locked: dict[str, Decimal] = {}
@@ -81,6 +96,14 @@ class MatchingEngine:
     @property
     def fee_rate(self) -> Decimal:
         return self._fee_rate
+
+    def fees(self, symbol: str) -> Fees:
+        """The maker and taker rates of ``symbol``."""
+        self.rules(symbol)
+        return self._fees.get(symbol) or Fees(self._fee_rate, self._fee_rate)
+
+    def has_market(self, symbol: str) -> bool:
+        return symbol in self._markets
 
     def rules(self, symbol: str) -> MarketRules:
         try:
@@ -127,6 +150,18 @@ class MatchingEngine:
 
     # -- commands -----------------------------------------------------------------------
 
+    def add_market(self, rules: MarketRules, fees: Fees | None = None) -> None:
+        """Trade ``rules.symbol`` from now on (at ``fees``, else at the engine's rate); a
+        market already known keeps its rules and fees."""
+        if rules.symbol in self._markets:
+            return
+        if fees is not None:
+            _check_fee(fees.maker)
+            _check_fee(fees.taker)
+            self._fees[rules.symbol] = fees
+        self._markets[rules.symbol] = rules
+        self._open.setdefault(rules.symbol, {})
+
     def place(self, request: OrderRequest) -> Order:
         """Accept a limit order; see ``submit``."""
         return self.submit(request).order
@@ -171,7 +206,7 @@ class MatchingEngine:
         self._open.setdefault(request.symbol, {})[order_id] = None
         last = self._last.get(request.symbol)
         if last is not None and self._crosses(order, last):
-            return self._fill(order, last, now)
+            return self._fill(order, last, now, self.fees(request.symbol).taker)
         return OrderUpdate(order)
 
     def cancel(self, symbol: str, client_order_id: str) -> Order:
@@ -201,7 +236,8 @@ class MatchingEngine:
             key=lambda o: (-o.price if o.side == "buy" else o.price, int(o.exchange_order_id))
         )
         now = self._clock()
-        return [self._fill(order, order.price, now) for order in crossed]
+        maker = self.fees(symbol).maker
+        return [self._fill(order, order.price, now, maker) for order in crossed]
 
     # -- internals ----------------------------------------------------------------------
 
@@ -236,11 +272,14 @@ class MatchingEngine:
 
     def _reservation(self, rules: MarketRules, request: OrderRequest) -> tuple[str, Decimal]:
         if request.side == "buy":
-            return rules.quote, request.price * request.amount * (1 + self._fee_rate)
+            fees = self.fees(rules.symbol)
+            rate = max(fees.maker, fees.taker)
+            return rules.quote, request.price * request.amount * (1 + rate)
         return rules.base, request.amount
 
-    @staticmethod
-    def _crosses(order: Order, price: Decimal) -> bool:
+    def _crosses(self, order: Order, price: Decimal) -> bool:
+        if self._through:
+            return price < order.price if order.side == "buy" else price > order.price
         return price <= order.price if order.side == "buy" else price >= order.price
 
     def _release(self, order: Order, rules: MarketRules) -> None:
@@ -251,11 +290,11 @@ class MatchingEngine:
         self._free[asset] = self._free.get(asset, Decimal(0)) + reserved
         del self._open[order.symbol][order.exchange_order_id]
 
-    def _fill(self, order: Order, price: Decimal, now: float) -> OrderUpdate:
+    def _fill(self, order: Order, price: Decimal, now: float, rate: Decimal) -> OrderUpdate:
         rules = self._markets[order.symbol]
         self._release(order, rules)
         notional = price * order.amount
-        fee = notional * self._fee_rate
+        fee = notional * rate
         base, quote = rules.base, rules.quote
         zero = Decimal(0)
         if order.side == "buy":
@@ -351,6 +390,11 @@ class MatchingEngine:
                 self._open.setdefault(order.symbol, {})[order_id] = None
         self._next_order_id = state.next_order_id
         self._next_trade_id = state.next_trade_id
+
+
+def _check_fee(rate: Decimal) -> None:
+    if not Decimal(0) <= rate < 1:
+        raise ValueError(f"fee rate must be in [0, 1), got {rate}")
 
 
 def _is_multiple(value: Decimal, step: Decimal) -> bool:

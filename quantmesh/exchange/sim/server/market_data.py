@@ -1,7 +1,8 @@
 """Public market data of the simulator: ``GET /api/v3/klines``, ``/api/v3/trades`` and
 ``/api/v3/aggTrades``, in Binance's format and with its parameters and limits, served
 from each market's ``PriceHistory`` (the seeded past, then the published prices, which a
-task records as the feeds publish them)."""
+task records as the feeds publish them). Each recorded print is also handed to the
+subscribers of ``watch_prints`` (the ``@trade``, ``@aggTrade`` and ``@kline_1m`` streams)."""
 
 from __future__ import annotations
 
@@ -10,17 +11,19 @@ import contextlib
 import time
 from collections.abc import AsyncIterator
 from decimal import Decimal
+from weakref import WeakSet
 
 from aiohttp import web
 
 from quantmesh.domain import Tick
+from quantmesh.exchange.fanout import Subscription, end_all, publish
 from quantmesh.exchange.sim.history import PriceHistory, Print
 from quantmesh.exchange.sim.server import binance as wire
 from quantmesh.exchange.sim.server.binance import ApiError, Json
 from quantmesh.exchange.sim.server.clock import ServerClock
 from quantmesh.exchange.sim.simulated import SimulatedExchange
 
-__all__ = ["INTERVALS", "MarketData"]
+__all__ = ["INTERVALS", "MarketData", "agg_trade_event", "kline_event", "trade_event"]
 
 _M, _H, _D = 60_000, 3_600_000, 86_400_000
 INTERVALS = {
@@ -59,8 +62,15 @@ def _num(value: Decimal) -> str:
     return f"{value:f}"
 
 
+_PRINT_QUEUE = 1000  # prints a slow stream subscriber may lag behind before losing some
+
+
 class MarketData:
-    """The handlers, and the task recording published prices into the histories."""
+    """The handlers, and the task recording published prices into the histories.
+
+    The histories start with ``start()``, once the exchange runs (they end at its restored
+    prices); until then every market is unknown.
+    """
 
     def __init__(
         self,
@@ -71,16 +81,21 @@ class MarketData:
     ) -> None:
         self.exchange = exchange
         self.clock = clock
-        started = int(time.time() * 1000) if start_ms is None else start_ms
+        self._seed = seed
+        self._start_ms = start_ms
         self.histories: dict[str, PriceHistory] = {}
-        for n, symbol in enumerate(exchange.symbols):
-            rules = exchange.engine.rules(symbol)
-            price = exchange.engine.last_price(symbol) or Decimal(1)
-            walk_seed = None if seed is None else seed * 1000 + n
-            self.histories[symbol] = PriceHistory(
-                price, rules.tick_size, rules.lot_size, started, seed=walk_seed
-            )
+        self._print_subs: dict[str, WeakSet[Subscription[Print]]] = {}
         self._tasks: list[asyncio.Task[None]] = []
+
+    def watch_prints(self, symbol: str) -> AsyncIterator[Print]:
+        """Every print of ``symbol`` recorded from now on (ends when market data closes)."""
+        subs = self._print_subs.setdefault(symbol, WeakSet())
+        subscription = Subscription[Print](subs, _PRINT_QUEUE)
+        subscription.register()
+        return subscription
+
+    def history(self, symbol: str) -> PriceHistory:
+        return self.histories[symbol]
 
     def routes(self) -> list[web.RouteDef]:
         return [
@@ -92,15 +107,26 @@ class MarketData:
         ]
 
     def start(self) -> None:
-        """Record every published price (call once the exchange runs)."""
+        """Build the histories and record every published price (call once the exchange
+        runs)."""
+        exchange = self.exchange
+        started = int(time.time() * 1000) if self._start_ms is None else self._start_ms
+        for n, symbol in enumerate(exchange.symbols):
+            rules = exchange.engine.rules(symbol)
+            price = exchange.engine.last_price(symbol) or Decimal(1)
+            walk_seed = None if self._seed is None else self._seed * 1000 + n
+            self.histories[symbol] = PriceHistory(
+                price, rules.tick_size, rules.lot_size, started, seed=walk_seed
+            )
         for symbol in self.histories:
-            ticks = self.exchange.watch_ticks(symbol)
+            ticks = exchange.watch_ticks(symbol)
             self._tasks.append(asyncio.create_task(self._record(symbol, ticks)))
 
     async def _record(self, symbol: str, ticks: AsyncIterator[Tick]) -> None:
         history = self.histories[symbol]
         async for tick in ticks:
-            history.record(int(tick.ts * 1000), tick.price)
+            printed = history.record(int(tick.ts * 1000), tick.price)
+            publish(self._print_subs.get(symbol, WeakSet()), printed)
 
     async def close(self) -> None:
         for task in self._tasks:
@@ -109,6 +135,8 @@ class MarketData:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._tasks.clear()
+        for subs in self._print_subs.values():
+            end_all(subs)
 
     def _history(self, params: dict[str, str]) -> PriceHistory:
         compact = params.get("symbol")
@@ -173,6 +201,35 @@ class MarketData:
         else:
             found = history.recent_trades(limit, now)
         return web.json_response([_agg(p) for p in found])
+
+
+def trade_event(market: str, p: Print, now_ms: int) -> Json:
+    """A ``<symbol>@trade`` stream event (``market``: the compact symbol)."""
+    return {
+        "e": "trade", "E": now_ms, "s": market, "t": p.id, "p": _num(p.price),
+        "q": _num(p.qty), "T": p.time_ms, "m": p.buyer_maker, "M": True,
+    }  # fmt: skip
+
+
+def agg_trade_event(market: str, p: Print, now_ms: int) -> Json:
+    """A ``<symbol>@aggTrade`` stream event."""
+    return {"e": "aggTrade", "E": now_ms, "s": market, **_agg(p)}
+
+
+def kline_event(market: str, history: PriceHistory, now_ms: int) -> Json | None:
+    """A ``<symbol>@kline_1m`` stream event: the current minute's candle so far."""
+    candles = history.klines(INTERVALS["1m"], None, None, 1, now_ms)
+    if not candles:
+        return None
+    candle = candles[-1]
+    kline = {
+        "t": candle.open_ms, "T": candle.open_ms + INTERVALS["1m"] - 1, "s": market,
+        "i": "1m", "f": -1, "L": -1, "o": _num(candle.open), "c": _num(candle.close),
+        "h": _num(candle.high), "l": _num(candle.low), "v": _num(candle.volume),
+        "n": candle.trades, "x": False, "q": _num(candle.volume * candle.close),
+        "V": "0", "Q": "0", "B": "0",
+    }  # fmt: skip
+    return {"e": "kline", "E": now_ms, "s": market, "k": kline}
 
 
 def _trade(p: Print) -> Json:

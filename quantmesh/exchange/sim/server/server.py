@@ -95,18 +95,16 @@ class SimServer:
         self.dice = FaultDice(faults, seed)
         self.clock = ServerClock(clock_skew)
         self.rest = RestApi(exchange, api_keys, self.dice, self.clock)
-        self.streams = Streams(exchange, self.rest, self.dice)
+        self.market_data = MarketData(exchange, self.clock, seed)  # markets once started
+        self.streams = Streams(exchange, self.rest, self.dice, self.market_data)
         self._runner: web.AppRunner | None = None
         self.port: int | None = None
-        self._seed = seed
-        self.market_data: MarketData | None = None  # once started: it needs the prices
 
     def app(self) -> web.Application:
         app = web.Application(middlewares=[self.rest.middleware])
         app.add_routes(self.rest.routes())
         app.add_routes(self.streams.routes())
-        if self.market_data is not None:
-            app.add_routes(self.market_data.routes())
+        app.add_routes(self.market_data.routes())
         app.add_routes(
             [
                 web.get("/_sim/orders", self.orders),
@@ -127,7 +125,6 @@ class SimServer:
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> int:
         """Start the exchange (restoring its state) and listen; returns the bound port."""
         await self.exchange.start()
-        self.market_data = MarketData(self.exchange, self.clock, self._seed)
         self.market_data.start()
         runner = web.AppRunner(self.app(), handle_signals=False, access_log=None)
         await runner.setup()
@@ -139,8 +136,7 @@ class SimServer:
         return self.port
 
     async def close(self) -> None:
-        if self.market_data is not None:
-            await self.market_data.close()
+        await self.market_data.close()
         await self.streams.drop_all()
         if self._runner is not None:
             await self._runner.cleanup()

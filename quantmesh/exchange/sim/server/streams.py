@@ -1,6 +1,12 @@
 """The simulator's WebSockets: market streams (``/ws``) and the WebSocket API (``/ws-api/v3``).
 
-Both as ccxt.pro's ``binance`` uses them: ``watch_ticker``, ``watch_orders``
+Market streams: ``<symbol>@ticker`` (also ``miniTicker``, ``bookTicker``) on every price
+change and each second without one; ``@trade`` and ``@aggTrade`` with every public print
+(the same prints, ids and times as ``GET /api/v3/trades``); ``@kline_1m`` with the
+current minute's candle on every print and each second without one.
+
+Both as ccxt.pro's ``binance`` uses them: ``watch_ticker``, ``watch_trades``, ``watch_ohlcv``,
+``watch_orders``
 (``userDataStream.subscribe.signature``) and the ``*_ws`` order methods (``order.place``,
 ``order.cancel``, ``order.status``, ``openOrders.status``, ``account.status``).
 
@@ -26,12 +32,19 @@ from quantmesh.errors import Disconnected
 from quantmesh.exchange.sim.server import binance as wire
 from quantmesh.exchange.sim.server.binance import ApiError, Json
 from quantmesh.exchange.sim.server.faults import FaultDice
+from quantmesh.exchange.sim.server.market_data import (
+    MarketData,
+    agg_trade_event,
+    kline_event,
+    trade_event,
+)
 from quantmesh.exchange.sim.server.rest import RestApi, SignedCall
 from quantmesh.exchange.sim.simulated import SimulatedExchange
 
 log = structlog.get_logger(__name__)
 
-_CHANNELS = ("ticker", "miniTicker", "bookTicker", "trade")
+_TICK_CHANNELS = ("ticker", "miniTicker", "bookTicker")
+_PRINT_CHANNELS = ("trade", "aggTrade", "kline_1m")
 _REPEAT_EVERY = 1.0  # seconds
 
 Pumps = dict[str, asyncio.Task[None]]
@@ -41,8 +54,11 @@ WsMethod = Callable[[web.WebSocketResponse, SignedCall, Pumps], Awaitable[Any]]
 class Streams:
     """WebSocket handlers; every open socket is tracked so faults can drop them all."""
 
-    def __init__(self, exchange: SimulatedExchange, api: RestApi, dice: FaultDice) -> None:
+    def __init__(
+        self, exchange: SimulatedExchange, api: RestApi, dice: FaultDice, market_data: MarketData
+    ) -> None:
         self.exchange = exchange
+        self.market_data = market_data
         self.api = api  # the signed calls' checks, the order book's handlers, the action log
         self.clock = api.clock
         self.dice = dice
@@ -147,9 +163,32 @@ class Streams:
             (s for s in self.exchange.symbols if compact_symbol(s).lower() == market.lower()),
             None,
         )
-        if symbol is None or channel not in _CHANNELS or name in pumps:
+        if symbol is None or name in pumps:
             return
-        pumps[name] = asyncio.create_task(self._pump_ticks(socket, symbol, channel))
+        if channel in _TICK_CHANNELS:
+            pumps[name] = asyncio.create_task(self._pump_ticks(socket, symbol, channel))
+        elif channel in _PRINT_CHANNELS and symbol in self.market_data.histories:
+            pumps[name] = asyncio.create_task(self._pump_prints(socket, symbol, channel))
+
+    async def _pump_prints(self, socket: web.WebSocketResponse, symbol: str, channel: str) -> None:
+        """Each public print of ``symbol`` once (trades), or the minute's candle on each
+        print and every second without one (klines, as Binance pushes them)."""
+        market = compact_symbol(symbol)
+        history = self.market_data.history(symbol)
+        prints = self.market_data.watch_prints(symbol)
+        with contextlib.suppress(ConnectionError, RuntimeError, StopAsyncIteration):
+            while not socket.closed:
+                if channel == "kline_1m":
+                    event = kline_event(market, history, self.clock.now_ms())
+                    if event is not None:
+                        await socket.send_json(event)
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(_REPEAT_EVERY):
+                            await anext(prints)
+                    continue
+                printed = await anext(prints)
+                build = trade_event if channel == "trade" else agg_trade_event
+                await socket.send_json(build(market, printed, self.clock.now_ms()))
 
     async def _pump_ticks(self, socket: web.WebSocketResponse, symbol: str, channel: str) -> None:
         """Every price change, and the last price again each second without one (Binance
@@ -269,11 +308,6 @@ def _market_event(channel: str, rules: Any, price: Any, now_ms: int) -> Json:
     ticker = wire.ticker_event(rules, price, now_ms)
     if channel == "bookTicker":
         return {"u": now_ms, **{k: ticker[k] for k in ("s", "b", "B", "a", "A")}}
-    if channel == "trade":
-        return {
-            "e": "trade", "E": now_ms, "s": ticker["s"], "t": now_ms, "p": ticker["c"],
-            "q": "0.001", "T": now_ms, "m": False, "M": True,
-        }  # fmt: skip
     if channel == "miniTicker":
         mini = ("s", "c", "o", "h", "l", "v", "q")
         return {"e": "24hrMiniTicker", "E": now_ms, **{k: ticker[k] for k in mini}}

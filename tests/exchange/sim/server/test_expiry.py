@@ -25,6 +25,7 @@ from quantmesh.exchange.sim.markets import build_simulated
 from quantmesh.exchange.sim.server import binance as wire
 from quantmesh.exchange.sim.server.clock import ServerClock
 from quantmesh.exchange.sim.server.faults import FaultDice, Faults
+from quantmesh.exchange.sim.server.market_data import MarketData
 from quantmesh.exchange.sim.server.rest import RestApi
 from quantmesh.exchange.sim.server.streams import Streams
 from tests.cli.support import plain_lines, run_cli
@@ -400,7 +401,8 @@ async def _ws_api(sim: SimProcess, method: str, params: dict[str, Any]) -> dict[
 
 def _ws_methods() -> list[str]:
     api = in_process_api()
-    return sorted(Streams(api.exchange, api, api.dice).signed_methods)
+    market_data = MarketData(api.exchange, api.clock)
+    return sorted(Streams(api.exchange, api, api.dice, market_data).signed_methods)
 
 
 @pytest.mark.parametrize("method", _ws_methods())
