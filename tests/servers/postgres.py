@@ -16,7 +16,8 @@ Replication: every server runs with ``wal_level=replica`` and ``initdb``'s ``pg_
 which lets loopback ``replication`` connections in (``trust``; with ``password``, an entry
 for them is added). ``PostgresServer(primary=other)`` makes a streaming replica of the
 running ``other`` with ``pg_basebackup -R`` (``standby.signal`` and ``primary_conninfo``)
-instead of ``initdb``; ``promote`` makes it a primary. ``settings`` adds server settings
+instead of ``initdb``, streaming from ``upstream_port`` when given (a proxy in front of
+``other``, which a test can cut); ``promote`` makes it a primary. ``settings`` adds server settings
 (``synchronous_commit=on``, say). ``wait_for_replica(synchronous=True)`` makes a primary
 wait for its replica at each commit (set after the replica is made: a primary with
 ``synchronous_standby_names`` and no replica takes no writes).
@@ -58,6 +59,7 @@ class PostgresServer(ManagedServer):
         *,
         password: str | None = None,
         primary: PostgresServer | None = None,
+        upstream_port: int | None = None,
         settings: Mapping[str, str] | None = None,
     ) -> None:
         self._initdb = _binary("initdb")
@@ -71,7 +73,7 @@ class PostgresServer(ManagedServer):
         if primary is None:
             self._init()
         else:
-            self._base_backup(primary)
+            self._base_backup(upstream_port or primary.port)
         extra = [arg for key, value in (settings or {}).items() for arg in ("-c", f"{key}={value}")]
         self.process = ServerProcess(
             [
@@ -135,9 +137,9 @@ class PostgresServer(ManagedServer):
             with (self.datadir / "pg_hba.conf").open("a") as hba:
                 hba.write("host replication all 127.0.0.1/32 scram-sha-256\n")
 
-    def _base_backup(self, primary: PostgresServer) -> None:
-        """This server's data directory: a copy of the running ``primary``, set up (``-R``)
-        to stream from it as a hot standby."""
+    def _base_backup(self, port: int) -> None:
+        """This server's data directory: a copy of the running primary at ``port``, set up
+        (``-R``) to stream from that port as a hot standby."""
         self.workdir.mkdir(parents=True, exist_ok=True)
         if self._user is not None:
             os.chown(self.workdir, self._user.pw_uid, self._user.pw_gid)
@@ -148,7 +150,7 @@ class PostgresServer(ManagedServer):
         done = subprocess.run(
             [
                 _binary("pg_basebackup"),
-                *("-h", "127.0.0.1", "-p", str(primary.port), "-U", PG_USER),
+                *("-h", "127.0.0.1", "-p", str(port), "-U", PG_USER),
                 *("-D", str(self.datadir), "-R", "-X", "stream", "--no-sync", "-c", "fast"),
             ],
             cwd=self.workdir,
