@@ -3,6 +3,7 @@ read raw and through ccxt's own ``binance`` class; the rate-limit burst switch."
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import json
 import urllib.error
@@ -11,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from .support import BINANCE_OPTIONS, SimProcess, binance_urls
+from .support import BINANCE_OPTIONS, SimProcess, binance_client, binance_urls
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -81,3 +82,31 @@ def test_rate_limit_burst_answers_429_at_the_chosen_call(sim: SimProcess) -> Non
     path = "/api/v3/klines?symbol=ETHUSDT&interval=1m&limit=1"
     codes = [_get(sim, path)[0] for _ in range(4)]
     assert codes == [200, 429, 429, 200]
+
+
+async def test_published_prices_are_prints_on_rest_and_streams(sim: SimProcess) -> None:
+    """Each published price is one print, the same on ``@trade``, ``@aggTrade`` and REST;
+    ``@kline_1m`` carries the minute's candle."""
+    client = binance_client(sim.port)
+    try:
+        await client.load_markets()
+        streamed = asyncio.ensure_future(client.watch_trades("ETH/USDT"))
+        aggregated = asyncio.ensure_future(
+            client.watch_trades("ETH/USDT", params={"name": "aggTrade"})
+        )
+        candles = asyncio.ensure_future(client.watch_ohlcv("ETH/USDT", "1m"))
+        await asyncio.sleep(0.5)  # subscribed
+        sim.set_price("ETH/USDT", "2003.5")
+        [trade] = [t for t in await asyncio.wait_for(streamed, 10) if t["price"] == 2003.5]
+        [agg] = [t for t in await asyncio.wait_for(aggregated, 10) if t["price"] == 2003.5]
+        rest = await client.fetch_trades("ETH/USDT", trade["timestamp"])
+        assert [t["id"] for t in rest if t["price"] == 2003.5] == [trade["id"]] == [agg["id"]]
+        candle = (await asyncio.wait_for(candles, 10))[-1]
+        for _ in range(5):  # the first push may be the candle before the move
+            if candle[2] >= 2003.5:
+                break
+            candle = (await asyncio.wait_for(client.watch_ohlcv("ETH/USDT", "1m"), 10))[-1]
+        assert candle[2] >= 2003.5 and candle[3] <= candle[4] <= candle[2]
+    finally:
+        sim.set_price("ETH/USDT", "2000")
+        await client.close()
