@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
@@ -38,12 +39,14 @@ from quantmesh.errors import (
     StorageUnavailable,
 )
 from quantmesh.exchange.base import Exchange
+from quantmesh.grid.risk import InstanceLimits
 from quantmesh.lock.base import ServiceLock
 from quantmesh.notify.events import NOP, NotificationService, instance_started, instance_stopped
 from quantmesh.observability.http import HttpServer
 from quantmesh.observability.metrics import Metrics
 from quantmesh.secrets import mask_credentials
 from quantmesh.storage.base import Repository
+from quantmesh.trading.instance_risk import InstanceRisk
 from quantmesh.trading.trader import Trader, TraderSettings
 
 log = structlog.get_logger(__name__)
@@ -82,6 +85,7 @@ class Components:
     metrics: Metrics
     controls: ControlBoard | None = None  # what people ask of the symbols (None: nothing)
     notifier: NotificationService = NOP  # messages people receive (NOP: no channels)
+    risk: InstanceLimits = field(default_factory=InstanceLimits)  # across symbols; default none
 
 
 @dataclass(slots=True)
@@ -215,6 +219,11 @@ class Service:
             controls = (
                 [tg.create_task(self.controls.run(), name="controls")] if self.controls else []
             )
+            if self.components.risk.any:
+                watch = InstanceRisk(
+                    self.components.risk, traders=lambda: self.traders, wall_clock=time.time
+                )
+                controls.append(tg.create_task(watch.run(), name="instance-risk"))
             for symbol in self.symbols:
                 self._start_slot(symbol)
             self.components.notifier.emit(

@@ -24,7 +24,7 @@ from quantmesh.endpoints import build_http
 from quantmesh.errors import LockError, StartupError
 from quantmesh.exchange.base import Exchange
 from quantmesh.exchange.sim.markets import build_simulated
-from quantmesh.grid.risk import Fired, RiskAction
+from quantmesh.grid.risk import Fired, InstanceLimits, RiskAction
 from quantmesh.lock.base import ServiceLock
 from quantmesh.lock.connection import redis_client
 from quantmesh.lock.failover import FailoverLock
@@ -305,6 +305,7 @@ def trader_settings(symbol: SymbolSettings, settings: Settings) -> TraderSetting
         # A create that timed out may surface late; "not found" is trusted after this.
         unknown_grace=max(30.0, 3 * settings.exchange.request_timeout),
         liquidation=symbol.risk.liquidation(),
+        count_days=settings.risk.max_daily_loss is not None,
         risk=risk if risk.any else None,
     )
 
@@ -325,6 +326,7 @@ def assemble(
     controls: ControlBoard | None = None,
     reloader: Reloader | None = None,
     notifier: NotificationService = NOP,
+    risk: InstanceLimits | None = None,
 ) -> Service:
     """A service trading ``symbols`` with these components, one trader per owned symbol.
 
@@ -362,7 +364,14 @@ def assemble(
         )
 
     components = Components(
-        exchange, repository, locker, coordinator, metrics, controls, notifier=notifier
+        exchange,
+        repository,
+        locker,
+        coordinator,
+        metrics,
+        controls,
+        notifier=notifier,
+        risk=risk or InstanceLimits(),
     )
     return Service(
         symbols,
@@ -528,6 +537,7 @@ def build_service(
             else None
         ),
         reloader=reloader,
+        risk=settings.risk.limits(),
     )
     bind_exchange_clock(metrics, exchange.name, exchange.clock_offset)
     metrics.instance_info.labels(settings.instance.id, settings.instance.role).set(1)

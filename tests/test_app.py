@@ -17,6 +17,7 @@ from quantmesh.app import REPEAT_WINDOW, Service, serve
 from quantmesh.coordination.coordinator import Claim
 from quantmesh.errors import Disconnected
 from quantmesh.exchange.sim.simulated import SimMarket, SimulatedExchange
+from quantmesh.grid.risk import InstanceLimits
 from quantmesh.lock.nop import NopLock
 from quantmesh.observability.metrics import Metrics
 from quantmesh.trading.trader import Trader, TraderSettings
@@ -25,7 +26,13 @@ from quantmesh.wiring import assemble
 from .trading.support import RULES, SETTINGS, SYMBOL, make_exchange, make_repository, until
 
 
-def _service(tmp_path: Path, symbols: list[str], *, cancel_on_exit: bool = False) -> Service:
+def _service(
+    tmp_path: Path,
+    symbols: list[str],
+    *,
+    cancel_on_exit: bool = False,
+    risk: InstanceLimits | None = None,
+) -> Service:
     return assemble(
         [replace(SETTINGS, grid=replace(SETTINGS.grid, symbol=symbol)) for symbol in symbols],
         exchange=make_exchange(tmp_path),
@@ -34,6 +41,7 @@ def _service(tmp_path: Path, symbols: list[str], *, cancel_on_exit: bool = False
         metrics=Metrics(),
         shutdown_grace=2.0,
         cancel_on_exit=cancel_on_exit,
+        risk=risk,
     )
 
 
@@ -93,6 +101,21 @@ async def test_shutdown_leaves_orders_open_by_default(tmp_path: Path) -> None:
         assert len(exchange.engine.open_orders(SYMBOL)) == 3
     finally:
         await exchange.close()
+
+
+async def test_the_instance_limits_are_watched_while_the_service_runs(tmp_path: Path) -> None:
+    """Three open buys of 30 USDT are over a 60 USDT limit: the service's watch holds the
+    symbol (no board here: the hold lasts as long as the trader) and its buys go."""
+    service = _service(tmp_path, [SYMBOL], risk=InstanceLimits(max_total_position=Decimal(60)))
+    stop = asyncio.Event()
+    task = await _trade_until_orders(service, stop)
+    trader = await _ready_trader(service)
+    await until(lambda: trader.control is not None and trader.control.mode == "stop_buys")
+    assert trader.control is not None and trader.control.actor == "risk:max_total_position"
+    service.exchange.set_price(SYMBOL, Decimal(2001))  # type: ignore[attr-defined]
+    await until(lambda: trader.book is not None and trader.book.open_orders() == [])
+    stop.set()
+    await asyncio.wait_for(task, 5)
 
 
 async def test_cancel_on_exit_cancels_and_records_every_open_order(tmp_path: Path) -> None:

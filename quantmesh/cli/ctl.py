@@ -26,7 +26,9 @@ RECENT = 10
 
 
 def register(subparsers: Subparsers) -> None:
-    ctl = subparsers.add_parser("ctl", help="pause, stop buys, cancel, liquidate or resume a symbol")
+    ctl = subparsers.add_parser(
+        "ctl", help="pause, stop buys, cancel, liquidate or resume a symbol"
+    )
     actions = ctl.add_subparsers(dest="ctl_command", required=True, metavar="ACTION")
     for action in ACTIONS:
         parser = actions.add_parser(action, help=f"{action} SYMBOL (e.g. ETH/USDT)")

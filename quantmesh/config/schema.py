@@ -28,7 +28,13 @@ from pydantic.fields import FieldInfo
 
 from quantmesh.config.problems import FieldProblems, suggest
 from quantmesh.grid.liquidate import Liquidation
-from quantmesh.grid.risk import TRIGGERS, RiskAction, RiskLimits
+from quantmesh.grid.risk import (
+    INSTANCE_TRIGGERS,
+    TRIGGERS,
+    InstanceLimits,
+    RiskAction,
+    RiskLimits,
+)
 from quantmesh.grid.state import GridParams, Spacing
 
 # Quote currencies recognised at the end of a compact symbol (ETHUSDT); longest first.
@@ -395,6 +401,29 @@ class RiskSettings(_Section):
             max_drawdown_percent=percent,
             max_loss=self.max_loss,
             actions={trigger: getattr(self.actions, trigger) for trigger in TRIGGERS},
+        )
+
+
+class InstanceRiskActionsSettings(_Section):
+    """The action each of the instance's triggers takes on every symbol it trades."""
+
+    max_daily_loss: RiskAction = "halt"
+    max_total_position: RiskAction = "stop_buys"
+
+
+class InstanceRiskSettings(_Section):
+    """``risk``: limits across the symbols this instance trades (each off unless set)."""
+
+    max_daily_loss: PositiveDecimal | None = None  # quote: the UTC day's realized + unrealized
+    max_total_position: PositiveDecimal | None = None  # quote: held at the price + open buys
+    actions: InstanceRiskActionsSettings = InstanceRiskActionsSettings()
+
+    def limits(self) -> InstanceLimits:
+        """These settings as the instance's risk watch reads them."""
+        return InstanceLimits(
+            max_daily_loss=self.max_daily_loss,
+            max_total_position=self.max_total_position,
+            actions={t: getattr(self.actions, t) for t in INSTANCE_TRIGGERS},
         )
 
 
@@ -863,6 +892,7 @@ class Settings(_Section):
     logging: LoggingSettings = LoggingSettings()
     http: HttpSettings = HttpSettings()
     notifications: NotificationSettings = NotificationSettings()
+    risk: InstanceRiskSettings = InstanceRiskSettings()
 
     @property
     def fleet(self) -> str | None:
@@ -907,6 +937,18 @@ class Settings(_Section):
             problems.append((("instance", "role"), f"must be master in mode dynamic: {why}"))
         if problems:
             raise FieldProblems(problems)
+        return self
+
+    @model_validator(mode="after")
+    def _check_risk(self) -> Settings:
+        """Limits across symbols add quote amounts: they need one quote currency."""
+        if not self.risk.limits().any:
+            return self
+        quotes = sorted({entry.symbol.partition("/")[2] for entry in self.trading.symbols})
+        if len(quotes) > 1:
+            why = f"the symbols are quoted in {', '.join(quotes)}; trade one quote currency"
+            key = "max_daily_loss" if self.risk.max_daily_loss is not None else "max_total_position"
+            raise FieldProblems([(("risk", key), f"adds amounts across symbols: {why}")])
         return self
 
     @property

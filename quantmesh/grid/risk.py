@@ -18,14 +18,16 @@ quiet (the trigger is recorded as desired state, which a person clears).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from decimal import Context, Decimal
-from typing import Final, Literal, get_args
+from typing import Any, Final, Literal, get_args
 
 Trigger = Literal["stop_loss", "take_profit", "max_drawdown", "max_loss"]
+InstanceTrigger = Literal["max_daily_loss", "max_total_position"]
 RiskAction = Literal["stop_buys", "halt", "liquidate"]
 TRIGGERS: Final[tuple[Trigger, ...]] = get_args(Trigger)
+INSTANCE_TRIGGERS: Final[tuple[InstanceTrigger, ...]] = get_args(InstanceTrigger)
 ACTIONS: Final[tuple[RiskAction, ...]] = get_args(RiskAction)
 _EXACT: Final = Context(prec=60)
 _HUNDRED: Final = Decimal(100)
@@ -63,7 +65,7 @@ class RiskLimits:
 class Fired:
     """A trigger crossed: which, the action it names, and the values that crossed it."""
 
-    trigger: Trigger
+    trigger: Trigger | InstanceTrigger
     action: RiskAction
     values: tuple[tuple[str, str], ...]
 
@@ -154,8 +156,92 @@ class RiskWatch:
         return None
 
     def _fire(self, trigger: Trigger, *values: tuple[str, Decimal | str]) -> Fired:
-        shown = tuple((name, v if isinstance(v, str) else _plain(v)) for name, v in values)
-        return Fired(trigger, self.limits.action(trigger), shown)
+        return _fired(trigger, self.limits.action(trigger), values)
+
+
+@dataclass(frozen=True, slots=True)
+class InstanceLimits:
+    """The limits of one instance, across the symbols it trades (None: off), each with its
+    action (``max_daily_loss``: ``halt``, ``max_total_position``: ``stop_buys`` unless
+    set)."""
+
+    max_daily_loss: Decimal | None = None  # quote currency, a positive amount
+    max_total_position: Decimal | None = None  # quote currency
+    actions: Mapping[InstanceTrigger, RiskAction] = field(default_factory=dict)
+
+    @property
+    def any(self) -> bool:
+        return self.max_daily_loss is not None or self.max_total_position is not None
+
+    def action(self, trigger: InstanceTrigger) -> RiskAction:
+        default: RiskAction = "stop_buys" if trigger == "max_total_position" else "halt"
+        return self.actions.get(trigger, default)
+
+
+@dataclass(slots=True)
+class InstanceWatch:
+    """Watches the instance's day PnL and exposure against ``limits``.
+
+    ``day_pnl`` is the realized PnL of the round trips closed this UTC day plus the
+    unrealized PnL of what is held now; ``exposure`` the quote value of what is held (at
+    the last price) plus the open buys. A trigger fires once, then stays in force until
+    ``resume``: a person resumed a symbol it held. From then on ``max_daily_loss`` fires
+    again when the day's PnL falls another ``max_daily_loss`` below where it was at the
+    resume (a new UTC day starts from zero), and ``max_total_position`` once the exposure
+    has come back under the limit and crosses it again.
+    """
+
+    limits: InstanceLimits
+    in_force: Fired | None = None
+    floor: Decimal | None = None  # the day PnL at which max_daily_loss fires
+    day: str = ""  # the UTC day ``floor`` belongs to
+    waiting: bool = False  # max_total_position: still above the limit since the resume
+
+    def check(self, day: str, day_pnl: Decimal, exposure: Decimal) -> Fired | None:
+        """The trigger these figures cross, once; None while one is in force."""
+        if self.in_force is not None:
+            return None
+        limits = self.limits
+        if day != self.day:
+            self.day, self.floor = day, None
+        cap = limits.max_total_position
+        self.waiting = self.waiting and cap is not None and exposure > cap
+        fired = None
+        if limits.max_daily_loss is not None:
+            floor = -limits.max_daily_loss if self.floor is None else self.floor
+            if day_pnl < floor:
+                fired = _fired(
+                    "max_daily_loss",
+                    limits.action("max_daily_loss"),
+                    (("day_pnl", day_pnl), ("max_daily_loss", limits.max_daily_loss)),
+                )
+        if fired is None and cap is not None and not self.waiting and exposure > cap:
+            fired = _fired(
+                "max_total_position",
+                limits.action("max_total_position"),
+                (("exposure", exposure), ("max_total_position", cap)),
+            )
+        self.in_force = fired
+        return fired
+
+    def resume(self, day: str, day_pnl: Decimal, exposure: Decimal) -> None:
+        """A person resumed a symbol the trigger in force held: watch again from here."""
+        fired, self.in_force = self.in_force, None
+        if fired is None:
+            return
+        limits = self.limits
+        if fired.trigger == "max_daily_loss" and limits.max_daily_loss is not None:
+            self.day = day
+            self.floor = _EXACT.subtract(min(day_pnl, Decimal(0)), limits.max_daily_loss)
+        cap = limits.max_total_position
+        self.waiting = cap is not None and exposure > cap
+
+
+def _fired(
+    trigger: Trigger | InstanceTrigger, action: RiskAction, values: Iterable[tuple[str, Any]]
+) -> Fired:
+    shown = tuple((name, v if isinstance(v, str) else _plain(v)) for name, v in values)
+    return Fired(trigger, action, shown)
 
 
 def _plain(value: Decimal) -> str:

@@ -22,7 +22,7 @@ from quantmesh.grid.ledger import (
     close_sell,
 )
 from quantmesh.grid.planner import OpenOrder
-from quantmesh.grid.pnl import Position, position
+from quantmesh.grid.pnl import Position, day_of, position
 from quantmesh.grid.state import GridSpec, GridState, LevelState, RoundTrip
 
 _SEEN_FILLS = 10_000  # trade ids remembered to drop a repeated fill without a query
@@ -52,6 +52,7 @@ class OrderBook:
         self.state = state
         self.tag = tag
         self.realized_pnl = Decimal(0)
+        self.realized_days: dict[str, Decimal] = {}  # by UTC day of the round trip's close
         self._open: dict[str, OpenOrder] = {}
         self._open_xid: dict[str, str] = {}  # client order id -> exchange id of the open order
         self._unknown: dict[str, OpenOrder] = {}
@@ -204,6 +205,8 @@ class OrderBook:
                 self._progress.pop(effect.level.index, None)
         for trip in effect.round_trips:
             self.realized_pnl += trip.pnl
+            day = day_of(trip.closed_at)
+            self.realized_days[day] = self.realized_days.get(day, Decimal(0)) + trip.pnl
         for fill in effect.fills:
             self._remember(fill.trade_id)
 

@@ -86,15 +86,22 @@ class RiskGuard:
         self._recording: asyncio.Task[None] | None = None
         self._shown: tuple[str, str] | None = None  # the trigger the metric shows as held
 
+    @property
+    def watching(self) -> bool:
+        """Whether the symbol has limits of its own to watch (else it only shows and
+        carries out the holds of the instance's limits)."""
+        return self._watch.limits.any
+
     def check(
         self,
         price: Decimal,
-        held: Position,
+        held: Callable[[], Position],
         realized: Decimal,
         order_value: Decimal,
         control: Desired | None,
     ) -> None:
-        """Feed one fresh price (never call with a stale one: no trigger fires then)."""
+        """Feed one fresh price (never call with a stale one: no trigger fires then);
+        ``held`` gives the position at that price (asked only when it is needed)."""
         if self.hold is not None or control is None:
             return
         if is_risk_hold(control):  # held (read back, or set by a former owner): shown
@@ -103,15 +110,21 @@ class RiskGuard:
             self._metrics.risk_triggered.labels(self.symbol, trigger, action).set(1)
             self._shown = (trigger, action)
             return
-        equity = self.realized_before + realized + held.unrealized
-        if self._shown is not None:  # resumed after a trigger: watch again from here
+        resumed = self._shown is not None
+        if resumed:  # resumed after a trigger: watch again from here
+            assert self._shown is not None
             self._metrics.risk_triggered.labels(self.symbol, *self._shown).set(0)
             self._shown = None
-            self._watch.resume(price, equity, held.cost, order_value)
             log.info("risk_watch_resumed", by=control.actor, mode=control.mode)
-        fired = self._watch.check(price, equity, held.cost, order_value)
+        if not self.watching:
+            return
+        position = held()
+        equity = self.realized_before + realized + position.unrealized
+        if resumed:
+            self._watch.resume(price, equity, position.cost, order_value)
+        fired = self._watch.check(price, equity, position.cost, order_value)
         if fired is not None:
-            self._fire(fired)
+            self.impose(fired)
 
     def effective(self, control: Desired | None) -> Desired | None:
         """What the symbol follows: the local hold until the board has a state at least as
@@ -129,7 +142,10 @@ class RiskGuard:
             self._recording.cancel()
             await asyncio.gather(self._recording, return_exceptions=True)
 
-    def _fire(self, fired: Fired) -> None:
+    def impose(self, fired: Fired) -> None:
+        """Hold the symbol for ``fired`` at once, say so, and store the hold."""
+        if self.hold is not None:
+            return  # already held here, not yet read back: the first hold stands
         self.hold = hold_of(fired, self._wall())
         log.error(
             "risk_triggered",

@@ -21,7 +21,6 @@ from typing import Literal
 import structlog
 
 from quantmesh.control.desired import ACTIVE, Desired
-from quantmesh.control.restrict import steer
 from quantmesh.domain import (
     Fill,
     MarketRules,
@@ -43,10 +42,9 @@ from quantmesh.errors import (
 from quantmesh.exchange.base import Exchange
 from quantmesh.grid.ids import grid_tag, parse_client_order_id
 from quantmesh.grid.liquidate import Liquidation
-from quantmesh.grid.liquidate import done as liquidated
-from quantmesh.grid.planner import CancelOrder, OpenOrder, Plan
-from quantmesh.grid.pnl import Position
-from quantmesh.grid.risk import RiskLimits
+from quantmesh.grid.planner import CancelOrder, OpenOrder
+from quantmesh.grid.pnl import Position, day_of
+from quantmesh.grid.risk import Fired, RiskLimits
 from quantmesh.grid.state import GridParams, GridShape, GridSpec, GridState, LevelState
 from quantmesh.lock.base import DistributedLock
 from quantmesh.lock.keys import LockKeys
@@ -58,6 +56,7 @@ from quantmesh.trading.reconcile import Reconciler
 from quantmesh.trading.risk import Record as RiskRecord
 from quantmesh.trading.risk import RiskGuard
 from quantmesh.trading.sender import OrderSender
+from quantmesh.trading.steering import Steering
 
 log = structlog.get_logger(__name__)
 
@@ -77,6 +76,7 @@ class TraderSettings:
     reconcile_interval: float = 60.0  # between checks of our open orders against the exchange
     reconcile_ttl: float = 30.0  # the reconcile lock's lease
     liquidation: Liquidation = field(default_factory=Liquidation)  # re-pricing, bound
+    count_days: bool = False  # read the day's stored PnL at start (the instance's limits)
     risk: RiskLimits | None = None  # the symbol's risk exits (None: none)
 
     @property
@@ -127,10 +127,6 @@ class Trader:
         self._metrics = metrics
         self._fence = fence
         self._exclusive = exclusive  # no other process can own this grid (one instance)
-        self._placing_block = placing_block  # why nothing new may be placed now, if anything
-        self._blocked_by: str | None = None
-        self._control = control  # what a person asked of this symbol; None while unknown
-        self._acting_on: Desired | None = ACTIVE  # the desired state the last step followed
         self._clock = clock
         self._wall = wall_clock
         self._mutex = asyncio.Lock()
@@ -153,26 +149,28 @@ class Trader:
             notifier=notifier,
         )
         self._next_lookup = 0.0
-        self._next_reprice = 0.0
-        self._liquidated = False  # the liquidation in force found nothing left to sell
+        self._days_before: dict[str, Decimal] = {}  # stored realized PnL by day, at start
         self._last_price_saved = -1e18
         self._price_save_failing = False
         self._health = exchange.price_health()
         self.last_tick: Tick | None = None
         self.ready = asyncio.Event()  # set once the grid is loaded and reconciled
         self._started: Started | None = None  # once the grid is loaded
-        limits = settings.risk
-        self._risk = (
-            RiskGuard(
-                self.symbol,
-                limits,
-                metrics=metrics,
-                record=risk_record,
-                wall_clock=wall_clock,
-                notifier=notifier,
-            )
-            if limits is not None and limits.any
-            else None
+        risk = RiskGuard(
+            self.symbol,
+            settings.risk or RiskLimits(),
+            metrics=metrics,
+            record=risk_record,
+            wall_clock=wall_clock,
+            notifier=notifier,
+        )
+        self._steering = Steering(
+            control=control,
+            placing_block=placing_block,
+            risk=risk,
+            liquidation=settings.liquidation,
+            clock=clock,
+            wall_clock=wall_clock,
         )
 
     # lifecycle -------------------------------------------------------------------------
@@ -190,8 +188,7 @@ class Trader:
                     tg.create_task(started.reconciler.run())
                     await self._tick_loop(started, ticks)
             finally:
-                if self._risk is not None:
-                    await self._risk.close()
+                await self._steering.risk.close()
 
     async def _start(self, ticks: AsyncIterator[Tick]) -> Started:
         """Load (or create) the grid, claim it, and reconcile it with the exchange."""
@@ -202,10 +199,16 @@ class Trader:
         book = OrderBook(spec, rules, state, tag)
         self._started = Started(book, self._reconciler(book))
         await self._started.reconciler.catch_up()
-        if self._risk is not None:  # equity counts the round trips stored before this start
+        if self._steering.risk.watching or self.settings.count_days:
+            # equity and the day's PnL count the round trips stored before this start
             trips = await self._repo.get_round_trips(self.symbol)
             stored = sum((trip.pnl for trip in trips), Decimal(0))
-            self._risk.realized_before = stored - book.realized_pnl
+            self._steering.risk.realized_before = stored - book.realized_pnl
+            for trip in trips:
+                day = day_of(trip.closed_at)
+                self._days_before[day] = self._days_before.get(day, Decimal(0)) + trip.pnl
+            for day, pnl in book.realized_days.items():
+                self._days_before[day] = self._days_before.get(day, Decimal(0)) - pnl
         self._sender.start_verify_window()  # after the reconciliation, however long it took
         self.ready.set()
         return self._started
@@ -344,6 +347,12 @@ class Trader:
         """Realized PnL of the round trips completed since this process started."""
         return Decimal(0) if self.book is None else self.book.realized_pnl
 
+    def realized_on(self, day: str) -> Decimal:
+        """Realized PnL of the round trips closed on UTC ``day`` (those stored before this
+        start counted only with ``count_days``)."""
+        book_days = {} if self.book is None else self.book.realized_days
+        return self._days_before.get(day, Decimal(0)) + book_days.get(day, Decimal(0))
+
     @property
     def position(self) -> Position | None:
         """The grid's position at the last price (None before the grid and a price)."""
@@ -413,15 +422,7 @@ class Trader:
             self._on_tick_seen(tick)
             if not self._placing or not self.price_fresh:
                 continue  # a stale price fires no trigger and places nothing
-            if self._risk is not None:
-                book = started.book
-                self._risk.check(
-                    tick.price,
-                    book.position(tick.price),
-                    book.realized_pnl,
-                    self.settings.grid.order_quantity,
-                    self._control(),
-                )
+            self._steering.check_risk(tick.price, started.book, self.settings.grid.order_quantity)
             async with self._mutex:
                 if self._placing:
                     await self._step(started, tick.price)
@@ -455,9 +456,9 @@ class Trader:
     async def _step(self, started: Started, price: Decimal) -> None:
         book = started.book
         now = self._clock()
-        if self._sender.paused() or self._placing_blocked():
+        if self._sender.paused() or self._steering.blocked():
             return
-        desired = self._desired()
+        desired = self._steering.desired()
         if desired is None:  # never fail open: what a person asked is not known yet
             return
         unknown = book.unknown_ids()
@@ -466,17 +467,7 @@ class Trader:
             await started.reconciler.resolve_unknown()
         self._sender.prune_unknown(unknown)
         open_orders = book.open_orders()
-        reprice = now >= self._next_reprice
-        liquidation = self.settings.liquidation
-        if desired.mode == "liquidate":  # timed from when it was asked: on any instance
-            price = liquidation.target(price, self._wall() - desired.at)
-        result = steer(
-            desired, book.spec, book.rules, book.state, price, open_orders, reprice=reprice
-        )
-        if desired.mode == "liquidate":
-            if reprice:
-                self._next_reprice = now + liquidation.reprice_interval
-            self._note_liquidation(result, open_orders)
+        result = self._steering.plan(desired, book, price, open_orders)
         for skipped in result.skipped:
             self._metrics.orders_skipped.labels(self.symbol, skipped.reason).inc()
         # Act first, record after: the exchange calls of one plan go out back to back and
@@ -492,49 +483,15 @@ class Trader:
         finally:
             await self._record_answers(book, answers)
 
-    def _note_liquidation(self, result: Plan, open_orders: list[OpenOrder]) -> None:
-        """Log once when the liquidation in force has sold all it can (dust may remain)."""
-        finished = liquidated(result, open_orders)
-        if finished and not self._liquidated:
-            log.warning("liquidation_done", unsold_levels=len(result.skipped))
-        self._liquidated = finished
-
-    def _desired(self) -> Desired | None:
-        """What the steps follow: what a person asked of this symbol (``None`` while
-        unknown), or a risk trigger's hold until it is recorded; logged when it changes."""
-        desired = self.control
-        if desired != self._acting_on:
-            if desired is None:
-                log.warning("control_unknown", effect="placing nothing until it is read")
-            else:
-                log.warning(
-                    "control_followed",
-                    mode=desired.mode,
-                    cancel_orders=desired.cancel_orders,
-                    reason=desired.reason,
-                    by=desired.actor,
-                )
-            self._acting_on = desired
-        return desired
-
     @property
     def control(self) -> Desired | None:
         """What a person asked of this symbol, as this instance knows it now (a risk
         trigger's hold while the board has not read it back)."""
-        desired = self._control()
-        return desired if self._risk is None else self._risk.effective(desired)
+        return self._steering.control
 
-    def _placing_blocked(self) -> bool:
-        """Whether placing is blocked (a component says it cannot keep what we do safe);
-        logged when the block starts and ends."""
-        reason = self._placing_block()
-        if reason != self._blocked_by:
-            if reason is None:
-                log.warning("placing_unblocked", was=self._blocked_by)
-            else:
-                log.error("placing_blocked", reason=reason)
-            self._blocked_by = reason
-        return reason is not None
+    def impose(self, fired: Fired) -> None:
+        """Hold this symbol for a trigger of the instance's risk limits."""
+        self._steering.impose(fired)
 
     # order updates ---------------------------------------------------------------------------
 

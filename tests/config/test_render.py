@@ -88,4 +88,5 @@ def test_render_effective_shows_every_section() -> None:
         "logging",
         "http",
         "notifications",
+        "risk",
     ]

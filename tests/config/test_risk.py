@@ -67,3 +67,35 @@ def test_shared_defaults_are_written_out_in_full() -> None:
     out = render_effective(parse(text))
     assert "&id" not in out and "*id" not in out
     assert out.count("order_quantity: 30\n") == 2
+
+
+TWO_QUOTES = """\
+trading:
+  symbols:
+    - {symbol: ETHUSDT, price_interval: 1}
+    - {symbol: ETHBTC, price_interval: 0.0001}
+"""
+
+
+def test_instance_limits_are_read_with_their_actions() -> None:
+    text = with_symbol() + "risk: {max_daily_loss: 500, max_total_position: 20000}\n"
+    limits = parse(text).risk.limits()
+    assert limits.max_daily_loss == Decimal(500) and limits.max_total_position == Decimal(20000)
+    assert limits.action("max_daily_loss") == "halt"
+    assert limits.action("max_total_position") == "stop_buys"
+    text = with_symbol() + "risk: {max_daily_loss: 500, actions: {max_daily_loss: liquidate}}\n"
+    assert parse(text).risk.limits().action("max_daily_loss") == "liquidate"
+    assert not parse(with_symbol()).risk.limits().any
+
+
+def test_instance_limits_need_one_quote_currency_and_positive_amounts() -> None:
+    assert problems_of(TWO_QUOTES + "risk: {max_total_position: 1000}\n") == [
+        (
+            "risk.max_total_position: adds amounts across symbols: the symbols are quoted in "
+            "BTC, USDT; trade one quote currency"
+        )
+    ]
+    assert parse(TWO_QUOTES).risk.limits().any is False  # no limit: any quotes will do
+    assert problems_of(with_symbol() + "risk: {max_daily_loss: 0}\n") == [
+        "risk.max_daily_loss: must be greater than 0 (got 0)"
+    ]

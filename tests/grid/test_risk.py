@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-from quantmesh.grid.risk import RiskLimits, RiskWatch
+from quantmesh.grid.risk import InstanceLimits, InstanceWatch, RiskLimits, RiskWatch
 
 D = Decimal
 ORDER = D(30)
@@ -65,3 +65,43 @@ def test_limits_with_nothing_set_are_off() -> None:
     assert not RiskLimits().any
     assert RiskLimits(max_loss=D(1)).any
     assert RiskLimits().action("stop_loss") == "halt"
+
+
+DAY, NEXT = "2026-12-04", "2026-12-05"
+
+
+def test_max_daily_loss_fires_once_and_a_resume_allows_as_much_again() -> None:
+    watch = InstanceWatch(InstanceLimits(max_daily_loss=D(500)))
+    assert watch.check(DAY, D(-500), D(9000)) is None  # at the limit: not beyond
+    fired = watch.check(DAY, D("-500.5"), D(9000))
+    assert fired is not None and (fired.trigger, fired.action) == ("max_daily_loss", "halt")
+    assert fired.reason == "risk max_daily_loss (day_pnl -500.5, max_daily_loss 500): halt"
+    assert watch.check(DAY, D(-900), D(0)) is None  # in force: quiet
+    watch.resume(DAY, D(-600), D(0))
+    assert watch.check(DAY, D(-1100), D(0)) is None  # another 500 from -600
+    assert watch.check(DAY, D("-1100.01"), D(0)) is not None
+    watch.resume(DAY, D(-1200), D(0))
+    assert watch.check(NEXT, D(-499), D(0)) is None  # a new day starts from zero
+    assert watch.check(NEXT, D(-501), D(0)) is not None
+
+
+def test_max_total_position_waits_after_a_resume_until_it_came_back_under() -> None:
+    limits = InstanceLimits(max_total_position=D(1000))
+    assert limits.action("max_total_position") == "stop_buys"
+    watch = InstanceWatch(limits)
+    assert watch.check(DAY, D(0), D(1000)) is None
+    fired = watch.check(DAY, D(0), D(1200))
+    assert fired is not None and fired.values == (
+        ("exposure", "1200"),
+        ("max_total_position", "1000"),
+    )
+    watch.resume(DAY, D(0), D(1100))  # still above: a resume is not undone at once
+    assert watch.check(DAY, D(0), D(1150)) is None
+    assert watch.check(DAY, D(0), D(900)) is None  # back under
+    assert watch.check(DAY, D(0), D(1001)) is not None
+
+
+def test_an_instance_without_limits_never_fires() -> None:
+    watch = InstanceWatch(InstanceLimits())
+    assert not watch.limits.any
+    assert watch.check(DAY, D(-1e9), D(1e9)) is None

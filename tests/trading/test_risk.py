@@ -131,14 +131,14 @@ async def test_a_hold_the_database_refused_stays_in_force_until_stored(
         SYMBOL, limits, metrics=metrics, record=board, wall_clock=time.time, retry=0.01
     )
     held = position([], {}, Decimal(2000))
-    guard.check(Decimal(2000), held, Decimal("-0.5"), Decimal(30), ACTIVE)
+    guard.check(Decimal(2000), lambda: held, Decimal("-0.5"), Decimal(30), ACTIVE)
     assert guard.effective(ACTIVE) is not None and guard.effective(ACTIVE).mode == "paused"  # type: ignore[union-attr]
     await until(lambda: board.recorded != [])
     assert board.failures == 0 and len(board.recorded) == 1
     stored = board.asked.desired
     assert guard.effective(stored) == stored and guard.hold is None  # read back: the board's
     # a hold read back (here, or by the next owner) keeps the watch quiet
-    guard.check(Decimal(2000), held, Decimal(-5), Decimal(30), stored)
+    guard.check(Decimal(2000), lambda: held, Decimal(-5), Decimal(30), stored)
     assert len(board.recorded) == 1 and triggered(metrics, "max_loss", "halt") == 1
     await guard.close()
 
