@@ -1,4 +1,5 @@
-"""Risk exits of one symbol: the limits, and the watch that says when one is crossed. Pure.
+"""Risk exits: a symbol's limits and an instance's, and the watches that say when one is
+crossed. Pure.
 
 Triggers (``RiskLimits``):
 
@@ -14,6 +15,9 @@ order, place nothing) or ``liquidate`` (cancel the buys, sell what is held at th
 price: ``grid.liquidate``). ``RiskWatch.check`` is called with every fresh price; the first
 trigger crossed is returned once, with the values that crossed it, and the watch then stays
 quiet (the trigger is recorded as desired state, which a person clears).
+
+The instance's limits (``InstanceLimits``: ``max_daily_loss``, ``max_total_position``)
+are watched by ``InstanceWatch`` across the symbols it trades; see there.
 """
 
 from __future__ import annotations
