@@ -7,9 +7,10 @@ from __future__ import annotations
 import time
 from dataclasses import replace
 from decimal import Decimal
+from pathlib import Path
 
 from quantmesh.control.desired import ACTIVE, Desired
-from quantmesh.exchange.sim.simulated import SimulatedExchange
+from quantmesh.exchange.sim.simulated import SimMarket, SimulatedExchange
 from quantmesh.grid.liquidate import Liquidation
 from quantmesh.grid.risk import RiskLimits
 from quantmesh.observability.metrics import Metrics
@@ -17,7 +18,7 @@ from quantmesh.storage.repository import SqlRepository
 from quantmesh.trading.trader import Trader
 
 from . import test_control, test_risk
-from .support import RULES, SETTINGS, SYMBOL, until
+from .support import FEE, RULES, SETTINGS, SYMBOL, until
 from .test_control import Asked, open_sides, tick, ticking_until
 from .test_risk import Board, triggered
 
@@ -123,3 +124,43 @@ async def test_after_market_after_the_sells_cross_the_book_within_the_slippage_b
     assert sells and {o.price for o in sells} == {Decimal("1965.15")}  # 1985 less 1 %
     fills = [f for f in exchange.engine.fills() if f.side == "sell"]
     assert {f.price for f in fills} == {Decimal(1985)}  # what the book gave
+
+
+async def test_a_liquidation_cut_short_is_finished_by_the_next_trader_never_selling_twice(
+    tmp_path: Path, repository: SqlRepository
+) -> None:
+    """On an exchange that fills a resting order only when the price goes through it, the
+    liquidation's sells rest; the first trader stops (a crash: its orders stay open), the
+    next one adopts them, re-prices them as the price falls and sells what is left, once."""
+    exchange = SimulatedExchange(
+        {SYMBOL: SimMarket(RULES, Decimal(2000))},
+        {"USDT": Decimal(100000)},
+        FEE,
+        tmp_path / "through.db",
+        fill_rule="through",
+    )
+    await exchange.start()
+    try:
+        asked = Asked(ACTIVE)
+        fast = replace(SETTINGS, liquidation=Liquidation(reprice_interval=0.0))
+        async with test_control.trading(exchange, repository, asked, fast) as first:
+            exchange.set_price(SYMBOL, Decimal(2001))
+            await until(lambda: len(exchange.engine.open_orders(SYMBOL)) == 3)
+            await ticking_until(exchange, "1979", lambda: held(first) > Decimal("0.04"))
+            holding = held(first)
+            asked.desired = Desired("liquidate", actor="ops", at=time.time())
+            await ticking_until(exchange, "1979", lambda: open_sides(exchange) == [
+                ("sell", "1979.00")] * 3)  # fmt: skip
+        assert traded(exchange, "sell") == 0  # resting at the price: nothing sold yet
+        async with test_control.trading(exchange, repository, asked, fast) as second:
+            assert held(second) == holding
+            await ticking_until(exchange, "1975", lambda: open_sides(exchange) == [
+                ("sell", "1975.00")] * 3)  # fmt: skip
+            await ticking_until(exchange, "1975.01", lambda: held(second) < RULES.min_amount)
+            await ticking_until(exchange, "1975.01", lambda: open_sides(exchange) == [])
+        sold = [o for o in exchange.engine.all_orders() if o.side == "sell" and o.filled > 0]
+        assert traded(exchange, "sell") == holding  # all of it, once
+        assert {o.price for o in sold} == {Decimal("1975.00")}
+        assert base_balance(exchange) == 0
+    finally:
+        await exchange.close()

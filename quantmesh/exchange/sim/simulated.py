@@ -25,7 +25,7 @@ from quantmesh.domain import ClockOffset, Fill, MarketRules, Order, OrderRequest
 from quantmesh.errors import Disconnected, RequestExpired, StartupError
 from quantmesh.exchange.fanout import Subscription
 from quantmesh.exchange.sim.feeds import FeedFactory, PriceFeed, run_feed
-from quantmesh.exchange.sim.matching import MatchingEngine
+from quantmesh.exchange.sim.matching import FillRule, MatchingEngine
 from quantmesh.exchange.sim.store import SimStore
 
 log = structlog.get_logger(__name__)
@@ -48,7 +48,9 @@ class SimMarket:
 
 
 class SimulatedExchange:
-    """An ``Exchange`` backed by ``MatchingEngine``, persisted to ``state_path`` if given."""
+    """An ``Exchange`` backed by ``MatchingEngine``, persisted to ``state_path`` if given;
+    ``fill_rule`` is the engine's (``touch``, or ``through``: a resting order fills only
+    when the price goes beyond it)."""
 
     def __init__(
         self,
@@ -61,6 +63,7 @@ class SimulatedExchange:
         latency: float = 0.0,
         tick_queue_size: int = 16,
         price_persist_interval: float = 0.25,
+        fill_rule: FillRule = "touch",
     ) -> None:
         if latency < 0:
             raise ValueError(f"latency must be >= 0, got {latency}")
@@ -71,7 +74,11 @@ class SimulatedExchange:
                 raise ValueError(f"start price of {symbol} must be positive")
         self._markets = dict(markets)
         self._engine = MatchingEngine(
-            {s: m.rules for s, m in markets.items()}, balances, fee_rate, clock
+            {s: m.rules for s, m in markets.items()},
+            balances,
+            fee_rate,
+            clock,
+            fill_rule=fill_rule,
         )
         self._state_path = state_path
         self._clock = clock
