@@ -41,11 +41,14 @@ class SymbolSource:
 
 
 def data_exchange(settings: Settings, chosen: str | None) -> str:
-    """Whose candles: ``--exchange``, else the configured exchange, else ``binance``."""
+    """Whose candles: ``--exchange``, else the configured exchange (paper trading: the
+    venue it trades on), else ``binance``."""
     if chosen:
         return chosen
-    name = settings.exchange.name
-    return "binance" if name == "simulated" else name
+    exchange = settings.exchange
+    if exchange.name == "paper" and exchange.paper.source:
+        return exchange.paper.source
+    return "binance" if exchange.name in ("simulated", "paper") else exchange.name
 
 
 def rules_from_meta(symbol: str, meta: dict[str, Any]) -> tuple[MarketRules, Decimal] | None:
