@@ -25,6 +25,7 @@ from quantmesh.coordination.coordinator import Coordinator
 from quantmesh.exchange.sim.simulated import SimMarket, SimulatedExchange
 from quantmesh.lock.failover import FailoverLock
 from quantmesh.observability.metrics import Metrics
+from quantmesh.storage.base import Repository
 from quantmesh.storage.controls import SqlControlStore
 from quantmesh.storage.repository import SqlRepository
 from quantmesh.wiring import ConfigReloader, assemble, build_coordinator, build_failover_lock
@@ -107,8 +108,10 @@ def instance(
     reconcile_interval: float = SETTINGS.reconcile_interval,
     controls: SqlRepository | None = None,
     markets: Sequence[str] = (),
+    repository: Repository | None = None,
 ) -> Instance:
-    """``markets``: more symbols its simulated exchange lists (for a reload to add)."""
+    """``markets``: more symbols its simulated exchange lists (for a reload to add);
+    ``repository``: where its grids live instead of its own SQLite file."""
     directory = tmp_path / name
     directory.mkdir(exist_ok=True)
     metrics = Metrics()
@@ -145,7 +148,7 @@ coordination: {{mode: {mode}, lease_ttl: {ttl}, check_interval: {CHECK}}}
             for s in symbols
         ],
         exchange=exchange,
-        repository=make_repository(directory),
+        repository=make_repository(directory) if repository is None else repository,
         locker=locker,
         metrics=metrics,
         coordinator=coordinator,

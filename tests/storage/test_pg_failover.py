@@ -7,6 +7,10 @@ waits for at each commit (synchronous replication: a commit the primary acknowle
 on the replica, so killing the primary loses none). The writes go through the same write
 buffer, journal and replayer as the daemon's (``BufferedRepository``).
 
+The last test runs a whole instance on them (the Redis lock and symbol ownership, a
+trader on the simulated exchange) and checks that it keeps its symbol and trading through
+the switch, and that the database ends with every order and fill the exchange saw, once.
+
 The time from the promotion to the first replayed write is printed (``-s`` shows it),
 never asserted: it depends on ``database.retry_interval`` (0.1 s here) and this machine.
 """
@@ -15,8 +19,9 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -25,15 +30,22 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from quantmesh.errors import StorageUnavailable
+from quantmesh.exchange.sim.simulated import SimulatedExchange
 from quantmesh.storage.buffer import BufferedRepository
 from quantmesh.storage.db_errors import map_db_error
 from quantmesh.storage.engine import create_engine_for
 from quantmesh.storage.repository import SqlRepository
+from tests.coordination.support import Instances
+from tests.lock.conftest import redis, redis_server
 from tests.servers.postgres import PostgresServer
 from tests.servers.proxy import TcpProxy
+from tests.servers.redis import RedisServer
 from tests.support import FakeClock
+from tests.trading.support import until
 
 from .support import fill, order
+
+__all__ = ["redis", "redis_server"]  # the lock tests' Redis: one server, flushed per test
 
 DATABASE = "qm"
 BEFORE = 300  # writes stored before the primary dies (at least)
@@ -102,20 +114,31 @@ async def write_through(repo: BufferedRepository, kill: asyncio.Event) -> int:
     return direct
 
 
-async def promote_and_drain(repo: BufferedRepository, replica: PostgresServer) -> float:
-    """Promote ``replica``; wait until ``repo`` has replayed everything. Returns the
-    seconds from the promotion's end to the first replayed batch."""
+async def promote_and_drain(repo: BufferedRepository, replica: PostgresServer, what: str) -> None:
+    """Promote ``replica``; wait until ``repo`` has replayed everything. Prints when the
+    promotion returned and when the first replayed batch was stored, both counted from the
+    moment the promotion was asked (the replica may take writes a little before
+    ``pg_promote`` returns)."""
     waiting = repo.pending
     assert waiting, "nothing was buffered: the outage was not seen"
-    await asyncio.to_thread(replica.promote)
-    promoted = time.monotonic()
+    asked = time.monotonic()
+    promotion = asyncio.create_task(asyncio.to_thread(replica.promote))
+    promoted: float | None = None
     first: float | None = None
     async with asyncio.timeout(20):
-        while repo.pending:
+        while True:
+            if promoted is None and promotion.done():
+                await promotion
+                promoted = time.monotonic() - asked
             if first is None and repo.pending < waiting:
-                first = time.monotonic() - promoted
+                first = time.monotonic() - asked
+            if promoted is not None and first is not None and not repo.pending:
+                break
             await asyncio.sleep(0.005)
-    return time.monotonic() - promoted if first is None else first
+    print(
+        f"\n{what}: {waiting} writes buffered; from the promotion asked: promoted in "
+        f"{promoted * 1000:.0f} ms, first replayed batch stored in {first * 1000:.0f} ms"
+    )
 
 
 def assert_stored_once(server: PostgresServer, journal: Path) -> None:
@@ -151,8 +174,7 @@ async def test_writes_through_a_killed_primary_land_once_on_the_promoted_replica
         with pytest.raises(StorageUnavailable, match="writes wait in the write buffer"):
             await repo.get_order("c0")
         assert pair.replica.in_recovery()
-        seconds = await promote_and_drain(repo, pair.replica)
-        print(f"\npromotion -> first replayed write: {seconds * 1000:.0f} ms (retry 0.1 s)")
+        await promote_and_drain(repo, pair.replica, "killed primary")
         await write(repo, 0)  # the same write again: an upsert, stored directly
         assert repo.pending == 0
     finally:
@@ -180,8 +202,7 @@ async def test_a_replica_that_fell_behind_still_has_every_acknowledged_write(
         await asyncio.to_thread(pair.primary.kill)
         direct = await writer
         assert BEFORE <= direct < TOTAL
-        seconds = await promote_and_drain(repo, pair.replica)
-        print(f"\nstalled replica: promotion -> first replayed write: {seconds * 1000:.0f} ms")
+        await promote_and_drain(repo, pair.replica, "stalled replication")
     finally:
         await repo.close()
     assert_stored_once(pair.replica, journal)
@@ -206,8 +227,7 @@ async def test_a_primary_that_answers_nothing_is_skipped_after_the_connect_timeo
             await asyncio.to_thread(pair.primary.kill)
             direct = await writer
             assert BEFORE <= direct < TOTAL
-            seconds = await promote_and_drain(repo, pair.replica)
-            print(f"\nsilent primary: promotion -> first replayed write: {seconds * 1000:.0f} ms")
+            await promote_and_drain(repo, pair.replica, "silent primary")
         finally:
             await repo.close()
     assert_stored_once(pair.replica, journal)
@@ -236,3 +256,58 @@ async def test_target_session_attrs_picks_the_host_and_no_match_is_an_outage(
     finally:
         await engine.dispose()
     assert isinstance(map_db_error(info.value, "save_fills"), StorageUnavailable)
+
+
+ETH = "ETH/USDT"
+
+
+async def walk(exchange: SimulatedExchange, prices: list[int], done: Callable[[], bool]) -> None:
+    """Price ticks through ``prices``, over and over, until ``done()``."""
+    async with asyncio.timeout(15):
+        while True:
+            for price in prices:
+                exchange.set_price(ETH, Decimal(price))
+                await asyncio.sleep(0.05)
+            if done():
+                return
+
+
+@pytest.mark.timeout(45)
+@pytest.mark.usefixtures("redis")
+async def test_an_instance_trades_through_the_failover_and_the_database_gets_it_all_once(
+    pair: Pair, redis_server: RedisServer, tmp_path: Path
+) -> None:
+    journal = tmp_path / "journal.jsonl"
+    repo = buffered(dsn(pair.primary.port, pair.replica.port), journal)
+    instances = Instances(tmp_path)
+    try:
+        node = instances.start("a", redis_server.port, repository=repo)
+        await until(lambda: node.trading() == {ETH}, timeout=10)
+        exchange = node.service.exchange
+        assert isinstance(exchange, SimulatedExchange)
+        engine = exchange.engine
+        swing = [2001, 1985, 1975, 1995, 2015, 2025]  # buys fill on the way down, sells up
+        await walk(exchange, swing, lambda: len(engine.fills()) >= 4)
+        await asyncio.to_thread(pair.primary.kill)
+        placed, filled = len(engine.all_orders()), len(engine.fills())
+        # the instance keeps its symbol and trades on: its writes wait in the buffer
+        await walk(
+            exchange,
+            swing,
+            lambda: len(engine.all_orders()) >= placed + 4 and len(engine.fills()) >= filled + 4,
+        )
+        assert repo.pending
+        assert node.trading() == {ETH}
+        assert node.coordinator.status()["owned"] == [ETH]
+        await promote_and_drain(repo, pair.replica, "an instance trading")
+        await walk(exchange, swing, lambda: len(engine.fills()) >= filled + 8)
+        assert node.trading() == {ETH}
+    finally:
+        await instances.close()
+    assert repo.pending == 0
+    orders = {o.client_order_id for o in engine.all_orders()}
+    stored = pair.replica.query("SELECT client_order_id FROM orders", DATABASE)
+    assert sorted(row[0] for row in stored) == sorted(orders)
+    trades = {f.trade_id for f in engine.fills()}
+    stored = pair.replica.query("SELECT trade_id FROM trades", DATABASE)
+    assert sorted(row[0] for row in stored) == sorted(trades)
