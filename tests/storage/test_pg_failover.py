@@ -187,9 +187,10 @@ async def test_a_replica_that_fell_behind_still_has_every_acknowledged_write(
     pair: Pair, tmp_path: Path
 ) -> None:
     """Replication stalls (its link answers nothing), then the primary dies. With
-    synchronous replication the primary acknowledges no commit the replica lacks: the
-    writes meanwhile fail and wait in the buffer. (With asynchronous replication they would
-    be acknowledged, removed from the buffer, and missing on the promoted replica.)"""
+    synchronous replication the primary acknowledges no commit the replica lacks: the write
+    waiting for it fails at the statement timeout, and it and the writes after it wait in
+    the buffer. (With asynchronous replication they would be acknowledged, removed from the
+    buffer, and missing on the promoted replica.)"""
     journal = tmp_path / "journal.jsonl"
     repo = buffered(dsn(pair.primary.port, pair.replica.port), journal)
     await repo.start()
@@ -198,7 +199,7 @@ async def test_a_replica_that_fell_behind_still_has_every_acknowledged_write(
         writer = asyncio.create_task(write_through(repo, kill))
         await kill.wait()
         pair.link.blackhole()
-        await asyncio.sleep(0.5)  # writes made meanwhile reach the primary alone
+        await until(lambda: repo.pending > 0, timeout=10)  # the primary still up
         await asyncio.to_thread(pair.primary.kill)
         direct = await writer
         assert BEFORE <= direct < TOTAL
