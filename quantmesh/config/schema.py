@@ -200,6 +200,8 @@ class SimulatedExchangeSettings(_Section):
     markets: Annotated[
         dict[str, SimulatedMarketSettings], BeforeValidator(_normalise_market_keys)
     ] = Field(default_factory=dict)
+    # touch: a resting order fills when the price reaches it; through: only beyond it
+    fill: Literal["touch", "through"] = "touch"
 
     @field_validator("balances", mode="before")
     @classmethod

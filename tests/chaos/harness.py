@@ -85,6 +85,7 @@ class Node:
     daemon: Daemon | None = None
     paused: bool = False
     logs: list[str] = field(default_factory=list)  # stderr of earlier runs
+    token: str | None = None  # the ``http.token`` its /api/ asks for, if set
 
     @classmethod
     def create(
@@ -123,9 +124,11 @@ class Node:
         """``/api/status``, or None when it does not answer (dead, frozen, starting)."""
         if not self.alive or self.paused:
             return None
-        url = f"http://127.0.0.1:{self.http_port}/api/status"
+        request = urllib.request.Request(f"http://127.0.0.1:{self.http_port}/api/status")
+        if self.token:
+            request.add_header("Authorization", f"Bearer {self.token}")
         try:
-            with urllib.request.urlopen(url, timeout=1) as answer:
+            with urllib.request.urlopen(request, timeout=1) as answer:
                 body: dict[str, Any] = json.loads(answer.read())
                 return body
         except (OSError, urllib.error.URLError, ValueError):

@@ -89,20 +89,27 @@ def _closed_at(order: Record) -> float:
     return math.inf if closed is None else float(closed)
 
 
-def open_overlaps(orders: Iterable[Record]) -> list[Overlap]:
+def open_overlaps(orders: Iterable[Record], *, by_level: bool = False) -> list[Overlap]:
     """Every pair of orders open at once on the same (symbol, side, price): a duplicate, as
     the grid never places a second order on a level, and each level has its own price.
+    ``by_level``: on the same (symbol, side, grid level) instead - a liquidation sells
+    several levels at one price, each level once.
 
     An order is open from ``created_at`` until ``closed_at`` (exclusive; None: still open,
     so until +inf). An order closed at the very instant another is created does not overlap
     it. Prices compare as numbers (``"2000"`` equals ``"2000.00"``).
     """
-    groups: dict[tuple[str, str, Decimal], list[Record]] = {}
+    groups: dict[tuple[str, str, Decimal | str], list[Record]] = {}
     for order in orders:
-        key = (str(order["symbol"]), str(order["side"]), Decimal(str(order["price"])))
-        groups.setdefault(key, []).append(order)
+        where: Decimal | str = Decimal(str(order["price"]))
+        if by_level:
+            parsed = parse_client_order_id(str(order["client_order_id"]))
+            where = (
+                str(order["client_order_id"]) if parsed is None else f"{parsed.tag}:{parsed.level}"
+            )
+        groups.setdefault((str(order["symbol"]), str(order["side"]), where), []).append(order)
     found: list[Overlap] = []
-    for (symbol, side, price), group in groups.items():
+    for (symbol, side, _), group in groups.items():
         group.sort(key=lambda o: (float(o["created_at"]), _order_number(o)))
         active: list[tuple[float, int, Record]] = []  # heap of (closes at, index, order)
         for index, order in enumerate(group):
@@ -116,7 +123,7 @@ def open_overlaps(orders: Iterable[Record]) -> list[Overlap]:
                     Overlap(
                         symbol=symbol,
                         side=side,
-                        price=price,
+                        price=Decimal(str(order["price"])),
                         first=str(other["client_order_id"]),
                         second=str(order["client_order_id"]),
                         first_order_id=str(other["exchange_order_id"]),

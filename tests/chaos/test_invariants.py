@@ -111,6 +111,17 @@ def test_open_overlaps_catch_two_open_at_once() -> None:
     )
 
 
+def test_open_overlaps_by_level_allow_one_price_for_several_levels_not_two_on_one() -> None:
+    """A liquidation sells several levels at one price; one level twice at once is wrong."""
+    levels = [order(f"qm.{TAG}.S{level}.1", 10, None, price="1993.99") for level in (-1, -2)]
+    assert len(open_overlaps(levels)) == 1  # by price: flagged
+    assert open_overlaps(levels, by_level=True) == []
+    again = order(f"qm.{TAG}.S-1.1", 12, None, price="1990")  # level -1 a second time
+    (overlap,) = open_overlaps([*levels, again], by_level=True)
+    assert (overlap.first, overlap.second) == (f"qm.{TAG}.S-1.1", f"qm.{TAG}.S-1.1")
+    assert overlap.price == Decimal(1990)
+
+
 def test_open_overlaps_report_each_pair_of_three_once() -> None:
     orders = [order("x1", 1, None), order("x2", 2, None), order("x3", 3, None)]
     pairs = {(o.first, o.second) for o in open_overlaps(orders)}

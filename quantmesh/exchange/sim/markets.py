@@ -43,5 +43,9 @@ def build_simulated(
 ) -> SimulatedExchange:
     """The simulated exchange of ``settings``, persisted to ``state_path`` (None: in memory)."""
     return SimulatedExchange(
-        sim_markets(settings), dict(settings.balances), settings.fee_rate, state_path
+        sim_markets(settings),
+        dict(settings.balances),
+        settings.fee_rate,
+        state_path,
+        fill_rule=settings.fill,
     )
