@@ -15,9 +15,10 @@ the fastest round of each is kept. Log events below warning are dropped.
 
 ``measure_storage_backends`` compares, per backend (SQLite, and PostgreSQL and MariaDB
 servers started from the system binaries in temporary directories, as the tests do),
-batched ``save_fills`` through the repository with raw SQLAlchemy Core executemany of the
-same rows into the same table, and times the replay of 10,000 buffered trades from the
-write buffer's journal.
+batched ``save_fills`` through the repository with SQLAlchemy Core executemany of the same
+rows into the same table and with the driver's own ``executemany`` (and, on PostgreSQL,
+asyncpg's COPY), taking turns batch by batch for several rounds; and times the replay of
+10,000 buffered trades of the write buffer, and loading them from its journal.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import sqlite3
 import sys
 import tempfile
 import time
@@ -36,16 +38,18 @@ from pathlib import Path
 from typing import Any
 
 import structlog
-from sqlalchemy import Engine, insert
+from sqlalchemy import Engine, insert, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from bench.stats import median_spread
 from quantmesh.domain import Fill, Order
 from quantmesh.grid.state import LevelState
 from quantmesh.storage import models
-from quantmesh.storage.buffer import BufferedRepository
-from quantmesh.storage.engine import DbType, create_engine_for
+from quantmesh.storage.engine import SQLITE_PRAGMAS, DbType, create_engine_for
 from quantmesh.storage.journal import DeadLetters, Journal, dead_letter_path
+from quantmesh.storage.pending import PendingWrites
 from quantmesh.storage.records import Record
+from quantmesh.storage.replay import Replayer
 from quantmesh.storage.repository import SqlRepository
 
 __all__ = ["measure_storage", "measure_storage_backends"]
@@ -202,10 +206,22 @@ def _fills(start: int, count: int) -> list[Fill]:
     return [_fill(n) for n in range(start, start + count)]
 
 
+_COLUMNS = ("exchange", *(f.name for f in fields(Fill)))
+
+
 def _raw_rows(fills: Sequence[Fill]) -> list[dict[str, object]]:
     return [
         {"exchange": "simulated", **{f.name: getattr(fill, f.name) for f in fields(fill)}}
         for fill in fills
+    ]
+
+
+def _driver_rows(fills: Sequence[Fill], db_type: DbType) -> list[tuple[object, ...]]:
+    """The rows as the driver takes them (decimals as text on SQLite, as stored there)."""
+    text = db_type == "sqlite"
+    return [
+        tuple(format(v, "f") if text and isinstance(v, Decimal) else v for v in row.values())
+        for row in _raw_rows(fills)
     ]
 
 
@@ -223,72 +239,218 @@ def _sync_insert(engine: Engine, statement: Any, rows: list[dict[str, object]]) 
         conn.execute(statement, rows)
 
 
-async def _backend_figures(
-    db_type: DbType, url: str, journal: Path, rows: int, batch: int, replay: int
-) -> dict[str, float]:
+_Write = Callable[[list[Any]], Awaitable[object]]
+
+
+class _Driver:
+    """The driver itself, without SQLAlchemy: a plain INSERT of the same rows through its
+    ``executemany`` (asyncpg, aiomysql, sqlite3 on a thread of its own), and asyncpg's
+    ``copy_records_to_table``; one transaction per batch."""
+
+    def __init__(self, db_type: DbType, url: str) -> None:
+        self._db_type = db_type
+        self._url = make_url(url) if db_type != "sqlite" else None
+        self._path = url
+        self._conn: Any = None
+        self._thread = ThreadPoolExecutor(max_workers=1)
+        listed = ", ".join(_COLUMNS)
+        marks = {"postgres": [f"${n}" for n in range(1, len(_COLUMNS) + 1)]}.get(
+            db_type, ["%s" if db_type == "mysql" else "?"] * len(_COLUMNS)
+        )
+        self._insert = f"INSERT INTO trades ({listed}) VALUES ({', '.join(marks)})"
+
+    async def open(self) -> None:
+        url = self._url
+        if self._db_type == "postgres":
+            import asyncpg
+
+            assert url is not None
+            self._conn = await asyncpg.connect(
+                host=url.host, port=url.port, user=url.username, database=url.database
+            )
+        elif self._db_type == "mysql":
+            import aiomysql
+
+            assert url is not None
+            self._conn = await aiomysql.connect(
+                host=url.host,
+                port=url.port,
+                user=url.username,
+                password=url.password or "",
+                db=url.database,
+                autocommit=False,
+            )
+        else:
+            self._conn = await self._run(self._open_sqlite)
+
+    def _open_sqlite(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self._path, isolation_level=None)
+        for pragma in SQLITE_PRAGMAS:
+            conn.execute(pragma)
+        return conn
+
+    async def _run(self, call: Callable[[], Any]) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(self._thread, call)
+
+    async def executemany(self, rows: list[Any]) -> None:
+        conn = self._conn
+        if self._db_type == "postgres":
+            async with conn.transaction():
+                await conn.executemany(self._insert, rows)
+        elif self._db_type == "mysql":
+            await conn.begin()
+            async with conn.cursor() as cursor:
+                await cursor.executemany(self._insert, rows)
+            await conn.commit()
+        else:
+            await self._run(lambda: self._sqlite_executemany(rows))
+
+    def _sqlite_executemany(self, rows: list[Any]) -> None:
+        self._conn.execute("BEGIN IMMEDIATE")
+        self._conn.executemany(self._insert, rows)
+        self._conn.execute("COMMIT")
+
+    async def copy(self, rows: list[Any]) -> None:
+        async with self._conn.transaction():
+            await self._conn.copy_records_to_table("trades", records=rows, columns=_COLUMNS)
+
+    async def close(self) -> None:
+        if self._db_type == "postgres":
+            await self._conn.close()
+        elif self._db_type == "mysql":
+            self._conn.close()
+        else:
+            await self._run(self._conn.close)
+        self._thread.shutdown()
+
+
+async def _saves(
+    db_type: DbType, url: str, rows: int, batch: int, rounds: int
+) -> dict[str, list[float]]:
+    """Rows/s of each way of writing ``rows`` new trades, per round: the repository's
+    ``save_fills``, SQLAlchemy Core ``executemany`` and the driver's own.
+
+    The contenders take turns batch by batch (in an order that rotates), so a busy moment
+    of the machine falls on all of them alike; each round writes fresh trade ids, and every
+    contender's input is made before its clock starts."""
     repo = SqlRepository(create_engine_for(db_type, url), "simulated")
     await repo.start()
-    raw_engine = create_engine_for(db_type, url)
+    core = create_engine_for(db_type, url)
+    driver = _Driver(db_type, url)
+    await driver.open()
+    contenders: dict[str, tuple[_Write, Callable[[list[Fill]], list[Any]]]] = {
+        "repo": (repo.save_fills, list),
+        "core": (lambda chunk: _raw_insert(core, chunk), _raw_rows),
+        "driver": (driver.executemany, lambda chunk: _driver_rows(chunk, db_type)),
+    }
+    if db_type == "postgres":
+        contenders["copy"] = (driver.copy, lambda chunk: _driver_rows(chunk, db_type))
+    names = list(contenders)
+    next_id = iter(range(1_000_000, 1_000_000_000, rows))
+    figures: dict[str, list[float]] = {name: [] for name in names}
     try:
-        # warm-up: caches, pools, files
-        await repo.save_fills(_fills(10_000_000, batch))
-        await _raw_insert(raw_engine, _raw_rows(_fills(20_000_000, batch)))
-        best_repo = best_raw = math.inf
-        offset = 0
-        for _ in range(2):  # alternate, keep the best of each
+        for write, make in contenders.values():  # warm-up: caches, pools, files
+            await write(make(_fills(next(next_id), batch)))
+        for _ in range(rounds):
+            batches = {}
+            for name, (_write, make) in contenders.items():
+                first = next(next_id)
+                batches[name] = [make(_fills(first + i, batch)) for i in range(0, rows, batch)]
+            spent = dict.fromkeys(names, 0.0)
+            for n in range(len(batches["repo"])):
+                for name in names[n % len(names) :] + names[: n % len(names)]:
+                    started = time.perf_counter()
+                    await contenders[name][0](batches[name][n])
+                    spent[name] += time.perf_counter() - started
+            for name in names:
+                figures[name].append(rows / spent[name])
+    finally:
+        await driver.close()
+        await repo.close()
+        if isinstance(core, AsyncEngine):
+            await core.dispose()
+        else:
+            core.dispose()
+    return figures
+
+
+async def _replays(
+    db_type: DbType, url: str, journal: Path, trades: int, rounds: int
+) -> tuple[list[float], list[float]]:
+    """Seconds to load a journal of ``trades`` buffered trades (as a start after a crash
+    does) and seconds to replay them from memory into the database (as the end of an
+    outage does, the writes being held in memory too), per round."""
+    repo = SqlRepository(create_engine_for(db_type, url), "simulated")
+    await repo.start()
+    loads: list[float] = []
+    replays: list[float] = []
+    try:
+        for n in range(rounds):
+            await asyncio.to_thread(_write_journal, journal, trades, 3_000_000 + n * trades)
+            dead = DeadLetters(dead_letter_path(journal))
+            pending = PendingWrites(Journal(journal, dead), capacity=max(trades, 1))
+            replayer = Replayer(repo, pending, dead, retry_interval=3600)
             started = time.perf_counter()
-            for n in range(0, rows, batch):
-                await repo.save_fills(_fills(1_000_000 + offset + n, batch))
-            best_repo = min(best_repo, time.perf_counter() - started)
-            prepared = [
-                _raw_rows(_fills(2_000_000 + offset + n, batch)) for n in range(0, rows, batch)
-            ]
-            started = time.perf_counter()
-            for chunk in prepared:
-                await _raw_insert(raw_engine, chunk)
-            best_raw = min(best_raw, time.perf_counter() - started)
-            offset += rows
+            await pending.open()
+            loaded = time.perf_counter()
+            replayed = await replayer.flush()
+            replays.append(time.perf_counter() - loaded)
+            loads.append(loaded - started)
+            pending.close()
+            assert replayed == trades and pending.count == 0, (replayed, pending.count)
     finally:
         await repo.close()
-        if isinstance(raw_engine, AsyncEngine):
-            await raw_engine.dispose()
-        else:
-            raw_engine.dispose()
-
-    # replay: a journal of `replay` buffered trades (one save_fill each), drained at start
-    await asyncio.to_thread(_write_journal, journal, replay)
-    buffered = BufferedRepository(
-        SqlRepository(create_engine_for(db_type, url), "simulated"), journal, retry_interval=3600
-    )
-    await buffered.inner.start()  # the schema check is not part of the replay
-    started = time.perf_counter()
-    await buffered.start()
-    replay_s = time.perf_counter() - started
-    assert buffered.pending == 0
-    await buffered.close()
-    return {
-        "repo_rows_per_s": rows / best_repo,
-        "raw_rows_per_s": rows / best_raw,
-        "replay_s": replay_s,
-        "replay_trades": float(replay),
-    }
+    return loads, replays
 
 
-def _write_journal(journal: Path, trades: int) -> None:
+async def _backend_figures(
+    db_type: DbType, url: str, journal: Path, rows: int, batch: int, replay: int, rounds: int
+) -> dict[str, float]:
+    saves = await _saves(db_type, url, rows, batch, rounds)
+    loads, replays = await _replays(db_type, url, journal, replay, rounds)
+    out: dict[str, float] = {}
+    for name, samples in saves.items():
+        out[f"{name}_rows_per_s"], out[f"{name}_spread"] = median_spread(samples)
+    # the repository against each baseline of the same round: paired, so a slow patch of the
+    # machine slows both sides of a ratio
+    for name in saves:
+        if name != "repo":
+            paired = [r / b for r, b in zip(saves["repo"], saves[name], strict=True)]
+            out[f"repo_vs_{name}"], out[f"repo_vs_{name}_spread"] = median_spread(paired)
+    out["replay_s"], out["replay_spread"] = median_spread(replays)
+    out["journal_load_s"], out["journal_load_spread"] = median_spread(loads)
+    out["replay_trades"] = float(replay)
+    out["rounds"] = float(rounds)
+    return out
+
+
+def _write_journal(journal: Path, trades: int, first: int = 3_000_000) -> None:
     """A journal as an outage leaves it: one record per ``save_fill``."""
     journal.unlink(missing_ok=True)
     writer = Journal(journal, DeadLetters(dead_letter_path(journal)))
     writer.open()
-    writer.append([Record(n + 1, "fills", fills=(_fill(3_000_000 + n),)) for n in range(trades)])
+    writer.append([Record(n + 1, "fills", fills=(_fill(first + n),)) for n in range(trades)])
     writer.close()
 
 
 def measure_storage_backends(
-    rows: int = 10_000, batch: int = 500, replay: int = 10_000
+    rows: int = 10_000, batch: int = 500, replay: int = 10_000, rounds: int = 5
 ) -> dict[str, dict[str, float]]:
-    """Per backend (SQLite, and PostgreSQL and MariaDB where their binaries exist): rows per
-    second of batched ``save_fills`` through the repository and of raw SQLAlchemy Core
-    executemany into the same table, and seconds to replay ``replay`` buffered trades."""
+    """Per backend (SQLite, and PostgreSQL and MariaDB where their binaries exist), each
+    figure the median of ``rounds`` rounds with its spread (``<figure>_spread``: max minus
+    min over the median):
+
+    - ``repo_rows_per_s``: batched ``save_fills`` through the repository, ``batch`` rows a
+      call; ``core_rows_per_s``: SQLAlchemy Core ``executemany`` of a plain INSERT of the
+      same rows; ``driver_rows_per_s``: the driver's own ``executemany`` of it, without
+      SQLAlchemy (the floor); ``copy_rows_per_s`` (PostgreSQL): asyncpg's
+      ``copy_records_to_table``. They take turns batch by batch;
+    - ``repo_vs_<baseline>``: the repository's rows/s over the baseline's, round by round;
+    - ``replay_s``: seconds to replay ``replay`` buffered trades held in memory (one
+      ``save_fill`` each, as an outage leaves them) into the database;
+      ``journal_load_s``: seconds to load them from the journal first (a start after a
+      crash).
+    """
     previous = structlog.get_config()
     structlog.configure(
         wrapper_class=structlog.make_filtering_bound_logger(logging.ERROR),  # no "journal found"
@@ -302,7 +464,7 @@ def measure_storage_backends(
                 for name, db_type, url, _stop in backends:
                     journal = Path(workdir) / f"journal-{db_type}.jsonl"
                     results[name] = asyncio.run(
-                        _backend_figures(db_type, url, journal, rows, batch, replay)
+                        _backend_figures(db_type, url, journal, rows, batch, replay, rounds)
                     )
             finally:
                 for *_, stop in backends:

@@ -8,7 +8,7 @@ import resource
 from collections.abc import Sequence
 from pathlib import Path
 
-__all__ = ["RandomWalk", "peak_rss_mb", "percentile"]
+__all__ = ["RandomWalk", "median_spread", "peak_rss_mb", "percentile"]
 
 
 def percentile(samples: Sequence[float], q: float) -> float:
@@ -22,6 +22,15 @@ def percentile(samples: Sequence[float], q: float) -> float:
     low = math.floor(pos)
     high = min(low + 1, len(ordered) - 1)
     return ordered[low] + (ordered[high] - ordered[low]) * (pos - low)
+
+
+def median_spread(samples: Sequence[float]) -> tuple[float, float]:
+    """The median of ``samples`` and their spread, (max - min) / median (0.1: the samples
+    lie within 10 % of the median's size); NaN without samples."""
+    if not samples:
+        return math.nan, math.nan
+    middle = percentile(samples, 0.5)
+    return middle, (max(samples) - min(samples)) / middle if middle else math.nan
 
 
 def peak_rss_mb() -> float:

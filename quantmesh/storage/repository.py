@@ -8,12 +8,16 @@ SQL on SQLite (they are text there); that happens in Python.
 Each operation's database work is one synchronous function of a ``Connection``, handed
 to a ``runner`` as one transaction: on SQLite that is one hop to the repository's
 database thread, which also serialises its writers. Statements are built once, so
-SQLAlchemy's compiled cache is hit without rebuilding them per call. A caller cancelled
+SQLAlchemy's compiled cache is hit without rebuilding them per call. Fills, the rows written
+in bulk (a replay stores thousands), go to the driver as a ``statements.BulkUpsert`` of
+values checked and bound a column at a time (``rows.Columns``), not row by row through
+SQLAlchemy's parameter handling. A caller cancelled
 while its write runs stops waiting, but the write may still commit (see ``runner``).
 """
 
 from __future__ import annotations
 
+import operator
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import fields
@@ -31,12 +35,14 @@ from quantmesh.observability.metrics import DbMetrics
 from quantmesh.storage import migrate, models, statements
 from quantmesh.storage.base import DurabilityReport, SymbolSummary, TradeFilter
 from quantmesh.storage.engine import check_server
-from quantmesh.storage.rows import checked, chunks, from_row, merge_order
+from quantmesh.storage.rows import Columns, checked, chunks, from_row, merge_order
 from quantmesh.storage.runner import Runner, runner_for
-from quantmesh.storage.statements import upsert
+from quantmesh.storage.statements import BulkUpsert, upsert
 
 log = structlog.get_logger(__name__)
 _R = TypeVar("_R")
+_TRADE_COLUMNS = ("exchange", *(f.name for f in fields(Fill)), "level_applied")
+_TRADE_KEY = operator.attrgetter("symbol", "trade_id")
 
 
 class SqlRepository:
@@ -69,10 +75,21 @@ class SqlRepository:
         self._inserts_are_exclusive = self._runner.exclusive_writes
         self._insert_orders = upsert(dialect, models.orders, statements.ORDER_KEY)
         # fills stored without their level: new rows unapplied, a stored row left alone
-        self._insert_trades = upsert(dialect, models.trades, statements.TRADE_KEY)
+        self._insert_trades = BulkUpsert(
+            engine.dialect, models.trades, statements.TRADE_KEY, columns=_TRADE_COLUMNS
+        )
         # fills stored with their level: new rows applied, a stored unapplied row becomes so
-        self._insert_applied_trades = upsert(
-            dialect, models.trades, statements.TRADE_KEY, statements.TRADE_APPLIED_VALUES
+        self._insert_applied_trades = BulkUpsert(
+            engine.dialect,
+            models.trades,
+            statements.TRADE_KEY,
+            statements.TRADE_APPLIED_VALUES,
+            columns=self._insert_trades.names,
+        )
+        if self._insert_applied_trades.names != self._insert_trades.names:  # one Columns for both
+            raise StorageError("the fill statements bind their columns in different orders")
+        self._trade_columns = Columns(
+            engine.dialect, models.trades, Fill, self._insert_trades.names
         )
         self._insert_round_trips = upsert(dialect, models.round_trips, statements.ROUND_TRIP_KEY)
         self._insert_grid = upsert(dialect, models.grids, statements.GRID_KEY)
@@ -238,15 +255,23 @@ class SqlRepository:
         No grid level is written with them, so new ones are stored as not applied to their
         level (``unapplied_order_ids``); a fill stored applied stays applied.
         """
-        rows = self._fill_rows(fills, applied=False)
-        if rows:
-            await self._write("save_fills", lambda conn: conn.execute(self._insert_trades, rows))
+        columns = self._fill_columns(fills, applied=False)
+        if columns:
+            await self._write("save_fills", lambda conn: self._insert_trades.execute(conn, columns))
 
-    def _fill_rows(self, fills: Sequence[Fill], *, applied: bool) -> list[dict[str, Any]]:
-        unique: dict[tuple[str, str], Fill] = {}
-        for fill in fills:
-            unique.setdefault((fill.symbol, fill.trade_id), fill)
-        return [self._row(models.trades, fill, level_applied=applied) for fill in unique.values()]
+    def _fill_columns(self, fills: Sequence[Fill], *, applied: bool) -> list[Sequence[Any]]:
+        """The trades rows of ``fills`` (the first of each trade id), a sequence per column
+        of the fill statements; empty without fills."""
+        if not fills:
+            return []
+        keys = list(map(_TRADE_KEY, fills))
+        if len(set(keys)) < len(keys):
+            unique: dict[tuple[str, str], Fill] = {}
+            for key, fill in zip(keys, fills, strict=True):
+                unique.setdefault(key, fill)
+            fills = list(unique.values())
+        constants = {"exchange": self._exchange, "level_applied": applied}
+        return self._trade_columns.values(fills, constants)
 
     async def known_trade_ids(self, symbol: str, trade_ids: Sequence[str]) -> set[str]:
         """Which of ``trade_ids`` are stored together with their effect on the grid level.
@@ -439,7 +464,7 @@ class SqlRepository:
         """
         applied = fence is not None
         order_rows = [self._row(models.orders, order) for order in orders]
-        fill_rows = self._fill_rows(fills, applied=applied)
+        fill_columns = self._fill_columns(fills, applied=applied)
         insert_trades = self._insert_applied_trades if applied else self._insert_trades
         trip_rows = self._round_trip_rows(round_trips)
         level_rows = self._level_rows(symbol, levels) if fence is not None else []
@@ -450,8 +475,8 @@ class SqlRepository:
                 return False
             if orders:
                 self._save_orders(conn, orders, order_rows)
-            if fill_rows:
-                conn.execute(insert_trades, fill_rows)
+            if fill_columns:
+                insert_trades.execute(conn, fill_columns)
             if trip_rows:
                 conn.execute(self._insert_round_trips, trip_rows)
             if level_rows:
