@@ -202,7 +202,7 @@ def _connect_args(
     if db_type == "postgres":
         args: dict[str, Any] = {"command_timeout": statement_timeout, "timeout": connect_timeout}
         if "timeout" in url.query:  # the key/value DSN's connect_timeout: a number for asyncpg
-            args["timeout"] = _seconds(url.query["timeout"], "connect_timeout")
+            args["timeout"] = _seconds(url.query["timeout"])
         args["server_settings"] = {"statement_timeout": str(int(statement_timeout * 1000))}
         return args
     if "connect_timeout" in url.query:
@@ -210,13 +210,16 @@ def _connect_args(
     return {"connect_timeout": max(int(connect_timeout), 1)}
 
 
-def _seconds(value: str | tuple[str, ...], key: str) -> float:
+def _seconds(value: str | tuple[str, ...]) -> float:
     try:
         seconds = float(value) if isinstance(value, str) else -1.0
     except ValueError:
         seconds = -1.0
     if not 0 < seconds < float("inf"):
-        raise StartupError(f"the postgres DSN key {key!r} must be a number of seconds above 0")
+        raise StartupError(
+            "the postgres DSN key 'connect_timeout' (in a URL: 'timeout') must be a number "
+            "of seconds above 0"
+        )
     return seconds
 
 
@@ -236,8 +239,8 @@ def _each_host(url: URL, connect_args: dict[str, Any]) -> Callable[[], Awaitable
     connection that suits ``target_session_attrs``. None for a URL with one host."""
     dialect = PGDialect_asyncpg()  # type: ignore[no-untyped-call]  # untyped in SQLAlchemy
     _, params = dialect.create_connect_args(url)  # type: ignore[no-untyped-call]  # as above
-    hosts, ports = params.pop("host"), params.pop("port")
-    if not isinstance(hosts, list):
+    hosts, ports = params.pop("host", None), params.pop("port", None)
+    if not isinstance(hosts, list):  # one host, a socket directory say: SQLAlchemy's way
         return None
     for key in ("prepared_statement_cache_size", "prepared_statement_name_func"):
         if key in params:  # SQLAlchemy applies these only when it calls asyncpg itself

@@ -6,12 +6,17 @@ Connecting through them, and a failover, is ``test_pg_failover``.
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 from sqlalchemy import make_url
 from sqlalchemy.dialects.postgresql.asyncpg import PGDialect_asyncpg
+from structlog.testing import capture_logs
 
-from quantmesh.errors import StartupError
+from quantmesh.errors import StartupError, StorageUnavailable
 from quantmesh.storage.engine import create_engine_for, to_sqlalchemy_url
+from quantmesh.storage.repository import SqlRepository
+from tests.support import free_port
 
 PASSWORD = "s3cr3t-pw"
 TWO_HOSTS = "postgresql+asyncpg://q:p@/q?host=a%2Cb&port=5432%2C5433"
@@ -67,6 +72,7 @@ def test_several_hosts_in_each_form(dsn: str, expected: str) -> None:
     url = to_sqlalchemy_url("postgres", dsn)
     assert url == expected
     assert to_sqlalchemy_url("postgres", url) == url  # what we made reads back the same
+    create_engine_for("postgres", url)  # and makes an engine
 
 
 def test_the_asyncpg_dialect_gets_the_hosts_as_lists() -> None:
@@ -89,6 +95,7 @@ def test_the_asyncpg_dialect_gets_the_hosts_as_lists() -> None:
         (f"host=a,,b password={PASSWORD}", "key 'host' has an empty entry"),
         (f"host=a target_session_attrs=master password={PASSWORD}", "'target_session_attrs'"),
         (f"host=a connect_timeout=soon password={PASSWORD}", "'connect_timeout'"),
+        (f"postgresql://q:{PASSWORD}@a,b/q?timeout=-1", "'connect_timeout' (in a URL: 'timeout')"),
         (f"postgresql://q:{PASSWORD}@a:5432,b:http/q", "invalid port in 'host'"),
         (f"postgresql://q:{PASSWORD}@a:5432,b:70000/q", "invalid port in 'host'"),
         (f"postgresql://q:{PASSWORD}@a:5432,/q", "key 'host' has an empty entry"),
@@ -113,3 +120,23 @@ def test_bad_host_lists_are_one_line_startup_errors_naming_the_key(dsn: str, mes
     assert PASSWORD not in text
     assert "\n" not in text
     assert "target_session_attrs" not in message or "read-write" in text  # lists the choices
+
+
+async def test_no_reachable_host_is_a_one_line_startup_error_without_the_password() -> None:
+    dsn = (
+        f"host=127.0.0.1,127.0.0.1 port={free_port()},{free_port()} user=q "
+        f"password={PASSWORD} dbname=q {READ_WRITE} connect_timeout=2"
+    )
+    with capture_logs() as logs:
+        repo = SqlRepository(create_engine_for("postgres", dsn), "binance")
+        try:
+            async with asyncio.timeout(20):
+                with pytest.raises(StartupError, match=r"check database\.dsn") as info:
+                    await repo.start()
+        finally:
+            await repo.close()
+    assert isinstance(info.value.__cause__, StorageUnavailable)
+    assert "\n" not in str(info.value)
+    assert PASSWORD not in str(info.value)
+    assert PASSWORD not in repr(logs)
+    assert len([e for e in logs if e["event"] == "db_host_skipped"]) >= 2  # both were tried
