@@ -143,11 +143,6 @@ def postgres_hosts(url: URL, hosts: list[tuple[str, int | None]] | None = None) 
         return _with_hosts(url, hosts)
     if "host" not in url.query:
         return url
-    if url.host or url.port:
-        raise StartupError(
-            "the postgres URL has a host before the database name and 'host' parameters; "
-            "use one of the two"
-        )
     tokens = url.query["host"]
     if isinstance(tokens, str):  # host=a,b&port=1,2 (or one host, maybe a socket directory)
         names = _host_list(tokens)
@@ -155,14 +150,20 @@ def postgres_hosts(url: URL, hosts: list[tuple[str, int | None]] | None = None) 
         if not isinstance(raw_ports, str):
             raise StartupError("the postgres URL repeats the 'port' parameter; use port=p1,p2")
         ports = _port_list(raw_ports, len(names))
-        if len(names) == 1:
+        if len(names) <= 1:  # it replaces the URL's host, as SQLAlchemy takes it
             return url
-        return _with_hosts(url, list(zip(names, ports, strict=True)))
-    if "port" in url.query:  # SQLAlchemy's error; say it in our words
+    elif "port" in url.query:  # SQLAlchemy's error; say it in our words
         raise StartupError(
             "the postgres URL mixes host=h1:p1&host=h2:p2 with a 'port' parameter; "
             "give each host its port"
         )
+    if url.host or url.port:
+        raise StartupError(
+            "the postgres URL has a host before the database name and several 'host' "
+            "parameters; use one of the two"
+        )
+    if isinstance(tokens, str):
+        return _with_hosts(url, list(zip(names, ports, strict=True)))
     return _with_hosts(url, [_host_port(token) for token in tokens])
 
 

@@ -61,6 +61,10 @@ READ_WRITE = "target_session_attrs=read-write"
             "postgresql+asyncpg://q:p@/q?host=/run/postgresql",
             "postgresql+asyncpg://q:p@/q?host=%2Frun%2Fpostgresql",
         ),
+        (
+            "postgresql+asyncpg://q:p@localhost/q?host=/run/postgresql",
+            "postgresql+asyncpg://q:p@localhost/q?host=%2Frun%2Fpostgresql",
+        ),
         # a password holding the list's separators is not split
         (
             "postgresql://q:a,b:c@a:5432,b:5433/q",
