@@ -13,8 +13,8 @@ password; ``create_role`` adds login roles), as a production server would ask: u
 that user, there being no other it could switch to).
 
 Replication: every server runs with ``wal_level=replica`` and ``initdb``'s ``pg_hba.conf``,
-which lets loopback ``replication`` connections in (``trust``; with ``password``, an entry
-for them is added). ``PostgresServer(primary=other)`` makes a streaming replica of the
+which lets loopback ``replication`` connections in (by the same method as the others:
+``trust``, or ``scram-sha-256`` with ``password``). ``PostgresServer(primary=other)`` makes a streaming replica of the
 running ``other`` with ``pg_basebackup -R`` (``standby.signal`` and ``primary_conninfo``)
 instead of ``initdb``, streaming from ``upstream_port`` when given (a proxy in front of
 ``other``, which a test can cut); ``promote`` makes it a primary. ``settings`` adds server settings
@@ -133,9 +133,6 @@ class PostgresServer(ManagedServer):
             pwfile.unlink(missing_ok=True)
         if done.returncode != 0:
             raise RuntimeError(f"initdb failed: {done.stdout}\n{done.stderr}")
-        if self.password is not None:  # initdb's replication entries are trust-only
-            with (self.datadir / "pg_hba.conf").open("a") as hba:
-                hba.write("host replication all 127.0.0.1/32 scram-sha-256\n")
 
     def _base_backup(self, port: int) -> None:
         """This server's data directory: a copy of the running primary at ``port``, set up
