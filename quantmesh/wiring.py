@@ -47,8 +47,9 @@ from quantmesh.storage.base import Repository, SymbolSummary, TradeFilter
 from quantmesh.storage.buffer import BufferedRepository
 from quantmesh.storage.controls import SqlControlStore
 from quantmesh.storage.engine import create_engine_for, to_sqlalchemy_url
+from quantmesh.storage.peaks import SqlPeakStore
 from quantmesh.storage.repository import SqlRepository
-from quantmesh.trading.risk import RISK_ACTOR
+from quantmesh.trading.risk import RISK_ACTOR, PeakStore
 from quantmesh.trading.risk import Record as RiskRecord
 from quantmesh.trading.trader import Trader, TraderSettings
 
@@ -327,6 +328,7 @@ def assemble(
     reloader: Reloader | None = None,
     notifier: NotificationService = NOP,
     risk: InstanceLimits | None = None,
+    peaks: PeakStore | None = None,
 ) -> Service:
     """A service trading ``symbols`` with these components, one trader per owned symbol.
 
@@ -361,6 +363,7 @@ def assemble(
             control=_control_of(controls, settings.symbol),
             notifier=notifier,
             risk_record=_risk_record(controls, settings.symbol),
+            risk_peaks=peaks,
         )
 
     components = Components(
@@ -538,6 +541,7 @@ def build_service(
         ),
         reloader=reloader,
         risk=settings.risk.limits(),
+        peaks=SqlPeakStore(database.runner, exchange.name),
     )
     bind_exchange_clock(metrics, exchange.name, exchange.clock_offset)
     metrics.instance_info.labels(settings.instance.id, settings.instance.role).set(1)

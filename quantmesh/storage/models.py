@@ -280,3 +280,22 @@ class ControlAuditRow(_ControlColumns, Base):
 
 symbol_controls: Final = cast(Table, SymbolControlRow.__table__)
 control_audit: Final = cast(Table, ControlAuditRow.__table__)
+
+
+class RiskPeakRow(Base):
+    """The highest equity (realized plus unrealized PnL) a symbol's risk watch has seen
+    since it was last resumed, and the capital the grid committed then: a drawdown is
+    measured from it across restarts and take-overs. One row per exchange and symbol."""
+
+    __tablename__ = "risk_peaks"
+    __table_args__ = (UniqueConstraint("exchange", "symbol"),)
+
+    id: Mapped[int] = mapped_column(_ID_TYPE, primary_key=True, autoincrement=True)
+    exchange: Mapped[str] = mapped_column(String(EXCHANGE_LEN))
+    symbol: Mapped[str] = mapped_column(String(SYMBOL_LEN))
+    peak: Mapped[Decimal] = mapped_column(ExactDecimal())
+    capital: Mapped[Decimal] = mapped_column(ExactDecimal())
+    at: Mapped[float] = mapped_column(Double())
+
+
+risk_peaks: Final = cast(Table, RiskPeakRow.__table__)

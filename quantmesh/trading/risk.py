@@ -14,6 +14,11 @@ from the equity of that moment, a price trigger only once its price has come bac
 
 The watch runs only while no risk hold is in force (after a restart or a take-over, the
 hold read from the database keeps it quiet), so a trigger is recorded once.
+
+The watch's equity peak is stored through ``peaks`` (when it rose, at most every
+``PEAK_SAVE_INTERVAL`` seconds, and at once when a resume reset it) and read back by
+``restore`` when the trader starts, so a drawdown is measured from the same peak after a
+restart or a take-over. A peak not stored is tried again with the next change.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 from decimal import Decimal
+from typing import Protocol
 
 import structlog
 
@@ -36,7 +42,17 @@ log = structlog.get_logger(__name__)
 RISK_ACTOR = "risk:"  # the prefix of who asked, for a hold a trigger set
 RECORD_RETRY = 2.0  # seconds between attempts to store a hold the database refused
 
+PEAK_SAVE_INTERVAL = 5.0  # seconds between stores of a rising equity peak
+PEAK_FLUSH_TIMEOUT = 2.0  # seconds a trader's end may spend storing the last peak
+
 Record = Callable[[Fired], Awaitable[object]]
+
+
+class PeakStore(Protocol):
+    """Where a symbol's equity peak is kept (``storage.peaks.SqlPeakStore``)."""
+
+    async def load_peak(self, symbol: str) -> tuple[Decimal, Decimal] | None: ...
+    async def save_peak(self, symbol: str, peak: Decimal, capital: Decimal, at: float) -> None: ...
 
 
 def hold_of(fired: Fired, at: float) -> Desired:
@@ -73,6 +89,7 @@ class RiskGuard:
         wall_clock: Callable[[], float],
         retry: float = RECORD_RETRY,
         notifier: Notifier = NOP,
+        peaks: PeakStore | None = None,
     ) -> None:
         self.symbol = symbol
         self._watch = RiskWatch(limits)
@@ -85,6 +102,10 @@ class RiskGuard:
         self.hold: Desired | None = None  # the local hold, until the board reads it back
         self._recording: asyncio.Task[None] | None = None
         self._shown: tuple[str, str] | None = None  # the trigger the metric shows as held
+        self._peaks = peaks
+        self._stored_peak: tuple[Decimal, Decimal] | None = None  # as the store has it
+        self._peak_due = 0.0  # wall time from which a risen peak may be stored again
+        self._saving: asyncio.Task[None] | None = None
 
     @property
     def watching(self) -> bool:
@@ -122,9 +143,43 @@ class RiskGuard:
         equity = self.realized_before + realized + position.unrealized
         if resumed:
             self._watch.resume(price, equity, position.cost, order_value)
+            self._peak_due = 0.0  # a reset peak is stored at once
         fired = self._watch.check(price, equity, position.cost, order_value)
         if fired is not None:
             self.impose(fired)
+        self._keep_peak()
+
+    async def restore(self) -> None:
+        """Read the stored equity peak back (a trader's start); raises ``StorageError``."""
+        if self._peaks is None or not self.watching:
+            return
+        stored = await self._peaks.load_peak(self.symbol)
+        if stored is not None:
+            self._watch.peak, self._watch.peak_capital = stored
+            self._stored_peak = stored
+            log.info("risk_peak_restored", peak=str(stored[0]), capital=str(stored[1]))
+
+    def _keep_peak(self) -> None:
+        """Store the peak when it changed (at most every ``PEAK_SAVE_INTERVAL``)."""
+        peak = self._watch.peak
+        if self._peaks is None or peak is None:
+            return
+        current = (peak, self._watch.peak_capital)
+        now = self._wall()
+        saving = self._saving is not None and not self._saving.done()
+        if current == self._stored_peak or saving or now < self._peak_due:
+            return
+        self._peak_due = now + PEAK_SAVE_INTERVAL
+        self._saving = asyncio.create_task(self._save_peak(current, now))
+
+    async def _save_peak(self, peak: tuple[Decimal, Decimal], at: float) -> None:
+        assert self._peaks is not None
+        try:
+            await self._peaks.save_peak(self.symbol, peak[0], peak[1], at)
+        except StorageError as exc:  # kept in memory; stored with the next change
+            log.warning("risk_peak_not_stored", error=str(exc))
+        else:
+            self._stored_peak = peak
 
     def effective(self, control: Desired | None) -> Desired | None:
         """What the symbol follows: the local hold until the board has a state at least as
@@ -138,9 +193,21 @@ class RiskGuard:
         return hold
 
     async def close(self) -> None:
-        if self._recording is not None:
-            self._recording.cancel()
-            await asyncio.gather(self._recording, return_exceptions=True)
+        """Stop storing; a peak that rose since it was last stored is stored now (within
+        ``PEAK_FLUSH_TIMEOUT``: a crash loses at most ``PEAK_SAVE_INTERVAL`` of it)."""
+        for task in (self._recording, self._saving):
+            if task is not None:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+        peak = self._watch.peak
+        if self._peaks is not None and peak is not None:
+            current = (peak, self._watch.peak_capital)
+            if current != self._stored_peak:
+                try:
+                    async with asyncio.timeout(PEAK_FLUSH_TIMEOUT):
+                        await self._save_peak(current, self._wall())
+                except TimeoutError:
+                    log.warning("risk_peak_not_stored", error="timed out at shutdown")
 
     def impose(self, fired: Fired) -> None:
         """Hold the symbol for ``fired`` at once, say so, and store the hold."""

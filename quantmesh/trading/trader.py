@@ -53,8 +53,8 @@ from quantmesh.observability.metrics import Metrics
 from quantmesh.storage.base import Repository
 from quantmesh.trading.book import Effect, OrderBook
 from quantmesh.trading.reconcile import Reconciler
+from quantmesh.trading.risk import PeakStore, RiskGuard
 from quantmesh.trading.risk import Record as RiskRecord
-from quantmesh.trading.risk import RiskGuard
 from quantmesh.trading.sender import OrderSender
 from quantmesh.trading.steering import Steering
 
@@ -116,6 +116,7 @@ class Trader:
         wall_clock: Callable[[], float] = time.time,
         notifier: Notifier = NOP,
         risk_record: RiskRecord | None = None,
+        risk_peaks: PeakStore | None = None,
     ) -> None:
         self.settings = settings
         self._notifier = notifier
@@ -163,6 +164,7 @@ class Trader:
             record=risk_record,
             wall_clock=wall_clock,
             notifier=notifier,
+            peaks=risk_peaks,
         )
         self._steering = Steering(
             control=control,
@@ -204,6 +206,7 @@ class Trader:
             trips = await self._repo.get_round_trips(self.symbol)
             stored = sum((trip.pnl for trip in trips), Decimal(0))
             self._steering.risk.realized_before = stored - book.realized_pnl
+            await self._steering.risk.restore()
             for trip in trips:
                 day = day_of(trip.closed_at)
                 self._days_before[day] = self._days_before.get(day, Decimal(0)) + trip.pnl

@@ -351,7 +351,8 @@ async def test_upgrading_a_database_with_data_from_0003_adds_the_control_tables(
         filled = order("c1", status="filled", filled="0.1")
         assert await repo.record_execution(filled, [fill("t1")], [level], [], fence=1)
         await repo.start()  # upgrades to the head
-        assert await repo._runner.run("test", migrate.current_revision, write=False) == "0004"
+        head = await repo._runner.run("test", migrate.current_revision, write=False)
+        assert head == migrate.head_revision() == "0005"
         assert await repo._runner.run("test", migrate.drift, write=False) == []
         assert await repo.get_order("c1") == filled
         assert await repo.known_trade_ids(SYMBOL, ["t1"]) == {"t1"}
@@ -365,7 +366,8 @@ async def test_upgrading_a_database_with_data_from_0003_adds_the_control_tables(
         await repo.close()
 
 
-async def test_downgrading_to_0003_drops_only_the_control_tables(backend: Backend) -> None:
+async def test_downgrading_to_0003_drops_only_the_later_tables(backend: Backend) -> None:
+    """0005's risk peaks and 0004's control tables go; the rest stays."""
     from alembic import command
 
     repo = SqlRepository(engine_of(backend), "binance")
@@ -384,6 +386,7 @@ async def test_downgrading_to_0003_drops_only_the_control_tables(backend: Backen
         assert tables == {*models.metadata.tables, "alembic_version"} - {
             "symbol_controls",
             "control_audit",
+            "risk_peaks",
         }
         assert await repo.get_order("c1") == order("c1")
     finally:

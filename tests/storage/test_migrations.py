@@ -54,11 +54,13 @@ def described(diffs: list[Any]) -> list[tuple[str, str]]:
     return sorted(named)
 
 
-# what revision 0004 adds
+# what revisions 0004 and 0005 add
+_PEAK_TABLE = [("add_table", "risk_peaks")]
 _CONTROL_TABLES = [
     ("add_index", "ix_control_audit_exchange_symbol_id"),
     ("add_table", "control_audit"),
     ("add_table", "symbol_controls"),
+    *_PEAK_TABLE,
 ]
 
 
@@ -83,6 +85,7 @@ _CONTROL_TABLES = [
             ],
         ),
         ("0003", _CONTROL_TABLES),
+        ("0004", _PEAK_TABLE),
     ],
 )
 async def test_the_drift_check_sees_what_a_revision_lacks(

@@ -20,6 +20,7 @@ from quantmesh.grid.risk import Fired, RiskLimits
 from quantmesh.lock.keys import LockKeys
 from quantmesh.lock.nop import NopLock
 from quantmesh.observability.metrics import Metrics
+from quantmesh.storage.peaks import SqlPeakStore
 from quantmesh.storage.repository import SqlRepository
 from quantmesh.trading.risk import RiskGuard, hold_of
 from quantmesh.trading.trader import Trader
@@ -51,6 +52,7 @@ async def trading(
     limits: RiskLimits,
     board: Board,
     metrics: Metrics,
+    peaks: SqlPeakStore | None = None,
 ) -> AsyncIterator[Trader]:
     trader = Trader(
         replace(SETTINGS, risk=limits),
@@ -61,6 +63,7 @@ async def trading(
         metrics=metrics,
         control=board.asked,
         risk_record=board,
+        risk_peaks=peaks,
     )
     task = asyncio.create_task(trader.run())
     try:
@@ -158,3 +161,36 @@ async def test_a_hold_found_at_start_is_followed_and_not_recorded_again(
             await tick(exchange, price)
         assert exchange.engine.all_orders() == [] and board.recorded == []
         assert triggered(metrics, "stop_loss", "halt") == 1
+
+
+async def test_the_drawdown_peak_survives_a_restart(
+    exchange: SimulatedExchange, repository: SqlRepository
+) -> None:
+    """Equity peaks at 2009, the trader stops, the price falls to 1985 meanwhile: the next
+    trader measures the drawdown from the stored peak (without it, from where it starts)."""
+    peaks = SqlPeakStore(repository.runner, "simulated")
+    wide = RiskLimits(max_drawdown=Decimal(1))
+    async with trading(exchange, repository, wide, Board(Asked(ACTIVE)), Metrics(), peaks):
+        exchange.set_price(SYMBOL, Decimal(2001))
+        await until(lambda: len(exchange.engine.open_orders(SYMBOL)) == 3)
+        await ticking_until(exchange, "1985", lambda: ("sell", "2000.00") in open_sides(exchange))
+        await ticking_until(
+            exchange, "2009", lambda: ("sell", "2000.00") not in open_sides(exchange)
+        )
+        await tick(exchange, "2009")
+    stored = await peaks.load_peak(SYMBOL)
+    assert stored is not None and stored[0] > Decimal("0.19")  # round trip + the held level
+    exchange.set_price(SYMBOL, Decimal(1985))  # equity now about 0.36 below that peak
+
+    tight = RiskLimits(max_drawdown=Decimal("0.3"))
+    forgetful = Board(Asked(ACTIVE))
+    async with trading(exchange, repository, tight, forgetful, Metrics()):
+        for _ in range(3):
+            await tick(exchange, "1985")
+    assert forgetful.recorded == []  # a peak started again at 1985: no drawdown seen
+
+    board = Board(Asked(ACTIVE))
+    async with trading(exchange, repository, tight, board, Metrics(), peaks):
+        await ticking_until(exchange, "1985", lambda: board.recorded != [])
+    assert board.recorded[0].trigger == "max_drawdown"
+    assert dict(board.recorded[0].values)["peak"] == f"{stored[0].normalize():f}"
