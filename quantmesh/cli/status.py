@@ -2,8 +2,11 @@
 
 The table has a header row, then one row per grid; with a fleet (``distributed_lock``
 enabled) it says which instance owns each symbol now, and the notes below it name the
-live instances. ``wiring`` reads the database and the fleet; this module shapes and
-prints what they hold.
+live instances. Besides what the grid holds, each row has its figures over its whole
+history (``grid.pnl.performance``): total PnL at the last price, fees in the quote
+currency and in others (``BNB:0.0012``, unconverted), the capital it committed, the
+return on it, and buy-and-hold of that capital (percent). ``wiring`` reads the database
+and the fleet; this module shapes and prints what they hold.
 """
 
 from __future__ import annotations
@@ -52,14 +55,20 @@ def run(args: argparse.Namespace) -> int:
 async def read_status(settings: Settings) -> tuple[list[list[str]], list[str]]:
     """The ``quantmesh status`` table (a header row, then one row per grid) and the notes
     below it. With a fleet, the table says which instance owns each symbol now."""
+    from quantmesh.grid.pnl import Performance, performance, quote_of
     from quantmesh.wiring import read_owners, read_summaries
 
     summaries = await read_summaries(settings)
+    history = await read_trades(settings)
     owners, notes = await read_owners(settings)
     header = ["EXCHANGE", "SYMBOL", "LAST PRICE", "INVENTORY", "OPEN ORDERS", "ROUND TRIPS"]
-    header += ["REALIZED PNL"] + (["OWNER"] if owners is not None else [])
+    header += ["REALIZED PNL", "TOTAL PNL", "FEES", "OTHER FEES", "CAPITAL", "RETURN PCT"]
+    header += ["HOLD PCT"]
+    header += ["OWNER"] if owners is not None else []
     rows = [header]
     for summary in summaries:
+        trades = history.get((summary.exchange, summary.symbol), [])
+        figures: Performance = performance(trades, summary.last_price)
         row = [
             summary.exchange,
             summary.symbol,
@@ -68,6 +77,17 @@ async def read_status(settings: Settings) -> tuple[list[list[str]], list[str]]:
             str(summary.open_orders),
             str(summary.round_trips),
             _fmt(summary.realized_pnl),
+            _fmt(figures.total),
+            _fmt(figures.fees.get(quote_of(summary.symbol), Decimal(0))),
+            ",".join(
+                f"{currency}:{_fmt(amount)}"
+                for currency, amount in sorted(figures.fees.items())
+                if currency != quote_of(summary.symbol)
+            )
+            or "-",
+            _fmt(figures.capital),
+            _fmt(figures.return_percent),
+            _fmt(figures.hold_percent),
         ]
         if owners is not None:
             row.append(
@@ -77,6 +97,29 @@ async def read_status(settings: Settings) -> tuple[list[list[str]], list[str]]:
             )
         rows.append(row)
     return rows, notes
+
+
+async def read_trades(settings: Settings) -> dict[tuple[str, str], list[dict[str, object]]]:
+    """Every fill in the database, by (exchange, symbol), oldest first (one transaction)."""
+    from sqlalchemy import Connection
+
+    from quantmesh.storage import export
+    from quantmesh.storage.runner import runner_for
+    from quantmesh.wiring import build_engine
+
+    def work(conn: Connection) -> dict[tuple[str, str], list[dict[str, object]]]:
+        export.check_schema(conn)
+        grouped: dict[tuple[str, str], list[dict[str, object]]] = {}
+        for trade in export.trades(conn, export.ExportFilter()):
+            grouped.setdefault((trade["exchange"], trade["symbol"]), []).append(trade)
+        return grouped
+
+    db = settings.database
+    runner = runner_for(build_engine(settings), None, db.connect_timeout + db.statement_timeout)
+    try:
+        return await runner.run("status_trades", work, write=False)
+    finally:
+        await runner.close()
 
 
 def status_json(rows: Sequence[Sequence[str]], notes: Sequence[str]) -> dict[str, object]:

@@ -7,7 +7,9 @@ private 60-digit decimal context, as the ledger's).
 - ``daily(trades, trips)``: per UTC day, exchange and symbol, the round trips closed,
   realized PnL, buys and sells (count, base amount, quote value) and the fees paid, those
   in the quote currency summed and those in any other currency (BNB on Binance) listed by
-  currency, unconverted.
+  currency, unconverted;
+- ``performance(trades, price)``: one grid's figures over its whole history - total PnL,
+  fees by currency, the capital it committed, the return on it, and buy-and-hold.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from datetime import UTC, datetime
 from decimal import Context, Decimal
 from typing import Any, Final
 
+from quantmesh.grid.ids import parse_client_order_id
 from quantmesh.grid.ledger import SellProgress
 from quantmesh.grid.state import LevelState
 
@@ -163,3 +166,90 @@ def daily(
 
 def _plain(value: Decimal) -> str:
     return f"{value.normalize():f}" if value else "0"
+
+
+@dataclass(frozen=True, slots=True)
+class Performance:
+    """One grid's figures over the trades given (``performance``).
+
+    ``total``: realized plus unrealized PnL - what the sells brought in less what the buys
+    cost, fees in the quote currency included, plus what is held at the price (None
+    without a price). Fees in another currency (BNB) are not converted (no rate is
+    stored with a fill): they are in ``fees`` by currency only. ``capital``: the most quote
+    the grid held in inventory at cost at one time (open buys not counted: the database
+    keeps fills, not a history of open orders). ``return_percent``: ``total`` on
+    ``capital``; ``hold_percent``: that capital in the base currency from the first fill's
+    price to ``price`` instead.
+    """
+
+    total: Decimal | None
+    fees: dict[str, Decimal]
+    capital: Decimal
+    first_price: Decimal | None
+    return_percent: Decimal | None
+    hold_percent: Decimal | None
+
+
+def performance(trades: Iterable[Mapping[str, Any]], price: Decimal | None) -> Performance:
+    """The figures of one grid's ``trades`` (export records, oldest first) at ``price``."""
+    cash = base = capital = committed = ZERO
+    first: Decimal | None = None
+    fees: dict[str, Decimal] = {}
+    held: dict[int | None, tuple[Decimal, Decimal]] = {}  # level -> (base, cost)
+    for trade in trades:
+        symbol = str(trade["symbol"])
+        quote, asset = quote_of(symbol), symbol.partition("/")[0]
+        amount, value = trade["amount"], trade["quote_amount"]
+        fee, currency = trade["fee"], str(trade["fee_currency"])
+        first = trade["price"] if first is None else first
+        if fee:
+            fees[currency] = _EXACT.add(fees.get(currency, ZERO), fee)
+        quote_fee = fee if fee and currency == quote else ZERO
+        base_fee = fee if fee and currency == asset else ZERO
+        key = parse_client_order_id(str(trade["client_order_id"]))
+        level = None if key is None else key.level
+        level_base, level_cost = held.get(level, (ZERO, ZERO))
+        if trade["side"] == "buy":
+            cash = _EXACT.subtract(cash, _EXACT.add(value, quote_fee))
+            got = _EXACT.subtract(amount, base_fee)
+            base = _EXACT.add(base, got)
+            level_base = _EXACT.add(level_base, got)
+            level_cost = _EXACT.add(level_cost, _EXACT.add(value, quote_fee))
+        else:
+            cash = _EXACT.add(cash, _EXACT.subtract(value, quote_fee))
+            gone = _EXACT.add(amount, base_fee)
+            base = _EXACT.subtract(base, gone)
+            if level_base > 0:  # the level's cost goes with the share of it sold
+                share = min(_EXACT.divide(gone, level_base), Decimal(1))
+                level_cost = _EXACT.subtract(level_cost, _EXACT.multiply(level_cost, share))
+            level_base = max(_EXACT.subtract(level_base, gone), ZERO)
+        committed = _EXACT.add(committed, _EXACT.subtract(level_cost, held.get(level, (0, 0))[1]))
+        held[level] = (level_base, level_cost)
+        capital = max(capital, committed)
+    total = None if price is None else _EXACT.add(cash, _EXACT.multiply(base, price))
+    hundred = Decimal(100)
+    return Performance(
+        total=total,
+        fees=fees,
+        capital=capital,
+        first_price=first,
+        return_percent=(
+            None
+            if total is None or not capital
+            else _percent(_EXACT.divide(_EXACT.multiply(total, hundred), capital))
+        ),
+        hold_percent=(
+            None
+            if price is None or not first
+            else _percent(_EXACT.multiply(_EXACT.subtract(_EXACT.divide(price, first), 1), hundred))
+        ),
+    )
+
+
+def _percent(value: Decimal) -> Decimal:
+    """Two decimals; a loss too small to show is 0, not -0."""
+    rounded = _EXACT.quantize(value, _CENT)
+    return rounded if rounded else ZERO
+
+
+_CENT: Final = Decimal("0.01")

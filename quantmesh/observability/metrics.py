@@ -83,6 +83,12 @@ class Metrics:
         self.fills = Counter(
             "quantmesh_fills_total", "Fills received", ["symbol", "side"], registry=registry
         )
+        self.fees = Counter(
+            "quantmesh_fees_paid_total",
+            "Fees paid on fills, in the currency they were charged in (BNB unconverted)",
+            ["symbol", "currency"],
+            registry=registry,
+        )
         self.round_trips = Counter(
             "quantmesh_round_trips_total",
             "Completed buy-sell cycles",

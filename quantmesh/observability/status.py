@@ -37,6 +37,9 @@ class TraderView(Protocol):
     def realized_pnl(self) -> Decimal: ...
 
     @property
+    def fees_paid(self) -> Mapping[str, Decimal]: ...
+
+    @property
     def position(self) -> Position | None: ...
 
     @property
@@ -64,6 +67,7 @@ def symbol_status(trader: TraderView) -> dict[str, Any]:
         "inventory": str(trader.inventory),
         "open_orders": trader.open_order_count,
         "realized_pnl": str(trader.realized_pnl),
+        "fees_paid": {currency: _plain(fee) for currency, fee in sorted(trader.fees_paid.items())},
         **position_status(trader.position),
         "control": control_status(trader.control),
         "orders": [order_status(order) for order in sorted(trader.orders, key=_by_level)],

@@ -53,6 +53,7 @@ class OrderBook:
         self.tag = tag
         self.realized_pnl = Decimal(0)
         self.realized_days: dict[str, Decimal] = {}  # by UTC day of the round trip's close
+        self.fees: dict[str, Decimal] = {}  # fees of the fills applied, by currency
         self._open: dict[str, OpenOrder] = {}
         self._open_xid: dict[str, str] = {}  # client order id -> exchange id of the open order
         self._unknown: dict[str, OpenOrder] = {}
@@ -209,6 +210,10 @@ class OrderBook:
             self.realized_days[day] = self.realized_days.get(day, Decimal(0)) + trip.pnl
         for fill in effect.fills:
             self._remember(fill.trade_id)
+            if fill.fee:
+                self.fees[fill.fee_currency] = (
+                    self.fees.get(fill.fee_currency, Decimal(0)) + fill.fee
+                )
 
     def remember_stored(self, trade_ids: Iterable[str]) -> None:
         """Fills found already stored (applied by an earlier process): never apply them again,

@@ -350,6 +350,11 @@ class Trader:
         """Realized PnL of the round trips completed since this process started."""
         return Decimal(0) if self.book is None else self.book.realized_pnl
 
+    @property
+    def fees_paid(self) -> dict[str, Decimal]:
+        """Fees of the fills applied since this process started, by currency."""
+        return {} if self.book is None else dict(self.book.fees)
+
     def realized_on(self, day: str) -> Decimal:
         """Realized PnL of the round trips closed on UTC ``day`` (those stored before this
         start counted only with ``count_days``)."""
@@ -618,6 +623,8 @@ class Trader:
     def _report(self, book: OrderBook, effect: Effect) -> None:
         for fill in effect.fills:
             self._metrics.fills.labels(self.symbol, fill.side).inc()
+            if fill.fee:
+                self._metrics.fees.labels(self.symbol, fill.fee_currency).inc(float(fill.fee))
             log.info(
                 "order_filled",
                 side=fill.side,

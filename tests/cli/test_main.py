@@ -511,15 +511,28 @@ def test_status_prints_a_table(newcomer: Newcomer) -> None:
     header, *rows = result.stdout.splitlines()
     assert header.split() == [
         "EXCHANGE", "SYMBOL", "LAST", "PRICE", "INVENTORY", "OPEN", "ORDERS",
-        "ROUND", "TRIPS", "REALIZED", "PNL",
+        "ROUND", "TRIPS", "REALIZED", "PNL", "TOTAL", "PNL", "FEES", "OTHER", "FEES",
+        "CAPITAL", "RETURN", "PCT", "HOLD", "PCT",
     ]  # fmt: skip
     assert len(rows) == 1, result.stdout
-    exchange, symbol, _price, _inventory, open_orders, round_trips, pnl = rows[0].split()
+    exchange, symbol, price, inventory, open_orders, round_trips, pnl, total, fees, other, *_ = (
+        rows[0].split()
+    )
     assert (exchange, symbol) == ("simulated", SYMBOL)
     assert int(open_orders) == len(newcomer.after_run1.db_open)
     assert int(round_trips) == newcomer.after_run1.counts["round_trips"]
     expected_pnl = sum(Decimal(e["pnl"]) for e in newcomer.run1.daemon.events("round_trip"))
     assert Decimal(pnl) == expected_pnl
+    fills = [e for e in newcomer.run1.daemon.events("order_filled")]
+    assert Decimal(fees) == sum(Decimal(e["fee"]) for e in fills)  # the simulator's: USDT
+    assert other == "-"
+    # total = what the sells brought in less what the buys cost, plus what is held
+    cash = sum(
+        Decimal(e["amount"]) * Decimal(e["price"]) * (1 if e["side"] == "sell" else -1)
+        - Decimal(e["fee"])
+        for e in fills
+    )
+    assert Decimal(total) == cash + Decimal(inventory) * Decimal(price)
 
 
 def test_second_run_resumes_the_same_grid(newcomer: Newcomer) -> None:

@@ -18,7 +18,7 @@ from quantmesh.grid.ledger import (
     close_buy,
     close_sell,
 )
-from quantmesh.grid.pnl import daily, day_of, position
+from quantmesh.grid.pnl import daily, day_of, performance, position
 from quantmesh.grid.state import LevelState
 from tests.trading.support import RULES
 
@@ -80,6 +80,7 @@ def test_realized_plus_unrealized_is_the_change_in_account_value(
     base = amount - (fee if fee_in_base else 0)
 
     progress, realized = SellProgress(), D(0)
+    sold: list[tuple[Decimal, Decimal]] = []
     weights = sum(w for _, w in sells)
     for price, weight in sells:
         part = (level.holding * weight / (weights + (0 if sell_all else 1))).quantize(
@@ -93,6 +94,7 @@ def test_realized_plus_unrealized_is_the_change_in_account_value(
         )
         cash += price * part - sell_fee
         base -= part
+        sold.append((price, part))
     outcome = close_sell(level, progress, RULES, symbol="ETH/USDT", ts=0.0)
     if outcome.round_trip is not None:
         realized = outcome.round_trip.pnl
@@ -102,6 +104,45 @@ def test_realized_plus_unrealized_is_the_change_in_account_value(
         cash_value_of_dust = D(0)
     held = position([outcome.level], {0: outcome.progress}, mark)
     assert realized + held.unrealized == cash + base * mark - cash_value_of_dust
+    # the same history as the database keeps it: performance's total agrees
+    records = [_fill("buy", 0, amount, buy, fee, currency)] + [
+        _fill("sell", 1, part, price, price * part * buy_fee, RULES.quote) for price, part in sold
+    ]
+    assert performance(records, mark).total == realized + held.unrealized + cash_value_of_dust
+
+
+def _fill(
+    side: str, cycle: int, amount: Decimal, price: Decimal, fee: Decimal, currency: str
+) -> dict[str, object]:
+    """A trade record of level 0, as ``storage.export`` reads it."""
+    tag = "S" if side == "sell" else "B"
+    return {
+        "symbol": "ETH/USDT", "side": side, "price": price, "amount": amount,
+        "quote_amount": price * amount, "fee": fee, "fee_currency": currency,
+        "client_order_id": f"qm.abcdef.{tag}0.{cycle}",
+    }  # fmt: skip
+
+
+def test_performance_sums_a_grids_history_and_compares_it_with_holding() -> None:
+    trades = [
+        _fill("buy", 0, D("0.015"), D(2000), D("0.03"), "USDT"),
+        _fill("buy", 0, D("0.015"), D(1990), D("0.00005"), "BNB"),  # level 0 again: a cycle
+        _fill("sell", 1, D("0.015"), D(2010), D("0.03015"), "USDT"),
+    ]
+    trades[1]["client_order_id"] = "qm.abcdef.B-1.0"
+    figures = performance(trades, D(2100))
+    # cash: -30.03 - 29.85 + 30.15 - 0.03015 = -29.76015; held 0.015 at 2100 = 31.5
+    assert figures.total == D("1.73985")
+    assert figures.fees == {"USDT": D("0.06015"), "BNB": D("0.00005")}
+    assert figures.capital == D("59.88")  # both levels held at once, at cost
+    assert figures.first_price == D(2000)
+    assert figures.return_percent == D("2.91")  # 1.73985 / 59.88
+    assert figures.hold_percent == D("5.00")  # 2000 -> 2100
+    assert performance(trades, None).total is None
+    tiny = performance(trades, D("1983.99")).return_percent  # -0.0005 %: shown as 0
+    assert tiny is not None and str(tiny) == "0"
+    empty = performance([], D(2000))
+    assert (empty.total, empty.capital, empty.return_percent) == (0, 0, None)
 
 
 def _trade(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
@@ -45,6 +45,7 @@ class FakeTrader:
     grid_spec: GridSpec | None = None
     orders: tuple[OpenOrder, ...] = ()
     holdings: tuple[LevelState, ...] = ()
+    fees_paid: dict[str, Decimal] = field(default_factory=dict)
 
     @property
     def position(self) -> Position | None:
@@ -296,6 +297,7 @@ def test_status_lists_each_symbol_and_component_sections() -> None:
         inventory=Decimal("0.02"),
         open_order_count=11,
         realized_pnl=Decimal("1.25"),
+        fees_paid={"USDT": Decimal("0.0600"), "BNB": Decimal("0.00002")},
         control=Desired("stop_buys", reason="dip", actor="ops@host", at=NOW - 60),
         grid_spec=GridParams("ETH/USDT", Decimal(10), Decimal(20), 5, 5).anchored_at(Decimal(3000)),
         orders=(
@@ -318,6 +320,7 @@ def test_status_lists_each_symbol_and_component_sections() -> None:
         "inventory": "0.02",
         "open_orders": 11,
         "realized_pnl": "1.25",
+        "fees_paid": {"BNB": "0.00002", "USDT": "0.06"},
         "cost": "59.8",
         "average_cost": "2990",
         "unrealized_pnl": "0.21",

@@ -81,6 +81,11 @@ async def test_a_stop_loss_that_liquidates_records_its_action_and_sells_out(
         await ticking_until(exchange, "1985", lambda: held(trader) < RULES.min_amount)
         await ticking_until(exchange, "1985", lambda: open_sides(exchange) == [])
         assert triggered(metrics, "stop_loss", "liquidate") == 1
+        fees = sum((f.fee for f in exchange.engine.fills()), Decimal(0))
+        paid = metrics.registry.get_sample_value(
+            "quantmesh_fees_paid_total", {"symbol": SYMBOL, "currency": "USDT"}
+        )
+        assert paid is not None and abs(Decimal(str(paid)) - fees) < Decimal("1e-9")
         assert traded(exchange, "buy") > 0  # the buys at 2000 and 1990 filled, then sold
         assert traded(exchange, "sell") <= traded(exchange, "buy")
         assert base_balance(exchange) == held(trader)
