@@ -142,7 +142,7 @@ def test_performance_sums_a_grids_history_and_compares_it_with_holding() -> None
     tiny = performance(trades, D("1983.99")).return_percent  # -0.0005 %: shown as 0
     assert tiny is not None and str(tiny) == "0"
     empty = performance([], D(2000))
-    assert (empty.total, empty.capital, empty.return_percent) == (0, 0, None)
+    assert (empty.total, empty.capital, empty.return_percent) == (D(0), D(0), None)
 
 
 def _trade(
