@@ -407,7 +407,8 @@ async def _backend_figures(
     db_type: DbType, url: str, journal: Path, rows: int, batch: int, replay: int, rounds: int
 ) -> dict[str, float]:
     saves = await _saves(db_type, url, rows, batch, rounds)
-    loads, replays = await _replays(db_type, url, journal, replay, rounds)
+    # a replay is one short measurement: more rounds of it for a median as steady
+    loads, replays = await _replays(db_type, url, journal, replay, 2 * rounds - 1)
     out: dict[str, float] = {}
     for name, samples in saves.items():
         out[f"{name}_rows_per_s"], out[f"{name}_spread"] = median_spread(samples)
@@ -446,10 +447,10 @@ def measure_storage_backends(
       SQLAlchemy (the floor); ``copy_rows_per_s`` (PostgreSQL): asyncpg's
       ``copy_records_to_table``. They take turns batch by batch;
     - ``repo_vs_<baseline>``: the repository's rows/s over the baseline's, round by round;
-    - ``replay_s``: seconds to replay ``replay`` buffered trades held in memory (one
-      ``save_fill`` each, as an outage leaves them) into the database;
-      ``journal_load_s``: seconds to load them from the journal first (a start after a
-      crash).
+    - ``replay_s`` (median of ``2 * rounds - 1`` rounds): seconds to replay ``replay``
+      buffered trades held in memory (one ``save_fill`` each, as an outage leaves them)
+      into the database; ``journal_load_s``: seconds to load them from the journal first
+      (a start after a crash).
     """
     previous = structlog.get_config()
     structlog.configure(
