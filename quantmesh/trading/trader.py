@@ -60,6 +60,8 @@ from quantmesh.trading.steering import Steering
 
 log = structlog.get_logger(__name__)
 
+RECENT_TICK = 1.0  # seconds: a new grid's anchoring price is acted on when no older
+
 
 @dataclass(frozen=True, slots=True)
 class TraderSettings:
@@ -426,18 +428,24 @@ class Trader:
     # loops -----------------------------------------------------------------------------
 
     async def _tick_loop(self, started: Started, ticks: AsyncIterator[Tick]) -> None:
+        anchored = self.last_tick  # the price a new grid was anchored at, if any
+        if anchored is not None and self._wall() - anchored.ts < RECENT_TICK:
+            await self._on_tick(started, anchored)  # act on it now, not at the next price
         async for tick in ticks:
             self._on_tick_seen(tick)
-            if not self._placing or not self.price_fresh:
-                continue  # a stale price fires no trigger and places nothing
-            self._steering.check_risk(tick.price, started.book, self.settings.grid.order_quantity)
-            async with self._mutex:
-                if self._placing:
-                    await self._step(started, tick.price)
-            now = self._clock()
-            if now - self._last_price_saved >= self.settings.price_save_interval:
-                self._last_price_saved = now
-                await self._save_price(tick)
+            await self._on_tick(started, tick)
+
+    async def _on_tick(self, started: Started, tick: Tick) -> None:
+        if not self._placing or not self.price_fresh:
+            return  # a stale price fires no trigger and places nothing
+        self._steering.check_risk(tick.price, started.book, self.settings.grid.order_quantity)
+        async with self._mutex:
+            if self._placing:
+                await self._step(started, tick.price)
+        now = self._clock()
+        if now - self._last_price_saved >= self.settings.price_save_interval:
+            self._last_price_saved = now
+            await self._save_price(tick)
 
     async def _order_loop(self, book: OrderBook, updates: AsyncIterator[OrderUpdate]) -> None:
         async for update in updates:

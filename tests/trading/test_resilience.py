@@ -187,7 +187,7 @@ async def test_a_fill_settled_at_start_waits_while_the_database_cannot_say_if_it
     unreadable = Unreadable(repository)
     unreadable.down = True
     async with running_trader(exchange, unreadable) as second:  # type: ignore[arg-type]
-        assert unreadable.refused == 1  # settling the filled order asked, and was refused
+        assert unreadable.refused >= 1  # settling the filled order asked, and was refused
         assert not second.task.done()  # the symbol runs
         assert holding(second) == 0
         unreadable.down = False

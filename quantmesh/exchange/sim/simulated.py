@@ -91,6 +91,7 @@ class SimulatedExchange:
         self._tasks: set[asyncio.Task[None]] = set()
         # Weak sets: an iterator its consumer dropped unsubscribes itself.
         self._tick_subs: dict[str, WeakSet[Subscription[Tick]]] = {s: WeakSet() for s in markets}
+        self._latest: dict[str, Tick] = {}  # each market's last published tick
         self._order_subs: dict[str, WeakSet[Subscription[OrderUpdate]]] = {
             s: WeakSet() for s in markets
         }
@@ -221,10 +222,15 @@ class SimulatedExchange:
         return self._engine.rules(symbol)
 
     def watch_ticks(self, symbol: str) -> AsyncIterator[Tick]:
-        """Ticks of ``symbol``; a slow consumer loses the oldest ones, never the latest."""
+        """Ticks of ``symbol``, the latest one first (as an exchange's ticker stream opens
+        with the current ticker); a slow consumer loses the oldest ones, never the latest."""
         self._engine.rules(symbol)
         subscription = Subscription[Tick](self._tick_subs[symbol], self._tick_queue_size)
-        return self._subscribe(subscription)
+        ticks = self._subscribe(subscription)
+        latest = self._latest.get(symbol)
+        if latest is not None and self._state != "closed":
+            subscription.push(latest)
+        return ticks
 
     def watch_orders(self, symbol: str) -> AsyncIterator[OrderUpdate]:
         """Fills and cancellations of orders on ``symbol``; none is ever dropped."""
@@ -326,6 +332,7 @@ class SimulatedExchange:
                 # Neither fills nor the tick are published until they are persisted.
                 log.error("sim_persist_failed", stage="tick", error=str(exc))
                 return
+        self._latest[tick.symbol] = tick
         for subscription in list(self._tick_subs[tick.symbol]):
             subscription.push(tick)
 
