@@ -71,7 +71,7 @@ from quantmesh.grid.levels import (
     round_buy_price,
     round_sell_price,
 )
-from quantmesh.grid.state import GridSpec, GridState, LevelState
+from quantmesh.grid.state import GridSpec, GridState
 
 __all__ = ["CancelOrder", "OpenOrder", "PlaceOrder", "Plan", "SkipReason", "Skipped", "plan"]
 
@@ -145,9 +145,9 @@ def plan(
     places: list[tuple[Decimal, int, str, PlaceOrder]] = []
     skipped: list[Skipped] = []
     threshold = inventory_threshold(rules)
-    held = [lv for lv in state.levels.values() if lv.holding >= threshold]
-    held.sort(key=_level_index)
-    _plan_sells(spec, rules, held, price, occupied, open_sells, cancels, places, skipped)
+    _plan_sells(
+        spec, rules, state, threshold, price, occupied, open_sells, cancels, places, skipped
+    )
     base = level_below(spec, price)
     _cancel_buys(spec, price, base, open_buys, cancels)
     _plan_buys(spec, rules, state, price, base, threshold, occupied, open_buys, places, skipped)
@@ -168,7 +168,8 @@ def _sort_key(item: tuple[Decimal, int, str, object]) -> tuple[Decimal, int, str
 def _plan_sells(
     spec: GridSpec,
     rules: MarketRules,
-    held: list[LevelState],
+    state: GridState,
+    threshold: Decimal,
     price: Decimal,
     occupied: set[int],
     open_sells: dict[int, list[OpenOrder]],
@@ -178,17 +179,22 @@ def _plan_sells(
 ) -> None:
     window = spec.sell_window
     cancel_from = window + spec.cancel_hysteresis
+    levels = state.levels
     rank = 0
-    for level in held:
-        index = level.index
+    last: int | None = None  # the highest level visited
+    for index in state.holding_indices():
+        if rank >= window:
+            break
+        last = index
+        level = levels[index]
+        if level.holding < threshold:
+            continue
         sells = open_sells.get(index)
         if sells is not None:
             if rank >= cancel_from:
-                for order in sells:
-                    cancel = CancelOrder(order.client_order_id, index, "sell", "outside_window")
-                    cancels.append((abs(order.price - price), index, "sell", cancel))
+                _cancel_sells(index, sells, price, cancels)
             rank += 1
-        elif index in occupied or rank >= window:
+        elif index in occupied:
             continue
         else:
             sell_price = round_sell_price(level_price(spec, index + 1), rules)
@@ -199,10 +205,27 @@ def _plan_sells(
                 rank += 1
             else:
                 skipped.append(Skipped(index, "sell", "min_notional"))
+    if rank < window:
+        return
+    # Past the window nothing is placed or skipped: only the held levels above with an open
+    # sell take a rank (and are cancelled from cancel_from on), so only they are visited.
+    for index in sorted(open_sells):
+        above = levels.get(index)
+        if (last is None or index > last) and above is not None and above.holding >= threshold:
+            if rank >= cancel_from:
+                _cancel_sells(index, open_sells[index], price, cancels)
+            rank += 1
 
 
-def _level_index(level: LevelState) -> int:
-    return level.index
+def _cancel_sells(
+    index: int,
+    sells: list[OpenOrder],
+    price: Decimal,
+    cancels: list[tuple[Decimal, int, str, CancelOrder]],
+) -> None:
+    for order in sells:
+        cancel = CancelOrder(order.client_order_id, index, "sell", "outside_window")
+        cancels.append((abs(order.price - price), index, "sell", cancel))
 
 
 def _cancel_buys(

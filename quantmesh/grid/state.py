@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from bisect import bisect_left, insort
 from dataclasses import dataclass, field, fields
 from decimal import Decimal
 from typing import Literal
@@ -77,9 +78,11 @@ class LevelState:
 class GridState:
     """Everything persisted about one symbol's grid.
 
-    ``levels`` only holds levels that differ from the default ``LevelState(index)``.
-    ``fence`` is the fencing token of the last writer (0 without distributed locks);
-    ``shape`` is ``None`` for a grid stored before shapes were recorded.
+    ``levels`` only holds levels that differ from the default ``LevelState(index)``; it is
+    changed through ``set_level`` only, which keeps the index of the levels holding
+    something (``holding_indices``) beside it. ``fence`` is the fencing token of the last
+    writer (0 without distributed locks); ``shape`` is ``None`` for a grid stored before
+    shapes were recorded.
     """
 
     symbol: str
@@ -87,16 +90,35 @@ class GridState:
     levels: dict[int, LevelState] = field(default_factory=dict)
     fence: int = 0
     shape: GridShape | None = None
+    _holding: list[int] = field(default_factory=list, init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        self._holding = sorted(i for i, level in self.levels.items() if level.holding > 0)
 
     def level(self, index: int) -> LevelState:
         found = self.levels.get(index)
         return found if found is not None else LevelState(index)
 
+    def holding_indices(self) -> list[int]:
+        """The indices of the levels whose holding is positive (dust included), ascending.
+
+        The planner walks these instead of every level the grid ever traded; do not change
+        the list."""
+        return self._holding
+
     def set_level(self, level: LevelState) -> None:
+        index = level.index
+        before = self.levels.get(index)
         if level.holding == 0 and level.cost == 0 and level.cycle == 0:
-            self.levels.pop(level.index, None)
+            self.levels.pop(index, None)
         else:
-            self.levels[level.index] = level
+            self.levels[index] = level
+        held = level.holding > 0
+        if held != (before is not None and before.holding > 0):
+            if held:
+                insort(self._holding, index)
+            else:
+                del self._holding[bisect_left(self._holding, index)]
 
 
 @dataclass(frozen=True, slots=True)

@@ -138,7 +138,11 @@ class _Run:
         A plan that does nothing is remembered for the level below the price until the book
         changes: the planner would say the same at any price above that level and not above
         the next one, so it is not asked again (its skipped levels are counted as if it
-        were).
+        were). So is a plan that only placed orders, all accepted and none filled at once:
+        asked again at that level it would place nothing and skip the same levels for the
+        same reasons (a skipped level is still free; a level held back by ``max_position``
+        still is, the exposure having only grown by what was placed). A plan that cancelled
+        is not: a cancelled buy frees its level and lowers the exposure.
         """
         if self._quiet_version != self.version:
             self._quiet_version = self.version
@@ -161,8 +165,10 @@ class _Run:
         answers: list[OrderUpdate] = []
         for cancel in result.cancels:
             answers.append(OrderUpdate(self.engine.cancel(self.symbol, cancel.client_order_id)))
+        settled = not result.cancels
         if result.places and self._engine_price != price:
-            self._sync_engine()  # a marketable order fills at the last price: tell it first
+            # a marketable order fills at the last price: tell it first
+            settled = not self._sync_engine() and settled
         for place in result.places:
             cycle = book.state.level(place.level).cycle
             cid = client_order_id(self.tag, place.level, place.side, cycle)
@@ -171,6 +177,7 @@ class _Run:
                 answers.append(self.engine.submit(request))
             except OrderRejected:
                 self.rejected += 1
+                settled = False
         filled = False
         for update in answers:
             order = update.order
@@ -180,6 +187,10 @@ class _Run:
                 self.open_ticks[order.client_order_id] = (buy, self._ticks(order.price), quote)
             self._apply(update)
             filled = filled or bool(update.fills)
+        if settled and not filled and self._remember_quiet:
+            self._quiet_version = self.version
+            self._quiet_plans.clear()
+            self._quiet_plans[self.base] = (skipped, self.capped)
         return filled
 
     def _sync_engine(self) -> bool:
