@@ -235,8 +235,12 @@ async def _raw_insert(engine: Engine | AsyncEngine, rows: list[dict[str, object]
 
 
 def _sync_insert(engine: Engine, statement: Any, rows: list[dict[str, object]]) -> None:
-    with engine.begin() as conn:
+    with engine.connect() as conn:
+        # the engine's SQLite connections do not BEGIN by themselves (see engine.py): without
+        # this, every row would be a transaction of its own
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
         conn.execute(statement, rows)
+        conn.commit()
 
 
 _Write = Callable[[list[Any]], Awaitable[object]]
