@@ -31,7 +31,7 @@ from quantmesh.errors import OrderRejected
 from quantmesh.exchange.sim.matching import MatchingEngine
 from quantmesh.grid.ids import client_order_id, grid_tag
 from quantmesh.grid.levels import level_below, level_price
-from quantmesh.grid.planner import plan
+from quantmesh.grid.planner import Plan, plan
 from quantmesh.grid.state import GridShape, GridSpec, GridState, RoundTrip
 from quantmesh.research.candles import Candles
 from quantmesh.research.errors import ResearchError
@@ -53,6 +53,7 @@ CURVE_POINTS = 2000
 """Samples kept of the price, equity and inventory curves (the report's charts)."""
 _BALANCE = Decimal(10) ** 15  # an unbounded quote balance: the capital used is measured
 _NONE_BELOW = -(1 << 62)
+_NO_SKIPS: Counter[str] = Counter()  # shared, never changed
 _NONE_ABOVE = 1 << 62
 
 
@@ -80,7 +81,9 @@ class _Run:
         self.skipped: Counter[str] = Counter()
         self.rejected = 0
         self.capped = False  # the last plan held a buy back for max_position
-        self.open_ticks: dict[str, tuple[bool, int, float]] = {}  # cid -> (buy?, ticks, quote)
+        self.buy_ticks: dict[str, int] = {}  # open buys: client id -> price in ticks
+        self.buy_quote: dict[str, float] = {}  # open buys: client id -> price x amount
+        self.sell_ticks: dict[str, int] = {}  # open sells: client id -> price in ticks
         self._bands: dict[int, tuple[int, int]] = {}
         self.base = level_below(spec, anchor)
         self.down_at = self.up_next = 0  # the level thresholds, in ticks
@@ -149,18 +152,31 @@ class _Run:
             self._quiet_plans.clear()
         known = self._quiet_plans.get(self.base)
         if known is not None:
-            self.skipped.update(known[0])
+            if known[0]:
+                self.skipped.update(known[0])
             self.capped = known[1]
             return False
         book = self.book
         result = plan(book.spec, book.rules, book.state, price, book.open_orders())
-        skipped: Counter[str] = Counter(skip.reason for skip in result.skipped)
-        self.skipped.update(skipped)
+        skipped: Counter[str] = _NO_SKIPS
+        if result.skipped:
+            skipped = Counter(skip.reason for skip in result.skipped)
+            self.skipped.update(skipped)
         self.capped = "position_cap" in skipped
         if not result.cancels and not result.places:
             if self._remember_quiet:
                 self._quiet_plans[self.base] = (skipped, self.capped)
             return False
+        filled, settled = self._act(result, price)
+        if settled and self._remember_quiet:
+            self._quiet_version = self.version
+            self._quiet_plans.clear()
+            self._quiet_plans[self.base] = (skipped, self.capped)
+        return filled
+
+    def _act(self, result: Plan, price: Decimal) -> tuple[bool, bool]:
+        """Send ``result``'s cancels and placements, record the answers; whether an order
+        filled at once, and whether the book settled (only placements, all resting)."""
         # Act first, record after, as the trader does: the answers of one plan together.
         answers: list[OrderUpdate] = []
         for cancel in result.cancels:
@@ -169,8 +185,10 @@ class _Run:
         if result.places and self._engine_price != price:
             # a marketable order fills at the last price: tell it first
             settled = not self._sync_engine() and settled
+        levels = self.book.state.levels
         for place in result.places:
-            cycle = book.state.level(place.level).cycle
+            level = levels.get(place.level)
+            cycle = 0 if level is None else level.cycle
             cid = client_order_id(self.tag, place.level, place.side, cycle)
             request = OrderRequest(self.symbol, place.side, place.price, place.amount, cid)
             try:
@@ -182,16 +200,15 @@ class _Run:
         for update in answers:
             order = update.order
             if order.is_open:
-                buy = order.side == "buy"
-                quote = float(order.price * order.amount) if buy else 0.0
-                self.open_ticks[order.client_order_id] = (buy, self._ticks(order.price), quote)
+                cid = order.client_order_id
+                if order.side == "buy":
+                    self.buy_ticks[cid] = self._ticks(order.price)
+                    self.buy_quote[cid] = float(order.price * order.amount)
+                else:
+                    self.sell_ticks[cid] = self._ticks(order.price)
             self._apply(update)
             filled = filled or bool(update.fills)
-        if settled and not filled and self._remember_quiet:
-            self._quiet_version = self.version
-            self._quiet_plans.clear()
-            self._quiet_plans[self.base] = (skipped, self.capped)
-        return filled
+        return filled, settled and not filled
 
     def _sync_engine(self) -> bool:
         """The engine learns the price and fills what it reached; whether anything filled.
@@ -209,7 +226,10 @@ class _Run:
     def _apply(self, update: OrderUpdate) -> None:
         self.version += 1
         if not update.order.is_open:
-            self.open_ticks.pop(update.order.client_order_id, None)
+            cid = update.order.client_order_id
+            self.buy_ticks.pop(cid, None)
+            self.buy_quote.pop(cid, None)
+            self.sell_ticks.pop(cid, None)
         effect = self.book.effect(update, self.now)
         if effect is None:
             return
@@ -257,14 +277,11 @@ class _Run:
 
     def _order_thresholds(self) -> None:
         """The best open buy and sell, in ticks, and the capital the grid uses."""
-        best_buy, best_sell, open_quote = _NONE_BELOW, _NONE_ABOVE, 0.0
-        for buy, at, quote in self.open_ticks.values():
-            if buy:
-                open_quote += quote
-                best_buy = max(best_buy, at)
-            else:
-                best_sell = min(best_sell, at)
-        self.best_buy, self.best_sell = best_buy, best_sell
+        self.best_buy = max(self.buy_ticks.values(), default=_NONE_BELOW)
+        self.best_sell = min(self.sell_ticks.values(), default=_NONE_ABOVE)
+        open_quote = 0.0
+        for quote in self.buy_quote.values():  # in the order the buys were placed
+            open_quote += quote
         self.capital = self.cost + open_quote
         self.peak_capital = max(self.peak_capital, self.capital)
 
