@@ -1,16 +1,21 @@
-"""Fixtures of the lock tests: one Redis server per session, a fresh client per test."""
+"""Fixtures of the lock tests: one Redis and one etcd server per session, a fresh client
+per test; ``lock_backend`` runs a test once per backend."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from redis.asyncio import BlockingConnectionPool, Redis
 
 from quantmesh.lock.redis import RedisLock
+from tests.servers.etcd import EtcdServer
 from tests.servers.redis import RedisServer
 from tests.trading.conftest import exchange, repository
+
+if TYPE_CHECKING:
+    from .backends import LockBackend
 
 __all__ = ["exchange", "repository"]  # the trader tests' fixtures, shared here
 
@@ -43,3 +48,32 @@ async def locker(redis_server: RedisServer) -> AsyncIterator[RedisLock]:
     lock = RedisLock(make_client(redis_server.port))
     yield lock
     await lock.close()
+
+
+@pytest.fixture(scope="session")
+def etcd_server() -> Iterator[EtcdServer]:
+    with EtcdServer() as server:
+        yield server
+
+
+@pytest.fixture(params=["redis", "etcd"])
+async def lock_backend(request: pytest.FixtureRequest) -> AsyncIterator[LockBackend]:
+    """Each backend on its session's server, emptied; the lockers it made are closed."""
+    from .backends import EtcdBackend, RedisBackend  # they use make_client above
+
+    backend: RedisBackend | EtcdBackend
+    client: Redis | None = None
+    if request.param == "redis":
+        server = request.getfixturevalue("redis_server")
+        client = make_client(server.port)
+        backend = RedisBackend(server, client)
+    else:
+        backend = EtcdBackend(request.getfixturevalue("etcd_server"))
+    await backend.clear()
+    try:
+        yield backend
+    finally:
+        for lock in backend.made:
+            await lock.close()
+        if client is not None:
+            await client.aclose()

@@ -1,7 +1,8 @@
 """A lock holder in its own process, for the SIGSTOP test.
 
-``python holder.py PORT KEY TTL``: takes KEY, prints ``fence token``, then waits for a
-line on stdin; after it, tries to release and extend, and prints what it sees.
+``python holder.py redis PORT KEY TTL`` or ``python holder.py etcd URL KEY TTL``: takes
+KEY, prints ``fence token``, then waits for a line on stdin; after it, tries to extend
+and release, and prints what it sees.
 """
 
 from __future__ import annotations
@@ -12,11 +13,16 @@ import time
 
 from redis.asyncio import Redis
 
+from quantmesh.lock.etcd import EtcdGateway, EtcdLock
 from quantmesh.lock.redis import RedisLock
 
 
-async def main(port: int, key: str, ttl: float) -> None:
-    locker = RedisLock(Redis(host="127.0.0.1", port=port, socket_timeout=1.0))
+async def main(backend: str, address: str, key: str, ttl: float) -> None:
+    locker: RedisLock | EtcdLock
+    if backend == "redis":
+        locker = RedisLock(Redis(host="127.0.0.1", port=int(address), socket_timeout=1.0))
+    else:
+        locker = EtcdLock(EtcdGateway([address]))
     lease = await locker.try_lock(key, ttl)
     assert lease is not None
     print(lease.fence, lease.token, flush=True)
@@ -29,4 +35,4 @@ async def main(port: int, key: str, ttl: float) -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main(int(sys.argv[1]), sys.argv[2], float(sys.argv[3])))
+    asyncio.run(main(sys.argv[1], sys.argv[2], sys.argv[3], float(sys.argv[4])))
