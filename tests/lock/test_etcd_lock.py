@@ -150,11 +150,11 @@ async def test_an_unreachable_member_fails_closed_and_the_health_check_says_so(
 async def test_a_failover_lock_on_etcd_halts_while_it_is_down_and_recovers(
     server: EtcdServer,
 ) -> None:
-    locker = FailoverLock(lock_on(server.url, timeout=0.5), fallback_mode="halt",
-                          health_check_interval=0.1)  # fmt: skip
+    etcd = lock_on(server.url, timeout=0.5)
+    locker = FailoverLock(etcd, fallback_mode="halt", health_check_interval=0.1)
     try:
         await locker.start()
-        assert locker.state == "distributed"
+        assert locker.healthy
         server.kill()
         deadline = time.monotonic() + 5
         while locker.state != "halted":
@@ -163,7 +163,7 @@ async def test_a_failover_lock_on_etcd_halts_while_it_is_down_and_recovers(
         with pytest.raises(LockUnavailable):
             await locker.try_lock(KEY, 5.0)
         server.start()
-        while locker.state != "distributed":
+        while not locker.healthy:
             assert time.monotonic() < deadline + 10
             await asyncio.sleep(0.05)
         assert await locker.try_lock(KEY, 5.0) is not None
