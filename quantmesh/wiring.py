@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import replace
 from decimal import Decimal
 from pathlib import Path
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 import structlog
 from sqlalchemy import Engine
@@ -19,19 +19,16 @@ from quantmesh.control.board import ControlBoard
 from quantmesh.control.desired import ACTIVE, Action, Desired
 from quantmesh.control.reload import ReloadReport, diff, effective
 from quantmesh.coordination.coordinator import Claim, Coordinator, LocalFallback, member_of
-from quantmesh.coordination.fleet import Fleet
 from quantmesh.endpoints import build_http
 from quantmesh.errors import LockError, StartupError
 from quantmesh.exchange.base import Exchange
 from quantmesh.exchange.sim.markets import build_simulated
 from quantmesh.grid.risk import Fired, InstanceLimits, RiskAction
 from quantmesh.lock.base import ServiceLock
-from quantmesh.lock.connection import redis_client
 from quantmesh.lock.failover import FailoverLock
 from quantmesh.lock.keys import Granularity, LockKeys
 from quantmesh.lock.metered import MeteredLock
 from quantmesh.lock.nop import NopLock
-from quantmesh.lock.redis import RedisClient, RedisLock
 from quantmesh.notify.build import build_notifier
 from quantmesh.notify.election import RedisElection, smallest_id
 from quantmesh.notify.events import NOP, NotificationService, Notifier, SymbolDay
@@ -52,6 +49,9 @@ from quantmesh.storage.repository import SqlRepository
 from quantmesh.trading.risk import RISK_ACTOR, PeakStore
 from quantmesh.trading.risk import Record as RiskRecord
 from quantmesh.trading.trader import Trader, TraderSettings
+
+if TYPE_CHECKING:  # Redis is imported when the settings ask for it: a lone instance starts faster
+    from quantmesh.lock.redis import RedisClient
 
 log = structlog.get_logger(__name__)
 
@@ -111,6 +111,9 @@ def build_failover_lock(
     notifier: Notifier = NOP,
 ) -> FailoverLock:
     """The Redis lock behind its health-checked fallback (``distributed_lock.enabled``)."""
+    from quantmesh.lock.connection import redis_client
+    from quantmesh.lock.redis import RedisLock
+
     lock_settings = settings.distributed_lock
     client = client if client is not None else redis_client(settings.redis)
     redis = RedisLock(client, prefix=lock_settings.key_prefix)
@@ -153,6 +156,8 @@ def build_coordinator(
     lock_settings = settings.distributed_lock
     if failover is None or client is None:
         return Coordinator(me, metrics=metrics)
+    from quantmesh.coordination.fleet import Fleet
+
     fallback: LocalFallback | None = None
     if lock_settings.fallback_mode == "single_instance":
         lock = failover
@@ -502,7 +507,11 @@ def build_service(
 ) -> Service:
     # What may refuse the settings comes first; the repository creates the data directory.
     metrics = metrics if metrics is not None else Metrics()
-    client = redis_client(settings.redis) if settings.distributed_lock.enabled else None
+    client = None
+    if settings.distributed_lock.enabled:
+        from quantmesh.lock.connection import redis_client
+
+        client = redis_client(settings.redis)
     # the notifier comes first: the components below get it; its summary job and fleet
     # election read the repository and coordinator built after it (before it runs)
     notifier = build_notifications(
@@ -599,6 +608,9 @@ async def read_owners(settings: Settings) -> tuple[dict[str, str] | None, list[s
     lock = settings.distributed_lock
     if not lock.enabled:
         return None, []
+    from quantmesh.coordination.fleet import Fleet
+    from quantmesh.lock.connection import redis_client
+
     me = member_of(settings.instance.id, settings.instance.role, ())
     client = redis_client(settings.redis)
     fleet = Fleet(

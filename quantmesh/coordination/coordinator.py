@@ -49,19 +49,22 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import structlog
 
 from quantmesh.cancel import cancel_and_wait
 from quantmesh.coordination.allocation import Member, Mode, Role, wanted
 from quantmesh.coordination.fallback import FallbackLeases
-from quantmesh.coordination.fleet import Fleet, OwnerRecord, Recorded
 from quantmesh.errors import InstanceIdInUse, LockError, LockLost, LockTimeout, LockUnavailable
 from quantmesh.lock.base import DistributedLock
 from quantmesh.lock.keys import LockKeys
 from quantmesh.lock.renewal import RenewedLease, renewed
 from quantmesh.notify.events import NOP, Notifier, symbol_taken_over
 from quantmesh.observability.metrics import Metrics
+
+if TYPE_CHECKING:  # the fleet needs Redis: imported by a fleet's wiring, not alone
+    from quantmesh.coordination.fleet import Fleet, OwnerRecord, Recorded
 
 log = structlog.get_logger(__name__)
 

@@ -9,6 +9,10 @@ held by the runner), so instances starting together migrate one after the other.
 Databases created before migrations existed (by ``create_all``) have the tables but no
 ``alembic_version``: they are stamped with the revision their columns match, then
 upgraded from there.
+
+Alembic is imported only when there is something to migrate: a database already at
+``HEAD`` (every start after the first) is checked with one query, so an instance starts
+without loading it.
 """
 
 from __future__ import annotations
@@ -16,22 +20,21 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import structlog
-from alembic import command
-from alembic.autogenerate import compare_metadata
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, inspect, text
 
 from quantmesh.errors import StorageError
 from quantmesh.storage.models import metadata
 
+if TYPE_CHECKING:
+    from alembic.config import Config
+
 log = structlog.get_logger(__name__)
 
 MIGRATIONS: Final = Path(__file__).with_name("migrations")
+HEAD: Final = "0005"  # the newest script's revision (a test checks it against the scripts)
 _LOCK_NAME: Final = "quantmesh_migrate"
 _PG_LOCK_KEY: Final = 0x514D_4D49  # "QMMI"
 _LOCK_WAIT: Final = 120  # seconds a MySQL instance waits for another one's migration
@@ -43,6 +46,8 @@ _LOCK_FENCE: Final = "0002"
 
 def alembic_config(connection: Connection | None = None) -> Config:
     """An Alembic config for the packaged scripts (no ini file)."""
+    from alembic.config import Config
+
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS))
     cfg.attributes["connection"] = connection
@@ -60,31 +65,72 @@ def configure_context(context: Any, connection: Connection) -> None:
 
 
 def head_revision() -> str:
-    head = ScriptDirectory.from_config(alembic_config()).get_current_head()
-    if head is None:
-        raise StorageError("the packaged migrations have no head revision")
-    return head
+    """The revision this version's schema is at."""
+    return HEAD
+
+
+def scripts_head() -> str | None:
+    """The head revision of the packaged scripts, as Alembic finds it."""
+    from alembic.script import ScriptDirectory
+
+    return ScriptDirectory.from_config(alembic_config()).get_current_head()
 
 
 def current_revision(conn: Connection) -> str | None:
-    return MigrationContext.configure(conn).get_current_revision()
+    """The revision the database is stamped with (None: none)."""
+    if not inspect(conn).has_table("alembic_version"):
+        return None
+    versions = list(conn.scalars(text("SELECT version_num FROM alembic_version")))
+    if len(versions) > 1:
+        raise StorageError(f"the database is stamped with several revisions: {versions}")
+    return versions[0] if versions else None
 
 
 def upgrade(conn: Connection, revision: str = "head") -> str | None:
-    """Bring the schema to ``revision``; return the revision it was at before."""
+    """Bring the schema to ``revision``; return the revision it was at before.
+
+    ``"head"`` (what a start asks) creates an empty database's tables from the models and
+    stamps it ``HEAD`` - the schema the scripts would build (a test compares the two) - and
+    leaves a database already at ``HEAD`` alone, neither loading Alembic. Any other
+    revision, or a database behind ``HEAD``, runs the scripts.
+    """
+    if revision in ("head", HEAD) and current_revision(conn) == HEAD:
+        return HEAD  # nothing to do
     with _migration_lock(conn):
         before = current_revision(conn)
-        if before is None:
-            before = _stamp_legacy(conn)
-        command.upgrade(alembic_config(conn), revision)
-        after = current_revision(conn)
+        if before is None and revision == "head" and not inspect(conn).get_table_names():
+            _create_at_head(conn)
+            after: str | None = HEAD
+        else:
+            from alembic import command
+
+            if before is None:
+                before = _stamp_legacy(conn)
+            command.upgrade(alembic_config(conn), revision)
+            after = current_revision(conn)
     if after != before:
         log.info("db_migrated", dialect=conn.dialect.name, before=before, after=after)
     return before
 
 
+def _create_at_head(conn: Connection) -> None:
+    """An empty database: the models' tables, and Alembic's version table stamped ``HEAD``
+    (as ``alembic stamp`` writes it)."""
+    metadata.create_all(conn)
+    conn.execute(
+        text(
+            "CREATE TABLE alembic_version (version_num VARCHAR(32) NOT NULL, "
+            "CONSTRAINT alembic_version_pkc PRIMARY KEY (version_num))"
+        )
+    )
+    conn.execute(text("INSERT INTO alembic_version (version_num) VALUES (:v)"), {"v": HEAD})
+
+
 def drift(conn: Connection) -> list[Any]:
     """Differences between the database's schema and the models (empty: none)."""
+    from alembic.autogenerate import compare_metadata
+    from alembic.runtime.migration import MigrationContext
+
     ctx = MigrationContext.configure(conn, opts={"compare_type": True})
     return list(compare_metadata(ctx, metadata))
 
@@ -93,6 +139,8 @@ def _stamp_legacy(conn: Connection) -> str | None:
     tables = set(inspect(conn).get_table_names())
     if "grids" not in tables or "orders" not in tables:
         return None
+    from alembic import command
+
     columns = {c["name"] for c in inspect(conn).get_columns("orders")}
     revision = _LOCK_FENCE if "lock_fence" in columns else _BASELINE
     command.stamp(alembic_config(conn), revision)

@@ -79,9 +79,9 @@ def test_db_upgrade_migrates_the_configured_database(tmp_path: Path) -> None:
     write_config(tmp_path, fast_config())
     first = run_cli(["db", "upgrade", "-c", CONFIG_NAME], tmp_path)
     assert first.returncode == 0, first.stderr
-    assert first.stdout == "database schema upgraded from revision none to 0004\n"
+    assert first.stdout == "database schema upgraded from revision none to 0005\n"
     again = run_cli(["db", "upgrade", "-c", CONFIG_NAME], tmp_path)
-    assert again.stdout == "database schema already at revision 0004\n"
+    assert again.stdout == "database schema already at revision 0005\n"
     assert (tmp_path / "data" / "quantmesh.db").exists()
 
 

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -14,7 +17,7 @@ from quantmesh.storage import models as m
 from quantmesh.storage.engine import create_engine_for
 from quantmesh.storage.repository import SqlRepository
 
-from .conftest import Backend, RepoFactory
+from .conftest import Backend, RepoFactory, fresh_backend
 from .support import SYMBOL, fill, order
 
 
@@ -26,12 +29,57 @@ def bare_repo(backend: Backend, **kwargs: Any) -> SqlRepository:
     return SqlRepository(create_engine_for(backend.db_type, backend.url), "binance", **kwargs)
 
 
+def schema_of(conn: Connection) -> dict[str, Any]:
+    """What a database's tables are made of, comparably: columns (name, type, null),
+    primary key, indexes and unique constraints, with their names."""
+    inspector = inspect(conn)
+    schema: dict[str, Any] = {}
+    for table in sorted(inspector.get_table_names()):
+        schema[table] = {
+            "columns": [
+                (c["name"], str(c["type"]), c["nullable"]) for c in inspector.get_columns(table)
+            ],
+            "primary": inspector.get_pk_constraint(table)["constrained_columns"],
+            "indexes": sorted(
+                (i["name"], tuple(i["column_names"]), bool(i["unique"]))
+                for i in inspector.get_indexes(table)
+            ),
+            "unique": sorted(
+                (u["name"], tuple(u["column_names"]))
+                for u in inspector.get_unique_constraints(table)
+            ),
+        }
+    return schema
+
+
+async def test_an_empty_database_created_at_start_is_what_the_scripts_build(
+    backend: Backend, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    """A start creates an empty database's tables from the models (no Alembic); the
+    scripts, run from nothing, build the very same schema."""
+    created = bare_repo(backend)
+    try:
+        await created.start()
+        assert await run(created, migrate.current_revision) == migrate.HEAD
+        from_models = await run(created, schema_of)
+    finally:
+        await created.close()
+    other = fresh_backend(request, backend.db_type, tmp_path / "scripted")
+    scripted = bare_repo(other)
+    try:
+        await run(scripted, lambda conn: migrate.upgrade(conn, migrate.HEAD), write=True)
+        assert await run(scripted, migrate.current_revision) == migrate.HEAD
+        assert await run(scripted, schema_of) == from_models
+    finally:
+        await scripted.close()
+
+
 async def test_an_empty_database_upgraded_to_head_has_no_drift_from_the_models(
     backend: Backend,
 ) -> None:
     repo = bare_repo(backend)
     try:
-        await repo.start()
+        await run(repo, lambda conn: migrate.upgrade(conn, migrate.HEAD), write=True)
         assert await run(repo, migrate.current_revision) == migrate.head_revision()
         assert await run(repo, migrate.drift) == []
         tables = set(await run(repo, lambda conn: inspect(conn).get_table_names()))
@@ -208,3 +256,31 @@ async def test_downgrade_to_base_and_back(backend: Backend) -> None:
         assert await run(repo, migrate.drift) == []
     finally:
         await repo.close()
+
+
+def test_the_head_this_version_expects_is_the_newest_script() -> None:
+    assert migrate.HEAD == migrate.scripts_head() == migrate.head_revision()
+
+
+def test_a_start_with_nothing_to_migrate_does_not_load_alembic(tmp_path: Path) -> None:
+    """The first start creates the tables, the next one checks the revision with one
+    query; neither imports Alembic (a process's start-up time and memory)."""
+    script = (
+        "import asyncio, sys\n"
+        "from quantmesh.storage.engine import create_engine_for, to_sqlalchemy_url\n"
+        "from quantmesh.storage.repository import SqlRepository\n"
+        "async def main():\n"
+        f"    url = to_sqlalchemy_url('sqlite', {str(tmp_path / 'q.db')!r})\n"
+        "    repo = SqlRepository(create_engine_for('sqlite', url), 'binance')\n"
+        "    await repo.start()\n"
+        "    await repo.close()\n"
+        "asyncio.run(main())\n"
+        "print(any(name.startswith('alembic') for name in sys.modules))\n"
+    )
+    runs = [
+        subprocess.run(
+            [sys.executable, "-c", script], check=False, capture_output=True, text=True, timeout=60
+        )
+        for _ in range(2)
+    ]
+    assert [r.stdout.splitlines()[-1] for r in runs] == ["False", "False"], [r.stderr for r in runs]
