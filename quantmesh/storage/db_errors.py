@@ -21,10 +21,10 @@ buffered like any other outage. No message here ever includes a password.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator
 from typing import Final, Literal
 
-from asyncpg import TargetServerAttributeNotMatched
 from sqlalchemy.exc import (
     DataError,
     DBAPIError,
@@ -160,7 +160,9 @@ def _is_connectivity(exc: BaseException) -> bool:
     args = getattr(exc.orig, "args", ())
     if args and isinstance(args[0], int) and args[0] in _MYSQL_TRANSIENT_CODES:
         return True
-    if any(isinstance(link, TargetServerAttributeNotMatched) for link in _chain(exc.orig)):
+    asyncpg = sys.modules.get("asyncpg")  # not loaded: none of its errors can be here
+    unmatched = None if asyncpg is None else asyncpg.TargetServerAttributeNotMatched
+    if unmatched is not None and any(isinstance(link, unmatched) for link in _chain(exc.orig)):
         return True  # no listed PostgreSQL host is what target_session_attrs asks: a failover
     if not isinstance(exc, OperationalError | InterfaceError):
         return False

@@ -38,10 +38,8 @@ from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any, Final
 
-import asyncpg
 import structlog
 from sqlalchemy import URL, Connection, Engine, create_engine, event, make_url, text
-from sqlalchemy.dialects.postgresql.asyncpg import PGDialect_asyncpg
 from sqlalchemy.exc import ArgumentError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
@@ -223,20 +221,17 @@ def _seconds(value: str | tuple[str, ...]) -> float:
     return seconds
 
 
-# asyncpg's own reasons to try the next host: cannot connect (refused, timed out, no such
-# name), the server is starting or shutting down, the server is not what
-# target_session_attrs asks for
-_NEXT_HOST: Final = (
-    OSError,
-    asyncpg.CannotConnectNowError,
-    asyncpg.TargetServerAttributeNotMatched,
-)
-
-
 def _each_host(url: URL, connect_args: dict[str, Any]) -> Callable[[], Awaitable[Any]] | None:
     """For a PostgreSQL URL with several hosts (``?host=a,b&port=1,2``): the connector that
     tries them in order, each with the whole connect timeout, and returns the first
     connection that suits ``target_session_attrs``. None for a URL with one host."""
+    import asyncpg  # here: a configuration without PostgreSQL never loads the driver
+    from sqlalchemy.dialects.postgresql.asyncpg import PGDialect_asyncpg
+
+    # asyncpg's own reasons to try the next host: cannot connect (refused, timed out, no
+    # such name), the server is starting or shutting down, the server is not what
+    # target_session_attrs asks for
+    next_host = (OSError, asyncpg.CannotConnectNowError, asyncpg.TargetServerAttributeNotMatched)
     dialect = PGDialect_asyncpg()  # type: ignore[no-untyped-call]  # untyped in SQLAlchemy
     _, params = dialect.create_connect_args(url)  # type: ignore[no-untyped-call]  # as above
     hosts, ports = params.pop("host", None), params.pop("port", None)
@@ -253,7 +248,7 @@ def _each_host(url: URL, connect_args: dict[str, Any]) -> Callable[[], Awaitable
         for host, port in zip(hosts, ports, strict=True):
             try:
                 return await asyncpg.connect(host=host, port=port, **params)
-            except _NEXT_HOST as exc:
+            except next_host as exc:
                 if isinstance(exc, asyncpg.TargetServerAttributeNotMatched):
                     unsuitable = exc
                 else:
