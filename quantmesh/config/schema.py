@@ -172,6 +172,16 @@ class SimulatedMarketSettings(_Section):
     feed: FeedSettings = FeedSettings()
 
 
+def _upper_currencies(value: Any) -> Any:
+    """Balances' currencies in capitals (``usdt`` is ``USDT``)."""
+    if isinstance(value, dict):
+        return {str(key).strip().upper(): amount for key, amount in value.items()}
+    return value
+
+
+Balances = Annotated[dict[str, NonNegativeDecimal], BeforeValidator(_upper_currencies)]
+
+
 def _normalise_market_keys(value: Any) -> Any:
     if not isinstance(value, dict):
         return value
@@ -194,21 +204,12 @@ def _normalise_market_keys(value: Any) -> Any:
 class SimulatedExchangeSettings(_Section):
     state_path: Path = Path("./data/sim-exchange.db")
     fee_rate: Annotated[NonNegativeDecimal, Field(lt=Decimal("0.1"))] = Decimal("0.001")
-    balances: dict[str, NonNegativeDecimal] = Field(
-        default_factory=lambda: {"USDT": Decimal(100000)}
-    )
+    balances: Balances = Field(default_factory=lambda: {"USDT": Decimal(100000)})
     markets: Annotated[
         dict[str, SimulatedMarketSettings], BeforeValidator(_normalise_market_keys)
     ] = Field(default_factory=dict)
     # touch: a resting order fills when the price reaches it; through: only beyond it
     fill: Literal["touch", "through"] = "touch"
-
-    @field_validator("balances", mode="before")
-    @classmethod
-    def _upper_currencies(cls, value: Any) -> Any:
-        if isinstance(value, dict):
-            return {str(key).strip().upper(): amount for key, amount in value.items()}
-        return value
 
 
 class PaperExchangeSettings(_Section):
@@ -219,9 +220,7 @@ class PaperExchangeSettings(_Section):
     # touch: already when one prints at its price
     fill: Literal["touch", "through"] = "through"
     state_path: Path = Path("./data/paper-exchange.db")
-    balances: dict[str, NonNegativeDecimal] = Field(
-        default_factory=lambda: {"USDT": Decimal(10000)}
-    )
+    balances: Balances = Field(default_factory=lambda: {"USDT": Decimal(10000)})
 
     @field_validator("source")
     @classmethod
@@ -236,13 +235,6 @@ class PaperExchangeSettings(_Section):
                 f"unknown exchange {value!r}{suggest(value, known)}; use a ccxt exchange id "
                 "with WebSocket support (e.g. binance)"
             )
-        return value
-
-    @field_validator("balances", mode="before")
-    @classmethod
-    def _upper_currencies(cls, value: Any) -> Any:
-        if isinstance(value, dict):
-            return {str(key).strip().upper(): amount for key, amount in value.items()}
         return value
 
 
