@@ -23,9 +23,11 @@ from pathlib import Path
 
 from bench.bench_backtest import YEAR, measure_backtest, measure_sweep
 from bench.bench_lock import measure_nop_lock, measure_redis_lock, redis_server_binary
+from bench.bench_ownership import measure_ownership_check
 from bench.bench_pipeline import Phase, PipelineRun, harness_of, measure_pipeline
 from bench.bench_planner import measure_planner
 from bench.bench_soak import ADAPTER_CYCLES, SENDER_CYCLES, maps_at, measure_soak
+from bench.bench_start import measure_start
 from bench.bench_storage import measure_storage, measure_storage_backends
 from bench.table import Row, fmt, ratio, render
 
@@ -375,6 +377,54 @@ def pipeline_rows(
     return rows
 
 
+START_TARGET_S = 0.3  # --version and check-config
+FIRST_ORDER_TARGET_S = 0.8  # quantmesh run, default config, to its first order
+START_RSS_TARGET_MB = 70.0
+OWNERSHIP_CHECK_TARGET_US = 1.0
+
+
+def start_rows(quick: bool) -> tuple[list[Row], dict[str, object]]:
+    r = measure_start(rounds=2 if quick else 5)
+    base = r.baseline_s
+
+    def timed(bench: str, measure: str, value: float, target: float) -> Row:
+        return Row(bench, measure, fmt(value), fmt(base), ratio(value, base),
+                   f"< {target:g} s", value < target)  # fmt: skip
+
+    rows = [
+        timed("start", "s, quantmesh --version (vs python -c pass)", r.version_s, START_TARGET_S),
+        timed("", "s, check-config of the default config", r.check_config_s, START_TARGET_S),
+        timed(
+            "",
+            f"s, quantmesh run to its first order (spread {r.first_order_spread:.0%})",
+            r.first_order_s,
+            FIRST_ORDER_TARGET_S,
+        ),
+        Row(
+            "",
+            "MB peak RSS at the first order (vs python -c pass)",
+            fmt(r.run_rss_mb),
+            fmt(r.baseline_rss_mb),
+            ratio(r.run_rss_mb, r.baseline_rss_mb),
+            f"< {START_RSS_TARGET_MB:g} MB",
+            r.run_rss_mb < START_RSS_TARGET_MB,
+        ),
+    ]
+    check = measure_ownership_check(50_000 if quick else 200_000, rounds=3 if quick else 5)
+    rows.append(
+        Row(
+            "ownership check before an exchange call",
+            f"us per check (vs empty call; spread {check['check_spread']:.0%})",
+            fmt(check["check_us"]),
+            fmt(check["empty_call_us"]),
+            f"{check['overhead_us']:+.3f} us",
+            f"< {OWNERSHIP_CHECK_TARGET_US:g} us over",
+            check["overhead_us"] < OWNERSHIP_CHECK_TARGET_US,
+        )
+    )
+    return rows, {"start": asdict(r), "ownership_check": check}
+
+
 def _latency_row(measure: str, value: float, baseline: float) -> Row:
     return Row("", measure, fmt(value), fmt(baseline), ratio(value, baseline))
 
@@ -391,6 +441,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     raw: dict[str, object] = {}
     rows: list[Row] = []
 
+    print("timing the start ...", file=sys.stderr, flush=True)
+    start, start_raw = start_rows(args.quick)
+    raw.update(start_raw)
+    rows += start
     planner, raw["planner"] = planner_rows(args.quick)
     rows += planner
     print("running the backtests ...", file=sys.stderr, flush=True)

@@ -94,10 +94,10 @@ def _first_order(workdir: Path) -> tuple[float, float]:
     finally:
         proc.send_signal(signal.SIGINT)
         try:
-            proc.wait(20)
+            proc.communicate(timeout=20)  # drains and closes its output
         except subprocess.TimeoutExpired:
             proc.kill()
-            proc.wait()
+            proc.communicate()
 
 
 def measure_start(rounds: int = 5) -> StartFigures:

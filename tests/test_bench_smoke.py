@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import sys
+from dataclasses import asdict
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -12,8 +13,10 @@ if str(ROOT) not in sys.path:  # bench/ is a top-level package next to quantmesh
 
 from bench.__main__ import main, pipeline_rows
 from bench.bench_lock import measure_nop_lock
+from bench.bench_ownership import measure_ownership_check
 from bench.bench_pipeline import Phase, PipelineRun, harness_of, measure_pipeline
 from bench.bench_planner import measure_planner
+from bench.bench_start import measure_start
 from bench.stats import percentile
 from bench.table import render
 
@@ -62,6 +65,17 @@ def test_planner_and_lock_benches_report_positive_figures() -> None:
     lock = measure_nop_lock(1000, rounds=1)
     _positive(lock, ("lock_us_per_cycle", "baseline_us_per_cycle"))
     assert math.isfinite(lock["overhead_us_per_cycle"])
+
+
+def test_start_and_ownership_benches_report_positive_figures() -> None:
+    start = measure_start(rounds=1)
+    _positive(
+        asdict(start),
+        ("baseline_s", "version_s", "check_config_s", "first_order_s", "run_rss_mb"),
+    )
+    assert start.run_rss_mb > start.baseline_rss_mb  # the daemon, measured while it ran
+    check = measure_ownership_check(1000, rounds=1)
+    _positive(check, ("check_us", "empty_call_us"))
 
 
 def test_pipeline_bench_places_orders_and_reports_every_figure() -> None:
