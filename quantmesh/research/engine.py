@@ -141,11 +141,14 @@ class _Run:
         A plan that does nothing is remembered for the level below the price until the book
         changes: the planner would say the same at any price above that level and not above
         the next one, so it is not asked again (its skipped levels are counted as if it
-        were). So is a plan that only placed orders, all accepted and none filled at once:
-        asked again at that level it would place nothing and skip the same levels for the
-        same reasons (a skipped level is still free; a level held back by ``max_position``
-        still is, the exposure having only grown by what was placed). A plan that cancelled
-        is not: a cancelled buy frees its level and lowers the exposure.
+        were). So is a plan whose orders were all accepted and none filled at once, when it
+        cancelled only outside the window: asked again at that level it would do nothing and
+        skip the same levels for the same reasons. A skipped level is still free; a level
+        held back by ``max_position`` still is, the exposure having only grown by what was
+        placed; a buy cancelled outside the window frees a level outside it; a sell
+        cancelled past ``sell_window + cancel_hysteresis`` leaves a level past the sell
+        window. Not remembered: a plan that cancelled a buy out of range (its level may be
+        inside the window) or any buy under ``max_position`` (the exposure fell).
         """
         if self._quiet_version != self.version:
             self._quiet_version = self.version
@@ -181,7 +184,11 @@ class _Run:
         answers: list[OrderUpdate] = []
         for cancel in result.cancels:
             answers.append(OrderUpdate(self.engine.cancel(self.symbol, cancel.client_order_id)))
-        settled = not result.cancels
+        capped = self.spec.max_position is not None
+        settled = all(
+            cancel.reason == "outside_window" and (cancel.side == "sell" or not capped)
+            for cancel in result.cancels
+        )
         if result.places and self._engine_price != price:
             # a marketable order fills at the last price: tell it first
             settled = not self._sync_engine() and settled

@@ -98,6 +98,13 @@ def test_remembered_quiet_plans_change_nothing() -> None:
         {"interval": Decimal(1)},
         {"interval": Decimal(1), "max_position": Decimal(300)},
         {"interval": Decimal("0.37"), "buy_window": 6, "sell_window": 2},
+        {"interval": Decimal(1), "cancel_hysteresis": 1, "max_position": Decimal(450)},
+        {
+            "interval": Decimal("0.5"),
+            "cancel_hysteresis": 0,
+            "lower_price": Decimal(95),
+            "upper_price": Decimal(104),
+        },
     ]
     for changes in grids:
         fast = run_symbol(setup(**changes), data, 60_000)
