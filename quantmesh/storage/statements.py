@@ -79,7 +79,7 @@ class BulkUpsert:
       base types (``VARCHAR``, ``NUMERIC``): a cast to ``VARCHAR(n)`` would truncate
       silently, the insert's own conversion refuses instead.
     - MySQL/MariaDB and SQLite: the upsert as compiled, with the rows to the driver's
-      ``executemany`` (aiomysql writes them as one multi-row INSERT).
+      ``executemany`` (aiomysql writes them as multi-row INSERTs of up to 1 MB each).
 
     A key repeated within one batch must be left out by the caller: PostgreSQL refuses a
     ``DO UPDATE`` that meets the same row twice in one statement.
