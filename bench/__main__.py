@@ -22,7 +22,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from bench.bench_backtest import YEAR, measure_backtest, measure_sweep
-from bench.bench_lock import measure_nop_lock, measure_redis_lock, redis_server_binary
+from bench.bench_lock import etcd_rows, measure_nop_lock, measure_redis_lock, redis_server_binary
 from bench.bench_ownership import measure_ownership_check
 from bench.bench_pipeline import Phase, PipelineRun, harness_of, measure_pipeline
 from bench.bench_planner import measure_planner
@@ -453,6 +453,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     lock, lock_raw = lock_rows(args.quick)
     raw.update(lock_raw)
     rows += lock
+    etcd, raw["etcd_lock"] = etcd_rows(args.quick)
+    rows += etcd
     storage, raw["storage"] = storage_rows(args.quick)
     rows += storage
     backends, raw["storage_backends"] = storage_backend_rows(args.quick)
