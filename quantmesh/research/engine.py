@@ -335,7 +335,8 @@ def run_symbol(
     """Run ``setup``'s grid over ``candles`` (time order); ``trace`` keeps every event.
 
     ``remember_quiet=False`` asks the planner at every event, even where it said nothing
-    at the same level before (slower, same result: tests check that).
+    at the same level before or where the book settled after its last plan there (slower,
+    same result: tests check that).
     """
     n = len(candles)
     if n == 0:
