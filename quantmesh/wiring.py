@@ -11,7 +11,6 @@ from typing import TYPE_CHECKING, Final
 
 import structlog
 from sqlalchemy import Engine
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from quantmesh.app import Components, HttpFactory, Reloader, RunResult, Service, serve
 from quantmesh.config import ConfigError, Settings, SymbolSettings, load_settings
@@ -51,6 +50,8 @@ from quantmesh.trading.risk import Record as RiskRecord
 from quantmesh.trading.trader import Trader, TraderSettings
 
 if TYPE_CHECKING:  # Redis is imported when the settings ask for it: a lone instance starts faster
+    from sqlalchemy.ext.asyncio import AsyncEngine
+
     from quantmesh.lock.redis import RedisClient
 
 log = structlog.get_logger(__name__)

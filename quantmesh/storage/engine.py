@@ -36,12 +36,11 @@ import os
 import tempfile
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import structlog
 from sqlalchemy import URL, Connection, Engine, create_engine, event, make_url, text
 from sqlalchemy.exc import ArgumentError
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from quantmesh.errors import StartupError
 from quantmesh.storage import dsn
@@ -59,6 +58,9 @@ __all__ = [
     "logs_statements",
     "to_sqlalchemy_url",
 ]
+
+if TYPE_CHECKING:  # the asyncio layer is loaded for a server database only
+    from sqlalchemy.ext.asyncio import AsyncEngine
 
 log = structlog.get_logger(__name__)
 
@@ -155,7 +157,9 @@ def create_engine_for(
         if db_type == "sqlite":
             engine = create_engine(parsed.set(drivername=SQLITE_SYNC_DRIVER), **kwargs)
             event.listen(engine, "connect", _sqlite_on_connect)
-        else:
+        else:  # SQLAlchemy's asyncio layer only for a server: SQLite runs on a thread
+            from sqlalchemy.ext.asyncio import create_async_engine
+
             engine = create_async_engine(parsed, **kwargs)
     except (ArgumentError, ImportError, TypeError, ValueError) as exc:
         shown = parsed.render_as_string(hide_password=True)

@@ -22,11 +22,10 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import fields
 from decimal import Decimal
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import structlog
 from sqlalchemy import Column, Connection, Engine, Table, func, select
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from quantmesh.domain import Fill, Order
 from quantmesh.errors import StartupError, StorageError
@@ -38,6 +37,9 @@ from quantmesh.storage.engine import check_server
 from quantmesh.storage.rows import Columns, checked, chunks, from_row, merge_order
 from quantmesh.storage.runner import Runner, runner_for
 from quantmesh.storage.statements import BulkUpsert, upsert
+
+if TYPE_CHECKING:  # the asyncio layer is loaded for a server database only
+    from sqlalchemy.ext.asyncio import AsyncEngine
 
 log = structlog.get_logger(__name__)
 _R = TypeVar("_R")

@@ -42,16 +42,18 @@ import random
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Final, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Final, Protocol, TypeVar
 
 import structlog
 from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from quantmesh.errors import StorageError
 from quantmesh.observability.metrics import DbMetrics
 from quantmesh.storage.db_errors import error_kind, is_retryable, map_db_error
+
+if TYPE_CHECKING:  # the asyncio layer is loaded for a server database only
+    from sqlalchemy.ext.asyncio import AsyncEngine
 
 log = structlog.get_logger(__name__)
 _T = TypeVar("_T")
@@ -120,9 +122,9 @@ def runner_for(
 ) -> Runner:
     """The runner for an engine from ``create_engine_for``; ``timeout`` bounds each
     transaction of a server (seconds, connecting included)."""
-    if isinstance(engine, AsyncEngine):
-        return AsyncRunner(engine, metrics, timeout)
-    return ThreadRunner(engine, metrics)
+    if isinstance(engine, Engine):
+        return ThreadRunner(engine, metrics)
+    return AsyncRunner(engine, metrics, timeout)
 
 
 class ThreadRunner:
