@@ -21,7 +21,13 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict
 from pathlib import Path
 
-from bench.bench_backtest import YEAR, measure_backtest, measure_sweep
+from bench.bench_backtest import (
+    FREQTRADE_ENV,
+    YEAR,
+    measure_backtest,
+    measure_freqtrade,
+    measure_sweep,
+)
 from bench.bench_lock import etcd_rows, measure_nop_lock, measure_redis_lock, redis_server_binary
 from bench.bench_ownership import measure_ownership_check
 from bench.bench_pipeline import Phase, PipelineRun, harness_of, measure_pipeline
@@ -96,11 +102,12 @@ def backtest_rows(quick: bool) -> tuple[list[Row], dict[str, object]]:
             )
         )
     sweep = measure_sweep(candles=43_200 if quick else 129_600, rounds=1 if quick else 2)
-    speedup = sweep["serial_s"] / sweep["parallel_s"]
+    speedup = sweep["speedup"]  # the median of each round's own ratio
     rows.append(
         Row(
             f"sweep, {sweep['runs']:.0f} runs x {sweep['candles']:,.0f} candles",
-            f"s on {sweep['jobs']:.0f} processes (vs 1): {speedup:.2f}x faster",
+            f"s on {sweep['jobs']:.0f} processes (vs 1): {speedup:.2f}x faster "
+            f"(spread {sweep['speedup_spread']:.0%})",
             fmt(sweep["parallel_s"]),
             fmt(sweep["serial_s"]),
             ratio(sweep["parallel_s"], sweep["serial_s"]),
@@ -108,7 +115,27 @@ def backtest_rows(quick: bool) -> tuple[list[Row], dict[str, object]]:
             speedup >= SWEEP_SPEEDUP,
         )
     )
-    return rows, {"runs": runs, "sweep": sweep}
+    freqtrade = None if quick else measure_freqtrade(candles)
+    if freqtrade is None:
+        rows.append(
+            Row(
+                "Freqtrade, same candles",
+                f"skipped: set {FREQTRADE_ENV} to a python with freqtrade installed",
+                "-",
+            )
+        )
+    else:
+        ours = next(iter(runs.values()))["backtest_s"]
+        rows.append(
+            Row(
+                "Freqtrade, same candles",
+                "s, its backtest (vs ours, the first grid above)",
+                fmt(freqtrade["backtest_s"]),
+                fmt(ours),
+                ratio(freqtrade["backtest_s"], ours),
+            )
+        )
+    return rows, {"runs": runs, "sweep": sweep, "freqtrade": freqtrade}
 
 
 def lock_rows(quick: bool) -> tuple[list[Row], dict[str, object]]:
