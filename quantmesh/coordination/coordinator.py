@@ -64,7 +64,7 @@ from quantmesh.notify.events import NOP, Notifier, symbol_taken_over
 from quantmesh.observability.metrics import Metrics
 
 if TYPE_CHECKING:  # the fleet needs Redis: imported by a fleet's wiring, not alone
-    from quantmesh.coordination.fleet import Fleet, OwnerRecord, Recorded
+    from quantmesh.coordination.fleet import FleetStore, OwnerRecord, Recorded
 
 log = structlog.get_logger(__name__)
 
@@ -107,7 +107,7 @@ class Coordinator:
         *,
         metrics: Metrics,
         mode: Mode = "static",
-        fleet: Fleet | None = None,
+        fleet: FleetStore | None = None,
         locker: DistributedLock | None = None,
         keys: LockKeys | None = None,
         lease_ttl: float = 10.0,
@@ -283,7 +283,7 @@ class Coordinator:
         log.info("symbols_configured", added=sorted(added), removed=sorted(removed))
         self._recompute()
 
-    async def _beat(self, fleet: Fleet) -> None:
+    async def _beat(self, fleet: FleetStore) -> None:
         registration = await fleet.heartbeat(self._current().symbols)
         if not registration.ok and not self.registered.is_set():
             # At start an entry with our id may be a killed predecessor's, not yet lapsed:
@@ -497,7 +497,7 @@ class Coordinator:
         if event == "released":
             log.info("symbol_released", symbol=symbol)
 
-    async def _take_over(self, fleet: Fleet, symbol: str, fence: int, since: float) -> float:
+    async def _take_over(self, fleet: FleetStore, symbol: str, fence: int, since: float) -> float:
         """Record this instance as the owner and count a failover when the previous owner
         never released the symbol. Returns how long to wait before trading: while a former
         owner may still believe it trades the symbol."""
@@ -537,7 +537,7 @@ class Coordinator:
             log.warning("ownership_grace", symbol=symbol, seconds=round(grace, 2), reason=reason)
         return grace
 
-    def _other_database(self, symbol: str, previous: OwnerRecord | None, fleet: Fleet) -> str:
+    def _other_database(self, symbol: str, previous: OwnerRecord | None, fleet: FleetStore) -> str:
         """Why ``symbol`` is not taken over from its recorded owner on another database."""
         owner = previous.owner if previous is not None else "another instance"
         if not self.me.shared_database:
@@ -553,7 +553,7 @@ class Coordinator:
         )
 
     async def _keep_record(
-        self, fleet: Fleet, symbol: str, held: RenewedLease, since: float
+        self, fleet: FleetStore, symbol: str, held: RenewedLease, since: float
     ) -> None:
         """Keep the ownership record's ``until`` ahead while the lease is held; a newer
         owner's record means the lease is gone, whatever its deadline says."""
@@ -574,7 +574,7 @@ class Coordinator:
                 return
 
     async def _record(
-        self, fleet: Fleet, symbol: str, state: str, fence: int, since: float
+        self, fleet: FleetStore, symbol: str, state: str, fence: int, since: float
     ) -> Recorded | None:
         try:
             async with asyncio.timeout(_RECORD_TIMEOUT):
@@ -583,7 +583,7 @@ class Coordinator:
             log.warning("ownership_record_failed", symbol=symbol, error=str(exc) or "timeout")
             return None
 
-    async def _note_holder(self, fleet: Fleet, symbol: str) -> None:
+    async def _note_holder(self, fleet: FleetStore, symbol: str) -> None:
         """Log who holds a symbol we want, once per holder."""
         try:
             async with asyncio.timeout(_RECORD_TIMEOUT):

@@ -30,7 +30,7 @@ import secrets
 import socket
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from redis.exceptions import RedisError
 
@@ -143,6 +143,30 @@ class Recorded:
     # Not stored because the previous owner is another instance and the symbol cannot move
     # between the two databases (one of them is not shared): its grid is not ours to take.
     other_database: bool = False
+
+
+class FleetStore(Protocol):
+    """What the coordinator needs of a fleet's store: membership heartbeats and ownership
+    records (``Fleet`` on Redis, ``EtcdFleet`` on etcd)."""
+
+    me: Member
+    ttl: float
+    token: str
+
+    async def heartbeat(self, symbols: frozenset[str] | None = None) -> Registration: ...
+
+    async def members(self) -> list[Member]: ...
+
+    async def leave(self) -> bool: ...
+
+    async def record_owner(self, symbol: str, state: str, fence: int, since: float) -> Recorded: ...
+
+    @property
+    def owners_key(self) -> str: ...
+
+    async def owner(self, symbol: str) -> OwnerRecord | None: ...
+
+    async def owners(self) -> dict[str, OwnerRecord]: ...
 
 
 class Fleet:

@@ -90,7 +90,7 @@ _NOT_FOUND = 5
 _T = TypeVar("_T")
 
 
-class _NotFound(LockError):
+class EtcdNotFound(LockError):
     """The lease asked for does not exist (expired or revoked)."""
 
 
@@ -99,7 +99,7 @@ class EtcdClient(Protocol):
 
     async def call(self, path: str, body: dict[str, Any], what: str) -> dict[str, Any]:
         """POST ``body`` to ``path``; the decoded reply. Raises ``LockUnavailable`` when
-        no member answers, ``_NotFound`` for a missing lease, ``LockError`` otherwise."""
+        no member answers, ``EtcdNotFound`` for a missing lease, ``LockError`` otherwise."""
         ...
 
     async def close(self) -> None: ...
@@ -203,7 +203,7 @@ class EtcdGateway:
         detail = error.get("message") or raw[:200].decode(errors="replace")
         message = f"etcd {what} failed: HTTP {status}: {detail}"
         if code == _NOT_FOUND:
-            raise _NotFound(message)
+            raise EtcdNotFound(message)
         if code in _UNAVAILABLE_CODES or (code is None and status >= 500):
             self._next(at)  # no leader, no space: another member may do better
             raise LockUnavailable(message)
@@ -277,7 +277,7 @@ class EtcdLock:
         start = self._clock()
         # Cancelled or failed here, a lease may exist without a key: its TTL ends it.
         grant = await self.client.call("/v3/lease/grant", {"TTL": seconds}, "lease grant")
-        lease_id, granted = _parsed(lambda: (int(grant["ID"]), int(grant.get("TTL", 0))))
+        lease_id, granted = parsed(lambda: (int(grant["ID"]), int(grant.get("TTL", 0))))
         token = f"{lease_id:x}:{self._token_prefix}{next(self._tokens):x}"
         value = _b64(token)
         try:
@@ -294,7 +294,7 @@ class EtcdLock:
                 },
                 "acquire",
             )
-            fence = _parsed(lambda: _acquired(reply, value))
+            fence = parsed(lambda: _acquired(reply, value))
         except BaseException:  # cancelled or failed: the transaction may have run
             self._revoke_later(lease_id)
             raise
@@ -329,11 +329,11 @@ class EtcdLock:
             return None  # not a token of this lock
         start = self._clock()
         alive = await self.client.call("/v3/lease/keepalive", {"ID": str(lease_id)}, "extend")
-        granted = _parsed(lambda: int(alive.get("result", {}).get("TTL", 0)))
+        granted = parsed(lambda: int(alive.get("result", {}).get("TTL", 0)))
         if granted <= 0:
             return None  # the lease expired or was revoked
         found = await self.client.call("/v3/kv/range", {"key": self._name(lease.key)}, "extend")
-        if not _parsed(lambda: _holds(found, _b64(lease.token), lease_id, lease.fence)):
+        if not parsed(lambda: _holds(found, _b64(lease.token), lease_id, lease.fence)):
             self._revoke_later(lease_id)  # the key was taken over: the lease holds nothing
             return None
         return replace(lease, deadline=self._deadline(start, min(ttl, granted)))
@@ -371,7 +371,7 @@ class EtcdLock:
     async def _revoke(self, lease_id: int) -> bool:
         try:
             await self.client.call("/v3/lease/revoke", {"ID": str(lease_id)}, "release")
-        except _NotFound:
+        except EtcdNotFound:
             return False
         return True
 
@@ -406,7 +406,7 @@ class EtcdLock:
         await self.client.close()
 
 
-def _parsed(read: Callable[[], _T]) -> _T:
+def parsed(read: Callable[[], _T]) -> _T:
     """``read()`` of a reply, or ``LockError`` when the reply is not what etcd sends."""
     try:
         return read()
