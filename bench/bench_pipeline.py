@@ -18,7 +18,14 @@ replaced. A phase drives the prices one of two ways:
   the previous one, which gives the pipeline's throughput.
 
 Figures per phase: ticks taken per second, tick-to-order latency (first order of a tick,
-and every order), CPU time / wall time (all threads), peak RSS of the process so far.
+and every order), CPU time / wall time (all threads), peak RSS of the process so far. A
+phase with ``profile`` runs under cProfile (its latencies are inflated: run it after an
+unprofiled phase) and adds each stage's share of the event loop thread's CPU time
+(``stage_share:<stage>``: the planner and ledger, the trader and sender, the book, the
+lock, the exchange call, the repository, metrics, logging, the event loop, the bench's
+own driver and the rest). Every phase reports the CPU time per tick of the event loop
+thread and of the other threads (the database's): multiplied by the shares of a profiled
+phase, the CPU per tick by stage.
 ``harness=True`` runs the same exchange, prices and drivers with empty consumers instead of
 the service: the baseline (tick delivery, the bench's own CPU and memory).
 """
@@ -27,7 +34,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import cProfile
 import logging
+import pstats
 import tempfile
 import time
 from collections import Counter
@@ -35,7 +44,7 @@ from collections.abc import MutableMapping
 from dataclasses import dataclass, replace
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import structlog
 
@@ -69,6 +78,7 @@ class Phase:
     seconds: float
     rate: float | None = 10.0  # ticks/s per symbol; None: as fast as the traders take them
     levels_per_tick: float = 0.3
+    profile: bool = False  # under cProfile: CPU per tick by stage (latencies inflated)
 
     def __post_init__(self) -> None:
         if self.seconds <= 0 or self.levels_per_tick < 0:
@@ -269,12 +279,18 @@ async def _measure_phase(bench: _Bench, phase: Phase, tally: _LogTally) -> dict[
     pushed_before = probe.total_pushed()
     logs_before = tally.counts.copy()
     probe.reset()
-    cpu_before = time.process_time()
+    cpu_before, loop_before = time.process_time(), time.thread_time()
+    # CPU time of this thread, so time spent waiting in epoll is no one's
+    profiler = cProfile.Profile(time.thread_time) if phase.profile else None
+    if profiler is not None:
+        profiler.enable()
     if phase.rate is None:
         wall = await bench.drive_saturated(phase.seconds)
     else:
         wall = await bench.drive_paced(phase.rate, phase.seconds)
-    cpu = time.process_time() - cpu_before
+    if profiler is not None:
+        profiler.disable()
+    cpu, loop_cpu = time.process_time() - cpu_before, time.thread_time() - loop_before
     probe.measuring = False
     consumed = probe.total_consumed() - consumed_before
     pushed = probe.total_pushed() - pushed_before
@@ -307,11 +323,54 @@ async def _measure_phase(bench: _Bench, phase: Phase, tally: _LogTally) -> dict[
         "handle_p99_ms": percentile(probe.handle, 0.99) * 1e3,
         "latency_all_p99_ms": percentile(probe.every, 0.99) * 1e3,
         "cpu_share": cpu / wall,
+        "loop_cpu_us_per_tick": loop_cpu / consumed * 1e6 if consumed else float("nan"),
+        "other_cpu_us_per_tick": (cpu - loop_cpu) / consumed * 1e6 if consumed else float("nan"),
         "rss_mb": peak_rss_mb(),
     }
     for event, count in sorted((tally.counts - logs_before).items()):
         figures[f"log:{event}"] = float(count)
+    if profiler is not None:
+        figures.update(stage_shares(profiler))
     return figures
+
+
+# Where a profiled function's file lies -> its stage; the first match wins.
+STAGES: Final = (
+    ("/quantmesh/grid/", "planner, ledger"),
+    ("/quantmesh/trading/book.py", "book"),
+    ("/quantmesh/trading/", "trader, sender"),
+    ("/quantmesh/control/", "trader, sender"),
+    ("/quantmesh/lock/", "lock"),
+    ("/quantmesh/exchange/", "exchange call"),
+    ("/bench/probe.py", "exchange call"),
+    ("/bench/", "bench driver"),
+    ("/quantmesh/storage/", "repository"),
+    ("/prometheus_client/", "metrics"),
+    ("/structlog/", "logging"),
+    ("/logging/", "logging"),
+    ("/asyncio/", "event loop"),
+    ("selectors.py", "event loop"),
+)
+
+
+def _stage(path: str) -> str:
+    return next((name for part, name in STAGES if part in path), "other")
+
+
+def stage_shares(profiler: cProfile.Profile) -> dict[str, float]:
+    """Each stage's share of the profiled thread's CPU time, by the functions' own times
+    (a built-in's, such as Decimal arithmetic, goes to the stage of the code that called
+    it)."""
+    own: Counter[str] = Counter()
+    stats: dict[tuple[str, int, str], tuple[Any, ...]] = pstats.Stats(profiler).stats  # type: ignore[attr-defined]
+    for (path, _, _), entry in stats.items():
+        if path == "~":  # a built-in: its time per caller, to each caller's stage
+            for (caller, _, _), by_caller in entry[4].items():
+                own[_stage(caller)] += by_caller[2]
+        else:
+            own[_stage(path)] += entry[2]  # the function's own time, callees excluded
+    total = sum(own.values())
+    return {f"stage_share:{stage}": seconds / total for stage, seconds in own.items() if total}
 
 
 class _LogTally:

@@ -11,7 +11,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # bench/ is a top-level package next to quantmesh/
     sys.path.insert(0, str(ROOT))
 
-from bench.__main__ import main, pipeline_rows
+from bench.__main__ import main, pipeline_rows, stage_rows
 from bench.bench_lock import measure_nop_lock
 from bench.bench_ownership import measure_ownership_check
 from bench.bench_pipeline import Phase, PipelineRun, harness_of, measure_pipeline
@@ -65,6 +65,24 @@ def test_planner_and_lock_benches_report_positive_figures() -> None:
     lock = measure_nop_lock(1000, rounds=1)
     _positive(lock, ("lock_us_per_cycle", "baseline_us_per_cycle"))
     assert math.isfinite(lock["overhead_us_per_cycle"])
+
+
+def test_a_profiled_phase_splits_the_cpu_by_stage() -> None:
+    run = PipelineRun(
+        2,
+        (
+            Phase("paced", 0.5, rate=20.0, levels_per_tick=2.0),
+            Phase("profiled", 0.5, rate=20.0, levels_per_tick=2.0, profile=True),
+        ),
+    )
+    plain, profiled = measure_pipeline(run)
+    shares = {k: v for k, v in profiled.items() if k.startswith("stage_share:")}
+    assert not any(k.startswith("stage_share:") for k in plain)
+    assert abs(sum(shares.values()) - 1) < 1e-9
+    assert shares["stage_share:planner, ledger"] > 0 and shares["stage_share:book"] > 0
+    _positive(plain, ("loop_cpu_us_per_tick",))
+    rows = render(stage_rows(profiled, plain))
+    assert "planner, ledger" in rows and "database thread" in rows
 
 
 def test_start_and_ownership_benches_report_positive_figures() -> None:
