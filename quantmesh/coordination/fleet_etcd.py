@@ -5,7 +5,9 @@ through etcd's v3 JSON gateway (``EtcdGateway``, the lock's client). Keys, under
 prefix (``quantmesh:lock:{fleet:binance}:...``):
 
 - ``members/<id>``: JSON (id, token, role, symbols, host, pid, database kind and whether
-  it is shared), attached to this process's membership lease of ``ceil(ttl)`` seconds;
+  it is shared), attached to this process's membership lease of ``ceil(ttl)`` seconds
+  (etcd counts leases in whole seconds and grants at least one and a half election
+  timeouts: an entry may outlive its last heartbeat by more than ``ttl``);
 - ``owners/<symbol>``: JSON (owner, state ``held`` or ``released``, fence, since, the
   owner's database kind and whether it is shared), attached to no lease: it outlives
   its writer, as the memory of where a symbol's grid lives;

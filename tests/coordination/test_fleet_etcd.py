@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -15,10 +16,13 @@ from typing import Any
 import pytest
 
 from quantmesh.coordination.allocation import Member
+from quantmesh.coordination.coordinator import Coordinator, member_of
 from quantmesh.coordination.fleet import Fleet, FleetStore
 from quantmesh.coordination.fleet_etcd import EtcdFleet
-from quantmesh.errors import LockUnavailable
-from quantmesh.lock.etcd import EtcdGateway
+from quantmesh.errors import InstanceIdInUse, LockTimeout, LockUnavailable
+from quantmesh.lock.etcd import EtcdGateway, EtcdLock
+from quantmesh.lock.keys import LockKeys
+from quantmesh.observability.metrics import Metrics
 from tests.lock.conftest import etcd_server, make_client
 from tests.servers.etcd import EtcdServer, request
 from tests.support import free_port
@@ -354,3 +358,90 @@ async def test_unreadable_records_and_entries_are_left_out(
     name = _b64(f"{BASE}:members/node-9")
     request(etcd.url, "/v3/kv/put", {"key": name, "value": _b64('{"id": "node-9"}')})
     assert [m.id for m in await one.members()] == ["node-1"]
+
+
+# the coordinator on etcd alone -------------------------------------------------------------
+
+
+def coordinator_on(url: str, name: str, made: list[EtcdGateway | EtcdLock]) -> Coordinator:
+    """A coordinator whose fleet and ownership leases are both on etcd; what it opened
+    goes into ``made``, to close."""
+    fleet_gateway = EtcdGateway([url], request_timeout=1.0, connect_timeout=1.0)
+    lock = EtcdLock(EtcdGateway([url], request_timeout=1.0, connect_timeout=1.0))
+    made += [fleet_gateway, lock]
+    me = member_of(name, "master", (ETH,))
+    fleet = EtcdFleet(fleet_gateway, prefix="quantmesh:lock:", exchange="binance", me=me, ttl=2.0)
+    return Coordinator(
+        me,
+        metrics=Metrics(),
+        fleet=fleet,
+        locker=lock,
+        keys=LockKeys("binance", "symbol"),
+        lease_ttl=2.0,
+        check_interval=0.2,
+    )
+
+
+async def trade(coordinator: Coordinator, stop: asyncio.Event) -> None:
+    """Own ETH whenever it can, until ``stop``; a clean hand-back when stopped."""
+    await coordinator.wait_wanted(ETH)
+    while True:
+        try:
+            async with coordinator.own(ETH):
+                await stop.wait()
+                return
+        except LockTimeout:
+            await coordinator.retry_pause(ETH)
+
+
+@pytest.mark.timeout(20)
+async def test_coordinators_on_etcd_trade_a_symbol_one_at_a_time(etcd: EtcdServer) -> None:
+    made: list[EtcdGateway | EtcdLock] = []
+    a, b = coordinator_on(etcd.url, "a", made), coordinator_on(etcd.url, "b", made)
+    stop_a, stop_b = asyncio.Event(), asyncio.Event()
+    try:
+        async with asyncio.TaskGroup() as tasks:
+            runs = [tasks.create_task(c.run()) for c in (a, b)]
+            trading_a = tasks.create_task(trade(a, stop_a))
+
+            async def a_owns() -> bool:
+                return a.owned == {ETH}
+
+            await wait_for(a_owns, 5.0)
+            trading_b = tasks.create_task(trade(b, stop_b))
+            await asyncio.sleep(1.0)
+            assert a.owned == {ETH} and b.owned == set()
+            assert {m.id for m in b.members} == {"a", "b"}
+            stop_a.set()  # a clean hand-back: no failover, b takes it at its next check
+            await trading_a
+
+            async def b_owns() -> bool:
+                return b.owned == {ETH}
+
+            assert await wait_for(b_owns, 2.0) < 1.0
+            assert not b.failovers
+            stop_b.set()
+            await trading_b
+            for run in runs:
+                run.cancel()  # a cancelled child ends the group without an error
+    finally:
+        for opened in made:
+            await opened.close()
+
+
+@pytest.mark.timeout(20)
+async def test_a_coordinator_with_a_live_instances_id_refuses_to_run(etcd: EtcdServer) -> None:
+    made: list[EtcdGateway | EtcdLock] = []
+    first, second = coordinator_on(etcd.url, "a", made), coordinator_on(etcd.url, "a", made)
+    try:
+        running = asyncio.create_task(first.run())
+        await asyncio.wait_for(first.registered.wait(), 5.0)
+        with pytest.raises(InstanceIdInUse):
+            await asyncio.wait_for(second.run(), 8.0)  # it waits out the entry, renewed
+        assert not running.done()
+        running.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await running
+    finally:
+        for opened in made:
+            await opened.close()
