@@ -1,7 +1,9 @@
 """Configuration: YAML -> validated, frozen settings (pydantic).
 
 - ``source``: reading the YAML text (syntax, duplicate keys) and ``${VAR}`` interpolation;
-- ``schema``: the settings models, one per YAML section, and the checks on values;
+- ``schema``: the settings models, one per YAML section, and the checks on values; the
+  ``risk`` and ``notifications`` sections in modules of their own, and ``fields``, the
+  section base and the value types they all share;
 - ``problems``: pydantic validation errors as one line per problem, by YAML path;
 - ``render``: the effective settings back to YAML with every secret masked;
 - ``load``: ``load_settings`` / ``parse_settings`` tie these together.

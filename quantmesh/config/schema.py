@@ -1,40 +1,42 @@
 """The settings schema: frozen pydantic models, one per YAML section.
 
 Reading and interpolation live in ``source``, loading in ``load``, error formatting in
-``problems``; this module is only the shape of the settings and the checks on values.
+``problems``; this module is only the shape of the settings and the checks on values. The
+``risk`` and ``notifications`` sections have modules of their own; ``fields`` holds the
+section base and the value types they share.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import re
-import typing
-from datetime import time
 from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Any, Literal
-from urllib.parse import urlsplit
 
 from pydantic import (
-    BaseModel,
     BeforeValidator,
-    ConfigDict,
     Field,
     SecretStr,
     field_validator,
     model_validator,
 )
-from pydantic.fields import FieldInfo
 
-from quantmesh.config.problems import FieldProblems, suggest
-from quantmesh.grid.liquidate import Liquidation
-from quantmesh.grid.risk import (
-    INSTANCE_TRIGGERS,
-    TRIGGERS,
-    InstanceLimits,
-    RiskAction,
-    RiskLimits,
+from quantmesh.config.fields import (
+    INSTANCE_ID,
+    Count,
+    NonNegativeDecimal,
+    NonNegativeFloat,
+    NonNegativeInt,
+    NonNegativeSeconds,
+    PositiveDecimal,
+    PositiveFloat,
+    Seconds,
+    Section,
 )
+from quantmesh.config.notifications import NotificationSettings
+from quantmesh.config.problems import FieldProblems, suggest
+from quantmesh.config.risk import InstanceRiskSettings, RiskSettings
 from quantmesh.grid.state import GridParams, Spacing
 
 # Quote currencies recognised at the end of a compact symbol (ETHUSDT); longest first.
@@ -51,7 +53,6 @@ QUOTE_CURRENCIES: tuple[str, ...] = tuple(
 _CURRENCY = re.compile(r"[A-Z0-9]+")
 # The grid parameters whose setting has another name; every other one has its own.
 _GRID_SETTING_NAMES = {"buy_window": "buy_window_size", "sell_window": "sell_window_size"}
-_INSTANCE_ID = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
 
 
 def normalise_symbol(symbol: str) -> str:
@@ -71,58 +72,7 @@ def normalise_symbol(symbol: str) -> str:
     )
 
 
-def _not_bool(value: Any) -> Any:
-    """Before-validator for numbers: YAML true/false is not 1/0 here.
-
-    ValueError, not TypeError: pydantic turns only ValueError into a validation error.
-    """
-    if isinstance(value, bool):
-        raise ValueError("must be a number, not true/false")  # noqa: TRY004 - see docstring
-    return value
-
-
-def _number(value: Any) -> Any:
-    """Before-validator for Decimal fields: floats via str(), so 0.1 stays Decimal('0.1')."""
-    value = _not_bool(value)
-    return Decimal(str(value)) if isinstance(value, float) else value
-
-
-Dec = Annotated[Decimal, BeforeValidator(_number), Field(allow_inf_nan=False)]
-PositiveDecimal = Annotated[Dec, Field(gt=0)]
-NonNegativeDecimal = Annotated[Dec, Field(ge=0)]
-Float = Annotated[float, BeforeValidator(_not_bool), Field(allow_inf_nan=False)]
-PositiveFloat = Annotated[Float, Field(gt=0)]
-NonNegativeFloat = Annotated[Float, Field(ge=0)]
-Seconds = PositiveFloat  # durations are seconds as float
-NonNegativeSeconds = NonNegativeFloat
-Count = Annotated[int, BeforeValidator(_not_bool), Field(ge=1)]
-NonNegativeInt = Annotated[int, BeforeValidator(_not_bool), Field(ge=0)]
-
-
-class _Section(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    @model_validator(mode="before")
-    @classmethod
-    def _empty_means_defaults(cls, data: Any) -> Any:
-        """A section or mapping left empty in YAML (``redis:`` + comments) takes defaults."""
-        if not isinstance(data, dict):
-            return data
-        return {
-            key: value
-            for key, value in data.items()
-            if value is not None or not _is_mapping_field(cls.model_fields.get(str(key)))
-        }
-
-
-def _is_mapping_field(field: FieldInfo | None) -> bool:
-    annotation = field.annotation if field is not None else None
-    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        return True
-    return typing.get_origin(annotation) is dict
-
-
-class InstanceSettings(_Section):
+class InstanceSettings(Section):
     id: str = "quantmesh-1"
     role: Literal["master", "standby"] = "master"
     index: NonNegativeInt = 0
@@ -136,7 +86,7 @@ class InstanceSettings(_Section):
     @field_validator("id")
     @classmethod
     def _check_id(cls, value: str) -> str:
-        if not _INSTANCE_ID.fullmatch(value):
+        if not INSTANCE_ID.fullmatch(value):
             raise ValueError("must be 1-64 characters from A-Z a-z 0-9 _ . -")
         return value
 
@@ -147,7 +97,7 @@ class InstanceSettings(_Section):
         return self
 
 
-class FeedSettings(_Section):
+class FeedSettings(Section):
     type: Literal["random_walk", "csv"] = "random_walk"
     interval: Seconds = 0.2
     volatility: NonNegativeFloat = 0.0005  # stdev of the relative step per tick
@@ -164,7 +114,7 @@ class FeedSettings(_Section):
         return self
 
 
-class SimulatedMarketSettings(_Section):
+class SimulatedMarketSettings(Section):
     price: PositiveDecimal
     tick_size: PositiveDecimal = Decimal("0.01")
     lot_size: PositiveDecimal = Decimal("0.00001")
@@ -201,7 +151,7 @@ def _normalise_market_keys(value: Any) -> Any:
     return out
 
 
-class SimulatedExchangeSettings(_Section):
+class SimulatedExchangeSettings(Section):
     state_path: Path = Path("./data/sim-exchange.db")
     fee_rate: Annotated[NonNegativeDecimal, Field(lt=Decimal("0.1"))] = Decimal("0.001")
     balances: Balances = Field(default_factory=lambda: {"USDT": Decimal(100000)})
@@ -212,7 +162,7 @@ class SimulatedExchangeSettings(_Section):
     fill: Literal["touch", "through"] = "touch"
 
 
-class PaperExchangeSettings(_Section):
+class PaperExchangeSettings(Section):
     """``exchange.name: paper``: a venue's public prices and trades, our own fills."""
 
     source: str | None = None  # the ccxt id of the venue (binance, okx, ...)
@@ -238,7 +188,7 @@ class PaperExchangeSettings(_Section):
         return value
 
 
-class ExchangeSettings(_Section):
+class ExchangeSettings(Section):
     name: str = "simulated"
     api_key: SecretStr = SecretStr("")
     secret: SecretStr = SecretStr("")
@@ -314,114 +264,7 @@ class ExchangeSettings(_Section):
         return value
 
 
-class RiskActionsSettings(_Section):
-    """The action each trigger takes (``stop_buys``: keep selling what is held; ``halt``:
-    cancel every order and place nothing; ``liquidate``: cancel the buys and sell what is
-    held at the market's price)."""
-
-    stop_loss: RiskAction = "halt"
-    take_profit: RiskAction = "halt"
-    max_drawdown: RiskAction = "halt"
-    max_loss: RiskAction = "halt"
-
-
-class RiskSettings(_Section):
-    """``trading.symbols[].risk``: the symbol's exits (each off unless set)."""
-
-    stop_loss_price: PositiveDecimal | None = None
-    take_profit_price: PositiveDecimal | None = None
-    max_drawdown: Annotated[str, Field(min_length=1)] | PositiveDecimal | None = None
-    max_loss: PositiveDecimal | None = None
-    actions: RiskActionsSettings = RiskActionsSettings()
-    # seconds between re-pricings of a liquidation's sells that the price fell away from
-    reprice_interval: Seconds = 2.0
-    # after market_after seconds of a liquidation: sell up to market_slippage_percent below
-    # the price, to fill at once as a market order would, within that bound
-    allow_market: bool = False
-    market_after: Seconds = 60.0
-    market_slippage_percent: Annotated[Dec, Field(gt=0, lt=100)] = Decimal(1)
-
-    @field_validator("max_drawdown", mode="before")
-    @classmethod
-    def _drawdown(cls, value: Any) -> Any:
-        value = _number(value)
-        if isinstance(value, str) and not value.strip().endswith("%"):
-            try:
-                return Decimal(value.strip())
-            except ArithmeticError:
-                raise ValueError(
-                    "must be an amount in quote currency (150) or a percentage ('15%')"
-                ) from None
-        return value
-
-    @model_validator(mode="after")
-    def _check_risk(self) -> RiskSettings:
-        problems: list[tuple[tuple[str | int, ...], str]] = []
-        low, high = self.stop_loss_price, self.take_profit_price
-        if low is not None and high is not None and high <= low:
-            problems.append((("take_profit_price",), f"must be above stop_loss_price ({low})"))
-        if isinstance(self.max_drawdown, str):
-            try:
-                percent = Decimal(self.max_drawdown.strip()[:-1])
-            except ArithmeticError:
-                percent = Decimal(-1)
-            if not 0 < percent <= 100:
-                problems.append(
-                    (("max_drawdown",), "a percentage must be above 0% and at most 100% ('15%')")
-                )
-        if problems:
-            raise FieldProblems(problems)
-        return self
-
-    def liquidation(self) -> Liquidation:
-        """How this symbol liquidates, as the trader reads it."""
-        return Liquidation(
-            reprice_interval=self.reprice_interval,
-            allow_market=self.allow_market,
-            market_after=self.market_after,
-            market_slippage=self.market_slippage_percent / 100,
-        )
-
-    def limits(self) -> RiskLimits:
-        """These settings as the risk watch reads them."""
-        amount = self.max_drawdown if isinstance(self.max_drawdown, Decimal) else None
-        percent = None
-        if isinstance(self.max_drawdown, str):
-            percent = Decimal(self.max_drawdown.strip()[:-1])
-        return RiskLimits(
-            stop_loss_price=self.stop_loss_price,
-            take_profit_price=self.take_profit_price,
-            max_drawdown=amount,
-            max_drawdown_percent=percent,
-            max_loss=self.max_loss,
-            actions={trigger: getattr(self.actions, trigger) for trigger in TRIGGERS},
-        )
-
-
-class InstanceRiskActionsSettings(_Section):
-    """The action each of the instance's triggers takes on every symbol it trades."""
-
-    max_daily_loss: RiskAction = "halt"
-    max_total_position: RiskAction = "stop_buys"
-
-
-class InstanceRiskSettings(_Section):
-    """``risk``: limits across the symbols this instance trades (each off unless set)."""
-
-    max_daily_loss: PositiveDecimal | None = None  # quote: the UTC day's realized + unrealized
-    max_total_position: PositiveDecimal | None = None  # quote: held at the price + open buys
-    actions: InstanceRiskActionsSettings = InstanceRiskActionsSettings()
-
-    def limits(self) -> InstanceLimits:
-        """These settings as the instance's risk watch reads them."""
-        return InstanceLimits(
-            max_daily_loss=self.max_daily_loss,
-            max_total_position=self.max_total_position,
-            actions={t: getattr(self.actions, t) for t in INSTANCE_TRIGGERS},
-        )
-
-
-class SymbolSettings(_Section):
+class SymbolSettings(Section):
     symbol: str
     spacing: Spacing = "arithmetic"
     price_interval: PositiveDecimal | None = None
@@ -490,7 +333,7 @@ class SymbolSettings(_Section):
         return GridParams(**values)
 
 
-class TradingSettings(_Section):
+class TradingSettings(Section):
     cancel_on_exit: bool = False
     cancel_timeout: Seconds = 30.0  # the cancels of cancel_on_exit, all symbols at once
     shutdown_grace: Seconds = 5.0
@@ -525,7 +368,7 @@ class TradingSettings(_Section):
 _DSN_SCHEMES = {"sqlite": ("sqlite",), "postgres": ("postgres",), "mysql": ("mysql", "mariadb")}
 
 
-class DatabaseSettings(_Section):
+class DatabaseSettings(Section):
     type: Literal["sqlite", "postgres", "mysql"] = "sqlite"
     dsn: SecretStr = SecretStr("./data/quantmesh.db")
     max_open_conns: Count = 10
@@ -561,7 +404,7 @@ class DatabaseSettings(_Section):
         return self
 
 
-class CoordinationSettings(_Section):
+class CoordinationSettings(Section):
     """Who trades which symbol when several instances run (``coordination/``).
 
     ``static``: each instance trades its own ``trading.symbols`` (a standby those no live
@@ -587,13 +430,13 @@ class CoordinationSettings(_Section):
         return self
 
 
-class LockTTLSettings(_Section):
+class LockTTLSettings(Section):
     place: Seconds = 5.0
     cancel: Seconds = 3.0
     reconcile: Seconds = 30.0
 
 
-class DistributedLockSettings(_Section):
+class DistributedLockSettings(Section):
     enabled: bool = False
     type: Literal["redis"] = "redis"
     fallback_mode: Literal["halt", "single_instance"] = "halt"
@@ -622,7 +465,7 @@ def _host_port(value: str) -> str:
     return value.strip()
 
 
-class RedisSettings(_Section):
+class RedisSettings(Section):
     """How to reach Redis: one server (``url`` or ``addr``), Sentinel, or Cluster."""
 
     url: SecretStr | None = None
@@ -674,7 +517,7 @@ class RedisSettings(_Section):
         return self
 
 
-class LoggingSettings(_Section):
+class LoggingSettings(Section):
     level: Literal["debug", "info", "warning", "error"] = "info"
     format: Literal["auto", "console", "json"] = "auto"
 
@@ -684,198 +527,14 @@ class LoggingSettings(_Section):
         return value.lower() if isinstance(value, str) else value
 
 
-class HttpSettings(_Section):
+class HttpSettings(Section):
     enabled: bool = True
     host: str = "127.0.0.1"
     port: Annotated[NonNegativeInt, Field(le=65535)] = 9321
     token: SecretStr = SecretStr("")  # bearer token for /api/*; /metrics and /healthz stay open
 
 
-# notifications --------------------------------------------------------------------------
-
-NotificationEvent = Literal[
-    "instance_started",
-    "instance_stopped",
-    "symbol_taken_over",
-    "lock_halted",
-    "lock_recovered",
-    "db_outage_began",
-    "db_outage_ended",
-    "risk_triggered",
-    "orders_rejected",
-    "daily_summary",
-    "round_trip",
-]
-NotificationLevel = Literal["info", "warning", "critical"]
-# what a channel's ``events`` lists: event names, or all
-NotificationEventChoice = Literal[
-    "all",
-    "instance_started",
-    "instance_stopped",
-    "symbol_taken_over",
-    "lock_halted",
-    "lock_recovered",
-    "db_outage_began",
-    "db_outage_ended",
-    "risk_triggered",
-    "orders_rejected",
-    "daily_summary",
-    "round_trip",
-]
-
-
-class ChannelSettings(_Section):
-    """One channel: where messages go (``type`` and its keys), the events it wants, the
-    least level it wants.
-
-    - ``webhook``: ``webhook_url``; optional ``secret`` signs each body (HMAC-SHA256);
-    - ``telegram``: ``token`` and ``chat_id`` (usually ``${ENV}``), ``api_base``;
-    - ``slack``, ``discord``: the incoming webhook's ``webhook_url``.
-
-    A webhook URL is a credential (Slack's and Discord's carry their token in the path):
-    it is masked whole wherever settings are shown, and never logged.
-    """
-
-    type: Literal["webhook", "telegram", "slack", "discord"]
-    name: str | None = None  # in logs and the metric's channel label; default: its type
-    webhook_url: SecretStr | None = None  # webhook, slack, discord
-    secret: SecretStr | None = None  # webhook: HMAC-SHA256 key of X-QuantMesh-Signature
-    token: SecretStr | None = None  # telegram: the bot token
-    chat_id: str | None = None  # telegram: the chat's id, or @channelname
-    api_base: str = "https://api.telegram.org"  # telegram
-    # event names, or all (every event but round_trip, which a channel lists to get it)
-    events: tuple[NotificationEventChoice, ...] = ("all",)
-    min_level: NotificationLevel = "info"
-    timeout: Seconds = 10.0  # one delivery attempt
-    queue_size: Count = 1000  # messages waiting for this channel; more are dropped, counted
-
-    @field_validator("events")
-    @classmethod
-    def _some_events(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        if not value:
-            raise ValueError("must not be empty: list event names, or all")
-        return value
-
-    @field_validator("name")
-    @classmethod
-    def _check_name(cls, value: str | None) -> str | None:
-        if value is not None and not _INSTANCE_ID.fullmatch(value):
-            raise ValueError("must be 1-64 characters from A-Z a-z 0-9 _ . -")
-        return value
-
-    @field_validator("chat_id", mode="before")
-    @classmethod
-    def _chat_text(cls, value: Any) -> Any:
-        return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
-
-    @field_validator("webhook_url", "secret", "token", mode="before")
-    @classmethod
-    def _text_only(cls, value: Any) -> Any:
-        """A credential given as a number or a list is refused without echoing it."""
-        if value is not None and not isinstance(value, str | SecretStr):
-            raise ValueError("must be text: put it in quotes")
-        return value
-
-    @model_validator(mode="after")
-    def _check_type(self) -> ChannelSettings:
-        problems: list[tuple[tuple[str | int, ...], str]] = []
-        required, optional = _CHANNEL_KEYS[self.type]
-        for key in ("webhook_url", "secret", "token", "chat_id"):
-            value = getattr(self, key)
-            text = value.get_secret_value() if isinstance(value, SecretStr) else value
-            if value is not None and key not in required + optional:
-                problems.append(((key,), f"not a key of type {self.type}: remove it"))
-            elif key in required and not (text or "").strip():
-                problems.append(((key,), f"required for type {self.type}: {_HINTS[key]}"))
-            elif key == "webhook_url" and text and not _is_http_url(text):
-                problems.append(((key,), "must be an http:// or https:// URL"))
-        if self.type == "telegram" and not _is_http_url(self.api_base):
-            problems.append((("api_base",), "must be an http:// or https:// URL"))
-        if problems:
-            raise FieldProblems(problems)
-        return self
-
-
-# the keys of each channel type: (required, optional)
-_CHANNEL_KEYS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
-    "webhook": (("webhook_url",), ("secret",)),
-    "telegram": (("token", "chat_id"), ()),
-    "slack": (("webhook_url",), ()),
-    "discord": (("webhook_url",), ()),
-}
-_HINTS = {
-    "webhook_url": "the endpoint's http(s) URL, e.g. webhook_url: ${WEBHOOK_URL}",
-    "token": "the bot token from @BotFather, e.g. token: ${TELEGRAM_BOT_TOKEN}",
-    "chat_id": "the chat's id or @channelname, e.g. chat_id: ${TELEGRAM_CHAT_ID}",
-}
-
-
-def _is_http_url(text: str) -> bool:
-    """An ``http://`` or ``https://`` URL with a host."""
-    try:
-        parts = urlsplit(text.strip())
-        return parts.scheme in ("http", "https") and bool(parts.hostname)
-    except ValueError:
-        return False
-
-
-def _utc_time(value: Any) -> Any:
-    """``HH:MM`` (normalised); YAML 1.1 reads an unquoted ``21:00`` as 1260 (base 60)."""
-    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 24 * 60:
-        return "{:02d}:{:02d}".format(*divmod(value, 60))
-    if isinstance(value, str):
-        match = re.fullmatch(r"\s*(\d{1,2}):(\d{2})\s*", value)
-        if match is None or int(match[1]) > 23 or int(match[2]) > 59:
-            raise ValueError("must be a UTC time HH:MM, e.g. '21:00'")
-        return f"{int(match[1]):02d}:{match[2]}"
-    return value
-
-
-class NotificationSettings(_Section):
-    """Messages people receive (``quantmesh.notify``): any number of channels."""
-
-    channels: tuple[ChannelSettings, ...] = ()
-    # the daily summary of each instance, at this UTC time (null: none)
-    daily_summary_at: Annotated[str | None, BeforeValidator(_utc_time)] = "00:00"
-    dedupe_window: Seconds = 60.0  # a fleet event is sent by one instance per this window
-    retry_for: Seconds = 3600.0  # a message not delivered after this long is given up
-    rejection_burst: Count = 5  # this many orders of a symbol rejected ...
-    rejection_window: Seconds = 60.0  # ... within this many seconds: one message
-
-    @property
-    def daily_summary_time(self) -> time | None:
-        """``daily_summary_at`` as a time of day (UTC), or None."""
-        if self.daily_summary_at is None:
-            return None
-        hours, _, minutes = self.daily_summary_at.partition(":")
-        return time(int(hours), int(minutes))
-
-    @model_validator(mode="after")
-    def _unique_names(self) -> NotificationSettings:
-        problems: list[tuple[tuple[str | int, ...], str]] = []
-        seen: dict[str, int] = {}
-        for index, name in enumerate(channel_names(self.channels)):
-            if name in seen:
-                why = f"duplicate of channels[{seen[name]}] ({name}): give each its own name"
-                problems.append((("channels", index, "name"), why))
-            seen.setdefault(name, index)
-        if problems:
-            raise FieldProblems(problems)
-        return self
-
-
-def channel_names(channels: typing.Sequence[ChannelSettings]) -> list[str]:
-    """Each channel's name: its ``name``, else its type (``webhook``, ``webhook-2``, ...)."""
-    names: list[str] = []
-    counts: dict[str, int] = {}
-    for channel in channels:
-        kind = channel.type
-        counts[kind] = counts.get(kind, 0) + 1
-        names.append(channel.name or (kind if counts[kind] == 1 else f"{kind}-{counts[kind]}"))
-    return names
-
-
-class Settings(_Section):
+class Settings(Section):
     instance: InstanceSettings = InstanceSettings()
     exchange: ExchangeSettings = ExchangeSettings()
     trading: TradingSettings

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 from prometheus_client import CollectorRegistry, Counter
 
-from quantmesh.config.schema import NotificationSettings, channel_names
+from quantmesh.config.notifications import NotificationSettings, channel_names
 from quantmesh.notify.bursts import RejectionBursts
 from quantmesh.notify.channels import DeliveryFailed, HttpChannel, build_channel
 from quantmesh.notify.dispatcher import Dispatcher, Job, Route

@@ -22,7 +22,7 @@ from urllib.parse import urlsplit
 
 import aiohttp
 
-from quantmesh.config.schema import ChannelSettings
+from quantmesh.config.notifications import ChannelSettings
 from quantmesh.notify.events import Event, Json
 from quantmesh.notify.formats import (
     SIGNATURE_HEADER,

@@ -22,7 +22,7 @@ from typing import Any, Final
 import structlog
 
 from quantmesh.cancel import cancel_and_wait
-from quantmesh.config.schema import NotificationLevel
+from quantmesh.config.notifications import NotificationLevel
 from quantmesh.notify.bursts import RejectionBursts
 from quantmesh.notify.election import Election
 from quantmesh.notify.events import Event, Notifier, level_rank

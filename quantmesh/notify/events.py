@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Final, Literal, Protocol, get_args
 
-from quantmesh.config.schema import NotificationEvent, NotificationLevel
+from quantmesh.config.notifications import NotificationEvent, NotificationLevel
 
 Scope = Literal["symbol", "instance", "fleet"]
 # Every event a channel can ask for, and the ones ``all`` means (round trips are opt-in).

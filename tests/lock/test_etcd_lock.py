@@ -257,7 +257,7 @@ class FakeClient:
         return self.reply
 
     async def close(self) -> None:
-        pass
+        return None  # nothing to close: no connection was opened
 
 
 @pytest.mark.parametrize("reply", [{}, {"ID": "not-a-number"}, {"ID": "1", "TTL": None}])

@@ -15,7 +15,7 @@ from typing import Any, Self
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
-from quantmesh.config.schema import ChannelSettings
+from quantmesh.config.notifications import ChannelSettings
 from quantmesh.notify.build import notifications_counter
 from quantmesh.notify.channels import build_channel
 from quantmesh.notify.events import Event

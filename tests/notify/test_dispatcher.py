@@ -10,7 +10,7 @@ from decimal import Decimal
 import pytest
 from prometheus_client import CollectorRegistry
 
-from quantmesh.config.schema import NotificationSettings
+from quantmesh.config.notifications import NotificationSettings
 from quantmesh.notify.build import build_notifier, send_test, wanted_events
 from quantmesh.notify.bursts import RejectionBursts
 from quantmesh.notify.dispatcher import Dispatcher

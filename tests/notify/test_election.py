@@ -10,7 +10,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 from redis.asyncio import Redis
 
-from quantmesh.config.schema import NotificationSettings
+from quantmesh.config.notifications import NotificationSettings
 from quantmesh.notify.build import build_notifier
 from quantmesh.notify.election import RedisElection, smallest_id
 from quantmesh.notify.events import lock_halted, symbol_taken_over

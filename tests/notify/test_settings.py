@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from quantmesh.config.load import parse_settings, render_effective
-from quantmesh.config.schema import NotificationEvent, NotificationEventChoice, channel_names
+from quantmesh.config.notifications import NotificationEvent, NotificationEventChoice, channel_names
 from quantmesh.errors import ConfigError
 from quantmesh.notify.events import EVENT_KINDS
 from quantmesh.wiring import secret_values
