@@ -28,9 +28,9 @@ import os
 import re
 import secrets
 import socket
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, TypeVar
 
 from redis.exceptions import RedisError
 
@@ -39,6 +39,7 @@ from quantmesh.lock.redis import RedisClient, lock_error
 
 # A database kind goes into a JSON string written by Lua: letters, digits and _ only.
 _KIND = re.compile(r"[^A-Za-z0-9_]")
+_Raw = TypeVar("_Raw")
 
 # KEYS[1] members, KEYS[2] info; ARGV[1] id, ARGV[2] token, ARGV[3] ttl ms, ARGV[4] info.
 # Returns {1} when registered, else {0, the other entry's info, its ms left}.
@@ -217,24 +218,8 @@ class Fleet:
     async def members(self) -> list[Member]:
         """Every member whose heartbeat has not lapsed (this one included, if registered)."""
         infos = await self._eval(_MEMBERS, (self._members_key, self._info_key), ())
-        found = []
-        for raw in infos:
-            if raw is None:
-                continue
-            try:
-                info = json.loads(_text(raw))
-                database = info.get("database")
-                found.append(
-                    Member(
-                        info["id"],
-                        info["role"],
-                        frozenset(info["symbols"]),
-                        database if isinstance(database, str) else None,
-                    )
-                )
-            except (ValueError, KeyError, TypeError):  # a peer this version cannot read
-                continue
-        return found
+        entries = [member_of_entry(raw, _text) for raw in infos if raw is not None]
+        return [member for member in entries if member is not None]
 
     async def leave(self) -> bool:
         """Drop this instance's membership at once (a clean stop); True if it was ours."""
@@ -288,6 +273,22 @@ class Fleet:
         items = raw.items() if isinstance(raw, dict) else zip(raw[::2], raw[1::2], strict=True)
         records = {_text(key): _readable(value) for key, value in items}
         return {symbol: record for symbol, record in records.items() if record is not None}
+
+
+def member_of_entry(raw: _Raw, decode: Callable[[_Raw], str]) -> Member | None:
+    """A membership entry (``raw``, turned into JSON text by ``decode``) as a ``Member``;
+    None for a peer this version cannot read, decoding included."""
+    try:
+        info = json.loads(decode(raw))
+        database = info.get("database")
+        return Member(
+            info["id"],
+            info["role"],
+            frozenset(info["symbols"]),
+            database if isinstance(database, str) else None,
+        )
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return None
 
 
 def _readable(raw: bytes | str | None) -> OwnerRecord | None:

@@ -55,7 +55,7 @@ from functools import partial
 from typing import Any, Literal
 
 from quantmesh.coordination.allocation import Member
-from quantmesh.coordination.fleet import OwnerRecord, Recorded, Registration
+from quantmesh.coordination.fleet import OwnerRecord, Recorded, Registration, member_of_entry
 from quantmesh.errors import LockError
 from quantmesh.lock.etcd import EtcdClient, EtcdNotFound, parsed
 
@@ -194,22 +194,8 @@ class EtcdFleet:
 
     async def members(self) -> list[Member]:
         """Every member whose lease has not lapsed (this one included, if registered)."""
-        found = []
-        for kv in await self._range(self._members):
-            try:
-                info = json.loads(_text(kv["value"]))
-                database = info.get("database")
-                found.append(
-                    Member(
-                        info["id"],
-                        info["role"],
-                        frozenset(info["symbols"]),
-                        database if isinstance(database, str) else None,
-                    )
-                )
-            except (ValueError, KeyError, TypeError):  # a peer this version cannot read
-                continue
-        return found
+        found = [member_of_entry(kv, _value) for kv in await self._range(self._members)]
+        return [member for member in found if member is not None]
 
     async def leave(self) -> bool:
         """Drop this instance's membership at once (a clean stop); True if it was ours."""
@@ -347,6 +333,10 @@ class EtcdFleet:
             "/v3/kv/range", {"key": _b64(prefix), "range_end": _range_end(prefix)}, "read"
         )
         return parsed(lambda: list(reply.get("kvs", [])))
+
+
+def _value(kv: dict[str, Any]) -> str:
+    return _text(kv["value"])
 
 
 def _absent(name: str) -> dict[str, Any]:
