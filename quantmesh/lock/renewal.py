@@ -131,6 +131,11 @@ async def _watch(
                 log.warning("lock_extend_failed", key=held.lease.key, error=str(exc) or "timeout")
                 delay = min(period, left / 2)
                 continue
+        if _cancelled():
+            # Our own cancellation, swallowed by the client as its answer arrived (Python
+            # 3.11's wait_for): stop now, or whoever waits for the watchdog waits out its
+            # patience - a hand-off or a release stalled for seconds.
+            raise asyncio.CancelledError
         if renewed is None:
             held.lost = True
             log.error("lock_lost", key=held.lease.key, fence=held.lease.fence)
