@@ -195,16 +195,7 @@ class Fleet:
     async def heartbeat(self, symbols: frozenset[str] | None = None) -> Registration:
         """Register or renew this instance's membership for ``ttl`` seconds, claiming
         ``symbols`` (default: all it is configured with)."""
-        info = {
-            "id": self.me.id,
-            "token": self.token,
-            "role": self.me.role,
-            "symbols": sorted(self.me.symbols if symbols is None else symbols),
-            "host": self._host,
-            "pid": os.getpid(),
-            "database": self.me.database,
-            "database_shared": self.me.shared_database,
-        }
+        info = entry_of(self.me, self.token, self._host, symbols)
         answer = await self._eval(
             _HEARTBEAT,
             (self._members_key, self._info_key),
@@ -273,6 +264,20 @@ class Fleet:
         items = raw.items() if isinstance(raw, dict) else zip(raw[::2], raw[1::2], strict=True)
         records = {_text(key): _readable(value) for key, value in items}
         return {symbol: record for symbol, record in records.items() if record is not None}
+
+
+def entry_of(me: Member, token: str, host: str, symbols: frozenset[str] | None) -> dict[str, Any]:
+    """This instance's membership entry, claiming ``symbols`` (default: all of its own)."""
+    return {
+        "id": me.id,
+        "token": token,
+        "role": me.role,
+        "symbols": sorted(me.symbols if symbols is None else symbols),
+        "host": host,
+        "pid": os.getpid(),
+        "database": me.database,
+        "database_shared": me.shared_database,
+    }
 
 
 def member_of_entry(raw: _Raw, decode: Callable[[_Raw], str]) -> Member | None:

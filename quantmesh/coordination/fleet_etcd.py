@@ -46,7 +46,6 @@ import base64
 import contextlib
 import json
 import math
-import os
 import secrets
 import socket
 import time
@@ -55,7 +54,13 @@ from functools import partial
 from typing import Any, Literal
 
 from quantmesh.coordination.allocation import Member
-from quantmesh.coordination.fleet import OwnerRecord, Recorded, Registration, member_of_entry
+from quantmesh.coordination.fleet import (
+    OwnerRecord,
+    Recorded,
+    Registration,
+    entry_of,
+    member_of_entry,
+)
 from quantmesh.errors import LockError
 from quantmesh.lock.etcd import EtcdClient, EtcdNotFound, parsed
 
@@ -136,16 +141,7 @@ class EtcdFleet:
     async def heartbeat(self, symbols: frozenset[str] | None = None) -> Registration:
         """Register or renew this instance's membership for ``ttl`` seconds (etcd's whole
         seconds, rounded up), claiming ``symbols`` (default: all it is configured with)."""
-        info = {
-            "id": self.me.id,
-            "token": self.token,
-            "role": self.me.role,
-            "symbols": sorted(self.me.symbols if symbols is None else symbols),
-            "host": self._host,
-            "pid": os.getpid(),
-            "database": self.me.database,
-            "database_shared": self.me.shared_database,
-        }
+        info = entry_of(self.me, self.token, self._host, symbols)
         value = _b64(json.dumps(info))
         for _ in range(_WRITE_ATTEMPTS):
             kv = await self._register(value)
