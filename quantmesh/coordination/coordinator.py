@@ -54,8 +54,10 @@ from typing import TYPE_CHECKING
 import structlog
 
 from quantmesh.cancel import cancel_and_wait
-from quantmesh.coordination.allocation import Member, Mode, Role, wanted
+from quantmesh.coordination.allocation import Member, Mode, wanted
 from quantmesh.coordination.fallback import FallbackLeases
+from quantmesh.coordination.membership import member_of
+from quantmesh.coordination.takeover import other_database, takeover_grace
 from quantmesh.errors import InstanceIdInUse, LockError, LockLost, LockTimeout, LockUnavailable
 from quantmesh.lock.base import DistributedLock
 from quantmesh.lock.keys import LockKeys
@@ -63,8 +65,10 @@ from quantmesh.lock.renewal import RenewedLease, renewed
 from quantmesh.notify.events import NOP, Notifier, symbol_taken_over
 from quantmesh.observability.metrics import Metrics
 
-if TYPE_CHECKING:  # the fleet needs Redis: imported by a fleet's wiring, not alone
-    from quantmesh.coordination.fleet import FleetStore, OwnerRecord, Recorded
+if TYPE_CHECKING:
+    from quantmesh.coordination.membership import FleetStore, Recorded
+
+__all__ = ["Claim", "Coordinator", "LocalFallback", "member_of"]
 
 log = structlog.get_logger(__name__)
 
@@ -503,7 +507,7 @@ class Coordinator:
         owner may still believe it trades the symbol."""
         recorded = await self._record(fleet, symbol, "held", fence, since)
         if recorded is not None and recorded.other_database:
-            reason = self._other_database(symbol, recorded.previous, fleet)
+            reason = other_database(self.me, symbol, recorded.previous, fleet)
             self._not_claim(symbol, reason)
             raise _NotTaken(f"{symbol}: {reason}")
         if recorded is None and not self.me.shared_database:
@@ -536,21 +540,6 @@ class Coordinator:
         if grace > 0:
             log.warning("ownership_grace", symbol=symbol, seconds=round(grace, 2), reason=reason)
         return grace
-
-    def _other_database(self, symbol: str, previous: OwnerRecord | None, fleet: FleetStore) -> str:
-        """Why ``symbol`` is not taken over from its recorded owner on another database."""
-        owner = previous.owner if previous is not None else "another instance"
-        if not self.me.shared_database:
-            why = f"this instance's database ({self.me.database}) is not shared"
-        else:
-            kind = previous.database if previous is not None else None
-            why = f"{owner}'s database ({kind or 'unknown'}) is not shared"
-        return (
-            f"last traded by {owner}, and {why}: its grid and open orders are not in this "
-            "instance's database, so a take-over would start a second grid beside them. "
-            f"Trade it from {owner} again; to move it, cancel its open orders, then delete "
-            f"its ownership record (HDEL {fleet.owners_key} {symbol})"
-        )
 
     async def _keep_record(
         self, fleet: FleetStore, symbol: str, held: RenewedLease, since: float
@@ -620,49 +609,6 @@ class Coordinator:
                 if key in self._owner_keys
             ),
         }
-
-
-def member_of(
-    instance_id: str, role: str, symbols: Iterable[str], database: str | None = None
-) -> Member:
-    """This instance as the fleet sees it; ``database`` is its ``database.type``."""
-    as_role: Role = "standby" if role == "standby" else "master"
-    return Member(instance_id, as_role, frozenset(symbols), database)
-
-
-def takeover_grace(
-    recorded: Recorded | None, fence: int, me: str, lease_ttl: float
-) -> tuple[float, str]:
-    """How long a new owner waits before trading, and why. Pure.
-
-    Normally nothing: the former owner released the symbol, or its lease ran out before
-    this one was granted. But Redis can lose a lease early (a restart without persistence,
-    a failover to a replica that missed it) while the former owner still believes it
-    valid - until its deadline, at most ``until`` (the end of its last recorded renewal)
-    plus the renewal period. Without a record to tell, or with one too old to trust, wait
-    a whole lease.
-    """
-    if recorded is None:
-        return lease_ttl, "the ownership record could not be read"
-    previous = recorded.previous
-    if previous is None:
-        return lease_ttl, "no ownership record: Redis lost its data, or a first start"
-    if previous.fence == fence:
-        return lease_ttl, "the record was written twice (a retried call): former owner unknown"
-    if previous.state == "released" or previous.owner == me:
-        return 0.0, ""
-    if previous.until is None:
-        return lease_ttl, "the ownership record does not say when the lease ends"
-    left = previous.until - recorded.now
-    if left < -lease_ttl:
-        # Older than any live lease could be: Redis restored an old snapshot, or the
-        # owner could not refresh its record for long - wait a whole lease.
-        return lease_ttl, "the ownership record is stale: Redis may have restored old data"
-    if left > 0:
-        # capped: a server clock that jumped must not park the symbol for hours
-        grace = min(left, lease_ttl) + lease_ttl / 3
-        return grace, f"{previous.owner}'s lease may still be valid: lost early"
-    return 0.0, ""
 
 
 def _cancelling() -> bool:

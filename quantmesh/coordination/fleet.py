@@ -24,22 +24,26 @@ an empty grid beside the old one's open orders).
 from __future__ import annotations
 
 import json
-import os
 import re
 import secrets
 import socket
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import Any, Literal, Protocol, TypeVar
+from collections.abc import Sequence
+from typing import Any
 
 from redis.exceptions import RedisError
 
 from quantmesh.coordination.allocation import Member
+from quantmesh.coordination.membership import (
+    OwnerRecord,
+    Recorded,
+    Registration,
+    entry_of,
+    member_of_entry,
+)
 from quantmesh.lock.redis import RedisClient, lock_error
 
 # A database kind goes into a JSON string written by Lua: letters, digits and _ only.
 _KIND = re.compile(r"[^A-Za-z0-9_]")
-_Raw = TypeVar("_Raw")
 
 # KEYS[1] members, KEYS[2] info; ARGV[1] id, ARGV[2] token, ARGV[3] ttl ms, ARGV[4] info.
 # Returns {1} when registered, else {0, the other entry's info, its ms left}.
@@ -109,65 +113,6 @@ redis.call('HSET', KEYS[1], ARGV[1], string.format(
   ARGV[2], ARGV[3], ARGV[4], until_ms, ARGV[6], ARGV[7], ARGV[8]))
 return {1, previous or false, string.format('%d', now)}
 """
-
-
-@dataclass(frozen=True, slots=True)
-class Registration:
-    """The answer to a heartbeat: registered, or the other live entry with this id."""
-
-    ok: bool
-    other: dict[str, Any] | None = None
-    other_left: float = 0.0  # seconds until the other entry lapses unless renewed
-
-
-@dataclass(frozen=True, slots=True)
-class OwnerRecord:
-    owner: str
-    state: Literal["held", "released"]
-    fence: int
-    until: float | None  # server clock, seconds: a held lease ends by then at the latest
-    # (None: a record of an older version, which did not say)
-    since: float  # the owner's wall clock when it took the symbol, seconds
-    # whether the owner's database is shared, and its kind (None: a record of an older
-    # version, which did not say)
-    shared: bool | None = None
-    database: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Recorded:
-    """The answer to ``record_owner``."""
-
-    stored: bool  # False: a newer owner's record is stored, or another database's
-    previous: OwnerRecord | None
-    now: float  # server clock, seconds
-    # Not stored because the previous owner is another instance and the symbol cannot move
-    # between the two databases (one of them is not shared): its grid is not ours to take.
-    other_database: bool = False
-
-
-class FleetStore(Protocol):
-    """What the coordinator needs of a fleet's store: membership heartbeats and ownership
-    records (``Fleet`` on Redis, ``EtcdFleet`` on etcd)."""
-
-    me: Member
-    ttl: float
-    token: str
-
-    async def heartbeat(self, symbols: frozenset[str] | None = None) -> Registration: ...
-
-    async def members(self) -> list[Member]: ...
-
-    async def leave(self) -> bool: ...
-
-    async def record_owner(self, symbol: str, state: str, fence: int, since: float) -> Recorded: ...
-
-    @property
-    def owners_key(self) -> str: ...
-
-    async def owner(self, symbol: str) -> OwnerRecord | None: ...
-
-    async def owners(self) -> dict[str, OwnerRecord]: ...
 
 
 class Fleet:
@@ -248,6 +193,10 @@ class Fleet:
         """The Redis hash of ownership records (for the operator: ``HDEL`` a record)."""
         return self._owners_key
 
+    def forget_command(self, symbol: str) -> str:
+        """How an operator deletes ``symbol``'s ownership record: ``redis-cli HDEL``."""
+        return f"redis-cli HDEL '{self._owners_key}' {symbol}"
+
     async def _command(self, *args: str) -> Any:
         try:
             return await self._client.execute_command(*args)
@@ -264,36 +213,6 @@ class Fleet:
         items = raw.items() if isinstance(raw, dict) else zip(raw[::2], raw[1::2], strict=True)
         records = {_text(key): _readable(value) for key, value in items}
         return {symbol: record for symbol, record in records.items() if record is not None}
-
-
-def entry_of(me: Member, token: str, host: str, symbols: frozenset[str] | None) -> dict[str, Any]:
-    """This instance's membership entry, claiming ``symbols`` (default: all of its own)."""
-    return {
-        "id": me.id,
-        "token": token,
-        "role": me.role,
-        "symbols": sorted(me.symbols if symbols is None else symbols),
-        "host": host,
-        "pid": os.getpid(),
-        "database": me.database,
-        "database_shared": me.shared_database,
-    }
-
-
-def member_of_entry(raw: _Raw, decode: Callable[[_Raw], str]) -> Member | None:
-    """A membership entry (``raw``, turned into JSON text by ``decode``) as a ``Member``;
-    None for a peer this version cannot read, decoding included."""
-    try:
-        info = json.loads(decode(raw))
-        database = info.get("database")
-        return Member(
-            info["id"],
-            info["role"],
-            frozenset(info["symbols"]),
-            database if isinstance(database, str) else None,
-        )
-    except (ValueError, KeyError, TypeError, AttributeError):
-        return None
 
 
 def _readable(raw: bytes | str | None) -> OwnerRecord | None:

@@ -1,6 +1,6 @@
 """The fleet on etcd: membership heartbeats and the record of who owns which symbol.
 
-The same records and answers as ``Fleet`` on Redis (``quantmesh.coordination.fleet``),
+The same records and answers (``quantmesh.coordination.membership``) as ``Fleet`` on Redis,
 through etcd's v3 JSON gateway (``EtcdGateway``, the lock's client). Keys, under the lock
 prefix (``quantmesh:lock:{fleet:binance}:...``):
 
@@ -54,7 +54,7 @@ from functools import partial
 from typing import Any, Literal
 
 from quantmesh.coordination.allocation import Member
-from quantmesh.coordination.fleet import (
+from quantmesh.coordination.membership import (
     OwnerRecord,
     Recorded,
     Registration,
@@ -305,6 +305,10 @@ class EtcdFleet:
         """The prefix of the ownership records (for the operator: ``etcdctl del`` a
         record, ``<prefix><symbol>``)."""
         return self._owners
+
+    def forget_command(self, symbol: str) -> str:
+        """How an operator deletes ``symbol``'s ownership record: ``etcdctl del``."""
+        return f"etcdctl del '{self._owners}{symbol}'"
 
     async def owner(self, symbol: str) -> OwnerRecord | None:
         """The ownership record of one symbol, if there is a readable one."""

@@ -11,7 +11,7 @@ from typing import Any
 
 from quantmesh.cancel import cancel_and_wait
 from quantmesh.coordination.coordinator import Coordinator, member_of
-from quantmesh.coordination.fleet import Recorded
+from quantmesh.coordination.membership import Recorded
 from quantmesh.lock.base import Lease
 from quantmesh.lock.renewal import RenewedLease, renewed
 from quantmesh.observability.metrics import Metrics

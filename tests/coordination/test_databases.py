@@ -68,7 +68,7 @@ async def test_no_take_over_from_an_unshared_database_and_its_owner_resumes(
         await until(lambda: ETH in not_claimed(c.coordinator.status()), timeout=2 * TTL + 3)
         reason = not_claimed(c.coordinator.status())[ETH]
         assert reason.startswith("last traded by a, and a's database (sqlite) is not shared")
-        assert "HDEL quantmesh:lock:{fleet:simulated}:owners ETH/USDT" in reason
+        assert "redis-cli HDEL 'quantmesh:lock:{fleet:simulated}:owners' ETH/USDT" in reason
         await asyncio.sleep(3 * CHECK)
         assert c.trading() == set()
         assert c.sample("quantmesh_failovers_total", symbol=ETH) == 0

@@ -17,8 +17,9 @@ import pytest
 
 from quantmesh.coordination.allocation import Member
 from quantmesh.coordination.coordinator import Coordinator, member_of
-from quantmesh.coordination.fleet import Fleet, FleetStore
+from quantmesh.coordination.fleet import Fleet
 from quantmesh.coordination.fleet_etcd import EtcdFleet
+from quantmesh.coordination.membership import FleetStore
 from quantmesh.errors import InstanceIdInUse, LockTimeout, LockUnavailable
 from quantmesh.lock.etcd import EtcdGateway, EtcdLock
 from quantmesh.lock.keys import LockKeys

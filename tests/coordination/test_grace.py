@@ -8,8 +8,8 @@ import time
 
 from redis.asyncio import Redis
 
-from quantmesh.coordination.coordinator import takeover_grace
-from quantmesh.coordination.fleet import OwnerRecord, Recorded
+from quantmesh.coordination.membership import OwnerRecord, Recorded
+from quantmesh.coordination.takeover import takeover_grace
 from tests.servers.redis import RedisServer
 from tests.trading.support import until
 
