@@ -134,6 +134,20 @@ class Repository(Protocol):
         """
         ...
 
+    async def record_batch(
+        self,
+        symbol: str,
+        orders: Sequence[Order],
+        fills: Sequence[Fill],
+        levels: Sequence[LevelState],
+        round_trips: Sequence[RoundTrip],
+        fence: int,
+    ) -> bool:
+        """Several executions of ``symbol`` in one transaction, as ``record_execution``
+        does one: order updates apply in sequence, the last state of each level wins;
+        ``False`` (nothing written) on a stale fence."""
+        ...
+
     async def known_trade_ids(self, symbol: str, trade_ids: Sequence[str]) -> set[str]:
         """Which of ``trade_ids`` are stored together with their effect on the grid level.
 

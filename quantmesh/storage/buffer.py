@@ -16,7 +16,8 @@ they were made.
 What each call does while writes are buffered:
 
 - ``save_order(s)``, ``save_fill(s)``, ``save_round_trip``: buffered, return ``None``.
-- ``record_execution``, ``save_levels``, ``set_grid_shape``: buffered, return ``True``.
+- ``record_execution``, ``record_batch``, ``save_levels``, ``set_grid_shape``: buffered,
+  return ``True``.
   These compare-and-set the grid's fence, which cannot be checked without the database;
   the caller holds the symbol's lease and trades on from memory. On replay, a stale fence
   (another instance took the grid over meanwhile) keeps the facts and dead-letters the
@@ -230,20 +231,38 @@ class BufferedRepository:
         round_trips: Sequence[RoundTrip],
         fence: int,
     ) -> bool:
-        fill_batch, level_batch, trip_batch = tuple(fills), tuple(levels), tuple(round_trips)
+        return await self.record_batch(
+            order.symbol, [order], fills, levels, round_trips, fence, operation="record_execution"
+        )
+
+    async def record_batch(
+        self,
+        symbol: str,
+        orders: Sequence[Order],
+        fills: Sequence[Fill],
+        levels: Sequence[LevelState],
+        round_trips: Sequence[RoundTrip],
+        fence: int,
+        *,
+        operation: str = "record_batch",
+    ) -> bool:
+        order_batch, fill_batch = tuple(orders), tuple(fills)
+        level_batch, trip_batch = tuple(levels), tuple(round_trips)
         return await self._write(
-            "record_execution",
+            operation,
             lambda seq: Record(
                 seq,
                 "execution",
-                symbol=order.symbol,
-                orders=(order,),
+                symbol=symbol,
+                orders=order_batch,
                 fills=fill_batch,
                 levels=level_batch,
                 round_trips=trip_batch,
                 fence=fence,
             ),
-            lambda: self._inner.record_execution(order, fill_batch, level_batch, trip_batch, fence),
+            lambda: self._inner.record_batch(
+                symbol, order_batch, fill_batch, level_batch, trip_batch, fence, operation=operation
+            ),
             True,
         )
 

@@ -16,7 +16,6 @@ import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Literal
 
 import structlog
 
@@ -57,6 +56,7 @@ from quantmesh.trading.risk import PeakStore, RiskGuard
 from quantmesh.trading.risk import Record as RiskRecord
 from quantmesh.trading.sender import OrderSender
 from quantmesh.trading.steering import Steering
+from quantmesh.trading.write_behind import WriteBehind
 
 log = structlog.get_logger(__name__)
 
@@ -124,7 +124,10 @@ class Trader:
         self._notifier = notifier
         self.symbol = settings.symbol
         self._exchange = exchange
-        self._repo = repository
+        # order and fill records are stored behind the trader's back, in order
+        self._repo = WriteBehind(
+            repository, settings.symbol, fence=lambda: self._fence(), on_refused=self.stop_placing
+        )
         self._reconcile_locker = locker if reconcile_locker is None else reconcile_locker
         self._keys = lock_keys
         self._metrics = metrics
@@ -134,7 +137,7 @@ class Trader:
         self._wall = wall_clock
         self._mutex = asyncio.Lock()
         self._placing = True
-        self._quiesced: asyncio.Task[Literal[True]] | None = None
+        self._quiesced: asyncio.Task[None] | None = None
         self._sender = OrderSender(
             settings.symbol,
             exchange=exchange,
@@ -185,13 +188,15 @@ class Trader:
             # Subscribe before reconciling, so no update falls between the two.
             updates = self._exchange.watch_orders(self.symbol)
             ticks = self._exchange.watch_ticks(self.symbol)
-            started = await self._start(ticks)
             try:
+                started = await self._start(ticks)
                 async with asyncio.TaskGroup() as tg:
+                    tg.create_task(self._repo.watch())
                     tg.create_task(self._order_loop(started.book, updates))
                     tg.create_task(started.reconciler.run())
                     await self._tick_loop(started, ticks)
             finally:
+                await self._repo.close()  # the symbol is not left with records unstored
                 await self._steering.risk.close()
 
     async def _start(self, ticks: AsyncIterator[Tick]) -> Started:
@@ -386,7 +391,8 @@ class Trader:
         return [] if self.book is None else self.book.holding_levels()
 
     async def quiesce(self) -> None:
-        """Wait until no exchange call or write is in flight, then keep it that way.
+        """Wait until no exchange call is in flight and every record is stored, then keep
+        it that way.
 
         Takes the mutex and never gives it back: call only on the way out. Callers may
         overlap (a hand-off and a shutdown): they all wait for the same acquisition, and
@@ -394,8 +400,12 @@ class Trader:
         """
         self.stop_placing()
         if self._quiesced is None:
-            self._quiesced = asyncio.ensure_future(self._mutex.acquire())
+            self._quiesced = asyncio.ensure_future(self._settle())
         await asyncio.shield(self._quiesced)
+
+    async def _settle(self) -> None:
+        await self._mutex.acquire()
+        await self._repo.close()
 
     async def cancel_open_orders(self, concurrency: int = 8) -> int:
         """Cancel every open order of this grid (``cancel_on_exit``); call after quiesce.
@@ -423,6 +433,7 @@ class Trader:
                     tg.create_task(cancel_one(tracked))
         finally:
             await self._record_answers(book, answers)
+            await self._repo.close()
         return len(book.open_orders())
 
     # loops -----------------------------------------------------------------------------
@@ -600,13 +611,10 @@ class Trader:
         effect = book.effect(OrderUpdate(update.order, fills), self._wall())
         if effect is None:
             return  # a foreign order, another grid's, or a stale update
-        stored = await self._repo.record_execution(
+        # Queued, not awaited: a refusal (stale fence) stops placing from the write-behind.
+        await self._repo.record_execution(
             update.order, effect.fills, effect.levels, effect.round_trips, self._fence()
         )
-        if not stored:
-            self.stop_placing()
-            log.error("grid_write_refused", client_order_id=update.order.client_order_id)
-            raise LockLost(f"grid:{self.symbol}")
         book.commit(effect)
         self._report(book, effect)
 
