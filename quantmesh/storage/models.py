@@ -26,6 +26,7 @@ from sqlalchemy import (
     Numeric,
     String,
     Table,
+    Text,
     UniqueConstraint,
     true,
 )
@@ -299,3 +300,28 @@ class RiskPeakRow(Base):
 
 
 risk_peaks: Final = cast(Table, RiskPeakRow.__table__)
+
+
+LOCK_NAME_LEN: Final = 255  # a lock key under its prefix; a utf8mb4 key of 1020 bytes
+
+
+class LockLeaseRow(Base):
+    """A lease of the database lock backend (``quantmesh.lock.sql``) or a fleet entry
+    (``quantmesh.coordination.fleet_sql``), one row per name, kept after its release so
+    its ``fence`` never goes back. ``token`` names the holder (NULL: released);
+    ``expires_us`` is when the lease ends on the database server's clock (microseconds
+    since the epoch); ``data`` is a fleet entry's JSON. No ``exchange`` column: the name
+    carries it."""
+
+    __tablename__ = "lock_leases"
+    __table_args__ = (UniqueConstraint("name"),)
+
+    id: Mapped[int] = mapped_column(_ID_TYPE, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(LOCK_NAME_LEN))
+    token: Mapped[str | None] = mapped_column(String(ID_LEN), nullable=True)
+    fence: Mapped[int] = mapped_column(BigInteger())
+    expires_us: Mapped[int] = mapped_column(BigInteger())
+    data: Mapped[str | None] = mapped_column(Text(), nullable=True)
+
+
+lock_leases: Final = cast(Table, LockLeaseRow.__table__)

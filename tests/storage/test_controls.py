@@ -352,7 +352,7 @@ async def test_upgrading_a_database_with_data_from_0003_adds_the_control_tables(
         assert await repo.record_execution(filled, [fill("t1")], [level], [], fence=1)
         await repo.start()  # upgrades to the head
         head = await repo._runner.run("test", migrate.current_revision, write=False)
-        assert head == migrate.head_revision() == "0005"
+        assert head == migrate.head_revision() == "0006"
         assert await repo._runner.run("test", migrate.drift, write=False) == []
         assert await repo.get_order("c1") == filled
         assert await repo.known_trade_ids(SYMBOL, ["t1"]) == {"t1"}
@@ -367,7 +367,7 @@ async def test_upgrading_a_database_with_data_from_0003_adds_the_control_tables(
 
 
 async def test_downgrading_to_0003_drops_only_the_later_tables(backend: Backend) -> None:
-    """0005's risk peaks and 0004's control tables go; the rest stays."""
+    """0006's leases, 0005's risk peaks and 0004's control tables go; the rest stays."""
     from alembic import command
 
     repo = SqlRepository(engine_of(backend), "binance")
@@ -387,6 +387,7 @@ async def test_downgrading_to_0003_drops_only_the_later_tables(backend: Backend)
             "symbol_controls",
             "control_audit",
             "risk_peaks",
+            "lock_leases",
         }
         assert await repo.get_order("c1") == order("c1")
     finally:

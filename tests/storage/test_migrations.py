@@ -102,8 +102,9 @@ def described(diffs: list[Any]) -> list[tuple[str, str]]:
     return sorted(named)
 
 
-# what revisions 0004 and 0005 add
-_PEAK_TABLE = [("add_table", "risk_peaks")]
+# what revisions 0004, 0005 and 0006 add
+_LEASE_TABLE = [("add_table", "lock_leases")]
+_PEAK_TABLE = [("add_table", "risk_peaks"), *_LEASE_TABLE]
 _CONTROL_TABLES = [
     ("add_index", "ix_control_audit_exchange_symbol_id"),
     ("add_table", "control_audit"),
@@ -134,6 +135,7 @@ _CONTROL_TABLES = [
         ),
         ("0003", _CONTROL_TABLES),
         ("0004", _PEAK_TABLE),
+        ("0005", _LEASE_TABLE),
     ],
 )
 async def test_the_drift_check_sees_what_a_revision_lacks(
