@@ -25,6 +25,7 @@ def config_warnings(settings: Settings) -> list[str]:
             "/api/status is readable by anyone who reaches it, and state-changing endpoints "
             "are refused; set http.token (e.g. ${QUANTMESH_HTTP_TOKEN}) or bind to 127.0.0.1"
         )
+    warnings.extend(_unused_lock_server(settings))
     name = settings.exchange.name
     if settings.distributed_lock.enabled and name != "simulated":
         from quantmesh.exchange.ccxt import expiry
@@ -38,6 +39,27 @@ def config_warnings(settings: Settings) -> list[str]:
                 "over"
             )
     return warnings
+
+
+# The section that says how to reach each lock server (``distributed_lock.type``).
+_SERVER_SECTIONS = ("redis", "etcd")
+
+
+def _unused_lock_server(settings: Settings) -> list[str]:
+    """With the lock on, the sections of the lock servers it does not use: a line each,
+    so a fleet meant to share one server is not left on another by a forgotten ``type``.
+    (Alone, with the lock off, a section kept for later is harmless.)"""
+    lock = settings.distributed_lock
+    if not lock.enabled:
+        return []
+    return [
+        f"{section}: set but not used (distributed_lock.type is {lock.type}): this "
+        f"instance shares its locks on {lock.type}, not {section}; set "
+        f"distributed_lock.type: {section} if every instance of the fleet should use it, "
+        "or remove the section"
+        for section in _SERVER_SECTIONS
+        if section != lock.type and section in settings.model_fields_set
+    ]
 
 
 def _loopback(host: str) -> bool:

@@ -18,6 +18,7 @@ from quantmesh.control.board import ControlBoard
 from quantmesh.control.desired import ACTIVE, Action, Desired
 from quantmesh.control.reload import ReloadReport, diff, effective
 from quantmesh.coordination.coordinator import Claim, Coordinator, LocalFallback, member_of
+from quantmesh.coordination.servers import LockServer, lock_server
 from quantmesh.endpoints import build_http
 from quantmesh.errors import LockError, StartupError
 from quantmesh.exchange.base import Exchange
@@ -29,7 +30,7 @@ from quantmesh.lock.keys import Granularity, LockKeys
 from quantmesh.lock.metered import MeteredLock
 from quantmesh.lock.nop import NopLock
 from quantmesh.notify.build import build_notifier
-from quantmesh.notify.election import RedisElection, smallest_id
+from quantmesh.notify.election import smallest_id
 from quantmesh.notify.events import NOP, NotificationService, Notifier, SymbolDay
 from quantmesh.notify.summary import DailySummary, ReadDay
 from quantmesh.observability.collectors import ServiceCollector, bind_exchange_clock
@@ -49,10 +50,8 @@ from quantmesh.trading.risk import RISK_ACTOR, PeakStore
 from quantmesh.trading.risk import Record as RiskRecord
 from quantmesh.trading.trader import Trader, TraderSettings
 
-if TYPE_CHECKING:  # Redis is imported when the settings ask for it: a lone instance starts faster
+if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncEngine
-
-    from quantmesh.lock.redis import RedisClient
 
 log = structlog.get_logger(__name__)
 
@@ -65,6 +64,7 @@ def secret_values(settings: Settings) -> list[str]:
         settings.exchange.password.get_secret_value(),
         settings.redis.password.get_secret_value(),
         settings.redis.sentinel_password.get_secret_value(),
+        settings.etcd.password.get_secret_value(),
         settings.http.token.get_secret_value(),
         *dsn_passwords(settings.database.dsn.get_secret_value()),
     ]
@@ -92,44 +92,39 @@ def build_exchange(settings: Settings) -> Exchange:
     return build_ccxt_exchange(settings.exchange)
 
 
-def build_lock(
-    settings: Settings, metrics: Metrics | None = None, client: RedisClient | None = None
-) -> ServiceLock:
-    """NopLock for a single instance; else the Redis lock behind its health-checked fallback.
+def build_lock(settings: Settings, metrics: Metrics | None = None) -> ServiceLock:
+    """NopLock for a single instance; else the lock server's lock (``distributed_lock.
+    type``) behind its health-checked fallback.
 
-    Nothing connects here: the first lock call or health check does, so a Redis that is
-    down at start-up halts trading (or falls back) exactly as one that fails later.
+    Nothing connects here: the first lock call or health check does, so a lock server
+    that is down at start-up halts trading (or falls back) exactly as one that fails later.
     """
     if not settings.distributed_lock.enabled:
         return NopLock()
-    return build_failover_lock(settings, metrics, client)
+    return build_failover_lock(settings, lock_server(settings), metrics)
 
 
 def build_failover_lock(
     settings: Settings,
+    server: LockServer,
     metrics: Metrics | None = None,
-    client: RedisClient | None = None,
     notifier: Notifier = NOP,
 ) -> FailoverLock:
-    """The Redis lock behind its health-checked fallback (``distributed_lock.enabled``)."""
-    from quantmesh.lock.connection import redis_client
-    from quantmesh.lock.redis import RedisLock
-
+    """``server``'s lock behind its health-checked fallback (``distributed_lock.enabled``)."""
     lock_settings = settings.distributed_lock
-    client = client if client is not None else redis_client(settings.redis)
-    redis = RedisLock(client, prefix=lock_settings.key_prefix)
     if lock_settings.fallback_mode == "single_instance":
         log.warning(
             "lock_fallback_single_instance_configured",
-            effect="while Redis is down, this instance claims no symbol and keeps trading, "
-            "on a local lock, the symbols it owns that no other live instance lists",
+            effect=f"while {server.name} is down, this instance claims no symbol and keeps "
+            "trading, on a local lock, the symbols it owns that no other live instance lists",
         )
     return FailoverLock(
-        redis,
+        server.lock,
         fallback_mode=lock_settings.fallback_mode,
         health_check_interval=lock_settings.health_check_interval,
         metrics=metrics,
         notifier=notifier,
+        backend=server.name,
     )
 
 
@@ -138,15 +133,16 @@ def build_coordinator(
     exchange: str,
     metrics: Metrics,
     failover: FailoverLock | None,
-    client: RedisClient | None,
+    server: LockServer | None,
     notifier: Notifier = NOP,
 ) -> Coordinator:
-    """Ownership leases and membership in Redis whenever the Redis lock is enabled, in
-    either fallback mode; without it (one instance) every symbol is owned here.
+    """Ownership leases and membership on the lock server whenever the lock is enabled,
+    in either fallback mode; without it (one instance) every symbol is owned here.
 
-    With ``fallback_mode: single_instance`` the ownership leases are Redis leases as with
-    ``halt``; only while the lock runs on its local fallback (Redis down) are the owned
-    symbols that no other live member lists kept trading, and nothing is claimed."""
+    With ``fallback_mode: single_instance`` the ownership leases are the server's leases
+    as with ``halt``; only while the lock runs on its local fallback (the server down)
+    are the owned symbols that no other live member lists kept trading, and nothing is
+    claimed."""
     instance = settings.instance
     me = member_of(
         instance.id,
@@ -155,27 +151,18 @@ def build_coordinator(
         database=settings.database.type,
     )
     lock_settings = settings.distributed_lock
-    if failover is None or client is None:
+    if failover is None or server is None:
         return Coordinator(me, metrics=metrics)
-    from quantmesh.coordination.fleet import Fleet
-
     fallback: LocalFallback | None = None
     if lock_settings.fallback_mode == "single_instance":
         lock = failover
         fallback = LocalFallback(active=lambda: lock.state == "single_instance", check=lock.check)
     coordination = settings.coordination
-    fleet = Fleet(
-        client,
-        prefix=lock_settings.key_prefix,
-        exchange=exchange,
-        me=me,
-        ttl=coordination.lease_ttl,
-    )
     return Coordinator(
         me,
         metrics=metrics,
         mode=coordination.mode,
-        fleet=fleet,
+        fleet=server.fleet(me, exchange, coordination.lease_ttl),
         locker=MeteredLock(failover, metrics=metrics, purpose="ownership"),
         keys=LockKeys(exchange, lock_settings.granularity),
         lease_ttl=coordination.lease_ttl,
@@ -188,27 +175,21 @@ def build_coordinator(
 def build_notifications(
     settings: Settings,
     metrics: Metrics,
-    client: RedisClient | None,
+    server: LockServer | None,
     *,
     members: Callable[[], list[str]],
     read_day: ReadDay,
 ) -> NotificationService:
-    """The notifier (``NOP`` without channels): with Redis, fleet events go through the
-    election (falling back on the smallest live instance id while Redis is down); each
-    instance sends its own daily summary when ``daily_summary_at`` is set."""
+    """The notifier (``NOP`` without channels): with a lock server, fleet events go
+    through its election (falling back on the smallest live instance id while the server
+    is down); each instance sends its own daily summary when ``daily_summary_at`` is set."""
     notify = settings.notifications
     if not notify.channels:
         return NOP
     me = settings.instance.id
     election = None
-    if client is not None:
-        election = RedisElection(
-            client,
-            prefix=settings.distributed_lock.key_prefix,
-            instance=me,
-            window=notify.dedupe_window,
-            fallback=smallest_id(me, members),
-        )
+    if server is not None:
+        election = server.election(me, notify.dedupe_window, smallest_id(me, members))
     jobs = []
     at = notify.daily_summary_time
     if at is not None:
@@ -508,28 +489,24 @@ def build_service(
 ) -> Service:
     # What may refuse the settings comes first; the repository creates the data directory.
     metrics = metrics if metrics is not None else Metrics()
-    client = None
-    if settings.distributed_lock.enabled:
-        from quantmesh.lock.connection import redis_client
-
-        client = redis_client(settings.redis)
+    server = lock_server(settings) if settings.distributed_lock.enabled else None
     # the notifier comes first: the components below get it; its summary job and fleet
     # election read the repository and coordinator built after it (before it runs)
     notifier = build_notifications(
         settings,
         metrics,
-        client,
+        server,
         members=lambda: [m.id for m in coordinator.members],
         read_day=lambda since, until: read_day(repository, coordinator.owned, since, until),
     )
     failover = (
-        build_failover_lock(settings, metrics, client, notifier) if client is not None else None
+        build_failover_lock(settings, server, metrics, notifier) if server is not None else None
     )
     locker: ServiceLock = failover if failover is not None else NopLock()
     exchange = build_exchange(settings)
     database = build_sql_repository(settings, exchange.name, metrics)
     repository = buffer_writes(settings, database, metrics, notifier)
-    coordinator = build_coordinator(settings, exchange.name, metrics, failover, client, notifier)
+    coordinator = build_coordinator(settings, exchange.name, metrics, failover, server, notifier)
     reloader = ConfigReloader(config_path, settings, metrics) if config_path else None
     service = assemble(
         [trader_settings(symbol, settings) for symbol in settings.symbols],
@@ -605,22 +582,13 @@ async def read_summaries(settings: Settings) -> list[SymbolSummary]:
 
 async def read_owners(settings: Settings) -> tuple[dict[str, str] | None, list[str]]:
     """Who trades each symbol now (the holder recorded by a live member), and a line on the
-    fleet; ``None`` without a fleet. Redis unreachable: "?" for each, and a note why."""
+    fleet; ``None`` without a fleet. Lock server unreachable: "?" for each, and a note why."""
     lock = settings.distributed_lock
     if not lock.enabled:
         return None, []
-    from quantmesh.coordination.fleet import Fleet
-    from quantmesh.lock.connection import redis_client
-
     me = member_of(settings.instance.id, settings.instance.role, ())
-    client = redis_client(settings.redis)
-    fleet = Fleet(
-        client,
-        prefix=lock.key_prefix,
-        exchange=settings.exchange.name,
-        me=me,
-        ttl=settings.coordination.lease_ttl,
-    )
+    server = lock_server(settings)
+    fleet = server.fleet(me, settings.exchange.name, settings.coordination.lease_ttl)
     try:
         members = {m.id: m for m in await fleet.members()}
         records = await fleet.owners()
@@ -628,7 +596,7 @@ async def read_owners(settings: Settings) -> tuple[dict[str, str] | None, list[s
         unknown = {s.symbol: "?" for s in settings.symbols}
         return unknown, [f"owners unknown: {exc}"]
     finally:
-        await client.aclose()
+        await server.close()
     owners = {
         symbol: record.owner
         for symbol, record in records.items()

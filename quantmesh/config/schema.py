@@ -436,9 +436,15 @@ class LockTTLSettings(Section):
     reconcile: Seconds = 30.0
 
 
+# The lock servers a fleet can share (``distributed_lock.type``); each has a section of
+# its own saying how to reach it (``redis:``, ``etcd:``) and one factory in
+# ``quantmesh.coordination.servers``.
+LockServerType = Literal["redis", "etcd"]
+
+
 class DistributedLockSettings(Section):
     enabled: bool = False
-    type: Literal["redis"] = "redis"
+    type: LockServerType = "redis"
     fallback_mode: Literal["halt", "single_instance"] = "halt"
     health_check_interval: Seconds = 10.0
     key_prefix: str = "quantmesh:lock:"
@@ -455,13 +461,13 @@ class DistributedLockSettings(Section):
         return value
 
 
-def _host_port(value: str) -> str:
+def _host_port(value: str, example: str = "localhost:6379") -> str:
     """``host:port`` or ``[ipv6]:port``, stripped; ValueError otherwise."""
     host, sep, port = value.strip().rpartition(":")
     ipv6 = host.startswith("[") and host.endswith("]") and len(host) > 2
     plain_host = bool(host) and not any(c in host for c in "[]:/ ")
     if not sep or not (ipv6 or plain_host) or not port.isdigit() or not 0 < int(port) < 65536:
-        raise ValueError(f"must be host:port, e.g. localhost:6379 (got {value!r})")
+        raise ValueError(f"must be host:port, e.g. {example} (got {value!r})")
     return value.strip()
 
 
@@ -517,6 +523,56 @@ class RedisSettings(Section):
         return self
 
 
+_ETCD_EXAMPLE = "10.0.0.1:2379"
+
+
+def _etcd_endpoint(value: str) -> str:
+    """``host:port`` or ``http(s)://host:port`` -> the member's client URL; ValueError
+    otherwise (a URL carries no user, password or path: see ``etcd.username``)."""
+    text = value.strip()
+    if "://" not in text:
+        return "http://" + _host_port(text, _ETCD_EXAMPLE)
+    scheme, _, rest = text.partition("://")
+    if scheme.lower() not in ("http", "https"):
+        raise ValueError(f"must be host:port or an http(s):// URL (got {scheme}://)")
+    if "@" in rest:
+        raise ValueError("must carry no user or password: set etcd.username and etcd.password")
+    address = rest.removesuffix("/")
+    if "/" in address or "?" in address:
+        raise ValueError(f"must be the member's client URL without a path (got {text!r})")
+    return f"{scheme.lower()}://{_host_port(address, _ETCD_EXAMPLE)}"
+
+
+class EtcdSettings(Section):
+    """How to reach etcd (``distributed_lock.type: etcd``): the cluster's members, each
+    request tried on the next member when one does not answer."""
+
+    # host:port or http(s)://host:port of each member's client URL
+    endpoints: tuple[str, ...] = ()
+    username: str | None = None  # with etcd's authentication enabled
+    password: SecretStr = SecretStr("")
+    connect_timeout: Seconds = 1.0  # each new connection to a member
+    request_timeout: Seconds = 1.0  # every request's reply must arrive within this
+
+    @field_validator("endpoints", mode="before")
+    @classmethod
+    def _one_or_many(cls, value: Any) -> Any:
+        return [value] if isinstance(value, str) else value
+
+    @field_validator("endpoints")
+    @classmethod
+    def _check_endpoints(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(_etcd_endpoint(endpoint) for endpoint in value)
+
+    @model_validator(mode="after")
+    def _check_user(self) -> EtcdSettings:
+        if self.password.get_secret_value() and not self.username:
+            raise FieldProblems([(("username",), "required when etcd.password is set")])
+        if self.username and not self.password.get_secret_value():
+            raise FieldProblems([(("password",), "required when etcd.username is set")])
+        return self
+
+
 class LoggingSettings(Section):
     level: Literal["debug", "info", "warning", "error"] = "info"
     format: Literal["auto", "console", "json"] = "auto"
@@ -542,6 +598,7 @@ class Settings(Section):
     distributed_lock: DistributedLockSettings = DistributedLockSettings()
     coordination: CoordinationSettings = CoordinationSettings()
     redis: RedisSettings = RedisSettings()
+    etcd: EtcdSettings = EtcdSettings()
     logging: LoggingSettings = LoggingSettings()
     http: HttpSettings = HttpSettings()
     notifications: NotificationSettings = NotificationSettings()
@@ -573,7 +630,7 @@ class Settings(Section):
             return self
         problems: list[tuple[tuple[str | int, ...], str]] = []
         if not self.distributed_lock.enabled:
-            why = "instances need the Redis lock and ownership leases to share symbols safely"
+            why = "instances need the shared lock and ownership leases to share symbols safely"
             problems.append((("distributed_lock", "enabled"), f"must be true: {fleet}, and {why}"))
         elif self.distributed_lock.fallback_mode == "single_instance":
             why = "single_instance is only safe when one instance runs"
@@ -589,6 +646,16 @@ class Settings(Section):
             why = "every instance takes a share of the symbols (mode static has standbys)"
             problems.append((("instance", "role"), f"must be master in mode dynamic: {why}"))
         if problems:
+            raise FieldProblems(problems)
+        return self
+
+    @model_validator(mode="after")
+    def _check_lock_server(self) -> Settings:
+        """The chosen lock server can be reached: etcd needs its members listed."""
+        lock = self.distributed_lock
+        if lock.enabled and lock.type == "etcd" and not self.etcd.endpoints:
+            fix = "list the members' client addresses, e.g. [10.0.0.1:2379, 10.0.0.2:2379]"
+            problems = [(("etcd", "endpoints"), f"required for distributed_lock.type etcd: {fix}")]
             raise FieldProblems(problems)
         return self
 

@@ -86,12 +86,17 @@ _JSON = {"Content-Type": "application/json"}
 # leader, leader changed, request timed out).
 _UNAVAILABLE_CODES = frozenset({4, 8, 14})
 _NOT_FOUND = 5
+_UNAUTHENTICATED = 16  # a token etcd no longer knows (expired, or a restarted member's)
 
 _T = TypeVar("_T")
 
 
 class EtcdNotFound(LockError):
     """The lease asked for does not exist (expired or revoked)."""
+
+
+class _Unauthenticated(LockError):
+    """etcd refused the request's auth token (expired): authenticate again."""
 
 
 class EtcdClient(Protocol):
@@ -121,6 +126,11 @@ class EtcdGateway:
     connection; ``pool_size`` connections are kept per member, and a request beyond them
     waits up to ``pool_timeout`` for a free one. The session is made by the first
     request, in the running loop.
+
+    With ``username`` (etcd's authentication enabled) the first request authenticates
+    (``/v3/auth/authenticate``) and every request carries the token; a token etcd no
+    longer accepts is replaced once per request. The password is sent to etcd only, and
+    never appears in an error.
     """
 
     def __init__(
@@ -131,6 +141,8 @@ class EtcdGateway:
         connect_timeout: float = 1.0,
         pool_size: int = 100,
         pool_timeout: float = 5.0,
+        username: str | None = None,
+        password: str = "",
     ) -> None:
         if not endpoints:
             raise ValueError("etcd needs at least one endpoint")
@@ -144,6 +156,9 @@ class EtcdGateway:
         self._pool_size = pool_size
         self._session: aiohttp.ClientSession | None = None
         self._at = 0  # the member tried first
+        self._credentials = None if not username else {"name": username, "password": password}
+        self._token: str | None = None
+        self._authenticating = asyncio.Lock()
 
     def _open(self) -> aiohttp.ClientSession:
         session = self._session
@@ -159,6 +174,35 @@ class EtcdGateway:
             self._at = (start + 1) % len(self.endpoints)
 
     async def call(self, path: str, body: dict[str, Any], what: str) -> dict[str, Any]:
+        if self._credentials is None:
+            return await self._send(path, body, what, _JSON)
+        token = self._token
+        try:
+            return await self._send(path, body, what, await self._headers(token))
+        except _Unauthenticated:
+            self._forget(token)
+            return await self._send(path, body, what, await self._headers(None))
+
+    async def _headers(self, token: str | None) -> dict[str, str]:
+        """The headers of an authenticated request: a fresh token unless ``token``."""
+        if token is None:
+            async with self._authenticating:  # one authentication for concurrent requests
+                if self._token is None:
+                    assert self._credentials is not None
+                    reply = await self._send(
+                        "/v3/auth/authenticate", self._credentials, "authentication", _JSON
+                    )
+                    self._token = parsed(lambda: str(reply["token"]))
+                token = self._token
+        return {**_JSON, "Authorization": token}
+
+    def _forget(self, token: str | None) -> None:
+        if self._token == token:
+            self._token = None
+
+    async def _send(
+        self, path: str, body: dict[str, Any], what: str, headers: dict[str, str]
+    ) -> dict[str, Any]:
         session = self._open()
         data = json.dumps(body, separators=(",", ":")).encode()
         first = self._at
@@ -167,7 +211,7 @@ class EtcdGateway:
         for n in range(max(len(self.endpoints), 2)):
             at = (first + n) % len(self.endpoints)
             try:
-                async with session.post(self.endpoints[at] + path, data=data, headers=_JSON) as r:
+                async with session.post(self.endpoints[at] + path, data=data, headers=headers) as r:
                     status, raw = r.status, await r.read()
             except TimeoutError as exc:  # not repeated: the member may be stalled
                 self._next(at)
@@ -204,6 +248,8 @@ class EtcdGateway:
         message = f"etcd {what} failed: HTTP {status}: {detail}"
         if code == _NOT_FOUND:
             raise EtcdNotFound(message)
+        if code == _UNAUTHENTICATED:
+            raise _Unauthenticated(message)
         if code in _UNAVAILABLE_CODES or (code is None and status >= 500):
             self._next(at)  # no leader, no space: another member may do better
             raise LockUnavailable(message)

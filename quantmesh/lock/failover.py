@@ -1,12 +1,13 @@
-"""The lock the daemon uses with ``distributed_lock.enabled``: Redis, health-checked.
+"""The lock the daemon uses with ``distributed_lock.enabled``: the lock server's (Redis,
+etcd), health-checked.
 
 Three modes, visible as ``state`` and the ``quantmesh_lock_mode{mode}`` gauge:
 
-- ``distributed``: every call goes to Redis.
-- ``halted`` (``fallback_mode: halt``, Redis down): no lease is granted, so the trader
+- ``distributed``: every call goes to the lock server.
+- ``halted`` (``fallback_mode: halt``, the server down): no lease is granted, so the trader
   places and cancels nothing; ``ready`` is false. The safe choice whenever another
   instance might be trading the same symbols.
-- ``single_instance`` (``fallback_mode: single_instance``, Redis down): leases come from
+- ``single_instance`` (``fallback_mode: single_instance``, the server down): leases come from
   an in-process ``LocalLock``, logged loudly. Correct only if no other instance runs:
   two instances in this mode can both place the same order.
 
@@ -52,7 +53,7 @@ _STATES: tuple[LockState, ...] = ("distributed", "halted", "single_instance")
 
 
 class CheckedLock(Protocol):
-    """A distributed lock with a health check (``RedisLock``)."""
+    """A distributed lock with a health check (``RedisLock``, ``EtcdLock``)."""
 
     async def try_lock(self, key: str, ttl: float) -> Lease | None: ...
 
@@ -74,7 +75,8 @@ class CheckedLock(Protocol):
 
 
 class FailoverLock:
-    """Wraps the Redis lock with health checks and the configured fallback."""
+    """Wraps a lock server's lock with health checks and the configured fallback;
+    ``backend`` is the server's name (``distributed_lock.type``) in its health."""
 
     def __init__(
         self,
@@ -86,8 +88,10 @@ class FailoverLock:
         local: LocalLock | None = None,
         notifier: Notifier = NOP,
         clock: Callable[[], float] = time.monotonic,
+        backend: str = "redis",
     ) -> None:
         self._primary = primary
+        self.backend = backend
         self._notifier = notifier
         self._clock = clock
         self._down_since: float | None = None
@@ -119,7 +123,7 @@ class FailoverLock:
         return self._state != "halted"
 
     def health(self) -> LockHealth:
-        return LockHealth(backend="redis", mode=self._state, reason=self.reason)
+        return LockHealth(backend=self.backend, mode=self._state, reason=self.reason)
 
     async def start(self) -> None:
         """Check the backend once and start the periodic health check."""

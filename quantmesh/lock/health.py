@@ -13,7 +13,8 @@ from quantmesh.observability.health import Check
 
 @dataclass(frozen=True, slots=True)
 class LockHealth:
-    """``backend``: ``none`` (one instance, no lock server) or ``redis``; ``mode``:
+    """``backend``: ``none`` (one instance, no lock server) or the lock server's
+    ``distributed_lock.type`` (``redis``, ``etcd``); ``mode``:
     ``distributed``, ``halted`` or ``single_instance``; ``reason``: why the backend is
     down, empty while it is healthy."""
 

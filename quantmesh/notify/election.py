@@ -1,19 +1,26 @@
-"""Who sends a fleet event: one instance, elected per event key through Redis.
+"""Who sends a fleet event: one instance, elected per event key on the lock server.
 
 Every instance that sees a fleet event (the lock backend went down, the database came
-back) asks ``elect(key)``. ``RedisElection`` answers with ``SET <prefix>notify:<key>
-<instance> NX PX <window>``: the first instance to ask within ``window`` seconds wins
-and sends; the others count the event ``deduplicated``. The lease expires by itself, so
-the same event later (a second outage) is sent again.
+back) asks ``elect(key)``. The first instance to ask within ``window`` seconds wins and
+sends; the others count the event ``deduplicated``. The claim expires by itself, so the
+same event later (a second outage) is sent again.
 
-When Redis does not answer (the very outage being reported, often), the fallback
+- ``RedisElection``: ``SET <prefix>notify:<key> <instance> NX PX <window>``;
+- ``EtcdElection``: a lease of ``window`` seconds (rounded up: etcd counts whole
+  seconds), and one transaction that puts ``<prefix>notify:<key>`` under it only if the
+  key is absent. A loser's lease holds no key and expires by itself.
+
+When the server does not answer (the very outage being reported, often), the fallback
 decides without it: the instance with the smallest id among the live members last seen
-sends. Alone (no Redis configured) there is no election: the dispatcher sends everything.
+(the fleet store's membership) sends. Alone (no lock server configured) there is no
+election: the dispatcher sends everything.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import math
 from collections.abc import Callable
 from typing import Any, Final, Protocol
 
@@ -76,6 +83,65 @@ class RedisElection:
             )
             return sending
         return won is not None and won is not False
+
+
+class GatewayClient(Protocol):
+    """The part of the etcd lock's gateway client (``EtcdGateway``) the election uses."""
+
+    async def call(self, path: str, body: dict[str, Any], what: str) -> dict[str, Any]: ...
+
+
+class EtcdElection:
+    """One sender per key and ``window`` seconds, through a lease and a create-if-absent
+    transaction on etcd; see the module docstring. ``fallback()`` says whether to send
+    when etcd does not answer."""
+
+    def __init__(
+        self,
+        client: GatewayClient,
+        *,
+        prefix: str,
+        instance: str,
+        window: float,
+        fallback: Callable[[], bool],
+        timeout: float = ELECTION_TIMEOUT,
+    ) -> None:
+        self._client = client
+        self._prefix = prefix
+        self._value = base64.b64encode(instance.encode()).decode()
+        self._seconds = max(1, math.ceil(window))
+        self._fallback = fallback
+        self._timeout = timeout
+
+    def key(self, key: str) -> str:
+        return f"{self._prefix}notify:{key}"
+
+    async def elect(self, key: str) -> bool:
+        name = base64.b64encode(self.key(key).encode()).decode()
+        try:
+            async with asyncio.timeout(self._timeout):
+                what = "notification election"
+                grant = await self._client.call("/v3/lease/grant", {"TTL": self._seconds}, what)
+                absent = {
+                    "key": name,
+                    "target": "CREATE",
+                    "result": "EQUAL",
+                    "create_revision": "0",
+                }
+                put = {"key": name, "value": self._value, "lease": str(grant["ID"])}
+                reply = await self._client.call(
+                    "/v3/kv/txn", {"compare": [absent], "success": [{"request_put": put}]}, what
+                )
+        except Exception as exc:  # noqa: BLE001 - etcd down, timed out: decide without it
+            sending = self._fallback()
+            log.warning(
+                "notification_election_unavailable",
+                key=key,
+                sending=sending,
+                error=f"{type(exc).__name__}: {exc}",
+            )
+            return sending
+        return bool(reply.get("succeeded"))
 
 
 def smallest_id(instance: str, members: Callable[[], list[str]]) -> Callable[[], bool]:

@@ -252,7 +252,7 @@ BROKEN: list[tuple[str, str, str]] = [
         SYMBOLS_OK + "instance: {total: 2}\ndatabase: {type: postgres, dsn: 'postgresql://h/db'}\n",
         (
             "distributed_lock.enabled: must be true: instance.total is 2, and instances "
-            "need the Redis lock and ownership leases to share symbols safely"
+            "need the shared lock and ownership leases to share symbols safely"
         ),
     ),
     (
@@ -333,6 +333,39 @@ BROKEN: list[tuple[str, str, str]] = [
             "exchange.simulated.markets['ETH/USDT'].feed.intervall: unknown key"
             " (did you mean 'interval'?)"
         ),
+    ),
+    (
+        "etcd-without-endpoints",
+        SYMBOLS_OK + "distributed_lock: {enabled: true, type: etcd}\n",
+        (
+            "etcd.endpoints: required for distributed_lock.type etcd: list the members' "
+            "client addresses, e.g. [10.0.0.1:2379, 10.0.0.2:2379]"
+        ),
+    ),
+    (
+        "etcd-lock-type-misspelt",
+        SYMBOLS_OK + "distributed_lock: {enabled: true, type: etdc}\n",
+        "distributed_lock.type: must be one of redis, etcd (got 'etdc') (did you mean 'etcd'?)",
+    ),
+    (
+        "etcd-endpoint-without-port",
+        SYMBOLS_OK + "etcd: {endpoints: [etcd-1]}\n",
+        "etcd.endpoints: must be host:port, e.g. 10.0.0.1:2379 (got 'etcd-1')",
+    ),
+    (
+        "etcd-endpoint-with-credentials",
+        SYMBOLS_OK + "etcd: {endpoints: ['http://root:hunter2@etcd-1:2379']}\n",
+        "etcd.endpoints: must carry no user or password: set etcd.username and etcd.password",
+    ),
+    (
+        "etcd-endpoint-not-http",
+        SYMBOLS_OK + "etcd: {endpoints: ['grpc://etcd-1:2379']}\n",
+        "etcd.endpoints: must be host:port or an http(s):// URL (got grpc://)",
+    ),
+    (
+        "etcd-user-without-password",
+        SYMBOLS_OK + "etcd: {endpoints: ['etcd-1:2379'], username: quantmesh}\n",
+        "etcd.password: required when etcd.username is set",
     ),
     (
         "duplicate-yaml-key",

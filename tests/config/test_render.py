@@ -85,8 +85,21 @@ def test_render_effective_shows_every_section() -> None:
         "distributed_lock",
         "coordination",
         "redis",
+        "etcd",
         "logging",
         "http",
         "notifications",
         "risk",
     ]
+
+
+def test_render_effective_masks_the_etcd_password_and_keeps_the_endpoints() -> None:
+    s = parse(
+        SYMBOLS_OK + "distributed_lock: {enabled: true, type: etcd}\n"
+        "etcd: {endpoints: ['10.0.0.1:2379', 'https://etcd-2:2379/'], username: qm, "
+        "password: ETCDPASS-777}\n"
+    )
+    out = render_effective(s)
+    assert "ETCDPASS-777" not in out
+    assert parse_settings(out, env={}).etcd.endpoints == s.etcd.endpoints
+    assert s.etcd.endpoints == ("http://10.0.0.1:2379", "https://etcd-2:2379")

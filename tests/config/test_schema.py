@@ -242,7 +242,7 @@ def test_a_standby_without_the_shared_lock_and_database_is_refused() -> None:
     assert problems_of(textwrap.dedent(SEED_FRAGMENTS[7]) + MINIMAL) == [
         (
             "distributed_lock.enabled: must be true: instance.role is standby, and instances "
-            "need the Redis lock and ownership leases to share symbols safely"
+            "need the shared lock and ownership leases to share symbols safely"
         ),
         (
             "database.type: must be postgres or mysql: instance.role is standby, and a SQLite "
@@ -269,8 +269,8 @@ def test_a_lease_shorter_than_its_check_interval_is_refused() -> None:
 
 # Every way to run one or several instances: which are refused at start, and why. A
 # declared fleet (instance.total above 1, a standby, dynamic assignment) shares symbols
-# between instances: each symbol only under its ownership lease (the Redis lock, halt:
-# single_instance would trade on a local lock while Redis is down), and its grid must
+# between instances: each symbol only under its ownership lease (the shared lock, halt:
+# single_instance would trade on a local lock while its server is down), and its grid must
 # follow it from one instance to the next (a shared database; SQLite is one file per
 # instance). A lone instance (the defaults) is accepted in every combination: with the
 # lock it takes part in ownership, and at run time it never takes a symbol to or from
@@ -296,7 +296,7 @@ def _refusals(lock: str, database: str, fleet: str | None) -> list[str]:
     lines = []
     if lock == "no-lock":
         lines.append(
-            f"distributed_lock.enabled: must be true: {fleet}, and instances need the Redis "
+            f"distributed_lock.enabled: must be true: {fleet}, and instances need the shared "
             "lock and ownership leases to share symbols safely"
         )
     if lock == "single-instance":

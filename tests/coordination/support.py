@@ -1,5 +1,6 @@
-"""In-process instances sharing a real Redis: each with its own simulated exchange and
-SQLite database (ownership, not trading, is under test here).
+"""In-process instances sharing a real lock server (Redis or etcd, ``distributed_lock.
+type``): each with its own simulated exchange and SQLite database (ownership, not trading,
+is under test here).
 
 The lock and the coordinator come from ``quantmesh.wiring``, built from settings, so the
 tests see what ``quantmesh run`` builds. ``database`` is the kind an instance declares
@@ -22,6 +23,7 @@ from quantmesh.control.board import ControlBoard
 from quantmesh.control.reload import ReloadReport
 from quantmesh.coordination.allocation import Mode
 from quantmesh.coordination.coordinator import Coordinator
+from quantmesh.coordination.servers import lock_server
 from quantmesh.exchange.sim.simulated import SimMarket, SimulatedExchange
 from quantmesh.lock.failover import FailoverLock
 from quantmesh.observability.metrics import Metrics
@@ -29,7 +31,6 @@ from quantmesh.storage.base import Repository
 from quantmesh.storage.controls import SqlControlStore
 from quantmesh.storage.repository import SqlRepository
 from quantmesh.wiring import ConfigReloader, assemble, build_coordinator, build_failover_lock
-from tests.lock.conftest import make_client
 from tests.trading.support import FEE, RULES, SETTINGS, make_repository
 
 TTL = 1.5
@@ -93,10 +94,17 @@ class Instance:
         return 0.0 if value is None else value
 
 
+def server_settings(kind: str, port: int) -> str:
+    """The settings lines that put an instance's lock on the ``kind`` server at ``port``."""
+    if kind == "etcd":
+        return f"etcd: {{endpoints: ['127.0.0.1:{port}']}}"
+    return f"redis: {{addr: '127.0.0.1:{port}'}}"
+
+
 def instance(
     tmp_path: Path,
     name: str,
-    redis_port: int,
+    port: int,
     symbols: Sequence[str] = ("ETH/USDT",),
     *,
     role: str = "master",
@@ -109,8 +117,10 @@ def instance(
     controls: SqlRepository | None = None,
     markets: Sequence[str] = (),
     repository: Repository | None = None,
+    server: str = "redis",
 ) -> Instance:
-    """``markets``: more symbols its simulated exchange lists (for a reload to add);
+    """``port``: the lock server's (``server``: redis or etcd), or a proxy's in front of
+    it; ``markets``: more symbols its simulated exchange lists (for a reload to add);
     ``repository``: where its grids live instead of its own SQLite file."""
     directory = tmp_path / name
     directory.mkdir(exist_ok=True)
@@ -121,17 +131,19 @@ instance: {{id: {instance_id or name}, role: {role}}}
 database: {{type: {database}, dsn: "{dsn}"}}
 distributed_lock:
   enabled: true
+  type: {server}
   fallback_mode: {fallback_mode}
   health_check_interval: 0.3
+{server_settings(server, port)}
 coordination: {{mode: {mode}, lease_ttl: {ttl}, check_interval: {CHECK}}}
 {symbols_line(symbols)}
 """
     settings = parse_settings(text, env={})
     config = directory / "config.yaml"
     config.write_text(text)
-    client = make_client(redis_port)
-    locker = build_failover_lock(settings, metrics, client)
-    coordinator = build_coordinator(settings, "simulated", metrics, locker, client)
+    shared = lock_server(settings)
+    locker = build_failover_lock(settings, shared, metrics)
+    coordinator = build_coordinator(settings, "simulated", metrics, locker, shared)
     exchange = SimulatedExchange(
         {s: market(s) for s in (*symbols, *markets)},
         {"USDT": Decimal(100000)},
@@ -173,15 +185,18 @@ def control_board(database: SqlRepository, name: str) -> ControlBoard:
 
 
 class Instances:
-    """Every instance a test starts; closed at the end even when the test fails (their
+    """Every instance a test starts, on the ``server`` lock server (redis unless the test
+    asks for ``fleet_server``); closed at the end even when the test fails (their
     database threads would otherwise keep the process alive)."""
 
-    def __init__(self, tmp_path: Path) -> None:
+    def __init__(self, tmp_path: Path, server: str = "redis") -> None:
         self.tmp_path = tmp_path
+        self.server = server
         self.started: list[Instance] = []
 
-    def start(self, name: str, redis_port: int, *args: Any, **kwargs: Any) -> Instance:
-        node = instance(self.tmp_path, name, redis_port, *args, **kwargs).start()
+    def start(self, name: str, port: int, *args: Any, **kwargs: Any) -> Instance:
+        kwargs.setdefault("server", self.server)
+        node = instance(self.tmp_path, name, port, *args, **kwargs).start()
         self.started.append(node)
         return node
 

@@ -1,0 +1,58 @@
+"""``distributed_lock.type`` and the ``etcd`` section: what check-config accepts, refuses
+(one line each, in ``test_problems``) and warns about."""
+
+from __future__ import annotations
+
+from quantmesh.config import parse_settings
+from quantmesh.preflight import config_warnings
+
+SYMBOLS = "trading: {symbols: [{symbol: ETHUSDT, price_interval: 10}]}\n"
+
+
+def server_warnings(text: str) -> list[str]:
+    settings = parse_settings(SYMBOLS + text, env={})
+    return [w for w in config_warnings(settings) if w.startswith(("redis", "etcd"))]
+
+
+def test_redis_stays_the_default_lock_server() -> None:
+    settings = parse_settings(SYMBOLS + "distributed_lock: {enabled: true}\n", env={})
+    assert settings.distributed_lock.type == "redis"
+    assert settings.etcd.endpoints == ()
+
+
+def test_etcd_endpoints_are_host_port_or_urls_and_one_may_stand_alone() -> None:
+    settings = parse_settings(
+        SYMBOLS + "distributed_lock: {enabled: true, type: etcd}\n"
+        "etcd: {endpoints: 'etcd-1:2379', request_timeout: 0.5}\n",
+        env={},
+    )
+    assert settings.etcd.endpoints == ("http://etcd-1:2379",)
+    assert settings.etcd.request_timeout == 0.5
+    cluster = parse_settings(
+        SYMBOLS + "etcd: {endpoints: ['[::1]:2379', 'HTTPS://etcd-2:2379']}\n", env={}
+    )
+    assert cluster.etcd.endpoints == ("http://[::1]:2379", "https://etcd-2:2379")
+
+
+def test_a_lock_server_section_the_lock_does_not_use_is_one_warning() -> None:
+    assert server_warnings(
+        "distributed_lock: {enabled: true, type: etcd}\n"
+        "etcd: {endpoints: ['127.0.0.1:2379']}\nredis: {addr: 'redis-1:6379'}\n"
+    ) == [
+        (
+            "redis: set but not used (distributed_lock.type is etcd): this instance shares its "
+            "locks on etcd, not redis; set distributed_lock.type: redis if every instance of the "
+            "fleet should use it, or remove the section"
+        )
+    ]
+    assert server_warnings(
+        "distributed_lock: {enabled: true}\netcd: {endpoints: ['127.0.0.1:2379']}\n"
+    ) == [
+        (
+            "etcd: set but not used (distributed_lock.type is redis): this instance shares its "
+            "locks on redis, not etcd; set distributed_lock.type: etcd if every instance of the "
+            "fleet should use it, or remove the section"
+        )
+    ]
+    # alone, with the lock off, a section kept for later is no concern
+    assert server_warnings("etcd: {endpoints: ['127.0.0.1:2379']}\nredis: {addr: 'r:6379'}\n") == []
