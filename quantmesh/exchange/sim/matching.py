@@ -7,17 +7,21 @@ A price crosses an order when it reaches the order's price (``touch``, the defau
 currency on both sides, at one rate or at a market's own maker and taker rates. The whole state can be exported as a
 JSON-compatible snapshot and restored, so a caller can persist it; ``snapshot_header`` and
 ``order_snapshot`` let the caller write only what changed.
+
+Resting orders are indexed by price, one sorted list per side and market (best first, then
+oldest first), so a price update looks only at the orders it crosses: a prefix of each list.
 """
 
 from __future__ import annotations
 
 import re
+from bisect import bisect_left, bisect_right, insort
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any, Literal
 
-from quantmesh.domain import Fill, MarketRules, Order, OrderRequest, OrderUpdate
+from quantmesh.domain import Fill, MarketRules, Order, OrderRequest, OrderStatus, OrderUpdate
 from quantmesh.errors import (
     DuplicateOrder,
     InsufficientFunds,
@@ -33,6 +37,10 @@ CLIENT_ORDER_ID_PATTERN = re.compile(r"^[.A-Z:/a-z0-9_-]{1,36}$")
 
 Snapshot = dict[str, Any]
 FillRule = Literal["touch", "through"]
+_Entry = tuple[Decimal, int, str]
+"""An open order in its side's price index: (-price for a buy, price for a sell; the
+numeric order id; the order id). In ascending order: best price first, then oldest."""
+_AFTER_ALL = float("inf")  # above every order id, for a bisect past a price's last order
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +96,8 @@ class MatchingEngine:
         self._fills: dict[str, Fill] = {}  # order id -> its (single) fill
         self._latest: dict[tuple[str, str], str] = {}  # (symbol, client id) -> order id
         self._open: dict[str, dict[str, None]] = {s: {} for s in markets}  # ordered sets
+        self._bids: dict[str, list[_Entry]] = {s: [] for s in markets}  # open buys, indexed
+        self._asks: dict[str, list[_Entry]] = {s: [] for s in markets}  # open sells, indexed
         self._next_order_id = 1
         self._next_trade_id = 1
 
@@ -161,6 +171,8 @@ class MatchingEngine:
             self._fees[rules.symbol] = fees
         self._markets[rules.symbol] = rules
         self._open.setdefault(rules.symbol, {})
+        self._bids.setdefault(rules.symbol, [])
+        self._asks.setdefault(rules.symbol, [])
 
     def place(self, request: OrderRequest) -> Order:
         """Accept a limit order; see ``submit``."""
@@ -204,6 +216,7 @@ class MatchingEngine:
         self._orders[order_id] = order
         self._latest[(request.symbol, request.client_order_id)] = order_id
         self._open.setdefault(request.symbol, {})[order_id] = None
+        self._index(order)
         last = self._last.get(request.symbol)
         if last is not None and self._crosses(order, last):
             return self._fill(order, last, now, self.fees(request.symbol).taker)
@@ -216,7 +229,7 @@ class MatchingEngine:
             return order
         rules = self._markets[symbol]
         self._release(order, rules)
-        cancelled = replace(order, status="canceled", updated_at=self._clock())
+        cancelled = _closed(order, "canceled", order.filled, self._clock())
         self._orders[order.exchange_order_id] = cancelled
         return cancelled
 
@@ -226,18 +239,25 @@ class MatchingEngine:
         if not price.is_finite() or price <= 0:
             raise ValueError(f"price of {symbol} must be positive, got {price}")
         self._last[symbol] = price
-        crossed = [
-            self._orders[i]
-            for i in self._open.get(symbol, {})
-            if self._crosses(self._orders[i], price)
-        ]
-        # Price priority (best buy first, best sell first), then time priority.
-        crossed.sort(
-            key=lambda o: (-o.price if o.side == "buy" else o.price, int(o.exchange_order_id))
-        )
+        bids = self._bids.get(symbol, [])
+        asks = self._asks.get(symbol, [])
+        # Crossed: the buys at or above the price (strictly above, through) and the sells at
+        # or below it - the first entries of each side's index.
+        if self._through:
+            buys = bisect_left(bids, (-price,))
+            sells = bisect_left(asks, (price,))
+        else:
+            buys = bisect_right(bids, (-price, _AFTER_ALL))
+            sells = bisect_right(asks, (price, _AFTER_ALL))
+        if not buys and not sells:
+            return []
+        # Price priority (best buy first, best sell first), then time priority; the buys
+        # before the sells, as a key of -price for a buy and price for a sell orders them.
+        crossed = bids[:buys] + asks[:sells]
         now = self._clock()
         maker = self.fees(symbol).maker
-        return [self._fill(order, order.price, now, maker) for order in crossed]
+        orders = self._orders
+        return [self._fill(orders[oid], orders[oid].price, now, maker) for _, _, oid in crossed]
 
     # -- internals ----------------------------------------------------------------------
 
@@ -282,6 +302,22 @@ class MatchingEngine:
             return price < order.price if order.side == "buy" else price > order.price
         return price <= order.price if order.side == "buy" else price >= order.price
 
+    def _index(self, order: Order) -> None:
+        """Enter an open order in its side's price index."""
+        order_id = order.exchange_order_id
+        if order.side == "buy":
+            insort(self._bids[order.symbol], (-order.price, int(order_id), order_id))
+        else:
+            insort(self._asks[order.symbol], (order.price, int(order_id), order_id))
+
+    def _unindex(self, order: Order) -> None:
+        order_id = order.exchange_order_id
+        if order.side == "buy":
+            book, entry = self._bids[order.symbol], (-order.price, int(order_id), order_id)
+        else:
+            book, entry = self._asks[order.symbol], (order.price, int(order_id), order_id)
+        del book[bisect_left(book, entry)]
+
     def _release(self, order: Order, rules: MarketRules) -> None:
         """Unlock the reservation of an open order and forget it as open."""
         asset = rules.quote if order.side == "buy" else rules.base
@@ -289,6 +325,7 @@ class MatchingEngine:
         self._locked[asset] -= reserved
         self._free[asset] = self._free.get(asset, Decimal(0)) + reserved
         del self._open[order.symbol][order.exchange_order_id]
+        self._unindex(order)
 
     def _fill(self, order: Order, price: Decimal, now: float, rate: Decimal) -> OrderUpdate:
         rules = self._markets[order.symbol]
@@ -316,7 +353,7 @@ class MatchingEngine:
             ts=now,
         )
         self._next_trade_id += 1
-        filled = replace(order, status="filled", filled=order.amount, updated_at=now)
+        filled = _closed(order, "filled", order.amount, now)
         self._orders[order.exchange_order_id] = filled
         self._fills[order.exchange_order_id] = fill
         return OrderUpdate(filled, (fill,))
@@ -385,11 +422,33 @@ class MatchingEngine:
         self._fills = state.fills
         self._latest = {(o.symbol, o.client_order_id): i for i, o in state.orders.items()}
         self._open = {s: {} for s in self._markets}
+        self._bids = {s: [] for s in self._markets}
+        self._asks = {s: [] for s in self._markets}
         for order_id, order in state.orders.items():
             if order.is_open:
                 self._open.setdefault(order.symbol, {})[order_id] = None
+                self._bids.setdefault(order.symbol, [])
+                self._asks.setdefault(order.symbol, [])
+                self._index(order)
         self._next_order_id = state.next_order_id
         self._next_trade_id = state.next_trade_id
+
+
+def _closed(order: Order, status: OrderStatus, filled: Decimal, now: float) -> Order:
+    """``order`` with a closing status (``dataclasses.replace``'s result, built directly)."""
+    return Order(
+        symbol=order.symbol,
+        side=order.side,
+        price=order.price,
+        amount=order.amount,
+        client_order_id=order.client_order_id,
+        exchange_order_id=order.exchange_order_id,
+        status=status,
+        filled=filled,
+        created_at=order.created_at,
+        updated_at=now,
+        lock_fence=order.lock_fence,
+    )
 
 
 def _check_fee(rate: Decimal) -> None:

@@ -356,3 +356,61 @@ def test_balances_are_conserved_and_locks_match_open_orders(ops: list[tuple[Any,
         assert balances["USDT"].total == D("100") - spent + earned
         assert all(f.fee == f.price * f.amount * FEE for f in fills)
         assert len({f.trade_id for f in fills}) == len(fills)
+
+
+def _scan(engine: MatchingEngine, symbol: str, price: Decimal, through: bool) -> list[str]:
+    """What a price update fills, by a scan of every open order (the reference)."""
+
+    def crosses(side: str, limit: Decimal) -> bool:
+        if through:
+            return price < limit if side == "buy" else price > limit
+        return price <= limit if side == "buy" else price >= limit
+
+    crossed = [o for o in engine.open_orders(symbol) if crosses(o.side, o.price)]
+    crossed.sort(key=lambda o: (-o.price if o.side == "buy" else o.price, int(o.exchange_order_id)))
+    return [o.exchange_order_id for o in crossed]
+
+
+@pytest.mark.parametrize("rule", ["touch", "through"])
+def test_price_index_fills_what_a_scan_of_every_open_order_would(
+    clock: FakeClock, rule: str
+) -> None:
+    import random
+
+    rng = random.Random(17)
+    engine = MatchingEngine(
+        {ETH.symbol: ETH, BTC.symbol: BTC},
+        {"USDT": D(10**9), "ETH": D(10**4), "BTC": D(10**3)},
+        FEE,
+        clock,
+        fill_rule=rule,  # type: ignore[arg-type]
+    )
+    filled = 0
+    for step in range(2500):
+        symbol, tick = rng.choice([(ETH.symbol, D("0.01")), (BTC.symbol, D("0.1"))])
+        # Whole prices in a narrow band: many orders share a price (time priority).
+        price = D(rng.randint(95, 105)) * tick * 100
+        action = rng.random()
+        if step < 80 or action < 0.5:  # before a first price, buys rest above sells
+            side: Side = rng.choice(["buy", "sell"])
+            with contextlib.suppress(OrderRejected):
+                engine.place(OrderRequest(symbol, side, price, D("0.5"), f"c{rng.randint(0, 60)}"))
+        elif action < 0.6:
+            with contextlib.suppress(OrderNotFound):
+                engine.cancel(symbol, f"c{rng.randint(0, 60)}")
+        elif action < 0.97:
+            expected = _scan(engine, symbol, price, rule == "through")
+            updates = engine.on_price(symbol, price)
+            assert [u.order.exchange_order_id for u in updates] == expected, step
+            filled += len(updates)
+        else:
+            restored = MatchingEngine(
+                {ETH.symbol: ETH, BTC.symbol: BTC},
+                {},
+                FEE,
+                clock,
+                fill_rule=rule,  # type: ignore[arg-type]
+            )
+            restored.restore(json.loads(json.dumps(engine.snapshot())))
+            engine = restored
+    assert filled > 300
