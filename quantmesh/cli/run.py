@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import signal
 import sys
 from typing import TYPE_CHECKING
 
-from quantmesh.cli.exit_codes import EXIT_FAILURE, EXIT_OK, print_error
+from quantmesh import failpoints
+from quantmesh.cli.exit_codes import EXIT_CONFIG, EXIT_FAILURE, EXIT_OK, print_error
 from quantmesh.cli.options import add_config_option
 
 if TYPE_CHECKING:
@@ -34,6 +36,13 @@ def run(args: argparse.Namespace) -> int:
     # SIGHUP (systemctl reload) would end the process until the service handles it: the
     # settings are being read now anyway.
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    try:
+        failpoints.arm(os.environ.get("QUANTMESH_FAILPOINTS", ""))
+    except ValueError as exc:
+        print_error(f"QUANTMESH_FAILPOINTS: {exc}; unset it (it is for crash tests)")
+        return EXIT_CONFIG
+    if failpoints.armed():
+        print(f"quantmesh: crash points armed: {', '.join(failpoints.armed())}", file=sys.stderr)
     try:
         from quantmesh.config import load_settings
 

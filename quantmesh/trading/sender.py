@@ -24,6 +24,7 @@ from decimal import Decimal
 
 import structlog
 
+from quantmesh import failpoints
 from quantmesh.domain import Order, OrderRequest, Side
 from quantmesh.errors import (
     AuthenticationFailed,
@@ -185,7 +186,10 @@ class OrderSender:
                 expires_at=self._expiry(lease),
             )
             order = await self._send_create(book, request, place, lease.fence)
-            return [] if order is None else [order]
+            if order is None:
+                return []
+            failpoints.reach("order_answered")
+            return [order]
         finally:
             await self._release(lease)
 

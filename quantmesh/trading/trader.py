@@ -19,6 +19,7 @@ from decimal import Decimal
 
 import structlog
 
+from quantmesh import failpoints
 from quantmesh.control.desired import ACTIVE, Desired
 from quantmesh.domain import (
     Fill,
@@ -616,6 +617,8 @@ class Trader:
             update.order, effect.fills, effect.levels, effect.round_trips, self._fence()
         )
         book.commit(effect)
+        if effect.fills:
+            failpoints.reach("fill_applied")
         self._report(book, effect)
 
     async def _cancel_stale(self, book: OrderBook, order: Order) -> None:

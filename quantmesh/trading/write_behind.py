@@ -37,6 +37,7 @@ from decimal import Decimal
 
 import structlog
 
+from quantmesh import failpoints
 from quantmesh.domain import Fill, Order
 from quantmesh.errors import LockLost
 from quantmesh.grid.state import GridShape, GridState, LevelState, RoundTrip
@@ -135,6 +136,8 @@ class WriteBehind:
         fence = batch[0].fence
         inner = self._inner
         if await inner.record_batch(self._symbol, orders, fills, levels, trips, fence):
+            if fills:
+                failpoints.reach("fills_stored")
             return
         # A newer owner holds the grid: keep the facts (fills stored alone are not applied
         # to their levels: the new owner applies them), refuse the levels, stop the trader.
