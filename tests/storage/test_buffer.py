@@ -264,6 +264,26 @@ async def test_grid_writes_are_accepted_during_an_outage_and_a_stale_fence_keeps
     assert all("stale fence" in d["reason"] for d in dead)
 
 
+async def test_a_batch_of_executions_is_buffered_as_one_and_replayed_in_sequence(
+    proxied: Proxied, cut_repo: BufferedRepository
+) -> None:
+    """The trader's write-behind stores runs of executions with ``record_batch``."""
+    placed = order("b1")
+    bought = order("b1", status="filled", filled="0.3")
+    level = LevelState(0, Decimal("0.3"), Decimal(30), 1)
+    batch = [placed, bought]
+    assert await cut_repo.record_batch(
+        SYMBOL, batch, [fill("t1", client_order_id="b1")], [level], [], 1
+    )
+    assert cut_repo.pending == 1  # one record for the whole batch
+    proxied.proxy.heal()
+    await drained(cut_repo)
+    assert await cut_repo.get_order("b1") == bought  # the updates applied in sequence
+    assert await cut_repo.known_trade_ids(SYMBOL, ["t1"]) == {"t1"}
+    grid = await cut_repo.load_grid(SYMBOL)
+    assert grid is not None and grid.level(0).holding == Decimal("0.3")
+
+
 @dataclass
 class FormerOwner:
     """Instance A: a started buffered repository whose own link to the database the test
