@@ -34,13 +34,13 @@ class FleetServer:
 
 
 @pytest.fixture(params=["redis", "etcd"])
-async def fleet_server(request: pytest.FixtureRequest, instances: Instances) -> FleetServer:
+def fleet_server(request: pytest.FixtureRequest, instances: Instances) -> FleetServer:
     """Each lock server on its session's process, emptied; ``instances`` start on it."""
     kind: str = request.param
     if kind == "redis":
-        client = request.getfixturevalue("redis")  # flushed
-        port = request.getfixturevalue("redis_server").port
-        del client
+        redis = request.getfixturevalue("redis_server")
+        redis.command("FLUSHALL")
+        port = redis.port
     else:
         server = request.getfixturevalue("etcd_server")
         clear_etcd(server.url)

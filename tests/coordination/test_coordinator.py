@@ -1,18 +1,22 @@
-"""Ownership end to end in one process: services sharing a real Redis, each with its own
-exchange and database. Static contention, standby take-over and hand-back, dynamic
-sharing, partitions, and instance id uniqueness."""
+"""Ownership end to end in one process: services sharing a real lock server (Redis and
+etcd: each test runs on both, ``fleet_server``), each with its own exchange and database.
+Static contention, standby take-over and hand-back, dynamic sharing, partitions, fencing,
+the lock server down, and instance id uniqueness."""
 
 from __future__ import annotations
 
 import asyncio
 import time
+from decimal import Decimal
+from pathlib import Path
 
 import pytest
 
+from quantmesh.exchange.sim.simulated import SimulatedExchange
 from tests.servers.proxy import TcpProxy
-from tests.servers.redis import RedisServer
-from tests.trading.support import until
+from tests.trading.support import make_repository, until
 
+from .conftest import FleetServer
 from .support import CHECK, TTL, Instance, Instances
 
 
@@ -23,8 +27,9 @@ def waiting_for(instance: Instance) -> list[str]:
     return [str(owner) for owner in waiting.values()]
 
 
-pytestmark = pytest.mark.usefixtures("redis")
 ETH = "ETH/USDT"
+# What tests/coordination/test_fleet_etcd.py already shows of etcd runs on Redis only.
+REDIS_ONLY = pytest.mark.parametrize("fleet_server", ["redis"], indirect=True)
 
 
 async def close_all(*instances: Instance) -> None:
@@ -32,11 +37,11 @@ async def close_all(*instances: Instance) -> None:
 
 
 async def test_two_masters_with_one_symbol_trade_it_one_at_a_time(
-    instances: Instances, redis_server: RedisServer
+    instances: Instances, fleet_server: FleetServer
 ) -> None:
-    a = instances.start("a", redis_server.port)
+    a = instances.start("a", fleet_server.port)
     await until(lambda: a.trading() == {ETH})
-    b = instances.start("b", redis_server.port)
+    b = instances.start("b", fleet_server.port)
     await until(lambda: "a" in waiting_for(b))
     await asyncio.sleep(3 * CHECK)
     assert a.trading() == {ETH} and b.trading() == set()
@@ -50,12 +55,12 @@ async def test_two_masters_with_one_symbol_trade_it_one_at_a_time(
 
 
 async def test_a_standby_takes_over_a_cut_off_master_and_hands_back(
-    instances: Instances, redis_server: RedisServer
+    instances: Instances, fleet_server: FleetServer
 ) -> None:
-    with TcpProxy("127.0.0.1", redis_server.port) as proxy:
+    with TcpProxy("127.0.0.1", fleet_server.port) as proxy:
         master = instances.start("m", proxy.port)
         await until(lambda: master.trading() == {ETH})
-        standby = instances.start("s", redis_server.port, role="standby")
+        standby = instances.start("s", fleet_server.port, role="standby")
         await until(lambda: standby.coordinator.registered.is_set())
         await asyncio.sleep(3 * CHECK)
         assert standby.trading() == set() and standby.coordinator.status()["wanted"] == []
@@ -80,13 +85,14 @@ async def test_a_standby_takes_over_a_cut_off_master_and_hands_back(
         await close_all(master, standby)
 
 
+@REDIS_ONLY
 async def test_a_standby_started_first_leaves_a_master_starting_beside_it_alone(
-    instances: Instances, redis_server: RedisServer
+    instances: Instances, fleet_server: FleetServer
 ) -> None:
-    standby = instances.start("s", redis_server.port, role="standby")
+    standby = instances.start("s", fleet_server.port, role="standby")
     await until(lambda: standby.coordinator.registered.is_set())
     await asyncio.sleep(TTL / 2)  # the master's start-up is slower
-    master = instances.start("m", redis_server.port)
+    master = instances.start("m", fleet_server.port)
     await until(lambda: master.trading() == {ETH}, timeout=TTL + 3)
     await asyncio.sleep(TTL)  # past the standby's settling time
     assert standby.trading() == set()
@@ -95,15 +101,15 @@ async def test_a_standby_started_first_leaves_a_master_starting_beside_it_alone(
 
 
 async def test_dynamic_mode_shares_the_symbols_and_rebalances(
-    instances: Instances, redis_server: RedisServer
+    instances: Instances, fleet_server: FleetServer
 ) -> None:
     symbols = ("ETH/USDT", "BTC/USDT", "SOL/USDT", "BNB/USDT", "XRP/USDT", "ADA/USDT")
-    a = instances.start("a", redis_server.port, symbols, mode="dynamic")
+    a = instances.start("a", fleet_server.port, symbols, mode="dynamic")
     await until(lambda: a.trading() == set(symbols), timeout=5)
-    b = instances.start("b", redis_server.port, symbols, mode="dynamic")
+    b = instances.start("b", fleet_server.port, symbols, mode="dynamic")
     # one at a time: the migrations of in-process SQLite databases must not overlap
     await until(lambda: b.coordinator.registered.is_set())
-    c = instances.start("c", redis_server.port, symbols, mode="dynamic")
+    c = instances.start("c", fleet_server.port, symbols, mode="dynamic")
     fleet = (a, b, c)
 
     def shared() -> bool:
@@ -126,12 +132,13 @@ async def test_dynamic_mode_shares_the_symbols_and_rebalances(
     await close_all(a, b)
 
 
+@REDIS_ONLY
 async def test_a_second_live_instance_with_the_same_id_refuses_to_start(
-    instances: Instances, redis_server: RedisServer
+    instances: Instances, fleet_server: FleetServer
 ) -> None:
-    first = instances.start("one", redis_server.port, instance_id="node")
+    first = instances.start("one", fleet_server.port, instance_id="node")
     await until(lambda: first.trading() == {ETH})
-    second = instances.start("two", redis_server.port, instance_id="node")
+    second = instances.start("two", fleet_server.port, instance_id="node")
     assert second.task is not None
     result = await asyncio.wait_for(second.task, TTL + 5)
     assert result.fatal is not None  # type: ignore[attr-defined]
@@ -141,13 +148,68 @@ async def test_a_second_live_instance_with_the_same_id_refuses_to_start(
 
 
 async def test_a_restart_with_the_same_id_waits_for_the_old_entry_to_lapse(
-    instances: Instances, redis_server: RedisServer
+    instances: Instances, fleet_server: FleetServer
 ) -> None:
-    with TcpProxy("127.0.0.1", redis_server.port) as proxy:
+    with TcpProxy("127.0.0.1", fleet_server.port) as proxy:
         old = instances.start("old", proxy.port, instance_id="node")
         await until(lambda: old.trading() == {ETH})
         proxy.cut()  # as good as killed, for Redis: nothing is renewed any more
-        new = instances.start("new", redis_server.port, instance_id="node")
+        new = instances.start("new", fleet_server.port, instance_id="node")
         await until(lambda: new.trading() == {ETH}, timeout=2 * TTL + 3)
         assert new.service.result.fatal is None
         await close_all(old, new)
+
+
+async def test_a_former_owners_grid_writes_are_refused_after_a_take_over(
+    instances: Instances, fleet_server: FleetServer, tmp_path: Path
+) -> None:
+    # One database for both (two engines on one SQLite file, as two hosts on one server).
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    with TcpProxy("127.0.0.1", fleet_server.port) as proxy:
+        a = instances.start("a", proxy.port, repository=make_repository(shared))
+        await until(lambda: a.trading() == {ETH})
+        a_fence = a.service.traders[0]._fence()
+        b = instances.start("b", fleet_server.port, repository=make_repository(shared))
+        await until(lambda: "a" in waiting_for(b))
+
+        proxy.blackhole()  # a is frozen, for the lock server: its lease lapses
+        await until(lambda: b.trading() == {ETH}, timeout=TTL + CHECK + 5)
+        b_fence = b.service.traders[0]._fence()
+        assert b_fence > a_fence  # the server's fences only grow, across holders
+        await until(lambda: a.trading() == set(), timeout=TTL)
+        # a write a sends late, under its old fence, is refused: b's fence is on the grid
+        former = a.service.repository
+        assert await former.save_levels(ETH, [], a_fence) is False
+        grid = await former.load_grid(ETH)
+        assert grid is not None and grid.fence == b_fence
+        await close_all(a, b)
+
+
+async def test_the_lock_server_down_halts_placing_until_it_is_back(
+    instances: Instances, fleet_server: FleetServer
+) -> None:
+    with TcpProxy("127.0.0.1", fleet_server.port) as proxy:
+        a = instances.start("a", proxy.port)
+        await until(lambda: a.trading() == {ETH})
+        exchange = a.service.exchange
+        assert isinstance(exchange, SimulatedExchange)
+        exchange.set_price(ETH, Decimal(2001))
+        await until(lambda: len(exchange.engine.all_orders()) >= 1)
+
+        proxy.cut()  # the lock server is gone (fallback_mode halt)
+        await until(lambda: a.lock.state == "halted", timeout=3)
+        health = a.lock.health()
+        assert health.backend == fleet_server.kind and not a.lock.ready
+        await until(lambda: a.trading() == set(), timeout=TTL + 1)  # its lease could not renew
+        placed = len(exchange.engine.all_orders())
+        for price in (1985, 1965, 1945):  # buys wanted below, sells above: none may go
+            exchange.set_price(ETH, Decimal(price))
+            await asyncio.sleep(3 * CHECK)
+        assert len(exchange.engine.all_orders()) == placed
+
+        proxy.heal()
+        await until(lambda: a.lock.state == "distributed", timeout=3)
+        await until(lambda: a.trading() == {ETH}, timeout=TTL + 3)
+        await until(lambda: len(exchange.engine.all_orders()) > placed)
+        await a.close()

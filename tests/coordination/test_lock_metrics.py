@@ -1,26 +1,24 @@
 """The seed's lock metrics of an instance as ``quantmesh.wiring`` builds it: its level
-locks (``order``), reconcile lock and ownership leases each counted under their purpose."""
+locks (``order``), reconcile lock and ownership leases each counted under their purpose,
+on every lock server."""
 
 from __future__ import annotations
 
 from decimal import Decimal
 
-import pytest
-
 from quantmesh.exchange.sim.simulated import SimulatedExchange
-from tests.servers.redis import RedisServer
 from tests.trading.support import until
 
+from .conftest import FleetServer
 from .support import Instances
 
-pytestmark = pytest.mark.usefixtures("redis")
 KEY = "order:simulated:ETHUSDT"
 
 
 async def test_a_running_instance_records_its_lock_metrics(
-    instances: Instances, redis_server: RedisServer
+    instances: Instances, fleet_server: FleetServer
 ) -> None:
-    a = instances.start("a", redis_server.port, reconcile_interval=0.2)
+    a = instances.start("a", fleet_server.port, reconcile_interval=0.2)
     await until(lambda: a.trading() == {"ETH/USDT"})
 
     def acquired(purpose: str) -> float:
