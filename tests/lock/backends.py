@@ -12,13 +12,22 @@ import base64
 from typing import Any, Protocol
 
 from redis.asyncio import Redis
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.schema import CreateTable
 
 from quantmesh.lock.base import DistributedLock
 from quantmesh.lock.etcd import DEFAULT_PREFIX as ETCD_PREFIX
 from quantmesh.lock.etcd import EtcdGateway, EtcdLock
 from quantmesh.lock.redis import DEFAULT_PREFIX as REDIS_PREFIX
 from quantmesh.lock.redis import RedisLock
+from quantmesh.lock.sql import DEFAULT_PREFIX as SQL_PREFIX
+from quantmesh.lock.sql import MY_NOW, PG_NOW, SqlLock
+from quantmesh.storage.engine import DbType, create_engine_for
+from quantmesh.storage.models import lock_leases
 from tests.servers.etcd import EtcdServer, request
+from tests.servers.mariadb import MariaDBServer
+from tests.servers.postgres import PostgresServer
 from tests.servers.redis import RedisServer
 
 from .conftest import make_client
@@ -145,3 +154,89 @@ class EtcdBackend:
 
     async def clear(self) -> None:
         request(self.server.url, "/v3/kv/deleterange", {"key": "AA==", "range_end": "AA=="})
+
+
+LOCK_DATABASE = "qm_lock"
+
+
+def create_lock_table(server: PostgresServer | MariaDBServer) -> str:
+    """The lock's database on ``server``, with its table (as the migration makes it); its
+    SQLAlchemy URL."""
+    server.create_database(LOCK_DATABASE)
+    if isinstance(server, PostgresServer):
+        from sqlalchemy.dialects.postgresql.base import PGDialect
+
+        pg = PGDialect()  # type: ignore[no-untyped-call]  # untyped in SQLAlchemy
+        server.query(str(CreateTable(lock_leases).compile(dialect=pg)), LOCK_DATABASE)
+    else:
+        from sqlalchemy.dialects.mysql.base import MySQLDialect
+
+        server.execute(str(CreateTable(lock_leases).compile(dialect=MySQLDialect())), LOCK_DATABASE)
+    return server.url(LOCK_DATABASE)
+
+
+class SqlBackend:
+    """PostgreSQL (``db_type`` postgres) or MariaDB (mysql), on the session's server."""
+
+    short_ttl = 0.2
+    expiry_slack = 0.1
+
+    def __init__(self, db_type: DbType, server: PostgresServer | MariaDBServer) -> None:
+        self.name: str = db_type
+        self.db_type = db_type
+        self.server = server
+        self.port = server.port
+        self.url = server.url(LOCK_DATABASE)
+        self.made: list[SqlLock] = []
+        self._now = PG_NOW if db_type == "postgres" else MY_NOW
+        self._admin: AsyncEngine | None = None
+
+    def engine(self, port: int | None = None, *, pool: int = 10) -> AsyncEngine:
+        url = self.server.url(LOCK_DATABASE, port=port)
+        engine = create_engine_for(self.db_type, url, pool_size=pool, max_overflow=0,
+                                   connect_timeout=2.0)  # fmt: skip
+        assert isinstance(engine, AsyncEngine)
+        return engine
+
+    def locker(self, port: int | None = None, *, slow: bool = False, pool: int = 50) -> SqlLock:
+        pool = min(pool, 40)  # the servers take 200 (PostgreSQL) and 300 connections
+        lock = SqlLock(self.engine(port, pool=pool), request_timeout=5.0 if slow else 1.0,
+                       pool_size=pool)  # fmt: skip
+        self.made.append(lock)
+        return lock
+
+    def holder_args(self) -> list[str]:
+        return [self.db_type, self.url]
+
+    async def execute(self, sql: str, **params: Any) -> list[Any]:
+        if self._admin is None:
+            self._admin = self.engine(pool=1)
+        async with self._admin.begin() as conn:
+            result = await conn.execute(text(sql), params)
+            return list(result) if result.returns_rows else []
+
+    async def token_of(self, key: str) -> str | None:
+        rows = await self.execute(
+            f"SELECT token FROM lock_leases WHERE name = :name AND expires_us > {self._now}",
+            name=SQL_PREFIX + key,
+        )
+        return rows[0][0] if rows else None
+
+    async def overwrite(self, key: str, value: str) -> None:
+        await self.execute(
+            f"UPDATE lock_leases SET token = :token, fence = fence + 1, "
+            f"expires_us = {self._now} + 5000000 WHERE name = :name",
+            token=value,
+            name=SQL_PREFIX + key,
+        )
+
+    async def crash(self) -> None:
+        self.server.kill()  # the databases keep their data on disk
+        self.server.start()
+
+    async def clear(self) -> None:
+        await self.execute("DELETE FROM lock_leases")
+
+    async def close(self) -> None:
+        if self._admin is not None:
+            await self._admin.dispose()

@@ -1,5 +1,5 @@
-"""Fixtures of the lock tests: one Redis and one etcd server per session, a fresh client
-per test; ``lock_backend`` runs a test once per backend."""
+"""Fixtures of the lock tests: one Redis, etcd, PostgreSQL and MariaDB server per session,
+a fresh client per test; ``lock_backend`` runs a test once per backend."""
 
 from __future__ import annotations
 
@@ -11,6 +11,8 @@ from redis.asyncio import BlockingConnectionPool, Redis
 
 from quantmesh.lock.redis import RedisLock
 from tests.servers.etcd import EtcdServer
+from tests.servers.mariadb import MariaDBServer
+from tests.servers.postgres import PostgresServer
 from tests.servers.redis import RedisServer
 from tests.trading.conftest import exchange, repository
 
@@ -56,19 +58,41 @@ def etcd_server() -> Iterator[EtcdServer]:
         yield server
 
 
-@pytest.fixture(params=["redis", "etcd"])
+@pytest.fixture(scope="session")
+def lock_postgres() -> Iterator[PostgresServer]:
+    from .backends import create_lock_table
+
+    with PostgresServer() as server:
+        create_lock_table(server)
+        yield server
+
+
+@pytest.fixture(scope="session")
+def lock_mariadb() -> Iterator[MariaDBServer]:
+    from .backends import create_lock_table
+
+    with MariaDBServer() as server:
+        create_lock_table(server)
+        yield server
+
+
+@pytest.fixture(params=["redis", "etcd", "postgres", "mysql"])
 async def lock_backend(request: pytest.FixtureRequest) -> AsyncIterator[LockBackend]:
     """Each backend on its session's server, emptied; the lockers it made are closed."""
-    from .backends import EtcdBackend, RedisBackend  # they use make_client above
+    from .backends import EtcdBackend, RedisBackend, SqlBackend  # they use make_client above
 
-    backend: RedisBackend | EtcdBackend
+    backend: RedisBackend | EtcdBackend | SqlBackend
     client: Redis | None = None
     if request.param == "redis":
         server = request.getfixturevalue("redis_server")
         client = make_client(server.port)
         backend = RedisBackend(server, client)
-    else:
+    elif request.param == "etcd":
         backend = EtcdBackend(request.getfixturevalue("etcd_server"))
+    elif request.param == "postgres":
+        backend = SqlBackend("postgres", request.getfixturevalue("lock_postgres"))
+    else:
+        backend = SqlBackend("mysql", request.getfixturevalue("lock_mariadb"))
     await backend.clear()
     try:
         yield backend
@@ -77,3 +101,5 @@ async def lock_backend(request: pytest.FixtureRequest) -> AsyncIterator[LockBack
             await lock.close()
         if client is not None:
             await client.aclose()
+        if isinstance(backend, SqlBackend):
+            await backend.close()

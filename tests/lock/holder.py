@@ -1,6 +1,7 @@
 """A lock holder in its own process, for the SIGSTOP test.
 
-``python holder.py redis PORT KEY TTL`` or ``python holder.py etcd URL KEY TTL``: takes
+``python holder.py redis PORT KEY TTL``, ``python holder.py etcd URL KEY TTL`` or
+``python holder.py postgres|mysql SQLALCHEMY_URL KEY TTL``: takes
 KEY, prints ``fence token``, then waits for a line on stdin; after it, tries to extend
 and release, and prints what it sees.
 """
@@ -12,17 +13,21 @@ import sys
 import time
 
 from redis.asyncio import Redis
+from sqlalchemy.ext.asyncio import create_async_engine
 
 from quantmesh.lock.etcd import EtcdGateway, EtcdLock
 from quantmesh.lock.redis import RedisLock
+from quantmesh.lock.sql import SqlLock
 
 
 async def main(backend: str, address: str, key: str, ttl: float) -> None:
-    locker: RedisLock | EtcdLock
+    locker: RedisLock | EtcdLock | SqlLock
     if backend == "redis":
         locker = RedisLock(Redis(host="127.0.0.1", port=int(address), socket_timeout=1.0))
-    else:
+    elif backend == "etcd":
         locker = EtcdLock(EtcdGateway([address]))
+    else:
+        locker = SqlLock(create_async_engine(address))  # stdout is for the answers
     lease = await locker.try_lock(key, ttl)
     assert lease is not None
     print(lease.fence, lease.token, flush=True)

@@ -1,6 +1,6 @@
 """Every lock backend against its real server: exclusion, expiry, ownership, fences,
 cancellation, frozen holders, slow replies, renewal and take-over. Each test runs once
-per backend (``lock_backend``: Redis, etcd)."""
+per backend (``lock_backend``: Redis, etcd, PostgreSQL, MariaDB)."""
 
 from __future__ import annotations
 
