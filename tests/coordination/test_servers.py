@@ -1,0 +1,149 @@
+"""The lock servers a fleet can share (``coordination.servers``): one factory per
+``distributed_lock.type``; an instance on etcd never loads redis-py; etcd's notification
+election; etcd with authentication enabled."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import get_args
+
+import pytest
+
+from quantmesh.config.schema import LockServerType
+from quantmesh.coordination.servers import LOCK_SERVERS
+from quantmesh.errors import LockError
+from quantmesh.lock.etcd import EtcdGateway, EtcdLock
+from quantmesh.notify.election import EtcdElection, smallest_id
+from tests.servers.etcd import EtcdServer, request
+from tests.support import free_port
+
+from .conftest import clear_etcd
+
+pytestmark = pytest.mark.timeout(60)
+PREFIX = "quantmesh:lock:"
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_every_lock_type_has_its_server_factory() -> None:
+    assert set(LOCK_SERVERS) == set(get_args(LockServerType))
+
+
+# Builds the service as `quantmesh run` does, joins the fleet, reads the owners as
+# `quantmesh status` does, and says which client libraries were loaded.
+_ETCD_ONLY = """
+import asyncio, sys
+from quantmesh.config import parse_settings
+from quantmesh.wiring import build_service, read_owners
+
+settings = parse_settings('''
+instance: {id: lone}
+database: {type: sqlite, dsn: "%(db)s"}
+distributed_lock: {enabled: true, type: etcd}
+etcd: {endpoints: ["127.0.0.1:%(port)d"]}
+trading: {symbols: [{symbol: ETHUSDT, price_interval: 10}]}
+''', env={})
+
+async def main():
+    service = build_service(settings)
+    await service.coordinator._fleet.heartbeat()
+    print(await read_owners(settings))
+    await service.locker.close()
+
+asyncio.run(main())
+print(sorted(m for m in sys.modules if m.split(".")[0] in ("redis", "aiohttp")))
+"""
+
+
+def test_an_instance_on_etcd_never_loads_redis_py(etcd_server: EtcdServer, tmp_path: Path) -> None:
+    clear_etcd(etcd_server.url)
+    script = _ETCD_ONLY % {"db": tmp_path / "q.db", "port": etcd_server.port}
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    owners, loaded = done.stdout.strip().splitlines()[-2:]
+    assert owners == "({}, ['live instances: lone (master)'])"
+    assert "'aiohttp'" in loaded and "redis" not in loaded.replace("aiohttp", "")
+
+
+def election(url: str, instance: str, members: list[str] | None = None) -> EtcdElection:
+    return EtcdElection(
+        EtcdGateway([url]),
+        prefix=PREFIX,
+        instance=instance,
+        window=1.0,
+        fallback=smallest_id(instance, lambda: members or []),
+        timeout=1.0,
+    )
+
+
+async def test_etcd_elects_one_sender_per_event_and_window(etcd_server: EtcdServer) -> None:
+    clear_etcd(etcd_server.url)
+    a, b, c = (election(etcd_server.url, name) for name in "abc")
+    won = await asyncio.gather(*(e.elect("lock_halted") for e in (a, b, c)))
+    assert sorted(won) == [False, False, True]
+    assert await b.elect("lock_recovered")  # another key: its own election
+    # the window over (etcd's lease of 1 s, expired by its next sweep), the same event
+    # later is sent again
+    deadline = time.monotonic() + 4.0
+    while not await c.elect("lock_halted"):
+        assert time.monotonic() < deadline, "the election's lease never expired"
+        await asyncio.sleep(0.1)
+    for e in (a, b, c):
+        await e._client.close()  # type: ignore[attr-defined]
+
+
+async def test_without_etcd_the_smallest_live_id_sends() -> None:
+    url = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    a = election(url, "a", members=["a", "b"])
+    b = election(url, "b", members=["a", "b"])
+    assert await a.elect("lock_halted") is True
+    assert await b.elect("lock_halted") is False
+    for e in (a, b):
+        await e._client.close()  # type: ignore[attr-defined]
+
+
+@pytest.fixture(scope="module")
+def etcd_with_auth() -> Iterator[EtcdServer]:
+    """An etcd of its own (authentication is cluster-wide): user ``root``, password
+    ``root-pw-4711``."""
+    with EtcdServer() as server:
+        request(server.url, "/v3/auth/role/add", {"name": "root"})
+        request(server.url, "/v3/auth/user/add", {"name": "root", "password": "root-pw-4711"})
+        request(server.url, "/v3/auth/user/grant", {"user": "root", "role": "root"})
+        request(server.url, "/v3/auth/enable", {})
+        yield server
+
+
+async def test_etcd_with_authentication_takes_the_user_and_keeps_the_password_out_of_errors(
+    etcd_with_auth: EtcdServer,
+) -> None:
+    url = etcd_with_auth.url
+    lock = EtcdLock(EtcdGateway([url], username="root", password="root-pw-4711"))
+    wrong = EtcdLock(EtcdGateway([url], username="root", password="not-the-pw-0815"))
+    anonymous = EtcdLock(EtcdGateway([url]))
+    try:
+        lease = await lock.try_lock("k", 5.0)
+        assert lease is not None
+        await lock.ping()
+        # a token etcd no longer accepts is replaced, and the request goes through
+        lock.client._token = "expired.token"  # type: ignore[attr-defined]
+        assert await lock.extend(lease, 5.0) is not None
+        assert await lock.unlock(lease)
+        for refused, secret in ((wrong, "not-the-pw-0815"), (anonymous, "root-pw-4711")):
+            with pytest.raises(LockError) as caught:
+                await refused.try_lock("k", 5.0)
+            assert secret not in str(caught.value)
+    finally:
+        for each in (lock, wrong, anonymous):
+            await each.close()
