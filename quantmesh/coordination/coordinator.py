@@ -1,7 +1,7 @@
 """Ownership of symbols: which ones this instance trades, and the leases that prove it.
 
-With a fleet (Redis), a symbol is traded only under its ownership lease
-``{order:<exchange>:<SYMBOL>}:owner``:
+With a fleet (on the lock server: Redis or etcd), a symbol is traded only under its
+ownership lease ``{order:<exchange>:<SYMBOL>}:owner``:
 
 - taken with try-lock, renewed every third of ``lease_ttl`` by a watchdog;
 - fenced: the fence goes into every grid write, so a former owner's late writes are
@@ -31,13 +31,13 @@ it from being split over two databases:
   ownership record says who traded it last, on which kind of database (``fleet``); such
   a symbol is given up the same way.
 
-With ``fallback_mode: single_instance`` all of this holds while Redis is healthy. While
-it is down (``fallback``), nothing is claimed; a symbol this instance owns keeps trading
-on the local lock if no other live member listed it when Redis was last reachable, and
-stops when its lease ends otherwise (that member may take it over).
+With ``fallback_mode: single_instance`` all of this holds while the lock server is
+healthy. While it is down (``fallback``), nothing is claimed; a symbol this instance owns
+keeps trading on the local lock if no other live member listed it when the server was
+last reachable, and stops when its lease ends otherwise (that member may take it over).
 
-Without a fleet (one instance, no Redis) every configured symbol is owned at once, with
-a fence from the wall clock in microseconds so a restart writes above the last run.
+Without a fleet (one instance, no lock server) every configured symbol is owned at once,
+with a fence from the wall clock in microseconds so a restart writes above the last run.
 """
 
 from __future__ import annotations
@@ -91,7 +91,7 @@ class Claim:
 @dataclass(frozen=True, slots=True)
 class LocalFallback:
     """The lock's local fallback (``fallback_mode: single_instance``): whether it is in
-    use now (Redis down), and a health check of the backend to run now."""
+    use now (the lock server down), and a health check of the backend to run now."""
 
     active: Callable[[], bool]
     check: Callable[[], Awaitable[object]]
@@ -153,7 +153,7 @@ class Coordinator:
         self._shared: dict[str, list[str]] = {}  # other masters configured with our symbols
         self._failed: set[str] = set()  # symbols that failed here for good
         self._not_claimed: dict[str, str] = {}  # symbols given up here, and why
-        self._keeping: dict[str, bool] = {}  # Redis down: whether each owned symbol is kept
+        self._keeping: dict[str, bool] = {}  # server down: whether each owned symbol is kept
         if fleet is None:
             self.registered.set()
         for symbol in me.symbols:
@@ -162,7 +162,7 @@ class Coordinator:
 
     @property
     def leased(self) -> bool:
-        """Whether symbols are owned through leases in Redis (several instances)."""
+        """Whether symbols are owned through leases on the lock server (several instances)."""
         return self._fleet is not None
 
     def wants(self, symbol: str) -> bool:
@@ -209,7 +209,7 @@ class Coordinator:
             except InstanceIdInUse:
                 raise
             except Exception as exc:  # noqa: BLE001 - keep the last view; leases stay safe
-                # Redis unreachable, or a member entry this version cannot read (a peer on
+                # The server unreachable, or a member entry this version cannot read (a peer on
                 # another version during a rolling upgrade): the last view stands.
                 if self._fleet_error is None:
                     log.warning("fleet_unreachable", error=f"{type(exc).__name__}: {exc}")
@@ -395,9 +395,9 @@ class Coordinator:
         log.error("symbol_not_claimed", symbol=symbol, reason=reason)
 
     def _may_keep(self, key: str) -> bool:
-        """Redis is down (``fallback_mode: single_instance``): whether the symbol of the
+        """The lock server is down (``fallback_mode: single_instance``): whether the symbol of the
         ownership lease ``key`` keeps trading on the local lock. Only if no other member
-        listed it when Redis was last reachable: one that did may take it over meanwhile."""
+        listed it when the server was last reachable: one that did may take it over meanwhile."""
         symbol = self._owner_keys.get(key)
         if symbol is None:
             return False
@@ -410,7 +410,7 @@ class Coordinator:
                     "ownership_not_kept",
                     symbol=symbol,
                     listed_by=others,
-                    detail="Redis is down: the symbol stops when its lease ends, since "
+                    detail="the lock server is down: the symbol stops when its lease ends, since "
                     "these instances list it too and may take it over",
                 )
         return keep
@@ -474,7 +474,7 @@ class Coordinator:
                     if held.valid():  # handed back, not lost: the next owner is no failover
                         await self._record(fleet, symbol, "released", held.fence, since)
         except LockError as exc:
-            if isinstance(exc, LockTimeout):  # held elsewhere (not: Redis down)
+            if isinstance(exc, LockTimeout):  # held elsewhere (not: the server down)
                 await self._note_holder(fleet, symbol)
             elif acquired and symbol in self.owned and not isinstance(exc, _NotTaken):
                 self._lost(symbol, str(exc))
@@ -551,7 +551,7 @@ class Coordinator:
             if not held.valid():
                 return
             if self._fallback is not None and self._fallback.active():
-                continue  # Redis is down: the lease is kept locally, the record waits
+                continue  # the server is down: the lease is kept locally, the record waits
             recorded = await self._record(fleet, symbol, "held", held.fence, since)
             if _cancelling():
                 # A cancellation the client swallowed as it answered (Python 3.11's wait_for
@@ -601,7 +601,7 @@ class Coordinator:
             "database_shared": self.me.shared_database,
             # symbols given up for this run, and why (another database's grid)
             "not_claimed": dict(sorted(self._not_claimed.items())),
-            # Redis down (fallback_mode single_instance): owned symbols trading on the
+            # the lock server down (fallback_mode single_instance): owned symbols trading on the
             # local lock
             "kept_locally": sorted(
                 self._owner_keys[key]

@@ -1,17 +1,18 @@
-"""Ownership leases of an instance whose lock falls back to a local one while Redis is down.
+"""Ownership leases of an instance whose lock falls back to a local one while the lock
+server (Redis, etcd) is down.
 
-This is ``distributed_lock.fallback_mode: single_instance``. While Redis is healthy these
-are the Redis leases every instance of the fleet takes: the instance takes part in
+This is ``distributed_lock.fallback_mode: single_instance``. While the server is healthy
+these are the server's leases every instance of the fleet takes: the instance takes part in
 ownership exactly as with ``halt``. The difference is only while the lock runs on its
-local fallback (Redis unreachable, seen by a failed health check):
+local fallback (the server unreachable, seen by a failed health check):
 
-- no lease is granted: nothing is claimed while Redis is down (the local lock knows
+- no lease is granted: nothing is claimed while the server is down (the local lock knows
   nothing of the other instances);
 - a lease this instance already holds is renewed locally instead of lost - if ``keep``
   allows it for that key (the coordinator allows it only for symbols no other live member
-  listed when Redis was last reachable) - so the symbol keeps trading on the local lock;
-- once the lock is back on Redis, a lease renewed locally is renewed in Redis again if
-  Redis still holds it for this instance (nobody can have owned the symbol meanwhile);
+  listed when the server was last reachable) - so the symbol keeps trading on the local lock;
+- once the lock is back on the server, a lease renewed locally is renewed there again if
+  the server still holds it for this instance (nobody can have owned the symbol meanwhile);
 - if it lapsed there, it is lost: another instance may have owned and traded the symbol
   in between, so the symbol is claimed again the normal way, its grid read afresh.
 
@@ -37,7 +38,7 @@ log = structlog.get_logger(__name__)
 
 
 class FallbackLeases:
-    """A ``DistributedLock`` for ownership leases: Redis leases, kept locally while the
+    """A ``DistributedLock`` for ownership leases: the server's leases, kept locally while the
     lock has fallen back to its local lock (see the module docstring)."""
 
     def __init__(
@@ -57,7 +58,7 @@ class FallbackLeases:
         self._kept: dict[str, str] = {}  # token -> key of the leases renewed locally
 
     def kept_keys(self) -> set[str]:
-        """The keys whose lease is renewed locally now (Redis unreachable)."""
+        """The keys whose lease is renewed locally now (the server unreachable)."""
         return set(self._kept.values())
 
     # taking ------------------------------------------------------------------------------
@@ -65,14 +66,14 @@ class FallbackLeases:
     async def try_lock(self, key: str, ttl: float) -> Lease | None:
         self._refuse_while_local(key)
         lease = await self._locker.try_lock(key, ttl)  # no await between check and call
-        return await self._redis_only(lease)
+        return await self._on_server(lease)
 
     async def lock(self, key: str, ttl: float, timeout: float) -> Lease:  # noqa: ASYNC109 - lock API
         self._refuse_while_local(key)
         lease = await self._locker.lock(key, ttl, timeout)
-        taken = await self._redis_only(lease)
+        taken = await self._on_server(lease)
         if taken is None:
-            raise LockUnavailable(f"{key}: Redis went down while it was taken")
+            raise LockUnavailable(f"{key}: the lock server went down while it was taken")
         return taken
 
     def renewed(
@@ -84,11 +85,11 @@ class FallbackLeases:
     def _refuse_while_local(self, key: str) -> None:
         if self._active():
             raise LockUnavailable(
-                f"{key}: Redis is down (fallback_mode single_instance): no symbol is "
-                "claimed until it is back"
+                f"{key}: the lock server is down (fallback_mode single_instance): no symbol "
+                "is claimed until it is back"
             )
 
-    async def _redis_only(self, lease: Lease | None) -> Lease | None:
+    async def _on_server(self, lease: Lease | None) -> Lease | None:
         """A lease from the local lock is no ownership lease: give it back at once."""
         if lease is None or not lease.token.startswith(LOCAL_TOKEN_PREFIX):
             return lease
@@ -104,15 +105,15 @@ class FallbackLeases:
             return await self._locker.extend(lease, ttl)
         except LockUnavailable:
             if not self._active():
-                await self._check()  # is it Redis that is down, or this one call?
+                await self._check()  # is it the server that is down, or this one call?
             if self._active() and self._keep(lease.key):
                 self._kept[lease.token] = lease.key
                 log.warning(
                     "ownership_kept_locally",
                     key=lease.key,
                     fence=lease.fence,
-                    detail="Redis is down (fallback_mode single_instance): this instance "
-                    "keeps trading the symbol on its local lock, and claims nothing new",
+                    detail="the lock server is down (fallback_mode single_instance): this "
+                    "instance keeps trading the symbol on its local lock, and claims nothing new",
                 )
                 return self._local_renewal(lease, ttl)
             raise
@@ -123,8 +124,8 @@ class FallbackLeases:
                 self._kept.pop(lease.token, None)
                 return None  # lost: another instance may take it over
             return self._local_renewal(lease, ttl)
-        # The lock is back on Redis (an outage here raises, and is retried until the
-        # local deadline): the lease goes on only if Redis still holds it for us.
+        # The lock is back on the server (an outage here raises, and is retried until the
+        # local deadline): the lease goes on only if the server still holds it for us.
         renewed = await self._locker.extend(lease, ttl)
         self._kept.pop(lease.token, None)
         if renewed is None:
@@ -132,8 +133,8 @@ class FallbackLeases:
                 "ownership_lapsed_while_kept_locally",
                 key=lease.key,
                 fence=lease.fence,
-                detail="Redis no longer holds this lease: the symbol stops and is claimed "
-                "again, its grid read afresh (another instance may have traded it)",
+                detail="the lock server no longer holds this lease: the symbol stops and is "
+                "claimed again, its grid read afresh (another instance may have traded it)",
             )
         else:
             log.warning("ownership_back_in_redis", key=lease.key, fence=renewed.fence)
@@ -146,7 +147,7 @@ class FallbackLeases:
 
     async def unlock(self, lease: Lease) -> bool:
         if self._kept.pop(lease.token, None) is not None and self._active():
-            return True  # nothing to free in Redis now: the key lapses there by itself
+            return True  # nothing to free on the server now: the key lapses there by itself
         return await self._locker.unlock(lease)
 
     async def close(self) -> None:

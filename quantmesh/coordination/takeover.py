@@ -46,9 +46,9 @@ def takeover_grace(
     Normally nothing: the former owner released the symbol, or its lease ran out before
     this one was granted. But the lock server can lose a lease early (a Redis restart
     without persistence, a failover to a replica that missed it) while the former owner
-    still believes it valid - until its deadline, at most ``until`` (the end of its last recorded renewal)
-    plus the renewal period. Without a record to tell, or with one too old to trust, wait
-    a whole lease.
+    still believes it valid - until its deadline, at most ``until`` (the end of its last
+    recorded renewal) plus the renewal period. Without a record to tell, or with one too
+    old to trust, wait a whole lease.
     """
     if recorded is None:
         return lease_ttl, "the ownership record could not be read"
