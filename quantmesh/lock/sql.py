@@ -354,6 +354,7 @@ class SqlLock:
         repeated once on a fresh connection when a pooled one could not reach the server."""
         fresh = False
         while True:
+            reused = False  # until a pooled connection is in hand
             try:
                 async with asyncio.timeout(self._timeout):
                     async with self._connections.connection(fresh) as (conn, reused):
@@ -366,7 +367,7 @@ class SqlLock:
                 raise
             except Exception as exc:  # noqa: BLE001  # drivers share no base error: each is mapped
                 error = self._error(exc, what)
-                if reused and not fresh and isinstance(error, LockUnavailable):
+                if reused and isinstance(error, LockUnavailable):
                     fresh = True  # a pooled connection the server closed (a restart)
                     continue
                 raise error from None

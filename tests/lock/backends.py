@@ -161,18 +161,38 @@ LOCK_DATABASE = "qm_lock"
 
 def create_lock_table(server: PostgresServer | MariaDBServer) -> str:
     """The lock's database on ``server``, with its table (as the migration makes it); its
-    SQLAlchemy URL."""
+    SQLAlchemy URL.
+
+    A commit reaches the operating system before it is answered, as on a production
+    server (the test servers relax it): a killed server forgets no granted lease.
+    """
     server.create_database(LOCK_DATABASE)
     if isinstance(server, PostgresServer):
         from sqlalchemy.dialects.postgresql.base import PGDialect
 
         pg = PGDialect()  # type: ignore[no-untyped-call]  # untyped in SQLAlchemy
         server.query(str(CreateTable(lock_leases).compile(dialect=pg)), LOCK_DATABASE)
+        server.query(f'ALTER DATABASE "{LOCK_DATABASE}" SET synchronous_commit = on')
+        server.query("CHECKPOINT")
     else:
         from sqlalchemy.dialects.mysql.base import MySQLDialect
 
         server.execute(str(CreateTable(lock_leases).compile(dialect=MySQLDialect())), LOCK_DATABASE)
+        durable(server)
     return server.url(LOCK_DATABASE)
+
+
+def durable(server: PostgresServer | MariaDBServer) -> None:
+    """MariaDB writes each commit to the operating system (a global setting: again after
+    every start). PostgreSQL's is the database's own, kept."""
+    if isinstance(server, MariaDBServer):
+        server.execute("SET GLOBAL innodb_flush_log_at_trx_commit = 2")  # write, not fsync
+
+
+def start_again(server: PostgresServer | MariaDBServer) -> None:
+    """Start a killed server, as durable as it was."""
+    server.start()
+    durable(server)
 
 
 class SqlBackend:
@@ -232,7 +252,7 @@ class SqlBackend:
 
     async def crash(self) -> None:
         self.server.kill()  # the databases keep their data on disk
-        self.server.start()
+        start_again(self.server)
 
     async def clear(self) -> None:
         await self.execute("DELETE FROM lock_leases")
