@@ -94,10 +94,12 @@ class Instance:
         return 0.0 if value is None else value
 
 
-def server_settings(kind: str, port: int) -> str:
-    """The settings lines that put an instance's lock on the ``kind`` server at ``port``."""
+def server_settings(kind: str, port: int, endpoints: Sequence[str] = ()) -> str:
+    """The settings lines that put an instance's lock on the ``kind`` server at ``port``
+    (etcd: on ``endpoints`` instead, when given)."""
     if kind == "etcd":
-        return f"etcd: {{endpoints: ['127.0.0.1:{port}']}}"
+        listed = ", ".join(f"'{e}'" for e in endpoints or [f"127.0.0.1:{port}"])
+        return f"etcd: {{endpoints: [{listed}]}}"
     return f"redis: {{addr: '127.0.0.1:{port}'}}"
 
 
@@ -118,10 +120,12 @@ def instance(
     markets: Sequence[str] = (),
     repository: Repository | None = None,
     server: str = "redis",
+    endpoints: Sequence[str] = (),
 ) -> Instance:
     """``port``: the lock server's (``server``: redis or etcd), or a proxy's in front of
     it; ``markets``: more symbols its simulated exchange lists (for a reload to add);
-    ``repository``: where its grids live instead of its own SQLite file."""
+    ``repository``: where its grids live instead of its own SQLite file; ``endpoints``:
+    every member of an etcd cluster."""
     directory = tmp_path / name
     directory.mkdir(exist_ok=True)
     metrics = Metrics()
@@ -134,7 +138,7 @@ distributed_lock:
   type: {server}
   fallback_mode: {fallback_mode}
   health_check_interval: 0.3
-{server_settings(server, port)}
+{server_settings(server, port, endpoints)}
 coordination: {{mode: {mode}, lease_ttl: {ttl}, check_interval: {CHECK}}}
 {symbols_line(symbols)}
 """
