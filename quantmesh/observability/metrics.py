@@ -107,6 +107,12 @@ class Metrics:
         self.open_orders = Gauge(
             "quantmesh_open_orders", "Open orders of the grid", ["symbol"], registry=registry
         )
+        self.write_queue = Gauge(
+            "quantmesh_db_write_queue",
+            "Order and fill records the trader acted on that the database has not stored yet",
+            ["symbol"],
+            registry=registry,
+        )
         self.last_price = Gauge(
             "quantmesh_last_price", "Last price seen", ["symbol"], registry=registry
         )

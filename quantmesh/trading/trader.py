@@ -126,8 +126,13 @@ class Trader:
         self.symbol = settings.symbol
         self._exchange = exchange
         # order and fill records are stored behind the trader's back, in order
+        queue = metrics.write_queue.labels(settings.symbol)
         self._repo = WriteBehind(
-            repository, settings.symbol, fence=lambda: self._fence(), on_refused=self.stop_placing
+            repository,
+            settings.symbol,
+            fence=lambda: self._fence(),
+            on_refused=self.stop_placing,
+            queued=queue.set,
         )
         self._reconcile_locker = locker if reconcile_locker is None else reconcile_locker
         self._keys = lock_keys

@@ -69,12 +69,14 @@ class WriteBehind:
         *,
         fence: Callable[[], int],
         on_refused: Callable[[], None] = lambda: None,
+        queued: Callable[[int], None] = lambda _: None,
         limit: int = QUEUE_LIMIT,
     ) -> None:
         self._inner = inner
         self._symbol = symbol
         self._fence = fence
         self._on_refused = on_refused
+        self._report = queued  # told the queue's length when it changes
         self._limit = limit
         self._queue: list[_Write] = []
         self._drain: asyncio.Task[None] | None = None
@@ -111,6 +113,7 @@ class WriteBehind:
     async def _submit(self, write: _Write) -> None:
         self._raise_failure()
         self._queue.append(write)
+        self._report(len(self._queue))
         if self._drain is None or self._drain.done():
             self._drain = asyncio.create_task(self._drain_queue(), name=f"writes:{self._symbol}")
         if len(self._queue) > self._limit:
@@ -127,6 +130,7 @@ class WriteBehind:
                     raise
                 return
             del self._queue[: len(batch)]
+            self._report(len(self._queue))
 
     async def _store(self, batch: list[_Write]) -> None:
         orders = [o for w in batch for o in w.orders]
@@ -269,7 +273,7 @@ class WriteBehind:
         return await self._inner.unapplied_order_ids(symbol)
 
     async def save_last_price(self, symbol: str, price: Decimal, ts: float) -> None:
-        await self.flush()
+        # informational, a row of its own: it need not wait for the queue
         await self._inner.save_last_price(symbol, price, ts)
 
     async def summaries(self) -> list[SymbolSummary]:

@@ -175,6 +175,9 @@ async def test_the_sell_goes_out_before_the_fill_is_stored(tmp_path: Path) -> No
         await until(lambda: len(run.open_ids()) == 3)
         repository.gate.clear()  # the database stalls from here
         exchange.set_price(SYMBOL, Decimal(1999))  # B0.0 fills
+        book = run.trader.book
+        assert book is not None
+        await until(lambda: book.state.level(0).holding > 0)  # applied in memory
         exchange.set_price(SYMBOL, Decimal(1998))  # the next price: its sell is placed
 
         def sells() -> list[str]:
@@ -185,7 +188,9 @@ async def test_the_sell_goes_out_before_the_fill_is_stored(tmp_path: Path) -> No
         await until(lambda: len(sells()) == 1)
         grid = await repository.load_grid(SYMBOL)  # the database, behind the trader
         assert grid is not None and grid.level(0).holding == 0
+        assert run.metric("quantmesh_db_write_queue", symbol=SYMBOL) >= 2  # the fill, the sell
         repository.gate.set()
+        await until(lambda: run.metric("quantmesh_db_write_queue", symbol=SYMBOL) == 0)
     grid = await repository.load_grid(SYMBOL)  # stored by the time the trader stopped
     assert grid is not None and grid.level(0).holding == Decimal("0.015")
     stored = await repository.get_order(sells()[0])
