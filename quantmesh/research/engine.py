@@ -55,6 +55,8 @@ _BALANCE = Decimal(10) ** 15  # an unbounded quote balance: the capital used is 
 _NONE_BELOW = -(1 << 62)
 _NO_SKIPS: Counter[str] = Counter()  # shared, never changed
 _NONE_ABOVE = 1 << 62
+_QUIET_BOOKS = 20_000  # books whose quiet plans are kept; forgotten all at once past it
+_QuietPlans = dict[int, tuple[Counter[str], bool]]  # level below the price -> what it skipped
 
 
 class _Run:
@@ -103,8 +105,14 @@ class _Run:
         self.events: list[tuple[float, Decimal]] | None = [] if trace else None
         self.version = 0  # grows with every change of the book
         self._orders_seen = -1
+        # What the planner reads of the book, as small numbers: each open order's level,
+        # side, price and amount, and each level's holding when positive (see _step).
+        self._interned: dict[tuple[object, ...], int] = {}
+        self._open_keys: dict[str, int] = {}  # client id -> its interned order
+        self._held_keys: dict[int, int] = {}  # level index -> its interned holding
         self._quiet_version = -1
-        self._quiet_plans: dict[int, tuple[Counter[str], bool]] = {}
+        self._quiet_book: dict[tuple[tuple[int, ...], tuple[int, ...]], _QuietPlans] = {}
+        self._quiet_plans: _QuietPlans = {}  # those of the book as it is now
         self._remember_quiet = remember_quiet
 
     def _clock(self) -> float:
@@ -138,21 +146,24 @@ class _Run:
     def _step(self, price: Decimal) -> bool:
         """Plan at ``price`` and act; whether an order filled at once.
 
-        A plan that does nothing is remembered for the level below the price until the book
-        changes: the planner would say the same at any price above that level and not above
-        the next one, so it is not asked again (its skipped levels are counted as if it
-        were). So is a plan whose orders were all accepted and none filled at once, when it
-        cancelled only outside the window: asked again at that level it would do nothing and
-        skip the same levels for the same reasons. A skipped level is still free; a level
-        held back by ``max_position`` still is, the exposure having only grown by what was
-        placed; a buy cancelled outside the window frees a level outside it; a sell
-        cancelled past ``sell_window + cancel_hysteresis`` leaves a level past the sell
-        window. Not remembered: a plan that cancelled a buy out of range (its level may be
-        inside the window) or any buy under ``max_position`` (the exposure fell).
+        A plan that does nothing is remembered for the level below the price and the book as
+        the planner reads it (each open order's level, side, price and amount; each level's
+        holding when positive - not the client ids, which only a cancel would carry): the
+        planner would say the same at any price above that level and not above the next
+        one, with the same book, so it is not asked again (its skipped levels are counted as
+        if it were). A book comes back often: a level bought and sold again holds and offers
+        what it did before, under the next cycle's client ids. So is a plan whose orders were
+        all accepted and none filled at once, when it cancelled only outside the window:
+        asked again at that level it would do nothing and skip the same levels for the same
+        reasons. A skipped level is still free; a level held back by ``max_position`` still
+        is, the exposure having only grown by what was placed; a buy cancelled outside the
+        window frees a level outside it; a sell cancelled past ``sell_window +
+        cancel_hysteresis`` leaves a level past the sell window. Not remembered: a plan that
+        cancelled a buy out of range (its level may be inside the window) or any buy under
+        ``max_position`` (the exposure fell).
         """
         if self._quiet_version != self.version:
-            self._quiet_version = self.version
-            self._quiet_plans.clear()
+            self._quiet_plans = self._plans_of_book()
         known = self._quiet_plans.get(self.base)
         if known is not None:
             if known[0]:
@@ -172,10 +183,26 @@ class _Run:
             return False
         filled, settled = self._act(result, price)
         if settled and self._remember_quiet:
-            self._quiet_version = self.version
-            self._quiet_plans.clear()
+            self._quiet_plans = self._plans_of_book()
             self._quiet_plans[self.base] = (skipped, self.capped)
         return filled
+
+    def _plans_of_book(self) -> _QuietPlans:
+        """The quiet plans remembered for the book as it is now."""
+        self._quiet_version = self.version
+        book = (tuple(sorted(self._open_keys.values())), tuple(sorted(self._held_keys.values())))
+        plans = self._quiet_book.get(book)
+        if plans is None:
+            if len(self._quiet_book) >= _QUIET_BOOKS:
+                self._quiet_book.clear()
+            plans = self._quiet_book[book] = {}
+        return plans
+
+    def _intern(self, key: tuple[object, ...]) -> int:
+        number = self._interned.get(key)
+        if number is None:
+            number = self._interned[key] = len(self._interned)
+        return number
 
     def _act(self, result: Plan, price: Decimal) -> tuple[bool, bool]:
         """Send ``result``'s cancels and placements, record the answers; whether an order
@@ -242,6 +269,16 @@ class _Run:
             return
         before = self.book.state.level(effect.level.index)
         self.book.commit(effect)
+        cid, opened, level = effect.client_order_id, effect.open_order, effect.level
+        if opened is not None:
+            key = (opened.level, opened.side, opened.price, opened.amount)
+            self._open_keys[cid] = self._intern(key)
+        else:
+            self._open_keys.pop(cid, None)
+        if level.holding > 0:
+            self._held_keys[level.index] = self._intern((level.index, level.holding))
+        else:
+            self._held_keys.pop(level.index, None)
         self._holding += effect.level.holding - before.holding
         self._cost += effect.level.cost - before.cost
         self.round_trips.extend(effect.round_trips)

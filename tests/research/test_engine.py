@@ -143,3 +143,35 @@ def test_events_only_at_thresholds_match_every_tick() -> None:
     assert got == ref_orders
     assert [t.pnl for t in shortcut.round_trips] == [t.pnl for t in reference.round_trips]
     assert len(shortcut.round_trips) > 3
+
+
+def test_quiet_plans_are_kept_per_book_as_the_planner_reads_it() -> None:
+    # The memo's picture of the book is the book: each open order's level, side, price and
+    # amount, and each positive holding; a change of either is another book.
+    data = random_walk_candles(1500, price=100.0, volatility=0.004, seed=3)
+    run = _Run(setup(interval=Decimal(1), max_position=Decimal(400)), Decimal(100), trace=False)
+    run.event(10_000, 0.0)
+    for i in range(len(data)):
+        run.walk(round(data.open[i] * 100), round(data.low[i] * 100), 0.0)
+        run.walk(round(data.low[i] * 100), round(data.close[i] * 100), 0.0)
+    assert len(run.round_trips) > 5
+    open_orders = {
+        o.client_order_id: run._intern((o.level, o.side, o.price, o.amount))
+        for o in run.book.open_orders()
+    }
+    held = {
+        lv.index: run._intern((lv.index, lv.holding))
+        for lv in run.book.state.levels.values()
+        if lv.holding > 0
+    }
+    assert run._open_keys == open_orders and run._held_keys == held and held
+    plans = run._plans_of_book()
+    assert run._plans_of_book() is plans
+    index = next(iter(held))
+    run._held_keys[index] = run._intern((index, Decimal("0.5")))
+    assert run._plans_of_book() is not plans
+    run._held_keys[index] = held[index]
+    assert run._plans_of_book() is plans
+    cid = next(iter(open_orders))
+    run._open_keys[cid] = run._intern(("another order",))
+    assert run._plans_of_book() is not plans
