@@ -3,9 +3,12 @@
 
 from __future__ import annotations
 
-from quantmesh.config import parse_settings
+from pathlib import Path
+
+from quantmesh.config import load_settings, parse_settings
 from quantmesh.preflight import config_warnings
 
+ROOT = Path(__file__).resolve().parents[2]
 SYMBOLS = "trading: {symbols: [{symbol: ETHUSDT, price_interval: 10}]}\n"
 
 
@@ -56,3 +59,19 @@ def test_a_lock_server_section_the_lock_does_not_use_is_one_warning() -> None:
     ]
     # alone, with the lock off, a section kept for later is no concern
     assert server_warnings("etcd: {endpoints: ['127.0.0.1:2379']}\nredis: {addr: 'r:6379'}\n") == []
+
+
+def test_the_etcd_deployment_example_loads_without_warnings() -> None:
+    env = {
+        "INSTANCE_ID": "quantmesh-1",
+        "EXCHANGE_API_KEY": "k",
+        "EXCHANGE_SECRET": "s",
+        "POSTGRES_PASSWORD": "p",
+        "QUANTMESH_ETCD_PASSWORD": "e",
+        "QUANTMESH_HTTP_TOKEN": "t",
+    }
+    settings = load_settings(ROOT / "deploy" / "etcd" / "quantmesh.yaml", env=env)
+    assert settings.distributed_lock.type == "etcd"
+    assert settings.etcd.endpoints == tuple(f"http://etcd-{i}:2379" for i in (1, 2, 3))
+    assert settings.fleet is not None
+    assert config_warnings(settings) == []
