@@ -246,6 +246,8 @@ class EtcdGateway:
         code = error.get("code", error.get("grpc_code"))
         detail = error.get("message") or raw[:200].decode(errors="replace")
         message = f"etcd {what} failed: HTTP {status}: {detail}"
+        if "user name is empty" in str(detail):  # etcd's authentication is on
+            message += " (etcd has authentication enabled: set etcd.username and etcd.password)"
         if code == _NOT_FOUND:
             raise EtcdNotFound(message)
         if code == _UNAUTHENTICATED:

@@ -14,8 +14,9 @@ from typing import get_args
 
 import pytest
 
+from quantmesh.config import parse_settings
 from quantmesh.config.schema import LockServerType
-from quantmesh.coordination.servers import LOCK_SERVERS
+from quantmesh.coordination.servers import LOCK_SERVERS, lock_server
 from quantmesh.errors import LockError
 from quantmesh.lock.etcd import EtcdGateway, EtcdLock
 from quantmesh.notify.election import EtcdElection, smallest_id
@@ -103,6 +104,25 @@ async def test_etcd_elects_one_sender_per_event_and_window(etcd_server: EtcdServ
         await e._client.close()  # type: ignore[attr-defined]
 
 
+async def test_the_etcd_server_elects_through_its_lock_client(etcd_server: EtcdServer) -> None:
+    clear_etcd(etcd_server.url)
+    text = f"""
+distributed_lock: {{enabled: true, type: etcd}}
+etcd: {{endpoints: ['127.0.0.1:{etcd_server.port}']}}
+trading: {{symbols: [{{symbol: ETHUSDT, price_interval: 10}}]}}
+"""
+    servers = [lock_server(parse_settings(text, env={})) for _ in range(2)]
+    try:
+        a, b = (s.election(name, 60.0, lambda: True) for s, name in zip(servers, "ab", strict=True))
+        assert sorted([await a.elect("db_recovered"), await b.elect("db_recovered")]) == [
+            False,
+            True,
+        ]
+    finally:
+        for server in servers:
+            await server.close()
+
+
 async def test_without_etcd_the_smallest_live_id_sends() -> None:
     url = f"http://127.0.0.1:{free_port()}"  # nothing listens there
     a = election(url, "a", members=["a", "b"])
@@ -144,6 +164,7 @@ async def test_etcd_with_authentication_takes_the_user_and_keeps_the_password_ou
             with pytest.raises(LockError) as caught:
                 await refused.try_lock("k", 5.0)
             assert secret not in str(caught.value)
+        assert "set etcd.username and etcd.password" in str(caught.value)  # the anonymous one
     finally:
         for each in (lock, wrong, anonymous):
             await each.close()
