@@ -3,9 +3,11 @@
 One trader owns one symbol's grid. Everything that changes the grid - planning and
 placing on a price, applying an order update - runs under one mutex, so a fill for an
 order is applied only after its placement has been recorded, and shutdown can wait for
-in-flight exchange calls by taking the mutex. Checking the grid's orders against the
+in-flight exchange calls by taking the mutex. Applying an order update to the book is its
+``Recorder``'s (``trading.recorder``), whose records are stored behind the trader's back
+by its ``WriteBehind`` (``trading.write_behind``). Checking the grid's orders against the
 exchange - at start, every round, and for orders of unknown outcome - is its
-``Reconciler``'s (``trading.reconcile``), which applies what it finds through the trader.
+``Reconciler``'s (``trading.reconcile``), which applies what it finds through the recorder.
 """
 
 from __future__ import annotations
@@ -19,28 +21,21 @@ from decimal import Decimal
 
 import structlog
 
-from quantmesh import failpoints
 from quantmesh.control.desired import ACTIVE, Desired
 from quantmesh.domain import (
-    Fill,
     MarketRules,
     Order,
-    OrderRequest,
     OrderUpdate,
     Tick,
-    fills_cover,
     floor_to,
 )
 from quantmesh.errors import (
-    AuthenticationFailed,
-    ExchangeError,
     LockLost,
     StartupError,
     StorageError,
-    StorageUnavailable,
 )
 from quantmesh.exchange.base import Exchange
-from quantmesh.grid.ids import grid_tag, parse_client_order_id
+from quantmesh.grid.ids import grid_tag
 from quantmesh.grid.liquidate import Liquidation
 from quantmesh.grid.planner import CancelOrder, OpenOrder
 from quantmesh.grid.pnl import Position, day_of
@@ -48,11 +43,12 @@ from quantmesh.grid.risk import Fired, RiskLimits
 from quantmesh.grid.state import GridParams, GridShape, GridSpec, GridState, LevelState
 from quantmesh.lock.base import DistributedLock
 from quantmesh.lock.keys import LockKeys
-from quantmesh.notify.events import NOP, Notifier, round_trip
+from quantmesh.notify.events import NOP, Notifier
 from quantmesh.observability.metrics import Metrics
 from quantmesh.storage.base import Repository
-from quantmesh.trading.book import Effect, OrderBook
+from quantmesh.trading.book import OrderBook
 from quantmesh.trading.reconcile import Reconciler
+from quantmesh.trading.recorder import Recorder
 from quantmesh.trading.risk import PeakStore, RiskGuard
 from quantmesh.trading.risk import Record as RiskRecord
 from quantmesh.trading.sender import OrderSender
@@ -160,6 +156,16 @@ class Trader:
             clock=clock,
             notifier=notifier,
         )
+        self._recorder = Recorder(
+            settings.symbol,
+            exchange=exchange,
+            writes=self._repo,
+            sender=self._sender,
+            metrics=metrics,
+            fence=lambda: self._fence(),
+            notifier=notifier,
+            wall_clock=wall_clock,
+        )
         self._next_lookup = 0.0
         self._days_before: dict[str, Decimal] = {}  # stored realized PnL by day, at start
         self._last_price_saved = -1e18
@@ -259,8 +265,8 @@ class Trader:
             exchange=self._exchange,
             repository=self._repo,
             sender=self._sender,
-            record=lambda update: self._record(book, update),
-            absorb=lambda order: self._absorb(book, order),
+            record=lambda update: self._recorder.record(book, update),
+            absorb=lambda order: self._recorder.absorb(book, order),
             mutex=self._mutex,
             locker=self._reconcile_locker,
             lock_keys=self._keys,
@@ -438,7 +444,7 @@ class Trader:
                 for tracked in book.open_orders():
                     tg.create_task(cancel_one(tracked))
         finally:
-            await self._record_answers(book, answers)
+            await self._recorder.record_answers(book, answers)
             await self._repo.close()
         return len(book.open_orders())
 
@@ -467,7 +473,7 @@ class Trader:
     async def _order_loop(self, book: OrderBook, updates: AsyncIterator[OrderUpdate]) -> None:
         async for update in updates:
             async with self._mutex:
-                await self._record(book, update)
+                await self._recorder.record(book, update)
 
     def _on_tick_seen(self, tick: Tick) -> None:
         self.last_tick = tick
@@ -514,7 +520,7 @@ class Trader:
                     break
                 answers.extend(await self._sender.place(book, place))
         finally:
-            await self._record_answers(book, answers)
+            await self._recorder.record_answers(book, answers)
 
     @property
     def control(self) -> Desired | None:
@@ -525,157 +531,6 @@ class Trader:
     def impose(self, fired: Fired) -> None:
         """Hold this symbol for a trigger of the instance's risk limits."""
         self._steering.impose(fired)
-
-    # order updates ---------------------------------------------------------------------------
-
-    async def _record_answers(self, book: OrderBook, orders: list[Order]) -> None:
-        """Store the answers of one step: unfilled orders in one batch, the rest one by one.
-
-        An order without fills changes no level (a placement, or a cancel before any fill),
-        so only its status is stored.
-        """
-        now = self._wall()
-        plain: list[tuple[Order, Effect]] = []
-        rest: list[Order] = []
-        for order in orders:
-            effect = book.effect(OrderUpdate(order), now) if order.filled == 0 else None
-            if effect is None:
-                rest.append(order)
-            elif effect.level == book.state.level(effect.level.index) and not effect.round_trips:
-                plain.append((order, effect))
-            else:
-                rest.append(order)
-        if plain:
-            await self._repo.save_orders([order for order, _ in plain])
-            for _, effect in plain:
-                book.commit(effect)
-            self._metrics.open_orders.labels(self.symbol).set(len(book.open_orders()))
-        for order in rest:
-            await self._absorb(book, order)
-
-    async def _absorb(self, book: OrderBook, order: Order) -> None:
-        """Record an order state returned by a call, with its fills.
-
-        A call's answer carries no fills, and the stream may deliver them only later: an
-        order that filled (at once, or before a cancel) is recorded together with its fills,
-        so the level never looks free while its fills are still on their way. If the fills
-        cannot be fetched, the order stays "unknown" and its level blocked until a lookup
-        succeeds.
-        """
-        fills: tuple[Fill, ...] = ()
-        if order.filled > 0:
-            try:
-                fills = tuple(
-                    await self._exchange.fetch_order_fills(self.symbol, order.client_order_id)
-                )
-            except AuthenticationFailed:
-                raise
-            except ExchangeError as exc:
-                self._metrics.exchange_errors.labels(self.symbol, type(exc).__name__).inc()
-                log.warning(
-                    "fills_lookup_failed", client_order_id=order.client_order_id, error=str(exc)
-                )
-                book.track_unknown(_request_of(order))
-                return
-            if not fills_cover(order, fills):
-                # Filled per the order, but its trades are not all listed yet: record
-                # nothing now (the level stays blocked) and look the order up again.
-                log.warning(
-                    "fills_incomplete",
-                    client_order_id=order.client_order_id,
-                    filled=str(order.filled),
-                    listed=str(sum((f.amount for f in fills), Decimal(0))),
-                )
-                book.track_unknown(_request_of(order))
-                return
-        await self._record(book, OrderUpdate(order, fills))
-
-    async def _record(self, book: OrderBook, update: OrderUpdate) -> None:
-        """Apply an order update to the grid and store it; the mutex is held."""
-        fills = update.fills
-        if not fills and book.is_stale(update.order):
-            await self._cancel_stale(book, update.order)
-            return
-        placed_here = self._sender.created_here(update.order)  # no earlier process saw it
-        if fills and not placed_here and not book.tracks(update.order):
-            # Fills of an order this process did not follow from its placement (adopted,
-            # settled after a restart) may have been applied by an earlier process.
-            try:
-                known = await self._repo.known_trade_ids(self.symbol, [f.trade_id for f in fills])
-            except StorageUnavailable as exc:
-                # Which fills are new cannot be told now: the order's level stays blocked
-                # and it is looked up again until the database answers.
-                log.warning(
-                    "fills_check_postponed",
-                    client_order_id=update.order.client_order_id,
-                    error=str(exc),
-                )
-                book.track_unknown(_request_of(update.order))
-                return
-            book.remember_stored(known)
-            fills = tuple(f for f in fills if f.trade_id not in known)
-        effect = book.effect(OrderUpdate(update.order, fills), self._wall())
-        if effect is None:
-            return  # a foreign order, another grid's, or a stale update
-        # Queued, not awaited: a refusal (stale fence) stops placing from the write-behind.
-        await self._repo.record_execution(
-            update.order, effect.fills, effect.levels, effect.round_trips, self._fence()
-        )
-        book.commit(effect)
-        if effect.fills:
-            failpoints.reach("fill_applied")
-        self._report(book, effect)
-
-    async def _cancel_stale(self, book: OrderBook, order: Order) -> None:
-        """Cancel a buy of a finished cycle instead of adopting it; if it filled meanwhile,
-        its fills are recorded like any other."""
-        log.warning(
-            "stale_order_found",
-            client_order_id=order.client_order_id,
-            detail="an open buy of a cycle its level has finished (sent by a former owner "
-            "as it froze): cancelling it",
-        )
-        key = parse_client_order_id(order.client_order_id)
-        assert key is not None  # is_stale parsed it
-        cancel = CancelOrder(order.client_order_id, key.level, "buy", "stale")
-        for answer in await self._sender.cancel(book, cancel):
-            if answer.filled > 0:
-                await self._absorb(book, answer)
-            else:
-                await self._repo.save_orders([answer])
-
-    def _report(self, book: OrderBook, effect: Effect) -> None:
-        for fill in effect.fills:
-            self._metrics.fills.labels(self.symbol, fill.side).inc()
-            if fill.fee:
-                self._metrics.fees.labels(self.symbol, fill.fee_currency).inc(float(fill.fee))
-            log.info(
-                "order_filled",
-                side=fill.side,
-                price=str(fill.price),
-                amount=str(fill.amount),
-                fee=str(fill.fee),
-                client_order_id=fill.client_order_id,
-            )
-        for trip in effect.round_trips:
-            self._metrics.round_trips.labels(self.symbol).inc()
-            self._notifier.emit(
-                round_trip(self.symbol, trip.level, trip.cycle, trip.amount, trip.pnl)
-            )
-            log.info(
-                "round_trip",
-                grid_level=trip.level,
-                cycle=trip.cycle,
-                amount=str(trip.amount),
-                pnl=str(trip.pnl),
-            )
-        self._metrics.realized_pnl.labels(self.symbol).set(float(book.realized_pnl))
-        self._metrics.inventory.labels(self.symbol).set(float(book.inventory()))
-        self._metrics.open_orders.labels(self.symbol).set(len(book.open_orders()))
-
-
-def _request_of(order: Order) -> OrderRequest:
-    return OrderRequest(order.symbol, order.side, order.price, order.amount, order.client_order_id)
 
 
 def _check_spacing(spec: GridSpec, rules: MarketRules) -> None:

@@ -47,6 +47,7 @@ log = structlog.get_logger(__name__)
 
 QUEUE_LIMIT = 1000  # queued writes beyond which a writer waits for the drain (back pressure)
 BATCH_LIMIT = 500  # writes per transaction
+GATHER_DELAY = 0.002  # seconds between the first queued write and its transaction
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,6 +121,10 @@ class WriteBehind:
             await self.flush()  # the database falls behind: the trader waits for it
 
     async def _drain_queue(self) -> None:
+        # Let the trader act on what it just learnt first: the database thread would take
+        # the interpreter's lock from the order being sent. Writes arriving meanwhile join
+        # the same transaction.
+        await asyncio.sleep(GATHER_DELAY)
         while self._queue and self._failure is None:
             batch = _head(self._queue)
             try:

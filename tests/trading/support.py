@@ -5,12 +5,12 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from quantmesh.domain import MarketRules, Order, OrderRequest, OrderUpdate
 from quantmesh.errors import Disconnected, LockError, LockUnavailable, RateLimited
@@ -46,6 +46,9 @@ SETTINGS = TraderSettings(
 )
 
 
+_T = TypeVar("_T")
+
+
 async def until(condition: Callable[[], bool], timeout: float = 5.0) -> None:
     """Wait until ``condition()`` holds; fail the test after ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
@@ -53,6 +56,19 @@ async def until(condition: Callable[[], bool], timeout: float = 5.0) -> None:
         if time.monotonic() > deadline:
             raise AssertionError("condition not met in time")
         await asyncio.sleep(0.005)
+
+
+async def stored(
+    read: Callable[[], Awaitable[_T]], ok: Callable[[_T], bool], timeout: float = 5.0
+) -> _T:
+    """What ``read()`` returns once ``ok`` holds for it: the database is written behind the
+    trader's back, a few milliseconds after the trader acted."""
+    deadline = time.monotonic() + timeout
+    while not ok(found := await read()):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not stored in time; the database holds {found!r}")
+        await asyncio.sleep(0.005)
+    return found
 
 
 async def settle() -> None:

@@ -38,6 +38,7 @@ from .support import (
     MutableStreamExchange,
     running_trader,
     settle,
+    stored,
     until,
 )
 
@@ -73,7 +74,7 @@ async def test_a_fill_the_order_stream_missed_is_found_by_the_periodic_reconcile
         lagging.silent = True
         exchange.set_price(SYMBOL, Decimal(1999))  # fills the buy at 2000, unseen
         await until(lambda: holding(run) == Decimal("0.0150"), timeout=5)
-        trades = await repository.get_trades(TradeFilter(symbol=SYMBOL))
+        trades = await stored(lambda: repository.get_trades(TradeFilter(symbol=SYMBOL)), bool)
         assert [(t.side, t.price) for t in trades] == [("buy", Decimal(2000))]
         exchange.set_price(SYMBOL, Decimal("1999.5"))  # the next tick places the sell
         await until(lambda: any(o.side == "sell" for o in exchange.engine.open_orders(SYMBOL)))

@@ -32,6 +32,7 @@ from .support import (
     make_exchange,
     running_trader,
     settle,
+    stored,
     until,
 )
 
@@ -46,8 +47,10 @@ async def test_places_the_buy_window_below_the_price_with_deterministic_ids(
         assert run.open_ids() == {client_order_id(tag, i, "buy", 0) for i in (0, -1, -2)}
         prices = sorted(o.price for o in exchange.engine.open_orders(SYMBOL))
         assert prices == [Decimal(1980), Decimal(1990), Decimal(2000)]
-        stored = await repository.get_open_orders(SYMBOL)
-        assert {o.client_order_id for o in stored} == run.open_ids()
+        await stored(  # fails unless the database records exactly the open orders
+            lambda: repository.get_open_orders(SYMBOL),
+            lambda orders: {o.client_order_id for o in orders} == run.open_ids(),
+        )
         assert run.metric("quantmesh_orders_placed_total", symbol=SYMBOL, side="buy") == 3
         # More ticks at the same price place nothing new.
         for _ in range(5):
