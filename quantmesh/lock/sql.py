@@ -64,7 +64,7 @@ import itertools
 import math
 import secrets
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from contextlib import AbstractAsyncContextManager
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Final, Literal, Protocol, TypeVar
@@ -172,26 +172,51 @@ def _us(ttl: float) -> int:
 
 
 class _Connections:
-    """The lock's own connections: at most ``size``, the idle ones reused last in first."""
+    """The lock's own connections: at most ``size`` open, the idle ones reused last in
+    first. Taking an idle one does not wait for anything (the hot path)."""
 
     def __init__(self, engine: Engine, dialect: SqlDialect, size: int) -> None:
+        if size < 1:
+            raise ValueError("the lock needs at least one connection")
         self._engine = engine
         self._dialect = dialect
+        self._size = size
+        self._open_count = 0
         self._idle: list[PoolProxiedConnection] = []
-        self._slots = asyncio.Semaphore(size)
+        self._changed = asyncio.Event()  # a connection came back or was closed
 
-    @contextlib.asynccontextmanager
-    async def connection(self, fresh: bool = False) -> AsyncIterator[tuple[Any, bool]]:
-        """A driver connection, and whether it was used before; closed if the body fails."""
-        async with self._slots:
-            reused = bool(self._idle) and not fresh
-            proxied = self._idle.pop() if reused else await self._open()
-            try:
-                yield proxied.driver_connection, reused
-            except BaseException:
-                _discard(proxied)
-                raise
-            self._idle.append(proxied)
+    def idle(self) -> PoolProxiedConnection | None:
+        return self._idle.pop() if self._idle else None
+
+    async def take(self, fresh: bool, timeout: float) -> tuple[PoolProxiedConnection, bool]:
+        """A connection (an idle one unless ``fresh``), and whether it was used before;
+        ``give`` it back, or ``discard`` it. Waits up to ``timeout`` for one."""
+        async with asyncio.timeout(timeout):
+            while True:
+                if self._idle and not fresh:
+                    return self._idle.pop(), True
+                if self._open_count < self._size:
+                    self._open_count += 1
+                    try:
+                        return await self._open(), False
+                    except BaseException:
+                        self._open_count -= 1
+                        self._changed.set()
+                        raise
+                if self._idle:  # fresh, and no room: an idle one makes room
+                    self.discard(self._idle.pop())
+                    continue
+                self._changed.clear()
+                await self._changed.wait()
+
+    def give(self, proxied: PoolProxiedConnection) -> None:
+        self._idle.append(proxied)
+        self._changed.set()
+
+    def discard(self, proxied: PoolProxiedConnection) -> None:
+        _discard(proxied)
+        self._open_count -= 1
+        self._changed.set()
 
     async def _open(self) -> PoolProxiedConnection:
         proxied = await self._engine.raw_connection()
@@ -204,9 +229,8 @@ class _Connections:
         return proxied
 
     async def close(self) -> None:
-        idle, self._idle = self._idle, []
-        for proxied in idle:
-            _discard(proxied)
+        while self._idle:
+            self.discard(self._idle.pop())
 
 
 def _discard(proxied: PoolProxiedConnection) -> None:
@@ -304,18 +328,19 @@ class SqlLock:
 
     # statements --------------------------------------------------------------------------
 
-    @staticmethod
-    async def _pg_acquire(conn: Any, name: str, token: str, ttl_us: int) -> int | None:
-        fence: int | None = await conn.fetchval(PG_ACQUIRE, name, token, ttl_us)
+    async def _pg_acquire(self, conn: Any, name: str, token: str, ttl_us: int) -> int | None:
+        fence: int | None = await conn.fetchval(
+            PG_ACQUIRE, name, token, ttl_us, timeout=self._timeout
+        )
         return fence
 
-    @staticmethod
-    async def _pg_release(conn: Any, name: str, token: str) -> bool:
-        return bool(await conn.execute(PG_RELEASE, name, token) == "UPDATE 1")
+    async def _pg_release(self, conn: Any, name: str, token: str) -> bool:
+        status = await conn.execute(PG_RELEASE, name, token, timeout=self._timeout)
+        return bool(status == "UPDATE 1")
 
-    @staticmethod
-    async def _pg_extend(conn: Any, name: str, token: str, fence: int, ttl_us: int) -> bool:
-        return bool(await conn.execute(PG_EXTEND, name, token, fence, ttl_us) == "UPDATE 1")
+    async def _pg_extend(self, conn: Any, name: str, token: str, fence: int, ttl_us: int) -> bool:
+        status = await conn.execute(PG_EXTEND, name, token, fence, ttl_us, timeout=self._timeout)
+        return bool(status == "UPDATE 1")
 
     @staticmethod
     async def _my_acquire(conn: Any, name: str, token: str, ttl_us: int) -> int | None:
@@ -351,26 +376,42 @@ class SqlLock:
 
     async def _run(self, what: str, statement: Callable[[Any], Awaitable[_T]]) -> _T:
         """``statement`` on one of the lock's connections within ``request_timeout``;
-        repeated once on a fresh connection when a pooled one could not reach the server."""
+        repeated once on a fresh connection when a pooled one could not reach the server.
+
+        asyncpg bounds each statement itself (its ``timeout``, passed by the statements);
+        aiomysql has no such bound, so a MySQL statement runs under ``asyncio.timeout``.
+        """
         fresh = False
         while True:
-            reused = False  # until a pooled connection is in hand
+            proxied: PoolProxiedConnection | None = None
+            reused = False
             try:
-                async with asyncio.timeout(self._timeout):
-                    async with self._connections.connection(fresh) as (conn, reused):
-                        return await statement(conn)
-            except TimeoutError:
-                raise LockUnavailable(
-                    f"{self.dialect} lock {what} failed: no answer within {self._timeout:g} s"
-                ) from None
-            except LockError:
-                raise
-            except Exception as exc:  # noqa: BLE001  # drivers share no base error: each is mapped
+                proxied = None if fresh else self._connections.idle()
+                if proxied is None:
+                    proxied, reused = await self._connections.take(fresh, self._timeout)
+                else:
+                    reused = True
+                if self.dialect == "postgres":
+                    result = await statement(proxied.driver_connection)
+                else:
+                    async with asyncio.timeout(self._timeout):
+                        result = await statement(proxied.driver_connection)
+            except BaseException as exc:
+                if proxied is not None:  # its state is unknown: closed, never reused
+                    self._connections.discard(proxied)
+                if isinstance(exc, TimeoutError):
+                    raise LockUnavailable(
+                        f"{self.dialect} lock {what} failed: no answer within {self._timeout:g} s"
+                    ) from None
+                if isinstance(exc, LockError) or not isinstance(exc, Exception):
+                    raise  # ours, or a cancellation
                 error = self._error(exc, what)
                 if reused and isinstance(error, LockUnavailable):
                     fresh = True  # a pooled connection the server closed (a restart)
                     continue
                 raise error from None
+            self._connections.give(proxied)
+            return result
 
     def _error(self, exc: Exception, what: str) -> LockError:
         """A driver's error as ours: unreachable vs. anything else, credentials masked."""
