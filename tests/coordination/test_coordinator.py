@@ -28,7 +28,8 @@ def waiting_for(instance: Instance) -> list[str]:
 
 
 ETH = "ETH/USDT"
-# What tests/coordination/test_fleet_etcd.py already shows of etcd runs on Redis only.
+# Runs on Redis only: what these show of a lock server (ids, heartbeats, allocation over
+# the live members) tests/coordination/test_fleet_etcd.py shows of etcd.
 REDIS_ONLY = pytest.mark.parametrize("fleet_server", ["redis"], indirect=True)
 
 
@@ -100,6 +101,7 @@ async def test_a_standby_started_first_leaves_a_master_starting_beside_it_alone(
     await close_all(master, standby)
 
 
+@REDIS_ONLY
 async def test_dynamic_mode_shares_the_symbols_and_rebalances(
     instances: Instances, fleet_server: FleetServer
 ) -> None:
