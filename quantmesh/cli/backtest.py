@@ -1,4 +1,4 @@
-"""``quantmesh backtest -c PATH``: every configured symbol over its stored candles.
+"""``quantmesh backtest -c PATH``: every configured symbol over its stored trades or candles.
 
 The grid runs through the daemon's own planner, ledger, client ids and matching rules in
 simulated time (``quantmesh.research``). Prints a summary table and writes
@@ -33,7 +33,7 @@ DEFAULT_OUT = Path("backtest")
 
 def register(subparsers: Subparsers) -> None:
     parser = subparsers.add_parser(
-        "backtest", help="run the configured grids over stored candles (and sweeps)"
+        "backtest", help="run the configured grids over stored trades or candles (and sweeps)"
     )
     add_config_option(parser)
     parser.add_argument("--from", dest="start", metavar="DATE", help="first day (UTC)")
@@ -51,6 +51,20 @@ def register(subparsers: Subparsers) -> None:
         default="nearer",
         help="the price path inside a candle: open, nearer extreme, farther extreme, close "
         "(default); or pessimistic: open, high, low, close",
+    )
+    parser.add_argument(
+        "--source",
+        choices=("auto", "candles", "trades"),
+        default="auto",
+        help="the prices: stored trade prints, one after the other, or candles along their "
+        "path (default auto: trades where they are stored, else candles)",
+    )
+    parser.add_argument(
+        "--fill",
+        choices=("touch", "through"),
+        help="a resting order fills when the price reaches it (touch) or goes past it "
+        "(through); default: the configured exchange's rule, else touch on candles and "
+        "through on trades",
     )
     parser.add_argument("--fee-rate", help="fee per fill instead of the market's, e.g. 0.001")
     parser.add_argument(
@@ -111,7 +125,9 @@ def _request(args: argparse.Namespace) -> Request:
         raise ResearchError(f"--jobs {args.jobs}: give at least 1")
     settings = load_settings(args.config)
     exchange = data_exchange(settings, args.exchange)
-    sources = symbol_sources(settings, args.data, exchange, args.timeframe, fee)
+    sources = symbol_sources(
+        settings, args.data, exchange, args.timeframe, fee, args.source, args.fill
+    )
     return Request(
         tuple(sources), args.timeframe, args.path_model, start, end, args.start, args.until
     )

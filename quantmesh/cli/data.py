@@ -1,8 +1,9 @@
 """``quantmesh data download|list``: price history for backtests.
 
-``download`` fetches candles through ccxt's public endpoints (no keys) into Parquet files
-under ``--data-dir`` (see ``quantmesh.research.download``); a second run fetches only
-what is missing. ``list`` shows what is stored.
+``download`` fetches candles (and with ``--trades`` the public trades too) through ccxt's
+public endpoints (no keys) into Parquet files under ``--data-dir`` (see
+``quantmesh.research.download``); a second run fetches only what is missing. ``list``
+shows what is stored.
 
 Exit codes: 0 done; 1 the exchange kept failing (what was fetched is saved); 2 bad flags
 (one line saying what and what to do).
@@ -22,6 +23,7 @@ from quantmesh.cli.exit_codes import EXIT_CONFIG, EXIT_FAILURE, EXIT_OK, print_e
 
 if TYPE_CHECKING:
     from quantmesh.cli.options import Subparsers
+    from quantmesh.research.download import DownloadReport
 
 DEFAULT_DATA = Path("data/history")
 
@@ -37,12 +39,17 @@ def register(subparsers: Subparsers) -> None:
     down.add_argument("--until", metavar="DATE", help="end, excluded (default: now)")
     down.add_argument("--data-dir", type=Path, default=DEFAULT_DATA, help="data directory")
     down.add_argument(
+        "--trades",
+        action="store_true",
+        help="also fetch the public trades (for backtests on trade prints; much more data)",
+    )
+    down.add_argument(
         "--urls", type=_json_object, default={}, help="JSON merged over ccxt's urls (a proxy)"
     )
     down.add_argument(
         "--options", type=_json_object, default={}, help="JSON of ccxt options for the exchange"
     )
-    listing = sub.add_parser("list", help="show the stored candles")
+    listing = sub.add_parser("list", help="show the stored candles and trades")
     listing.add_argument("--data-dir", type=Path, default=DEFAULT_DATA, help="data directory")
 
 
@@ -84,11 +91,12 @@ def _list(data_dir: Path) -> int:
     if not files:
         print(f"no candles under {data_dir}; fetch some with 'quantmesh data download'")
         return EXIT_OK
-    rows = [["EXCHANGE", "SYMBOL", "TIMEFRAME", "CANDLES", "FIRST", "LAST", "MISSING", "FILE"]]
+    rows = [["EXCHANGE", "SYMBOL", "TIMEFRAME", "ROWS", "FIRST", "LAST", "MISSING", "FILE"]]
     for f in files:
+        missing = "-" if f.missing is None else f"{f.missing:,}"
         rows.append(
             [f.exchange, f.symbol, f.timeframe, f"{f.rows:,}", _day(f.first_ms),
-             _day(f.last_ms), f"{f.missing:,}", str(f.path)]
+             _day(f.last_ms), missing, str(f.path)]
         )  # fmt: skip
     widths = [max(len(r[c]) for r in rows) for c in range(len(rows[0]))]
     for r in rows:
@@ -110,6 +118,8 @@ def _client(args: argparse.Namespace) -> Any:
     client = cls(config)
     if not client.has.get("fetchOHLCV"):
         raise ResearchError(f"--exchange {args.exchange}: ccxt cannot fetch its candles")
+    if args.trades and not client.has.get("fetchTrades"):
+        raise ResearchError(f"--exchange {args.exchange}: ccxt cannot fetch its public trades")
     return client
 
 
@@ -132,6 +142,7 @@ def _download(args: argparse.Namespace) -> int:
     from quantmesh.research.candles import parse_day, timeframe_ms
     from quantmesh.research.download import Job, download
     from quantmesh.research.errors import FetchFailed, ResearchError
+    from quantmesh.research.trades import TRADES
 
     step = timeframe_ms(args.timeframe)
     since = parse_day(args.since, "--since")
@@ -152,23 +163,39 @@ def _download(args: argparse.Namespace) -> int:
         print_error(f"{args.exchange}: markets could not be loaded ({exc}); try again later")
         return EXIT_FAILURE
     failed = False
+    kinds = [args.timeframe, TRADES] if args.trades else [args.timeframe]
     for symbol in symbols:
-        job = Job(args.exchange, symbol, args.timeframe, since, until)
-        progress = _bar(symbol) if sys.stderr.isatty() else None
-        try:
-            report = download(client, job, args.data_dir, progress=progress)
-        except FetchFailed as exc:
-            print_error(str(exc))
-            failed = True
-            continue
-        line = (
-            f"{symbol}: {report.fetched:,} new candles, {report.rows:,} stored in "
-            f"{report.path} ({report.requests} requests, {report.retries} retried)"
-        )
-        print(line)
-        if report.gaps:
-            missing = sum((b - a) // step for a, b in report.gaps)
-            shown = ", ".join(f"{_day(a)} .. {_day(b - step)}" for a, b in report.gaps[:5])
-            more = f" and {len(report.gaps) - 5} more" if len(report.gaps) > 5 else ""
-            print(f"{symbol}: {len(report.gaps)} gaps, {missing:,} candles missing: {shown}{more}")
+        for kind in kinds:
+            job = Job(args.exchange, symbol, kind, since, until)
+            progress = _bar(symbol if kind != TRADES else f"{symbol} trades")
+            try:
+                report = download(
+                    client, job, args.data_dir, progress=progress if sys.stderr.isatty() else None
+                )
+            except FetchFailed as exc:
+                print_error(str(exc))
+                failed = True
+                continue
+            _summary(symbol, kind, report, step)
     return EXIT_FAILURE if failed else EXIT_OK
+
+
+def _summary(symbol: str, kind: str, report: DownloadReport, step: int) -> None:
+    from quantmesh.research.download import PAGE
+    from quantmesh.research.trades import TRADES
+
+    what = "trades" if kind == TRADES else "candles"
+    print(
+        f"{symbol}: {report.fetched:,} new {what}, {report.rows:,} stored in "
+        f"{report.path} ({report.requests} requests, {report.retries} retried)"
+    )
+    if report.crowded:
+        print(
+            f"{symbol}: {report.crowded} milliseconds held more trades than a page of "
+            f"{PAGE}; trades beyond the page in them are missing"
+        )
+    if report.gaps:
+        missing = sum((b - a) // step for a, b in report.gaps)
+        shown = ", ".join(f"{_day(a)} .. {_day(b - step)}" for a, b in report.gaps[:5])
+        more = f" and {len(report.gaps) - 5} more" if len(report.gaps) > 5 else ""
+        print(f"{symbol}: {len(report.gaps)} gaps, {missing:,} candles missing: {shown}{more}")

@@ -1,4 +1,5 @@
-"""Fetching candles through ccxt into the Parquet store: paged, rate-limited, resumable.
+"""Fetching candles and trades through ccxt into the Parquet store: paged, rate-limited,
+resumable.
 
 - Pages of ``fetch_ohlcv(symbol, timeframe, since, limit)`` walk forward from ``since``;
   the client runs with ccxt's ``enableRateLimit`` (it spaces requests by the exchange's
@@ -10,10 +11,16 @@
   ``checkpoint`` pages, so an interrupted download resumes from its last checkpoint.
 - The market's rules (tick, lot, minimums, taker fee) are stored with the candles, for
   backtests of an exchange's market.
+- Trades (``timeframe`` ``trades``) page by time through ``fetch_trades(symbol, since,
+  limit, {"until": ...})`` in windows of an hour at most (Binance's ``aggTrades`` answers no
+  longer span): a full page moves the start to its last trade's millisecond (the trades of
+  that millisecond come again and are kept once, by id), a page that is not full covers
+  its whole window. Stored beside the candles, ``<BASE>_<QUOTE>-trades.parquet``.
 """
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -21,7 +28,15 @@ from typing import Any
 
 from quantmesh.research.candles import Candles, find_gaps, timeframe_ms
 from quantmesh.research.errors import FetchFailed, ResearchError
-from quantmesh.research.history import history_path, read_candles, read_meta, write_candles
+from quantmesh.research.history import (
+    history_path,
+    read_candles,
+    read_meta,
+    read_trades,
+    write_candles,
+    write_trades,
+)
+from quantmesh.research.trades import TRADES, Trades
 
 __all__ = ["DownloadReport", "Job", "download", "merge_spans", "missing_spans"]
 
@@ -29,6 +44,7 @@ PAGE = 1000
 MAX_RETRIES = 8
 MAX_BACKOFF = 60.0
 CHECKPOINT_PAGES = 50
+TRADE_WINDOW_MS = 3_600_000
 
 Span = tuple[int, int]  # [start, end) in epoch ms
 
@@ -55,6 +71,7 @@ class DownloadReport:
     retries: int = 0
     rows: int = 0  # candles in the file afterwards
     gaps: list[Span] = field(default_factory=list)  # missing stretches inside the file
+    crowded: int = 0  # milliseconds with more trades than a page (the rest of them missed)
 
 
 def merge_spans(spans: list[Span]) -> list[Span]:
@@ -94,14 +111,29 @@ def _retry_after(client: Any) -> float | None:
 
 def _fetch_page(
     client: Any, job: Job, since: int, report: DownloadReport, sleep: Callable[[float], None]
-) -> list[list[Any]]:
+) -> list[Any]:
+    return _fetch(
+        lambda: client.fetch_ohlcv(job.symbol, job.timeframe, since, PAGE),
+        client,
+        job,
+        report,
+        sleep,
+    )
+
+
+def _fetch(
+    call: Callable[[], list[Any]],
+    client: Any,
+    job: Job,
+    report: DownloadReport,
+    sleep: Callable[[float], None],
+) -> list[Any]:
     import ccxt
 
     for attempt in range(MAX_RETRIES + 1):
         report.requests += 1
         try:
-            rows: list[list[Any]] = client.fetch_ohlcv(job.symbol, job.timeframe, since, PAGE)
-            return rows
+            return call()
         except ccxt.NetworkError as exc:  # 429/418 (DDoSProtection), timeouts, 5xx
             if attempt == MAX_RETRIES:
                 raise FetchFailed(
@@ -149,6 +181,8 @@ def download(
     checkpoint: int = CHECKPOINT_PAGES,
 ) -> DownloadReport:
     """Fetch what ``data_dir`` lacks of ``job`` (``client``: a ccxt exchange, markets loaded)."""
+    if job.timeframe == TRADES:
+        return download_trades(client, job, data_dir, sleep=sleep, progress=progress)
     step = timeframe_ms(job.timeframe)
     path = history_path(data_dir, job.exchange, job.symbol, job.timeframe)
     report = DownloadReport(job.symbol, str(path))
@@ -191,4 +225,76 @@ def download(
         save()
     report.rows = len(stored)
     report.gaps = [(a, b + step) for a, b in find_gaps(stored.ts, step)]
+    return report
+
+
+def download_trades(
+    client: Any,
+    job: Job,
+    data_dir: Any,
+    *,
+    sleep: Callable[[float], None] = time.sleep,
+    progress: Callable[[int, int], None] | None = None,
+    checkpoint: int = CHECKPOINT_PAGES,
+    page: int = PAGE,
+) -> DownloadReport:
+    """Fetch the trades ``data_dir`` lacks of ``job`` (see the module docstring), ``page``
+    trades a request; ``progress`` counts minutes of the period."""
+    path = history_path(data_dir, job.exchange, job.symbol, TRADES)
+    report = DownloadReport(job.symbol, str(path))
+    meta = read_meta(path) if path.is_file() else {}
+    stored = read_trades(path) if path.is_file() else Trades()
+    covered: list[Span] = [(int(a), int(b)) for a, b in meta.get("covered", [])]
+    meta.update(exchange=job.exchange, symbol=job.symbol, timeframe=TRADES)
+    meta["market"] = _market_meta(client, job) or meta.get("market", {})
+    todo = missing_spans((job.since_ms, job.until_ms), covered)
+    total = sum(end - start for start, end in todo) // 60_000
+    done = 0
+    fresh = Trades()
+    pages = 0
+
+    def save() -> None:
+        nonlocal stored, fresh
+        before = len(stored)
+        stored = stored.merged(fresh)
+        report.fetched += len(stored) - before
+        fresh = Trades()
+        meta["covered"] = [list(span) for span in merge_spans(covered)]
+        write_trades(path, stored, meta)
+
+    for start, end in todo:
+        cursor = start
+        while cursor < end:
+            until = min(cursor + TRADE_WINDOW_MS, end)  # exclusive
+            rows = _fetch(
+                functools.partial(
+                    client.fetch_trades, job.symbol, cursor, page, {"until": until - 1}
+                ),
+                client,
+                job,
+                report,
+                sleep,
+            )
+            inside = [t for t in rows if cursor <= int(t["timestamp"]) < until]
+            reached = until
+            if len(rows) >= page and inside:
+                reached = int(inside[-1]["timestamp"])
+                if reached == cursor:  # a whole page in one millisecond: paging cannot go on
+                    report.crowded += 1
+                    reached = cursor + 1
+            for trade in inside:  # a trade fetched twice is kept once (merged by id)
+                fresh.append(trade)
+            covered.append((cursor, reached))
+            done += reached - cursor
+            cursor = reached
+            pages += 1
+            if progress is not None:
+                progress(min(done // 60_000, total), total)
+            if pages % checkpoint == 0:
+                save()
+    if todo or not path.is_file():
+        save()
+    if progress is not None and todo:
+        progress(total, total)
+    report.rows = len(stored)
     return report

@@ -28,7 +28,7 @@ from decimal import ROUND_FLOOR, Decimal
 
 from quantmesh.domain import MarketRules, OrderRequest, OrderUpdate, floor_to
 from quantmesh.errors import OrderRejected
-from quantmesh.exchange.sim.matching import MatchingEngine
+from quantmesh.exchange.sim.matching import FillRule, MatchingEngine
 from quantmesh.grid.ids import client_order_id, grid_tag
 from quantmesh.grid.levels import level_below, level_price
 from quantmesh.grid.planner import Plan, plan
@@ -63,7 +63,12 @@ class _Run:
     """The state of one run; ``run_symbol`` drives it."""
 
     def __init__(
-        self, setup: SymbolSetup, anchor: Decimal, trace: bool, remember_quiet: bool = True
+        self,
+        setup: SymbolSetup,
+        anchor: Decimal,
+        trace: bool,
+        remember_quiet: bool = True,
+        fill: FillRule = "touch",
     ) -> None:
         rules = setup.rules
         self.rules = rules
@@ -77,8 +82,14 @@ class _Run:
         self.book = OrderBook(spec, rules, state, self.tag)
         self.now = 0.0
         self.engine = MatchingEngine(
-            {self.symbol: rules}, {rules.quote: _BALANCE}, setup.fee_rate, self._clock
+            {self.symbol: rules},
+            {rules.quote: _BALANCE},
+            setup.fee_rate,
+            self._clock,
+            fill_rule=fill,
         )
+        self.fill = fill
+        self._beyond = 1 if fill == "through" else 0  # ticks past an order's price to fill it
         self.round_trips: list[RoundTrip] = []
         self.skipped: Counter[str] = Counter()
         self.rejected = 0
@@ -140,8 +151,9 @@ class _Run:
         if self._orders_seen != self.version:
             self._orders_seen = self.version
             self._order_thresholds()
-        self.quiet_low = max(self.down_at, self.best_buy)  # strictly between: no event
-        self.quiet_high = min(self.up_next, self.best_sell)
+        # strictly between: no event (through: an order's own price fills nothing)
+        self.quiet_low = max(self.down_at, self.best_buy - self._beyond)
+        self.quiet_high = min(self.up_next, self.best_sell + self._beyond)
 
     def _step(self, price: Decimal) -> bool:
         """Plan at ``price`` and act; whether an order filled at once.
@@ -368,10 +380,12 @@ def run_symbol(
     trace: bool = False,
     progress: Callable[[int], None] | None = None,
     remember_quiet: bool = True,
+    fill: FillRule = "touch",
 ) -> RunRecord:
     """Run ``setup``'s grid over ``candles`` (time order); ``trace`` keeps every event.
 
-    ``remember_quiet=False`` asks the planner at every event, even where it said nothing
+    ``fill`` is the matching engine's rule: ``touch`` fills a resting order when the path
+    reaches its price, ``through`` one tick beyond it. ``remember_quiet=False`` asks the planner at every event, even where it said nothing
     at the same level before or where the book settled after its last plan there (slower,
     same result: tests check that).
     """
@@ -390,7 +404,7 @@ def run_symbol(
     first = max(round(opens[0] * inv), 1)
     anchor = setup.params.anchor_price
     start = floor_to(Decimal(first) * tick, tick) if anchor is None else anchor
-    run = _Run(setup, start, trace, remember_quiet)
+    run = _Run(setup, start, trace, remember_quiet, fill)
     span = timeframe_ms / 1000
     t0, t1, t2, t3 = (span * f for f in VERTEX_TIMES)
     run.event(first, ts_list[0] / 1000)
@@ -435,17 +449,53 @@ def run_symbol(
             curve.inventory.append(run.inventory)
             if progress is not None:
                 progress(i + 1)
+    return record_of(
+        run,
+        setup,
+        rows=n,
+        start=ts_list[0] / 1000,
+        end=ts_list[-1] / 1000 + span,
+        first=first,
+        last=previous,
+        curve=curve,
+        max_drawdown=max_dd,
+        capped=capped_candles,
+        went_below=below or recovered is not None,
+        recovered_at=recovered,
+        source="candles",
+    )
+
+
+def record_of(
+    run: _Run,
+    setup: SymbolSetup,
+    *,
+    rows: int,
+    start: float,
+    end: float,
+    first: int,
+    last: int,
+    curve: Curve,
+    max_drawdown: float,
+    capped: int,
+    went_below: bool,
+    recovered_at: float | None,
+    source: str,
+) -> RunRecord:
+    """What ``run`` produced over ``rows`` candles or prints (``first``/``last``: prices in
+    ticks)."""
+    tick = setup.rules.tick_size
     holding = sum((lv.holding for lv in run.book.state.levels.values()), Decimal(0))
     cost = sum((lv.cost for lv in run.book.state.levels.values()), Decimal(0))
     return RunRecord(
         setup=setup,
         spec=run.spec,
         tag=run.tag,
-        candles=n,
-        start=ts_list[0] / 1000,
-        end=ts_list[-1] / 1000 + span,
+        candles=rows,
+        start=start,
+        end=end,
         first_price=Decimal(first) * tick,
-        last_price=Decimal(previous) * tick,
+        last_price=Decimal(last) * tick,
         orders=run.engine.all_orders(),
         fills=run.engine.fills(),
         round_trips=run.round_trips,
@@ -455,11 +505,13 @@ def run_symbol(
         inventory_cost=cost,
         realized=run.book.realized_pnl,
         curve=curve,
-        max_drawdown=max_dd,
+        max_drawdown=max_drawdown,
         peak_inventory=run.peak_inventory,
         peak_capital=run.peak_capital,
-        capped_candles=capped_candles,
-        went_below=below or recovered is not None,
-        recovered_at=recovered,
+        capped_candles=capped,
+        went_below=went_below,
+        recovered_at=recovered_at,
         events=run.events,
+        source=source,
+        fill=run.fill,
     )

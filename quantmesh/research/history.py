@@ -1,10 +1,13 @@
-"""Candles stored as Parquet: one file per exchange, symbol and timeframe.
+"""Candles and trades stored as Parquet: one file per exchange, symbol and timeframe.
 
 ``<data dir>/<exchange>/<BASE>_<QUOTE>-<timeframe>.parquet`` (``binance/ETH_USDT-1m.parquet``),
 columns ``timestamp`` (UTC, ms) ``open high low close volume`` (float64), in time order,
-one row per candle; pandas reads it with ``pandas.read_parquet(path)``. The file's
-metadata key ``quantmesh`` holds JSON: the exchange, symbol and timeframe, and the market
-rules (tick, lot, minimums, fees) as the exchange listed them when the data was fetched.
+one row per candle; pandas reads it with ``pandas.read_parquet(path)``. Public trades lie
+beside them as ``<BASE>_<QUOTE>-trades.parquet``: columns ``timestamp`` ``id`` (text)
+``price`` ``amount`` (float64) ``side`` (the taker's), one row per trade, in time order. The
+file's metadata key ``quantmesh`` holds JSON: the exchange, symbol and timeframe (or
+``trades``), and the market rules (tick, lot, minimums, fees) as the exchange listed them
+when the data was fetched.
 
 A file is written whole to a temporary name and renamed, so a reader (or a crash) never
 sees half of one. ``pyarrow`` is imported here and nowhere the daemon goes.
@@ -25,6 +28,7 @@ import pyarrow.parquet as pq  # type: ignore[import-untyped]
 from quantmesh.research.candles import Candles, find_gaps, timeframe_ms
 from quantmesh.research.errors import ResearchError
 from quantmesh.research.files import readable_mode
+from quantmesh.research.trades import TRADES, Trades
 
 __all__ = [
     "DEFAULT_DATA_DIR",
@@ -33,7 +37,10 @@ __all__ = [
     "list_history",
     "read_candles",
     "read_meta",
+    "read_trades",
+    "trades_path",
     "write_candles",
+    "write_trades",
 ]
 
 DEFAULT_DATA_DIR = Path("data/history")
@@ -48,11 +55,25 @@ _SCHEMA = pa.schema(
         ("volume", pa.float64()),
     ]
 )
+_TRADES_SCHEMA = pa.schema(
+    [
+        ("timestamp", pa.timestamp("ms", tz="UTC")),
+        ("id", pa.string()),
+        ("price", pa.float64()),
+        ("amount", pa.float64()),
+        ("side", pa.string()),
+    ]
+)
 
 
 def history_path(data_dir: Path, exchange: str, symbol: str, timeframe: str) -> Path:
     """Where the candles of ``symbol`` (``ETH/USDT``) on ``exchange`` are stored."""
     return data_dir / exchange / f"{symbol.replace('/', '_')}-{timeframe}.parquet"
+
+
+def trades_path(data_dir: Path, exchange: str, symbol: str) -> Path:
+    """Where the public trades of ``symbol`` on ``exchange`` are stored (beside its candles)."""
+    return history_path(data_dir, exchange, symbol, TRADES)
 
 
 def write_candles(path: Path, candles: Candles, meta: dict[str, Any]) -> None:
@@ -65,7 +86,23 @@ def write_candles(path: Path, candles: Candles, meta: dict[str, Any]) -> None:
         pa.array(candles.close, pa.float64()),
         pa.array(candles.volume, pa.float64()),
     ]
-    schema = _SCHEMA.with_metadata({_META_KEY: json.dumps(meta, sort_keys=True).encode()})
+    _write(path, columns, _SCHEMA, meta)
+
+
+def write_trades(path: Path, trades: Trades, meta: dict[str, Any]) -> None:
+    """Write ``trades`` (in order) with ``meta``, atomically: all of it or nothing."""
+    columns = [
+        pa.array(trades.ts, pa.int64()).cast(pa.timestamp("ms", tz="UTC")),
+        pa.array(trades.id, pa.string()),
+        pa.array(trades.price, pa.float64()),
+        pa.array(trades.amount, pa.float64()),
+        pa.array(trades.side, pa.string()),
+    ]
+    _write(path, columns, _TRADES_SCHEMA, meta)
+
+
+def _write(path: Path, columns: list[Any], schema: Any, meta: dict[str, Any]) -> None:
+    schema = schema.with_metadata({_META_KEY: json.dumps(meta, sort_keys=True).encode()})
     table = pa.Table.from_arrays(columns, schema=schema)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -105,6 +142,30 @@ def read_candles(path: Path, start_ms: int | None = None, end_ms: int | None = N
     return candles.window(start_ms, end_ms)
 
 
+def read_trades(path: Path, start_ms: int | None = None, end_ms: int | None = None) -> Trades:
+    """The trades of ``path`` in ``[start_ms, end_ms)``."""
+    if not path.is_file():
+        raise ResearchError(
+            f"no trades at {path}; fetch them with 'quantmesh data download --trades'"
+        )
+    try:
+        table = pq.read_table(path, columns=[field.name for field in _TRADES_SCHEMA])
+    except (OSError, pa.ArrowException, KeyError) as exc:
+        raise ResearchError(
+            f"{path} is not a readable trades file ({exc}); download it again"
+        ) from None
+    trades = Trades(
+        table.column("timestamp").cast(pa.int64()).to_pylist(),
+        table.column("id").to_pylist(),
+        table.column("price").to_pylist(),
+        table.column("amount").to_pylist(),
+        table.column("side").to_pylist(),
+    )
+    if start_ms is None and end_ms is None:
+        return trades
+    return trades.window(start_ms, end_ms)
+
+
 def read_meta(path: Path) -> dict[str, Any]:
     """The ``quantmesh`` metadata of a stored file (``{}`` when it has none)."""
     try:
@@ -129,11 +190,11 @@ class StoredFile:
     rows: int
     first_ms: int | None
     last_ms: int | None
-    missing: int  # candles missing between the first and the last
+    missing: int | None  # candles missing between the first and the last (trades: None)
 
 
 def list_history(data_dir: Path) -> list[StoredFile]:
-    """Every stored candle file under ``data_dir``, by exchange, symbol and timeframe."""
+    """Every stored candle and trades file under ``data_dir``, in the order of their paths."""
     found: list[StoredFile] = []
     for path in sorted(data_dir.glob("*/*.parquet")):
         meta = read_meta(path)
@@ -146,8 +207,8 @@ def list_history(data_dir: Path) -> list[StoredFile]:
         except (OSError, pa.ArrowException) as exc:
             raise _open_error(path, exc) from None
         stamps = ts.cast(pa.int64()).to_pylist()
-        missing = 0
-        if stamps and timeframe:
+        missing: int | None = None if timeframe == TRADES else 0
+        if stamps and timeframe and timeframe != TRADES:
             step = timeframe_ms(timeframe)
             missing = sum((b - a) // step + 1 for a, b in find_gaps(stamps, step))
         found.append(

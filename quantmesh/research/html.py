@@ -135,7 +135,13 @@ def _section(record: RunRecord, summary: Summary) -> str:
     grid = (
         f"anchor {spec.anchor}, {spec.spacing} step {spec.interval}, {spec.order_quantity} "
         f"{record.setup.rules.quote} per level, windows {spec.buy_window}/{spec.sell_window}, "
-        f"max_position {spec.max_position}, fee {record.setup.fee_rate}"
+        f"max_position {spec.max_position}, fee {record.setup.fee_rate}; "
+        + (
+            f"{record.candles:,} trade prints"
+            if record.source == "trades"
+            else f"{record.candles:,} candles"
+        )
+        + f", fill {record.fill}"
     )
     curve = record.curve
     return "\n".join(
@@ -158,7 +164,8 @@ def _section(record: RunRecord, summary: Summary) -> str:
 def render_html(backtest: Backtest) -> bytes:
     """The report's bytes."""
     summaries = backtest.summaries()
-    period = f"{backtest.start or 'first candle'} to {backtest.until or 'last candle'}"
+    period = f"{backtest.start or 'the first price'} to {backtest.until or 'the last'}"
+    trades = all(record.source == "trades" for record in backtest.records)
     body = [
         "<!doctype html>",
         '<html lang="en"><head><meta charset="utf-8">',
@@ -166,7 +173,9 @@ def render_html(backtest: Backtest) -> bytes:
         f"<style>{_STYLE}</style></head><body>",
         "<h1>QuantMesh backtest</h1>",
         (
-            f"<p>{html.escape(period)}, {backtest.timeframe} candles, "
+            f"<p>{html.escape(period)}, trade prints in order.</p>"
+            if trades
+            else f"<p>{html.escape(period)}, {backtest.timeframe} candles, "
             f"path model <b>{html.escape(backtest.path_model)}</b>.</p>"
         ),
         f"<pre>{html.escape(render_table(summaries))}</pre>",

@@ -59,3 +59,5 @@ class RunRecord:
     went_below: bool  # total PnL was below zero at some candle close
     recovered_at: float | None  # the close at which it was back at or above zero for good
     events: list[tuple[float, Decimal]] | None  # every event price, when traced
+    source: str = "candles"  # or "trades" (then ``candles`` counts the trade prints)
+    fill: str = "touch"  # the matching engine's fill rule, touch or through

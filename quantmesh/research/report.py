@@ -59,6 +59,8 @@ def _grid(record: RunRecord) -> dict[str, Any]:
         "tick_size": _dec(record.setup.rules.tick_size),
         "lot_size": _dec(record.setup.rules.lot_size),
         "min_notional": _dec(record.setup.rules.min_notional),
+        "source": record.source,
+        "fill": record.fill,
     }
 
 

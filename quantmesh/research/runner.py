@@ -1,6 +1,7 @@
-"""Running backtests: every symbol of a config over its stored candles, one or a sweep.
+"""Running backtests: every symbol of a config over its stored candles or trades, one or
+a sweep.
 
-A sweep runs its combinations in worker processes (each reads the candles once and keeps
+A sweep runs its combinations in worker processes (each reads the prices once and keeps
 them for the next combination) and saves the reports of each under its own directory.
 """
 
@@ -20,11 +21,13 @@ from quantmesh.research.candles import Candles, timeframe_ms
 from quantmesh.research.engine import run_symbol
 from quantmesh.research.errors import ResearchError
 from quantmesh.research.files import write_atomic
-from quantmesh.research.history import read_candles
+from quantmesh.research.history import read_candles, read_trades
 from quantmesh.research.path import PathModel
+from quantmesh.research.prints import run_trades
 from quantmesh.research.report import Backtest, render_json, totals
 from quantmesh.research.setup import SymbolSource
 from quantmesh.research.sweep import RANKINGS, Combination, apply, label
+from quantmesh.research.trades import TRADES, Trades
 
 __all__ = [
     "Request",
@@ -55,15 +58,23 @@ def _candles(path: Path, start_ms: int | None, end_ms: int | None) -> Candles:
     return read_candles(path, start_ms, end_ms)
 
 
+@functools.lru_cache(maxsize=8)
+def _trades(path: Path, start_ms: int | None, end_ms: int | None) -> Trades:
+    return read_trades(path, start_ms, end_ms)
+
+
 def _first_price(source: SymbolSource, request: Request) -> Decimal:
-    candles = _candles(source.path, request.start_ms, request.end_ms)
-    if not candles.ts:
+    if source.kind == TRADES:
+        prices = _trades(source.path, request.start_ms, request.end_ms).price
+    else:
+        prices = _candles(source.path, request.start_ms, request.end_ms).open
+    if not prices:
         raise ResearchError(
-            f"{source.settings.symbol}: no candles in {source.path} for the chosen period; "
-            "check --from/--until against 'quantmesh data list'"
+            f"{source.settings.symbol}: no {source.kind} in {source.path} for the chosen "
+            "period; check --from/--until against 'quantmesh data list'"
         )
     tick = source.rules.tick_size
-    return Decimal(round(candles.open[0] / float(tick))) * tick
+    return Decimal(round(prices[0] / float(tick))) * tick
 
 
 def check_combinations(request: Request, combos: list[Combination]) -> None:
@@ -72,6 +83,18 @@ def check_combinations(request: Request, combos: list[Combination]) -> None:
         first = _first_price(source, request)
         for combo in combos:
             apply(source.settings, combo, first, source.rules.tick_size)
+
+
+def _reporter(
+    progress: Callable[[str, int, int], None] | None, symbol: str, total: int
+) -> Callable[[int], None] | None:
+    if progress is None:
+        return None
+
+    def report(done: int) -> None:
+        progress(symbol, done, total)
+
+    return report
 
 
 def run_backtest(
@@ -84,21 +107,21 @@ def run_backtest(
     records = []
     for source in request.sources:
         first = _first_price(source, request)
-        candles = _candles(source.path, request.start_ms, request.end_ms)
         settings = source.settings
         if combo:
             settings = apply(settings, combo, first, source.rules.tick_size)
         symbol = settings.symbol
-        report: Callable[[int], None] | None = None
-        if progress is not None:
-            total = len(candles)
-
-            def report(done: int, symbol: str = symbol, total: int = total) -> None:
-                progress(symbol, done, total)
-
-        records.append(
-            run_symbol(source.setup(settings), candles, step, request.model, progress=report)
-        )
+        setup = source.setup(settings)
+        if source.kind == TRADES:
+            trades = _trades(source.path, request.start_ms, request.end_ms)
+            report = _reporter(progress, symbol, len(trades))
+            records.append(run_trades(setup, trades, source.fill, progress=report))
+        else:
+            candles = _candles(source.path, request.start_ms, request.end_ms)
+            report = _reporter(progress, symbol, len(candles))
+            records.append(
+                run_symbol(setup, candles, step, request.model, progress=report, fill=source.fill)
+            )
     return Backtest(
         timeframe=request.timeframe,
         path_model=request.model,

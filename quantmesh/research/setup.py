@@ -7,6 +7,11 @@ Market rules (tick, lot, minimums) and the fee, first found wins:
 2. the rules stored with the candles by ``data download`` (the exchange's listing);
 
 ``--fee-rate`` overrides the fee either way.
+
+Prices come from the symbol's stored trades or candles (``source``: ``auto`` takes the
+trades when they are there). The fill rule, unless given: the configured exchange's
+(``exchange.simulated.fill`` or ``exchange.paper.fill``), else ``touch`` on candles (the
+path reaches each price exactly) and ``through`` on trades (paper trading's default).
 """
 
 from __future__ import annotations
@@ -18,21 +23,36 @@ from typing import Any
 
 from quantmesh.config import Settings, SymbolSettings
 from quantmesh.domain import MarketRules
+from quantmesh.exchange.sim.matching import FillRule
 from quantmesh.research.engine import SymbolSetup
 from quantmesh.research.errors import ResearchError
-from quantmesh.research.history import history_path, read_meta
+from quantmesh.research.history import history_path, read_meta, trades_path
+from quantmesh.research.trades import TRADES
 
-__all__ = ["SymbolSource", "data_exchange", "market_of", "rules_from_meta", "symbol_sources"]
+__all__ = [
+    "SOURCES",
+    "SymbolSource",
+    "data_exchange",
+    "default_fill",
+    "market_of",
+    "rules_from_meta",
+    "symbol_sources",
+]
+
+SOURCES = ("auto", "candles", TRADES)
 
 
 @dataclass(frozen=True, slots=True)
 class SymbolSource:
-    """One configured symbol: its settings, where its candles are, its market and fee."""
+    """One configured symbol: its settings, where its prices are (candles or trades), its
+    market, fee and fill rule."""
 
     settings: SymbolSettings
     path: Path
     rules: MarketRules
     fee_rate: Decimal
+    kind: str = "candles"  # or "trades"
+    fill: FillRule = "touch"
 
     def setup(self, settings: SymbolSettings | None = None) -> SymbolSetup:
         """The backtest setup, with ``settings`` instead of the configured ones if given."""
@@ -102,24 +122,57 @@ def market_of(settings: Settings, symbol: str, path: Path) -> tuple[MarketRules,
     return stored
 
 
+def default_fill(settings: Settings, kind: str) -> FillRule:
+    """The fill rule when none is given (see the module docstring)."""
+    exchange = settings.exchange
+    if exchange.name == "simulated":
+        return exchange.simulated.fill
+    if exchange.name == "paper":
+        return exchange.paper.fill
+    return "through" if kind == TRADES else "touch"
+
+
 def symbol_sources(
     settings: Settings,
     data_dir: Path,
     exchange: str,
     timeframe: str,
     fee_rate: Decimal | None,
+    source: str = "candles",
+    fill: FillRule | None = None,
 ) -> list[SymbolSource]:
-    """Every configured symbol with its candle file, rules and fee; missing files raise."""
+    """Every configured symbol with its price file, rules, fee and fill rule; a missing
+    file raises."""
     sources: list[SymbolSource] = []
     for symbol in settings.trading.symbols:
-        path = history_path(data_dir, exchange, symbol.symbol, timeframe)
-        if not path.is_file():
+        name = symbol.symbol
+        path = history_path(data_dir, exchange, name, timeframe)
+        kind = "candles"
+        trades = trades_path(data_dir, exchange, name)
+        if source == TRADES or (source == "auto" and trades.is_file()):
+            path, kind = trades, TRADES
+            if not path.is_file():
+                raise ResearchError(
+                    f"{name}: no trades from {exchange} at {path}; fetch them: quantmesh data "
+                    f"download --trades --exchange {exchange} --symbol {name} --since "
+                    f"YYYY-MM-DD --data-dir {data_dir}"
+                )
+        elif not path.is_file():
             raise ResearchError(
-                f"{symbol.symbol}: no {timeframe} candles from {exchange} at {path}; fetch "
+                f"{name}: no {timeframe} candles from {exchange} at {path}; fetch "
                 f"them: quantmesh data download --exchange {exchange} --symbol "
-                f"{symbol.symbol} --timeframe {timeframe} --since YYYY-MM-DD "
+                f"{name} --timeframe {timeframe} --since YYYY-MM-DD "
                 f"--data-dir {data_dir}"
             )
-        rules, fee = market_of(settings, symbol.symbol, path)
-        sources.append(SymbolSource(symbol, path, rules, fee if fee_rate is None else fee_rate))
+        rules, fee = market_of(settings, name, path)
+        sources.append(
+            SymbolSource(
+                symbol,
+                path,
+                rules,
+                fee if fee_rate is None else fee_rate,
+                kind,
+                fill or default_fill(settings, kind),
+            )
+        )
     return sources

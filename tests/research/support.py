@@ -9,7 +9,8 @@ from quantmesh.domain import MarketRules
 from quantmesh.grid.state import GridParams
 from quantmesh.research.candles import Candles
 from quantmesh.research.engine import SymbolSetup
-from quantmesh.research.history import history_path, write_candles
+from quantmesh.research.history import history_path, trades_path, write_candles, write_trades
+from quantmesh.research.trades import Trades
 
 RULES = MarketRules(
     symbol="ETH/USDT",
@@ -65,4 +66,23 @@ trading:
 def store(data_dir: Path, symbol: str, data: Candles, exchange: str = "binance") -> Path:
     path = history_path(data_dir, exchange, symbol, "1m")
     write_candles(path, data, {"symbol": symbol, "timeframe": "1m"})
+    return path
+
+
+def trades_along(data: Candles) -> Trades:
+    """Four prints a candle along its path (open, nearer extreme, farther extreme, close),
+    as the simulator serves its seeded past."""
+    out = Trades()
+    for i in range(len(data)):
+        o, h, low, c = data.open[i], data.high[i], data.low[i], data.close[i]
+        path = (o, h, low, c) if h - o <= o - low else (o, low, h, c)
+        for j, price in enumerate(path):
+            out.append({"timestamp": data.ts[i] + j * 15_000, "id": str(i * 4 + j),
+                        "price": price, "amount": 0.5, "side": "buy"})  # fmt: skip
+    return out
+
+
+def store_trades(data_dir: Path, symbol: str, data: Trades, exchange: str = "binance") -> Path:
+    path = trades_path(data_dir, exchange, symbol)
+    write_trades(path, data, {"symbol": symbol, "timeframe": "trades"})
     return path

@@ -10,7 +10,7 @@ import pytest
 
 from quantmesh.cli.main import main
 from quantmesh.research.synthetic import random_walk_candles
-from tests.research.support import CONFIG, store
+from tests.research.support import CONFIG, store, store_trades, trades_along
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -71,6 +71,7 @@ def test_period_and_path_model_change_the_run(workdir: Path) -> None:
         (["--sweep", "buy_window_size=2.5"], "takes whole numbers"),
         (["--sweep", "price_interval=1%:2%:1"], "COUNT must be at least 2"),
         (["--sweep", "order_quantity=50,1"], "must be at least min_order_value"),
+        (["--source", "trades"], "no trades from binance"),
     ],
 )
 def test_bad_input_is_one_line_and_writes_nothing(
@@ -115,3 +116,33 @@ def test_an_output_that_cannot_be_written_is_one_line(
     err = capsys.readouterr().err
     assert err.startswith("quantmesh: error: ") and "out" in err
     assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+
+
+def test_trades_are_used_when_stored_and_give_every_report(
+    workdir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    store_trades(workdir / "data", "ETH/USDT", trades_along(random_walk_candles(6000, seed=4)))
+    names = ("report.json", "report.html", "equity.png")
+    assert _run(workdir) == 0
+    first = {name: (workdir / "out" / name).read_bytes() for name in names}
+    [eth] = json.loads(first["report.json"])["symbols"]
+    assert (eth["grid"]["source"], eth["grid"]["fill"]) == ("trades", "touch")  # simulated's
+    assert eth["candles"] == 24_000 and eth["round_trips"] > 10
+    assert first["equity.png"].startswith(b"\x89PNG\r\n\x1a\n")
+    html = first["report.html"].decode()
+    assert "trade prints in order" in html and "24,000 trade prints, fill touch" in html
+    assert _run(workdir) == 0
+    assert {name: (workdir / "out" / name).read_bytes() for name in names} == first
+
+    assert _run(workdir, "--fill", "through") == 0
+    [through] = json.loads((workdir / "out" / "report.json").read_text())["symbols"]
+    assert through["grid"]["fill"] == "through" and through["fills"] <= eth["fills"]
+    assert _run(workdir, "--source", "candles") == 0
+    [candles] = json.loads((workdir / "out" / "report.json").read_text())["symbols"]
+    assert (candles["grid"]["source"], candles["candles"]) == ("candles", 6000)
+    assert _run(workdir, "--sweep", "buy_window_size=3,6", "--jobs", "1") == 0
+    runs = json.loads((workdir / "out" / "sweep.json").read_text())["runs"]
+    for run in runs:
+        report = json.loads((Path(run["out"]) / "report.json").read_text())
+        assert report["symbols"][0]["grid"]["source"] == "trades"
+    assert "RANK" in capsys.readouterr().out

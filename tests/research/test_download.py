@@ -139,3 +139,70 @@ def test_spans() -> None:
     assert missing_spans((0, 10), [(2, 4), (6, 8)]) == [(0, 2), (4, 6), (8, 10)]
     assert missing_spans((0, 10), [(0, 10)]) == []
     assert missing_spans((3, 5), []) == [(3, 5)]
+
+
+def _agg_trades(sim: SimProcess, start: int, end: int) -> list[dict[str, Any]]:
+    """The simulator's aggTrades of ``[start, end)``, an hour a request."""
+    found: list[dict[str, Any]] = []
+    for hour in range(start, end, 3_600_000):
+        last = min(hour + 3_600_000, end) - 1
+        url = (
+            f"{sim.url}/api/v3/aggTrades?symbol=ETHUSDT&startTime={hour}&endTime={last}&limit=1000"
+        )
+        with urllib.request.urlopen(url, timeout=10) as response:
+            found += json.loads(response.read())
+    return found
+
+
+def test_trades_page_through_a_429_and_resume(sim: SimProcess, tmp_path: Path) -> None:
+    from quantmesh.research.download import download_trades
+    from quantmesh.research.history import read_trades, trades_path
+
+    client = _client(sim)
+    since, until = _window(sim, 300)  # 4 prints a minute: 240 an hour
+    waits: list[float] = []
+    sim._call("POST", "/_sim/rate_limit", {"after": 1, "count": 1})  # request 2 answered 429
+    job = Job("binance", "ETH/USDT", "trades", since, until - 60 * MINUTE)
+    first = download_trades(client, job, tmp_path, sleep=waits.append, page=100)
+    assert (first.fetched, first.retries, waits) == (960, 1, [1.0])
+    # Pages of 100, each from the millisecond of the last one's final print (that print
+    # comes twice and is kept once): 10 for 960 prints, plus the 429.
+    assert first.requests == 10 + 1
+    path = trades_path(tmp_path, "binance", "ETH/USDT")
+    assert read_meta(path)["covered"] == [[since, job.until_ms]]
+
+    again = download_trades(client, job, tmp_path, sleep=waits.append, page=100)
+    assert (again.fetched, again.requests) == (0, 0)  # nothing missing: nothing asked
+    longer = Job("binance", "ETH/USDT", "trades", since - 30 * MINUTE, until)
+    resumed = download_trades(client, longer, tmp_path, sleep=waits.append)
+    assert (resumed.fetched, resumed.requests, resumed.rows) == (360, 2, 1320)
+    stored = read_trades(path)
+    exchange = _agg_trades(sim, since - 30 * MINUTE, until)
+    assert stored.id == [str(t["a"]) for t in exchange]
+    assert stored.ts == [t["T"] for t in exchange]
+    assert stored.price == [float(t["p"]) for t in exchange]
+    assert stored.side == ["sell" if t["m"] else "buy" for t in exchange]
+
+
+def test_cli_downloads_trades_beside_the_candles_and_lists_them(
+    sim: SimProcess, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    since, until = _window(sim, 90)
+    from datetime import UTC, datetime
+
+    def day(ms: int) -> str:
+        return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%dT%H:%M")
+
+    argv = ["data", "download", "--exchange", "binance", "--symbol", "ETH/USDT", "--trades",
+            "--since", day(since), "--until", day(until), "--data-dir", str(tmp_path),
+            "--urls", json.dumps(binance_urls(sim.port)),
+            "--options", json.dumps(BINANCE_OPTIONS)]  # fmt: skip
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "ETH/USDT: 90 new candles" in out and "ETH/USDT: 360 new trades" in out
+    assert main(["data", "list", "--data-dir", str(tmp_path)]) == 0
+    rows = [line.split() for line in capsys.readouterr().out.splitlines()[1:]]
+    assert [(r[1], r[2], r[3], r[-2]) for r in rows] == [
+        ("ETH/USDT", "1m", "90", "0"),
+        ("ETH/USDT", "trades", "360", "-"),
+    ]

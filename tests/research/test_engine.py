@@ -7,6 +7,7 @@ from decimal import Decimal
 
 import pytest
 
+from quantmesh.exchange.sim.matching import FillRule
 from quantmesh.research.candles import Candles
 from quantmesh.research.engine import RunRecord, SymbolSetup, _Run, run_symbol
 from quantmesh.research.errors import ResearchError
@@ -114,10 +115,10 @@ def test_remembered_quiet_plans_change_nothing() -> None:
         assert len(fast.round_trips) > 5
 
 
-def _tick_by_tick(data_setup: SymbolSetup, data: Candles) -> _Run:
+def _tick_by_tick(data_setup: SymbolSetup, data: Candles, fill: FillRule = "touch") -> _Run:
     """The reference: an event at every tick along the path, no shortcut."""
     assert data_setup.rules.tick_size == Decimal("0.01")
-    run = _Run(data_setup, Decimal(100), trace=False, remember_quiet=False)
+    run = _Run(data_setup, Decimal(100), trace=False, remember_quiet=False, fill=fill)
     price = round(data.open[0] * 100)
     run.event(price, 0.0)
     for i in range(len(data)):
@@ -131,10 +132,11 @@ def _tick_by_tick(data_setup: SymbolSetup, data: Candles) -> _Run:
     return run
 
 
-def test_events_only_at_thresholds_match_every_tick() -> None:
+@pytest.mark.parametrize("fill", ["touch", "through"])
+def test_events_only_at_thresholds_match_every_tick(fill: FillRule) -> None:
     data = random_walk_candles(120, price=100.0, volatility=0.01, seed=5)
-    shortcut = run_symbol(setup(interval=Decimal("1.5")), data, 60_000)
-    reference = _tick_by_tick(setup(interval=Decimal("1.5")), data)
+    shortcut = run_symbol(setup(interval=Decimal("1.5")), data, 60_000, fill=fill)
+    reference = _tick_by_tick(setup(interval=Decimal("1.5")), data, fill)
     ref_orders = sorted(
         (o.client_order_id, o.side, o.price, o.amount, o.status)
         for o in reference.engine.all_orders()
