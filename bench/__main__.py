@@ -28,7 +28,7 @@ from bench.bench_backtest import (
     measure_freqtrade,
     measure_sweep,
 )
-from bench.bench_lock import etcd_rows, measure_nop_lock, measure_redis_lock, redis_server_binary
+from bench.bench_lock import etcd_lock_rows, lock_table
 from bench.bench_ownership import measure_ownership_check
 from bench.bench_pipeline import Phase, PipelineRun, harness_of, measure_pipeline
 from bench.bench_planner import measure_planner
@@ -147,33 +147,42 @@ def backtest_rows(quick: bool) -> tuple[list[Row], dict[str, object]]:
 
 
 def lock_rows(quick: bool) -> tuple[list[Row], dict[str, object]]:
-    r = measure_nop_lock(50_000 if quick else 200_000, rounds=3 if quick else 5)
+    """Every lock measured once (``bench_lock.lock_table``): NopLock against two empty
+    awaits, Redis against redis-py and its floor, etcd and the database locks against
+    their floors, and the seed's table beside them all."""
+    table, raw = lock_table(quick)
+    results: dict[str, dict[str, dict[str, float]]] = raw["locks"]  # type: ignore[assignment]
+    r = results["none"]["c1"]
     us, base, over = (
         r["lock_us_per_cycle"],
         r["baseline_us_per_cycle"],
         r["overhead_us_per_cycle"],
     )
-    row = Row(
-        "NopLock try_lock+unlock",
-        "us per cycle (vs 2 empty awaits)",
-        fmt(us),
-        fmt(base),
-        f"{over:+.3f} us",
-        f"< {LOCK_TARGET_US:g} us over",
-        over < LOCK_TARGET_US,
-    )
-    rows = [row]
-    raw: dict[str, object] = {"nop_lock": r}
-    if redis_server_binary() is None:
-        rows.append(Row("RedisLock try_lock+unlock", "skipped: redis-server not installed", "-"))
-        return rows, raw
-    for concurrency in (1, 50):
-        redis = measure_redis_lock(
-            2_000 if quick else 20_000, concurrency=concurrency, rounds=3 if quick else 5
+    rows = [
+        Row(
+            "NopLock try_lock+unlock",
+            "us per cycle (vs 2 empty awaits)",
+            fmt(us),
+            fmt(base),
+            f"{over:+.3f} us",
+            f"< {LOCK_TARGET_US:g} us over",
+            over < LOCK_TARGET_US,
         )
-        raw[f"redis_lock_c{concurrency}"] = redis
-        rows += redis_lock_rows(redis, concurrency)
-    return rows, raw
+    ]
+    for backend, rows_of, missing in (
+        (
+            "redis",
+            redis_lock_rows,
+            "RedisLock try_lock+unlock: skipped, redis-server not installed",
+        ),
+        ("etcd", etcd_lock_rows, "EtcdLock try_lock+unlock: skipped, etcd is not installed"),
+    ):
+        if backend not in results:
+            rows.append(Row(missing, "", "-"))
+            continue
+        for concurrency in (1, 50):
+            rows += rows_of(results[backend][f"c{concurrency}"], concurrency)
+    return rows + table, {"nop_lock": r, **{f"{k}_lock": v for k, v in results.items()}}
 
 
 def redis_lock_rows(r: dict[str, float], concurrency: int) -> list[Row]:
@@ -511,11 +520,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     print("running the backtests ...", file=sys.stderr, flush=True)
     backtest, raw["backtest"] = backtest_rows(args.quick)
     rows += backtest
+    print("measuring the locks ...", file=sys.stderr, flush=True)
     lock, lock_raw = lock_rows(args.quick)
     raw.update(lock_raw)
     rows += lock
-    etcd, raw["etcd_lock"] = etcd_rows(args.quick)
-    rows += etcd
     storage, raw["storage"] = storage_rows(args.quick)
     rows += storage
     backends, raw["storage_backends"] = storage_backend_rows(args.quick)

@@ -1,5 +1,5 @@
 """Lock costs: NopLock overhead; RedisLock against redis-py's Lock and the raw floor; EtcdLock
-against its raw floor.
+and SqlLock (PostgreSQL, MariaDB) against their raw floors; the seed's lock table.
 
 The trader pays one ``try_lock`` and one ``unlock`` around every order it places or
 cancels; with the single-instance ``NopLock`` that must cost next to nothing beyond the
@@ -18,6 +18,17 @@ etcd always runs): ``EtcdLock`` and the raw floor, the same three requests to et
 gateway (lease grant, create-if-absent transaction, lease revoke) on an aiohttp session
 with the same pool, with nothing around them. Every etcd write is fsynced before it is
 answered, so the disk sets most of the time.
+
+``measure_sql_lock`` does the same against its own PostgreSQL or MariaDB (``tests/servers``:
+no fsync, each commit written to the operating system before it is answered): ``SqlLock``
+and the raw floor, the same two statements (acquire, release) on driver connections of
+the same engine (the daemon's driver and settings), one per worker, with nothing around
+them.
+
+``lock_table`` measures every lock once and prints the seed's table beside ours (``python
+-m bench.bench_lock [--quick]``; ``python -m bench`` includes it): many short rounds, each
+lock's beside its floor's, the target checked on the median of the rounds' ratios, and
+their spread printed - this machine's noise moves whole rounds, a ratio of neighbours less.
 """
 
 from __future__ import annotations
@@ -30,18 +41,21 @@ import math
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 import urllib.request
 from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import aiohttp
 from redis.asyncio import Redis
 from redis.asyncio.lock import Lock
 
-from bench.stats import percentile
+from bench.stats import median_spread, percentile
 from bench.table import Row, fmt, ratio
 from quantmesh.config.schema import RedisSettings
 from quantmesh.lock.base import Lease
@@ -49,6 +63,7 @@ from quantmesh.lock.connection import redis_client
 from quantmesh.lock.etcd import EtcdGateway, EtcdLock
 from quantmesh.lock.nop import NopLock
 from quantmesh.lock.redis import ACQUIRE, RELEASE, RedisClient, RedisLock
+from quantmesh.lock.sql import MY_ACQUIRE, MY_RELEASE, PG_ACQUIRE, PG_RELEASE, SqlLock
 
 __all__ = [
     "etcd_lock_rows",
@@ -209,16 +224,21 @@ async def _compare(
         await _round(cycle, concurrency, min(per_worker, 200))
     best = dict.fromkeys(impls, math.inf)
     samples: dict[str, list[float]] = {name: [] for name in impls}
+    elapsed_by: dict[str, list[float]] = {name: [] for name in impls}
     for _ in range(rounds):
         for name, cycle in impls.items():
             elapsed, latencies = await _round(cycle, concurrency, per_worker)
             best[name] = min(best[name], elapsed)
             samples[name] += latencies
+            elapsed_by[name].append(elapsed)
     out: dict[str, float] = {"concurrency": concurrency}
     for name in impls:
         out[f"{name}_cycles_per_s"] = per_worker * concurrency / best[name]
         out[f"{name}_p50_ms"] = percentile(samples[name], 0.5) * 1000
         out[f"{name}_p99_ms"] = percentile(samples[name], 0.99) * 1000
+        if name != "raw" and "raw" in impls:  # each round against the floor's round beside it
+            ratios = [f / t for f, t in zip(elapsed_by["raw"], elapsed_by[name], strict=True)]
+            out[f"{name}_vs_raw"], out[f"{name}_vs_raw_spread"] = median_spread(ratios)
     return out
 
 
@@ -393,10 +413,256 @@ def etcd_rows(quick: bool) -> tuple[list[Row], dict[str, object]]:
     return rows, raw
 
 
+# --- the database lock ---------------------------------------------------------------------
+
+SqlType = Literal["postgres", "mysql"]
+SQL_LOCK_VS_RAW = 0.85  # SqlLock cycles/s at least this share of the raw statements' floor
+
+
+@contextlib.contextmanager
+def _sql_server(db_type: SqlType) -> Iterator[str]:
+    """A throwaway PostgreSQL or MariaDB (``tests/servers``: no fsync) with the lock's
+    table, each commit written to the operating system before it is answered, as the
+    lock tests run it; its SQLAlchemy URL."""
+    from tests.lock.backends import create_lock_table
+    from tests.servers.mariadb import MariaDBServer
+    from tests.servers.postgres import PostgresServer
+
+    server = PostgresServer() if db_type == "postgres" else MariaDBServer()
+    try:
+        server.start()
+        yield create_lock_table(server)
+    finally:
+        server.close()
+
+
+def sql_server_available(db_type: SqlType) -> str | None:
+    """Why the server cannot be started here, or None."""
+    binary = "postgres" if db_type == "postgres" else "mariadbd"
+    found = shutil.which(binary) or any(
+        Path(p).exists()
+        for p in ("/usr/lib/postgresql/15/bin/postgres", "/usr/lib/postgresql/16/bin/postgres",
+                  "/usr/sbin/mariadbd", "/usr/sbin/mysqld")
+        if binary in p or (binary == "mariadbd" and "mysqld" in p)
+    )  # fmt: skip
+    return None if found else f"{binary} is not installed"
+
+
+def _sql_cycles(ours: SqlLock, db_type: SqlType, conns: list[Any]) -> dict[str, Cycle]:
+    """``SqlLock`` and the raw floor: the same statements on driver connections of the
+    same engine, one per worker (the lock keeps as many), with nothing around them."""
+    keys = [f"{_TAG}:{n}" for n in range(len(conns))]
+    names = [ours.prefix + key for key in keys]
+    ttl_us = int(_TTL * 1_000_000)
+
+    async def sql_lock(n: int) -> None:
+        lease = await ours.try_lock(keys[n], _TTL)
+        assert lease is not None
+        await ours.unlock(lease)
+
+    async def raw_pg(n: int) -> None:
+        conn, name = conns[n], names[n]
+        assert await conn.fetchval(PG_ACQUIRE, name, "t", ttl_us) is not None
+        await conn.execute(PG_RELEASE, name, "t")
+
+    async def raw_my(n: int) -> None:
+        name = names[n]
+        async with conns[n].cursor() as cur:
+            assert await cur.execute(MY_ACQUIRE, (ttl_us, "t", name, "t"))  # the row exists
+            await cur.execute(MY_RELEASE, (name, "t"))
+
+    return {"sql_lock": sql_lock, "raw": raw_pg if db_type == "postgres" else raw_my}
+
+
+async def _measure_sql(
+    db_type: SqlType, url: str, cycles: int, concurrency: int, rounds: int
+) -> dict[str, float]:
+    from sqlalchemy.ext.asyncio import AsyncEngine
+
+    from quantmesh.storage.engine import create_engine_for
+
+    # One engine (the daemon's settings: driver, timeouts, isolation) for the lock's
+    # connections and the floor's: the floor is the same client without the lock.
+    engine = create_engine_for(db_type, url, pool_size=2 * concurrency, max_overflow=0)
+    assert isinstance(engine, AsyncEngine)
+    ours = SqlLock(engine, pool_size=concurrency)
+    floor = [await engine.raw_connection() for _ in range(concurrency)]
+    conns = [proxied.driver_connection for proxied in floor]
+    if db_type == "mysql":
+        for conn in conns:
+            await conn.autocommit(True)  # type: ignore[union-attr]  # aiomysql's
+    try:
+        # SqlLock first: its warm-up creates every worker's row, which the floor updates
+        return await _compare(_sql_cycles(ours, db_type, conns), cycles, concurrency, rounds)
+    finally:
+        for proxied in floor:
+            proxied.invalidate()  # closes the socket at once, outside SQLAlchemy's greenlet
+        await ours.close()
+
+
+def measure_sql_lock(
+    db_type: SqlType, cycles: int = 2_000, concurrency: int = 1, rounds: int = 3
+) -> dict[str, float]:
+    """Cycles/s and p50/p99 latency (ms) of SqlLock and its raw floor on its own server."""
+    if cycles < 1 or rounds < 1 or concurrency < 1:
+        raise ValueError("cycles, concurrency and rounds must be at least 1")
+    with _sql_server(db_type) as url:
+        return asyncio.run(_measure_sql(db_type, url, cycles, concurrency, rounds))
+
+
+def floor_rows(label: str, impl: str, r: dict[str, float], concurrency: int) -> list[Row]:
+    """A lock's rows against its raw floor: cycles/s (the best round of each) and the
+    median of the rounds' ratios, each round beside the floor's round next to it, with
+    their spread (what the target is checked on); p50/p99 latency."""
+    ours, floor = r[f"{impl}_cycles_per_s"], r["raw_cycles_per_s"]
+    middle = r.get(f"{impl}_vs_raw", ours / floor)
+    return [
+        Row(
+            f"{label} try_lock+unlock, {concurrency} task{'s' if concurrency > 1 else ''}",
+            "cycles/s (vs raw floor): median of round ratios",
+            fmt(ours),
+            fmt(floor),
+            f"{fmt(middle)}x ({_pct(r.get(f'{impl}_vs_raw_spread', math.nan))})",
+            f">= {SQL_LOCK_VS_RAW:g}x",
+            middle >= SQL_LOCK_VS_RAW,
+        ),
+        Row(
+            "",
+            f"p50/p99 ms: {label} | raw",
+            f"{fmt(r[f'{impl}_p50_ms'])}/{fmt(r[f'{impl}_p99_ms'])}",
+            f"{fmt(r['raw_p50_ms'])}/{fmt(r['raw_p99_ms'])}",
+            ratio(r[f"{impl}_p50_ms"], r["raw_p50_ms"]),
+        ),
+    ]
+
+
+def _pct(spread: float) -> str:
+    return "-" if math.isnan(spread) else f"spread {spread * 100:.0f}%"
+
+
+# --- the seed's table -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class SeedBand:
+    """One row of the seed's lock comparison: latency band (ms) and throughput (ops/s)."""
+
+    name: str
+    impl: str  # the key prefix of its figures
+    low_ms: float
+    high_ms: float
+    ops: float  # "N+ ops/s"; inf: unlimited
+
+    def text(self) -> str:
+        ops = "unlimited" if math.isinf(self.ops) else f"{self.ops:,.0f}+ ops/s"
+        return f"seed: {self.low_ms:g}-{self.high_ms:g} ms, {ops}"
+
+
+SEED_BANDS: dict[str, SeedBand] = {
+    "none": SeedBand("no lock (NopLock)", "nop", 0.0, 0.0, math.inf),
+    "redis": SeedBand("Redis (RedisLock)", "redis_lock", 1.0, 3.0, 10_000),
+    "etcd": SeedBand("etcd (EtcdLock)", "etcd_lock", 5.0, 10.0, 1_000),
+    "postgres": SeedBand("PostgreSQL (SqlLock)", "sql_lock", 10.0, 50.0, 100),
+    "mysql": SeedBand("MariaDB (SqlLock)", "sql_lock", 10.0, 50.0, 100),
+}
+
+
+def seed_rows(results: dict[str, dict[str, dict[str, float]]]) -> list[Row]:
+    """The seed's table beside ours: per lock, p50/p99 of one try_lock+unlock at 1 task and
+    cycles/s at 1 and 50 tasks, each beside its raw floor as a ratio, the seed's band
+    beside. ``results[backend]["c1" | "c50"]``; a backend not measured says so."""
+    rows: list[Row] = [Row("The seed's lock table, measured", "", "")]
+    for backend, band in SEED_BANDS.items():
+        r = results.get(backend)
+        if not r:
+            rows.append(
+                Row(band.name, "not measured (server not installed)", "-", target=band.text())
+            )
+            continue
+        if backend == "none":
+            us = r["c1"]["lock_us_per_cycle"]
+            rows.append(Row(band.name, "us per cycle (vs 2 empty awaits)", fmt(us),
+                            fmt(r["c1"]["baseline_us_per_cycle"]),
+                            ratio(us, r["c1"]["baseline_us_per_cycle"]), band.text(),
+                            us / 1000 <= 0.01))  # fmt: skip
+            continue
+        one, fifty = r["c1"], r["c50"]
+        p50 = one[f"{band.impl}_p50_ms"]
+        rates = [one[f"{band.impl}_cycles_per_s"], fifty[f"{band.impl}_cycles_per_s"]]
+        floors = [one["raw_cycles_per_s"], fifty["raw_cycles_per_s"]]
+        ratios = [x.get(f"{band.impl}_vs_raw", math.nan) for x in (one, fifty)]
+        spreads = [x.get(f"{band.impl}_vs_raw_spread", math.nan) for x in (one, fifty)]
+        rows += [
+            Row(
+                band.name,
+                "p50/p99 ms, 1 task | raw floor",
+                f"{fmt(p50)}/{fmt(one[f'{band.impl}_p99_ms'])}",
+                f"{fmt(one['raw_p50_ms'])}/{fmt(one['raw_p99_ms'])}",
+                ratio(p50, one["raw_p50_ms"]),
+                f"p50 <= {band.high_ms:g} ms ({band.text()})",
+                p50 <= band.high_ms,
+            ),
+            Row(
+                "",
+                "cycles/s, 1 | 50 tasks | floor; median round ratio",
+                " | ".join(fmt(x) for x in rates),
+                " | ".join(fmt(x) for x in floors),
+                " | ".join(f"{fmt(x)}x" for x in ratios)
+                + f" ({', '.join(_pct(x) for x in spreads)})",
+                f">= {SQL_LOCK_VS_RAW:g}x floor; >= {band.ops:,.0f}/s",
+                all(x >= SQL_LOCK_VS_RAW for x in ratios) and min(rates) >= band.ops,
+            ),
+        ]
+    return rows
+
+
+def lock_table(quick: bool) -> tuple[list[Row], dict[str, object]]:
+    """Every lock measured once (NopLock, Redis, etcd, PostgreSQL, MariaDB, the servers
+    started here; one not installed is skipped): the database locks' rows against their
+    floor, and the seed's table. The Redis and etcd rows are the callers'
+    (``redis_lock_rows``, ``etcd_lock_rows``) from ``results``."""
+    results: dict[str, dict[str, dict[str, float]]] = {}
+    nop = measure_nop_lock(50_000 if quick else 200_000, rounds=3 if quick else 5)
+    results["none"] = {"c1": nop}
+    # Many short rounds, each implementation's beside the floor's: this machine's noise
+    # (other work on its two cores) moves whole rounds, and a ratio of neighbours less.
+    rounds = 4 if quick else 15
+    plans: list[tuple[str, Callable[..., dict[str, float]]]] = []
+    if redis_server_binary() is not None:
+        plans.append(("redis", partial(measure_redis_lock, 1_000 if quick else 5_000,
+                                       rounds=rounds)))  # fmt: skip
+    if etcd_server_binary() is not None:
+        plans.append(("etcd", partial(measure_etcd_lock, 200 if quick else 1_000, rounds=rounds)))
+    db_types: tuple[SqlType, ...] = ("postgres", "mysql")
+    for db_type in db_types:
+        if sql_server_available(db_type) is None:
+            plans.append((db_type, partial(measure_sql_lock, db_type, 300 if quick else 2_000,
+                                           rounds=rounds)))  # fmt: skip
+    for backend, measure in plans:
+        print(f"measuring the {backend} lock ...", file=sys.stderr, flush=True)
+        results[backend] = {f"c{c}": measure(concurrency=c) for c in (1, 50)}
+    rows: list[Row] = []
+    for backend, label in (("postgres", "SqlLock on PostgreSQL"), ("mysql", "SqlLock on MariaDB")):
+        for c in (1, 50):
+            if backend in results:
+                rows += floor_rows(label, "sql_lock", results[backend][f"c{c}"], c)
+    return rows + seed_rows(results), {"locks": results}
+
+
 if __name__ == "__main__":
+    import argparse
+
     from bench.table import render
 
-    print(measure_nop_lock())
+    parser = argparse.ArgumentParser(prog="python -m bench.bench_lock")
+    parser.add_argument("--quick", action="store_true", help="short run")
+    quick = parser.parse_args().quick
+    table, raw = lock_table(quick)
+    results: Any = raw["locks"]
+    detail: list[Row] = []
     for c in (1, 50):
-        print(measure_redis_lock(concurrency=c))
-    print(render(etcd_rows(quick=False)[0]))
+        if "etcd" in results:
+            detail += etcd_lock_rows(results["etcd"][f"c{c}"], c)
+        if "redis" in results:
+            detail += floor_rows("RedisLock", "redis_lock", results["redis"][f"c{c}"], c)
+    print(render(detail + table))
