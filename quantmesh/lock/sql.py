@@ -33,6 +33,14 @@ server's clock, as Redis's fences do once Redis has lost its counter, and they a
 the same magnitude as Redis's, so a fleet moved from Redis to its database keeps fences
 that grow.
 
+Durability: a lease is as durable as the commit that granted it. Run the database with
+its defaults (PostgreSQL ``synchronous_commit = on``, InnoDB
+``innodb_flush_log_at_trx_commit = 1``): with commits acknowledged before they are
+written, a database that crashes can forget a granted lease and grant it again while its
+holder still counts on it. A failover to a replica that had not received the grant does
+the same (an asynchronous replica); the fence then still grows, because it follows the
+server's clock, and the grid's fenced writes refuse the old holder.
+
 Deadlines: ``time before the statement was sent + ttl - drift``, ``drift = ttl *
 drift_factor + min_drift``: the server starts the lease's time when it runs the
 statement, after it was sent, so the holder gives the lease up before the server can
@@ -41,7 +49,9 @@ grant it to another.
 Connections: the lock keeps its own connections, checked out of its engine's pool (the
 engine SQLAlchemy builds from the DSN, with its driver, connect timeout and hosts) and
 used through the driver directly (asyncpg, aiomysql): one round trip per statement, no
-ORM or pool checkout around it. Each call is bounded by ``request_timeout``. A call that
+ORM or pool checkout around it; an idle connection is taken without waiting for anything.
+Each call is bounded by ``request_timeout`` (asyncpg's own per-statement timeout; for
+aiomysql, which has none, ``asyncio.timeout``). A call that
 failed to reach the server on a pooled connection (the server restarted since) is
 repeated once at once on a fresh one - every statement is safe to repeat; a timeout is
 not repeated. A connection whose call failed, timed out or was cancelled is closed.
@@ -49,6 +59,9 @@ not repeated. A connection whose call failed, timed out or was cancelled is clos
 Errors: the server unreachable, shutting down, read-only, or out of connections is
 ``LockUnavailable``; anything else ``LockError``; never a granted lease (fail closed).
 Messages carry the driver's text with credentials masked.
+
+``SqlElection`` elects the one instance that sends a fleet event, with a lease of the
+same table that is left to expire.
 
 Cancellation: as in the Redis lock. An acquire cancelled (or failed) after its statement
 left may have taken the row: a background release with the same token clears it, and the
@@ -506,3 +519,34 @@ def build_sql_lock(
     MySQL/MariaDB; the lock disposes it on close). ``pool_size`` should not exceed the
     engine's ``pool_size + max_overflow``."""
     return SqlLock(engine, prefix=prefix, request_timeout=request_timeout, pool_size=pool_size)
+
+
+class SqlElection:
+    """Who sends a fleet event (``quantmesh.notify.election``), on the database lock: the
+    first instance to take the lease ``notify:<key>`` for ``window`` seconds sends; the
+    lease is not released, so it expires by itself and the same event later is sent
+    again. When the database does not answer, ``fallback()`` decides."""
+
+    def __init__(
+        self,
+        lock: SqlLock,
+        *,
+        window: float,
+        fallback: Callable[[], bool],
+        timeout: float = 2.0,
+    ) -> None:
+        self._lock = lock
+        self._window = window
+        self._fallback = fallback
+        self._timeout = timeout
+
+    async def elect(self, key: str) -> bool:
+        try:
+            async with asyncio.timeout(self._timeout):
+                won = await self._lock.try_lock(f"notify:{key}", self._window)
+        except (LockError, TimeoutError) as exc:  # the database down: decide without it
+            sending = self._fallback()
+            log.warning("notification_election_unavailable", key=key, sending=sending,
+                        error=str(exc) or "timeout")  # fmt: skip
+            return sending
+        return won is not None

@@ -4,6 +4,7 @@ errors without the password, the factory's checks."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator
 
@@ -12,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from quantmesh.errors import LockError, LockUnavailable
 from quantmesh.lock.failover import FailoverLock
-from quantmesh.lock.sql import NAME_LEN, SqlLock, build_sql_lock
+from quantmesh.lock.sql import NAME_LEN, SqlElection, SqlLock, build_sql_lock
 from quantmesh.storage.engine import create_engine_for
 from tests.servers.mariadb import MariaDBServer
 from tests.servers.postgres import PostgresServer
@@ -70,6 +71,20 @@ async def test_the_database_gone_fails_closed_and_comes_back(sql: SqlBackend) ->
     other = await locker.try_lock(f"{KEY}:other", 5.0)
     assert other is not None and other.fence > lease.fence
     assert await locker.unlock(renewed) and await locker.unlock(other)
+
+
+@pytest.mark.timeout(20)
+async def test_one_instance_sends_each_fleet_event_per_window(sql: SqlBackend) -> None:
+    def election(locker: SqlLock, fallback: bool) -> SqlElection:
+        return SqlElection(locker, window=0.3, fallback=lambda: fallback)
+
+    one, two = election(sql.locker(), False), election(sql.locker(), False)
+    assert await one.elect("lock_halted") and not await two.elect("lock_halted")
+    assert await two.elect("db_recovered")  # another event: its own election
+    await asyncio.sleep(0.35)  # the window passed: the same event later is sent again
+    assert await two.elect("lock_halted") and not await one.elect("lock_halted")
+    gone = sql.locker(free_port())  # no database there: the fallback decides
+    assert await election(gone, True).elect("x") and not await election(gone, False).elect("x")
 
 
 @pytest.mark.timeout(20)
