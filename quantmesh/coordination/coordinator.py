@@ -10,6 +10,10 @@ ownership lease ``{order:<exchange>:<SYMBOL>}:owner``:
 - lost on a refused renewal, or no renewal before its deadline: that cancels the
   symbol's trader at once. Every exchange call also checks the lease right before it goes.
 
+Beside each lease, the symbol's ownership record in the fleet store says who traded it
+last (``records``): written when the lease is taken, refreshed while it is held, marked
+released on a clean hand-off.
+
 Which symbols an instance *wants* follows ``allocation.wanted`` over the live members,
 refreshed with every membership heartbeat (every third of ``lease_ttl``). An instance
 that wants a symbol held elsewhere tries again every ``check_interval``; one that holds a
@@ -57,24 +61,20 @@ from quantmesh.cancel import cancel_and_wait
 from quantmesh.coordination.allocation import Member, Mode, wanted
 from quantmesh.coordination.fallback import FallbackLeases
 from quantmesh.coordination.membership import member_of
-from quantmesh.coordination.takeover import other_database, takeover_grace
-from quantmesh.errors import InstanceIdInUse, LockError, LockLost, LockTimeout, LockUnavailable
+from quantmesh.coordination.records import RECORD_TIMEOUT, NotTaken, OwnerRecords, cancelling
+from quantmesh.errors import InstanceIdInUse, LockError, LockTimeout
 from quantmesh.lock.base import DistributedLock
 from quantmesh.lock.keys import LockKeys
-from quantmesh.lock.renewal import RenewedLease, renewed
-from quantmesh.notify.events import NOP, Notifier, symbol_taken_over
+from quantmesh.lock.renewal import renewed
+from quantmesh.notify.events import NOP, Notifier
 from quantmesh.observability.metrics import Metrics
 
 if TYPE_CHECKING:
-    from quantmesh.coordination.membership import FleetStore, Recorded
+    from quantmesh.coordination.membership import FleetStore
 
 __all__ = ["Claim", "Coordinator", "LocalFallback", "member_of"]
 
 log = structlog.get_logger(__name__)
-
-# Bound on the bookkeeping calls around a lease (the ownership record): they never hold
-# up taking or giving back a symbol for longer.
-_RECORD_TIMEOUT = 2.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,11 +95,6 @@ class LocalFallback:
 
     active: Callable[[], bool]
     check: Callable[[], Awaitable[object]]
-
-
-class _NotTaken(LockUnavailable):
-    """The lease was granted but the symbol is not this instance's to trade (its record
-    names an instance on another database, or could not be written): given back."""
 
 
 class Coordinator:
@@ -139,10 +134,19 @@ class Coordinator:
         self.check_interval = check_interval
         self._metrics = metrics
         self._wall = wall_clock
-        self._notifier = notifier  # told of take-overs (only the new owner sees one)
         self.members: list[Member] = [me]
         self.owned: set[str] = set()
-        self.failovers: list[dict[str, object]] = []  # the most recent take-overs
+        self._records: OwnerRecords | None = None
+        if fleet is not None:
+            self._records = OwnerRecords(
+                fleet,
+                lease_ttl=lease_ttl,
+                metrics=metrics,
+                notifier=notifier,
+                wall=wall_clock,
+                paused=lambda: fallback is not None and fallback.active(),
+                not_claim=self._not_claim,
+            )
         self._wanted: frozenset[str] = me.symbols if fleet is None else frozenset()
         self._change = asyncio.Event()
         self._beat_now = asyncio.Event()  # the configured symbols changed: publish them
@@ -159,6 +163,11 @@ class Coordinator:
         for symbol in me.symbols:
             metrics.symbol_owned.labels(symbol).set(0)
             metrics.failovers.labels(symbol)  # exported from the start, at 0
+
+    @property
+    def failovers(self) -> list[dict[str, object]]:
+        """The most recent take-overs by this instance (``recent_failovers`` in status)."""
+        return self._records.failovers if self._records is not None else []
 
     @property
     def leased(self) -> bool:
@@ -219,7 +228,7 @@ class Coordinator:
                     log.info("fleet_reachable")
                     self._keeping.clear()  # the next outage logs its decisions again
                 self._fleet_error = None
-            if _cancelling():  # swallowed by the client as it answered: stop now
+            if cancelling():  # swallowed by the client as it answered: stop now
                 raise asyncio.CancelledError
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self.lease_ttl / 3):
@@ -429,7 +438,7 @@ class Coordinator:
         if self._fleet is None:
             return
         try:
-            async with asyncio.timeout(_RECORD_TIMEOUT):
+            async with asyncio.timeout(RECORD_TIMEOUT):
                 await self._fleet.leave()
         except (LockError, TimeoutError) as exc:
             log.warning("fleet_leave_failed", error=str(exc) or "timeout")
@@ -444,23 +453,23 @@ class Coordinator:
         lock backend cannot grant it, and ``LockLost`` (at the block's current await) when
         the lease is lost while the block runs.
         """
-        if self._fleet is None or self._locker is None or self._keys is None:
+        records = self._records
+        if records is None or self._locker is None or self._keys is None:
             self._took(symbol)
             try:
                 yield Claim(symbol, int(self._wall() * 1_000_000), lambda: True)
             finally:
                 self._gave_up(symbol, "released")
             return
-        fleet = self._fleet
         acquired = False
         try:
             async with renewed(self._locker, self._keys.owner_key(symbol), self.lease_ttl) as held:
                 acquired = True
                 self._took(symbol)
                 since = self._wall()
-                grace = await self._take_over(fleet, symbol, held.fence, since)
+                grace = await records.take(self.me, symbol, held.fence, since)
                 keeper = asyncio.create_task(
-                    self._keep_record(fleet, symbol, held, since), name=f"owner-record:{symbol}"
+                    records.keep(symbol, held, since), name=f"owner-record:{symbol}"
                 )
                 try:
                     await asyncio.sleep(grace)
@@ -472,11 +481,11 @@ class Coordinator:
                 finally:
                     await cancel_and_wait(keeper)
                     if held.valid():  # handed back, not lost: the next owner is no failover
-                        await self._record(fleet, symbol, "released", held.fence, since)
+                        await records.write(symbol, "released", held.fence, since)
         except LockError as exc:
             if isinstance(exc, LockTimeout):  # held elsewhere (not: the server down)
-                await self._note_holder(fleet, symbol)
-            elif acquired and symbol in self.owned and not isinstance(exc, _NotTaken):
+                await self._note_holder(records, symbol)
+            elif acquired and symbol in self.owned and not isinstance(exc, NotTaken):
                 self._lost(symbol, str(exc))
             raise
         finally:
@@ -501,86 +510,10 @@ class Coordinator:
         if event == "released":
             log.info("symbol_released", symbol=symbol)
 
-    async def _take_over(self, fleet: FleetStore, symbol: str, fence: int, since: float) -> float:
-        """Record this instance as the owner and count a failover when the previous owner
-        never released the symbol. Returns how long to wait before trading: while a former
-        owner may still believe it trades the symbol."""
-        recorded = await self._record(fleet, symbol, "held", fence, since)
-        if recorded is not None and recorded.other_database:
-            reason = other_database(self.me, symbol, recorded.previous, fleet)
-            self._not_claim(symbol, reason)
-            raise _NotTaken(f"{symbol}: {reason}")
-        if recorded is None and not self.me.shared_database:
-            # Without its record, a later take-over by another instance could not tell
-            # that the symbol's grid is in this instance's database.
-            raise _NotTaken(
-                f"{symbol}: the ownership record could not be written, and this instance's "
-                "database is not shared: it trades a symbol only once recorded as its owner"
-            )
-        if recorded is not None and not recorded.stored:
-            raise LockLost(f"{symbol}: a newer owner is recorded")
-        previous = recorded.previous if recorded is not None else None
-        if previous is not None and previous.owner != self.me.id and previous.state == "held":
-            self._metrics.failovers.labels(symbol).inc()
-            took_over = {
-                "symbol": symbol,
-                "from": previous.owner,
-                "at": self._wall(),
-                "previous_since": previous.since,
-            }
-            self.failovers = [*self.failovers[-9:], took_over]
-            log.warning("symbol_taken_over", symbol=symbol, previous_owner=previous.owner)
-            # unowned since the former owner's last renewal (its record's until - a lease)
-            renewed_at = None if previous.until is None else previous.until - self.lease_ttl
-            gap = None
-            if renewed_at is not None and recorded is not None:
-                gap = max(recorded.now - renewed_at, 0.0)
-            self._notifier.emit(symbol_taken_over(symbol, previous.owner, gap))
-        grace, reason = takeover_grace(recorded, fence, self.me.id, self.lease_ttl)
-        if grace > 0:
-            log.warning("ownership_grace", symbol=symbol, seconds=round(grace, 2), reason=reason)
-        return grace
-
-    async def _keep_record(
-        self, fleet: FleetStore, symbol: str, held: RenewedLease, since: float
-    ) -> None:
-        """Keep the ownership record's ``until`` ahead while the lease is held; a newer
-        owner's record means the lease is gone, whatever its deadline says."""
-        while True:
-            await asyncio.sleep(self.lease_ttl / 3)
-            if not held.valid():
-                return
-            if self._fallback is not None and self._fallback.active():
-                continue  # the server is down: the lease is kept locally, the record waits
-            recorded = await self._record(fleet, symbol, "held", held.fence, since)
-            if _cancelling():
-                # A cancellation the client swallowed as it answered (Python 3.11's wait_for
-                # in redis-py): end here, or the hand-off waits out cancel_and_wait's patience.
-                raise asyncio.CancelledError
-            if recorded is not None and not recorded.stored:
-                held.lost = True  # nothing more is sent; the watchdog ends the block
-                log.error("ownership_superseded", symbol=symbol, fence=held.fence)
-                return
-
-    async def _record(
-        self, fleet: FleetStore, symbol: str, state: str, fence: int, since: float
-    ) -> Recorded | None:
-        try:
-            async with asyncio.timeout(_RECORD_TIMEOUT):
-                return await fleet.record_owner(symbol, state, fence, since)
-        except (LockError, TimeoutError) as exc:
-            log.warning("ownership_record_failed", symbol=symbol, error=str(exc) or "timeout")
-            return None
-
-    async def _note_holder(self, fleet: FleetStore, symbol: str) -> None:
+    async def _note_holder(self, records: OwnerRecords, symbol: str) -> None:
         """Log who holds a symbol we want, once per holder."""
-        try:
-            async with asyncio.timeout(_RECORD_TIMEOUT):
-                record = await fleet.owner(symbol)
-        except (LockError, TimeoutError):
-            return
-        holder = record.owner if record is not None else "unknown"
-        if self._holders.get(symbol) != holder:
+        holder = await records.holder(symbol)
+        if holder is not None and self._holders.get(symbol) != holder:
             self._holders[symbol] = holder
             log.info("symbol_owned_elsewhere", symbol=symbol, owner=holder)
 
@@ -609,9 +542,3 @@ class Coordinator:
                 if key in self._owner_keys
             ),
         }
-
-
-def _cancelling() -> bool:
-    """Whether the current task was asked to stop (the request may have been swallowed)."""
-    task = asyncio.current_task()
-    return task is not None and task.cancelling() > 0

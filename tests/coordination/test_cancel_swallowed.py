@@ -10,10 +10,11 @@ import time
 from typing import Any
 
 from quantmesh.cancel import cancel_and_wait
-from quantmesh.coordination.coordinator import Coordinator, member_of
 from quantmesh.coordination.membership import Recorded
+from quantmesh.coordination.records import OwnerRecords
 from quantmesh.lock.base import Lease
 from quantmesh.lock.renewal import RenewedLease, renewed
+from quantmesh.notify.events import NOP
 from quantmesh.observability.metrics import Metrics
 
 ETH = "ETH/USDT"
@@ -36,10 +37,18 @@ class SwallowingFleet:
 
 
 async def test_the_record_keeper_ends_when_its_cancellation_was_swallowed() -> None:
-    coordinator = Coordinator(member_of("a", "master", (ETH,)), metrics=Metrics(), lease_ttl=0.3)
     fleet = SwallowingFleet()
+    records = OwnerRecords(
+        fleet,  # type: ignore[arg-type]
+        lease_ttl=0.3,
+        metrics=Metrics(),
+        notifier=NOP,
+        wall=time.time,
+        paused=lambda: False,
+        not_claim=lambda symbol, reason: None,
+    )
     held = RenewedLease(Lease("k", "t", 1, time.monotonic() + 60), time.monotonic)
-    keeper = asyncio.create_task(coordinator._keep_record(fleet, ETH, held, 0.0))  # type: ignore[arg-type]
+    keeper = asyncio.create_task(records.keep(ETH, held, 0.0))
     await asyncio.wait_for(fleet.waiting.wait(), 5)  # inside the client call
     # the first cancellation ends it: no second one after a (here 60 s) patience
     await asyncio.wait_for(cancel_and_wait(keeper, patience=60.0), 5)

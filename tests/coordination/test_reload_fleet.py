@@ -118,15 +118,17 @@ async def test_a_symbol_that_failed_for_good_is_claimed_again_when_retuned(
     finer_than_tick = replace(a.service.symbols[1].grid, interval=Decimal("0.001"))
     a.service.symbols[1] = replace(a.service.symbols[1], grid=finer_than_tick)
     releasing, gate = asyncio.Event(), asyncio.Event()
-    record = a.coordinator._record
+    records = a.coordinator._records
+    assert records is not None
+    record = records.write
 
-    async def held_open(fleet: Any, symbol: str, state: str, fence: int, since: float) -> Any:
+    async def held_open(symbol: str, state: str, fence: int, since: float) -> Any:
         if symbol == SOL and state == "released" and when == "during" and not gate.is_set():
             releasing.set()
             await gate.wait()
-        return await record(fleet, symbol, state, fence, since)
+        return await record(symbol, state, fence, since)
 
-    a.coordinator._record = held_open  # type: ignore[method-assign]
+    records.write = held_open  # type: ignore[method-assign]
     a.start()
     await until(lambda: SOL in a.service.result.failed, timeout=10)
     if when == "during":
