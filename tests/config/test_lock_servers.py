@@ -7,6 +7,7 @@ from pathlib import Path
 
 from quantmesh.config import load_settings, parse_settings
 from quantmesh.preflight import config_warnings
+from quantmesh.wiring import secret_values
 
 ROOT = Path(__file__).resolve().parents[2]
 SYMBOLS = "trading: {symbols: [{symbol: ETHUSDT, price_interval: 10}]}\n"
@@ -75,3 +76,13 @@ def test_the_etcd_deployment_example_loads_without_warnings() -> None:
     assert settings.etcd.endpoints == tuple(f"http://etcd-{i}:2379" for i in (1, 2, 3))
     assert settings.fleet is not None
     assert config_warnings(settings) == []
+
+
+def test_the_etcd_password_is_a_secret_the_logs_redact() -> None:
+    settings = parse_settings(
+        SYMBOLS + "distributed_lock: {enabled: true, type: etcd}\n"
+        "etcd: {endpoints: ['127.0.0.1:2379'], username: qm, password: 'ETCD-PW-31337'}\n",
+        env={},
+    )
+    assert "ETCD-PW-31337" in secret_values(settings)
+    assert "ETCD-PW-31337" not in repr(settings)
