@@ -555,7 +555,8 @@ class SeedBand:
 
     def text(self) -> str:
         ops = "unlimited" if math.isinf(self.ops) else f"{self.ops:,.0f}+ ops/s"
-        return f"seed: {self.low_ms:g}-{self.high_ms:g} ms, {ops}"
+        band = f"{self.low_ms:g}-{self.high_ms:g}" if self.high_ms else "0"
+        return f"seed: {band} ms, {ops}"
 
 
 SEED_BANDS: dict[str, SeedBand] = {
@@ -570,7 +571,9 @@ SEED_BANDS: dict[str, SeedBand] = {
 def seed_rows(results: dict[str, dict[str, dict[str, float]]]) -> list[Row]:
     """The seed's table beside ours: per lock, p50/p99 of one try_lock+unlock at 1 task and
     cycles/s at 1 and 50 tasks, each beside its raw floor as a ratio, the seed's band
-    beside. ``results[backend]["c1" | "c50"]``; a backend not measured says so."""
+    beside: its latency against the p50, its throughput (lock operations a second)
+    against two operations per cycle at 50 tasks. ``results[backend]["c1" | "c50"]``; a
+    backend not measured says so."""
     rows: list[Row] = [Row("The seed's lock table, measured", "", "")]
     for backend, band in SEED_BANDS.items():
         r = results.get(backend)
@@ -609,8 +612,15 @@ def seed_rows(results: dict[str, dict[str, dict[str, float]]]) -> list[Row]:
                 " | ".join(fmt(x) for x in floors),
                 " | ".join(f"{fmt(x)}x" for x in ratios)
                 + f" ({', '.join(_pct(x) for x in spreads)})",
-                f">= {SQL_LOCK_VS_RAW:g}x floor; >= {band.ops:,.0f}/s",
-                all(x >= SQL_LOCK_VS_RAW for x in ratios) and min(rates) >= band.ops,
+                f">= {SQL_LOCK_VS_RAW:g}x floor",
+                all(x >= SQL_LOCK_VS_RAW for x in ratios),
+            ),
+            Row(
+                "",
+                "lock ops/s at 50 tasks (try_lock and unlock: 2 per cycle)",
+                fmt(2 * rates[1]),
+                target=f">= {band.ops:,.0f} ops/s (seed)",
+                met=2 * rates[1] >= band.ops,
             ),
         ]
     return rows
