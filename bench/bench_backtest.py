@@ -6,8 +6,9 @@
   engine; events only where something can happen). Reading and backtesting alternate
   round by round; the median of the rounds is reported with its spread.
 - A sweep of 20 combinations (``price_interval`` x ``buy_window_size``) over a shorter
-  period, in two processes beside the same sweep in one (the serial baseline), the two
-  alternating round by round; the speedup is the median of the rounds' own ratios.
+  period, in two processes beside the same sweep in one (the serial baseline), side by
+  side in each of 5 rounds, which goes first alternating; the speedup is the median of the
+  rounds' own ratios, printed with their spread, lowest and highest.
 - Freqtrade's backtest of the same candles, when an interpreter with freqtrade installed
   is named by ``QUANTMESH_FREQTRADE_PYTHON`` (freqtrade is no dependency of ours: install
   it into a throwaway virtualenv). Its strategy is not a grid (Freqtrade has none): it
@@ -157,12 +158,13 @@ def measure_sweep(candles: int = 129_600, jobs: int = 2, rounds: int = 3) -> dic
         parallel: list[float] = []
         serial: list[float] = []
         for n in range(rounds):
-            started = time.perf_counter()
-            run_sweep(request, combos, directory / f"p{n}", jobs)
-            parallel.append(time.perf_counter() - started)
-            started = time.perf_counter()
-            run_sweep(request, combos, directory / f"s{n}", 1)
-            serial.append(time.perf_counter() - started)
+            # Each round times both, side by side; which goes first alternates, so a drift in
+            # the machine's load does not always favour the same one.
+            order = ("p", "s") if n % 2 == 0 else ("s", "p")
+            for kind in order:
+                started = time.perf_counter()
+                run_sweep(request, combos, directory / f"{kind}{n}", jobs if kind == "p" else 1)
+                (parallel if kind == "p" else serial).append(time.perf_counter() - started)
     parallel_s, parallel_spread = median_spread(parallel)
     serial_s, serial_spread = median_spread(serial)
     speedups = [s / p for s, p in zip(serial, parallel, strict=True)]
@@ -179,6 +181,7 @@ def measure_sweep(candles: int = 129_600, jobs: int = 2, rounds: int = 3) -> dic
         "speedup": speedup,
         "speedup_spread": speedup_spread,
         "speedup_min": min(speedups),
+        "speedup_max": max(speedups),
     }
 
 
@@ -311,6 +314,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     candles = YEAR // 5 if args.quick else YEAR
     rounds = 2 if args.quick else 3
+    sweep_rounds = 2 if args.quick else 5
     print(f"before: {_load()}", flush=True)
     runs = measure_backtest(candles, rounds=rounds)
     print(f"backtest, {candles:,} 1m candles, window 20; median of {rounds} rounds (spread)")
@@ -325,13 +329,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"{r['round_trips']:,.0f} round trips",
             flush=True,
         )
-    sweep = measure_sweep(candles=43_200 if args.quick else 129_600, rounds=rounds)
+    sweep = measure_sweep(candles=43_200 if args.quick else 129_600, rounds=sweep_rounds)
     print(
         f"sweep, {sweep['runs']:.0f} runs x {sweep['candles']:,.0f} candles: "
         f"{sweep['parallel_s']:.2f} s ({sweep['parallel_spread']:.0%}) on {sweep['jobs']:.0f} "
         f"processes, {sweep['serial_s']:.2f} s ({sweep['serial_spread']:.0%}) on one; speedup "
         f"{sweep['speedup']:.2f}x median ({sweep['speedup_spread']:.0%}), "
-        f"{sweep['speedup_min']:.2f}x lowest",
+        f"{sweep['speedup_min']:.2f}x lowest, {sweep['speedup_max']:.2f}x highest of "
+        f"{sweep['rounds']:.0f} rounds",
         flush=True,
     )
     python = freqtrade_python()
