@@ -26,6 +26,7 @@ def config_warnings(settings: Settings) -> list[str]:
             "are refused; set http.token (e.g. ${QUANTMESH_HTTP_TOKEN}) or bind to 127.0.0.1"
         )
     warnings.extend(_unused_lock_server(settings))
+    warnings.extend(_database_lock(settings))
     name = settings.exchange.name
     if settings.distributed_lock.enabled and name != "simulated":
         from quantmesh.exchange.ccxt import expiry
@@ -60,6 +61,21 @@ def _unused_lock_server(settings: Settings) -> list[str]:
         for section in _SERVER_SECTIONS
         if section != lock.type and section in settings.model_fields_set
     ]
+
+
+def _database_lock(settings: Settings) -> list[str]:
+    """A database lock (``distributed_lock.type`` postgres or mysql) needs its table, which
+    the schema migration creates: without ``auto_migrate`` the lock halts on a database
+    not migrated yet."""
+    lock = settings.distributed_lock
+    if not lock.enabled or lock.type not in ("postgres", "mysql") or settings.database.auto_migrate:
+        return []
+    warning = (
+        f"database.auto_migrate: false, and distributed_lock.type {lock.type} keeps its "
+        "leases in the database's lock_leases table (schema revision 0006): run `quantmesh "
+        "db upgrade` before starting, or placing stays halted until the table exists"
+    )
+    return [warning]
 
 
 def _loopback(host: str) -> bool:

@@ -436,10 +436,15 @@ class LockTTLSettings(Section):
     reconcile: Seconds = 30.0
 
 
-# The lock servers a fleet can share (``distributed_lock.type``); each has a section of
-# its own saying how to reach it (``redis:``, ``etcd:``) and one factory in
-# ``quantmesh.coordination.servers``.
-LockServerType = Literal["redis", "etcd"]
+# The lock servers a fleet can share (``distributed_lock.type``), each with one factory in
+# ``quantmesh.coordination.servers``. Redis and etcd have a section of their own saying how
+# to reach them (``redis:``, ``etcd:``); ``postgres`` and ``mysql`` keep the locks in the
+# fleet's own database (``database:``, whose ``type`` must be the same).
+LockServerType = Literal["redis", "etcd", "postgres", "mysql"]
+DATABASE_LOCKS: tuple[str, ...] = ("postgres", "mysql")
+# lock_leases.name holds 255 characters: the prefix, then at most about 120 of key (a
+# level's ``order:<exchange>:<symbol>:<index>``, a fleet's ``{fleet:<exchange>}:members/<id>``)
+DATABASE_LOCK_PREFIX_MAX = 100
 
 
 class DistributedLockSettings(Section):
@@ -651,13 +656,52 @@ class Settings(Section):
 
     @model_validator(mode="after")
     def _check_lock_server(self) -> Settings:
-        """The chosen lock server can be reached: etcd needs its members listed."""
+        """The chosen lock server can be reached: etcd needs its members listed; a database
+        lock needs the instance's database to be that server (not SQLite, not the other
+        kind), and lock names that fit its table."""
         lock = self.distributed_lock
-        if lock.enabled and lock.type == "etcd" and not self.etcd.endpoints:
+        if not lock.enabled:
+            return self
+        problems: list[tuple[tuple[str | int, ...], str]] = []
+        if lock.type == "etcd" and not self.etcd.endpoints:
             fix = "list the members' client addresses, e.g. [10.0.0.1:2379, 10.0.0.2:2379]"
-            problems = [(("etcd", "endpoints"), f"required for distributed_lock.type etcd: {fix}")]
+            problems.append(
+                (("etcd", "endpoints"), f"required for distributed_lock.type etcd: {fix}")
+            )
+        elif lock.type in DATABASE_LOCKS:
+            problems.extend(self._database_lock_problems(lock.type))
+        if problems:
             raise FieldProblems(problems)
         return self
+
+    def _database_lock_problems(self, kind: str) -> list[tuple[tuple[str | int, ...], str]]:
+        """Why the locks cannot live in this instance's database (``distributed_lock.type``
+        postgres or mysql): they are rows of its ``lock_leases`` table, on its DSN."""
+        database = self.database.type
+        other = "redis or etcd"
+        if database == "sqlite":
+            why = (
+                f"the locks would live in the database, and database.type is sqlite: a SQLite "
+                f"file cannot be shared by a fleet; set database.type: {kind} and database.dsn "
+                f"to the fleet's {kind} server, or pick distributed_lock.type {other}"
+            )
+            return [(("distributed_lock", "type"), why)]
+        if database != kind:
+            why = (
+                f"the locks live in this instance's own database, and database.type is "
+                f"{database}; set distributed_lock.type: {database} (or database.type: {kind} "
+                f"and database.dsn), or pick {other}"
+            )
+            return [(("distributed_lock", "type"), why)]
+        prefix = self.distributed_lock.key_prefix
+        if len(prefix) > DATABASE_LOCK_PREFIX_MAX:
+            why = (
+                f"at most {DATABASE_LOCK_PREFIX_MAX} characters with distributed_lock.type "
+                f"{kind} (got {len(prefix)}): a lock's name, prefix and key, must fit the "
+                "255 characters of lock_leases.name"
+            )
+            return [(("distributed_lock", "key_prefix"), why)]
+        return []
 
     @model_validator(mode="after")
     def _check_risk(self) -> Settings:

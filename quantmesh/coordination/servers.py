@@ -10,22 +10,53 @@ event. Closing the lock closes the client.
 - ``etcd``: ``EtcdLock``, ``EtcdFleet`` and ``EtcdElection`` over one ``EtcdGateway``
   (``etcd:`` settings); redis-py is never imported.
 
-Adding a backend (``postgres``, ``mysql``: a lease table in the shared database) is one
-function ``Settings -> LockServer`` and its entry in ``LOCK_SERVERS``. Each factory
-imports its client when called, so a lone instance loads none of them.
+- ``postgres``, ``mysql``: ``SqlLock``, ``SqlFleet`` and ``SqlElection`` in the
+  ``lock_leases`` table of the instance's own database (``database.dsn``; ``check-config``
+  refuses any other ``database.type``), over one engine of the lock's own.
+
+Adding a backend is one function ``Settings -> LockServer`` and its entry in
+``LOCK_SERVERS``. Each factory imports its client when called, so a lone instance loads
+none of them.
+
+The database lock's engine is its own, not the repository's pool, though both reach the
+same server on the same DSN:
+
+- timeouts: the repository waits up to ``database.statement_timeout`` (30 s) for a
+  statement or a free connection, right for a batch of writes and wrong for a lock. The
+  lock's engine answers within ``SQL_LOCK_TIMEOUT`` (a statement, its connection
+  included) and ``SQL_FLEET_TIMEOUT`` (a fleet transaction), so a hung database halts
+  placing (fail closed) within about a second instead of holding the trader;
+- no queueing behind the repository: a write buffer replaying thousands of rows, or a
+  slow report, holds the repository's connections; the lock's leases must still renew
+  in time or the instance loses its symbols;
+- lifetime: closing the lock disposes its engine (the fleet's and the election's too),
+  independently of the repository's shutdown, which flushes writes first.
+
+It costs up to ``SQL_LOCK_CONNECTIONS`` + ``SQL_FLEET_CONNECTIONS`` connections per
+instance beside ``database.max_open_conns``: count them in the server's
+``max_connections``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from quantmesh.config import Settings
 from quantmesh.coordination.allocation import Member
 from quantmesh.coordination.membership import FleetStore
 from quantmesh.lock.failover import CheckedLock
 from quantmesh.notify.election import Election
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncEngine
+
+# The database lock's engine (postgres, mysql): see the module docstring.
+SQL_LOCK_TIMEOUT: Final = 1.0  # one lock statement, opening its connection included
+SQL_FLEET_TIMEOUT: Final = 2.0  # one fleet transaction (a heartbeat, an ownership record)
+SQL_LOCK_CONNECTIONS: Final = 8  # the lock's own, kept open between calls
+SQL_FLEET_CONNECTIONS: Final = 2  # the fleet store's, from the same engine's pool
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,9 +122,58 @@ def etcd_server(settings: Settings) -> LockServer:
     return LockServer("etcd", EtcdLock(client, prefix=prefix), fleet, election)
 
 
+def sql_engine(settings: Settings) -> AsyncEngine:
+    """The database lock's own engine on ``database.dsn``, with the lock's short timeouts
+    and a pool of ``SQL_LOCK_CONNECTIONS + SQL_FLEET_CONNECTIONS``. Nothing connects yet."""
+    from sqlalchemy.ext.asyncio import AsyncEngine
+
+    from quantmesh.storage.engine import create_engine_for
+
+    db = settings.database
+    if db.type not in ("postgres", "mysql"):  # check-config refuses it: never on SQLite
+        raise ValueError(f"the database lock needs postgres or mysql, not {db.type}")
+    engine = create_engine_for(
+        db.type,
+        db.dsn.get_secret_value(),
+        pool_size=SQL_LOCK_CONNECTIONS + SQL_FLEET_CONNECTIONS,
+        max_overflow=0,
+        pool_recycle=db.conn_max_lifetime,
+        connect_timeout=min(db.connect_timeout, SQL_LOCK_TIMEOUT),
+        statement_timeout=SQL_FLEET_TIMEOUT,
+    )
+    assert isinstance(engine, AsyncEngine)  # a server's engine is always async
+    return engine
+
+
+def sql_server(settings: Settings) -> LockServer:
+    """The instance's own PostgreSQL or MySQL/MariaDB database (``database:``), whose
+    ``type`` is ``distributed_lock.type``: leases, membership and ownership records in its
+    ``lock_leases`` table (migration 0006)."""
+    from quantmesh.coordination.fleet_sql import SqlFleet
+    from quantmesh.lock.sql import SqlElection, SqlLock
+
+    prefix = settings.distributed_lock.key_prefix
+    engine = sql_engine(settings)
+    lock = SqlLock(
+        engine, prefix=prefix, request_timeout=SQL_LOCK_TIMEOUT, pool_size=SQL_LOCK_CONNECTIONS
+    )
+
+    def fleet(me: Member, exchange: str, ttl: float) -> FleetStore:
+        return SqlFleet(engine, prefix=prefix, exchange=exchange, me=me, ttl=ttl,
+                        request_timeout=SQL_FLEET_TIMEOUT)  # fmt: skip
+
+    def election(instance: str, window: float, fallback: Callable[[], bool]) -> Election:
+        del instance  # the lease's token is the lock's own, unique per process
+        return SqlElection(lock, window=window, fallback=fallback)
+
+    return LockServer(lock.dialect, lock, fleet, election)
+
+
 LOCK_SERVERS: Final[Mapping[str, Callable[[Settings], LockServer]]] = {
     "redis": redis_server,
     "etcd": etcd_server,
+    "postgres": sql_server,
+    "mysql": sql_server,
 }
 
 

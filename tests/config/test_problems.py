@@ -345,7 +345,53 @@ BROKEN: list[tuple[str, str, str]] = [
     (
         "etcd-lock-type-misspelt",
         SYMBOLS_OK + "distributed_lock: {enabled: true, type: etdc}\n",
-        "distributed_lock.type: must be one of redis, etcd (got 'etdc') (did you mean 'etcd'?)",
+        (
+            "distributed_lock.type: must be one of redis, etcd, postgres, mysql (got 'etdc') "
+            "(did you mean 'etcd'?)"
+        ),
+    ),
+    (
+        "database-lock-on-sqlite",
+        SYMBOLS_OK + "distributed_lock: {enabled: true, type: postgres}\n",
+        (
+            "distributed_lock.type: the locks would live in the database, and database.type "
+            "is sqlite: a SQLite file cannot be shared by a fleet; set database.type: postgres "
+            "and database.dsn to the fleet's postgres server, or pick distributed_lock.type "
+            "redis or etcd"
+        ),
+    ),
+    (
+        "postgres-lock-on-mysql",
+        SYMBOLS_OK
+        + "distributed_lock: {enabled: true, type: postgres}\n"
+        + "database: {type: mysql, dsn: 'mysql://qm:PW-SECRET-1@db/qm'}\n",
+        (
+            "distributed_lock.type: the locks live in this instance's own database, and "
+            "database.type is mysql; set distributed_lock.type: mysql (or database.type: "
+            "postgres and database.dsn), or pick redis or etcd"
+        ),
+    ),
+    (
+        "mysql-lock-on-postgres",
+        SYMBOLS_OK
+        + "distributed_lock: {enabled: true, type: mysql}\n"
+        + "database: {type: postgres, dsn: 'postgresql://qm:PW-SECRET-1@db/qm'}\n",
+        (
+            "distributed_lock.type: the locks live in this instance's own database, and "
+            "database.type is postgres; set distributed_lock.type: postgres (or database.type: "
+            "mysql and database.dsn), or pick redis or etcd"
+        ),
+    ),
+    (
+        "database-lock-prefix-too-long",
+        SYMBOLS_OK
+        + f"distributed_lock: {{enabled: true, type: mysql, key_prefix: '{'q' * 101}'}}\n"
+        + "database: {type: mysql, dsn: 'qm:pw@tcp(db:3306)/qm'}\n",
+        (
+            "distributed_lock.key_prefix: at most 100 characters with distributed_lock.type "
+            "mysql (got 101): a lock's name, prefix and key, must fit the 255 characters of "
+            "lock_leases.name"
+        ),
     ),
     (
         "etcd-endpoint-without-port",

@@ -1,6 +1,8 @@
-"""The coordination tests' servers: Redis and etcd, one of each per session (emptied per
-test); ``fleet_server`` runs a test once per lock server; and the instances a test
-starts, closed even when it fails."""
+"""The coordination tests' servers: Redis, etcd, PostgreSQL and MariaDB, one of each per
+session (emptied per test; the databases hold the lock's table, in ``support.
+LOCK_DATABASE``); ``fleet_server`` runs a test once per lock server (Redis and etcd
+unless a test names more: ``EVERY_SERVER``); and the instances a test starts, closed even
+when it fails."""
 
 from __future__ import annotations
 
@@ -11,10 +13,17 @@ from pathlib import Path
 import pytest
 
 from tests.coordination.support import Instances
-from tests.lock.conftest import etcd_server, redis, redis_server
+from tests.lock.backends import LOCK_DATABASE
+from tests.lock.conftest import etcd_server, lock_mariadb, lock_postgres, redis, redis_server
 from tests.servers.etcd import request
 
-__all__ = ["etcd_server", "redis", "redis_server"]
+__all__ = ["etcd_server", "lock_mariadb", "lock_postgres", "redis", "redis_server"]
+
+# The lock servers a test runs on when it asks for them all: the core of ownership (a
+# hand-over, a take-over, fencing, the server down) on every ``distributed_lock.type``.
+EVERY_SERVER = pytest.mark.parametrize(
+    "fleet_server", ["redis", "etcd", "postgres", "mysql"], indirect=True
+)
 
 
 @pytest.fixture
@@ -41,10 +50,16 @@ def fleet_server(request: pytest.FixtureRequest, instances: Instances) -> FleetS
         redis = request.getfixturevalue("redis_server")
         redis.command("FLUSHALL")
         port = redis.port
-    else:
+    elif kind == "etcd":
         server = request.getfixturevalue("etcd_server")
         clear_etcd(server.url)
         port = server.port
+    else:  # the database lock: every lease, member and record is a row of lock_leases
+        database = request.getfixturevalue(
+            "lock_postgres" if kind == "postgres" else "lock_mariadb"
+        )
+        database.query("DELETE FROM lock_leases", LOCK_DATABASE)
+        port = database.port
     instances.server = kind
     return FleetServer(kind, port)
 

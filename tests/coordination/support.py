@@ -1,6 +1,8 @@
-"""In-process instances sharing a real lock server (Redis or etcd, ``distributed_lock.
-type``): each with its own simulated exchange and SQLite database (ownership, not trading,
-is under test here).
+"""In-process instances sharing a real lock server (Redis, etcd, or the database:
+``distributed_lock.type``): each with its own simulated exchange and SQLite database
+(ownership, not trading, is under test here). On a database lock (postgres, mysql) the
+instance's ``database`` section names that server (the lock's DSN); the grids still stay
+in the test's SQLite files.
 
 The lock and the coordinator come from ``quantmesh.wiring``, built from settings, so the
 tests see what ``quantmesh run`` builds. ``database`` is the kind an instance declares
@@ -31,6 +33,9 @@ from quantmesh.storage.base import Repository
 from quantmesh.storage.controls import SqlControlStore
 from quantmesh.storage.repository import SqlRepository
 from quantmesh.wiring import ConfigReloader, assemble, build_coordinator, build_failover_lock
+from tests.lock.backends import LOCK_DATABASE
+from tests.servers.mariadb import MARIADB_USER
+from tests.servers.postgres import PG_USER
 from tests.trading.support import FEE, RULES, SETTINGS, make_repository
 
 TTL = 1.5
@@ -94,13 +99,26 @@ class Instance:
         return 0.0 if value is None else value
 
 
+DATABASE_LOCKS = ("postgres", "mysql")
+
+
 def server_settings(kind: str, port: int, endpoints: Sequence[str] = ()) -> str:
     """The settings lines that put an instance's lock on the ``kind`` server at ``port``
-    (etcd: on ``endpoints`` instead, when given)."""
+    (etcd: on ``endpoints`` instead, when given; a database lock: the ``database``
+    section, on the test servers' lock database)."""
     if kind == "etcd":
         listed = ", ".join(f"'{e}'" for e in endpoints or [f"127.0.0.1:{port}"])
         return f"etcd: {{endpoints: [{listed}]}}"
+    if kind in DATABASE_LOCKS:
+        return f'database: {{type: {kind}, dsn: "{database_url(kind, port)}"}}'
     return f"redis: {{addr: '127.0.0.1:{port}'}}"
+
+
+def database_url(kind: str, port: int) -> str:
+    """The test servers' lock database (with ``lock_leases``) at ``port``."""
+    if kind == "postgres":
+        return f"postgresql+asyncpg://{PG_USER}@127.0.0.1:{port}/{LOCK_DATABASE}"
+    return f"mysql+aiomysql://{MARIADB_USER}@127.0.0.1:{port}/{LOCK_DATABASE}"
 
 
 def instance(
@@ -122,17 +140,20 @@ def instance(
     server: str = "redis",
     endpoints: Sequence[str] = (),
 ) -> Instance:
-    """``port``: the lock server's (``server``: redis or etcd), or a proxy's in front of
-    it; ``markets``: more symbols its simulated exchange lists (for a reload to add);
+    """``port``: the lock server's (``server``: redis, etcd, postgres or mysql), or a
+    proxy's in front of it; ``markets``: more symbols its simulated exchange lists (for a reload to add);
     ``repository``: where its grids live instead of its own SQLite file; ``endpoints``:
     every member of an etcd cluster."""
     directory = tmp_path / name
     directory.mkdir(exist_ok=True)
     metrics = Metrics()
     dsn = "postgresql://quantmesh@127.0.0.1/quantmesh" if database != "sqlite" else "x.db"
+    database_line = f'database: {{type: {database}, dsn: "{dsn}"}}'
+    if server in DATABASE_LOCKS:  # the lock's database is the one the settings name
+        database_line = ""
     text = f"""
 instance: {{id: {instance_id or name}, role: {role}}}
-database: {{type: {database}, dsn: "{dsn}"}}
+{database_line}
 distributed_lock:
   enabled: true
   type: {server}

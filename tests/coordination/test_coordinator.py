@@ -1,7 +1,10 @@
 """Ownership end to end in one process: services sharing a real lock server (Redis and
 etcd: each test runs on both, ``fleet_server``), each with its own exchange and database.
 Static contention, standby take-over and hand-back, dynamic sharing, partitions, fencing,
-the lock server down, and instance id uniqueness."""
+the lock server down, and instance id uniqueness. The core four (a hand-over on a clean
+stop, a take-over after a lease lapsed, fencing, the server down) run on the database
+locks too (PostgreSQL and MariaDB, ``EVERY_SERVER``), where the server going away is the
+database going away."""
 
 from __future__ import annotations
 
@@ -16,7 +19,7 @@ from quantmesh.exchange.sim.simulated import SimulatedExchange
 from tests.servers.proxy import TcpProxy
 from tests.trading.support import make_repository, until
 
-from .conftest import FleetServer
+from .conftest import EVERY_SERVER, FleetServer
 from .support import CHECK, TTL, Instance, Instances
 
 
@@ -37,6 +40,7 @@ async def close_all(*instances: Instance) -> None:
     await asyncio.gather(*(i.close() for i in instances))
 
 
+@EVERY_SERVER
 async def test_two_masters_with_one_symbol_trade_it_one_at_a_time(
     instances: Instances, fleet_server: FleetServer
 ) -> None:
@@ -55,6 +59,7 @@ async def test_two_masters_with_one_symbol_trade_it_one_at_a_time(
     await b.close()
 
 
+@EVERY_SERVER
 async def test_a_standby_takes_over_a_cut_off_master_and_hands_back(
     instances: Instances, fleet_server: FleetServer
 ) -> None:
@@ -162,6 +167,7 @@ async def test_a_restart_with_the_same_id_waits_for_the_old_entry_to_lapse(
         await close_all(old, new)
 
 
+@EVERY_SERVER
 async def test_a_former_owners_grid_writes_are_refused_after_a_take_over(
     instances: Instances, fleet_server: FleetServer, tmp_path: Path
 ) -> None:
@@ -188,6 +194,7 @@ async def test_a_former_owners_grid_writes_are_refused_after_a_take_over(
         await close_all(a, b)
 
 
+@EVERY_SERVER
 async def test_the_lock_server_down_halts_placing_until_it_is_back(
     instances: Instances, fleet_server: FleetServer
 ) -> None:
