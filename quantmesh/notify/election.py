@@ -8,7 +8,10 @@ same event later (a second outage) is sent again.
 - ``RedisElection``: ``SET <prefix>notify:<key> <instance> NX PX <window>``;
 - ``EtcdElection``: a lease of ``window`` seconds (rounded up: etcd counts whole
   seconds), and one transaction that puts ``<prefix>notify:<key>`` under it only if the
-  key is absent. A loser's lease holds no key and expires by itself.
+  key is absent. A loser's lease holds no key and expires by itself;
+- ``SqlElection`` (``quantmesh.lock.sql``, for ``distributed_lock.type`` postgres and
+  mysql): a lease row ``<prefix>notify:<key>`` of ``window`` seconds in the database
+  lock's ``lock_leases`` table, taken by the lock's compare-and-set and never released.
 
 When the server does not answer (the very outage being reported, often), the fallback
 decides without it: the instance with the smallest id among the live members last seen

@@ -1,6 +1,8 @@
 """The lock servers a fleet can share (``coordination.servers``): one factory per
 ``distributed_lock.type``; an instance on etcd never loads redis-py; etcd's notification
-election; etcd with authentication enabled."""
+election; etcd with authentication enabled; the database locks' election (a lease row,
+and the smallest live id while the database is gone), and a database lock that cannot
+connect failing at once, its password unseen."""
 
 from __future__ import annotations
 
@@ -14,16 +16,23 @@ from typing import get_args
 
 import pytest
 
-from quantmesh.config import parse_settings
+from quantmesh.config import Settings, parse_settings
 from quantmesh.config.schema import LockServerType
-from quantmesh.coordination.servers import LOCK_SERVERS, lock_server
+from quantmesh.coordination.coordinator import member_of
+from quantmesh.coordination.servers import (
+    LOCK_SERVERS,
+    SQL_FLEET_TIMEOUT,
+    lock_server,
+)
 from quantmesh.errors import LockError
 from quantmesh.lock.etcd import EtcdGateway, EtcdLock
 from quantmesh.notify.election import EtcdElection, smallest_id
+from tests.lock.backends import LOCK_DATABASE
 from tests.servers.etcd import EtcdServer, request
 from tests.support import free_port
 
 from .conftest import clear_etcd
+from .support import database_url
 
 pytestmark = pytest.mark.timeout(60)
 PREFIX = "quantmesh:lock:"
@@ -168,3 +177,63 @@ async def test_etcd_with_authentication_takes_the_user_and_keeps_the_password_ou
     finally:
         for each in (lock, wrong, anonymous):
             await each.close()
+
+
+# the database locks (postgres, mysql) ----------------------------------------------------
+
+
+def database_settings(kind: str, dsn: str) -> Settings:
+    return parse_settings(
+        f"""
+database: {{type: {kind}, dsn: "{dsn}"}}
+distributed_lock: {{enabled: true, type: {kind}}}
+trading: {{symbols: [{{symbol: ETHUSDT, price_interval: 10}}]}}
+""",
+        env={},
+    )
+
+
+@pytest.mark.parametrize("kind", ["postgres", "mysql"])
+async def test_a_database_server_elects_through_its_lock_and_falls_back_without_it(
+    kind: str, request: pytest.FixtureRequest
+) -> None:
+    database = request.getfixturevalue("lock_postgres" if kind == "postgres" else "lock_mariadb")
+    database.query("DELETE FROM lock_leases", LOCK_DATABASE)
+    settings = database_settings(kind, database_url(kind, database.port))
+    servers = [lock_server(settings) for _ in range(3)]
+    nowhere = lock_server(database_settings(kind, database_url(kind, free_port())))
+    try:
+        assert [s.name for s in servers] == [kind] * 3
+        a, b, c = (s.election(n, 60.0, lambda: True) for s, n in zip(servers, "abc", strict=True))
+        won = await asyncio.gather(*(e.elect("lock_halted") for e in (a, b, c)))
+        assert sorted(won) == [False, False, True]
+        assert await b.elect("lock_recovered")  # another event: its own election
+        # the database gone: the smallest live id sends, the others do not
+        fallback_a = nowhere.election("a", 60.0, smallest_id("a", lambda: ["a", "b"]))
+        fallback_b = nowhere.election("b", 60.0, smallest_id("b", lambda: ["a", "b"]))
+        assert await fallback_a.elect("lock_halted") is True
+        assert await fallback_b.elect("lock_halted") is False
+    finally:
+        for server in (*servers, nowhere):
+            await server.close()
+
+
+async def test_a_database_lock_that_cannot_connect_fails_closed_at_once_without_its_password() -> (
+    None
+):
+    dsn = f"postgresql://qm:DB-PW-8080@127.0.0.1:{free_port()}/qm"  # nothing listens there
+    server = lock_server(database_settings("postgres", dsn))
+    fleet = server.fleet(member_of("a", "master", ()), "binance", 10.0)
+    try:
+        for call in (
+            server.lock.ping,
+            lambda: server.lock.try_lock("k", 5.0),
+            fleet.heartbeat,
+        ):
+            started = time.monotonic()
+            with pytest.raises(LockError) as caught:
+                await call()
+            assert time.monotonic() - started < SQL_FLEET_TIMEOUT
+            assert "DB-PW-8080" not in str(caught.value)
+    finally:
+        await server.close()
