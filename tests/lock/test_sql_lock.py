@@ -17,6 +17,7 @@ from quantmesh.lock.sql import NAME_LEN, SqlElection, SqlLock, build_sql_lock
 from quantmesh.storage.engine import create_engine_for
 from tests.servers.mariadb import MariaDBServer
 from tests.servers.postgres import PostgresServer
+from tests.servers.proxy import TcpProxy
 from tests.support import free_port
 
 from .backends import LOCK_DATABASE, SqlBackend, start_again
@@ -71,6 +72,27 @@ async def test_the_database_gone_fails_closed_and_comes_back(sql: SqlBackend) ->
     other = await locker.try_lock(f"{KEY}:other", 5.0)
     assert other is not None and other.fence > lease.fence
     assert await locker.unlock(renewed) and await locker.unlock(other)
+
+
+@pytest.mark.timeout(20)
+async def test_a_server_that_stops_answering_fails_the_call_within_its_timeout(
+    sql: SqlBackend,
+) -> None:
+    """A stalled server (a partition, a frozen host) is no answer within
+    ``request_timeout``: unavailable, not retried, the connection closed; the next call on
+    an answering server is granted."""
+    with TcpProxy("127.0.0.1", sql.port) as proxy:
+        locker = sql.locker(proxy.port)  # request_timeout 1 s
+        await locker.ping()  # connected before the stall
+        proxy.delay = 3.0
+        started = time.monotonic()
+        with pytest.raises(LockUnavailable, match="no answer within 1 s"):
+            await locker.try_lock(KEY, 5.0)
+        assert 0.9 < time.monotonic() - started < 1.8
+        proxy.delay = 0.0
+        await locker.settle()  # the background release of the acquire that may have run
+        lease = await locker.try_lock(f"{KEY}:after", 5.0)
+        assert lease is not None
 
 
 @pytest.mark.timeout(20)
