@@ -32,6 +32,13 @@ same server on the same DSN:
 - lifetime: closing the lock disposes its engine (the fleet's and the election's too),
   independently of the repository's shutdown, which flushes writes first.
 
+Its sessions are bounded on the server too, so a process frozen (SIGSTOP, a VM paused)
+in the middle of a fleet transaction cannot keep a row locked against the fleet: an open
+transaction left idle is ended by the server after ``SQL_IDLE_IN_TRANSACTION``
+(PostgreSQL ``idle_in_transaction_session_timeout``, MariaDB ``idle_transaction_timeout``;
+MySQL has none), and a row lock is waited for at most ``SQL_FLEET_TIMEOUT`` (PostgreSQL
+``statement_timeout``, InnoDB ``innodb_lock_wait_timeout``).
+
 It costs up to ``SQL_LOCK_CONNECTIONS`` + ``SQL_FLEET_CONNECTIONS`` connections per
 instance beside ``database.max_open_conns``: count them in the server's
 ``max_connections``.
@@ -39,9 +46,12 @@ instance beside ``database.max_open_conns``: count them in the server's
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Any, Final
+
+from sqlalchemy import event
 
 from quantmesh.config import Settings
 from quantmesh.coordination.allocation import Member
@@ -57,6 +67,7 @@ SQL_LOCK_TIMEOUT: Final = 1.0  # one lock statement, opening its connection incl
 SQL_FLEET_TIMEOUT: Final = 2.0  # one fleet transaction (a heartbeat, an ownership record)
 SQL_LOCK_CONNECTIONS: Final = 8  # the lock's own, kept open between calls
 SQL_FLEET_CONNECTIONS: Final = 2  # the fleet store's, from the same engine's pool
+SQL_IDLE_IN_TRANSACTION: Final = 5  # seconds a session may sit in an open transaction
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,7 +153,28 @@ def sql_engine(settings: Settings) -> AsyncEngine:
         statement_timeout=SQL_FLEET_TIMEOUT,
     )
     assert isinstance(engine, AsyncEngine)  # a server's engine is always async
+    event.listen(engine.sync_engine, "connect", _bound_session)
     return engine
+
+
+def _bound_session(dbapi_connection: Any, _record: Any) -> None:
+    """The server-side bounds of each new session of the lock's engine (see the module
+    docstring), set on the driver's connection directly: through SQLAlchemy's adapter a
+    statement would open a transaction that the lock's own statements then ran in."""
+    dbapi_connection.run_async(_set_session_bounds)
+
+
+async def _set_session_bounds(connection: Any) -> None:
+    if hasattr(connection, "fetchval"):  # asyncpg: PostgreSQL
+        idle_ms = SQL_IDLE_IN_TRANSACTION * 1000
+        await connection.execute(f"SET idle_in_transaction_session_timeout = {idle_ms}")
+        return
+    statements = [f"SET SESSION innodb_lock_wait_timeout = {math.ceil(SQL_FLEET_TIMEOUT)}"]
+    if "mariadb" in connection.get_server_info().lower():
+        statements.append(f"SET SESSION idle_transaction_timeout = {SQL_IDLE_IN_TRANSACTION}")
+    async with connection.cursor() as cursor:
+        for statement in statements:
+            await cursor.execute(statement)
 
 
 def sql_server(settings: Settings) -> LockServer:

@@ -2,11 +2,13 @@
 ``distributed_lock.type``; an instance on etcd never loads redis-py; etcd's notification
 election; etcd with authentication enabled; the database locks' election (a lease row,
 and the smallest live id while the database is gone), and a database lock that cannot
-connect failing at once, its password unseen."""
+connect failing at once, its password unseen; a transaction left open by a frozen
+instance ended by the server."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import subprocess
 import sys
 import time
@@ -15,14 +17,18 @@ from pathlib import Path
 from typing import get_args
 
 import pytest
+from sqlalchemy import text
 
 from quantmesh.config import Settings, parse_settings
 from quantmesh.config.schema import LockServerType
 from quantmesh.coordination.coordinator import member_of
+from quantmesh.coordination.membership import FleetStore
 from quantmesh.coordination.servers import (
     LOCK_SERVERS,
     SQL_FLEET_TIMEOUT,
+    SQL_IDLE_IN_TRANSACTION,
     lock_server,
+    sql_engine,
 )
 from quantmesh.errors import LockError
 from quantmesh.lock.etcd import EtcdGateway, EtcdLock
@@ -237,3 +243,44 @@ async def test_a_database_lock_that_cannot_connect_fails_closed_at_once_without_
             assert "DB-PW-8080" not in str(caught.value)
     finally:
         await server.close()
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("kind", ["postgres", "mysql"])
+async def test_a_transaction_a_frozen_instance_left_open_blocks_the_fleet_only_briefly(
+    kind: str, request: pytest.FixtureRequest
+) -> None:
+    database = request.getfixturevalue("lock_postgres" if kind == "postgres" else "lock_mariadb")
+    database.query("DELETE FROM lock_leases", LOCK_DATABASE)
+    settings = database_settings(kind, database_url(kind, database.port))
+    live = lock_server(settings)
+    fleet = live.fleet(member_of("b", "master", ()), "binance", 10.0)
+    frozen = sql_engine(settings)  # the frozen instance's, with the same session bounds
+    row = "quantmesh:lock:{fleet:binance}:owners/ETH/USDT"
+    try:
+        assert (await fleet.record_owner("ETH/USDT", "released", 1, 0.0)).stored
+        async with frozen.connect() as conn:
+            await conn.begin()  # frozen inside a record: the row stays locked
+            await conn.execute(
+                text("SELECT fence FROM lock_leases WHERE name = :name FOR UPDATE"), {"name": row}
+            )
+            started = time.monotonic()
+            with pytest.raises(LockError):  # the row lock is waited for, briefly
+                await fleet.record_owner("ETH/USDT", "held", 2, 0.0)
+            assert time.monotonic() - started < SQL_FLEET_TIMEOUT + 1.0
+            # the server ends the frozen session's transaction: the fleet goes on
+            while not await _recorded(fleet, 2):
+                assert time.monotonic() - started < SQL_IDLE_IN_TRANSACTION + 2 * SQL_FLEET_TIMEOUT
+                await asyncio.sleep(0.2)
+            with contextlib.suppress(Exception):  # the server closed it
+                await conn.close()
+    finally:
+        await frozen.dispose()
+        await live.close()
+
+
+async def _recorded(fleet: FleetStore, fence: int) -> bool:
+    try:
+        return (await fleet.record_owner("ETH/USDT", "held", fence, 0.0)).stored
+    except LockError:
+        return False
