@@ -73,7 +73,8 @@ def _database_lock(settings: Settings) -> list[str]:
     warning = (
         f"database.auto_migrate: false, and distributed_lock.type {lock.type} keeps its "
         "leases in the database's lock_leases table (schema revision 0006): run `quantmesh "
-        "db upgrade` before starting, or placing stays halted until the table exists"
+        "db upgrade` before starting, or the lock is down (fallback_mode applies) until the "
+        "table exists"
     )
     return [warning]
 

@@ -146,6 +146,7 @@ def test_a_database_lock_without_auto_migrate_is_one_warning() -> None:
         (
             "database.auto_migrate: false, and distributed_lock.type postgres keeps its leases "
             "in the database's lock_leases table (schema revision 0006): run `quantmesh db "
-            "upgrade` before starting, or placing stays halted until the table exists"
+            "upgrade` before starting, or the lock is down (fallback_mode applies) until the "
+            "table exists"
         ),
     ]
