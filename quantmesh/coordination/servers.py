@@ -25,7 +25,9 @@ same server on the same DSN:
   statement or a free connection, right for a batch of writes and wrong for a lock. The
   lock's engine answers within ``SQL_LOCK_TIMEOUT`` (a statement, its connection
   included) and ``SQL_FLEET_TIMEOUT`` (a fleet transaction), so a hung database halts
-  placing (fail closed) within about a second instead of holding the trader;
+  placing (fail closed) within about a second instead of holding the trader; with several
+  hosts in the DSN (a primary and its replicas) each host gets its share of
+  ``SQL_LOCK_TIMEOUT`` to connect, so a dead first host leaves time for the next;
 - no queueing behind the repository: a write buffer replaying thousands of rows, or a
   slow report, holds the repository's connections; the lock's leases must still renew
   in time or the instance loses its symbols;
@@ -143,18 +145,35 @@ def sql_engine(settings: Settings) -> AsyncEngine:
     db = settings.database
     if db.type not in ("postgres", "mysql"):  # check-config refuses it: never on SQLite
         raise ValueError(f"the database lock needs postgres or mysql, not {db.type}")
+    dsn = db.dsn.get_secret_value()
     engine = create_engine_for(
         db.type,
-        db.dsn.get_secret_value(),
+        dsn,
         pool_size=SQL_LOCK_CONNECTIONS + SQL_FLEET_CONNECTIONS,
         max_overflow=0,
         pool_recycle=db.conn_max_lifetime,
-        connect_timeout=min(db.connect_timeout, SQL_LOCK_TIMEOUT),
+        connect_timeout=min(db.connect_timeout, SQL_LOCK_TIMEOUT / _hosts(db.type, dsn)),
         statement_timeout=SQL_FLEET_TIMEOUT,
     )
     assert isinstance(engine, AsyncEngine)  # a server's engine is always async
     event.listen(engine.sync_engine, "connect", _bound_session)
     return engine
+
+
+def _hosts(db_type: str, dsn: str) -> int:
+    """How many hosts a new connection may try in turn (a PostgreSQL primary and its
+    replicas): each gets its share of the lock's timeout, so a host that drops packets (its
+    machine gone) leaves time to reach the next one within one lock call."""
+    if db_type != "postgres":
+        return 1
+    from sqlalchemy import make_url
+
+    from quantmesh.storage.engine import to_sqlalchemy_url
+
+    host = make_url(to_sqlalchemy_url("postgres", dsn)).query.get("host")
+    if isinstance(host, tuple):
+        return max(1, len(host))
+    return max(1, len(host.split(","))) if isinstance(host, str) else 1
 
 
 def _bound_session(dbapi_connection: Any, _record: Any) -> None:

@@ -3,7 +3,7 @@
 election; etcd with authentication enabled; the database locks' election (a lease row,
 and the smallest live id while the database is gone), and a database lock that cannot
 connect failing at once, its password unseen; a transaction left open by a frozen
-instance ended by the server."""
+instance ended by the server; a primary's dead host skipped within one lock call."""
 
 from __future__ import annotations
 
@@ -35,6 +35,8 @@ from quantmesh.lock.etcd import EtcdGateway, EtcdLock
 from quantmesh.notify.election import EtcdElection, smallest_id
 from tests.lock.backends import LOCK_DATABASE
 from tests.servers.etcd import EtcdServer, request
+from tests.servers.postgres import PG_USER, PostgresServer
+from tests.servers.proxy import TcpProxy
 from tests.support import free_port
 
 from .conftest import clear_etcd
@@ -284,3 +286,23 @@ async def _recorded(fleet: FleetStore, fence: int) -> bool:
         return (await fleet.record_owner("ETH/USDT", "held", fence, 0.0)).stored
     except LockError:
         return False
+
+
+@pytest.mark.timeout(30)
+async def test_a_database_lock_reaches_the_second_host_when_the_first_drops_packets(
+    lock_postgres: PostgresServer,
+) -> None:
+    lock_postgres.query("DELETE FROM lock_leases", LOCK_DATABASE)
+    with TcpProxy("127.0.0.1", lock_postgres.port) as gone:
+        gone.blackhole()  # its machine is gone: connections hang, nothing answers
+        dsn = (
+            f"postgresql://{PG_USER}@127.0.0.1:{gone.port},127.0.0.1:{lock_postgres.port}/"
+            f"{LOCK_DATABASE}?target_session_attrs=read-write"
+        )
+        server = lock_server(database_settings("postgres", dsn))
+        try:
+            await server.lock.ping()  # within one lock call's timeout, on the second host
+            lease = await server.lock.try_lock("k", 5.0)
+            assert lease is not None and await server.lock.unlock(lease)
+        finally:
+            await server.close()
