@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from quantmesh.grid.state import LevelState
+from quantmesh.storage import migrate
 from quantmesh.storage.base import TradeFilter
 from quantmesh.storage.engine import DbType, create_engine_for
 from quantmesh.storage.repository import SqlRepository
@@ -79,9 +80,9 @@ def test_db_upgrade_migrates_the_configured_database(tmp_path: Path) -> None:
     write_config(tmp_path, fast_config())
     first = run_cli(["db", "upgrade", "-c", CONFIG_NAME], tmp_path)
     assert first.returncode == 0, first.stderr
-    assert first.stdout == "database schema upgraded from revision none to 0005\n"
+    assert first.stdout == f"database schema upgraded from revision none to {migrate.HEAD}\n"
     again = run_cli(["db", "upgrade", "-c", CONFIG_NAME], tmp_path)
-    assert again.stdout == "database schema already at revision 0005\n"
+    assert again.stdout == f"database schema already at revision {migrate.HEAD}\n"
     assert (tmp_path / "data" / "quantmesh.db").exists()
 
 
