@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import urllib.error
-import urllib.request
 from typing import TYPE_CHECKING, Any
 
 from quantmesh.cli.exit_codes import EXIT_CONFIG, EXIT_FAILURE
@@ -64,6 +62,9 @@ def instance_url(settings: Settings) -> str:
 
 def call(method: str, url: str, token: str, body: Any = None, timeout: float = TIMEOUT) -> Any:
     """Send one JSON request; the answer's JSON, or ``Refused``."""
+    import urllib.error  # here: every command parser imports this module, few send
+    import urllib.request
+
     data = None if body is None else json.dumps(body).encode()
     request = urllib.request.Request(url, data=data, method=method)
     request.add_header("Content-Type", "application/json")
@@ -88,7 +89,7 @@ def call(method: str, url: str, token: str, body: Any = None, timeout: float = T
         ) from None
 
 
-def _json_of(exc: urllib.error.HTTPError) -> Any:
+def _json_of(exc: Any) -> Any:
     try:
         return json.load(exc)
     except ValueError:
