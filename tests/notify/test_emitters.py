@@ -179,8 +179,10 @@ async def test_a_take_over_is_told_once_by_the_new_owner_and_a_hand_back_not_at_
         await until(lambda: master.trading() == {ETH})
         standby = instances.start("s", redis_server.port, role="standby")
         told = {"m": Recorder(), "s": Recorder()}
-        master.coordinator._notifier = told["m"]
-        standby.coordinator._notifier = told["s"]
+        for name, node in (("m", master), ("s", standby)):
+            records = node.coordinator._records  # the part of the coordinator that tells
+            assert records is not None
+            records._notifier = told[name]
         await until(lambda: standby.coordinator.registered.is_set())
         await asyncio.sleep(3 * CHECK)
         proxy.blackhole()  # the master can no longer renew its lease
