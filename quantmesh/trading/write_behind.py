@@ -125,37 +125,52 @@ class WriteBehind:
         # the interpreter's lock from the order being sent. Writes arriving meanwhile join
         # the same transaction.
         await asyncio.sleep(GATHER_DELAY)
-        while self._queue and self._failure is None:
-            batch = _head(self._queue)
-            try:
-                await self._store(batch)
-            except BaseException as exc:
-                self._fail(exc)
-                if isinstance(exc, asyncio.CancelledError):
-                    raise
-                return
-            del self._queue[: len(batch)]
-            self._report(len(self._queue))
+        try:
+            while self._queue and self._failure is None:
+                batch = _head(self._queue)
+                if not await self._store(batch):
+                    await self._refused(batch[0].fence)
+                    return
+                self._taken(batch)
+        except BaseException as exc:
+            self._fail(exc)
+            if isinstance(exc, asyncio.CancelledError):
+                raise
 
-    async def _store(self, batch: list[_Write]) -> None:
-        orders = [o for w in batch for o in w.orders]
+    async def _store(self, batch: list[_Write]) -> bool:
+        """Store ``batch`` in one transaction; ``False`` (nothing stored) on a stale fence."""
         fills = [f for w in batch for f in w.fills]
-        levels = [lv for w in batch for lv in w.levels]
-        trips = [t for w in batch for t in w.round_trips]
-        fence = batch[0].fence
+        stored = await self._inner.record_batch(
+            self._symbol,
+            [o for w in batch for o in w.orders],
+            fills,
+            [lv for w in batch for lv in w.levels],
+            [t for w in batch for t in w.round_trips],
+            batch[0].fence,
+        )
+        if stored and fills:
+            failpoints.reach("fills_stored")
+        return stored
+
+    async def _refused(self, fence: int) -> None:
+        """A newer owner holds the grid: stop placing at once, keep the facts of everything
+        queued (fills stored alone are not applied to their levels: the new owner applies
+        them), drop the levels, and end the trader."""
+        self._on_refused()
+        log.error("grid_write_refused", fence=fence, queued=len(self._queue))
         inner = self._inner
-        if await inner.record_batch(self._symbol, orders, fills, levels, trips, fence):
-            if fills:
-                failpoints.reach("fills_stored")
-            return
-        # A newer owner holds the grid: keep the facts (fills stored alone are not applied
-        # to their levels: the new owner applies them), refuse the levels, stop the trader.
-        await inner.save_orders(orders)
-        await inner.save_fills(fills)
-        for trip in trips:
-            await inner.save_round_trip(trip)
-        log.error("grid_write_refused", fence=fence, orders=len(orders), fills=len(fills))
-        raise LockLost(f"grid:{self._symbol}")
+        while self._queue:
+            batch = self._queue[:BATCH_LIMIT]
+            await inner.save_orders([o for w in batch for o in w.orders])
+            await inner.save_fills([f for w in batch for f in w.fills])
+            for trip in (t for w in batch for t in w.round_trips):
+                await inner.save_round_trip(trip)
+            self._taken(batch)
+        self._fail(LockLost(f"grid:{self._symbol}"))
+
+    def _taken(self, batch: list[_Write]) -> None:
+        del self._queue[: len(batch)]
+        self._report(len(self._queue))
 
     def _fail(self, exc: BaseException) -> None:
         self._failure = exc

@@ -109,13 +109,19 @@ async def test_a_refused_fence_keeps_the_facts_and_stops_the_trader(repo: Gated)
     watch = asyncio.create_task(writes.watch())
     level = LevelState(index=-1, holding=Decimal("0.015"), cost=Decimal("29.85"), cycle=0)
     filled = order("b1", "filled", "0.015")
+    repo.gate.clear()
     assert await writes.record_execution(filled, [fill("b1", "t1")], [level], [], fence=3)
+    later = order("b2", "filled", "0.015")  # queued under another fence: a second batch
+    assert await writes.record_execution(later, [fill("b2", "t2")], [level], [], fence=4)
+    repo.gate.set()
     with pytest.raises(LockLost):
         await asyncio.wait_for(watch, 5)
-    assert refused == [True]
+    assert refused[0] is True
     with pytest.raises(LockLost):
-        await writes.save_orders([order("b2")])  # nothing more is taken
-    assert await repo.unapplied_order_ids(SYMBOL) == ["b1"]  # the fill is kept, not applied
+        await writes.save_orders([order("b3")])  # nothing more is taken
+    # every queued fill is kept, none applied: the new owner applies them
+    assert await repo.unapplied_order_ids(SYMBOL) == ["b1", "b2"]
+    assert writes.queued == 0
     grid = await repo.load_grid(SYMBOL)
     assert grid is not None and grid.fence == 9 and not grid.levels
 
