@@ -31,7 +31,7 @@ from quantmesh.errors import OrderRejected
 from quantmesh.exchange.sim.matching import FillRule, MatchingEngine
 from quantmesh.grid.ids import client_order_id, grid_tag
 from quantmesh.grid.levels import level_below, level_price
-from quantmesh.grid.planner import Plan, plan
+from quantmesh.grid.planner import CancelOrder, Plan, plan
 from quantmesh.grid.state import GridShape, GridSpec, GridState, RoundTrip
 from quantmesh.research.candles import Candles
 from quantmesh.research.errors import ResearchError
@@ -55,8 +55,20 @@ _BALANCE = Decimal(10) ** 15  # an unbounded quote balance: the capital used is 
 _NONE_BELOW = -(1 << 62)
 _NO_SKIPS: Counter[str] = Counter()  # shared, never changed
 _NONE_ABOVE = 1 << 62
-_QUIET_BOOKS = 20_000  # books whose quiet plans are kept; forgotten all at once past it
-_QuietPlans = dict[int, tuple[Counter[str], bool]]  # level below the price -> what it skipped
+_BOOKS = 20_000  # books whose planner answers are kept; forgotten all at once past it
+
+
+class _BookMemo:
+    """The planner's answers for one book: where it did nothing (level below the price ->
+    what it skipped, whether ``max_position`` held a buy back) and what it said at a price
+    (ticks -> the plan, the interned open orders it cancelled, what it skipped)."""
+
+    __slots__ = ("exact", "plans", "quiet")
+
+    def __init__(self, exact: bool) -> None:
+        self.exact = exact  # answers at a price are kept
+        self.quiet: dict[int, tuple[Counter[str], bool]] = {}
+        self.plans: dict[int, tuple[Plan, tuple[int, ...], Counter[str]]] = {}
 
 
 class _Run:
@@ -121,9 +133,10 @@ class _Run:
         self._interned: dict[tuple[object, ...], int] = {}
         self._open_keys: dict[str, int] = {}  # client id -> its interned order
         self._held_keys: dict[int, int] = {}  # level index -> its interned holding
+        self._cid_by_key: dict[int, str] = {}  # interned open order -> its client id
         self._quiet_version = -1
-        self._quiet_book: dict[tuple[tuple[int, ...], tuple[int, ...]], _QuietPlans] = {}
-        self._quiet_plans: _QuietPlans = {}  # those of the book as it is now
+        self._books: dict[tuple[tuple[int, ...] | frozenset[int], frozenset[int]], _BookMemo] = {}
+        self._memo = _BookMemo(False)  # the answers for the book as it is now
         self._remember_quiet = remember_quiet
 
     def _clock(self) -> float:
@@ -141,9 +154,10 @@ class _Run:
         self.price = price
         if ticks <= self.best_buy or ticks >= self.best_sell:
             filled = self._sync_engine()
-        self._locate(ticks)
+        if not self.down_at < ticks < self.up_next:
+            self._locate(ticks)
         for _ in range(MAX_REPLANS):
-            if not self._step(price):
+            if not self._step(ticks, price):
                 break
             filled = True
         if filled:
@@ -155,60 +169,85 @@ class _Run:
         self.quiet_low = max(self.down_at, self.best_buy - self._beyond)
         self.quiet_high = min(self.up_next, self.best_sell + self._beyond)
 
-    def _step(self, price: Decimal) -> bool:
-        """Plan at ``price`` and act; whether an order filled at once.
+    def _step(self, ticks: int, price: Decimal) -> bool:
+        """Plan at ``price`` (``ticks``) and act; whether an order filled at once.
 
-        A plan that does nothing is remembered for the level below the price and the book as
-        the planner reads it (each open order's level, side, price and amount; each level's
-        holding when positive - not the client ids, which only a cancel would carry): the
-        planner would say the same at any price above that level and not above the next
-        one, with the same book, so it is not asked again (its skipped levels are counted as
-        if it were). A book comes back often: a level bought and sold again holds and offers
-        what it did before, under the next cycle's client ids. So is a plan whose orders were
-        all accepted and none filled at once, when it cancelled only outside the window:
-        asked again at that level it would do nothing and skip the same levels for the same
-        reasons. A skipped level is still free; a level held back by ``max_position`` still
-        is, the exposure having only grown by what was placed; a buy cancelled outside the
-        window frees a level outside it; a sell cancelled past ``sell_window +
-        cancel_hysteresis`` leaves a level past the sell window. Not remembered: a plan that
-        cancelled a buy out of range (its level may be inside the window) or any buy under
-        ``max_position`` (the exposure fell).
+        The planner's answers are remembered per book as the planner reads it: each open
+        order's level, side, price and amount, and each level's holding when positive - not
+        the client ids, which only a cancel carries (a remembered cancel is sent with the id
+        of the open order it named by level, side, price and amount). A book comes back
+        often: a level bought and sold again holds and offers what it did before, under the
+        next cycle's client ids. For a book, the planner is not asked again:
+
+        - at the same price: it would answer the same (its cancels aside, as said);
+        - at a level where it did nothing: it would say the same at any price above that
+          level and not above the next one (its skipped levels are counted as if it were).
+          So is a plan whose orders were all accepted and none filled at once, when it
+          cancelled only outside the window: asked again at that level it would do nothing
+          and skip the same levels for the same reasons. A skipped level is still free; a
+          level held back by ``max_position`` still is, the exposure having only grown by
+          what was placed; a buy cancelled outside the window frees a level outside it; a
+          sell cancelled past ``sell_window + cancel_hysteresis`` leaves a level past the
+          sell window. Not remembered so: a plan that cancelled a buy out of range (its
+          level may be inside the window) or any buy under ``max_position`` (the exposure
+          fell).
         """
+        remember = self._remember_quiet
         if self._quiet_version != self.version:
-            self._quiet_plans = self._plans_of_book()
-        known = self._quiet_plans.get(self.base)
+            self._memo = self._memo_of_book() if remember else _BookMemo(False)
+        memo = self._memo
+        known = memo.quiet.get(self.base)
         if known is not None:
             if known[0]:
                 self.skipped.update(known[0])
             self.capped = known[1]
             return False
-        book = self.book
-        result = plan(book.spec, book.rules, book.state, price, book.open_orders())
-        skipped: Counter[str] = _NO_SKIPS
-        if result.skipped:
-            skipped = Counter(skip.reason for skip in result.skipped)
+        answer = memo.plans.get(ticks) if memo.exact else None
+        if answer is None:
+            book = self.book
+            result = plan(book.spec, book.rules, book.state, price, book.open_orders())
+            skipped: Counter[str] = _NO_SKIPS
+            if result.skipped:
+                skipped = Counter(skip.reason for skip in result.skipped)
+            if memo.exact and (result.cancels or result.places):
+                named = tuple(self._open_keys[c.client_order_id] for c in result.cancels)
+                memo.plans[ticks] = (result, named, skipped)
+        else:
+            result, named, skipped = answer
+            if named:
+                by_key = self._cid_by_key
+                cancels = tuple(
+                    CancelOrder(by_key[key], c.level, c.side, c.reason)
+                    for c, key in zip(result.cancels, named, strict=True)
+                )
+                result = Plan(cancels, result.places, result.skipped)
+        if skipped:
             self.skipped.update(skipped)
         self.capped = "position_cap" in skipped
         if not result.cancels and not result.places:
-            if self._remember_quiet:
-                self._quiet_plans[self.base] = (skipped, self.capped)
+            if remember:
+                memo.quiet[self.base] = (skipped, self.capped)
             return False
         filled, settled = self._act(result, price)
-        if settled and self._remember_quiet:
-            self._quiet_plans = self._plans_of_book()
-            self._quiet_plans[self.base] = (skipped, self.capped)
+        if settled and remember:
+            self._memo = self._memo_of_book()
+            self._memo.quiet[self.base] = (skipped, self.capped)
         return filled
 
-    def _plans_of_book(self) -> _QuietPlans:
-        """The quiet plans remembered for the book as it is now."""
+    def _memo_of_book(self) -> _BookMemo:
+        """The answers remembered for the book as it is now."""
         self._quiet_version = self.version
-        book = (tuple(sorted(self._open_keys.values())), tuple(sorted(self._held_keys.values())))
-        plans = self._quiet_book.get(book)
-        if plans is None:
-            if len(self._quiet_book) >= _QUIET_BOOKS:
-                self._quiet_book.clear()
-            plans = self._quiet_book[book] = {}
-        return plans
+        # Sets where no two open orders are alike (the usual book), else a sorted tuple.
+        alike = len(self._cid_by_key) != len(self._open_keys)
+        orders = tuple(sorted(self._open_keys.values())) if alike else frozenset(self._cid_by_key)
+        book = (orders, frozenset(self._held_keys.values()))  # one holding per level
+        memo = self._books.get(book)
+        if memo is None:
+            if len(self._books) >= _BOOKS:
+                self._books.clear()
+            # Cancels are named by order; two open orders alike: no answer is kept for a price.
+            memo = self._books[book] = _BookMemo(not alike)
+        return memo
 
     def _intern(self, key: tuple[object, ...]) -> int:
         number = self._interned.get(key)
@@ -283,10 +322,13 @@ class _Run:
         self.book.commit(effect)
         cid, opened, level = effect.client_order_id, effect.open_order, effect.level
         if opened is not None:
-            key = (opened.level, opened.side, opened.price, opened.amount)
-            self._open_keys[cid] = self._intern(key)
+            key = self._intern((opened.level, opened.side, opened.price, opened.amount))
+            self._open_keys[cid] = key
+            self._cid_by_key[key] = cid
         else:
-            self._open_keys.pop(cid, None)
+            key = self._open_keys.pop(cid, -1)
+            if self._cid_by_key.get(key) == cid:
+                del self._cid_by_key[key]
         if level.holding > 0:
             self._held_keys[level.index] = self._intern((level.index, level.holding))
         else:

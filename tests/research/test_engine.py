@@ -167,13 +167,22 @@ def test_quiet_plans_are_kept_per_book_as_the_planner_reads_it() -> None:
         if lv.holding > 0
     }
     assert run._open_keys == open_orders and run._held_keys == held and held
-    plans = run._plans_of_book()
-    assert run._plans_of_book() is plans
+    assert run._cid_by_key == {key: cid for cid, key in open_orders.items()}
+    plans = run._memo_of_book()
+    assert run._memo_of_book() is plans
     index = next(iter(held))
     run._held_keys[index] = run._intern((index, Decimal("0.5")))
-    assert run._plans_of_book() is not plans
+    assert run._memo_of_book() is not plans
     run._held_keys[index] = held[index]
-    assert run._plans_of_book() is plans
-    cid = next(iter(open_orders))
-    run._open_keys[cid] = run._intern(("another order",))
-    assert run._plans_of_book() is not plans
+    assert run._memo_of_book() is plans
+    cid, key = next(iter(open_orders.items()))
+    other = run._intern(("another order",))
+    run._open_keys[cid] = other
+    del run._cid_by_key[key]
+    run._cid_by_key[other] = cid
+    assert run._memo_of_book() is not plans
+    # Two open orders alike: the book is told apart by its sorted orders, and no answer
+    # is kept at a price (a remembered cancel could not say which of the two it meant).
+    run._open_keys["qm.twin"] = other
+    twin = run._memo_of_book()
+    assert twin is not plans and not twin.exact and plans.exact

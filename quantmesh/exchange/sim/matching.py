@@ -86,6 +86,7 @@ class MatchingEngine:
         self._markets = dict(markets)
         self._fee_rate = fee_rate
         self._fees: dict[str, Fees] = {}  # markets with their own rates
+        self._default_fees = Fees(fee_rate, fee_rate)  # the others'
         self._through = fill_rule == "through"
         self._clock = clock
         self._free: dict[str, Decimal] = dict(balances)
@@ -110,7 +111,7 @@ class MatchingEngine:
     def fees(self, symbol: str) -> Fees:
         """The maker and taker rates of ``symbol``."""
         self.rules(symbol)
-        return self._fees.get(symbol) or Fees(self._fee_rate, self._fee_rate)
+        return self._fees.get(symbol) or self._default_fees
 
     def has_market(self, symbol: str) -> bool:
         return symbol in self._markets
