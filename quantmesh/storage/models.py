@@ -308,10 +308,10 @@ LOCK_NAME_LEN: Final = 255  # a lock key under its prefix; a utf8mb4 key of 1020
 class LockLeaseRow(Base):
     """A lease of the database lock backend (``quantmesh.lock.sql``) or a fleet entry
     (``quantmesh.coordination.fleet_sql``), one row per name, kept after its release so
-    its ``fence`` never goes back. ``token`` names the holder (NULL: released);
-    ``expires_us`` is when the lease ends on the database server's clock (microseconds
-    since the epoch); ``data`` is a fleet entry's JSON. No ``exchange`` column: the name
-    carries it."""
+    its ``fence`` never goes back. ``token`` names the (last) holder; ``expires_us`` is
+    when the lease ends on the database server's clock (microseconds since the epoch; a
+    released lock's is 0); ``data`` is a fleet entry's JSON. No ``exchange`` column: the
+    name carries it."""
 
     __tablename__ = "lock_leases"
     __table_args__ = (UniqueConstraint("name"),)
