@@ -53,8 +53,9 @@ Connections: the lock keeps its own connections, checked out of its engine's poo
 engine SQLAlchemy builds from the DSN, with its driver, connect timeout and hosts) and
 used through the driver directly (asyncpg, aiomysql): one round trip per statement, no
 ORM or pool checkout around it; an idle connection is taken without waiting for anything.
-Each call is bounded by ``request_timeout`` (asyncpg's own per-statement timeout; for
-aiomysql, which has none, a timer that closes the connection). A call that
+Each statement is bounded by ``request_timeout`` (asyncpg's own per-statement timeout; for
+aiomysql, which has none, a timer that closes the connection); waiting for a connection
+when all ``pool_size`` are busy, or opening one, by ``pool_timeout``. A call that
 failed to reach the server on a pooled connection (the server restarted since) is
 repeated once at once on a fresh one - every statement is safe to repeat; a timeout is
 not repeated. A connection whose call failed, timed out or was cancelled is closed.
@@ -278,6 +279,7 @@ class SqlLock:
         prefix: str = DEFAULT_PREFIX,
         request_timeout: float = 1.0,
         pool_size: int = 10,
+        pool_timeout: float = 5.0,
         drift_factor: float = 0.01,
         min_drift: float = 0.002,
         clock: Callable[[], float] = time.monotonic,
@@ -286,6 +288,7 @@ class SqlLock:
         self.dialect: SqlDialect = dialect_of(engine)
         self.prefix = prefix
         self._timeout = request_timeout
+        self._pool_timeout = pool_timeout
         self._connections = _Connections(engine, self.dialect, pool_size)
         self._drift_factor = drift_factor
         self._min_drift = min_drift
@@ -419,7 +422,7 @@ class SqlLock:
             try:
                 proxied = None if fresh else self._connections.idle()
                 if proxied is None:
-                    proxied, reused = await self._connections.take(fresh, self._timeout)
+                    proxied, reused = await self._connections.take(fresh, self._pool_timeout)
                 else:
                     reused = True
                 conn = proxied.driver_connection
@@ -435,6 +438,11 @@ class SqlLock:
             except BaseException as exc:
                 if proxied is not None:  # its state is unknown: closed, never reused
                     self._connections.discard(proxied)
+                elif isinstance(exc, TimeoutError):
+                    raise LockUnavailable(
+                        f"{self.dialect} lock {what} failed: no connection within "
+                        f"{self._pool_timeout:g} s"
+                    ) from None
                 if isinstance(exc, TimeoutError) or stalled:
                     raise LockUnavailable(
                         f"{self.dialect} lock {what} failed: no answer within {self._timeout:g} s"
@@ -540,11 +548,13 @@ def build_sql_lock(
     prefix: str = DEFAULT_PREFIX,
     request_timeout: float = 1.0,
     pool_size: int = 10,
+    pool_timeout: float = 5.0,
 ) -> SqlLock:
     """The database lock on ``engine`` (an ``AsyncEngine`` of its own, for PostgreSQL or
     MySQL/MariaDB; the lock disposes it on close). ``pool_size`` should not exceed the
     engine's ``pool_size + max_overflow``."""
-    return SqlLock(engine, prefix=prefix, request_timeout=request_timeout, pool_size=pool_size)
+    return SqlLock(engine, prefix=prefix, request_timeout=request_timeout, pool_size=pool_size,
+                   pool_timeout=pool_timeout)  # fmt: skip
 
 
 class SqlElection:
