@@ -46,6 +46,19 @@ class ElectionClient(Protocol):
     async def execute_command(self, *args: Any, **options: Any) -> Any: ...
 
 
+def unanswered(key: str, fallback: Callable[[], bool], exc: Exception) -> bool:
+    """Whether to send ``key`` when the lock server did not answer (``exc``): ``fallback()``
+    decides, and the decision is logged."""
+    sending = fallback()
+    log.warning(
+        "notification_election_unavailable",
+        key=key,
+        sending=sending,
+        error=f"{type(exc).__name__}: {exc}",
+    )
+    return sending
+
+
 class RedisElection:
     """One sender per key and ``window`` seconds, through ``SET NX PX``; see the module
     docstring. ``fallback()`` says whether to send when Redis does not answer."""
@@ -77,14 +90,7 @@ class RedisElection:
                     "SET", self.key(key), self._instance, "NX", "PX", self._window_ms
                 )
         except Exception as exc:  # noqa: BLE001 - Redis down, timed out: decide without it
-            sending = self._fallback()
-            log.warning(
-                "notification_election_unavailable",
-                key=key,
-                sending=sending,
-                error=f"{type(exc).__name__}: {exc}",
-            )
-            return sending
+            return unanswered(key, self._fallback, exc)
         return won is not None and won is not False
 
 
@@ -136,14 +142,7 @@ class EtcdElection:
                     "/v3/kv/txn", {"compare": [absent], "success": [{"request_put": put}]}, what
                 )
         except Exception as exc:  # noqa: BLE001 - etcd down, timed out: decide without it
-            sending = self._fallback()
-            log.warning(
-                "notification_election_unavailable",
-                key=key,
-                sending=sending,
-                error=f"{type(exc).__name__}: {exc}",
-            )
-            return sending
+            return unanswered(key, self._fallback, exc)
         return bool(reply.get("succeeded"))
 
 

@@ -5,11 +5,13 @@ instance sent what)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import signal
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,6 +19,7 @@ from typing import Any
 import yaml
 
 from tests.cli.support import Daemon, write_config
+from tests.exchange.sim.server.support import SimProcess, write_sim_config
 from tests.servers.postgres import PostgresServer
 from tests.servers.proxy import TcpProxy
 from tests.servers.redis import RedisServer
@@ -192,6 +195,42 @@ class Node:
 
     def stderr(self) -> str:
         return "".join(self.logs) + (self.daemon.stderr if self.daemon is not None else "")
+
+
+@contextlib.contextmanager
+def sim_fleet(
+    root: Path,
+    keys: Sequence[tuple[str, str]],
+    make_node: Callable[[str, tuple[str, str], int], Node],
+) -> Iterator[tuple[list[Node], SimProcess]]:
+    """The exchange simulator under ``root``, its prices walking (a step every 0.2 s:
+    orders fill, sells follow, levels turn over), accepting ``keys``, and one node per key,
+    ``make_node(name, key, sim_port)`` (``node-1``, ``node-2``, ...), not started. At the
+    end the nodes are closed and, for a post-mortem (also of a run that failed half-way),
+    the simulator's records and each node's stderr are left beside the logs."""
+    sim_config = write_sim_config(root / "sim", volatility=0.0005, interval=0.2)
+    with SimProcess(
+        root / "sim",
+        "--config",
+        str(sim_config),
+        api_key=keys[0][0],
+        api_secret=keys[0][1],
+        extra_keys=keys[1:],
+    ) as sim:
+        nodes = [make_node(f"node-{i + 1}", key, sim.port) for i, key in enumerate(keys)]
+        try:
+            yield nodes, sim
+        finally:
+            for name, read in (
+                ("orders", sim.orders),
+                ("actions", sim.actions),
+                ("trades", sim.trades),
+            ):
+                with contextlib.suppress(Exception):
+                    (root / f"{name}.json").write_text(json.dumps(read(), indent=1))
+            for node in nodes:
+                node.close()
+                (node.workdir / "stderr.log").write_text(node.stderr())
 
 
 def owner_of(nodes: list[Node], symbol: str) -> Node | None:

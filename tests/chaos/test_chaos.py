@@ -21,8 +21,6 @@ interval (+ the new owner's start-up).
 
 from __future__ import annotations
 
-import contextlib
-import json
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -34,7 +32,7 @@ from typing import Any
 import pytest
 
 from quantmesh.grid.ids import parse_client_order_id
-from tests.exchange.sim.server.support import EXTRA_KEYS, SimProcess, write_sim_config
+from tests.exchange.sim.server.support import EXTRA_KEYS, SimProcess
 from tests.servers.postgres import PostgresServer
 from tests.servers.redis import RedisServer
 
@@ -46,6 +44,7 @@ from .harness import (
     Node,
     owner_of,
     settled,
+    sim_fleet,
     wait_owner,
 )
 from .invariants import (
@@ -85,35 +84,12 @@ KEYS = (("chaos-key-1", "chaos-secret-1"), *EXTRA_KEYS[:2])
 def chaos(tmp_path: Path) -> Iterator[Chaos]:
     with RedisServer(tmp_path / "redis") as redis, PostgresServer() as pg:
         pg.create_database("quantmesh")
-        # prices walk (a step every 0.2 s): orders fill, sells follow, levels turn over
-        sim_config = write_sim_config(tmp_path / "sim", volatility=0.0005, interval=0.2)
-        with SimProcess(
-            tmp_path / "sim",
-            "--config",
-            str(sim_config),
-            api_key=KEYS[0][0],
-            api_secret=KEYS[0][1],
-            extra_keys=KEYS[1:],
-        ) as sim:
-            nodes = [
-                Node.create(f"node-{i + 1}", key, tmp_path, sim.port, redis.port, pg, "quantmesh")
-                for i, key in enumerate(KEYS)
-            ]
-            try:
-                yield Chaos(nodes, redis, pg, sim)
-            finally:
-                # for a post-mortem, also of a run that failed half-way: the simulator's
-                # records beside the logs
-                for name, read in (
-                    ("orders", sim.orders),
-                    ("actions", sim.actions),
-                    ("trades", sim.trades),
-                ):
-                    with contextlib.suppress(Exception):
-                        (tmp_path / f"{name}.json").write_text(json.dumps(read(), indent=1))
-                for node in nodes:
-                    node.close()
-                    (node.workdir / "stderr.log").write_text(node.stderr())
+
+        def node(name: str, key: tuple[str, str], sim_port: int) -> Node:
+            return Node.create(name, key, tmp_path, sim_port, redis.port, pg, "quantmesh")
+
+        with sim_fleet(tmp_path, KEYS, node) as (nodes, sim):
+            yield Chaos(nodes, redis, pg, sim)
 
 
 @dataclass

@@ -1,0 +1,196 @@
+"""A fleet on one lock server, no Redis anywhere: two real ``quantmesh run`` processes
+configured with the same symbols share the lock server, one PostgreSQL and the exchange
+simulator - on etcd (``distributed_lock.type: etcd``), or on PostgreSQL alone
+(``distributed_lock.type: postgres``: their grids, locks, membership and ownership records
+in one database). The owner of ETH is killed with SIGKILL: the other instance takes its
+symbols over once the dead one's leases lapse (etcd expires them; on the database they
+end by its clock), and the simulator's records show no order placed twice (no two orders
+open at once on one symbol, side and price; no level bought or sold twice in a row; no two
+instances alternating on a symbol).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.chaos.harness import (
+    CHECK_INTERVAL,
+    LEASE_TTL,
+    SYMBOLS,
+    Node,
+    node_config,
+    owner_of,
+    sim_fleet,
+    wait_owner,
+)
+from tests.chaos.invariants import double_buys, double_sells, interleavings, open_overlaps
+from tests.cli.support import write_config
+from tests.exchange.sim.server.support import EXTRA_KEYS, SimProcess
+from tests.servers.etcd import EtcdServer
+from tests.servers.postgres import PostgresServer
+from tests.servers.proxy import TcpProxy
+from tests.support import free_port
+
+pytestmark = pytest.mark.slow
+KEYS = (("fleet-key-1", "fleet-secret-1"), EXTRA_KEYS[0])
+
+
+@dataclass(frozen=True)
+class LockServer:
+    """What differs between the fleets: the lock's server, a node's settings for it, and
+    how soon a take-over must come."""
+
+    name: str  # ``distributed_lock.type``, and the lock backend ``/api/status`` names
+    # the lock's own server beside PostgreSQL, started under the test's directory: its
+    # port, or None when the lock is on the database
+    start: Callable[[Path], AbstractContextManager[int | None]]
+    # a node's settings for the lock, given the port of its loopback proxy to the lock's
+    # server (its database proxy when the lock is on the database)
+    configure: Callable[[dict[str, Any], int], None]
+    failover_bound: float  # seconds from the kill to the survivor trading a lost symbol
+
+
+@contextlib.contextmanager
+def etcd_member(root: Path) -> Iterator[int]:
+    with EtcdServer(root / "etcd") as etcd:
+        yield etcd.port
+
+
+def etcd_endpoints(config: dict[str, Any], lock_port: int) -> None:
+    config["etcd"] = {"endpoints": [f"127.0.0.1:{lock_port}"]}
+
+
+def on_the_database(root: Path) -> AbstractContextManager[None]:
+    return contextlib.nullcontext()
+
+
+def database_dsn(config: dict[str, Any], lock_port: int) -> None:
+    """Nothing to add: the lock is on ``database.dsn``."""
+
+
+ETCD = LockServer(
+    "etcd",
+    start=etcd_member,
+    configure=etcd_endpoints,
+    # A take-over on etcd: the dead owner's lease (ceil(LEASE_TTL) s) expires at etcd's
+    # next sweep (up to 0.5 s) and is seen at the next try (one check interval); then the
+    # new owner loads the grid and reconciles with the exchange.
+    failover_bound=LEASE_TTL + 0.5 + CHECK_INTERVAL + 3.0,
+)
+POSTGRES = LockServer(
+    "postgres",
+    start=on_the_database,
+    configure=database_dsn,
+    # A take-over on the database: the dead owner's lease ends exactly LEASE_TTL after its
+    # last renewal (the server's clock) and is seen at the next try (one check interval);
+    # then the new owner loads the grid and reconciles with the exchange.
+    failover_bound=LEASE_TTL + CHECK_INTERVAL + 3.0,
+)
+
+
+def lock_node(
+    server: LockServer,
+    lock_port: int | None,
+    pg: PostgresServer,
+    root: Path,
+    name: str,
+    key: tuple[str, str],
+    sim_port: int,
+) -> Node:
+    """One of two instances on the chaos harness's settings, without Redis: its grids in
+    PostgreSQL through a loopback proxy of its own (the ``db_proxy`` slot), its lock and
+    fleet through another to the lock's server (the ``redis_proxy`` slot; the same proxy
+    when the lock is on the database)."""
+    workdir = root / name
+    workdir.mkdir(parents=True)
+    db_proxy = TcpProxy("127.0.0.1", pg.port)
+    db_proxy.start()
+    lock_proxy = db_proxy
+    if lock_port is not None:
+        lock_proxy = TcpProxy("127.0.0.1", lock_port)
+        lock_proxy.start()
+    http_port = free_port()
+    config = node_config(name, key, sim_port, 0, pg.url("quantmesh", port=db_proxy.port), http_port)
+    del config["redis"]
+    config["instance"]["total"] = 2
+    config["distributed_lock"]["type"] = server.name
+    server.configure(config, lock_proxy.port)
+    path = write_config(workdir, config)
+    return Node(name, key, workdir, lock_proxy, db_proxy, http_port, path)
+
+
+@pytest.fixture(params=[ETCD, POSTGRES], ids=lambda server: server.name)
+def server(request: pytest.FixtureRequest) -> LockServer:
+    spec: LockServer = request.param
+    return spec
+
+
+@pytest.fixture
+def fleet(server: LockServer, tmp_path: Path) -> Iterator[tuple[list[Node], SimProcess]]:
+    with server.start(tmp_path) as lock_port, PostgresServer() as pg:
+        pg.create_database("quantmesh")
+
+        def node(name: str, key: tuple[str, str], sim_port: int) -> Node:
+            return lock_node(server, lock_port, pg, tmp_path, name, key, sim_port)
+
+        with sim_fleet(tmp_path, KEYS, node) as (nodes, sim):
+            yield nodes, sim
+
+
+@pytest.mark.timeout(150)
+def test_a_fleet_on_one_lock_server_takes_over_a_killed_owner_and_places_nothing_twice(
+    server: LockServer,
+    fleet: tuple[list[Node], SimProcess],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    nodes, sim = fleet
+    started = time.monotonic()
+    for node in nodes:
+        node.start()
+    for symbol in SYMBOLS:
+        wait_owner(nodes, symbol, 60)
+    for node in nodes:
+        status = node.status()
+        assert status is not None and status["lock"]["backend"] == server.name, status
+    time.sleep(4)  # both symbols trade for a while: orders open, some fill
+
+    victim = owner_of(nodes, "ETH/USDT")
+    assert victim is not None
+    survivor = next(n for n in nodes if n is not victim)
+    lost = victim.trading()
+    placed_before = len(sim.orders())
+    killed = time.monotonic()
+    victim.kill()
+    took: dict[str, float] = {}
+    for symbol in sorted(lost):
+        owner, _ = wait_owner(nodes, symbol, server.failover_bound + 10, other_than=victim)
+        assert owner is survivor
+        took[symbol] = time.monotonic() - killed
+    time.sleep(4)  # the survivor trades every symbol now
+    assert survivor.trading() == set(SYMBOLS)
+    assert (survivor.metric("quantmesh_failovers_total") or 0) >= len(lost)
+    code = survivor.stop()
+
+    orders, actions = sim.orders(), sim.actions()
+    with capsys.disabled():
+        print(
+            f"\n{server.name} fleet: {len(orders)} orders ({len(orders) - placed_before} after "
+            "the kill), "
+            + ", ".join(f"{s} taken over in {t:.1f} s" for s, t in took.items())
+            + f" (bound {server.failover_bound:.1f} s), {time.monotonic() - started:.0f} s in all"
+        )
+    assert code == 0, survivor.stderr()[-3000:]
+    assert len(orders) > placed_before, "nothing was placed after the take-over"
+    assert open_overlaps(orders) == []
+    assert double_buys(orders) == []
+    assert double_sells(orders) == []
+    assert interleavings(actions, 1.5) == {}
+    assert all(seconds <= server.failover_bound for seconds in took.values()), took
