@@ -55,7 +55,9 @@ used through the driver directly (asyncpg, aiomysql): one round trip per stateme
 ORM or pool checkout around it; an idle connection is taken without waiting for anything.
 Each statement is bounded by ``request_timeout`` (asyncpg's own per-statement timeout; for
 aiomysql, which has none, a timer that closes the connection); waiting for a connection
-when all ``pool_size`` are busy, or opening one, by ``pool_timeout``. A call that
+when all ``pool_size`` are busy, or opening one, by ``pool_timeout`` (by default
+``request_timeout`` too: a lock call that cannot get a connection in that time fails
+closed). A call that
 failed to reach the server on a pooled connection (the server restarted since) is
 repeated once at once on a fresh one - every statement is safe to repeat; a timeout is
 not repeated. A connection whose call failed, timed out or was cancelled is closed.
@@ -279,7 +281,7 @@ class SqlLock:
         prefix: str = DEFAULT_PREFIX,
         request_timeout: float = 1.0,
         pool_size: int = 10,
-        pool_timeout: float = 5.0,
+        pool_timeout: float | None = None,
         drift_factor: float = 0.01,
         min_drift: float = 0.002,
         clock: Callable[[], float] = time.monotonic,
@@ -288,7 +290,7 @@ class SqlLock:
         self.dialect: SqlDialect = dialect_of(engine)
         self.prefix = prefix
         self._timeout = request_timeout
-        self._pool_timeout = pool_timeout
+        self._pool_timeout = request_timeout if pool_timeout is None else pool_timeout
         self._connections = _Connections(engine, self.dialect, pool_size)
         self._drift_factor = drift_factor
         self._min_drift = min_drift
@@ -548,7 +550,7 @@ def build_sql_lock(
     prefix: str = DEFAULT_PREFIX,
     request_timeout: float = 1.0,
     pool_size: int = 10,
-    pool_timeout: float = 5.0,
+    pool_timeout: float | None = None,
 ) -> SqlLock:
     """The database lock on ``engine`` (an ``AsyncEngine`` of its own, for PostgreSQL or
     MySQL/MariaDB; the lock disposes it on close). ``pool_size`` should not exceed the

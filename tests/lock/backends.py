@@ -220,8 +220,10 @@ class SqlBackend:
 
     def locker(self, port: int | None = None, *, slow: bool = False, pool: int = 50) -> SqlLock:
         pool = min(pool, 40)  # the servers take 200 (PostgreSQL) and 300 connections
+        # A burst of tasks beyond the pool waits for a connection, as the Redis client's
+        # blocking pool lets it (5 s), each statement within the lock's own timeout.
         lock = SqlLock(self.engine(port, pool=pool), request_timeout=5.0 if slow else 1.0,
-                       pool_size=pool)  # fmt: skip
+                       pool_size=pool, pool_timeout=5.0)  # fmt: skip
         self.made.append(lock)
         return lock
 
