@@ -22,6 +22,7 @@ integer comparisons: prices are handled as whole ticks.
 from __future__ import annotations
 
 import math
+import random
 from collections import Counter
 from collections.abc import Callable
 from decimal import ROUND_FLOOR, Decimal
@@ -56,6 +57,8 @@ _NONE_BELOW = -(1 << 62)
 _NO_SKIPS: Counter[str] = Counter()  # shared, never changed
 _NONE_ABOVE = 1 << 62
 _BOOKS = 20_000  # books whose planner answers are kept; forgotten all at once past it
+_MASK = (1 << 64) - 1
+_ZOBRIST_SEED = 17
 
 
 class _BookMemo:
@@ -63,10 +66,9 @@ class _BookMemo:
     what it skipped, whether ``max_position`` held a buy back) and what it said at a price
     (ticks -> the plan, the interned open orders it cancelled, what it skipped)."""
 
-    __slots__ = ("exact", "plans", "quiet")
+    __slots__ = ("plans", "quiet")
 
-    def __init__(self, exact: bool) -> None:
-        self.exact = exact  # answers at a price are kept
+    def __init__(self) -> None:
         self.quiet: dict[int, tuple[Counter[str], bool]] = {}
         self.plans: dict[int, tuple[Plan, tuple[int, ...], Counter[str]]] = {}
 
@@ -134,9 +136,14 @@ class _Run:
         self._open_keys: dict[str, int] = {}  # client id -> its interned order
         self._held_keys: dict[int, int] = {}  # level index -> its interned holding
         self._cid_by_key: dict[int, str] = {}  # interned open order -> its client id
+        # The book as the memo knows it: sums of a random 64-bit number per interned open
+        # order and per interned holding (Zobrist hashing, seeded: the same in every run).
+        self._random = random.Random(_ZOBRIST_SEED)
+        self._zobrist: list[int] = []  # interned key -> its random number
+        self._orders_hash = self._held_hash = 0
         self._quiet_version = -1
-        self._books: dict[tuple[tuple[int, ...] | frozenset[int], frozenset[int]], _BookMemo] = {}
-        self._memo = _BookMemo(False)  # the answers for the book as it is now
+        self._books: dict[tuple[int, int, int, int], _BookMemo] = {}
+        self._memo = _BookMemo()  # the answers for the book as it is now
         self._remember_quiet = remember_quiet
 
     def _clock(self) -> float:
@@ -177,7 +184,11 @@ class _Run:
         the client ids, which only a cancel carries (a remembered cancel is sent with the id
         of the open order it named by level, side, price and amount). A book comes back
         often: a level bought and sold again holds and offers what it did before, under the
-        next cycle's client ids. For a book, the planner is not asked again:
+        next cycle's client ids. A book is known by its counts of open orders and holdings
+        and two 64-bit sums of a seeded random number per interned order and holding
+        (Zobrist hashing, kept up to date on every update): for two books of a run to be
+        taken for one, 128 bits would have to collide, which among a million books happens
+        with a probability below 1e-26. For a book, the planner is not asked again:
 
         - at the same price: it would answer the same (its cancels aside, as said);
         - at a level where it did nothing: it would say the same at any price above that
@@ -194,7 +205,7 @@ class _Run:
         """
         remember = self._remember_quiet
         if self._quiet_version != self.version:
-            self._memo = self._memo_of_book() if remember else _BookMemo(False)
+            self._memo = self._memo_of_book() if remember else _BookMemo()
         memo = self._memo
         known = memo.quiet.get(self.base)
         if known is not None:
@@ -202,14 +213,16 @@ class _Run:
                 self.skipped.update(known[0])
             self.capped = known[1]
             return False
-        answer = memo.plans.get(ticks) if memo.exact else None
+        # Cancels are named by order: with two open orders alike, no answer at a price.
+        exact = len(self._cid_by_key) == len(self._open_keys)
+        answer = memo.plans.get(ticks) if exact else None
         if answer is None:
             book = self.book
             result = plan(book.spec, book.rules, book.state, price, book.open_orders())
             skipped: Counter[str] = _NO_SKIPS
             if result.skipped:
                 skipped = Counter(skip.reason for skip in result.skipped)
-            if memo.exact and (result.cancels or result.places):
+            if exact and remember and (result.cancels or result.places):
                 named = tuple(self._open_keys[c.client_order_id] for c in result.cancels)
                 memo.plans[ticks] = (result, named, skipped)
         else:
@@ -237,23 +250,41 @@ class _Run:
     def _memo_of_book(self) -> _BookMemo:
         """The answers remembered for the book as it is now."""
         self._quiet_version = self.version
-        # Sets where no two open orders are alike (the usual book), else a sorted tuple.
-        alike = len(self._cid_by_key) != len(self._open_keys)
-        orders = tuple(sorted(self._open_keys.values())) if alike else frozenset(self._cid_by_key)
-        book = (orders, frozenset(self._held_keys.values()))  # one holding per level
+        book = (self._orders_hash, self._held_hash, len(self._open_keys), len(self._held_keys))
         memo = self._books.get(book)
         if memo is None:
             if len(self._books) >= _BOOKS:
                 self._books.clear()
-            # Cancels are named by order; two open orders alike: no answer is kept for a price.
-            memo = self._books[book] = _BookMemo(not alike)
+            memo = self._books[book] = _BookMemo()
         return memo
 
     def _intern(self, key: tuple[object, ...]) -> int:
         number = self._interned.get(key)
         if number is None:
             number = self._interned[key] = len(self._interned)
+            self._zobrist.append(self._random.getrandbits(64))
         return number
+
+    def _set_order(self, cid: str, key: int | None) -> None:
+        """The open order ``cid`` is now the interned ``key`` (``None``: not open)."""
+        old = self._open_keys.pop(cid, None)
+        if old is not None:
+            self._orders_hash = (self._orders_hash - self._zobrist[old]) & _MASK
+            if self._cid_by_key.get(old) == cid:
+                del self._cid_by_key[old]
+        if key is not None:
+            self._open_keys[cid] = key
+            self._cid_by_key[key] = cid
+            self._orders_hash = (self._orders_hash + self._zobrist[key]) & _MASK
+
+    def _set_holding(self, index: int, key: int | None) -> None:
+        """Level ``index`` now holds the interned ``key`` (``None``: nothing)."""
+        old = self._held_keys.pop(index, None)
+        if old is not None:
+            self._held_hash = (self._held_hash - self._zobrist[old]) & _MASK
+        if key is not None:
+            self._held_keys[index] = key
+            self._held_hash = (self._held_hash + self._zobrist[key]) & _MASK
 
     def _act(self, result: Plan, price: Decimal) -> tuple[bool, bool]:
         """Send ``result``'s cancels and placements, record the answers; whether an order
@@ -322,17 +353,15 @@ class _Run:
         self.book.commit(effect)
         cid, opened, level = effect.client_order_id, effect.open_order, effect.level
         if opened is not None:
-            key = self._intern((opened.level, opened.side, opened.price, opened.amount))
-            self._open_keys[cid] = key
-            self._cid_by_key[key] = cid
-        else:
-            key = self._open_keys.pop(cid, -1)
-            if self._cid_by_key.get(key) == cid:
-                del self._cid_by_key[key]
+            self._set_order(
+                cid, self._intern((opened.level, opened.side, opened.price, opened.amount))
+            )
+        elif cid in self._open_keys:
+            self._set_order(cid, None)
         if level.holding > 0:
-            self._held_keys[level.index] = self._intern((level.index, level.holding))
-        else:
-            self._held_keys.pop(level.index, None)
+            self._set_holding(level.index, self._intern((level.index, level.holding)))
+        elif level.index in self._held_keys:
+            self._set_holding(level.index, None)
         self._holding += effect.level.holding - before.holding
         self._cost += effect.level.cost - before.cost
         self.round_trips.extend(effect.round_trips)

@@ -171,18 +171,23 @@ def test_quiet_plans_are_kept_per_book_as_the_planner_reads_it() -> None:
     plans = run._memo_of_book()
     assert run._memo_of_book() is plans
     index = next(iter(held))
-    run._held_keys[index] = run._intern((index, Decimal("0.5")))
+    run._set_holding(index, run._intern((index, Decimal("0.5"))))
     assert run._memo_of_book() is not plans
-    run._held_keys[index] = held[index]
+    run._set_holding(index, held[index])
     assert run._memo_of_book() is plans
     cid, key = next(iter(open_orders.items()))
     other = run._intern(("another order",))
-    run._open_keys[cid] = other
-    del run._cid_by_key[key]
-    run._cid_by_key[other] = cid
+    run._set_order(cid, other)
+    changed = run._memo_of_book()
+    assert changed is not plans
+    run._set_order(cid, key)
+    assert run._memo_of_book() is plans
+    # Two open orders alike: another book. While they are, and until the one left of them
+    # closes, the planner's answers at a price are not used: a remembered cancel could not
+    # say which order it meant.
+    assert len(run._cid_by_key) == len(run._open_keys)
+    run._set_order("qm.twin", key)
     assert run._memo_of_book() is not plans
-    # Two open orders alike: the book is told apart by its sorted orders, and no answer
-    # is kept at a price (a remembered cancel could not say which of the two it meant).
-    run._open_keys["qm.twin"] = other
-    twin = run._memo_of_book()
-    assert twin is not plans and not twin.exact and plans.exact
+    run._set_order("qm.twin", None)
+    assert run._memo_of_book() is plans
+    assert key not in run._cid_by_key and len(run._cid_by_key) < len(run._open_keys)
