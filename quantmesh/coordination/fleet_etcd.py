@@ -60,6 +60,7 @@ from quantmesh.coordination.membership import (
     Registration,
     entry_of,
     member_of_entry,
+    record_refusal,
 )
 from quantmesh.errors import LockError
 from quantmesh.lock.etcd import EtcdClient, EtcdNotFound, parsed
@@ -225,7 +226,7 @@ class EtcdFleet:
             record_kv, held_kv = await self._read_owner(symbol)
             now = time.time()
             previous = await self._previous(record_kv, held_kv, now)
-            refusal = _refusal(previous, self.me, state, fence)
+            refusal = record_refusal(previous, self.me, state, fence)
             if refusal:
                 return Recorded(False, previous, now, other_database=refusal == 2)
             if await self._write_owner(symbol, state, fence, since, record_kv):
@@ -361,24 +362,6 @@ def _refused(reply: dict[str, Any]) -> dict[str, Any] | None:
 def _entry(kv: dict[str, Any]) -> tuple[Any, int]:
     """A member entry's decoded JSON and its lease."""
     return json.loads(_text(kv["value"])), int(kv.get("lease", 0))
-
-
-def _refusal(previous: OwnerRecord | None, me: Member, state: str, fence: int) -> int:
-    """Why a record is not written, as the Redis script answers: 0 written, 1 a newer
-    fence or a late refresh of a released lease, 2 another instance's grid on a database
-    that is not shared. Pure."""
-    if previous is None:
-        return 0
-    late = previous.fence == fence and previous.state == "released"
-    if previous.fence > fence or (late and state == "held"):
-        return 1
-    if (
-        state == "held"
-        and previous.owner != me.id
-        and (not me.shared_database or previous.shared is False)
-    ):
-        return 2
-    return 0
 
 
 def _readable(kv: dict[str, Any] | None) -> OwnerRecord | None:

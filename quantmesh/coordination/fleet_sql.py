@@ -60,6 +60,7 @@ from quantmesh.coordination.membership import (
     Registration,
     entry_of,
     member_of_entry,
+    record_refusal,
 )
 from quantmesh.errors import LockError, LockUnavailable
 from quantmesh.lock.sql import MY_NOW, PG_NOW, dialect_of
@@ -209,7 +210,7 @@ class SqlFleet:
             now = self._server_now(conn)
             row = self._locked(conn, name)
             previous = None if row is None else _record(row.data, row.expires_us)
-            refusal = _refusal(previous, self.me, state, fence)
+            refusal = record_refusal(previous, self.me, state, fence)
             if refusal:
                 return Recorded(False, previous, now / 1e6, other_database=refusal == 2)
             until = now + self._ttl_us if state == "held" else now
@@ -283,24 +284,6 @@ def _record(data: str | None, expires_us: int) -> OwnerRecord | None:
         )
     except (ValueError, KeyError, TypeError):
         return None
-
-
-def _refusal(previous: OwnerRecord | None, me: Member, state: str, fence: int) -> int:
-    """Why a record is not written, as the Redis script answers: 0 written, 1 a newer
-    fence or a late refresh of a released lease, 2 another instance's grid on a database
-    that is not shared. Pure."""
-    if previous is None:
-        return 0
-    late = previous.fence == fence and previous.state == "released"
-    if previous.fence > fence or (late and state == "held"):
-        return 1
-    if (
-        state == "held"
-        and previous.owner != me.id
-        and (not me.shared_database or previous.shared is False)
-    ):
-        return 2
-    return 0
 
 
 def _error(exc: BaseException, what: str) -> LockError:

@@ -118,3 +118,21 @@ def member_of(
     """This instance as the fleet sees it; ``database`` is its ``database.type``."""
     as_role: Role = "standby" if role == "standby" else "master"
     return Member(instance_id, as_role, frozenset(symbols), database)
+
+
+def record_refusal(previous: OwnerRecord | None, me: Member, state: str, fence: int) -> int:
+    """Why an ownership record is not written, as the Redis script answers: 0 written, 1 a newer
+    fence or a late refresh of a released lease, 2 another instance's grid on a database
+    that is not shared. Pure."""
+    if previous is None:
+        return 0
+    late = previous.fence == fence and previous.state == "released"
+    if previous.fence > fence or (late and state == "held"):
+        return 1
+    if (
+        state == "held"
+        and previous.owner != me.id
+        and (not me.shared_database or previous.shared is False)
+    ):
+        return 2
+    return 0
