@@ -94,6 +94,7 @@ from quantmesh.errors import LockError, LockUnavailable
 from quantmesh.lock.base import Lease, wait_lock
 from quantmesh.lock.health import LockHealth
 from quantmesh.lock.renewal import RenewedLease, renewed
+from quantmesh.notify.election import unanswered
 from quantmesh.secrets import mask_credentials
 
 if TYPE_CHECKING:
@@ -583,8 +584,5 @@ class SqlElection:
             async with asyncio.timeout(self._timeout):
                 won = await self._lock.try_lock(f"notify:{key}", self._window)
         except (LockError, TimeoutError) as exc:  # the database down: decide without it
-            sending = self._fallback()
-            log.warning("notification_election_unavailable", key=key, sending=sending,
-                        error=str(exc) or "timeout")  # fmt: skip
-            return sending
+            return unanswered(key, self._fallback, exc)
         return won is not None
