@@ -127,7 +127,7 @@ class Trader:
             repository,
             settings.symbol,
             fence=lambda: self._fence(),
-            on_refused=self.stop_placing,
+            on_failure=self.stop_placing,
             queued=queue.set,
         )
         self._reconcile_locker = locker if reconcile_locker is None else reconcile_locker

@@ -21,9 +21,9 @@ Why that is safe (the crash ordering; the README argues it for users):
 - every read goes through ``flush`` first, so the trader and its reconciler read their own
   writes; a symbol is released only after its queue is drained (``close``).
 
-A grid write refused for a stale fence (another instance owns the grid now) keeps its
-facts: the orders, fills and round trips are stored without the levels, the trader is told
-at once (``on_refused``: it stops placing) and ``watch`` raises ``LockLost``. Any other
+Grid writes refused for a stale fence (another instance owns the grid now) keep their
+facts: every queued order, fill and round trip is stored without the levels. The trader is
+told at once (``on_failure``: it stops placing) and ``watch`` raises ``LockLost``. Any other
 failure of the drain (``StorageRejected``, or a database error with no write buffer) stops
 the trader the same way, with that error.
 """
@@ -69,14 +69,14 @@ class WriteBehind:
         symbol: str,
         *,
         fence: Callable[[], int],
-        on_refused: Callable[[], None] = lambda: None,
+        on_failure: Callable[[], None] = lambda: None,
         queued: Callable[[int], None] = lambda _: None,
         limit: int = QUEUE_LIMIT,
     ) -> None:
         self._inner = inner
         self._symbol = symbol
         self._fence = fence
-        self._on_refused = on_refused
+        self._on_failure = on_failure
         self._report = queued  # told the queue's length when it changes
         self._limit = limit
         self._queue: list[_Write] = []
@@ -107,7 +107,7 @@ class WriteBehind:
         fence: int,
     ) -> bool:
         """Queue the execution; ``True`` at once. A stale fence is reported later, through
-        ``on_refused`` and ``watch``."""
+        ``on_failure`` and ``watch``."""
         await self._submit(_Write((order,), tuple(fills), tuple(levels), tuple(round_trips), fence))
         return True
 
@@ -124,8 +124,8 @@ class WriteBehind:
         # Let the trader act on what it just learnt first: the database thread would take
         # the interpreter's lock from the order being sent. Writes arriving meanwhile join
         # the same transaction.
-        await asyncio.sleep(GATHER_DELAY)
         try:
+            await asyncio.sleep(GATHER_DELAY)
             while self._queue and self._failure is None:
                 batch = _head(self._queue)
                 if not await self._store(batch):
@@ -156,7 +156,7 @@ class WriteBehind:
         """A newer owner holds the grid: stop placing at once, keep the facts of everything
         queued (fills stored alone are not applied to their levels: the new owner applies
         them), drop the levels, and end the trader."""
-        self._on_refused()
+        self._on_failure()
         log.error("grid_write_refused", fence=fence, queued=len(self._queue))
         inner = self._inner
         while self._queue:
@@ -175,7 +175,7 @@ class WriteBehind:
     def _fail(self, exc: BaseException) -> None:
         self._failure = exc
         self._failed.set()
-        self._on_refused()
+        self._on_failure()
 
     def _raise_failure(self) -> None:
         if self._failure is not None:

@@ -105,7 +105,7 @@ async def test_records_are_stored_in_order_and_read_back_after_the_queue(repo: G
 async def test_a_refused_fence_keeps_the_facts_and_stops_the_trader(repo: Gated) -> None:
     assert await repo.save_levels(SYMBOL, [], 9)  # a newer owner
     refused: list[bool] = []
-    writes = WriteBehind(repo, SYMBOL, fence=lambda: 3, on_refused=lambda: refused.append(True))
+    writes = WriteBehind(repo, SYMBOL, fence=lambda: 3, on_failure=lambda: refused.append(True))
     watch = asyncio.create_task(writes.watch())
     level = LevelState(index=-1, holding=Decimal("0.015"), cost=Decimal("29.85"), cycle=0)
     filled = order("b1", "filled", "0.015")
