@@ -182,7 +182,9 @@ def download(
 ) -> DownloadReport:
     """Fetch what ``data_dir`` lacks of ``job`` (``client``: a ccxt exchange, markets loaded)."""
     if job.timeframe == TRADES:
-        return download_trades(client, job, data_dir, sleep=sleep, progress=progress)
+        return download_trades(
+            client, job, data_dir, sleep=sleep, progress=progress, checkpoint=checkpoint
+        )
     step = timeframe_ms(job.timeframe)
     path = history_path(data_dir, job.exchange, job.symbol, job.timeframe)
     report = DownloadReport(job.symbol, str(path))

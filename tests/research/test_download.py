@@ -206,3 +206,22 @@ def test_cli_downloads_trades_beside_the_candles_and_lists_them(
         ("ETH/USDT", "1m", "90", "0"),
         ("ETH/USDT", "trades", "360", "-"),
     ]
+
+
+def test_trades_checkpoints_keep_what_was_fetched(sim: SimProcess, tmp_path: Path) -> None:
+    from quantmesh.research.errors import FetchFailed
+    from quantmesh.research.history import read_trades, trades_path
+
+    client = _client(sim)
+    since, until = _window(sim, 180)
+    sim._call("POST", "/_sim/rate_limit", {"after": 1, "count": 50})  # hour 2 never comes
+    job = Job("binance", "ETH/USDT", "trades", since, until)
+    with pytest.raises(FetchFailed, match="what was fetched is saved"):
+        download(client, job, tmp_path, sleep=lambda _: None, checkpoint=1)
+    sim._call("POST", "/_sim/rate_limit", {"after": 0, "count": 0})
+    path = trades_path(tmp_path, "binance", "ETH/USDT")
+    assert len(read_trades(path)) == 240 and read_meta(path)["covered"] == [
+        [since, since + 60 * MINUTE]
+    ]
+    report = download(client, job, tmp_path, sleep=lambda _: None)
+    assert (report.fetched, report.requests, report.rows) == (480, 2, 720)
