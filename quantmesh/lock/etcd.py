@@ -61,7 +61,7 @@ import json
 import math
 import secrets
 import time
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import replace
 from typing import Any, Protocol, TypeVar
@@ -72,6 +72,7 @@ import structlog
 
 from quantmesh.errors import LockError, LockUnavailable
 from quantmesh.lock.base import Lease, wait_lock
+from quantmesh.lock.cleanup import Cleanups
 from quantmesh.lock.health import LockHealth
 from quantmesh.lock.renewal import RenewedLease, renewed
 
@@ -300,7 +301,7 @@ class EtcdLock:
         self._drift_factor = drift_factor
         self._min_drift = min_drift
         self._clock = clock
-        self._background: set[asyncio.Task[None]] = set()
+        self._cleanups = Cleanups()
         self._token_prefix = secrets.token_hex(12) + "."
         self._tokens = itertools.count(1)
         self._names: dict[str, str] = {}  # key -> its etcd name, base64
@@ -425,7 +426,7 @@ class EtcdLock:
 
     def _revoke_later(self, lease_id: int) -> None:
         """Revoke ``lease_id`` (and the key under it) in the background, best effort."""
-        self._spawn(self._revoke_quietly(lease_id))
+        self._cleanups.spawn(self._revoke_quietly(lease_id))
 
     async def _revoke_quietly(self, lease_id: int) -> None:
         try:
@@ -433,24 +434,12 @@ class EtcdLock:
         except LockError as exc:  # the lease's TTL bounds it
             log.debug("lock_cleanup_failed", lease=f"{lease_id:x}", error=str(exc))
 
-    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
-        try:
-            task = asyncio.get_running_loop().create_task(coro)
-        except RuntimeError:  # no loop (interpreter shutting down): the TTL bounds the key
-            coro.close()
-            return
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
-
     async def settle(self) -> None:
         """Wait for background revokes (tests; ``close`` does it too)."""
-        while self._background:
-            await asyncio.gather(*self._background, return_exceptions=True)
+        await self._cleanups.settle()
 
     async def close(self) -> None:
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(2.0):
-                await self.settle()
+        await self._cleanups.close()
         await self.client.close()
 
 

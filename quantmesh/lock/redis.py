@@ -32,13 +32,12 @@ the old lease valid until its old deadline.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import itertools
 import math
 import secrets
 import time
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
@@ -56,6 +55,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from quantmesh.errors import LockError, LockUnavailable
 from quantmesh.lock.base import Lease, wait_lock
+from quantmesh.lock.cleanup import Cleanups
 from quantmesh.lock.renewal import RenewedLease, renewed
 
 log = structlog.get_logger(__name__)
@@ -150,7 +150,7 @@ class RedisLock:
         self._drift_factor = drift_factor
         self._min_drift = min_drift
         self._clock = clock
-        self._background: set[asyncio.Task[None]] = set()
+        self._cleanups = Cleanups()
         # Tokens: a random prefix per locker and a counter, unique across processes.
         self._token_prefix = secrets.token_hex(12) + "."
         self._tokens = itertools.count(1)
@@ -245,7 +245,7 @@ class RedisLock:
 
     def _release_later(self, name: str, token: str) -> None:
         """Delete ``name`` if it still holds ``token``, in the background (best effort)."""
-        self._spawn(self._release_quietly(name, token))
+        self._cleanups.spawn(self._release_quietly(name, token))
 
     async def _release_quietly(self, name: str, token: str) -> None:
         try:
@@ -253,24 +253,12 @@ class RedisLock:
         except RedisError as exc:  # the key's TTL bounds it
             log.debug("lock_cleanup_failed", key=name, error=str(exc))
 
-    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
-        try:
-            task = asyncio.get_running_loop().create_task(coro)
-        except RuntimeError:  # no loop (interpreter shutting down): the TTL bounds the key
-            coro.close()
-            return
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
-
     async def settle(self) -> None:
         """Wait for background releases (tests; ``close`` does it too)."""
-        while self._background:
-            await asyncio.gather(*self._background, return_exceptions=True)
+        await self._cleanups.settle()
 
     async def close(self) -> None:
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(2.0):
-                await self.settle()
+        await self._cleanups.close()
         await self.client.aclose()
 
 

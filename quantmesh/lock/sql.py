@@ -83,7 +83,7 @@ import itertools
 import math
 import secrets
 import time
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Final, Literal, Protocol, TypeVar
@@ -92,6 +92,7 @@ import structlog
 
 from quantmesh.errors import LockError, LockUnavailable
 from quantmesh.lock.base import Lease, wait_lock
+from quantmesh.lock.cleanup import Cleanups
 from quantmesh.lock.health import LockHealth
 from quantmesh.lock.renewal import RenewedLease, renewed
 from quantmesh.notify.election import unanswered
@@ -296,7 +297,7 @@ class SqlLock:
         self._drift_factor = drift_factor
         self._min_drift = min_drift
         self._clock = clock
-        self._background: set[asyncio.Task[None]] = set()
+        self._cleanups = Cleanups()
         self._token_prefix = secrets.token_hex(12) + "."
         self._tokens = itertools.count(1)
         self._reason = ""  # why the last health check failed; empty while healthy
@@ -502,7 +503,7 @@ class SqlLock:
 
     def _release_later(self, name: str, token: str) -> None:
         """Clear ``name`` if it still holds ``token``, in the background (best effort)."""
-        self._spawn(self._release_quietly(name, token))
+        self._cleanups.spawn(self._release_quietly(name, token))
 
     async def _release_quietly(self, name: str, token: str) -> None:
         try:
@@ -510,24 +511,12 @@ class SqlLock:
         except LockError as exc:  # the lease's expiry bounds it
             log.debug("lock_cleanup_failed", key=name, error=str(exc))
 
-    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
-        try:
-            task = asyncio.get_running_loop().create_task(coro)
-        except RuntimeError:  # no loop (interpreter shutting down): the expiry bounds it
-            coro.close()
-            return
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
-
     async def settle(self) -> None:
         """Wait for background releases (tests; ``close`` does it too)."""
-        while self._background:
-            await asyncio.gather(*self._background, return_exceptions=True)
+        await self._cleanups.settle()
 
     async def close(self) -> None:
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(2.0):
-                await self.settle()
+        await self._cleanups.close()
         await self._connections.close()
         await self.engine.dispose()
 
