@@ -57,7 +57,7 @@ from redis.asyncio.lock import Lock
 
 from bench.stats import median_spread, percentile
 from bench.table import Row, fmt, ratio
-from quantmesh.config.schema import RedisSettings
+from quantmesh.config.lock_servers import RedisSettings
 from quantmesh.lock.base import Lease
 from quantmesh.lock.connection import redis_client
 from quantmesh.lock.etcd import EtcdGateway, EtcdLock

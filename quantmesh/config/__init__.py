@@ -15,17 +15,19 @@ Callers import from here: ``from quantmesh.config import Settings, load_settings
 """
 
 from quantmesh.config.load import load_settings, parse_settings, render_effective
+from quantmesh.config.lock_servers import (
+    DistributedLockSettings,
+    LockTTLSettings,
+    RedisSettings,
+)
 from quantmesh.config.schema import (
     QUOTE_CURRENCIES,
     DatabaseSettings,
-    DistributedLockSettings,
     ExchangeSettings,
     FeedSettings,
     HttpSettings,
     InstanceSettings,
-    LockTTLSettings,
     LoggingSettings,
-    RedisSettings,
     Settings,
     SimulatedExchangeSettings,
     SimulatedMarketSettings,

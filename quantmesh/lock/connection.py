@@ -18,7 +18,7 @@ from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel
 from redis.backoff import NoBackoff
 
-from quantmesh.config.schema import RedisSettings
+from quantmesh.config.lock_servers import RedisSettings
 from quantmesh.lock.redis import RedisClient
 
 

@@ -20,7 +20,7 @@ import pytest
 from sqlalchemy import text
 
 from quantmesh.config import Settings, parse_settings
-from quantmesh.config.schema import LockServerType
+from quantmesh.config.lock_servers import LockServerType
 from quantmesh.coordination.coordinator import member_of
 from quantmesh.coordination.membership import FleetStore
 from quantmesh.coordination.servers import (

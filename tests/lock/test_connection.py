@@ -11,7 +11,7 @@ from redis.asyncio import SSLConnection
 from redis.asyncio.cluster import RedisCluster
 
 from quantmesh.config import parse_settings
-from quantmesh.config.schema import RedisSettings
+from quantmesh.config.lock_servers import RedisSettings
 from quantmesh.errors import ConfigError, LockUnavailable
 from quantmesh.lock.connection import redis_client
 from quantmesh.lock.failover import FailoverLock
