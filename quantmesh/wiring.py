@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import replace
 from decimal import Decimal
 from pathlib import Path
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Final, cast
 
 import structlog
 from sqlalchemy import Engine
@@ -43,7 +43,7 @@ from quantmesh.secrets import dsn_passwords
 from quantmesh.storage.base import Repository, SymbolSummary, TradeFilter
 from quantmesh.storage.buffer import BufferedRepository
 from quantmesh.storage.controls import SqlControlStore
-from quantmesh.storage.engine import create_engine_for, to_sqlalchemy_url
+from quantmesh.storage.engine import bound_sessions, create_engine_for, to_sqlalchemy_url
 from quantmesh.storage.peaks import SqlPeakStore
 from quantmesh.storage.repository import SqlRepository
 from quantmesh.trading.risk import RISK_ACTOR, PeakStore
@@ -233,10 +233,18 @@ async def read_day(
 
 
 def build_engine(settings: Settings) -> Engine | AsyncEngine:
-    """The configured database's engine: the seed's pool settings, timeouts, pre-ping."""
+    """The configured database's engine: the seed's pool settings, timeouts, pre-ping.
+
+    A server's sessions are bounded on the server (``bound_sessions``): an instance frozen
+    in an open transaction (SIGSTOP, a paused VM) holds the rows of its grid locked, and the
+    instance that takes its symbols over - once the frozen one's lease has lapsed, at least
+    two thirds of ``lease_ttl`` after the freeze - must find them free, not wait on them
+    until its own statements time out. So an idle open transaction ends after half a lease
+    (or ``statement_timeout``, if shorter). The repository's transactions never wait
+    between their statements on anything but the event loop."""
     db = settings.database
     url = to_sqlalchemy_url(db.type, db.dsn.get_secret_value())
-    return create_engine_for(
+    engine = create_engine_for(
         db.type,
         url,
         pool_size=db.max_idle_conns or 1,
@@ -245,6 +253,11 @@ def build_engine(settings: Settings) -> Engine | AsyncEngine:
         connect_timeout=db.connect_timeout,
         statement_timeout=db.statement_timeout,
     )
+    if db.type != "sqlite":  # a server's engine is async
+        idle = min(db.statement_timeout, settings.coordination.lease_ttl / 2)
+        server = cast("AsyncEngine", engine)
+        bound_sessions(server, idle_in_transaction=idle, lock_wait=db.statement_timeout)
+    return engine
 
 
 def build_sql_repository(

@@ -48,12 +48,9 @@ instance beside ``database.max_open_conns``: count them in the server's
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Final
-
-from sqlalchemy import event
+from typing import TYPE_CHECKING, Final
 
 from quantmesh.config import Settings
 from quantmesh.coordination.allocation import Member
@@ -140,7 +137,7 @@ def sql_engine(settings: Settings) -> AsyncEngine:
     and a pool of ``SQL_LOCK_CONNECTIONS + SQL_FLEET_CONNECTIONS``. Nothing connects yet."""
     from sqlalchemy.ext.asyncio import AsyncEngine
 
-    from quantmesh.storage.engine import create_engine_for
+    from quantmesh.storage.engine import bound_sessions, create_engine_for
 
     db = settings.database
     if db.type not in ("postgres", "mysql"):  # check-config refuses it: never on SQLite
@@ -156,7 +153,7 @@ def sql_engine(settings: Settings) -> AsyncEngine:
         statement_timeout=SQL_FLEET_TIMEOUT,
     )
     assert isinstance(engine, AsyncEngine)  # a server's engine is always async
-    event.listen(engine.sync_engine, "connect", _bound_session)
+    bound_sessions(engine, idle_in_transaction=SQL_IDLE_IN_TRANSACTION, lock_wait=SQL_FLEET_TIMEOUT)
     return engine
 
 
@@ -174,26 +171,6 @@ def _hosts(db_type: str, dsn: str) -> int:
     if isinstance(host, tuple):
         return max(1, len(host))
     return max(1, len(host.split(","))) if isinstance(host, str) else 1
-
-
-def _bound_session(dbapi_connection: Any, _record: Any) -> None:
-    """The server-side bounds of each new session of the lock's engine (see the module
-    docstring), set on the driver's connection directly: through SQLAlchemy's adapter a
-    statement would open a transaction that the lock's own statements then ran in."""
-    dbapi_connection.run_async(_set_session_bounds)
-
-
-async def _set_session_bounds(connection: Any) -> None:
-    if hasattr(connection, "fetchval"):  # asyncpg: PostgreSQL
-        idle_ms = SQL_IDLE_IN_TRANSACTION * 1000
-        await connection.execute(f"SET idle_in_transaction_session_timeout = {idle_ms}")
-        return
-    statements = [f"SET SESSION innodb_lock_wait_timeout = {math.ceil(SQL_FLEET_TIMEOUT)}"]
-    if "mariadb" in connection.get_server_info().lower():
-        statements.append(f"SET SESSION idle_transaction_timeout = {SQL_IDLE_IN_TRANSACTION}")
-    async with connection.cursor() as cursor:
-        for statement in statements:
-            await cursor.execute(statement)
 
 
 def sql_server(settings: Settings) -> LockServer:

@@ -25,6 +25,13 @@ timeout on all hosts, so a host that drops packets (its machine is gone) would e
 the next host would never be tried; ``_each_host`` gives every host the whole connect
 timeout instead, as libpq does.
 
+A server's sessions can be bounded on the server too (``bound_sessions``), so a process
+frozen (SIGSTOP, a VM paused) in the middle of a transaction cannot keep rows locked
+against the instance that takes its symbols over: an open transaction left idle is ended
+by the server (PostgreSQL ``idle_in_transaction_session_timeout``, MariaDB
+``idle_transaction_timeout``; MySQL has none), and a row lock is waited for within a
+bound (InnoDB ``innodb_lock_wait_timeout``; PostgreSQL's ``statement_timeout`` covers it).
+
 MySQL/MariaDB sessions run at READ COMMITTED, PostgreSQL's default, so both servers lock
 alike: no gap locks, which made concurrent order inserts deadlock each other on InnoDB.
 ``check_server`` refuses the one server setting that cannot log writes at that level.
@@ -32,9 +39,11 @@ alike: no gap locks, which made concurrent order inserts deadlock each other on 
 
 from __future__ import annotations
 
+import math
 import os
 import tempfile
 from collections.abc import Awaitable, Callable, Mapping
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
@@ -53,6 +62,7 @@ __all__ = [
     "SQLITE_PRAGMAS",
     "SQLITE_SYNC_DRIVER",
     "DbType",
+    "bound_sessions",
     "check_server",
     "create_engine_for",
     "logs_statements",
@@ -166,6 +176,32 @@ def create_engine_for(
         raise StartupError(f"cannot create a {db_type} engine for {shown}: {exc}") from None
     log.debug("db_engine_created", db_type=db_type, url=engine.url.render_as_string())
     return engine
+
+
+def bound_sessions(engine: AsyncEngine, *, idle_in_transaction: float, lock_wait: float) -> None:
+    """Bound each new session of ``engine`` on the server: an open transaction left idle
+    for ``idle_in_transaction`` seconds is ended (the session with it), a row lock is
+    waited for at most ``lock_wait`` seconds (InnoDB). Set on the driver's connection
+    directly: through SQLAlchemy's adapter a statement would open a transaction that the
+    caller's own statements then ran in."""
+    bounds = partial(_set_session_bounds, idle_in_transaction, lock_wait)
+    event.listen(engine.sync_engine, "connect", lambda dbapi, _record: dbapi.run_async(bounds))
+
+
+async def _set_session_bounds(
+    idle_in_transaction: float, lock_wait: float, connection: Any
+) -> None:
+    if hasattr(connection, "fetchval"):  # asyncpg: PostgreSQL
+        idle_ms = max(1, round(idle_in_transaction * 1000))
+        await connection.execute(f"SET idle_in_transaction_session_timeout = {idle_ms}")
+        return
+    statements = [f"SET SESSION innodb_lock_wait_timeout = {max(1, math.ceil(lock_wait))}"]
+    if "mariadb" in connection.get_server_info().lower():
+        idle = max(1, math.ceil(idle_in_transaction))
+        statements.append(f"SET SESSION idle_transaction_timeout = {idle}")
+    async with connection.cursor() as cursor:
+        for statement in statements:
+            await cursor.execute(statement)
 
 
 def check_server(conn: Connection) -> None:

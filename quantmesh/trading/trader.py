@@ -139,6 +139,7 @@ class Trader:
         self._wall = wall_clock
         self._mutex = asyncio.Lock()
         self._placing = True
+        self._owner_valid = owner_valid
         self._quiesced: asyncio.Task[None] | None = None
         self._sender = OrderSender(
             settings.symbol,
@@ -328,8 +329,10 @@ class Trader:
 
     @property
     def trading(self) -> bool:
-        """Grid loaded and reconciled, and still placing orders."""
-        return self.ready.is_set() and self._placing
+        """Grid loaded and reconciled, and still placing orders: not stopped, and the
+        ownership lease valid (a lost one stops every exchange call at once, while the
+        trader's records may still be on their way to the database)."""
+        return self.ready.is_set() and self._placing and self._owner_valid()
 
     @property
     def price_fresh(self) -> bool:

@@ -251,7 +251,22 @@ def wait_owner(
         if owner is not None:
             return owner, time.monotonic() - start
         time.sleep(0.1)
-    raise AssertionError(f"nobody took {symbol} over within {timeout:g} s")
+    raise AssertionError(f"nobody took {symbol} over within {timeout:g} s\n" + where(nodes, symbol))
+
+
+def where(nodes: list[Node], symbol: str) -> str:
+    """What each node says of ``symbol`` now, and its last log lines naming it: why a
+    take-over did not come, in a failure's message (CI keeps no node logs)."""
+    lines = []
+    for node in nodes:
+        state = "frozen" if node.paused else "running" if node.alive else "not running"
+        status = node.status()
+        if status is not None:
+            owned = status["ownership"]["owned"]
+            state += f", owns {owned}, {symbol}: {json.dumps(status['symbols'].get(symbol))}"
+        lines.append(f"{node.name}: {state}")
+        lines += [f"  {line[:300]}" for line in node.stderr().splitlines() if symbol in line][-4:]
+    return "\n".join(lines)
 
 
 def settled(nodes: list[Node], redis: RedisServer, symbol: str, timeout: float) -> Node:

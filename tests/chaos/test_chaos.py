@@ -24,7 +24,7 @@ from __future__ import annotations
 import time
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -36,8 +36,8 @@ from tests.exchange.sim.server.support import EXTRA_KEYS, SimProcess
 from tests.servers.postgres import PostgresServer
 from tests.servers.redis import RedisServer
 
+from .faults import LATE_SLACK, Faults
 from .harness import (
-    CHECK_INTERVAL,
     LEASE_TTL,
     STATEMENT_TIMEOUT,
     SYMBOLS,
@@ -45,7 +45,6 @@ from .harness import (
     owner_of,
     settled,
     sim_fleet,
-    wait_owner,
 )
 from .invariants import (
     Leaseless,
@@ -62,21 +61,10 @@ from .invariants import (
 
 pytestmark = pytest.mark.slow
 
-# A take-over: the lease lapses (TTL), the next try (one check interval), then the new
-# owner loads the grid and reconciles with the exchange (a few REST calls).
-FAILOVER_BOUND = LEASE_TTL + CHECK_INTERVAL
-STARTUP_ALLOWANCE = 3.0
-# A former owner back from a freeze or a partition finds its leases gone at once: its
-# status stops claiming their symbols within this.
-RELEASE_ALLOWANCE = 2.0
 # Two instances trading one symbol at once alternate within this; a hand-over never does.
 INTERLEAVE_WINDOW = 1.5
 # After SIGCONT, how long a request sent before the freeze may take to land.
 LANDED_WINDOW = 0.5
-# A leaseless span starts this long after the fault plus the lease TTL: the signal or the
-# cut takes effect a moment after the harness notes the time, and the simulator records
-# an action a moment after its expiry check.
-LATE_SLACK = 0.25
 KEYS = (("chaos-key-1", "chaos-secret-1"), *EXTRA_KEYS[:2])
 
 
@@ -89,95 +77,19 @@ def chaos(tmp_path: Path) -> Iterator[Chaos]:
             return Node.create(name, key, tmp_path, sim_port, redis.port, pg, "quantmesh")
 
         with sim_fleet(tmp_path, KEYS, node) as (nodes, sim):
-            yield Chaos(nodes, redis, pg, sim)
+            yield Chaos(nodes, redis=redis, pg=pg, sim=sim)
 
 
-@dataclass
-class Chaos:
+@dataclass(kw_only=True)
+class Chaos(Faults):
     """The fleet and its servers, the faults done to them, and what they showed."""
 
-    nodes: list[Node]
     redis: RedisServer
     pg: PostgresServer
     sim: SimProcess
-    failovers: list[tuple[str, str, float]] = field(default_factory=list)
-    # spans in which an instance held no lease: none of its requests may execute then
-    leaseless: list[Leaseless] = field(default_factory=list)
-    # slow take-overs and releases, judged after the safety invariants
-    findings: list[str] = field(default_factory=list)
-    frozen: Node | None = None
-    thawed: float = 0.0  # wall time (the simulator's clock) of the SIGCONT
     # from cutting an owner off its database to its first journaled write
     buffering_after: float = 0.0
     cut_fill: str = ""  # the buy that filled while its owner was cut off, and its fate
-
-    bound: float = FAILOVER_BOUND + STARTUP_ALLOWANCE
-
-    def took_over(self, scenario: str, lost: set[str], old: Node, since: float) -> None:
-        """Each symbol ``old`` traded is traded by another node; one taken over later than
-        the bound is a finding (judged after the safety invariants, which it must not hide)."""
-        for symbol in sorted(lost):
-            wait_owner(self.nodes, symbol, self.bound + 10, other_than=old)
-            elapsed = time.monotonic() - since
-            self.failovers.append((scenario, symbol, elapsed))
-            if elapsed > self.bound:
-                self.findings.append(
-                    f"{scenario}: {symbol} taken over after {elapsed:.1f} s "
-                    f"(bound {self.bound:.1f} s)"
-                )
-
-    def quiet(self, node: Node, scenario: str) -> None:
-        """Wait until ``node``, back after losing its leases, says it trades nothing; saying
-        so for longer than ``RELEASE_ALLOWANCE`` is a finding (it places nothing: that is
-        ``late_actions``; but its status claims symbols another instance trades)."""
-        since = time.monotonic()
-        deadline = since + RELEASE_ALLOWANCE + 10
-        while (claimed := node.claims()) != set():
-            assert time.monotonic() < deadline, f"{scenario}: {node.name} still says {claimed}"
-            time.sleep(0.1)
-        elapsed = time.monotonic() - since
-        if elapsed > RELEASE_ALLOWANCE:
-            self.findings.append(
-                f"{scenario}: {node.name} said it traded symbols it no longer owned for "
-                f"{elapsed:.1f} s after it was back"
-            )
-
-    def start(self) -> None:
-        """(a) all three on the same symbols: each symbol traded by exactly one of them."""
-        for node in self.nodes:
-            node.start()
-        for symbol in SYMBOLS:
-            wait_owner(self.nodes, symbol, 60)
-        time.sleep(2)
-        for symbol in SYMBOLS:
-            assert owner_of(self.nodes, symbol) is not None
-
-    def kill_owner(self) -> None:
-        """(b) kill -9 the owner of ETH; it comes back as systemd restarts it, and waits
-        (its instance id is free again once its heartbeat has lapsed)."""
-        victim = owner_of(self.nodes, "ETH/USDT")
-        assert victim is not None
-        lost = victim.trading()
-        killed = time.monotonic()
-        victim.kill()
-        self.took_over("kill -9", lost, victim, killed)
-        victim.start()
-
-    def freeze_owner(self) -> None:
-        """(c) SIGSTOP the owner of BTC past its lease, then SIGCONT: it trades no more."""
-        frozen, _ = wait_owner(self.nodes, "BTC/USDT", self.bound)
-        lost = frozen.trading()
-        lease_end = time.time() + LEASE_TTL + LATE_SLACK
-        frozen.pause()
-        paused = time.monotonic()
-        self.took_over("SIGSTOP", lost, frozen, paused)
-        time.sleep(max(0.0, LEASE_TTL + 1 - (time.monotonic() - paused)))
-        self.frozen, self.thawed = frozen, time.time()
-        frozen.resume()
-        self.quiet(frozen, "SIGSTOP")
-        time.sleep(2)
-        assert not frozen.trading(), "a thawed former owner trades again"
-        self.leaseless.append(Leaseless(frozen.key[0], lease_end, time.time(), "SIGSTOP"))
 
     def restart_redis(self) -> None:
         """(d) Redis restarts empty: every lease is gone; each symbol gets one owner again."""
@@ -204,18 +116,7 @@ class Chaos:
         """(f) cut the owner of ETH off Redis: it stops within its lease, another takes over."""
         for symbol in SYMBOLS:
             settled(self.nodes, self.redis, symbol, self.bound + 10)
-        cut_off = owner_of(self.nodes, "ETH/USDT")
-        assert cut_off is not None
-        lost = cut_off.trading()
-        lease_end = time.time() + LEASE_TTL + LATE_SLACK
-        cut = time.monotonic()
-        cut_off.redis_proxy.blackhole()
-        self.took_over("partition", lost, cut_off, cut)
-        cut_off.redis_proxy.heal()
-        self.quiet(cut_off, "partition")
-        time.sleep(2)
-        assert not cut_off.trading(), "an owner back from a partition trades again"
-        self.leaseless.append(Leaseless(cut_off.key[0], lease_end, time.time(), "partition"))
+        self.cut_off_owner("partition", lambda node: node.redis_proxy)
 
     def cut_database_then_redis(self) -> None:
         """(g) the owner of ETH loses PostgreSQL while one of its buys fills, then Redis:
@@ -354,21 +255,16 @@ def test_three_instances_survive_kills_freezes_outages_and_partitions(
     landed = chaos.landed_on_thaw(actions)
     refused = Counter(a["code"] for a in landed if a["result"] == "rejected")
     late = late_actions(actions, chaos.leaseless)
-    worst = max(sec for name, _, sec in chaos.failovers if name != "Redis restart")
     lines = [
         "chaos summary",
         summary(orders, actions, made, stored, window=INTERLEAVE_WINDOW),
-        "failovers: "
-        + ", ".join(f"{name} {symbol} {sec:.1f} s" for name, symbol, sec in chaos.failovers),
-        f"worst failover: {worst:.1f} s (bound {chaos.bound:.1f} s; the Redis restart is a "
-        + "recovery, with a whole lease of grace)",
+        chaos.report("; the Redis restart is a recovery, with a whole lease of grace"),
         f"requests in flight when frozen, landed on thaw: {len(landed)} (refused: "
         + (", ".join(f"{code}={n}" for code, n in sorted(refused.items())) or "none")
         + ")",
         f"requests accepted after their lease ended: {len(late)}",
         f"owner cut off its database: first write journaled after {chaos.buffering_after:.1f} s "
         + f"(statement timeout {STATEMENT_TIMEOUT:g} s); buy filled meanwhile: {chaos.cut_fill}",
-        "slow take-overs and releases: " + ("; ".join(chaos.findings) or "none"),
         f"exit codes: {codes}; records and logs in {root}",
     ]
     with capsys.disabled():
