@@ -1,8 +1,8 @@
 """A fleet on one lock server, no Redis anywhere: two real ``quantmesh run`` processes
 configured with the same symbols share the lock server, one PostgreSQL and the exchange
-simulator - on etcd (``distributed_lock.type: etcd``), or on PostgreSQL alone
-(``distributed_lock.type: postgres``: their grids, locks, membership and ownership records
-in one database). The chaos test's faults that do not depend on the lock server, one after
+simulator - on etcd (``distributed_lock.type: etcd``), or on their database alone,
+PostgreSQL or MariaDB (``distributed_lock.type: postgres`` or ``mysql``: their grids,
+locks, membership and ownership records in one database). The chaos test's faults that do not depend on the lock server, one after
 another (``tests/chaos/faults.py``): the owner of ETH killed with SIGKILL (and started
 again), the owner of BTC frozen past its lease, then the owner of ETH cut off its lock
 server (on the database, that is its database too). Each time the other instance takes
@@ -38,6 +38,7 @@ from tests.chaos.invariants import (
 from tests.cli.support import write_config
 from tests.exchange.sim.server.support import EXTRA_KEYS, SimProcess
 from tests.servers.etcd import EtcdServer
+from tests.servers.mariadb import MariaDBServer
 from tests.servers.postgres import PostgresServer
 from tests.servers.proxy import TcpProxy
 from tests.support import free_port
@@ -52,13 +53,14 @@ class LockServer:
     how soon a take-over must come."""
 
     name: str  # ``distributed_lock.type``, and the lock backend ``/api/status`` names
-    # the lock's own server beside PostgreSQL, started under the test's directory: its
+    # the lock's own server beside the database, started under the test's directory: its
     # port, or None when the lock is on the database
     start: Callable[[Path], AbstractContextManager[int | None]]
     # a node's settings for the lock, given the port of its loopback proxy to the lock's
     # server (its database proxy when the lock is on the database)
     configure: Callable[[dict[str, Any], int], None]
     failover_bound: float  # seconds from a fault to another instance trading a lost symbol
+    database: str = "postgres"  # ``database.type``: where the grids are (PostgreSQL, MariaDB)
 
 
 @contextlib.contextmanager
@@ -99,30 +101,41 @@ POSTGRES = LockServer(
 )
 
 
+MYSQL = LockServer(
+    "mysql",
+    start=on_the_database,
+    configure=database_dsn,
+    # as on PostgreSQL: the lease ends by the server's clock
+    failover_bound=LEASE_TTL + CHECK_INTERVAL + STARTUP_ALLOWANCE,
+    database="mysql",
+)
+
+
 def lock_node(
     server: LockServer,
     lock_port: int | None,
-    pg: PostgresServer,
+    db: PostgresServer | MariaDBServer,
     root: Path,
     name: str,
     key: tuple[str, str],
     sim_port: int,
 ) -> Node:
     """One of two instances on the chaos harness's settings, without Redis: its grids in
-    PostgreSQL through a loopback proxy of its own (the ``db_proxy`` slot), its lock and
+    ``db`` through a loopback proxy of its own (the ``db_proxy`` slot), its lock and
     fleet through another to the lock's server (the ``redis_proxy`` slot; the same proxy
     when the lock is on the database)."""
     workdir = root / name
     workdir.mkdir(parents=True)
-    db_proxy = TcpProxy("127.0.0.1", pg.port)
+    db_proxy = TcpProxy("127.0.0.1", db.port)
     db_proxy.start()
     lock_proxy = db_proxy
     if lock_port is not None:
         lock_proxy = TcpProxy("127.0.0.1", lock_port)
         lock_proxy.start()
     http_port = free_port()
-    config = node_config(name, key, sim_port, 0, pg.url("quantmesh", port=db_proxy.port), http_port)
+    config = node_config(name, key, sim_port, 0, db.url("quantmesh", port=db_proxy.port), http_port)
     del config["redis"]
+    config["database"]["type"] = server.database
     config["instance"]["total"] = 2
     config["distributed_lock"]["type"] = server.name
     server.configure(config, lock_proxy.port)
@@ -130,7 +143,7 @@ def lock_node(
     return Node(name, key, workdir, lock_proxy, db_proxy, http_port, path)
 
 
-@pytest.fixture(params=[ETCD, POSTGRES], ids=lambda server: server.name)
+@pytest.fixture(params=[ETCD, POSTGRES, MYSQL], ids=lambda server: server.name)
 def server(request: pytest.FixtureRequest) -> LockServer:
     spec: LockServer = request.param
     return spec
@@ -138,11 +151,12 @@ def server(request: pytest.FixtureRequest) -> LockServer:
 
 @pytest.fixture
 def fleet(server: LockServer, tmp_path: Path) -> Iterator[tuple[list[Node], SimProcess]]:
-    with server.start(tmp_path) as lock_port, PostgresServer() as pg:
-        pg.create_database("quantmesh")
+    database = PostgresServer() if server.database == "postgres" else MariaDBServer()
+    with server.start(tmp_path) as lock_port, database as db:
+        db.create_database("quantmesh")
 
         def node(name: str, key: tuple[str, str], sim_port: int) -> Node:
-            return lock_node(server, lock_port, pg, tmp_path, name, key, sim_port)
+            return lock_node(server, lock_port, db, tmp_path, name, key, sim_port)
 
         with sim_fleet(tmp_path, KEYS, node) as (nodes, sim):
             yield nodes, sim
