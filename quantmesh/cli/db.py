@@ -11,7 +11,6 @@ Errors are ``QuantMeshError``s; ``quantmesh.cli.main`` turns them into exit code
 from __future__ import annotations
 
 import argparse
-import asyncio
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -66,6 +65,8 @@ def _upgrade(path: Path, revision: str) -> int:
             await runner.close()
         return before, after
 
+    import asyncio  # here: the parser of every command loads this module
+
     before, after = asyncio.run(upgrade())
     if before == after:
         print(f"database schema already at revision {after}")
@@ -75,6 +76,8 @@ def _upgrade(path: Path, revision: str) -> int:
 
 
 def _copy(source: str, target: str, batch_size: int, progress: bool) -> int:
+    import asyncio
+
     from quantmesh.storage.copy import StderrProgress, copy_database
 
     report = asyncio.run(

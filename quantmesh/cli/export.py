@@ -15,7 +15,6 @@ or not at all.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import csv
 import io
 import json
@@ -79,6 +78,8 @@ def run(args: argparse.Namespace) -> int:
     where = ExportFilter(
         exchange=None if exchange == "all" else exchange, symbol=symbol, since=since, until=until
     )
+    import asyncio  # here: the parser of every command loads this module
+
     columns, records = asyncio.run(read(settings, args.kind, where))
     text = render(columns, records, args.format)
     if args.output is None:

@@ -67,8 +67,9 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    if args.command != "run":
+    if args.command not in ("run", "check-config"):
         # Only the daemon logs; the other commands print their result and nothing else.
+        # (check-config loads no module that logs, so it need not load structlog either.)
         from quantmesh.observability.logging import configure_logging
 
         configure_logging("error", "console")

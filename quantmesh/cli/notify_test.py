@@ -8,7 +8,6 @@ configured), 2 for bad settings.
 from __future__ import annotations
 
 import argparse
-import asyncio
 from typing import TYPE_CHECKING
 
 from quantmesh.cli.exit_codes import EXIT_FAILURE, EXIT_OK, print_error
@@ -32,6 +31,8 @@ def run(args: argparse.Namespace) -> int:
     if not settings.notifications.channels:
         print_error(f"{args.config}: no channel under notifications.channels to test")
         return EXIT_FAILURE
+    import asyncio  # here: the parser of every command loads this module
+
     outcomes = asyncio.run(send_test(settings.notifications, settings.instance.id))
     for name, failure in outcomes.items():
         print(f"{name}: arrived" if failure is None else f"{name}: FAILED ({failure})")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
 import signal
 import sys
@@ -47,6 +46,8 @@ def run(args: argparse.Namespace) -> int:
         from quantmesh.config import load_settings
 
         settings = load_settings(args.config)  # before the heavy imports: a bad file fails fast
+        import asyncio  # here: the parser of every command loads this module
+
         from quantmesh.wiring import run_daemon
 
         result = asyncio.run(run_daemon(settings, config_path=args.config))

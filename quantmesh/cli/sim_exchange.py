@@ -16,7 +16,6 @@ A testing tool: it trades nothing real. It runs until SIGTERM or SIGINT.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import math
 import os
@@ -254,6 +253,8 @@ async def _serve(args: argparse.Namespace, keys: dict[str, str]) -> None:
         raise ConfigError([str(exc)]) from exc
     exchange = build_simulated(settings, args.state)
     server = SimServer(exchange, keys, faults, seed=args.seed, clock_skew=skew)
+    import asyncio
+
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
@@ -268,6 +269,8 @@ async def _serve(args: argparse.Namespace, keys: dict[str, str]) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import asyncio  # here: the parser of every command loads this module
+
     from quantmesh.observability.logging import configure_logging
 
     keys = api_keys(args)

@@ -12,7 +12,6 @@ and the fleet; this module shapes and prints what they hold.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 from collections.abc import Sequence
 from decimal import Decimal
@@ -41,6 +40,8 @@ def run(args: argparse.Namespace) -> int:
     from quantmesh.wiring import check_database_exists
 
     check_database_exists(settings)
+    import asyncio  # here: the parser of every command loads this module
+
     rows, notes = asyncio.run(read_status(settings))
     if args.json:
         print(json.dumps(status_json(rows, notes), indent=1))

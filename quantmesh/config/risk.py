@@ -4,13 +4,12 @@ limits across its symbols (``risk``), as ``grid.risk`` and ``grid.liquidate`` re
 from __future__ import annotations
 
 from decimal import Decimal
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 from pydantic import Field, field_validator, model_validator
 
 from quantmesh.config.fields import Dec, PositiveDecimal, Seconds, Section, as_number
 from quantmesh.config.problems import FieldProblems
-from quantmesh.grid.liquidate import Liquidation
 from quantmesh.grid.risk import (
     INSTANCE_TRIGGERS,
     TRIGGERS,
@@ -18,6 +17,9 @@ from quantmesh.grid.risk import (
     RiskAction,
     RiskLimits,
 )
+
+if TYPE_CHECKING:  # the grid's liquidation imports the planner: not for check-config
+    from quantmesh.grid.liquidate import Liquidation
 
 
 class RiskActionsSettings(Section):
@@ -81,6 +83,8 @@ class RiskSettings(Section):
 
     def liquidation(self) -> Liquidation:
         """How this symbol liquidates, as the trader reads it."""
+        from quantmesh.grid.liquidate import Liquidation
+
         return Liquidation(
             reprice_interval=self.reprice_interval,
             allow_market=self.allow_market,

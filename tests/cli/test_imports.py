@@ -1,0 +1,56 @@
+"""What a command loads: ``check-config`` validates and prints without loading the event
+loop, the logging library or the database and exchange clients (it never logs, so it
+needs no logging set up), and the parser of every command loads none of them either -
+each command imports what it runs when it runs."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+HEAVY = ("asyncio", "structlog", "sqlalchemy", "aiohttp", "ccxt", "redis", "quantmesh.grid.planner")
+
+_LOADED = """
+import contextlib, io, json, sys
+from quantmesh.cli.main import main
+with contextlib.redirect_stdout(io.StringIO()) as out, contextlib.redirect_stderr(io.StringIO()):
+    try:
+        code = main(sys.argv[1:])
+    except SystemExit as exit:
+        code = exit.code
+print(json.dumps({"code": code, "loaded": [m for m in %r if m in sys.modules]}))
+""" % (HEAVY,)
+
+
+def loaded(*argv: str) -> tuple[object, list[str]]:
+    """The exit code of ``quantmesh argv`` run in a fresh interpreter, and which of the
+    heavy modules it had loaded by the end."""
+    answer = subprocess.run(
+        [sys.executable, "-c", _LOADED, *argv],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    )
+    result = json.loads(answer.stdout)
+    return result["code"], result["loaded"]
+
+
+@pytest.mark.timeout(60)
+def test_check_config_loads_no_event_loop_logging_or_clients() -> None:
+    code, heavy = loaded("check-config", "config/config.yaml")
+    assert code == 0
+    assert heavy == []
+
+
+@pytest.mark.timeout(60)
+def test_the_parser_of_every_command_loads_none_of_them() -> None:
+    code, heavy = loaded("--help")
+    assert code == 0
+    assert heavy == []
