@@ -4,6 +4,8 @@ use the ``database`` section itself."""
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import SecretStr, field_validator, model_validator
@@ -130,9 +132,24 @@ def _etcd_endpoint(value: str) -> str:
     return f"{scheme.lower()}://{_host_port(address, _ETCD_EXAMPLE)}"
 
 
+def _file_problem(path: Path) -> str | None:
+    """Why ``path`` cannot be read by this process, or None."""
+    if not path.exists():
+        return f"no file at {path}"
+    if not path.is_file():
+        return f"{path} is not a file"
+    if not os.access(path, os.R_OK):
+        return f"{path} is not readable by this user"
+    return None
+
+
 class EtcdSettings(Section):
     """How to reach etcd (``distributed_lock.type: etcd``): the cluster's members, each
-    request tried on the next member when one does not answer."""
+    request tried on the next member when one does not answer. With ``https://`` endpoints,
+    the CA the members' certificates are checked against (default: the system's trust
+    store) and the client certificate members started with ``--client-cert-auth`` require.
+    The files must exist and be readable when the settings are read; whether they hold
+    what they should is known when the TLS context is built (``coordination.servers``)."""
 
     # host:port or http(s)://host:port of each member's client URL
     endpoints: tuple[str, ...] = ()
@@ -140,6 +157,9 @@ class EtcdSettings(Section):
     password: SecretStr = SecretStr("")
     connect_timeout: Seconds = 1.0  # each new connection to a member
     request_timeout: Seconds = 1.0  # every request's reply must arrive within this
+    ca_file: Path | None = None  # PEM: the CA that signed the members' certificates
+    cert_file: Path | None = None  # PEM: the client certificate, with key_file
+    key_file: Path | None = None  # PEM: its private key, unencrypted
 
     @field_validator("endpoints", mode="before")
     @classmethod
@@ -157,4 +177,29 @@ class EtcdSettings(Section):
             raise FieldProblems([(("username",), "required when etcd.password is set")])
         if self.username and not self.password.get_secret_value():
             raise FieldProblems([(("password",), "required when etcd.username is set")])
+        return self
+
+    @model_validator(mode="after")
+    def _check_tls(self) -> EtcdSettings:
+        problems: list[tuple[tuple[str | int, ...], str]] = []
+        if self.cert_file is not None and self.key_file is None:
+            problems.append((("key_file",), "required when etcd.cert_file is set"))
+        if self.key_file is not None and self.cert_file is None:
+            problems.append((("cert_file",), "required when etcd.key_file is set"))
+        files = {"ca_file": self.ca_file, "cert_file": self.cert_file, "key_file": self.key_file}
+        named = {key: path for key, path in files.items() if path is not None}
+        plain = [e for e in self.endpoints if not e.startswith("https://")]
+        if named and plain:
+            first = next(iter(named))
+            message = (
+                f"must be https:// URLs: TLS files need https:// endpoints (etcd.{first} is "
+                f"set; {plain[0]} is plain HTTP, and host:port alone means http)"
+            )
+            problems.append((("endpoints",), message))
+        for key, path in named.items():
+            problem = _file_problem(path)
+            if problem is not None:
+                problems.append(((key,), problem))
+        if problems:
+            raise FieldProblems(problems)
         return self

@@ -8,7 +8,7 @@ event. Closing the lock closes the client.
 - ``redis``: ``RedisLock``, ``Fleet`` and ``RedisElection`` over one redis-py client
   (``redis:`` settings);
 - ``etcd``: ``EtcdLock``, ``EtcdFleet`` and ``EtcdElection`` over one ``EtcdGateway``
-  (``etcd:`` settings); redis-py is never imported.
+  (``etcd:`` settings, TLS from ``etcd_tls``); redis-py is never imported.
 
 - ``postgres``, ``mysql``: ``SqlLock``, ``SqlFleet`` and ``SqlElection`` in the
   ``lock_leases`` table of the instance's own database (``database.dsn``; ``check-config``
@@ -55,11 +55,16 @@ from typing import TYPE_CHECKING, Final
 from quantmesh.config import Settings
 from quantmesh.coordination.allocation import Member
 from quantmesh.coordination.membership import FleetStore
+from quantmesh.errors import StartupError
 from quantmesh.lock.failover import CheckedLock
 from quantmesh.notify.election import Election
 
 if TYPE_CHECKING:
+    import ssl
+
     from sqlalchemy.ext.asyncio import AsyncEngine
+
+    from quantmesh.config.lock_servers import EtcdSettings
 
 # The database lock's engine (postgres, mysql): see the module docstring.
 SQL_LOCK_TIMEOUT: Final = 1.0  # one lock statement, opening its connection included
@@ -119,6 +124,7 @@ def etcd_server(settings: Settings) -> LockServer:
         connect_timeout=etcd.connect_timeout,
         username=etcd.username,
         password=etcd.password.get_secret_value(),
+        ssl_context=etcd_tls(etcd),
     )
 
     def fleet(me: Member, exchange: str, ttl: float) -> FleetStore:
@@ -130,6 +136,62 @@ def etcd_server(settings: Settings) -> LockServer:
         )
 
     return LockServer("etcd", EtcdLock(client, prefix=prefix), fleet, election)
+
+
+class _EncryptedKey(Exception):
+    """The key file asked for a passphrase (raised instead of OpenSSL's prompt)."""
+
+
+def _no_passphrase() -> str:
+    raise _EncryptedKey
+
+
+def etcd_tls(etcd: EtcdSettings) -> ssl.SSLContext | None:
+    """The TLS context of etcd's ``https://`` endpoints: the members' certificates checked
+    against ``ca_file`` (else the system's trust store), and the client certificate
+    ``cert_file`` with its ``key_file``; None when none of the three is set. A file that
+    does not hold what it should raises ``StartupError`` naming its key and path. The
+    settings checked that the files exist and are readable; an encrypted key is refused,
+    never prompted for."""
+    if etcd.ca_file is None and etcd.cert_file is None:
+        return None
+    import ssl
+
+    key, path = "ca_file", etcd.ca_file
+    try:
+        context = ssl.create_default_context(cafile=None if path is None else str(path))
+        if etcd.cert_file is not None and etcd.key_file is not None:
+            key, path = "cert_file", etcd.cert_file
+            # checked alone first, so that a failure of the pair below is the key's
+            ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT).load_verify_locations(cafile=str(path))
+            key, path = "key_file", etcd.key_file
+            context.load_cert_chain(str(etcd.cert_file), str(path), password=_no_passphrase)
+    except _EncryptedKey:
+        raise StartupError(
+            f"etcd.key_file: {path} is encrypted; give it unencrypted (openssl pkey -in "
+            f"{path} -out NEW), readable by this user only"
+        ) from None
+    except ssl.SSLError as exc:
+        raise StartupError(f"etcd.{key}: {path} {_pem_problem(key, exc)}") from None
+    except OSError as exc:
+        raise StartupError(f"etcd.{key}: cannot read {path}: {exc.strerror}") from None
+    return context
+
+
+def _pem_problem(key: str, exc: ssl.SSLError) -> str:
+    """What is wrong with the file of ``etcd.<key>`` that OpenSSL refused, and what to do."""
+    reason = exc.reason or "not PEM"
+    if key == "ca_file":
+        return (
+            f"holds no PEM certificate ({reason}): point it at the CA certificate that "
+            "signed the etcd members' certificates"
+        )
+    if key == "cert_file":
+        return f"holds no PEM certificate ({reason}): point it at the client certificate"
+    return (
+        f"is not the PEM private key of etcd.cert_file ({reason}): point it at the key the "
+        "client certificate was issued for"
+    )
 
 
 def sql_engine(settings: Settings) -> AsyncEngine:

@@ -59,12 +59,13 @@ import contextlib
 import itertools
 import json
 import math
+import re
 import secrets
 import time
 from collections.abc import Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import replace
-from typing import Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -75,6 +76,9 @@ from quantmesh.lock.base import Lease, wait_lock
 from quantmesh.lock.cleanup import Cleanups
 from quantmesh.lock.health import LockHealth
 from quantmesh.lock.renewal import RenewedLease, renewed
+
+if TYPE_CHECKING:
+    import ssl
 
 log = structlog.get_logger(__name__)
 
@@ -88,6 +92,10 @@ _JSON = {"Content-Type": "application/json"}
 _UNAVAILABLE_CODES = frozenset({4, 8, 14})
 _NOT_FOUND = 5
 _UNAUTHENTICATED = 16  # a token etcd no longer knows (expired, or a restarted member's)
+# The TLS alerts of a member that refused our client certificate, or its absence.
+_REFUSED_CERTIFICATE = re.compile(
+    r"\[SSL: (\w*ALERT_(?:BAD_CERTIFICATE|CERTIFICATE_REQUIRED|UNKNOWN_CA))\]"
+)
 
 _T = TypeVar("_T")
 
@@ -132,6 +140,11 @@ class EtcdGateway:
     (``/v3/auth/authenticate``) and every request carries the token; a token etcd no
     longer accepts is replaced once per request. The password is sent to etcd only, and
     never appears in an error.
+
+    ``ssl_context`` is the TLS of ``https://`` endpoints (its CA, its client certificate;
+    ``coordination.servers.etcd_tls`` builds it from the settings); without it, the
+    system's trust store and no client certificate. A handshake a member refuses fails the
+    call like a member that cannot be reached, with what to set in its message.
     """
 
     def __init__(
@@ -144,6 +157,7 @@ class EtcdGateway:
         pool_timeout: float = 5.0,
         username: str | None = None,
         password: str = "",
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         if not endpoints:
             raise ValueError("etcd needs at least one endpoint")
@@ -155,6 +169,7 @@ class EtcdGateway:
             sock_read=request_timeout,
         )
         self._pool_size = pool_size
+        self._ssl = ssl_context
         self._session: aiohttp.ClientSession | None = None
         self._at = 0  # the member tried first
         self._credentials = None if not username else {"name": username, "password": password}
@@ -164,7 +179,9 @@ class EtcdGateway:
     def _open(self) -> aiohttp.ClientSession:
         session = self._session
         if session is None or session.closed:
-            connector = aiohttp.TCPConnector(limit=0, limit_per_host=self._pool_size)
+            connector = aiohttp.TCPConnector(
+                limit=0, limit_per_host=self._pool_size, ssl=self._ssl or True
+            )
             session = aiohttp.ClientSession(connector=connector, timeout=self._timeout)
             self._session = session
         return session
@@ -229,6 +246,9 @@ class EtcdGateway:
 
     @staticmethod
     def _down(what: str, exc: BaseException) -> LockUnavailable:
+        problem = _tls_problem(exc)
+        if problem is not None:
+            return LockUnavailable(f"etcd {what} failed: TLS: {problem}")
         return LockUnavailable(f"etcd {what} failed: {type(exc).__name__}: {exc}".rstrip(": "))
 
     def _reply(self, status: int, raw: bytes, what: str, at: int) -> dict[str, Any]:
@@ -262,6 +282,26 @@ class EtcdGateway:
         if self._session is not None:
             await self._session.close()
             self._session = None
+
+
+def _tls_problem(exc: BaseException) -> str | None:
+    """What a failed TLS handshake with a member means, and what to set; None when ``exc``
+    is not one."""
+    if isinstance(exc, aiohttp.ClientConnectorCertificateError):
+        cause = exc.certificate_error
+        detail = getattr(cause, "verify_message", None) or str(cause)
+        return (
+            f"the member's certificate cannot be verified ({detail}): set etcd.ca_file to "
+            "the CA that signed the members' certificates"
+        )
+    alert = _REFUSED_CERTIFICATE.search(str(exc))
+    if alert is not None:
+        return (
+            f"the member refused the client certificate, or its absence ({alert[1]}): etcd "
+            "runs with --client-cert-auth; set etcd.cert_file and etcd.key_file to a "
+            "certificate signed by the CA it trusts (its --trusted-ca-file)"
+        )
+    return None
 
 
 def _b64(data: str) -> str:

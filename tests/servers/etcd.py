@@ -1,16 +1,18 @@
 """Throwaway etcd servers for tests: one member, or a three-member cluster.
 
 Each member runs from the system ``etcd`` (Debian's ``etcd-server``) in a temporary
-directory on free loopback ports. Its data is kept on disk, so a member killed and
-started again comes back with everything it had, as a crashed etcd would. Elections are
-quick (50 ms heartbeats, 500 ms election timeout), so a lease may be as short as one
-second and a lost leader is replaced within a second or so.
+directory on free loopback ports; with ``tls`` (``tests.servers.tls``) its client URL is
+``https://`` and it requires a client certificate signed by the same CA. Its data is kept
+on disk, so a member killed and started again comes back with everything it had, as a
+crashed etcd would. Elections are quick (50 ms heartbeats, 500 ms election timeout), so a
+lease may be as short as one second and a lost leader is replaced within a second or so.
 """
 
 from __future__ import annotations
 
 import json
 import shutil
+import ssl
 import tempfile
 import urllib.error
 import urllib.request
@@ -25,6 +27,7 @@ from tests.servers.base import (
     wait_for_port,
     wait_until,
 )
+from tests.servers.tls import TlsFiles
 from tests.support import free_port
 
 ETCD_PATHS = ("/usr/bin/etcd", "/usr/local/bin/etcd")
@@ -34,16 +37,24 @@ def etcd_binary() -> str:
     return require_binary("etcd", *ETCD_PATHS)
 
 
-def request(url: str, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
-    """One request to a member's JSON gateway (a GET without ``body``); its reply."""
+def request(
+    url: str,
+    path: str,
+    body: dict[str, Any] | None = None,
+    context: ssl.SSLContext | None = None,
+) -> dict[str, Any]:
+    """One request to a member's JSON gateway (a GET without ``body``); its reply.
+    ``context``: the TLS context of an ``https://`` member (``EtcdServer.context``)."""
     data = None if body is None else json.dumps(body).encode()
-    with urllib.request.urlopen(url + path, data=data, timeout=5) as reply:
+    with urllib.request.urlopen(url + path, data=data, timeout=5, context=context) as reply:
         out: dict[str, Any] = json.loads(reply.read())
         return out
 
 
 class EtcdServer(ManagedServer):
-    """One ``etcd`` member; alone unless ``cluster`` names every member's peer URL."""
+    """One ``etcd`` member; alone unless ``cluster`` names every member's peer URL. With
+    ``tls`` its client URL is ``https://`` (``--client-cert-auth``): ``context`` is then a
+    client's TLS context with the client certificate, for ``request``."""
 
     def __init__(
         self,
@@ -54,10 +65,13 @@ class EtcdServer(ManagedServer):
         name: str = "etcd",
         cluster: str | None = None,
         token: str | None = None,
+        tls: TlsFiles | None = None,
     ) -> None:
         super().__init__(workdir, port, "qm-etcd-")
         self.name = name
         self.peer_port = peer_port or free_port()
+        self.tls = tls
+        self.context = None if tls is None else tls.client_context()
         argv = [
             etcd_binary(),
             "--name", name,
@@ -74,6 +88,13 @@ class EtcdServer(ManagedServer):
             "--logger", "zap",
             "--log-outputs", "stderr",
         ]  # fmt: skip
+        if tls is not None:
+            argv += [
+                "--cert-file", str(tls.server_cert),
+                "--key-file", str(tls.server_key),
+                "--trusted-ca-file", str(tls.ca),
+                "--client-cert-auth",
+            ]  # fmt: skip
         self.process = ServerProcess(
             argv,
             self.workdir,
@@ -84,7 +105,8 @@ class EtcdServer(ManagedServer):
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        scheme = "http" if self.tls is None else "https"
+        return f"{scheme}://127.0.0.1:{self.port}"
 
     @property
     def peer_url(self) -> str:
@@ -98,7 +120,7 @@ class EtcdServer(ManagedServer):
     def healthy(self) -> bool:
         """The member serves and has a leader (etcd's own ``/health``)."""
         try:
-            return request(self.url, "/health").get("health") == "true"
+            return request(self.url, "/health", context=self.context).get("health") == "true"
         except (OSError, ValueError, urllib.error.URLError):
             return False
 
@@ -108,7 +130,7 @@ class EtcdServer(ManagedServer):
     def status(self) -> dict[str, Any]:
         """``/v3/maintenance/status``: this member's id (``header.member_id``) and the
         leader's (``leader``)."""
-        return request(self.url, "/v3/maintenance/status", {})
+        return request(self.url, "/v3/maintenance/status", {}, self.context)
 
     def is_leader(self) -> bool:
         status = self.status()
