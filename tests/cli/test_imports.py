@@ -15,7 +15,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 HEAVY = ("asyncio", "structlog", "sqlalchemy", "aiohttp", "ccxt", "redis", "quantmesh.grid.planner")
 
-_LOADED = """
+_LOADED = f"""
 import contextlib, io, json, sys
 from quantmesh.cli.main import main
 with contextlib.redirect_stdout(io.StringIO()) as out, contextlib.redirect_stderr(io.StringIO()):
@@ -23,8 +23,8 @@ with contextlib.redirect_stdout(io.StringIO()) as out, contextlib.redirect_stder
         code = main(sys.argv[1:])
     except SystemExit as exit:
         code = exit.code
-print(json.dumps({"code": code, "loaded": [m for m in %r if m in sys.modules]}))
-""" % (HEAVY,)
+print(json.dumps({{"code": code, "loaded": [m for m in {HEAVY!r} if m in sys.modules]}}))
+"""
 
 
 def loaded(*argv: str) -> tuple[object, list[str]]:
