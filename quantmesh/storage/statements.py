@@ -12,15 +12,18 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from decimal import Context
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from sqlalchemy import Column, Connection, Table, bindparam, false, func, select, true, update
-from sqlalchemy.dialects import mysql, postgresql, sqlite
 from sqlalchemy.engine import Dialect
 from sqlalchemy.sql.dml import Insert
 
 from quantmesh.errors import StorageError
 from quantmesh.storage import models
+
+if TYPE_CHECKING:
+    from sqlalchemy.dialects.postgresql import Insert as PgInsert
+    from sqlalchemy.dialects.sqlite import Insert as SqliteInsert
 
 # Sums of NUMERIC(36, 18) values need more than the default 28 digits to stay exact.
 EXACT: Final = Context(prec=models.PRECISION + 20)
@@ -47,15 +50,18 @@ def upsert(
 
     Execute it with a list of row dicts (one executemany per batch).
     """
-    if dialect in ("sqlite", "postgresql"):
-        insert = sqlite.insert(table) if dialect == "sqlite" else postgresql.insert(table)
-        if not update_columns:
-            return insert.on_conflict_do_nothing(index_elements=list(keys))
-        return insert.on_conflict_do_update(
-            index_elements=list(keys),
-            set_={column: insert.excluded[column] for column in update_columns},
-        )
+    # each dialect's module imported when its upsert is built: an instance loads its own
+    if dialect == "sqlite":
+        from sqlalchemy.dialects import sqlite
+
+        return _on_conflict(sqlite.insert(table), keys, update_columns)
+    if dialect == "postgresql":
+        from sqlalchemy.dialects import postgresql
+
+        return _on_conflict(postgresql.insert(table), keys, update_columns)
     if dialect in ("mysql", "mariadb"):
+        from sqlalchemy.dialects import mysql
+
         merge = mysql.insert(table)
         if not update_columns:
             # a no-op assignment; INSERT IGNORE would also hide truncation and bad data
@@ -64,6 +70,18 @@ def upsert(
             {column: merge.inserted[column] for column in update_columns}
         )
     raise StorageError(f"no upsert for the {dialect} dialect")
+
+
+def _on_conflict(
+    insert: SqliteInsert | PgInsert, keys: Sequence[str], update_columns: Sequence[str]
+) -> Insert:
+    """SQLite's and PostgreSQL's ``ON CONFLICT (keys)``: do nothing, or update the columns."""
+    if not update_columns:
+        return insert.on_conflict_do_nothing(index_elements=list(keys))
+    return insert.on_conflict_do_update(
+        index_elements=list(keys),
+        set_={column: insert.excluded[column] for column in update_columns},
+    )
 
 
 class BulkUpsert:
