@@ -72,7 +72,6 @@ def test_the_etcd_deployment_example_loads_without_warnings() -> None:
         "EXCHANGE_API_KEY": "k",
         "EXCHANGE_SECRET": "s",
         "POSTGRES_PASSWORD": "p",
-        "QUANTMESH_ETCD_PASSWORD": "e",
         "QUANTMESH_HTTP_TOKEN": "t",
     }
     settings = load_settings(ROOT / "deploy" / "etcd" / "quantmesh.yaml", env=env)
