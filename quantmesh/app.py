@@ -46,6 +46,7 @@ from quantmesh.observability.http import HttpServer
 from quantmesh.observability.metrics import Metrics
 from quantmesh.secrets import mask_credentials
 from quantmesh.storage.base import Repository
+from quantmesh.storage.buffer import BufferedRepository
 from quantmesh.trading.instance_risk import InstanceRisk
 from quantmesh.trading.trader import Trader, TraderSettings
 
@@ -536,10 +537,27 @@ class Service:
                         error=str(error),
                         retry_in=delay,
                     )
-                    await asyncio.sleep(delay)
+                    await self._start_pause(delay, error)
                     delay = min(delay * 2, START_RETRY_MAX)
         finally:
             self.metrics.trader_up.labels(trader.symbol).set(0)
+
+    async def _start_pause(self, delay: float, error: BaseException) -> None:
+        """Wait ``delay`` before a symbol's next start - or less when the start was refused
+        because writes wait in the write buffer (the database answers again, the replay is
+        under way): the next start then goes as soon as they are stored, not after a
+        backoff that may have grown to ``START_RETRY_MAX`` during the outage."""
+        repository = self.repository
+        if (
+            isinstance(error, StorageUnavailable)
+            and isinstance(repository, BufferedRepository)
+            and repository.pending
+        ):
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(delay):
+                    await repository.drained()
+            return
+        await asyncio.sleep(delay)
 
     def _report_failure(self, trader: Trader, error: BaseException) -> None:
         if isinstance(error, AuthenticationFailed):

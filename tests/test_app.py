@@ -11,18 +11,22 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from structlog.testing import capture_logs
 
 from quantmesh import app
 from quantmesh.app import REPEAT_WINDOW, Service, serve
 from quantmesh.coordination.coordinator import Claim
-from quantmesh.errors import Disconnected
+from quantmesh.errors import Disconnected, StorageUnavailable
 from quantmesh.exchange.sim.simulated import SimMarket, SimulatedExchange
 from quantmesh.grid.risk import InstanceLimits
 from quantmesh.lock.nop import NopLock
 from quantmesh.observability.metrics import Metrics
+from quantmesh.storage.buffer import BufferedRepository
+from quantmesh.storage.repository import SqlRepository
 from quantmesh.trading.trader import Trader, TraderSettings
 from quantmesh.wiring import assemble
 
+from .storage.support import order
 from .trading.support import RULES, SETTINGS, SYMBOL, make_exchange, make_repository, until
 
 
@@ -207,6 +211,55 @@ async def test_a_transient_error_while_a_symbol_starts_is_retried_not_fatal(
     stop.set()
     result = await asyncio.wait_for(task, 5)
     assert result.ok  # type: ignore[attr-defined]
+
+
+async def test_a_start_refused_by_buffered_writes_goes_again_once_they_are_replayed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The database answers again after an outage, but writes of it wait in the buffer: a
+    symbol's start (reading its grid) is refused until they are stored. It goes again as
+    soon as the replay has stored them, not after its backoff (here 30 s)."""
+    monkeypatch.setattr(app, "START_RETRY_FIRST", 30.0)
+    journal = tmp_path / "journal.jsonl"
+    down = {"orders": True}
+
+    def buffered(inner: SqlRepository) -> BufferedRepository:
+        save_orders = inner.save_orders
+
+        async def refused(orders: Any) -> None:
+            if down["orders"]:
+                raise StorageUnavailable("save_orders: the database is unavailable")
+            await save_orders(orders)
+
+        inner.save_orders = refused  # type: ignore[method-assign]
+        return BufferedRepository(inner, journal, retry_interval=3600)
+
+    earlier = buffered(make_repository(tmp_path))  # a previous run, cut off its database
+    await earlier.start()
+    await earlier.save_orders([order("B-9.0")])
+    await earlier.close()  # its write stays in the journal
+
+    repository = buffered(make_repository(tmp_path))
+    service = assemble(
+        [SETTINGS],
+        exchange=make_exchange(tmp_path),
+        repository=repository,
+        locker=NopLock(),
+        metrics=Metrics(),
+        shutdown_grace=2.0,
+    )
+    stop = asyncio.Event()
+    with capture_logs() as logs:
+        task = asyncio.create_task(service.run(stop))
+        # its start refused: the write waits
+        await until(lambda: any(e["event"] == "symbol_start_retry" for e in logs))
+    trader = _trader(service)
+    assert trader is not None and not trader.ready.is_set() and repository.pending == 1
+    down["orders"] = False  # the database takes the write: the replay stores it
+    assert await repository.flush() == 1
+    await asyncio.wait_for(trader.ready.wait(), 5)
+    stop.set()
+    assert (await asyncio.wait_for(task, 5)).ok
 
 
 async def test_a_permanent_error_while_a_symbol_starts_fails_it_at_once(tmp_path: Path) -> None:

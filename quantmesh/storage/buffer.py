@@ -86,6 +86,8 @@ class BufferedRepository:
         self._notifier = notifier
         self._clock = clock
         self._outage: _Outage | None = None  # since the first write buffered, until drained
+        self._drained = asyncio.Event()  # set while no buffered write waits for replay
+        self._drained.set()
         dead_letters = DeadLetters(dead_letter_path(journal_path))
         self._pending = PendingWrites(
             Journal(journal_path, dead_letters), capacity=buffer_size, metrics=metrics
@@ -148,6 +150,8 @@ class BufferedRepository:
         previous run left before anything reads the database."""
         await self._inner.start()
         self._seq = await self._pending.open()
+        if self._pending.count:
+            self._drained.clear()
         await self._replayer.start()
 
     async def close(self) -> None:
@@ -291,11 +295,14 @@ class BufferedRepository:
                 self._notifier.emit(db_outage_began(operation, mask_credentials(error)))
             self._outage.buffered += 1
             self._seq += 1
+            self._drained.clear()
             await _run_to_end(self._pending.append(operation, record(self._seq)))
             return buffered
 
     def _replayed(self, count: int) -> None:
         """The replayer stored ``count`` buffered writes; once none wait, the outage is over."""
+        if not self._pending.count:
+            self._drained.set()
         outage = self._outage
         if outage is None:
             return
@@ -304,6 +311,12 @@ class BufferedRepository:
             self._outage = None
             lasted = self._clock() - outage.began
             self._notifier.emit(db_outage_ended(outage.buffered, outage.replayed, lasted))
+
+    async def drained(self) -> None:
+        """Return once no buffered write waits for replay: at once when none does, else
+        when the replayer has stored the last of them (the reads refused meanwhile, see
+        ``_direct``, can go again)."""
+        await self._drained.wait()
 
     # reads and other calls that need the database -----------------------------------------
 
