@@ -1,4 +1,4 @@
-"""The database schema: portable SQLAlchemy 2 declarative models.
+"""The database schema: portable SQLAlchemy Core tables on one ``MetaData``.
 
 One schema serves SQLite, PostgreSQL and MySQL/MariaDB. Prices and amounts use
 ``ExactDecimal``: ``NUMERIC(36, 18)`` where the database has an exact decimal type, and
@@ -13,11 +13,12 @@ database; the unique constraints are the keys idempotent writes are matched on.
 from __future__ import annotations
 
 from decimal import Decimal, InvalidOperation, localcontext
-from typing import Any, Final, cast
+from typing import Any, Final
 
 from sqlalchemy import (
     BigInteger,
     Boolean,
+    Column,
     Double,
     ForeignKeyConstraint,
     Index,
@@ -31,7 +32,6 @@ from sqlalchemy import (
     true,
 )
 from sqlalchemy.engine import Dialect
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator, TypeEngine
 
 PRECISION: Final = 36
@@ -107,128 +107,129 @@ class ExactDecimal(TypeDecorator[Decimal]):
         raise ValueError(f"cannot read a decimal from {type(value).__name__}")
 
 
-class Base(DeclarativeBase):
-    metadata = MetaData(
-        naming_convention={
-            "ix": "ix_%(table_name)s_%(column_0_N_name)s",
-            "uq": "uq_%(table_name)s_%(column_0_N_name)s",
-            "fk": "fk_%(table_name)s_%(column_0_N_name)s_%(referred_table_name)s",
-            "pk": "pk_%(table_name)s",
-        }
-    )
+metadata: Final = MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_N_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
 
 
-class OrderRow(Base):
-    __tablename__ = "orders"
-    __table_args__ = (
-        UniqueConstraint("exchange", "client_order_id"),
-        Index(None, "exchange", "symbol", "status"),
-    )
+def _id() -> Column[int]:
+    """The surrogate primary key every table starts with."""
+    return Column("id", _ID_TYPE, primary_key=True, autoincrement=True)
 
-    id: Mapped[int] = mapped_column(_ID_TYPE, primary_key=True, autoincrement=True)
-    exchange: Mapped[str] = mapped_column(String(EXCHANGE_LEN))
-    client_order_id: Mapped[str] = mapped_column(String(ID_LEN))
-    symbol: Mapped[str] = mapped_column(String(SYMBOL_LEN))
-    side: Mapped[str] = mapped_column(String(SIDE_LEN))
-    price: Mapped[Decimal] = mapped_column(ExactDecimal())
-    amount: Mapped[Decimal] = mapped_column(ExactDecimal())
-    filled: Mapped[Decimal] = mapped_column(ExactDecimal())
-    status: Mapped[str] = mapped_column(String(STATUS_LEN))
-    exchange_order_id: Mapped[str] = mapped_column(String(ID_LEN))
-    created_at: Mapped[float] = mapped_column(Double())
-    updated_at: Mapped[float] = mapped_column(Double())
+
+def _exchange() -> Column[str]:
+    return Column("exchange", String(EXCHANGE_LEN), nullable=False)
+
+
+def _symbol() -> Column[str]:
+    return Column("symbol", String(SYMBOL_LEN), nullable=False)
+
+
+def _decimal(name: str, *, nullable: bool = False) -> Column[Decimal]:
+    return Column(name, ExactDecimal(), nullable=nullable)
+
+
+orders: Final = Table(
+    "orders",
+    metadata,
+    _id(),
+    _exchange(),
+    Column("client_order_id", String(ID_LEN), nullable=False),
+    _symbol(),
+    Column("side", String(SIDE_LEN), nullable=False),
+    _decimal("price"),
+    _decimal("amount"),
+    _decimal("filled"),
+    Column("status", String(STATUS_LEN), nullable=False),
+    Column("exchange_order_id", String(ID_LEN), nullable=False),
+    Column("created_at", Double(), nullable=False),
+    Column("updated_at", Double(), nullable=False),
     # Fence of the level lock the order was placed under (issue 3); NULL when none.
-    lock_fence: Mapped[int | None] = mapped_column(BigInteger(), nullable=True)
+    Column("lock_fence", BigInteger(), nullable=True),
+    UniqueConstraint("exchange", "client_order_id"),
+    Index(None, "exchange", "symbol", "status"),
+)
 
-
-class TradeRow(Base):
-    """One fill (the seed's "trade").
-
-    ``level_applied`` says whether the fill's effect on its grid level was stored with it
-    (a grid write under an accepted fence). A fill stored without its level (a former
-    owner's buffered write replayed under a stale fence keeps the fill, not the level) is
-    ``False`` until the symbol's owner applies it; the index finds those cheaply.
-    """
-
-    __tablename__ = "trades"
-    __table_args__ = (
-        UniqueConstraint("exchange", "symbol", "trade_id"),
-        Index(None, "exchange", "symbol", "ts"),
-        Index(None, "exchange", "symbol", "level_applied"),
-    )
-
-    id: Mapped[int] = mapped_column(_ID_TYPE, primary_key=True, autoincrement=True)
-    exchange: Mapped[str] = mapped_column(String(EXCHANGE_LEN))
-    symbol: Mapped[str] = mapped_column(String(SYMBOL_LEN))
-    trade_id: Mapped[str] = mapped_column(String(ID_LEN))
-    side: Mapped[str] = mapped_column(String(SIDE_LEN))
-    price: Mapped[Decimal] = mapped_column(ExactDecimal())
-    amount: Mapped[Decimal] = mapped_column(ExactDecimal())
-    fee: Mapped[Decimal] = mapped_column(ExactDecimal())
-    fee_currency: Mapped[str] = mapped_column(String(CURRENCY_LEN))
-    client_order_id: Mapped[str] = mapped_column(String(ID_LEN))
-    exchange_order_id: Mapped[str] = mapped_column(String(ID_LEN))
-    ts: Mapped[float] = mapped_column(Double())
+# One fill (the seed's "trade").
+#
+# ``level_applied`` says whether the fill's effect on its grid level was stored with it
+# (a grid write under an accepted fence). A fill stored without its level (a former
+# owner's buffered write replayed under a stale fence keeps the fill, not the level) is
+# ``False`` until the symbol's owner applies it; the index finds those cheaply.
+trades: Final = Table(
+    "trades",
+    metadata,
+    _id(),
+    _exchange(),
+    _symbol(),
+    Column("trade_id", String(ID_LEN), nullable=False),
+    Column("side", String(SIDE_LEN), nullable=False),
+    _decimal("price"),
+    _decimal("amount"),
+    _decimal("fee"),
+    Column("fee_currency", String(CURRENCY_LEN), nullable=False),
+    Column("client_order_id", String(ID_LEN), nullable=False),
+    Column("exchange_order_id", String(ID_LEN), nullable=False),
+    Column("ts", Double(), nullable=False),
     # rows stored before migration 0003 were all written with their levels
-    level_applied: Mapped[bool] = mapped_column(Boolean(), server_default=true())
+    Column("level_applied", Boolean(), nullable=False, server_default=true()),
+    UniqueConstraint("exchange", "symbol", "trade_id"),
+    Index(None, "exchange", "symbol", "ts"),
+    Index(None, "exchange", "symbol", "level_applied"),
+)
 
+round_trips: Final = Table(
+    "round_trips",
+    metadata,
+    _id(),
+    _exchange(),
+    _symbol(),
+    Column("level", Integer(), nullable=False),
+    Column("cycle", BigInteger(), nullable=False),
+    _decimal("amount"),
+    _decimal("buy_cost"),
+    _decimal("sell_proceeds"),
+    _decimal("pnl"),
+    Column("closed_at", Double(), nullable=False),
+    UniqueConstraint("exchange", "symbol", "level", "cycle"),
+)
 
-class RoundTripRow(Base):
-    __tablename__ = "round_trips"
-    __table_args__ = (UniqueConstraint("exchange", "symbol", "level", "cycle"),)
+grids: Final = Table(
+    "grids",
+    metadata,
+    _id(),
+    _exchange(),
+    _symbol(),
+    _decimal("anchor"),
+    Column("spacing", String(16), nullable=True),
+    _decimal("interval", nullable=True),
+    Column("fence", BigInteger(), nullable=False),
+    _decimal("last_price", nullable=True),
+    Column("last_price_at", Double(), nullable=True),
+    Column("updated_at", Double(), nullable=False),
+    UniqueConstraint("exchange", "symbol"),
+)
 
-    id: Mapped[int] = mapped_column(_ID_TYPE, primary_key=True, autoincrement=True)
-    exchange: Mapped[str] = mapped_column(String(EXCHANGE_LEN))
-    symbol: Mapped[str] = mapped_column(String(SYMBOL_LEN))
-    level: Mapped[int] = mapped_column(Integer())
-    cycle: Mapped[int] = mapped_column(BigInteger())
-    amount: Mapped[Decimal] = mapped_column(ExactDecimal())
-    buy_cost: Mapped[Decimal] = mapped_column(ExactDecimal())
-    sell_proceeds: Mapped[Decimal] = mapped_column(ExactDecimal())
-    pnl: Mapped[Decimal] = mapped_column(ExactDecimal())
-    closed_at: Mapped[float] = mapped_column(Double())
-
-
-class GridRow(Base):
-    __tablename__ = "grids"
-    __table_args__ = (UniqueConstraint("exchange", "symbol"),)
-
-    id: Mapped[int] = mapped_column(_ID_TYPE, primary_key=True, autoincrement=True)
-    exchange: Mapped[str] = mapped_column(String(EXCHANGE_LEN))
-    symbol: Mapped[str] = mapped_column(String(SYMBOL_LEN))
-    anchor: Mapped[Decimal] = mapped_column(ExactDecimal())
-    spacing: Mapped[str | None] = mapped_column(String(16), nullable=True)
-    interval: Mapped[Decimal | None] = mapped_column(ExactDecimal(), nullable=True)
-    fence: Mapped[int] = mapped_column(BigInteger())
-    last_price: Mapped[Decimal | None] = mapped_column(ExactDecimal(), nullable=True)
-    last_price_at: Mapped[float | None] = mapped_column(Double(), nullable=True)
-    updated_at: Mapped[float] = mapped_column(Double())
-
-
-class GridLevelRow(Base):
-    __tablename__ = "grid_levels"
-    __table_args__ = (
-        UniqueConstraint("exchange", "symbol", "level_index"),
-        ForeignKeyConstraint(
-            ["exchange", "symbol"], ["grids.exchange", "grids.symbol"], ondelete="CASCADE"
-        ),
-    )
-
-    id: Mapped[int] = mapped_column(_ID_TYPE, primary_key=True, autoincrement=True)
-    exchange: Mapped[str] = mapped_column(String(EXCHANGE_LEN))
-    symbol: Mapped[str] = mapped_column(String(SYMBOL_LEN))
-    level_index: Mapped[int] = mapped_column(Integer())
-    holding: Mapped[Decimal] = mapped_column(ExactDecimal())
-    cost: Mapped[Decimal] = mapped_column(ExactDecimal())
-    cycle: Mapped[int] = mapped_column(BigInteger())
-
-
-metadata: Final = Base.metadata
-orders: Final = cast(Table, OrderRow.__table__)
-trades: Final = cast(Table, TradeRow.__table__)
-round_trips: Final = cast(Table, RoundTripRow.__table__)
-grids: Final = cast(Table, GridRow.__table__)
-grid_levels: Final = cast(Table, GridLevelRow.__table__)
+grid_levels: Final = Table(
+    "grid_levels",
+    metadata,
+    _id(),
+    _exchange(),
+    _symbol(),
+    Column("level_index", Integer(), nullable=False),
+    _decimal("holding"),
+    _decimal("cost"),
+    Column("cycle", BigInteger(), nullable=False),
+    UniqueConstraint("exchange", "symbol", "level_index"),
+    ForeignKeyConstraint(
+        ["exchange", "symbol"], ["grids.exchange", "grids.symbol"], ondelete="CASCADE"
+    ),
+)
 
 
 # What people ask of a symbol (``quantmesh.control``): its desired state and the audit.
@@ -236,92 +237,81 @@ CONTROL_LEN: Final = 16  # a control mode or action: "stop_buys", "cancel-all"
 ACTOR_LEN: Final = 128
 INSTANCE_LEN: Final = 64  # instance.id: 1 to 64 characters
 REASON_LEN: Final = 1000  # wider than the HTTP layer lets in: nothing is cut short here
-# a table's own columns go after those of _ControlColumns (SQLAlchemy puts them first)
-_AFTER_SHARED: Final = 1
 
 
-class _ControlColumns:
-    """What both control tables hold: whose symbol, what was asked, by whom, on which
-    instance (the fields of a ``Desired`` but its time, which each names its own way)."""
-
-    id: Mapped[int] = mapped_column(_ID_TYPE, primary_key=True, autoincrement=True)
-    exchange: Mapped[str] = mapped_column(String(EXCHANGE_LEN))
-    symbol: Mapped[str] = mapped_column(String(SYMBOL_LEN))
-    mode: Mapped[str] = mapped_column(String(CONTROL_LEN))
-    cancel_orders: Mapped[bool] = mapped_column(Boolean())
-    reason: Mapped[str] = mapped_column(String(REASON_LEN))
-    actor: Mapped[str] = mapped_column(String(ACTOR_LEN))
-    instance: Mapped[str] = mapped_column(String(INSTANCE_LEN))
-
-
-class SymbolControlRow(_ControlColumns, Base):
-    """The desired state a person set for a symbol (one row per exchange and symbol; a
-    symbol without a row is active), set at ``set_at``."""
-
-    __tablename__ = "symbol_controls"
-    __table_args__ = (UniqueConstraint("exchange", "symbol"),)
-
-    set_at: Mapped[float] = mapped_column(Double(), sort_order=_AFTER_SHARED)
+def _control_columns() -> list[Column[Any]]:
+    """What both control tables hold first: whose symbol, what was asked, by whom, on
+    which instance (the fields of a ``Desired`` but its time, which each names its own
+    way)."""
+    return [
+        _id(),
+        _exchange(),
+        _symbol(),
+        Column("mode", String(CONTROL_LEN), nullable=False),
+        Column("cancel_orders", Boolean(), nullable=False),
+        Column("reason", String(REASON_LEN), nullable=False),
+        Column("actor", String(ACTOR_LEN), nullable=False),
+        Column("instance", String(INSTANCE_LEN), nullable=False),
+    ]
 
 
-class ControlAuditRow(_ControlColumns, Base):
-    """One control action (``action``, taken ``at``), kept forever (append-only).
+# The desired state a person set for a symbol (one row per exchange and symbol; a symbol
+# without a row is active), set at ``set_at``.
+symbol_controls: Final = Table(
+    "symbol_controls",
+    metadata,
+    *_control_columns(),
+    Column("set_at", Double(), nullable=False),
+    UniqueConstraint("exchange", "symbol"),
+)
 
-    ``id`` orders the entries: an action's row is inserted after its symbol's state row
-    was written, in the same transaction, so a later ``id`` is a later state. The log
-    has no other key: ``quantmesh db copy`` copies its ids as they are.
-    """
-
-    __tablename__ = "control_audit"
-    __table_args__ = (Index(None, "exchange", "symbol", "id"),)
-
-    action: Mapped[str] = mapped_column(String(CONTROL_LEN), sort_order=_AFTER_SHARED)
-    at: Mapped[float] = mapped_column(Double(), sort_order=_AFTER_SHARED)
-
-
-symbol_controls: Final = cast(Table, SymbolControlRow.__table__)
-control_audit: Final = cast(Table, ControlAuditRow.__table__)
-
-
-class RiskPeakRow(Base):
-    """The highest equity (realized plus unrealized PnL) a symbol's risk watch has seen
-    since it was last resumed, and the capital the grid committed then: a drawdown is
-    measured from it across restarts and take-overs. One row per exchange and symbol."""
-
-    __tablename__ = "risk_peaks"
-    __table_args__ = (UniqueConstraint("exchange", "symbol"),)
-
-    id: Mapped[int] = mapped_column(_ID_TYPE, primary_key=True, autoincrement=True)
-    exchange: Mapped[str] = mapped_column(String(EXCHANGE_LEN))
-    symbol: Mapped[str] = mapped_column(String(SYMBOL_LEN))
-    peak: Mapped[Decimal] = mapped_column(ExactDecimal())
-    capital: Mapped[Decimal] = mapped_column(ExactDecimal())
-    at: Mapped[float] = mapped_column(Double())
+# One control action (``action``, taken ``at``), kept forever (append-only).
+#
+# ``id`` orders the entries: an action's row is inserted after its symbol's state row
+# was written, in the same transaction, so a later ``id`` is a later state. The log has
+# no other key: ``quantmesh db copy`` copies its ids as they are.
+control_audit: Final = Table(
+    "control_audit",
+    metadata,
+    *_control_columns(),
+    Column("action", String(CONTROL_LEN), nullable=False),
+    Column("at", Double(), nullable=False),
+    Index(None, "exchange", "symbol", "id"),
+)
 
 
-risk_peaks: Final = cast(Table, RiskPeakRow.__table__)
+# The highest equity (realized plus unrealized PnL) a symbol's risk watch has seen since
+# it was last resumed, and the capital the grid committed then: a drawdown is measured
+# from it across restarts and take-overs. One row per exchange and symbol.
+risk_peaks: Final = Table(
+    "risk_peaks",
+    metadata,
+    _id(),
+    _exchange(),
+    _symbol(),
+    _decimal("peak"),
+    _decimal("capital"),
+    Column("at", Double(), nullable=False),
+    UniqueConstraint("exchange", "symbol"),
+)
 
 
 LOCK_NAME_LEN: Final = 255  # a lock key under its prefix; a utf8mb4 key of 1020 bytes
 
-
-class LockLeaseRow(Base):
-    """A lease of the database lock backend (``quantmesh.lock.sql``) or a fleet entry
-    (``quantmesh.coordination.fleet_sql``), one row per name, kept after its release so
-    its ``fence`` never goes back. ``token`` names the (last) holder; ``expires_us`` is
-    when the lease ends on the database server's clock (microseconds since the epoch; a
-    released lock's is 0); ``data`` is a fleet entry's JSON. No ``exchange`` column: the
-    name carries it."""
-
-    __tablename__ = "lock_leases"
-    __table_args__ = (UniqueConstraint("name"),)
-
-    id: Mapped[int] = mapped_column(_ID_TYPE, primary_key=True, autoincrement=True)
-    name: Mapped[str] = mapped_column(String(LOCK_NAME_LEN))
-    token: Mapped[str | None] = mapped_column(String(ID_LEN), nullable=True)
-    fence: Mapped[int] = mapped_column(BigInteger())
-    expires_us: Mapped[int] = mapped_column(BigInteger())
-    data: Mapped[str | None] = mapped_column(Text(), nullable=True)
-
-
-lock_leases: Final = cast(Table, LockLeaseRow.__table__)
+# A lease of the database lock backend (``quantmesh.lock.sql``) or a fleet entry
+# (``quantmesh.coordination.fleet_sql``), one row per name, kept after its release so its
+# ``fence`` never goes back. ``token`` names the (last) holder; ``expires_us`` is when
+# the lease ends on the database server's clock (microseconds since the epoch; a
+# released lock's is 0); ``data`` is a fleet entry's JSON. No ``exchange`` column: the
+# name carries it.
+lock_leases: Final = Table(
+    "lock_leases",
+    metadata,
+    _id(),
+    Column("name", String(LOCK_NAME_LEN), nullable=False),
+    Column("token", String(ID_LEN), nullable=True),
+    Column("fence", BigInteger(), nullable=False),
+    Column("expires_us", BigInteger(), nullable=False),
+    Column("data", Text(), nullable=True),
+    UniqueConstraint("name"),
+)
