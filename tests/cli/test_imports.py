@@ -39,18 +39,23 @@ print(json.dumps({{"code": code, "loaded": [m for m in {HEAVY!r} if m in sys.mod
 """
 
 
-def loaded(*argv: str) -> tuple[object, list[str]]:
-    """The exit code of ``quantmesh argv`` run in a fresh interpreter, and which of the
-    heavy modules it had loaded by the end."""
+def python(script: str, *argv: str) -> str:
+    """The last line ``script`` prints, run in a fresh interpreter from the checkout."""
     answer = subprocess.run(
-        [sys.executable, "-c", _LOADED, *argv],
+        [sys.executable, "-c", script, *argv],
         cwd=ROOT,
         capture_output=True,
         text=True,
         timeout=30,
         check=True,
     )
-    result = json.loads(answer.stdout)
+    return answer.stdout.splitlines()[-1]  # after any log line a module printed
+
+
+def loaded(*argv: str) -> tuple[object, list[str]]:
+    """The exit code of ``quantmesh argv`` run in a fresh interpreter, and which of the
+    heavy modules it had loaded by the end."""
+    result = json.loads(python(_LOADED, *argv))
     return result["code"], result["loaded"]
 
 
@@ -82,12 +87,4 @@ print(json.dumps([m for m in heavy if m in sys.modules]))
 def test_the_default_daemon_loads_no_server_client_orm_or_migration_tool() -> None:
     """The default configuration (SQLite, no lock server, the simulated exchange): none of
     what only a server database, a lock server, a live exchange or a migration needs."""
-    answer = subprocess.run(
-        [sys.executable, "-c", _DAEMON],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=True,
-    )
-    assert json.loads(answer.stdout.splitlines()[-1]) == []  # after the engine's debug line
+    assert json.loads(python(_DAEMON)) == []
