@@ -349,3 +349,8 @@ def eventually(
         if time.monotonic() > deadline:
             raise AssertionError(f"not within {timeout} s: {what}")
         time.sleep(interval)
+
+
+def assert_no_traceback(text: str) -> None:
+    """A refusal is one line of its own, never a Python traceback."""
+    assert "Traceback" not in text, text
