@@ -253,6 +253,8 @@ def build_engine(settings: Settings) -> Engine | AsyncEngine:
         pool_recycle=db.conn_max_lifetime,
         connect_timeout=db.connect_timeout,
         statement_timeout=db.statement_timeout,
+        # who holds a session, in the server's view (PostgreSQL's pg_stat_activity)
+        application_name=f"quantmesh {settings.instance.id}",
     )
     if db.type != "sqlite":  # a server's engine is async
         idle = min(db.statement_timeout, settings.coordination.lease_ttl / 2)

@@ -57,11 +57,11 @@ from typing import TYPE_CHECKING
 
 import structlog
 
-from quantmesh.cancel import cancel_and_wait
+from quantmesh.cancel import cancel_and_wait, cancelling
 from quantmesh.coordination.allocation import Member, Mode, wanted
 from quantmesh.coordination.fallback import FallbackLeases
 from quantmesh.coordination.membership import member_of
-from quantmesh.coordination.records import RECORD_TIMEOUT, NotTaken, OwnerRecords, cancelling
+from quantmesh.coordination.records import RECORD_TIMEOUT, NotTaken, OwnerRecords
 from quantmesh.errors import InstanceIdInUse, LockError, LockTimeout
 from quantmesh.lock.base import DistributedLock
 from quantmesh.lock.keys import LockKeys

@@ -27,6 +27,7 @@ from collections.abc import Callable
 
 import structlog
 
+from quantmesh.cancel import cancelling
 from quantmesh.coordination.allocation import Member
 from quantmesh.coordination.membership import FleetStore, Recorded
 from quantmesh.coordination.takeover import other_database, takeover_grace
@@ -155,9 +156,3 @@ class OwnerRecords:
         except (LockError, TimeoutError):
             return None
         return record.owner if record is not None else "unknown"
-
-
-def cancelling() -> bool:
-    """Whether the current task was asked to stop (the request may have been swallowed)."""
-    task = asyncio.current_task()
-    return task is not None and task.cancelling() > 0

@@ -17,7 +17,7 @@ from contextlib import asynccontextmanager
 
 import structlog
 
-from quantmesh.cancel import cancel_and_wait
+from quantmesh.cancel import cancel_and_wait, cancelling
 from quantmesh.errors import LockError, LockLost
 from quantmesh.lock.base import DistributedLock, Lease
 
@@ -121,7 +121,7 @@ async def _watch(
                 async with asyncio.timeout(left):
                     renewed = await locker.extend(held.lease, ttl)
         except (LockError, TimeoutError) as exc:
-            if _cancelled():
+            if cancelling():
                 # Our own cancellation, turned into an error on the way (a timeout that
                 # expired at the same moment, a client that reports it as a lost
                 # connection): stop, or whoever waits for the watchdog waits forever.
@@ -131,7 +131,7 @@ async def _watch(
                 log.warning("lock_extend_failed", key=held.lease.key, error=str(exc) or "timeout")
                 delay = min(period, left / 2)
                 continue
-        if _cancelled():
+        if cancelling():
             # Our own cancellation, swallowed by the client as its answer arrived (Python
             # 3.11's wait_for): stop now, or whoever waits for the watchdog waits out its
             # patience - a hand-off or a release stalled for seconds.
@@ -144,9 +144,3 @@ async def _watch(
             return
         held.lease = renewed
         delay = period
-
-
-def _cancelled() -> bool:
-    """Whether the current task has a cancellation request pending."""
-    task = asyncio.current_task()
-    return task is not None and task.cancelling() > 0

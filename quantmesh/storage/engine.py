@@ -133,6 +133,7 @@ def create_engine_for(
     echo: bool = False,
     connect_timeout: float = 10.0,
     statement_timeout: float = 30.0,
+    application_name: str | None = None,
 ) -> Engine | AsyncEngine:
     """Create (without connecting) the engine for ``db_type`` at ``url``.
 
@@ -152,7 +153,9 @@ def create_engine_for(
     else:
         kwargs["pool_pre_ping"] = True  # a restarted server leaves dead pooled connections
         kwargs["pool_timeout"] = statement_timeout  # waiting for a free pooled connection
-        kwargs["connect_args"] = _connect_args(db_type, parsed, connect_timeout, statement_timeout)
+        kwargs["connect_args"] = _connect_args(
+            db_type, parsed, connect_timeout, statement_timeout, application_name
+        )
         if db_type == "postgres" and isinstance(parsed.query.get("host"), str):
             several = _each_host(parsed, kwargs["connect_args"])
             if several is not None:
@@ -235,13 +238,20 @@ _MYSQL_BINLOG_SETTINGS: Final = (
 
 
 def _connect_args(
-    db_type: DbType, url: URL, connect_timeout: float, statement_timeout: float
+    db_type: DbType,
+    url: URL,
+    connect_timeout: float,
+    statement_timeout: float,
+    application_name: str | None,
 ) -> dict[str, Any]:
     if db_type == "postgres":
         args: dict[str, Any] = {"command_timeout": statement_timeout, "timeout": connect_timeout}
         if "timeout" in url.query:  # the key/value DSN's connect_timeout: a number for asyncpg
             args["timeout"] = _seconds(url.query["timeout"])
-        args["server_settings"] = {"statement_timeout": str(int(statement_timeout * 1000))}
+        settings = {"statement_timeout": str(int(statement_timeout * 1000))}
+        if application_name and "application_name" not in url.query:  # the DSN's wins
+            settings["application_name"] = application_name[:63]  # the server's limit
+        args["server_settings"] = settings
         return args
     if "connect_timeout" in url.query:
         return {}

@@ -16,6 +16,7 @@ from dataclasses import replace
 
 import structlog
 
+from quantmesh.cancel import stop_if_cancelling
 from quantmesh.domain import Fill, Order, OrderUpdate
 from quantmesh.errors import (
     AuthenticationFailed,
@@ -231,6 +232,9 @@ class Reconciler:
             except (ExchangeError, StorageError, LockError) as exc:
                 self._metrics.exchange_errors.labels(self.symbol, "reconcile").inc()
                 log.warning("reconcile_failed", error=str(exc))
+            # a cancellation swallowed in the round (a client's wait_for, or the lock's
+            # watchdog taking it for its own): the trader's task group asks only once
+            stop_if_cancelling()
 
     async def resync(self) -> None:
         """One round, under the symbol's reconcile lock: adopt our open orders the book

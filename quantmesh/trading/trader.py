@@ -21,6 +21,7 @@ from decimal import Decimal
 
 import structlog
 
+from quantmesh.cancel import stop_if_cancelling
 from quantmesh.control.desired import ACTIVE, Desired
 from quantmesh.domain import (
     MarketRules,
@@ -460,6 +461,7 @@ class Trader:
         async for tick in ticks:
             self._on_tick_seen(tick)
             await self._on_tick(started, tick)
+            stop_if_cancelling()  # one a client swallowed in the step
 
     async def _on_tick(self, started: Started, tick: Tick) -> None:
         if not self._placing or not self.price_fresh:
@@ -477,6 +479,7 @@ class Trader:
         async for update in updates:
             async with self._mutex:
                 await self._recorder.record(book, update)
+            stop_if_cancelling()  # one a client swallowed in the recording
 
     def _on_tick_seen(self, tick: Tick) -> None:
         self.last_tick = tick

@@ -65,6 +65,13 @@ pytestmark = pytest.mark.slow
 INTERLEAVE_WINDOW = 1.5
 # After SIGCONT, how long a request sent before the freeze may take to land.
 LANDED_WINDOW = 0.5
+# The database's sessions other than this query: state, wait, blockers, the transaction's age
+# and its last statement.
+_SESSIONS = (
+    "SELECT pid, application_name, state, wait_event_type, wait_event, pg_blocking_pids(pid), "
+    "now() - xact_start, now() - state_change, left(query, 80) FROM pg_stat_activity "
+    "WHERE datname = 'quantmesh' AND pid <> pg_backend_pid() ORDER BY pid"
+)
 KEYS = (("chaos-key-1", "chaos-secret-1"), *EXTRA_KEYS[:2])
 
 
@@ -90,6 +97,21 @@ class Chaos(Faults):
     # from cutting an owner off its database to its first journaled write
     buffering_after: float = 0.0
     cut_fill: str = ""  # the buy that filled while its owner was cut off, and its fate
+
+    def took_over(self, scenario: str, lost: set[str], old: Node, since: float) -> None:
+        """As ``Faults.took_over``; a take-over that does not come also shows the database's
+        sessions and who waits on whom (a row lock held against the new owner)."""
+        try:
+            super().took_over(scenario, lost, old, since)
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\n{self.sessions()}") from None
+
+    def sessions(self) -> str:
+        try:
+            rows = self.pg.query(_SESSIONS, database="quantmesh")
+        except Exception as exc:  # noqa: BLE001 - a diagnosis, on top of a failure
+            return f"sessions unavailable: {exc}"
+        return "database sessions:\n" + "\n".join("  " + " | ".join(row) for row in rows)
 
     def restart_redis(self) -> None:
         """(d) Redis restarts empty: every lease is gone; each symbol gets one owner again."""

@@ -8,6 +8,8 @@ from contextlib import suppress
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
 
+import pytest
+
 from quantmesh.domain import Order, OrderRequest, OrderUpdate
 from quantmesh.exchange.sim.simulated import SimulatedExchange
 from quantmesh.grid.ids import client_order_id, grid_tag
@@ -181,3 +183,26 @@ async def test_an_order_of_unknown_outcome_found_on_the_exchange_is_absorbed(
     await make_reconciler(book, exchange, repository, applied).resolve_unknown()
     assert applied.order_ids() == [BUY_1]
     assert book.unknown_ids() == [BUY_1]  # absorbing it is the trader's; BUY_2 was not placed
+
+
+async def test_a_cancellation_swallowed_in_a_round_still_ends_the_rounds(
+    exchange: SimulatedExchange, repository: SqlRepository, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A client's ``wait_for`` on Python 3.11 can return its answer and drop the
+    cancellation that arrived with it; the trader's task group cancels its tasks only
+    once, so the rounds must end on the request still pending, not run on for ever."""
+    reconciler = make_reconciler(make_book(), exchange, repository, Applied())
+    in_round = asyncio.Event()
+
+    async def swallowing() -> None:
+        in_round.set()
+        with suppress(asyncio.CancelledError):
+            await asyncio.sleep(10)  # the cancellation arrives here and is dropped
+
+    monkeypatch.setattr(reconciler, "resync", swallowing)
+    task = asyncio.create_task(reconciler.run())
+    await asyncio.wait_for(in_round.wait(), 5)
+    task.cancel()  # once, as a task group does
+    done, _ = await asyncio.wait({task}, timeout=2)
+    assert done, "the rounds ran on after their cancellation"
+    assert task.cancelled()
