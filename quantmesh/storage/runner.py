@@ -50,6 +50,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from quantmesh.errors import StorageError
 from quantmesh.observability.metrics import DbMetrics
+from quantmesh.storage.blockers import BlockerWatch
 from quantmesh.storage.db_errors import error_kind, is_retryable, map_db_error
 
 if TYPE_CHECKING:  # the asyncio layer is loaded for a server database only
@@ -231,6 +232,8 @@ class AsyncRunner:
         self._timeout = timeout
         self._closed = False
         self._recorder = _Recorder(metrics)
+        # a frozen former owner's session can hold our rows on PostgreSQL: see blockers.py
+        self._ends_blockers = engine.dialect.name == "postgresql"
         pool: Any = engine.sync_engine.pool
         self._recorder.pool(
             lambda: float(pool.checkedin() + pool.checkedout()), lambda: float(pool.checkedout())
@@ -276,7 +279,13 @@ class AsyncRunner:
     async def _transaction(self, work: Callable[[Connection], _T], write: bool) -> _T:
         if write:
             async with self._engine.begin() as conn:
-                return await conn.run_sync(work)
+                if not self._ends_blockers:
+                    return await conn.run_sync(work)
+                watch = BlockerWatch(self._engine, conn)
+                try:
+                    return await conn.run_sync(work)
+                finally:
+                    watch.stop()
         async with self._engine.connect() as conn:
             return await conn.run_sync(work)
 

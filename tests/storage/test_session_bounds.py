@@ -6,6 +6,7 @@ has lapsed - not wait on them until its own statements time out and its start ba
 from __future__ import annotations
 
 import contextlib
+import itertools
 import time
 from decimal import Decimal
 
@@ -14,12 +15,16 @@ from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from quantmesh.config import parse_settings
+from quantmesh.config import Settings, parse_settings
+from quantmesh.errors import StorageError
+from quantmesh.storage.engine import create_engine_for
 from quantmesh.wiring import build_engine, build_sql_repository
+from tests.servers.postgres import PostgresServer
 
 from .conftest import Backend
 
 pytestmark = pytest.mark.timeout(30)
+_LOCK_GRID = "SELECT fence FROM grids WHERE symbol = :symbol FOR UPDATE"
 SYMBOL = "ETH/USDT"
 LEASE_TTL = 2.0  # an idle open transaction ends after half of it: 1 s
 STATEMENT_TIMEOUT = 5.0  # without that bound, the new owner's write would fail after this
@@ -65,3 +70,61 @@ trading: {{symbols: [{{symbol: ETHUSDT, price_interval: 10}}]}}
         await frozen.dispose()
         await old.close()
         await new.close()
+
+
+async def test_a_former_owners_session_that_blocks_the_grid_is_ended(
+    postgres_server: PostgresServer,
+) -> None:
+    """PostgreSQL: a session of another instance holding the grid's row for a second (here
+    idle in its transaction, as one frozen mid-statement would be active) is ended, and
+    the new owner's claim goes through well before its own statement timeout; a session of
+    another program is left alone."""
+    backend = fresh_backend_url(postgres_server)
+
+    def settings(instance: str) -> Settings:
+        return parse_settings(
+            f"""
+instance: {{id: {instance}}}
+database: {{type: postgres, dsn: "{backend}", statement_timeout: {STATEMENT_TIMEOUT},
+            buffer_enabled: false}}
+coordination: {{lease_ttl: 60, check_interval: 1}}
+trading: {{symbols: [{{symbol: ETHUSDT, price_interval: 10}}]}}
+""",
+            env={},
+        )
+
+    new = build_sql_repository(settings("node-b"), "binance")
+    former = build_engine(settings("node-a"))  # its idle bound (5 s) does not end it first
+    other = create_engine_for("postgres", backend)  # not an instance: never ended
+    assert isinstance(former, AsyncEngine) and isinstance(other, AsyncEngine)
+    await new.start()
+    try:
+        await new.init_grid(SYMBOL, Decimal(100))
+        assert await new.save_levels(SYMBOL, [], fence=1)
+        conn = await former.connect()
+        await conn.begin()
+        await conn.execute(text(_LOCK_GRID), {"symbol": SYMBOL})
+        started = time.monotonic()
+        assert await new.save_levels(SYMBOL, [], fence=2)
+        assert time.monotonic() - started < STATEMENT_TIMEOUT - 1
+        with pytest.raises(DBAPIError):  # its session was ended
+            await conn.execute(text("SELECT 1"))
+        with contextlib.suppress(DBAPIError):
+            await conn.close()
+        async with other.connect() as held:
+            await held.execute(text(_LOCK_GRID), {"symbol": SYMBOL})
+            with pytest.raises(StorageError):  # waited out its statement timeout
+                await new.save_levels(SYMBOL, [], fence=3)
+    finally:
+        await former.dispose()
+        await other.dispose()
+        await new.close()
+
+
+_databases = itertools.count(1)
+
+
+def fresh_backend_url(server: PostgresServer) -> str:
+    name = f"qm_blockers_{next(_databases)}"
+    server.create_database(name)
+    return server.url(name)
