@@ -1,6 +1,6 @@
 """The service: runs the built components and the traders, and shuts down in order.
 
-Shutdown when told to stop (the first SIGTERM/SIGINT, see ``serve``): stop placing, let
+Shutdown on the first SIGTERM/SIGINT (``serve``): stop placing, let
 in-flight exchange calls and writes finish within ``trading.shutdown_grace``, optionally
 cancel open orders (``trading.cancel_on_exit``), then close exchange, lock and repository.
 A second signal cancels whatever is still running.
@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import signal
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -45,7 +46,6 @@ from quantmesh.observability.http import HttpServer
 from quantmesh.observability.metrics import Metrics
 from quantmesh.secrets import mask_credentials
 from quantmesh.storage.base import Repository
-from quantmesh.storage.buffer import BufferedRepository
 from quantmesh.trading.instance_risk import InstanceRisk
 from quantmesh.trading.trader import Trader, TraderSettings
 
@@ -546,17 +546,11 @@ class Service:
         because writes wait in the write buffer (the database answers again, the replay is
         under way): the next start then goes as soon as they are stored, not after a
         backoff that may have grown to ``START_RETRY_MAX`` during the outage."""
-        repository = self.repository
-        if (
-            isinstance(error, StorageUnavailable)
-            and isinstance(repository, BufferedRepository)
-            and repository.pending
-        ):
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(delay):
-                    await repository.drained()
-            return
-        await asyncio.sleep(delay)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(delay):
+                if isinstance(error, StorageUnavailable) and await self.repository.replayed():
+                    return
+                await asyncio.sleep(delay)
 
     def _report_failure(self, trader: Trader, error: BaseException) -> None:
         if isinstance(error, AuthenticationFailed):
@@ -598,3 +592,61 @@ def _leaf(exc: BaseException) -> BaseException:
     while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
         exc = exc.exceptions[0]
     return exc
+
+
+# The same signal again within this many seconds is the same stop request: some
+# supervisors deliver it twice (GNU timeout signals the process and its group).
+REPEAT_WINDOW = 0.5
+
+
+async def serve(service: Service) -> RunResult:
+    """Run ``service`` with signal handling: first SIGTERM/SIGINT graceful, second forced;
+    SIGHUP reloads the settings file."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    main = asyncio.current_task()
+    signals = 0
+    first: tuple[int, float] | None = None
+
+    def on_signal(signum: int) -> None:
+        nonlocal signals, first
+        if first is not None and first[0] == signum and loop.time() - first[1] < REPEAT_WINDOW:
+            log.debug("signal_repeated", signal=signal.Signals(signum).name)
+            return
+        signals += 1
+        if signals == 1:
+            first = (signum, loop.time())
+            log.info("signal_received", signal=signal.Signals(signum).name)
+            stop.set()
+        elif main is not None:
+            log.warning("forced_exit", signal=signal.Signals(signum).name)
+            main.cancel()
+
+    def on_reload() -> None:
+        log.info("signal_received", signal="SIGHUP")
+        if not stop.is_set():
+            service.request_reload()
+
+    installed = []
+    handlers: list[tuple[signal.Signals, Callable[..., None], tuple[object, ...]]] = [
+        (signal.SIGINT, on_signal, (signal.SIGINT,)),
+        (signal.SIGTERM, on_signal, (signal.SIGTERM,)),
+        (signal.SIGHUP, on_reload, ()),
+    ]
+    for signum, handler, args in handlers:
+        with contextlib.suppress(NotImplementedError, RuntimeError, AttributeError):
+            loop.add_signal_handler(signum, handler, *args)
+            installed.append(signum)
+    try:
+        return await service.run(stop)
+    except asyncio.CancelledError:
+        if signals < 2 or main is None:
+            raise
+        main.uncancel()
+        return RunResult(fatal="stopped by a second signal before shutdown finished")
+    finally:
+        for signum in installed:
+            loop.remove_signal_handler(signum)
+        if signal.SIGHUP in installed:  # its default would end the process from here on
+            with contextlib.suppress(ValueError):
+                signal.signal(signal.SIGHUP, signal.SIG_IGN)

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Final, cast
 import structlog
 from sqlalchemy import Engine
 
-from quantmesh.app import Components, HttpFactory, Reloader, RunResult, Service
+from quantmesh.app import Components, HttpFactory, Reloader, RunResult, Service, serve
 from quantmesh.config import ConfigError, Settings, SymbolSettings, load_settings
 from quantmesh.control.board import ControlBoard
 from quantmesh.control.desired import ACTIVE, Action, Desired
@@ -40,7 +40,6 @@ from quantmesh.observability.metrics import Metrics
 from quantmesh.observability.status import durability_block
 from quantmesh.preflight import config_warnings
 from quantmesh.secrets import dsn_passwords
-from quantmesh.serve import serve
 from quantmesh.storage.base import Repository, SymbolSummary, TradeFilter
 from quantmesh.storage.buffer import BufferedRepository
 from quantmesh.storage.controls import SqlControlStore

@@ -14,14 +14,13 @@ import pytest
 from structlog.testing import capture_logs
 
 from quantmesh import app
-from quantmesh.app import Service
+from quantmesh.app import REPEAT_WINDOW, Service, serve
 from quantmesh.coordination.coordinator import Claim
 from quantmesh.errors import Disconnected, StorageUnavailable
 from quantmesh.exchange.sim.simulated import SimMarket, SimulatedExchange
 from quantmesh.grid.risk import InstanceLimits
 from quantmesh.lock.nop import NopLock
 from quantmesh.observability.metrics import Metrics
-from quantmesh.serve import REPEAT_WINDOW, serve
 from quantmesh.storage.buffer import BufferedRepository
 from quantmesh.storage.repository import SqlRepository
 from quantmesh.trading.trader import Trader, TraderSettings

@@ -67,6 +67,11 @@ class Repository(Protocol):
         write is stored when it returns, or fails)."""
         ...
 
+    async def replayed(self) -> bool:
+        """Wait until the writes buffered through an outage are in the database; ``True``
+        then, ``False`` at once when none wait (or the repository buffers nothing)."""
+        ...
+
     # orders (the seed's SaveOrder), unique per (exchange, client_order_id)
     async def save_order(self, order: Order) -> None: ...
 

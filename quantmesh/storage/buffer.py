@@ -312,11 +312,14 @@ class BufferedRepository:
             lasted = self._clock() - outage.began
             self._notifier.emit(db_outage_ended(outage.buffered, outage.replayed, lasted))
 
-    async def drained(self) -> None:
-        """Return once no buffered write waits for replay: at once when none does, else
-        when the replayer has stored the last of them (the reads refused meanwhile, see
+    async def replayed(self) -> bool:
+        """``False`` at once when no buffered write waits for replay; else ``True`` once the
+        replayer has stored the last of them (the reads refused meanwhile, see
         ``_direct``, can go again)."""
+        if not self._pending.count:
+            return False
         await self._drained.wait()
+        return True
 
     # reads and other calls that need the database -----------------------------------------
 

@@ -158,6 +158,9 @@ class SqlRepository:
         """``None``: no write buffer; a write is stored when it returns, or fails."""
         return None
 
+    async def replayed(self) -> bool:
+        return False  # nothing is ever buffered here
+
     # orders
 
     async def save_order(self, order: Order) -> None:

@@ -223,6 +223,9 @@ class WriteBehind:
     def durability(self) -> DurabilityReport | None:
         return self._inner.durability()
 
+    async def replayed(self) -> bool:
+        return await self._inner.replayed()
+
     async def get_order(self, client_order_id: str) -> Order | None:
         await self.flush()
         return await self._inner.get_order(client_order_id)
