@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import sys
 from dataclasses import replace
 from decimal import Decimal
 from pathlib import Path
@@ -84,6 +85,19 @@ async def test_one_failing_symbol_does_not_stop_the_others(tmp_path: Path) -> No
     stop.set()
     result = await asyncio.wait_for(task, 5)
     assert result.ok and set(result.failed) == {"NOPE/USDT"}  # type: ignore[attr-defined]
+
+
+async def test_the_event_loop_waits_for_the_interpreter_lock_half_a_millisecond_at_most(
+    tmp_path: Path,
+) -> None:
+    before = sys.getswitchinterval()
+    sys.setswitchinterval(0.005)  # CPython's default
+    try:
+        await asyncio.wait_for(_service(tmp_path, ["NOPE/USDT"]).run(asyncio.Event()), 5)
+        assert sys.getswitchinterval() == pytest.approx(app.SWITCH_INTERVAL)
+        assert app.SWITCH_INTERVAL <= 0.0005
+    finally:
+        sys.setswitchinterval(before)
 
 
 async def test_the_service_ends_when_every_symbol_failed(tmp_path: Path) -> None:

@@ -7,7 +7,11 @@ a price, level or order id. The lock families add ``purpose`` (``order``, ``reco
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from typing import Any, Self
+
+import prometheus_client
+from prometheus_client import CollectorRegistry
+from prometheus_client.metrics import MetricWrapperBase
 
 # Order locks are held for milliseconds, the reconcile lock for seconds, an ownership
 # lease for as long as the instance trades the symbol (hours, days).
@@ -15,6 +19,49 @@ _LOCK_BUCKETS = (
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5,
     10, 30, 60, 300, 1800, 3600, 21600, 86400,
 )  # fmt: skip
+
+
+class _Children(MetricWrapperBase):
+    """Children kept by the label values they were asked with.
+
+    prometheus-client's ``labels`` converts and checks the values and takes the family's
+    lock on every call (a few microseconds); the traders ask the same few children on every
+    tick and fill, so each is looked up in a dict after its first call. No family here
+    removes a child, so a kept child is never stale (``remove``/``clear`` forget them all
+    anyway).
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._kept: dict[tuple[object, ...], Self] = {}
+
+    def labels(self, *values: object, **by_name: object) -> Self:
+        if by_name:
+            return super().labels(*values, **by_name)
+        child = self._kept.get(values)
+        if child is None:
+            child = self._kept[values] = super().labels(*values)
+        return child
+
+    def remove(self, *values: object) -> None:
+        self._kept.clear()
+        super().remove(*values)
+
+    def clear(self) -> None:
+        self._kept.clear()
+        super().clear()
+
+
+class Counter(_Children, prometheus_client.Counter):
+    pass
+
+
+class Gauge(_Children, prometheus_client.Gauge):
+    pass
+
+
+class Histogram(_Children, prometheus_client.Histogram):
+    pass
 
 
 class Metrics:
