@@ -29,7 +29,6 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal, TypeVar
-from weakref import WeakSet
 
 import ccxt
 import structlog
@@ -52,7 +51,7 @@ from quantmesh.exchange.ccxt.errors import outcome_unknown, retry_after, transla
 from quantmesh.exchange.ccxt.expiry import ExchangeClock, ExpiryMargins, RequestExpiry
 from quantmesh.exchange.ccxt.ids import IdCodec, IdStyle, OrderIds
 from quantmesh.exchange.ccxt.streams import OrderLoop, PriceLoop, StreamSettings
-from quantmesh.exchange.fanout import Subscription, end_all, publish
+from quantmesh.exchange.fanout import Subscribers, Subscription
 from quantmesh.grid.ids import PREFIX as _OUR_PREFIX
 
 log = structlog.get_logger(__name__)
@@ -100,8 +99,8 @@ class CcxtExchange:
         self._state: Literal["new", "running", "closed"] = "new"
         self._rules: dict[str, MarketRules] = {}
         self._blocked_until = 0.0
-        self._tick_subs: dict[str, WeakSet[Subscription[Tick]]] = {}
-        self._order_subs: dict[str, WeakSet[Subscription[OrderUpdate]]] = {}
+        self._tick_subs: dict[str, Subscribers[Tick]] = {}
+        self._order_subs: dict[str, Subscribers[OrderUpdate]] = {}
         self._prices: dict[str, PriceLoop] = {}
         self._orders: dict[str, OrderLoop] = {}
         self._tasks: set[asyncio.Task[None]] = set()
@@ -215,9 +214,9 @@ class CcxtExchange:
         await cancel_and_wait(*self._tasks)
         self._tasks.clear()
         for tick_subs in self._tick_subs.values():
-            end_all(tick_subs)
+            tick_subs.end_all()
         for order_subs in self._order_subs.values():
-            end_all(order_subs)
+            order_subs.end_all()
         try:
             await self._client.close()
         except (ccxt.BaseError, OSError, RuntimeError) as exc:  # must not fail the shutdown
@@ -256,12 +255,12 @@ class CcxtExchange:
         return rules
 
     def watch_ticks(self, symbol: str) -> AsyncIterator[Tick]:
-        subs = self._tick_subs.setdefault(symbol, WeakSet())
+        subs = self._tick_subs.setdefault(symbol, Subscribers())
         subscription = Subscription[Tick](subs, self._settings.tick_queue_size)
         return self._subscribe(symbol, subscription)
 
     def watch_orders(self, symbol: str) -> AsyncIterator[OrderUpdate]:
-        subs = self._order_subs.setdefault(symbol, WeakSet())
+        subs = self._order_subs.setdefault(symbol, Subscribers())
         return self._subscribe(symbol, Subscription[OrderUpdate](subs, 0))
 
     async def create_order(self, request: OrderRequest) -> Order:
@@ -533,7 +532,7 @@ class CcxtExchange:
                 self._client,
                 stream_settings,
                 fetch_ticker=self._fetch_ticker,
-                publish=lambda tick: publish(self._tick_subs[symbol], tick),
+                publish=self._tick_subs[symbol].publish,
                 **common,
             )
             self._prices[symbol] = prices
@@ -557,7 +556,7 @@ class CcxtExchange:
     def _publish_update(self, symbol: str, update: OrderUpdate) -> None:
         order = update.order
         self._ids.note(order.client_order_id, order.exchange_order_id, order.is_open)
-        publish(self._order_subs[symbol], update)
+        self._order_subs[symbol].publish(update)
 
     async def _fetch_ticker(self, symbol: str) -> dict[str, Any]:
         ticker: dict[str, Any] = await self._read(

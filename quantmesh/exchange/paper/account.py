@@ -14,13 +14,12 @@ import time
 from collections.abc import Callable, Mapping
 from decimal import Decimal
 from pathlib import Path
-from weakref import WeakSet
 
 import structlog
 
 from quantmesh.domain import Fill, MarketRules, Order, OrderRequest, OrderUpdate
 from quantmesh.errors import Disconnected, StartupError
-from quantmesh.exchange.fanout import Subscription, end_all, publish
+from quantmesh.exchange.fanout import Subscribers, Subscription
 from quantmesh.exchange.sim.matching import Balance, Fees, FillRule, MatchingEngine
 from quantmesh.exchange.sim.store import SimStore
 
@@ -41,7 +40,7 @@ class PaperAccount:
         self._engine = MatchingEngine({}, balances, Decimal(0), clock, fill_rule=fill_rule)
         self._state_path = state_path
         self._store: SimStore | None = None
-        self._subs: dict[str, WeakSet[Subscription[OrderUpdate]]] = {}
+        self._subs: dict[str, Subscribers[OrderUpdate]] = {}
         self._dirty: dict[str, None] = {}  # ids of orders changed since the last save
         self._pending: list[OrderUpdate] = []  # published after the next save
 
@@ -78,11 +77,11 @@ class PaperAccount:
             self._store.close()
             self._store = None
         for subs in self._subs.values():
-            end_all(subs)
+            subs.end_all()
 
     def subscribe(self, symbol: str) -> Subscription[OrderUpdate]:
         """Fills and cancels of orders on ``symbol`` (none is ever dropped)."""
-        subscription = Subscription[OrderUpdate](self._subs.setdefault(symbol, WeakSet()), 0)
+        subscription = Subscription[OrderUpdate](self._subs.setdefault(symbol, Subscribers()), 0)
         subscription.register()
         return subscription
 
@@ -171,4 +170,6 @@ class PaperAccount:
         self._dirty.clear()
         pending, self._pending = self._pending, []
         for update in pending:
-            publish(self._subs.get(update.order.symbol, WeakSet()), update)
+            subscribers = self._subs.get(update.order.symbol)
+            if subscribers is not None:
+                subscribers.publish(update)

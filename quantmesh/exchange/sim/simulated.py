@@ -17,13 +17,12 @@ from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
 from typing import Literal, TypeVar
-from weakref import WeakSet
 
 import structlog
 
 from quantmesh.domain import ClockOffset, Fill, MarketRules, Order, OrderRequest, OrderUpdate, Tick
 from quantmesh.errors import Disconnected, RequestExpired, StartupError
-from quantmesh.exchange.fanout import Subscription
+from quantmesh.exchange.fanout import Subscribers, Subscription
 from quantmesh.exchange.sim.feeds import FeedFactory, PriceFeed, run_feed
 from quantmesh.exchange.sim.matching import FillRule, MatchingEngine
 from quantmesh.exchange.sim.store import SimStore
@@ -90,11 +89,9 @@ class SimulatedExchange:
         self._state: Literal["new", "running", "closed"] = "new"
         self._tasks: set[asyncio.Task[None]] = set()
         # Weak sets: an iterator its consumer dropped unsubscribes itself.
-        self._tick_subs: dict[str, WeakSet[Subscription[Tick]]] = {s: WeakSet() for s in markets}
+        self._tick_subs: dict[str, Subscribers[Tick]] = {s: Subscribers() for s in markets}
         self._latest: dict[str, Tick] = {}  # each market's last published tick
-        self._order_subs: dict[str, WeakSet[Subscription[OrderUpdate]]] = {
-            s: WeakSet() for s in markets
-        }
+        self._order_subs: dict[str, Subscribers[OrderUpdate]] = {s: Subscribers() for s in markets}
         self._dirty: dict[str, None] = {}  # ids of orders changed since the last save
         self._pending: list[OrderUpdate] = []  # updates to publish after the next save
         self._last_save = float("-inf")
@@ -163,11 +160,9 @@ class SimulatedExchange:
                 log.error("sim_persist_failed", stage="close", error=str(exc))
             self._close_store()
             for tick_subs in self._tick_subs.values():
-                for tick_sub in list(tick_subs):
-                    tick_sub.end()
+                tick_subs.end_all()
             for order_subs in self._order_subs.values():
-                for order_sub in list(order_subs):
-                    order_sub.end()
+                order_subs.end_all()
             log.info("sim_exchange_closed")
 
     def _restore(self) -> None:
@@ -333,8 +328,7 @@ class SimulatedExchange:
                 log.error("sim_persist_failed", stage="tick", error=str(exc))
                 return
         self._latest[tick.symbol] = tick
-        for subscription in list(self._tick_subs[tick.symbol]):
-            subscription.push(tick)
+        self._tick_subs[tick.symbol].publish(tick)
 
     # -- internals ----------------------------------------------------------------------
 
@@ -357,8 +351,9 @@ class SimulatedExchange:
         self._dirty.clear()
         pending, self._pending = self._pending, []
         for update in pending:
-            for subscription in list(self._order_subs.get(update.order.symbol, ())):
-                subscription.push(update)
+            subscribers = self._order_subs.get(update.order.symbol)
+            if subscribers is not None:
+                subscribers.publish(update)
 
     def _commit_or_raise(self) -> None:
         if not self._dirty and not self._pending:

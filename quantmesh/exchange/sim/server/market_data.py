@@ -11,12 +11,11 @@ import contextlib
 import time
 from collections.abc import AsyncIterator
 from decimal import Decimal
-from weakref import WeakSet
 
 from aiohttp import web
 
 from quantmesh.domain import Tick
-from quantmesh.exchange.fanout import Subscription, end_all, publish
+from quantmesh.exchange.fanout import Subscribers, Subscription
 from quantmesh.exchange.sim.history import PriceHistory, Print
 from quantmesh.exchange.sim.server import binance as wire
 from quantmesh.exchange.sim.server.binance import ApiError, Json
@@ -84,12 +83,12 @@ class MarketData:
         self._seed = seed
         self._start_ms = start_ms
         self.histories: dict[str, PriceHistory] = {}
-        self._print_subs: dict[str, WeakSet[Subscription[Print]]] = {}
+        self._print_subs: dict[str, Subscribers[Print]] = {}
         self._tasks: list[asyncio.Task[None]] = []
 
     def watch_prints(self, symbol: str) -> AsyncIterator[Print]:
         """Every print of ``symbol`` recorded from now on (ends when market data closes)."""
-        subs = self._print_subs.setdefault(symbol, WeakSet())
+        subs = self._print_subs.setdefault(symbol, Subscribers())
         subscription = Subscription[Print](subs, _PRINT_QUEUE)
         subscription.register()
         return subscription
@@ -126,7 +125,9 @@ class MarketData:
         history = self.histories[symbol]
         async for tick in ticks:
             printed = history.record(int(tick.ts * 1000), tick.price)
-            publish(self._print_subs.get(symbol, WeakSet()), printed)
+            subscribers = self._print_subs.get(symbol)
+            if subscribers is not None:
+                subscribers.publish(printed)
 
     async def close(self) -> None:
         for task in self._tasks:
@@ -136,7 +137,7 @@ class MarketData:
                 await task
         self._tasks.clear()
         for subs in self._print_subs.values():
-            end_all(subs)
+            subs.end_all()
 
     def _history(self, params: dict[str, str]) -> PriceHistory:
         compact = params.get("symbol")
