@@ -515,11 +515,17 @@ class Trader:
         result = self._steering.plan(desired, book, price, open_orders)
         for skipped in result.skipped:
             self._metrics.orders_skipped.labels(self.symbol, skipped.reason).inc()
+        # An order being looked up is not cancelled: its lookup settles it, and one that
+        # filled while its fills cannot be applied (the database away) would otherwise be
+        # cancelled again at every price, each answered "unknown order".
+        looked_up = set(book.unknown_ids()) if unknown else ()
         # Act first, record after: the exchange calls of one plan go out back to back and
         # their answers are stored together (the plan is not re-run before they are).
         answers: list[Order] = []
         try:
             for cancel in result.cancels:
+                if cancel.client_order_id in looked_up:
+                    continue
                 answers.extend(await self._sender.cancel(book, cancel))
             for place in result.places:
                 if not self._placing or self._sender.paused():

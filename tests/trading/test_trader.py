@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import structlog.testing
 
-from quantmesh.domain import OrderRequest
-from quantmesh.errors import StartupError
+from quantmesh.domain import Order, OrderRequest
+from quantmesh.errors import Disconnected, StartupError
 from quantmesh.exchange.sim.simulated import SimulatedExchange
 from quantmesh.grid.ids import client_order_id
 from quantmesh.grid.state import GridShape
@@ -231,6 +231,53 @@ async def test_an_unknown_outcome_is_looked_up_not_placed_again(
         await until(lambda: len(run.trader.book.unknown_ids()) == 0)  # type: ignore[union-attr]
         assert {o.client_order_id for o in run.trader.book.open_orders()} == run.open_ids()  # type: ignore[union-attr]
     assert lossy.create_calls == 3
+
+
+class _BlindExchange(LossyExchange):
+    """Creates whose answers are lost, and lookups that fail while ``blind``."""
+
+    def __init__(self, inner: SimulatedExchange, failures: int) -> None:
+        super().__init__(inner, failures)
+        self.blind = True
+        self.cancelled: list[str] = []
+
+    async def fetch_order(self, symbol: str, client_order_id: str) -> Order:
+        if self.blind:
+            raise Disconnected("read timed out")
+        return await self._inner.fetch_order(symbol, client_order_id)
+
+    async def cancel_order(
+        self, symbol: str, client_order_id: str, expires_at: float | None = None
+    ) -> Order:
+        self.cancelled.append(client_order_id)
+        return await self._inner.cancel_order(symbol, client_order_id, expires_at)
+
+
+async def test_an_order_being_looked_up_is_not_cancelled_until_its_lookup_settles_it(
+    exchange: SimulatedExchange, repository: SqlRepository
+) -> None:
+    blind = _BlindExchange(exchange, failures=3)
+    settings = replace(SETTINGS, lookup_interval=0.0)  # a lookup at every price
+    async with running_trader(blind, repository, settings=settings) as run:
+        book = run.trader.book
+        assert book is not None
+        exchange.set_price(SYMBOL, Decimal(2001))
+        await until(lambda: len(book.unknown_ids()) == 3)
+        below = {client_order_id(book.tag, i, "buy", 0) for i in (-1, -2)}
+        for _ in range(5):  # 1990 and 1980 are outside the window here: the plan cancels them
+            exchange.set_price(SYMBOL, Decimal(2031))
+            await settle()
+        assert blind.cancelled == []
+        assert below <= {o.client_order_id for o in exchange.engine.open_orders(SYMBOL)}
+        blind.blind = False  # the lookup finds them open; then each is cancelled, once
+        exchange.set_price(SYMBOL, Decimal(2031))
+        await until(
+            lambda: not below & {o.client_order_id for o in exchange.engine.open_orders(SYMBOL)}
+        )
+        for _ in range(3):
+            exchange.set_price(SYMBOL, Decimal(2031))
+            await settle()
+        assert sorted(blind.cancelled) == sorted(below)
 
 
 async def test_an_order_already_on_the_exchange_is_adopted_not_duplicated(
