@@ -36,6 +36,7 @@ import asyncio
 import contextlib
 import cProfile
 import logging
+import math
 import pstats
 import tempfile
 import time
@@ -319,6 +320,8 @@ async def _measure_phase(bench: _Bench, phase: Phase, tally: _LogTally) -> dict[
         "latency_p50_ms": percentile(probe.first, 0.50) * 1e3,
         "latency_p99_ms": percentile(probe.first, 0.99) * 1e3,
         "latency_max_ms": max(probe.first, default=float("nan")) * 1e3,
+        # p99 of each third of the window, in time order: how far it moves within a run
+        **_thirds_p99(probe.first),
         "handle_p50_ms": percentile(probe.handle, 0.50) * 1e3,
         "handle_p99_ms": percentile(probe.handle, 0.99) * 1e3,
         "latency_all_p99_ms": percentile(probe.every, 0.99) * 1e3,
@@ -351,6 +354,15 @@ STAGES: Final = (
     ("/asyncio/", "event loop"),
     ("selectors.py", "event loop"),
 )
+
+
+def _thirds_p99(samples: list[float]) -> dict[str, float]:
+    """The lowest and highest p99 (ms) of the samples' three consecutive thirds."""
+    third = len(samples) // 3
+    if third == 0:
+        return {"latency_p99_low_ms": math.nan, "latency_p99_high_ms": math.nan}
+    p99s = [percentile(samples[i * third : (i + 1) * third], 0.99) * 1e3 for i in range(3)]
+    return {"latency_p99_low_ms": min(p99s), "latency_p99_high_ms": max(p99s)}
 
 
 def _stage(path: str) -> str:

@@ -14,7 +14,7 @@ if str(ROOT) not in sys.path:  # bench/ is a top-level package next to quantmesh
 from bench.__main__ import main, pipeline_rows, stage_rows
 from bench.bench_lock import measure_nop_lock
 from bench.bench_ownership import measure_ownership_check
-from bench.bench_pipeline import Phase, PipelineRun, harness_of, measure_pipeline
+from bench.bench_pipeline import Phase, PipelineRun, _thirds_p99, harness_of, measure_pipeline
 from bench.bench_planner import measure_planner
 from bench.bench_start import measure_start
 from bench.stats import percentile
@@ -118,6 +118,14 @@ def test_pipeline_bench_places_orders_and_reports_every_figure() -> None:
     # The table renders from these figures.
     table = render(pipeline_rows(paced, baselines[0], results[0], first=True))
     assert "tick->order p99 ms" in table
+    assert results[0]["latency_p99_low_ms"] <= results[0]["latency_p99_high_ms"]
+
+
+def test_the_p99_of_each_third_shows_how_far_it_moves_within_a_window() -> None:
+    calm, burst = [0.001] * 100, [0.001] * 90 + [0.010] * 10
+    thirds = _thirds_p99([*calm, *burst, *calm, 0.5])  # the 301st sample is left out
+    assert thirds == {"latency_p99_low_ms": 1.0, "latency_p99_high_ms": 10.0}
+    assert all(math.isnan(v) for v in _thirds_p99([0.001, 0.002]).values())
 
 
 def test_percentile_interpolates() -> None:
