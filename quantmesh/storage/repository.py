@@ -9,7 +9,7 @@ Each operation's database work is one synchronous function of a ``Connection``, 
 to a ``runner`` as one transaction: on SQLite that is one hop to the repository's
 database thread, which also serialises its writers. Statements are built once, so
 SQLAlchemy's compiled cache is hit without rebuilding them per call. Fills, the rows written
-in bulk (a replay stores thousands), go to the driver as a ``statements.BulkUpsert`` of
+in bulk (a replay stores thousands), go to the driver as a ``bulk.BulkUpsert`` of
 values checked and bound a column at a time (``rows.Columns``), not row by row through
 SQLAlchemy's parameter handling. A caller cancelled
 while its write runs stops waiting, but the write may still commit (see ``runner``).
@@ -33,10 +33,11 @@ from quantmesh.grid.state import GridShape, GridState, LevelState, RoundTrip
 from quantmesh.observability.metrics import DbMetrics
 from quantmesh.storage import migrate, models, statements
 from quantmesh.storage.base import DurabilityReport, SymbolSummary, TradeFilter
+from quantmesh.storage.bulk import BulkUpsert
 from quantmesh.storage.engine import check_server
 from quantmesh.storage.rows import Columns, checked, chunks, from_row, merge_order
 from quantmesh.storage.runner import Runner, runner_for
-from quantmesh.storage.statements import BulkUpsert, upsert
+from quantmesh.storage.statements import upsert
 
 if TYPE_CHECKING:  # the asyncio layer is loaded for a server database only
     from sqlalchemy.ext.asyncio import AsyncEngine

@@ -3,19 +3,17 @@
 The hot paths' statements are built once at import. Their parameters are named ``k_*``
 for keys and ``v_*`` for new values, so SQLAlchemy's compiled cache is hit without
 rebuilding a statement per call. ``upsert`` writes each dialect's INSERT ... ON CONFLICT
-(MySQL/MariaDB: ON DUPLICATE KEY UPDATE); ``BulkUpsert`` hands a whole batch of such rows
-to the driver at once.
+(MySQL/MariaDB: ON DUPLICATE KEY UPDATE); ``bulk.BulkUpsert`` hands a whole batch of such
+rows to the driver at once.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from decimal import Context
 from typing import TYPE_CHECKING, Any, Final
 
-from sqlalchemy import Column, Connection, Table, bindparam, false, func, select, true, update
-from sqlalchemy.engine import Dialect
+from sqlalchemy import Column, Table, bindparam, false, func, select, true, update
 from sqlalchemy.sql.dml import Insert
 
 from quantmesh.errors import StorageError
@@ -82,73 +80,6 @@ def _on_conflict(
         index_elements=list(keys),
         set_={column: insert.excluded[column] for column in update_columns},
     )
-
-
-class BulkUpsert:
-    """``upsert`` of a batch of rows as one call to the driver, the statement compiled once.
-
-    SQLAlchemy's ``executemany`` handles every row's parameters in Python before the
-    driver sees them; here the caller hands over values already checked and bound
-    (``rows.Columns``), one sequence per column of ``names``:
-
-    - PostgreSQL (asyncpg): one ``INSERT ... SELECT`` from ``unnest`` of one array per
-      column, rows in the arrays' order (``WITH ORDINALITY``), then the upsert's own
-      ``ON CONFLICT`` clause; one statement whatever the batch size. Its casts name the
-      base types (``VARCHAR``, ``NUMERIC``): a cast to ``VARCHAR(n)`` would truncate
-      silently, the insert's own conversion refuses instead.
-    - MySQL/MariaDB and SQLite: the upsert as compiled, with the rows to the driver's
-      ``executemany`` (aiomysql writes them as multi-row INSERTs of up to 1 MB each).
-
-    A key repeated within one batch must be left out by the caller: PostgreSQL refuses a
-    ``DO UPDATE`` that meets the same row twice in one statement.
-    """
-
-    def __init__(
-        self,
-        dialect: Dialect,
-        table: Table,
-        keys: Sequence[str],
-        update_columns: Sequence[str] = (),
-        *,
-        columns: Sequence[str],
-    ) -> None:
-        statement = upsert(dialect.name, table, keys, update_columns)
-        # as for executemany: no implicit RETURNING of the new row's id
-        compiled = statement.compile(
-            dialect=dialect, column_keys=list(columns), for_executemany=True
-        )
-        names = tuple(compiled.positiontup or ())
-        if sorted(names) != sorted(columns):
-            raise StorageError(f"cannot bind {table.name} columns {names} positionally")
-        self.names = names
-        self._columnar = dialect.name == "postgresql" and dialect.paramstyle == "numeric_dollar"
-        if not self._columnar:
-            self.sql = compiled.string
-            return
-        quote = dialect.identifier_preparer.quote
-        listed = ", ".join(quote(name) for name in names)
-        arrays = ", ".join(
-            f"${n}::{_base_type(table.c[name].type.compile(dialect=dialect))}[]"
-            for n, name in enumerate(names, 1)
-        )
-        conflict = compiled.string[compiled.string.index(" ON CONFLICT") :]
-        self.sql = (
-            f"INSERT INTO {dialect.identifier_preparer.format_table(table)} ({listed}) "
-            f"SELECT {listed} FROM unnest({arrays}) WITH ORDINALITY AS batch({listed}, _n) "
-            f"ORDER BY _n{conflict}"
-        )
-
-    def execute(self, conn: Connection, columns: Sequence[Sequence[Any]]) -> None:
-        """Write the rows whose values ``columns`` holds, a sequence per name of ``names``."""
-        if self._columnar:
-            conn.exec_driver_sql(self.sql, tuple(list(column) for column in columns))
-        else:
-            conn.exec_driver_sql(self.sql, list(zip(*columns, strict=True)))
-
-
-def _base_type(compiled: str) -> str:
-    """``VARCHAR(64)`` -> ``VARCHAR``, ``NUMERIC(36, 18)`` -> ``NUMERIC``."""
-    return re.sub(r"\(.*?\)", "", compiled).strip()
 
 
 def scoped(table: Table) -> tuple[Any, Any]:

@@ -4,6 +4,8 @@ the driver as the dialect's upsert."""
 
 from __future__ import annotations
 
+import json
+import math
 import random
 from dataclasses import replace
 from decimal import Decimal
@@ -20,9 +22,16 @@ from quantmesh.domain import Fill
 from quantmesh.errors import StorageRejected
 from quantmesh.storage import models
 from quantmesh.storage.base import TradeFilter
+from quantmesh.storage.bulk import (
+    MAX_STATEMENT_CHARS,
+    BulkUpsert,
+    _json_rows,
+    _mysql_literals,
+    _statements,
+)
 from quantmesh.storage.repository import SqlRepository
 from quantmesh.storage.rows import Columns, _decimals_fit, checked
-from quantmesh.storage.statements import TRADE_APPLIED_VALUES, TRADE_KEY, BulkUpsert, upsert
+from quantmesh.storage.statements import TRADE_APPLIED_VALUES, TRADE_KEY, upsert
 
 from .support import SYMBOL, fill
 
@@ -181,22 +190,28 @@ def test_columns_refuse_an_overlong_constant() -> None:
 # --- the statements ---------------------------------------------------------------------------
 
 
-def test_postgresql_bulk_upsert_is_one_insert_from_unnest_with_the_upserts_conflict_clause() -> (
+def test_postgresql_bulk_upsert_is_one_insert_from_json_rows_with_the_upserts_conflict_clause() -> (
     None
 ):
     dialect = PGDialect_asyncpg()  # type: ignore[no-untyped-call]
     for update in ((), TRADE_APPLIED_VALUES):
         bulk = BulkUpsert(dialect, models.trades, TRADE_KEY, update, columns=NAMES)
-        conflict = str(
-            upsert("postgresql", models.trades, TRADE_KEY, update).compile(dialect=dialect)
-        )
+        statement = upsert("postgresql", models.trades, TRADE_KEY, update)
+        conflict = str(statement.compile(dialect=dialect))
         conflict = conflict[conflict.index(" ON CONFLICT") :]
-        assert bulk.sql.startswith("INSERT INTO trades (")
-        assert "FROM unnest($1::VARCHAR[], " in bulk.sql
-        assert "$5::NUMERIC[]" in bulk.sql  # no typmod: a cast to VARCHAR(n) would truncate
-        assert "(" not in bulk.sql[bulk.sql.index("unnest(") + 7 : bulk.sql.index(") WITH")]
-        assert bulk.sql.endswith("WITH ORDINALITY AS batch(" + ", ".join(bulk.names) + ", _n) "
-                                 "ORDER BY _n" + conflict)  # fmt: skip
+        sql = bulk.json_sql
+        assert sql is not None
+        assert sql.startswith("INSERT INTO trades (" + ", ".join(bulk.names) + ") SELECT (r->>0)::")
+        assert "(r->>4)::NUMERIC, " in sql  # no typmod: a cast to VARCHAR(n) would truncate
+        assert "(" not in sql[sql.index("SELECT") : sql.index(" FROM")].replace("(r->>", "")
+        assert sql.endswith("FROM jsonb_array_elements($1::JSONB) WITH ORDINALITY AS batch(r, _n) "
+                            "ORDER BY _n" + conflict)  # fmt: skip
+        assert "RETURNING" not in sql
+        # the other values: the upsert for executemany
+        executemany = statement.compile(
+            dialect=dialect, column_keys=list(NAMES), for_executemany=True
+        )
+        assert bulk.sql == str(executemany)
         assert "RETURNING" not in bulk.sql
 
 
@@ -206,6 +221,86 @@ def test_other_dialects_bulk_upsert_is_the_upsert_for_executemany(dialect: Diale
     statement = upsert(dialect.name, models.trades, TRADE_KEY, TRADE_APPLIED_VALUES)
     assert bulk.sql == str(statement.compile(dialect=dialect, column_keys=list(NAMES)))
     assert sorted(bulk.names) == sorted(NAMES)
+    assert bulk.json_sql is None
+
+
+# --- the encodings ----------------------------------------------------------------------------
+
+KINDS = (str, Decimal, float, bool)
+
+
+def test_json_rows_carry_decimals_and_floats_as_their_exact_text() -> None:
+    columns: list[list[Any]] = [
+        ["a", 'quo"te\\', "🚀"],
+        [Decimal("1E+17"), Decimal("-0.000000000000000001"), Decimal("0E+30")],
+        [0.1, float("nan"), -0.0],
+        [True, False, True],
+    ]
+    rows = json.loads(_json_rows(columns, KINDS) or "")
+    assert rows == [
+        ["a", "1E+17", "0.1", True],
+        ['quo"te\\', "-1E-18", "nan", False],
+        ["🚀", "0E+30", "-0.0", True],
+    ]
+
+
+@pytest.mark.parametrize(
+    "odd",
+    [
+        [["a", 5], [Decimal(1)] * 2, [0.5] * 2, [True] * 2],  # an int among strings
+        [["a", None], [Decimal(1)] * 2, [0.5] * 2, [True] * 2],
+        [["a"] * 2, [Decimal(1), 1.5], [0.5] * 2, [True] * 2],
+        [["a"] * 2, [Decimal(1)] * 2, [0.5, True], [True] * 2],
+        [["a"] * 2, [Decimal(1)] * 2, [0.5] * 2, [True, 1]],
+    ],
+)
+def test_a_value_not_of_its_columns_type_sends_the_batch_the_executemany_way(
+    odd: list[list[Any]],
+) -> None:
+    assert _json_rows(odd, KINDS) is None
+    assert _json_rows(odd, (None, *KINDS[1:])) is None
+
+
+class _Driver:
+    """What ``_mysql_literals`` asks of an aiomysql connection."""
+
+    def escape(self, value: str) -> str:
+        return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+@pytest.mark.parametrize(
+    ("column", "literals"),
+    [
+        (["it's", "a\\b"], ["'it\\'s'", "'a\\\\b'"]),
+        ([Decimal("1E+17"), Decimal("-0.5")], ["100000000000000000", "-0.5"]),
+        ([0.1, 1e300, -0.0], ["0.1e0", "1e+300", "-0.0e0"]),
+        ([True, False], ["1", "0"]),
+        ([7, -1], ["7", "-1"]),
+    ],
+)
+def test_mysql_literals_are_the_drivers_own(column: list[Any], literals: list[str]) -> None:
+    assert _mysql_literals(_Driver(), column) == literals
+
+
+@pytest.mark.parametrize(
+    "column", [["a", 1], [1.5, float("inf")], [float("nan")], [b"bytes"], [[1, 2]], ["a", None]]
+)
+def test_mysql_columns_the_literals_do_not_carry(column: list[Any]) -> None:
+    assert _mysql_literals(_Driver(), column) is None
+
+
+@pytest.mark.parametrize("rows", [1, 2, 399, 4000, 12000])
+def test_long_batches_are_split_into_statements_of_at_most_the_limit(rows: int) -> None:
+    literals = [[f"'{n:0{n % 97 + 1}d}'" for n in range(rows)], [str(n) for n in range(rows)]]
+    head, tail = "INSERT INTO t (a, b) VALUES ", " ON DUPLICATE KEY UPDATE a = t.a"
+    statements = _statements(head, "(%s,%s)", tail, literals)
+    assert all(len(s) <= MAX_STATEMENT_CHARS for s in statements)
+    assert all(s.startswith(head) and s.endswith(tail) for s in statements)
+    values = [s[len(head) : -len(tail)] for s in statements]
+    assert ",".join(values) == ",".join(f"({a},{b})" for a, b in zip(*literals, strict=True))
+    for full, following in zip(statements, values[1:], strict=False):  # each as full as it can
+        assert len(full) + len(following.split("),(")[0]) + 2 > MAX_STATEMENT_CHARS
+    assert len(statements) == (1 if rows < 4000 else math.ceil(rows * 56 / MAX_STATEMENT_CHARS))
 
 
 # --- through the database ---------------------------------------------------------------------
