@@ -218,7 +218,8 @@ async def _round(cycle: Cycle, concurrency: int, per_worker: int) -> tuple[float
 async def _compare(
     impls: dict[str, Cycle], cycles: int, concurrency: int, rounds: int
 ) -> dict[str, float]:
-    """Rounds of every implementation in turn; the best round's rate, every latency."""
+    """Rounds of every implementation in turn; the best round's rate, every latency, and
+    for each pair the median (and spread) of the rate ratios of rounds run side by side."""
     per_worker = max(cycles // concurrency, 1)
     for cycle in impls.values():  # warm up: connections, scripts loaded
         await _round(cycle, concurrency, min(per_worker, 200))
@@ -236,9 +237,11 @@ async def _compare(
         out[f"{name}_cycles_per_s"] = per_worker * concurrency / best[name]
         out[f"{name}_p50_ms"] = percentile(samples[name], 0.5) * 1000
         out[f"{name}_p99_ms"] = percentile(samples[name], 0.99) * 1000
-        if name != "raw" and "raw" in impls:  # each round against the floor's round beside it
-            ratios = [f / t for f, t in zip(elapsed_by["raw"], elapsed_by[name], strict=True)]
-            out[f"{name}_vs_raw"], out[f"{name}_vs_raw_spread"] = median_spread(ratios)
+        for other in impls:  # each round against the other's round beside it
+            if other != name:
+                pairs = zip(elapsed_by[other], elapsed_by[name], strict=True)
+                ratios = [theirs / ours for theirs, ours in pairs]
+                out[f"{name}_vs_{other}"], out[f"{name}_vs_{other}_spread"] = median_spread(ratios)
     return out
 
 
