@@ -158,7 +158,9 @@ def _mysql_literals(driver: Any, column: Sequence[Any]) -> list[str] | None:
         return None
     (kind,) = kinds
     if kind is str:  # quoted; backslashes as the session's sql_mode reads them
-        return list(map(driver.escape, column))
+        # each distinct string once: a batch repeats its exchange, symbol, side, currency
+        escaped = {value: driver.escape(value) for value in set(column)}
+        return list(map(escaped.__getitem__, column))
     encode = _scalar_encoders().get(kind)
     if encode is None or (kind is float and not all(map(math.isfinite, column))):
         return None
