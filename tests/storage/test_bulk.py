@@ -1,5 +1,5 @@
 """Bulk writes: ``rows.Columns`` checks and binds a batch a column at a time exactly as
-``checked`` and the column types do row by row, and ``statements.BulkUpsert`` hands it to
+``checked`` and the column types do row by row, and ``bulk.BulkUpsert`` hands it to
 the driver as the dialect's upsert."""
 
 from __future__ import annotations
