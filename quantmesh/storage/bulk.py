@@ -97,10 +97,9 @@ class BulkUpsert:
                 conn.exec_driver_sql(self.json_sql, (rows,))
                 return
         elif self._values is not None:
-            driver = conn.connection.driver_connection
-            literals = [_mysql_literals(driver, column) for column in columns]
-            if all(column is not None for column in literals):
-                for statement in _statements(*self._values, literals):  # type: ignore[arg-type]  # no None left
+            literals = _mysql_columns(conn.connection.driver_connection, columns)
+            if literals is not None:
+                for statement in _statements(*self._values, literals):
                     conn.exec_driver_sql(statement, execution_options=_NO_PARAMETERS)
                 return
         conn.exec_driver_sql(self.sql, list(zip(*columns, strict=True)))
@@ -147,6 +146,17 @@ def _json_rows(columns: Sequence[Sequence[Any]], kinds: Sequence[type | None]) -
     # ensure_ascii=False: a string the driver cannot encode (a lone surrogate) fails there,
     # as it always did, rather than reaching the server escaped
     return json.dumps(list(zip(*encoded, strict=True)), ensure_ascii=False, separators=(",", ":"))
+
+
+def _mysql_columns(driver: Any, columns: Sequence[Sequence[Any]]) -> list[list[str]] | None:
+    """The SQL literals of every column (``_mysql_literals``), or ``None`` if one has none."""
+    out = []
+    for column in columns:
+        literals = _mysql_literals(driver, column)
+        if literals is None:
+            return None
+        out.append(literals)
+    return out
 
 
 def _mysql_literals(driver: Any, column: Sequence[Any]) -> list[str] | None:
