@@ -177,9 +177,10 @@ class Service:
         sys.setswitchinterval(SWITCH_INTERVAL)
         # What start-up built (modules, settings, compiled statements) is kept out of the
         # cyclic collector's sight: a full collection then scans what trading allocated and
-        # takes a few milliseconds, not tens, between a tick and its order.
-        gc.collect()
-        gc.freeze()
+        # takes a few milliseconds, not tens, between a tick and its order. Once a process.
+        if gc.get_freeze_count() == 0:
+            gc.collect()
+            gc.freeze()
         notifier = self.components.notifier
         await notifier.start()
         reason: str | None = None
