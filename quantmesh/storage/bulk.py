@@ -40,6 +40,7 @@ from typing import Any, Final
 
 from sqlalchemy import Connection, Table
 from sqlalchemy.engine import Dialect
+from sqlalchemy.exc import DBAPIError
 
 from quantmesh.errors import StorageError
 from quantmesh.storage.statements import upsert
@@ -48,6 +49,7 @@ from quantmesh.storage.statements import upsert
 # aiomysql's own limit for the statements of its executemany, well under max_allowed_packet.
 MAX_STATEMENT_CHARS: Final = 256_000
 _NO_PARAMETERS: Final = {"no_parameters": True}  # the driver leaves a % in a literal alone
+_SHOWN_CHARS: Final = 300  # of a failed statement of literals, in its error
 _VALUES: Final = re.compile(r"(.+\sVALUES\s*)(\(%s(?:, %s)*\))(.*)", re.DOTALL)
 _JSON_KINDS: Final = (str, Decimal, float, bool, int)  # what the JSON rows carry
 # a value of these types is read back from its text exactly: Decimal by numeric, float by
@@ -100,9 +102,17 @@ class BulkUpsert:
             literals = _mysql_columns(conn.connection.driver_connection, columns)
             if literals is not None:
                 for statement in _statements(*self._values, literals):
-                    conn.exec_driver_sql(statement, execution_options=_NO_PARAMETERS)
+                    _execute_literal(conn, statement)
                 return
         conn.exec_driver_sql(self.sql, list(zip(*columns, strict=True)))
+
+
+def _execute_literal(conn: Connection, statement: str) -> None:
+    try:
+        conn.exec_driver_sql(statement, execution_options=_NO_PARAMETERS)
+    except DBAPIError as exc:  # its message would carry the statement, every row of the batch
+        exc.statement = f"{statement[:_SHOWN_CHARS]}... ({len(statement)} characters)"
+        raise
 
 
 def _python_type(type_: Any) -> type | None:

@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 from sqlalchemy import event, text
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from quantmesh.domain import Fill
@@ -304,3 +305,18 @@ async def test_a_nul_character_is_refused_by_postgresql_only(repo: SqlRepository
     else:
         await repo.save_fills(batch)
         assert await repo.get_trades(TradeFilter()) == batch
+
+
+async def test_a_refused_batch_of_literals_is_not_repeated_whole_in_its_error(
+    repo: SqlRepository,
+) -> None:
+    """A column of NULLs (a value of no type the fills have) goes as literals on
+    MySQL/MariaDB and is refused there; the error names the statement's start only (the
+    others show ten rows of the executemany, as SQLAlchemy does)."""
+    batch = [replace(f, exchange_order_id=None) for f in _long_fills(100)]  # type: ignore[arg-type]
+    with pytest.raises(StorageRejected, match="exchange_order_id") as refused:
+        await repo.save_fills(batch)
+    cause = refused.value.__cause__
+    assert isinstance(cause, DBAPIError)
+    assert len(str(cause)) < 10_000  # the 100 rows: over 40,000
+    assert await repo.get_trades(TradeFilter()) == []
