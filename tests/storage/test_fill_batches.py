@@ -194,6 +194,21 @@ async def test_a_batch_with_its_levels_applies_a_trade_stored_without_them_once(
     ]
 
 
+@pytest.fixture
+def statements(repo: SqlRepository) -> Iterator[list[tuple[str, Any]]]:
+    """The statements the repository's engine sends, with their parameters."""
+    sent: list[tuple[str, Any]] = []
+    engine: Any = repo._engine
+    sync = getattr(engine, "sync_engine", engine)
+
+    def record(_conn: Any, _cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
+        sent.append((statement, parameters))
+
+    event.listen(sync, "before_cursor_execute", record)
+    yield sent
+    event.remove(sync, "before_cursor_execute", record)
+
+
 def _long_fills(count: int) -> Iterator[Fill]:
     """Fills as long as the columns hold, in characters of four UTF-8 bytes each."""
     wide = "🚀" * (models.ID_LEN - 12)
@@ -207,11 +222,13 @@ def _long_fills(count: int) -> Iterator[Fill]:
 
 
 async def test_a_batch_longer_than_one_statement_is_stored_whole_and_in_order(
-    repo: SqlRepository,
+    repo: SqlRepository, statements: list[tuple[str, Any]]
 ) -> None:
-    count = 2 * bulk.MAX_STATEMENT_CHARS // 400 + 7  # rows of more than 400 characters
+    count = 2 * bulk.MAX_STATEMENT_CHARS // 400 + 7
     batch = list(_long_fills(count))
     await repo.save_fills(batch)
+    inserts = [sql for sql, _ in statements if "INSERT INTO trades" in sql]
+    assert len(inserts) == (2 if repo.runner.dialect == "mysql" else 1)
     stored = await repo.get_trades(TradeFilter(limit=count + 1))
     assert [t.trade_id for t in stored] == [f.trade_id for f in batch]
     assert stored == batch
@@ -227,21 +244,6 @@ async def test_a_row_the_server_refuses_late_in_a_long_batch_stores_none_of_it(
     with pytest.raises(StorageRejected, match="exchange_order_id"):
         await repo.save_fills(batch)
     assert await repo.get_trades(TradeFilter()) == []
-
-
-@pytest.fixture
-def statements(repo: SqlRepository) -> Iterator[list[tuple[str, Any]]]:
-    """The statements the repository's engine sends, with their parameters."""
-    sent: list[tuple[str, Any]] = []
-    engine: Any = repo._engine
-    sync = getattr(engine, "sync_engine", engine)
-
-    def record(_conn: Any, _cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
-        sent.append((statement, parameters))
-
-    event.listen(sync, "before_cursor_execute", record)
-    yield sent
-    event.remove(sync, "before_cursor_execute", record)
 
 
 async def test_a_batch_of_fills_is_one_statement_on_a_server(
