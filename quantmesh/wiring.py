@@ -1,4 +1,9 @@
-"""Builds every component from settings, in one place, and hands them to the service."""
+"""Builds every component from settings, in one place, and hands them to the service.
+
+What only some configurations use - a lock server and its failover, notification channels
+and their daily summary, a live exchange - is imported where it is built, so the default
+daemon (one instance, no channels, the simulated exchange) never loads it.
+"""
 
 from __future__ import annotations
 
@@ -18,21 +23,16 @@ from quantmesh.control.board import ControlBoard
 from quantmesh.control.desired import ACTIVE, Action, Desired
 from quantmesh.control.reload import ReloadReport, diff, effective
 from quantmesh.coordination.coordinator import Claim, Coordinator, LocalFallback, member_of
-from quantmesh.coordination.servers import LockServer, lock_server
 from quantmesh.endpoints import build_http
 from quantmesh.errors import LockError, StartupError
 from quantmesh.exchange.base import Exchange
 from quantmesh.exchange.sim.markets import build_simulated
 from quantmesh.grid.risk import Fired, InstanceLimits, RiskAction
 from quantmesh.lock.base import ServiceLock
-from quantmesh.lock.failover import FailoverLock
 from quantmesh.lock.keys import Granularity, LockKeys
 from quantmesh.lock.metered import MeteredLock
 from quantmesh.lock.nop import NopLock
-from quantmesh.notify.build import build_notifier
-from quantmesh.notify.election import smallest_id
 from quantmesh.notify.events import NOP, NotificationService, Notifier, SymbolDay
-from quantmesh.notify.summary import DailySummary, ReadDay
 from quantmesh.observability.collectors import ServiceCollector, bind_exchange_clock
 from quantmesh.observability.control_api import report_control
 from quantmesh.observability.logging import configure_logging
@@ -52,6 +52,10 @@ from quantmesh.trading.trader import Trader, TraderSettings
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncEngine
+
+    from quantmesh.coordination.servers import LockServer
+    from quantmesh.lock.failover import FailoverLock
+    from quantmesh.notify.summary import ReadDay
 
 log = structlog.get_logger(__name__)
 
@@ -101,6 +105,8 @@ def build_lock(settings: Settings, metrics: Metrics | None = None) -> ServiceLoc
     """
     if not settings.distributed_lock.enabled:
         return NopLock()
+    from quantmesh.coordination.servers import lock_server
+
     return build_failover_lock(settings, lock_server(settings), metrics)
 
 
@@ -111,6 +117,8 @@ def build_failover_lock(
     notifier: Notifier = NOP,
 ) -> FailoverLock:
     """``server``'s lock behind its health-checked fallback (``distributed_lock.enabled``)."""
+    from quantmesh.lock.failover import FailoverLock
+
     lock_settings = settings.distributed_lock
     if lock_settings.fallback_mode == "single_instance":
         log.warning(
@@ -186,6 +194,10 @@ def build_notifications(
     notify = settings.notifications
     if not notify.channels:
         return NOP
+    from quantmesh.notify.build import build_notifier
+    from quantmesh.notify.election import smallest_id
+    from quantmesh.notify.summary import DailySummary
+
     me = settings.instance.id
     election = None
     if server is not None:
@@ -504,7 +516,11 @@ def build_service(
 ) -> Service:
     # What may refuse the settings comes first; the repository creates the data directory.
     metrics = metrics if metrics is not None else Metrics()
-    server = lock_server(settings) if settings.distributed_lock.enabled else None
+    server: LockServer | None = None
+    if settings.distributed_lock.enabled:
+        from quantmesh.coordination.servers import lock_server
+
+        server = lock_server(settings)
     # the notifier comes first: the components below get it; its summary job and fleet
     # election read the repository and coordinator built after it (before it runs)
     notifier = build_notifications(
@@ -601,6 +617,8 @@ async def read_owners(settings: Settings) -> tuple[dict[str, str] | None, list[s
     lock = settings.distributed_lock
     if not lock.enabled:
         return None, []
+    from quantmesh.coordination.servers import lock_server
+
     me = member_of(settings.instance.id, settings.instance.role, ())
     server = lock_server(settings)
     fleet = server.fleet(me, settings.exchange.name, settings.coordination.lease_ttl)

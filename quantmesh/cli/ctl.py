@@ -10,7 +10,6 @@ state is stored in the shared database and the owner acts on it.
 from __future__ import annotations
 
 import argparse
-import getpass
 import socket
 import urllib.parse
 from typing import TYPE_CHECKING, Any
@@ -58,6 +57,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _whoami() -> str:
+    import getpass  # here: the parser of every command loads this module
+
     try:
         user = getpass.getuser()
     except (KeyError, OSError):

@@ -15,12 +15,10 @@ or not at all.
 from __future__ import annotations
 
 import argparse
-import csv
 import io
 import json
 import os
 import sys
-import tempfile
 from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -160,6 +158,8 @@ def render(columns: Sequence[str], records: Iterable[dict[str, Any]], fmt: str) 
     rows = [[cell(c, record[c]) for c in columns] for record in records]
     if fmt == "json":
         return json.dumps([dict(zip(columns, row, strict=True)) for row in rows], indent=1) + "\n"
+    import csv  # here: the parser of every command loads this module
+
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(columns)
@@ -172,6 +172,8 @@ def write_atomically(path: Path, text: str) -> None:
     directory = path.parent if str(path.parent) else Path(".")
     if not directory.is_dir():
         raise ConfigError([f"-o: {directory} is not a directory"])
+    import tempfile  # here: the parser of every command loads this module
+
     handle, scratch = tempfile.mkstemp(prefix=f".{path.name}.", dir=directory)
     try:
         with os.fdopen(handle, "w", encoding="utf-8", newline="") as out:

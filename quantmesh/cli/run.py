@@ -48,6 +48,10 @@ def run(args: argparse.Namespace) -> int:
         settings = load_settings(args.config)  # before the heavy imports: a bad file fails fast
         import asyncio  # here: the parser of every command loads this module
 
+        from quantmesh.observability.logging import import_structlog, renders_console
+
+        # before the daemon's modules import structlog: logging JSON, it goes without rich
+        import_structlog(renders_console(settings.logging.format, sys.stderr))
         from quantmesh.wiring import run_daemon
 
         result = asyncio.run(run_daemon(settings, config_path=args.config))

@@ -6,7 +6,6 @@ Each line starts with the YAML path of the offending value:
 
 from __future__ import annotations
 
-import difflib
 import re
 import types
 import typing
@@ -42,6 +41,8 @@ class FieldProblems(ValueError):
 
 def suggest(word: str, choices: Iterable[str]) -> str:
     """`` (did you mean 'x'?)`` for the closest choice, or an empty string."""
+    import difflib  # here: only a bad file needs it
+
     options = list(choices)
     lowered = {choice.lower(): choice for choice in options}
     close = difflib.get_close_matches(word.lower(), list(lowered), n=1, cutoff=0.6)

@@ -12,6 +12,11 @@ Redaction (``quantmesh.secrets.CredentialMask``):
   text, so it is replaced only where it stands as a credential: as a value under a
   credential-named key (``api_key=``, ``password=``, a header ``X-MBX-APIKEY``), after
   ``Bearer``, or as the user or password of URL credentials.
+
+structlog's package import loads ``rich`` whenever it is installed (it comes with the
+development tools), for the console renderer's tracebacks: some 3 MB and 60 modules that
+a process logging JSON never uses. ``import_structlog`` lets the daemon import structlog
+without it when it will not render to a console.
 """
 
 from __future__ import annotations
@@ -20,8 +25,6 @@ import logging
 import sys
 from collections.abc import Iterable, MutableMapping
 from typing import Any, Literal, TextIO
-
-import structlog
 
 from quantmesh.secrets import MASK, MASK_ANYWHERE_FROM, CredentialMask, is_credential_field
 
@@ -74,6 +77,29 @@ class SecretRedactor:
         return event_dict
 
 
+def renders_console(fmt: LogFormat, out: TextIO) -> bool:
+    """Whether ``configure_logging(fmt=fmt, stream=out)`` renders for a person (console)
+    rather than JSON: ``console``, or ``auto`` on a terminal."""
+    return fmt == "console" or (fmt == "auto" and out.isatty())
+
+
+def import_structlog(console: bool) -> None:
+    """Import structlog for a process that renders its logs to a console or as JSON.
+
+    For JSON, structlog is imported as if ``rich`` were not installed, which only its
+    console renderer would use; a later ``import rich`` works as usual. Once structlog is
+    imported (or rich is), this changes nothing."""
+    hide_rich = not console and "structlog" not in sys.modules and "rich" not in sys.modules
+    if hide_rich:
+        # A None entry makes ``import rich`` raise ImportError: structlog goes without it.
+        sys.modules["rich"] = None  # type: ignore[assignment]  # the import system's "absent"
+    try:
+        import structlog  # noqa: F401  # imported now, for the rest of the process
+    finally:
+        if hide_rich:
+            del sys.modules["rich"]
+
+
 class _StdlibHandler(logging.StreamHandler):  # type: ignore[type-arg]
     """The root handler ``configure_logging`` installs (and replaces when called again)."""
 
@@ -86,8 +112,10 @@ def configure_logging(
 ) -> None:
     """Configure structlog, and the standard ``logging`` root through the same
     processors and renderer, once for the process (a second call replaces the first)."""
+    import structlog  # here: ``import_structlog`` may have to come first
+
     out = stream if stream is not None else sys.stderr
-    use_json = fmt == "json" or (fmt == "auto" and not out.isatty())
+    use_json = not renders_console(fmt, out)
     redactor = SecretRedactor(secrets)
     processors: list[Any] = [
         structlog.contextvars.merge_contextvars,

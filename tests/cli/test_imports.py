@@ -2,11 +2,14 @@
 loop, the logging library or the database and exchange clients (it never logs, so it
 needs no logging set up), and the parser of every command loads none of them either -
 each command imports what it runs when it runs. The default daemon loads no client of a
-server it does not use, no ORM and no migration tool."""
+server it does not use, no ORM and no migration tool, and - up to its first order - none of
+what only another configuration uses."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -88,3 +91,83 @@ def test_the_default_daemon_loads_no_server_client_orm_or_migration_tool() -> No
     """The default configuration (SQLite, no lock server, the simulated exchange): none of
     what only a server database, a lock server, a live exchange or a migration needs."""
     assert json.loads(python(_DAEMON)) == []
+
+
+# What the default daemon logging JSON (its output is not a terminal) never uses:
+UNUSED_BY_DEFAULT = (
+    "rich",  # structlog's console tracebacks (installed with the development tools)
+    "pygments",
+    "quantmesh.notify.build",  # notification channels: none configured
+    "quantmesh.notify.channels",
+    "quantmesh.notify.dispatcher",
+    "quantmesh.notify.summary",
+    "quantmesh.notify.election",
+    "quantmesh.coordination.servers",  # a lock server and its failover: none configured
+    "quantmesh.lock.failover",
+    "quantmesh.exchange.ccxt",  # a live exchange
+    "quantmesh.exchange.paper",
+    "quantmesh.research",  # backtests and downloads: other commands
+    "difflib",  # the "did you mean" of a bad settings file
+    "getpass",  # ctl's actor name
+)
+
+# Runs ``quantmesh run`` in-process with its log output watched: at the first order placed
+# it prints which of the modules were loaded, and ends the process there.
+_FIRST_ORDER = f"""
+import io, json, os, sys
+from quantmesh.cli.main import main
+
+class Watch(io.TextIOBase):
+    def __init__(self, out):
+        self.out = out
+    def isatty(self):
+        return False
+    def write(self, text):
+        if '"event": "order_placed"' in text:
+            loaded = [m for m in {UNUSED_BY_DEFAULT!r} if m in sys.modules]
+            os.write(1, (json.dumps(loaded) + "\\n").encode())
+            os._exit(0)
+        return len(text)
+
+sys.stderr = sys.stdout = Watch(sys.stdout)
+main(["run", "-c", sys.argv[1]])
+os.write(1, b"no order\\n")
+"""
+
+
+@pytest.mark.timeout(60)
+def test_the_default_daemon_loads_nothing_another_configuration_needs(tmp_path: Path) -> None:
+    """The default configuration run to its first order, as ``bench.bench_start`` runs it
+    (its output not a terminal, so it logs JSON), but on a free HTTP port."""
+    shutil.copytree(ROOT / "config", tmp_path / "config")
+    config = tmp_path / "config" / "config.yaml"
+    config.write_text(config.read_text().replace("port: 9321", "port: 0"))
+    answer = subprocess.run(
+        [sys.executable, "-c", _FIRST_ORDER, str(config)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=50,
+        check=False,
+    )
+    assert answer.stdout.splitlines()[-1:] == ["[]"], answer.stdout + answer.stderr
+
+
+_STRUCTLOG = """
+import json, sys
+from quantmesh.observability.logging import import_structlog
+import_structlog(console=sys.argv[1] == "console")
+loaded = "rich" in sys.modules
+import rich  # still importable afterwards
+print(json.dumps([loaded, sys.modules["structlog.dev"].rich is not None]))
+"""
+
+
+@pytest.mark.skipif(importlib.util.find_spec("rich") is None, reason="needs rich installed")
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize(("fmt", "with_rich"), [("json", False), ("console", True)])
+def test_structlog_goes_without_rich_only_for_json(fmt: str, with_rich: bool) -> None:
+    """Logging JSON, structlog is imported as if rich were not installed (it would render
+    console tracebacks only); rich itself stays importable. Logging to a console, structlog
+    gets rich as it would anyway."""
+    assert json.loads(python(_STRUCTLOG, fmt)) == [with_rich, with_rich]
