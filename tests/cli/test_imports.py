@@ -107,6 +107,11 @@ UNUSED_BY_DEFAULT = (
     "quantmesh.exchange.ccxt",  # a live exchange
     "quantmesh.exchange.paper",
     "quantmesh.research",  # backtests and downloads: other commands
+    "quantmesh.cli.backtest",  # the other commands' modules: their parsers too
+    "quantmesh.cli.ctl",
+    "quantmesh.cli.export",
+    "quantmesh.cli.sim_exchange",
+    "quantmesh.cli.status",
     "difflib",  # the "did you mean" of a bad settings file
     "getpass",  # ctl's actor name
 )
