@@ -51,7 +51,7 @@ import structlog
 
 from bench.probe import Probe, TimingExchange
 from bench.stats import RandomWalk, peak_rss_mb, percentile
-from quantmesh.app import Service
+from quantmesh.app import Service, tune_process
 from quantmesh.domain import MarketRules
 from quantmesh.exchange.sim.simulated import SimMarket, SimulatedExchange
 from quantmesh.grid.state import GridParams
@@ -244,6 +244,8 @@ async def _measure(run: PipelineRun, workdir: Path, tally: _LogTally) -> list[di
     bench = _Bench(run)
     stop = asyncio.Event()
     service = None if run.harness else _service(bench, workdir)
+    if service is not None:
+        tune_process()  # as app.serve does for the daemon
     running: asyncio.Task[Any] = asyncio.create_task(
         _harness(bench, stop) if service is None else service.run(stop)
     )

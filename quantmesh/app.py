@@ -171,16 +171,6 @@ class Service:
         The HTTP endpoints come up first and go down last, so ``/healthz`` answers and
         ``/readyz`` says why it is not ready while the service starts and stops.
         """
-        # The database thread runs Python between its statements: the event loop gets the
-        # interpreter's lock back within this of asking for it, not CPython's 5 ms - which a
-        # tick or fill arriving while a write is being stored would add to its order.
-        sys.setswitchinterval(SWITCH_INTERVAL)
-        # What start-up built (modules, settings, compiled statements) is kept out of the
-        # cyclic collector's sight: a full collection then scans what trading allocated and
-        # takes a few milliseconds, not tens, between a tick and its order. Once a process.
-        if gc.get_freeze_count() == 0:
-            gc.collect()
-            gc.freeze()
         notifier = self.components.notifier
         await notifier.start()
         reason: str | None = None
@@ -612,9 +602,26 @@ def _leaf(exc: BaseException) -> BaseException:
 REPEAT_WINDOW = 0.5
 
 
+def tune_process() -> None:
+    """Set the interpreter up for a daemon that trades: once a process, before it runs.
+
+    The database thread runs Python between its statements: the event loop gets the
+    interpreter's lock back within ``SWITCH_INTERVAL`` of asking for it, not CPython's
+    5 ms - which a tick or fill arriving while a write is stored would add to its order.
+    What start-up built (modules, settings, compiled statements) is kept out of the cyclic
+    collector's sight: a full collection then scans what trading allocated and takes a
+    few milliseconds, not tens, between a tick and its order.
+    """
+    sys.setswitchinterval(SWITCH_INTERVAL)
+    if gc.get_freeze_count() == 0:
+        gc.collect()
+        gc.freeze()
+
+
 async def serve(service: Service) -> RunResult:
-    """Run ``service`` with signal handling: first SIGTERM/SIGINT graceful, second forced;
-    SIGHUP reloads the settings file."""
+    """Run ``service`` in this process (``tune_process``) with signal handling: first
+    SIGTERM/SIGINT graceful, second forced; SIGHUP reloads the settings file."""
+    tune_process()
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     main = asyncio.current_task()

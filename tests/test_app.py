@@ -93,7 +93,7 @@ async def test_the_event_loop_waits_for_the_interpreter_lock_half_a_millisecond_
     before = sys.getswitchinterval()
     sys.setswitchinterval(0.005)  # CPython's default
     try:
-        await asyncio.wait_for(_service(tmp_path, ["NOPE/USDT"]).run(asyncio.Event()), 5)
+        await asyncio.wait_for(serve(_service(tmp_path, ["NOPE/USDT"])), 5)
         assert sys.getswitchinterval() == pytest.approx(app.SWITCH_INTERVAL)
         assert app.SWITCH_INTERVAL <= 0.0005
     finally:
