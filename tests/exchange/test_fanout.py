@@ -3,16 +3,22 @@
 from __future__ import annotations
 
 import gc
+from typing import TypeVar
 
 from quantmesh.exchange.fanout import Subscribers, Subscription
+
+T = TypeVar("T")
+
+
+def _subscribed(subscribers: Subscribers[T], maxsize: int = 0) -> Subscription[T]:
+    subscription = Subscription(subscribers, maxsize)
+    subscription.register()
+    return subscription
 
 
 async def test_every_live_subscription_gets_the_item_and_a_dropped_one_leaves() -> None:
     subscribers: Subscribers[int] = Subscribers()
-    kept = Subscription(subscribers, 0)
-    dropped = Subscription(subscribers, 0)
-    kept.register()
-    dropped.register()
+    kept, dropped = _subscribed(subscribers), _subscribed(subscribers)
     assert len(subscribers) == 2
     subscribers.publish(1)
     del dropped
@@ -24,10 +30,7 @@ async def test_every_live_subscription_gets_the_item_and_a_dropped_one_leaves() 
 
 async def test_an_ended_subscription_is_discarded_and_stops_after_its_items() -> None:
     subscribers: Subscribers[str] = Subscribers()
-    first = Subscription(subscribers, 0)
-    second = Subscription(subscribers, 0)
-    first.register()
-    second.register()
+    first, second = _subscribed(subscribers), _subscribed(subscribers)
     subscribers.publish("a")
     first.end()
     assert subscribers.current() == [second]
@@ -40,8 +43,7 @@ async def test_an_ended_subscription_is_discarded_and_stops_after_its_items() ->
 
 async def test_a_bounded_subscription_keeps_the_latest_items() -> None:
     subscribers: Subscribers[int] = Subscribers()
-    ticks = Subscription(subscribers, 2)
-    ticks.register()
+    ticks = _subscribed(subscribers, 2)
     for price in range(5):
         subscribers.publish(price)
     ticks.end()  # drops the oldest of the full queue to make room for the end
