@@ -44,6 +44,7 @@ from quantmesh.storage.base import Repository, SymbolSummary, TradeFilter
 from quantmesh.storage.buffer import BufferedRepository
 from quantmesh.storage.controls import SqlControlStore
 from quantmesh.storage.engine import bound_sessions, create_engine_for, to_sqlalchemy_url
+from quantmesh.storage.group_commit import GroupCommit
 from quantmesh.storage.peaks import SqlPeakStore
 from quantmesh.storage.repository import SqlRepository
 from quantmesh.trading.risk import RISK_ACTOR, PeakStore
@@ -356,6 +357,8 @@ def assemble(
     # The seed's lock metrics, per purpose; the service keeps the lock itself (health
     # checks, status, close).
     order_locks = MeteredLock(locker, metrics=metrics, purpose="order")
+    # the traders' execution records, several symbols to a transaction when they queue up
+    group_commit = GroupCommit(repository)
     reconcile_locks = MeteredLock(locker, metrics=metrics, purpose="reconcile")
 
     def make_trader(settings: TraderSettings, claim: Claim) -> Trader:
@@ -378,6 +381,7 @@ def assemble(
             notifier=notifier,
             risk_record=_risk_record(controls, settings.symbol),
             risk_peaks=peaks,
+            group_commit=group_commit,
         )
 
     components = Components(

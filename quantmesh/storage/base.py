@@ -42,6 +42,19 @@ class SymbolSummary:
 
 
 @dataclass(frozen=True, slots=True)
+class ExecutionBatch:
+    """Executions of one symbol stored together (``record_batch``'s arguments), for
+    ``record_batches``."""
+
+    symbol: str
+    orders: tuple[Order, ...]
+    fills: tuple[Fill, ...]
+    levels: tuple[LevelState, ...]
+    round_trips: tuple[RoundTrip, ...]
+    fence: int
+
+
+@dataclass(frozen=True, slots=True)
 class DurabilityReport:
     """What a write buffer holds now: ``pending`` writes wait for the database,
     ``in_memory`` of them in its memory queue (which holds ``capacity``, the rest wait in
@@ -151,6 +164,12 @@ class Repository(Protocol):
         """Several executions of ``symbol`` in one transaction, as ``record_execution``
         does one: order updates apply in sequence, the last state of each level wins;
         ``False`` (nothing written) on a stale fence."""
+        ...
+
+    async def record_batches(self, batches: Sequence[ExecutionBatch]) -> list[bool]:
+        """Batches of several symbols (one each) in one transaction, each stored as
+        ``record_batch`` stores it: per batch, ``False`` when its fence is stale (nothing
+        of that batch written, the others are)."""
         ...
 
     async def known_trade_ids(self, symbol: str, trade_ids: Sequence[str]) -> set[str]:

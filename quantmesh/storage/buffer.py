@@ -45,7 +45,7 @@ from quantmesh.grid.state import GridShape, GridState, LevelState, RoundTrip
 from quantmesh.notify.events import NOP, Notifier, db_outage_began, db_outage_ended
 from quantmesh.observability.metrics import DbMetrics
 from quantmesh.secrets import mask_credentials
-from quantmesh.storage.base import DurabilityReport, SymbolSummary, TradeFilter
+from quantmesh.storage.base import DurabilityReport, ExecutionBatch, SymbolSummary, TradeFilter
 from quantmesh.storage.journal import DeadLetters, Journal, dead_letter_path
 from quantmesh.storage.pending import PendingWrites
 from quantmesh.storage.records import Record
@@ -250,24 +250,33 @@ class BufferedRepository:
         *,
         operation: str = "record_batch",
     ) -> bool:
-        order_batch, fill_batch = tuple(orders), tuple(fills)
-        level_batch, trip_batch = tuple(levels), tuple(round_trips)
+        batch = ExecutionBatch(
+            symbol, tuple(orders), tuple(fills), tuple(levels), tuple(round_trips), fence
+        )
         return await self._write(
             operation,
-            lambda seq: Record(
-                seq,
-                "execution",
-                symbol=symbol,
-                orders=order_batch,
-                fills=fill_batch,
-                levels=level_batch,
-                round_trips=trip_batch,
-                fence=fence,
-            ),
+            _execution(batch),
             lambda: self._inner.record_batch(
-                symbol, order_batch, fill_batch, level_batch, trip_batch, fence, operation=operation
+                symbol,
+                batch.orders,
+                batch.fills,
+                batch.levels,
+                batch.round_trips,
+                fence,
+                operation=operation,
             ),
             True,
+        )
+
+    async def record_batches(self, batches: Sequence[ExecutionBatch]) -> list[bool]:
+        """One transaction while nothing is buffered; else a buffered write per batch, in
+        order (each ``True``)."""
+        given = tuple(batches)
+        return await self._write_all(
+            "record_batches",
+            [_execution(batch) for batch in given],
+            lambda: self._inner.record_batches(given),
+            [True] * len(given),
         )
 
     async def _write(
@@ -277,6 +286,17 @@ class BufferedRepository:
         direct: Callable[[], Awaitable[_Result]],
         buffered: _Result,
     ) -> _Result:
+        return await self._write_all(operation, [record], direct, buffered)
+
+    async def _write_all(
+        self,
+        operation: str,
+        records: Sequence[Callable[[int], Record]],
+        direct: Callable[[], Awaitable[_Result]],
+        buffered: _Result,
+    ) -> _Result:
+        """``direct()`` while nothing is buffered; else (or when it fails for anything but
+        its data) ``records``, numbered in order, appended to the pending writes."""
         async with self._pending.lock:
             error = "writes of an earlier run wait for replay"
             if not self._pending.count:
@@ -293,11 +313,15 @@ class BufferedRepository:
             if self._outage is None:
                 self._outage = _Outage(self._clock())
                 self._notifier.emit(db_outage_began(operation, mask_credentials(error)))
-            self._outage.buffered += 1
-            self._seq += 1
+            self._outage.buffered += len(records)
             self._drained.clear()
-            await _run_to_end(self._pending.append(operation, record(self._seq)))
+            await _run_to_end(self._append(operation, records))
             return buffered
+
+    async def _append(self, operation: str, records: Sequence[Callable[[int], Record]]) -> None:
+        for record in records:
+            self._seq += 1
+            await self._pending.append(operation, record(self._seq))
 
     def _replayed(self, count: int) -> None:
         """The replayer stored ``count`` buffered writes; once none wait, the outage is over."""
@@ -372,6 +396,20 @@ class BufferedRepository:
 
     async def summaries(self) -> list[SymbolSummary]:
         return await self._direct("summaries", self._inner.summaries)
+
+
+def _execution(batch: ExecutionBatch) -> Callable[[int], Record]:
+    """The buffered record of ``batch``, given its sequence number."""
+    return lambda seq: Record(
+        seq,
+        "execution",
+        symbol=batch.symbol,
+        orders=batch.orders,
+        fills=batch.fills,
+        levels=batch.levels,
+        round_trips=batch.round_trips,
+        fence=batch.fence,
+    )
 
 
 async def _run_to_end(step: Coroutine[Any, Any, None]) -> None:

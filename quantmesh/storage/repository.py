@@ -22,6 +22,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import fields
 from decimal import Decimal
+from itertools import chain
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import structlog
@@ -32,7 +33,7 @@ from quantmesh.errors import StartupError, StorageError
 from quantmesh.grid.state import GridShape, GridState, LevelState, RoundTrip
 from quantmesh.observability.metrics import DbMetrics
 from quantmesh.storage import migrate, models, statements
-from quantmesh.storage.base import DurabilityReport, SymbolSummary, TradeFilter
+from quantmesh.storage.base import DurabilityReport, ExecutionBatch, SymbolSummary, TradeFilter
 from quantmesh.storage.bulk import BulkUpsert
 from quantmesh.storage.engine import check_server
 from quantmesh.storage.rows import Columns, checked, chunks, from_row, merge_order
@@ -46,6 +47,7 @@ log = structlog.get_logger(__name__)
 _R = TypeVar("_R")
 _TRADE_COLUMNS = ("exchange", *(f.name for f in fields(Fill)), "level_applied")
 _TRADE_KEY = operator.attrgetter("symbol", "trade_id")
+_SYMBOL = operator.attrgetter("symbol")
 
 
 class SqlRepository:
@@ -479,17 +481,72 @@ class SqlRepository:
         def write(conn: Connection) -> bool:
             if fence is not None and not self._claim_fence(conn, symbol, fence, now):
                 return False
-            if orders:
-                self._save_orders(conn, orders, order_rows)
-            if fill_columns:
-                insert_trades.execute(conn, fill_columns)
-            if trip_rows:
-                conn.execute(self._insert_round_trips, trip_rows)
-            if level_rows:
-                conn.execute(self._upsert_levels, level_rows)
+            trades = (insert_trades, fill_columns)
+            self._store_records(conn, orders, order_rows, trades, trip_rows, level_rows)
             return True
 
         return await self._write(operation, write)
+
+    async def record_batches(self, batches: Sequence[ExecutionBatch]) -> list[bool]:
+        """Batches of several symbols in one transaction; see ``Repository``.
+
+        The fences are claimed first, in symbol order (two instances' transactions take
+        the grid rows in the same order), then the claimed batches are written together,
+        a statement per table. Raises ``ValueError`` for a symbol given twice.
+        """
+        if len({b.symbol for b in batches}) < len(batches):
+            raise ValueError("record_batches takes one batch per symbol")
+        order_rows = [[self._row(models.orders, o) for o in b.orders] for b in batches]
+        fill_columns = [self._fill_columns(b.fills, applied=True) for b in batches]
+        trip_rows = [self._round_trip_rows(b.round_trips) for b in batches]
+        level_rows = [self._level_rows(b.symbol, b.levels) for b in batches]
+        now = self._clock()
+
+        def write(conn: Connection) -> list[bool]:
+            stale = {
+                b.symbol
+                for b in sorted(batches, key=_SYMBOL)
+                if not self._claim_fence(conn, b.symbol, b.fence, now)
+            }
+            kept = [i for i, b in enumerate(batches) if b.symbol not in stale]
+            # a column per name, each the batches' columns end to end (no trade id is in
+            # two batches: a trade's key holds its symbol)
+            fills = [
+                list(chain(*cs))
+                for cs in zip(*(fill_columns[i] for i in kept if fill_columns[i]), strict=True)
+            ]
+            self._store_records(
+                conn,
+                [o for i in kept for o in batches[i].orders],
+                [row for i in kept for row in order_rows[i]],
+                (self._insert_applied_trades, fills),
+                [row for i in kept for row in trip_rows[i]],
+                [row for i in kept for row in level_rows[i]],
+            )
+            return [b.symbol not in stale for b in batches]
+
+        return await self._write("record_batches", write)
+
+    def _store_records(
+        self,
+        conn: Connection,
+        orders: Sequence[Order],
+        order_rows: list[dict[str, Any]],
+        trades: tuple[BulkUpsert, Sequence[Sequence[Any]]],
+        trip_rows: list[dict[str, Any]],
+        level_rows: list[dict[str, Any]],
+    ) -> None:
+        """The records of executions whose fences are claimed: orders, fills (``trades``:
+        the statement and the fills' columns), round trips, levels."""
+        if orders:
+            self._save_orders(conn, orders, order_rows)
+        insert_trades, fill_columns = trades
+        if fill_columns:
+            insert_trades.execute(conn, fill_columns)
+        if trip_rows:
+            conn.execute(self._insert_round_trips, trip_rows)
+        if level_rows:
+            conn.execute(self._upsert_levels, level_rows)
 
     def _level_rows(self, symbol: str, levels: Sequence[LevelState]) -> list[dict[str, Any]]:
         unique = {level.index: level for level in levels}  # the last state of a level wins

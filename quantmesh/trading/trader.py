@@ -47,6 +47,7 @@ from quantmesh.lock.keys import LockKeys
 from quantmesh.notify.events import NOP, Notifier
 from quantmesh.observability.metrics import Metrics
 from quantmesh.storage.base import Repository
+from quantmesh.storage.group_commit import GroupCommit
 from quantmesh.trading.book import OrderBook
 from quantmesh.trading.reconcile import Reconciler
 from quantmesh.trading.recorder import Recorder
@@ -117,6 +118,7 @@ class Trader:
         notifier: Notifier = NOP,
         risk_record: RiskRecord | None = None,
         risk_peaks: PeakStore | None = None,
+        group_commit: GroupCommit | None = None,
     ) -> None:
         self.settings = settings
         self._notifier = notifier
@@ -130,6 +132,7 @@ class Trader:
             fence=lambda: self._fence(),
             on_failure=self.stop_placing,
             queued=queue.set,
+            group=group_commit,
         )
         self._reconcile_locker = locker if reconcile_locker is None else reconcile_locker
         self._keys = lock_keys

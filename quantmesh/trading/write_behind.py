@@ -3,7 +3,8 @@
 The trader applies an exchange's answer (an order accepted, cancelled, filled) to its book
 in memory and goes on to the next order; the record of it is queued here and a drain task
 stores what is queued in one transaction per run of writes (``record_batch``), oldest
-first. The database write is off the path between a fill and the next order.
+first; given a ``GroupCommit``, that transaction may hold other symbols' runs too. The
+database write is off the path between a fill and the next order.
 
 Why that is safe (the crash ordering; the README argues it for users):
 
@@ -41,7 +42,14 @@ from quantmesh import failpoints
 from quantmesh.domain import Fill, Order
 from quantmesh.errors import LockLost
 from quantmesh.grid.state import GridShape, GridState, LevelState, RoundTrip
-from quantmesh.storage.base import DurabilityReport, Repository, SymbolSummary, TradeFilter
+from quantmesh.storage.base import (
+    DurabilityReport,
+    ExecutionBatch,
+    Repository,
+    SymbolSummary,
+    TradeFilter,
+)
+from quantmesh.storage.group_commit import GroupCommit
 
 log = structlog.get_logger(__name__)
 
@@ -72,8 +80,11 @@ class WriteBehind:
         on_failure: Callable[[], None] = lambda: None,
         queued: Callable[[int], None] = lambda _: None,
         limit: int = QUEUE_LIMIT,
+        group: GroupCommit | None = None,
     ) -> None:
         self._inner = inner
+        # the queue head goes to the group's transaction, shared with other symbols
+        self._batches: Repository | GroupCommit = inner if group is None else group
         self._symbol = symbol
         self._fence = fence
         self._on_failure = on_failure
@@ -140,7 +151,7 @@ class WriteBehind:
     async def _store(self, batch: list[_Write]) -> bool:
         """Store ``batch`` in one transaction; ``False`` (nothing stored) on a stale fence."""
         fills = [f for w in batch for f in w.fills]
-        stored = await self._inner.record_batch(
+        stored = await self._batches.record_batch(
             self._symbol,
             [o for w in batch for o in w.orders],
             fills,
@@ -286,6 +297,10 @@ class WriteBehind:
     ) -> bool:
         await self.flush()
         return await self._inner.record_batch(symbol, orders, fills, levels, round_trips, fence)
+
+    async def record_batches(self, batches: Sequence[ExecutionBatch]) -> list[bool]:
+        await self.flush()
+        return await self._inner.record_batches(batches)
 
     async def known_trade_ids(self, symbol: str, trade_ids: Sequence[str]) -> set[str]:
         await self.flush()

@@ -33,7 +33,7 @@ from quantmesh.errors import StorageUnavailable
 from quantmesh.grid.state import GridState, LevelState
 from quantmesh.observability.metrics import Metrics
 from quantmesh.storage import runner as runner_module
-from quantmesh.storage.base import TradeFilter
+from quantmesh.storage.base import ExecutionBatch, TradeFilter
 from quantmesh.storage.buffer import BufferedRepository
 from quantmesh.storage.engine import DbType, create_engine_for
 from quantmesh.storage.journal import Journal, dead_letter_path
@@ -282,6 +282,43 @@ async def test_a_batch_of_executions_is_buffered_as_one_and_replayed_in_sequence
     assert await cut_repo.known_trade_ids(SYMBOL, ["t1"]) == {"t1"}
     grid = await cut_repo.load_grid(SYMBOL)
     assert grid is not None and grid.level(0).holding == Decimal("0.3")
+
+
+async def test_a_group_of_symbols_is_buffered_a_record_per_batch_and_replayed(
+    proxied: Proxied, tmp_path: Path
+) -> None:
+    """The traders' group commit stores several symbols' runs with ``record_batches``."""
+    repo = buffered(proxied.backend.db_type, proxied.url, tmp_path / "journal.jsonl")
+    await repo.start()
+    try:
+        symbols = (SYMBOL, "BTC/USDT")
+        for symbol in symbols:
+            await repo.init_grid(symbol, Decimal(100))
+        proxied.proxy.cut()
+        level = LevelState(0, Decimal("0.3"), Decimal(30), 1)
+        batches = [
+            ExecutionBatch(
+                symbol,
+                (order(f"b{n}", symbol=symbol, status="filled", filled="0.3"),),
+                (fill(f"t{n}", symbol=symbol, client_order_id=f"b{n}"),),
+                (level,),
+                (),
+                1,
+            )
+            for n, symbol in enumerate(symbols)
+        ]
+        assert await repo.record_batches(batches) == [True, True]
+        assert repo.pending == 2  # a record per symbol, replayed as the trader's own
+        proxied.proxy.heal()
+        await drained(repo)
+        for n, one in enumerate(batches):
+            assert await repo.get_order(f"b{n}") == one.orders[0]
+            assert await repo.known_trade_ids(one.symbol, [f"t{n}"]) == {f"t{n}"}
+            grid = await repo.load_grid(one.symbol)
+            assert grid is not None and grid.level(0) == level
+    finally:
+        proxied.proxy.heal()
+        await repo.close()
 
 
 @dataclass

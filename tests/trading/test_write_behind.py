@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
+from dataclasses import replace
 from decimal import Decimal
 from pathlib import Path
 
@@ -13,6 +14,8 @@ import pytest
 from quantmesh.domain import Fill, Order
 from quantmesh.errors import LockLost, StorageRejected
 from quantmesh.grid.state import LevelState, RoundTrip
+from quantmesh.storage.base import ExecutionBatch
+from quantmesh.storage.group_commit import GroupCommit
 from quantmesh.storage.repository import SqlRepository
 from quantmesh.trading.write_behind import WriteBehind
 
@@ -57,6 +60,7 @@ class Gated(SqlRepository):
         self.gate = asyncio.Event()
         self.gate.set()
         self.batches: list[int] = []
+        self.groups: list[list[str]] = []  # the symbols of each grouped transaction
 
     async def record_batch(
         self,
@@ -74,6 +78,11 @@ class Gated(SqlRepository):
         return await super().record_batch(
             symbol, orders, fills, levels, round_trips, fence, operation=operation
         )
+
+    async def record_batches(self, batches: Sequence[ExecutionBatch]) -> list[bool]:
+        self.groups.append([b.symbol for b in batches])
+        await self.gate.wait()
+        return await super().record_batches(batches)
 
 
 @pytest.fixture
@@ -100,6 +109,38 @@ async def test_records_are_stored_in_order_and_read_back_after_the_queue(repo: G
     assert repo.batches == [2]  # both in one transaction, the order updates in sequence
     stored = await repo.get_order("b1")
     assert stored is not None and stored.status == "filled"
+
+
+async def test_traders_sharing_a_group_commit_store_their_runs_in_one_transaction(
+    repo: Gated,
+) -> None:
+    symbols = (SYMBOL, "BTC/USDT", "SOL/USDT")
+    for symbol in symbols[1:]:
+        await repo.init_grid(symbol, Decimal(2000))
+    group = GroupCommit(repo)
+    writes = [WriteBehind(repo, s, fence=lambda: 1, group=group) for s in symbols]
+    level = LevelState(index=-1, holding=Decimal("0.015"), cost=Decimal("29.85"), cycle=0)
+
+    async def execute(n: int) -> None:
+        filled = replace(order(f"b{n}", "filled", "0.015"), symbol=symbols[n])
+        done = replace(fill(f"b{n}", f"t{n}"), symbol=symbols[n])
+        assert await writes[n].record_execution(filled, [done], [level], [], fence=1)
+
+    repo.gate.clear()
+    await execute(2)
+    await until(lambda: repo.groups == [[symbols[2]]])  # its transaction waits at the gate
+    await execute(0)
+    await execute(1)
+    await asyncio.sleep(0.05)  # both drains handed their queues to the group
+    repo.gate.set()
+    for writer in writes:
+        await asyncio.wait_for(writer.flush(), 5)
+    assert [sorted(g) for g in repo.groups] == [[symbols[2]], sorted(symbols[:2])]
+    assert repo.batches == []  # no transaction of one symbol's own
+    for n, symbol in enumerate(symbols):
+        assert await repo.known_trade_ids(symbol, [f"t{n}"]) == {f"t{n}"}
+        grid = await repo.load_grid(symbol)
+        assert grid is not None and grid.level(-1) == level
 
 
 async def test_a_refused_fence_keeps_the_facts_and_stops_the_trader(repo: Gated) -> None:
