@@ -23,7 +23,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import fields
 from decimal import Decimal
 from itertools import chain
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 import structlog
 from sqlalchemy import Column, Connection, Engine, Table, func, select
@@ -36,6 +36,7 @@ from quantmesh.storage import migrate, models, statements
 from quantmesh.storage.base import DurabilityReport, ExecutionBatch, SymbolSummary, TradeFilter
 from quantmesh.storage.bulk import BulkUpsert
 from quantmesh.storage.engine import check_server
+from quantmesh.storage.prepared import Prepared
 from quantmesh.storage.rows import Columns, checked, chunks, from_row, merge_order
 from quantmesh.storage.runner import Runner, runner_for
 from quantmesh.storage.statements import upsert
@@ -48,6 +49,9 @@ _R = TypeVar("_R")
 _TRADE_COLUMNS = ("exchange", *(f.name for f in fields(Fill)), "level_applied")
 _TRADE_KEY = operator.attrgetter("symbol", "trade_id")
 _SYMBOL = operator.attrgetter("symbol")
+_ORDER_COLUMNS: Final = ("exchange", *(f.name for f in fields(Order)))
+_ROUND_TRIP_COLUMNS: Final = ("exchange", *(f.name for f in fields(RoundTrip)))
+_LEVEL_COLUMNS: Final = ("exchange", "symbol", "level_index", "holding", "cost", "cycle")
 
 
 class SqlRepository:
@@ -78,7 +82,14 @@ class SqlRepository:
         # With the write lock held from the start (SQLite), an order found missing is still
         # missing when inserted; otherwise another instance may have inserted it meanwhile.
         self._inserts_are_exclusive = self._runner.exclusive_writes
-        self._insert_orders = upsert(dialect, models.orders, statements.ORDER_KEY)
+        # the statements of every execution's transaction, compiled once (prepared.py)
+        self._insert_orders = Prepared(
+            engine.dialect,
+            upsert(dialect, models.orders, statements.ORDER_KEY),
+            _ORDER_COLUMNS,
+        )
+        self._update_orders = Prepared(engine.dialect, statements.ORDER_UPDATE)
+        self._claim = Prepared(engine.dialect, statements.FENCE_CLAIM)
         # fills stored without their level: new rows unapplied, a stored row left alone
         self._insert_trades = BulkUpsert(
             engine.dialect, models.trades, statements.TRADE_KEY, columns=_TRADE_COLUMNS
@@ -96,10 +107,16 @@ class SqlRepository:
         self._trade_columns = Columns(
             engine.dialect, models.trades, Fill, self._insert_trades.names
         )
-        self._insert_round_trips = upsert(dialect, models.round_trips, statements.ROUND_TRIP_KEY)
+        self._insert_round_trips = Prepared(
+            engine.dialect,
+            upsert(dialect, models.round_trips, statements.ROUND_TRIP_KEY),
+            _ROUND_TRIP_COLUMNS,
+        )
         self._insert_grid = upsert(dialect, models.grids, statements.GRID_KEY)
-        self._upsert_levels = upsert(
-            dialect, models.grid_levels, statements.LEVEL_KEY, statements.LEVEL_VALUES
+        self._upsert_levels = Prepared(
+            engine.dialect,
+            upsert(dialect, models.grid_levels, statements.LEVEL_KEY, statements.LEVEL_VALUES),
+            _LEVEL_COLUMNS,
         )
 
     @property
@@ -187,7 +204,7 @@ class SqlRepository:
         stored = self._orders_by_id(conn, list(batches), for_update=True)
         missing = [cid for cid in batches if cid not in stored]
         if missing:
-            conn.execute(self._insert_orders, [firsts[cid] for cid in missing])
+            self._insert_orders.execute_many(conn, [firsts[cid] for cid in missing])
             if self._inserts_are_exclusive:  # stored as the batch's first update
                 stored.update((cid, batches[cid][0]) for cid in missing)
             else:  # another instance may have stored some first: merge into those
@@ -217,7 +234,7 @@ class SqlRepository:
                     }
                 )
         if changes:
-            conn.execute(statements.ORDER_UPDATE, changes)
+            self._update_orders.execute_many(conn, changes)
 
     async def get_order(self, client_order_id: str) -> Order | None:
         def read(conn: Connection) -> Order | None:
@@ -343,7 +360,7 @@ class SqlRepository:
         rows = self._round_trip_rows(trips)
         if rows:
             await self._write(
-                "save_round_trips", lambda conn: conn.execute(self._insert_round_trips, rows)
+                "save_round_trips", lambda conn: self._insert_round_trips.execute_many(conn, rows)
             )
 
     def _round_trip_rows(self, trips: Sequence[RoundTrip]) -> list[dict[str, Any]]:
@@ -429,7 +446,7 @@ class SqlRepository:
             if not self._claim_fence(conn, symbol, fence, now):
                 return False
             if rows:
-                conn.execute(self._upsert_levels, rows)
+                self._upsert_levels.execute_many(conn, rows)
             return True
 
         return await self._write("save_levels", write)
@@ -544,9 +561,9 @@ class SqlRepository:
         if fill_columns:
             insert_trades.execute(conn, fill_columns)
         if trip_rows:
-            conn.execute(self._insert_round_trips, trip_rows)
+            self._insert_round_trips.execute_many(conn, trip_rows)
         if level_rows:
-            conn.execute(self._upsert_levels, level_rows)
+            self._upsert_levels.execute_many(conn, level_rows)
 
     def _level_rows(self, symbol: str, levels: Sequence[LevelState]) -> list[dict[str, Any]]:
         unique = {level.index: level for level in levels}  # the last state of a level wins
@@ -570,7 +587,7 @@ class SqlRepository:
         keys = self._keys(symbol)
         claim = {**keys, "k_fence": fence, "v_fence": fence, "v_updated_at": now}
         # MySQL reports matched rather than changed rows: SQLAlchemy sets FOUND_ROWS
-        if conn.execute(statements.FENCE_CLAIM, claim).rowcount > 0:
+        if self._claim.execute(conn, claim).rowcount > 0:
             return True
         stored = conn.scalar(statements.GRID_FENCE, keys)
         if stored is None:
