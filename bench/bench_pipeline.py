@@ -245,7 +245,7 @@ async def _measure(run: PipelineRun, workdir: Path, tally: _LogTally) -> list[di
     stop = asyncio.Event()
     service = None if run.harness else _service(bench, workdir)
     if service is not None:
-        tune_process()  # as app.serve does for the daemon
+        tune_process(service)  # as app.serve does for the daemon
     running: asyncio.Task[Any] = asyncio.create_task(
         _harness(bench, stop) if service is None else service.run(stop)
     )

@@ -59,6 +59,7 @@ TRANSIENT = (Disconnected, RateLimited, StorageUnavailable, LockUnavailable)
 START_RETRY_FIRST = 1.0
 START_RETRY_MAX = 30.0
 SWITCH_INTERVAL = 0.0005  # seconds a thread holds the interpreter lock while another waits
+HEAP_POLL = 0.05  # seconds between looks at whether every trader is ready (StartedHeap)
 
 # Builds the trader of one symbol for one spell of ownership.
 TraderFactory = Callable[[TraderSettings, Claim], Trader]
@@ -152,6 +153,8 @@ class Service:
         self.metrics = components.metrics
         self.controls = components.controls
         self.traders = self.state.traders  # the symbols traded now; updated in place
+        self._heap = StartedHeap(self.traders)
+        self._freeze = False  # freeze_started_heap()
         self.result = self.state.result
         self.http = make_http(components, self.state) if make_http is not None else None
         self.shutdown_grace = shutdown_grace
@@ -195,6 +198,11 @@ class Service:
             await notifier.close(drain=drain)
         return self.result
 
+    def freeze_started_heap(self) -> None:
+        """Keep the traders' start-up state out of the collector's scans while this service
+        runs (``StartedHeap``): for a process that runs this service alone."""
+        self._freeze = True
+
     def _stop_reason(self) -> str:
         if self.result.fatal is not None:
             return self.result.fatal
@@ -227,6 +235,7 @@ class Service:
                     self.components.risk, traders=lambda: self.traders, wall_clock=time.time
                 )
                 controls.append(tg.create_task(watch.run(), name="instance-risk"))
+            heap = tg.create_task(self._heap.run(), name="started-heap") if self._freeze else None
             for symbol in self.symbols:
                 self._start_slot(symbol)
             self.components.notifier.emit(
@@ -244,6 +253,8 @@ class Service:
                     waiter.cancel()
             log.info("shutdown_started")
             self._stopping = True  # no slot starts a trader from here on
+            if heap is not None:
+                await cancel_and_wait(heap)  # the traders leave: no more freezing
             await cancel_and_wait(*self._reloads)  # a reload half applied ends here
             await self._drain()
             # The slots give their leases back on the way out; then the membership goes,
@@ -346,6 +357,7 @@ class Service:
         finally:
             await cancel_and_wait(run, handoff, leave, retune)
             self.traders.remove(trader)
+            self._heap.release()  # what the trader leaves behind must be collectable
             slot.trader = None
 
     async def _quiet(self, trader: Trader, overdue: str) -> None:
@@ -602,26 +614,70 @@ def _leaf(exc: BaseException) -> BaseException:
 REPEAT_WINDOW = 0.5
 
 
-def tune_process() -> None:
-    """Set the interpreter up for a daemon that trades: once a process, before it runs.
+def tune_process(service: Service) -> None:
+    """Set the interpreter up for a daemon that trades ``service``: once a process, before
+    it runs.
 
     The database thread runs Python between its statements: the event loop gets the
     interpreter's lock back within ``SWITCH_INTERVAL`` of asking for it, not CPython's
     5 ms - which a tick or fill arriving while a write is stored would add to its order.
     What start-up built (modules, settings, compiled statements) is kept out of the cyclic
     collector's sight: a full collection then scans what trading allocated and takes a
-    few milliseconds, not tens, between a tick and its order.
+    few milliseconds, not tens, between a tick and its order. The traders' own start-up
+    state is frozen too, once they are all ready (``StartedHeap``).
     """
     sys.setswitchinterval(SWITCH_INTERVAL)
     if gc.get_freeze_count() == 0:
         gc.collect()
         gc.freeze()
+    service.freeze_started_heap()
+
+
+class StartedHeap:
+    """The traders' start-up state out of the cyclic collector's scans, as ``tune_process``
+    keeps the process's start-up out of them.
+
+    Loaded grids, books, sessions and compiled statements live as long as their traders;
+    left in the collector's sight, every full collection scans them: tens of milliseconds
+    at 200 symbols, during which no tick is taken. ``run`` freezes the heap once every
+    trader is ready (after a full collection, so only what is alive is frozen); a trader
+    that leaves (``release``) unfreezes it, so what it leaves behind can be collected, and
+    the heap is frozen again once every trader is ready again.
+    """
+
+    def __init__(self, traders: Sequence[Trader], *, poll: float = HEAP_POLL) -> None:
+        self._traders = traders
+        self._poll = poll
+        self._frozen = False
+        self._released = asyncio.Event()
+
+    @property
+    def frozen(self) -> bool:
+        return self._frozen
+
+    async def run(self) -> None:
+        while True:
+            if self._frozen:
+                await self._released.wait()
+                self._released.clear()
+                continue
+            await asyncio.sleep(self._poll)
+            if self._traders and all(t.ready.is_set() for t in self._traders):
+                gc.collect()
+                gc.freeze()
+                self._frozen = True
+
+    def release(self) -> None:
+        if self._frozen:
+            gc.unfreeze()
+            self._frozen = False
+            self._released.set()
 
 
 async def serve(service: Service) -> RunResult:
     """Run ``service`` in this process (``tune_process``) with signal handling: first
     SIGTERM/SIGINT graceful, second forced; SIGHUP reloads the settings file."""
-    tune_process()
+    tune_process(service)
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     main = asyncio.current_task()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import signal
 import sys
@@ -98,6 +99,29 @@ async def test_the_event_loop_waits_for_the_interpreter_lock_half_a_millisecond_
         assert app.SWITCH_INTERVAL <= 0.0005
     finally:
         sys.setswitchinterval(before)
+
+
+async def test_the_traders_start_up_is_frozen_once_every_one_is_ready_and_thawed_as_they_leave(
+    tmp_path: Path,
+) -> None:
+    gc.unfreeze()  # whatever an earlier test froze
+    service = _service(tmp_path, [SYMBOL, "NOPE/USDT"])  # one fails and leaves at start
+    service.freeze_started_heap()  # as serve() does (tune_process)
+    stop = asyncio.Event()
+    task = asyncio.create_task(service.run(stop))
+    try:
+        first = await _ready_trader(service)
+        await until(lambda: "NOPE/USDT" in service.result.failed)
+        await until(lambda: gc.get_freeze_count() > 0)  # all ready: what they hold is frozen
+        assert first.ready.is_set()
+        frozen = gc.get_freeze_count()
+        service.exchange.set_price(SYMBOL, Decimal(2001))  # type: ignore[attr-defined]
+        await until(lambda: first.book is not None and len(first.book.open_orders()) == 3)
+        assert gc.get_freeze_count() <= frozen  # trading freezes nothing more (frees some)
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 10)
+    assert gc.get_freeze_count() == 0  # the traders left: what they held is collectable
 
 
 async def test_the_service_ends_when_every_symbol_failed(tmp_path: Path) -> None:
