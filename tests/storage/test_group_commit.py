@@ -144,6 +144,14 @@ def give(group: GroupCommit, one: ExecutionBatch) -> asyncio.Task[bool]:
     )
 
 
+async def holding(recording: Recording, group: GroupCommit) -> asyncio.Task[bool]:
+    """A batch of SOL given alone, its transaction held at the gate (the gate closed)."""
+    recording.gate.clear()
+    running = give(group, batch(SOL))
+    await held(recording, 1)
+    return running
+
+
 async def held(recording: Recording, groups: int) -> None:
     """Until ``groups`` transactions have begun (the last one waits at the gate)."""
     async with asyncio.timeout(WAIT):
@@ -173,9 +181,7 @@ async def test_a_symbols_second_batch_waits_for_the_next_transaction_in_order(
     recording: Recording,
 ) -> None:
     group = GroupCommit(recording)
-    recording.gate.clear()
-    running = give(group, batch(SOL))
-    await held(recording, 1)
+    running = await holding(recording, group)
     sold = LevelState(1, Decimal(0), Decimal(0), 2)  # the level of batch(ETH), later
     tasks = [
         give(group, batch(ETH)),
@@ -191,9 +197,7 @@ async def test_a_symbols_second_batch_waits_for_the_next_transaction_in_order(
 
 async def test_a_group_is_closed_at_its_record_limit(recording: Recording) -> None:
     group = GroupCommit(recording, limit=8)  # a batch here holds 2 orders, 1 fill, 1 level
-    recording.gate.clear()
-    running = give(group, batch(SOL))
-    await held(recording, 1)
+    running = await holding(recording, group)
     tasks = [give(group, batch(ETH)), give(group, batch(BTC)), give(group, batch(SOL, 2))]
     recording.gate.set()
     assert await asyncio.wait_for(asyncio.gather(running, *tasks), WAIT) == [True] * 4
@@ -202,9 +206,7 @@ async def test_a_group_is_closed_at_its_record_limit(recording: Recording) -> No
 
 async def test_a_bad_batch_fails_its_own_writer_only(recording: Recording) -> None:
     group = GroupCommit(recording)
-    recording.gate.clear()
-    running = give(group, batch(SOL))
-    await held(recording, 1)
+    running = await holding(recording, group)
     bad = batch(BTC, price="NaN")
     tasks = [give(group, batch(ETH)), give(group, bad)]
     recording.gate.set()
@@ -221,9 +223,7 @@ async def test_a_bad_batch_fails_its_own_writer_only(recording: Recording) -> No
 async def test_a_stale_fence_in_a_group_refuses_that_symbol_only(recording: Recording) -> None:
     assert await recording.save_levels(BTC, [], fence=9)
     group = GroupCommit(recording)
-    recording.gate.clear()
-    running = give(group, batch(SOL))
-    await held(recording, 1)
+    running = await holding(recording, group)
     tasks = [give(group, batch(BTC, fence=2)), give(group, batch(ETH))]
     recording.gate.set()
     assert await asyncio.wait_for(asyncio.gather(running, *tasks), WAIT) == [True, False, True]
@@ -236,9 +236,7 @@ async def test_an_unreachable_database_fails_every_batch_of_the_group_once(
     recording: Recording,
 ) -> None:
     group = GroupCommit(recording)
-    recording.gate.clear()
-    running = give(group, batch(SOL))
-    await held(recording, 1)
+    running = await holding(recording, group)
     recording.unavailable = {BTC}
     tasks = [give(group, batch(ETH)), give(group, batch(BTC))]
     recording.gate.set()
@@ -255,9 +253,7 @@ async def test_a_writer_that_stopped_waiting_before_its_turn_gets_nothing_stored
     recording: Recording,
 ) -> None:
     group = GroupCommit(recording)
-    recording.gate.clear()
-    running = give(group, batch(SOL))
-    await held(recording, 1)
+    running = await holding(recording, group)
     gone = give(group, batch(ETH))
     kept = give(group, batch(BTC))
     await asyncio.sleep(0)
