@@ -651,10 +651,6 @@ class StartedHeap:
         self._frozen = False
         self._released = asyncio.Event()
 
-    @property
-    def frozen(self) -> bool:
-        return self._frozen
-
     async def run(self) -> None:
         while True:
             if self._frozen:
