@@ -148,6 +148,7 @@ class _Bench:
             tick_queue_size=_TICK_QUEUE,
         )
         self.probe = Probe(self.symbols, _TICK_QUEUE)
+        self.metrics = Metrics()  # the service's (the harness has none)
         self.exchange = TimingExchange(self.sim, self.probe)
         self.walk = RandomWalk(run.symbols, _START_CENTS, _LEVEL_CENTS, run.seed)
 
@@ -155,10 +156,15 @@ class _Bench:
         self.probe.before_push(i)
         self.sim.set_price(self.symbols[i], Decimal(self.walk.next(i)).scaleb(-2))
 
+    def writes_queued(self) -> float:
+        """Order and fill records the traders acted on that the database has not stored."""
+        return sum(s.value for m in self.metrics.write_queue.collect() for s in m.samples)
+
     async def until_idle(self, running: asyncio.Task[Any]) -> None:
-        """Wait until every consumer is idle; fail if ``running`` ends or it takes too long."""
+        """Wait until every consumer is idle and what they acted on is stored; fail if
+        ``running`` ends or it takes too long."""
         deadline = time.monotonic() + _IDLE_TIMEOUT
-        while not self.probe.all_idle():
+        while not self.probe.all_idle() or self.writes_queued():
             if running.done():
                 raise RuntimeError(f"the pipeline ended early: {running.result()!r}")
             if time.monotonic() > deadline:
@@ -217,7 +223,7 @@ def _service(bench: _Bench, workdir: Path) -> Service:
         exchange=exchange,
         repository=repository,
         locker=NopLock(),
-        metrics=Metrics(),
+        metrics=bench.metrics,
         shutdown_grace=30.0,
     )
 
