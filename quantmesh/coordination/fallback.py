@@ -25,7 +25,6 @@ from __future__ import annotations
 import time
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
-from dataclasses import replace
 
 import structlog
 
@@ -141,7 +140,7 @@ class FallbackLeases:
         return renewed
 
     def _local_renewal(self, lease: Lease, ttl: float) -> Lease:
-        return replace(lease, deadline=self._clock() + ttl)
+        return lease._replace(deadline=self._clock() + ttl)
 
     # giving back -------------------------------------------------------------------------
 

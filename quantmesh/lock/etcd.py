@@ -64,7 +64,6 @@ import secrets
 import time
 from collections.abc import Callable, Sequence
 from contextlib import AbstractAsyncContextManager
-from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 from urllib.parse import urlsplit
 
@@ -425,7 +424,7 @@ class EtcdLock:
         if not parsed(lambda: _holds(found, _b64(lease.token), lease_id, lease.fence)):
             self._revoke_later(lease_id)  # the key was taken over: the lease holds nothing
             return None
-        return replace(lease, deadline=self._deadline(start, min(ttl, granted)))
+        return lease._replace(deadline=self._deadline(start, min(ttl, granted)))
 
     # health ------------------------------------------------------------------------------
 

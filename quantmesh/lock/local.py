@@ -13,7 +13,6 @@ import secrets
 import time
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
-from dataclasses import replace
 
 from quantmesh.lock.base import Lease, wait_lock
 from quantmesh.lock.renewal import RenewedLease, renewed
@@ -74,7 +73,7 @@ class LocalLock:
         if held is None or held[0] != lease.token or held[1] <= now:
             return None
         self._held[lease.key] = (lease.token, now + ttl)
-        return replace(lease, deadline=now + ttl)
+        return lease._replace(deadline=now + ttl)
 
     async def close(self) -> None:
         self._held.clear()

@@ -39,7 +39,7 @@ import secrets
 import time
 from collections.abc import Callable, Sequence
 from contextlib import AbstractAsyncContextManager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import structlog
@@ -230,7 +230,7 @@ class RedisLock:
             raise lock_error(exc, "extend") from None
         if not renewed:
             return None
-        return replace(lease, deadline=self._deadline(start, ttl))
+        return lease._replace(deadline=self._deadline(start, ttl))
 
     async def ping(self) -> None:
         """Health check: raises ``LockError`` unless the server answers and takes writes."""

@@ -85,7 +85,6 @@ import secrets
 import time
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
-from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Final, Literal, Protocol, TypeVar
 
 import structlog
@@ -355,7 +354,7 @@ class SqlLock:
         )
         if not extended:
             return None
-        return replace(lease, deadline=self._deadline(start, ttl))
+        return lease._replace(deadline=self._deadline(start, ttl))
 
     # statements --------------------------------------------------------------------------
 
