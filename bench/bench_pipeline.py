@@ -7,7 +7,8 @@ symbol; the real ``Service`` running them. The simulated exchange keeps no state
 stands in for a remote exchange, whose own bookkeeping is not the daemon's cost.
 
 After a warm-up tick (the traders place their first buy windows), the ``phases`` run one
-after the other on the same service, each a measured window of ``seconds``. Every symbol's
+after the other on the same service, each a measured window of ``seconds`` that starts once
+every trader waits for a tick and the records of what they did before it are stored. Every symbol's
 price follows a seeded random walk (``levels_per_tick`` is the standard deviation of one
 step, in grid levels; prices start between two levels), so orders are placed, filled and
 replaced. A phase drives the prices one of two ways:
