@@ -14,9 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import signal
-import sys
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -42,6 +40,7 @@ from quantmesh.errors import (
 )
 from quantmesh.exchange.base import Exchange
 from quantmesh.grid.risk import InstanceLimits
+from quantmesh.interpreter import StartedHeap, tune_interpreter
 from quantmesh.lock.base import ServiceLock
 from quantmesh.notify.events import NOP, NotificationService, instance_started, instance_stopped
 from quantmesh.observability.http import HttpServer
@@ -58,8 +57,6 @@ log = structlog.get_logger(__name__)
 TRANSIENT = (Disconnected, RateLimited, StorageUnavailable, LockUnavailable)
 START_RETRY_FIRST = 1.0
 START_RETRY_MAX = 30.0
-SWITCH_INTERVAL = 0.0005  # seconds a thread holds the interpreter lock while another waits
-HEAP_POLL = 0.05  # seconds between looks at whether every trader is ready (StartedHeap)
 
 # Builds the trader of one symbol for one spell of ownership.
 TraderFactory = Callable[[TraderSettings, Claim], Trader]
@@ -615,59 +612,11 @@ REPEAT_WINDOW = 0.5
 
 
 def tune_process(service: Service) -> None:
-    """Set the interpreter up for a daemon that trades ``service``: once a process, before
-    it runs.
-
-    The database thread runs Python between its statements: the event loop gets the
-    interpreter's lock back within ``SWITCH_INTERVAL`` of asking for it, not CPython's
-    5 ms - which a tick or fill arriving while a write is stored would add to its order.
-    What start-up built (modules, settings, compiled statements) is kept out of the cyclic
-    collector's sight: a full collection then scans what trading allocated and takes a
-    few milliseconds, not tens, between a tick and its order. The traders' own start-up
-    state is frozen too, once they are all ready (``StartedHeap``).
-    """
-    sys.setswitchinterval(SWITCH_INTERVAL)
-    if gc.get_freeze_count() == 0:
-        gc.collect()
-        gc.freeze()
+    """Set the interpreter up for a daemon that trades ``service`` (``tune_interpreter``),
+    and keep the traders' start-up state out of the collector's scans once they are all
+    ready (``StartedHeap``): once a process, before it runs."""
+    tune_interpreter()
     service.freeze_started_heap()
-
-
-class StartedHeap:
-    """The traders' start-up state out of the cyclic collector's scans, as ``tune_process``
-    keeps the process's start-up out of them.
-
-    Loaded grids, books, sessions and compiled statements live as long as their traders;
-    left in the collector's sight, every full collection scans them: tens of milliseconds
-    at 200 symbols, during which no tick is taken. ``run`` freezes the heap once every
-    trader is ready (after a full collection, so only what is alive is frozen); a trader
-    that leaves (``release``) unfreezes it, so what it leaves behind can be collected, and
-    the heap is frozen again once every trader is ready again.
-    """
-
-    def __init__(self, traders: Sequence[Trader], *, poll: float = HEAP_POLL) -> None:
-        self._traders = traders
-        self._poll = poll
-        self._frozen = False
-        self._released = asyncio.Event()
-
-    async def run(self) -> None:
-        while True:
-            if self._frozen:
-                await self._released.wait()
-                self._released.clear()
-                continue
-            await asyncio.sleep(self._poll)
-            if self._traders and all(t.ready.is_set() for t in self._traders):
-                gc.collect()
-                gc.freeze()
-                self._frozen = True
-
-    def release(self) -> None:
-        if self._frozen:
-            gc.unfreeze()
-            self._frozen = False
-            self._released.set()
 
 
 async def serve(service: Service) -> RunResult:

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from structlog.testing import capture_logs
 
-from quantmesh import app
+from quantmesh import app, interpreter
 from quantmesh.app import REPEAT_WINDOW, Service, serve
 from quantmesh.coordination.coordinator import Claim
 from quantmesh.errors import Disconnected, StorageUnavailable
@@ -95,8 +95,8 @@ async def test_the_event_loop_waits_for_the_interpreter_lock_half_a_millisecond_
     sys.setswitchinterval(0.005)  # CPython's default
     try:
         await asyncio.wait_for(serve(_service(tmp_path, ["NOPE/USDT"])), 5)
-        assert sys.getswitchinterval() == pytest.approx(app.SWITCH_INTERVAL)
-        assert app.SWITCH_INTERVAL <= 0.0005
+        assert sys.getswitchinterval() == pytest.approx(interpreter.SWITCH_INTERVAL)
+        assert interpreter.SWITCH_INTERVAL <= 0.0005
     finally:
         sys.setswitchinterval(before)
 
